@@ -1,0 +1,185 @@
+"""What the pipeline needs from a vendor, and the plain records that cross package lines.
+
+A CRM connector and an ESP connector each implement a few methods; everything else
+(cursors, diffing, consent) is the pipeline's job. Records here are plain frozen
+dataclasses so ``sync`` can hand them to ``consent`` and ``scoring`` without those
+packages importing ``connectors``.
+
+Metadata such as batch sizes and rate limits are class attributes (:class:`Limits`), not
+constants buried in loops, so the planner can cost a push before it is sent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+Outcome = Literal["sent", "failed", "suppressed", "skipped"]
+
+
+def normalize_email(email: str | None) -> str | None:
+    """Lower-case and trim an email address; None (or blank) stays None."""
+    if email is None:
+        return None
+    email = email.strip().lower()
+    return email or None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A vendor's published limits, declared as data so plans can be costed up front."""
+
+    batch_size: int  # inputs per batch write call
+    requests_per_window: int  # general rate limit
+    window_seconds: float
+    page_size: int  # records per read page
+    search_per_second: float | None = None  # a separate, lower search bucket (HubSpot)
+    max_connections: int | None = None  # simultaneous connections per key (Mailchimp)
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One person as a vendor sees them. ``vendor_id`` is unique within ``source``."""
+
+    source: str  # "hubspot", "mailchimp", "csv", ...
+    vendor_id: str
+    email: str | None
+    properties: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    created_at: datetime | None = None
+    archived: bool = False
+    merged_into: str | None = None  # vendor id this record was merged into (CRM merges)
+    previous_emails: tuple[str, ...] = ()  # known older addresses (email changes)
+    status: str | None = None  # ESP subscription status as the vendor reports it
+
+
+@dataclass(frozen=True)
+class EngagementEvent:
+    """Something a contact did, at a time: an open, a click, a page view, a deposit."""
+
+    source: str
+    contact_vendor_id: str
+    type: str  # "email_sent", "email_open", "email_click", "page_view", "deposit", ...
+    occurred_at: datetime
+    value: float | None = None
+    event_id: str = ""  # stable id for de-duplication across re-pulls
+    email: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConsentSignal:
+    """A consent fact seen at a vendor during a pull (an unsubscribe, an opt-in record)."""
+
+    source: str
+    email: str
+    purpose: str  # "email_marketing" | "profiling"
+    state: Literal["granted", "withdrawn"]
+    occurred_at: datetime
+    reason: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    vendor_event_id: str = ""  # makes re-pulled signals idempotent
+
+
+@dataclass
+class PullPage:
+    """One page of a pull. The pipeline stores it, then saves ``cursor`` - never before."""
+
+    contacts: list[Contact] = field(default_factory=list)
+    events: list[EngagementEvent] = field(default_factory=list)
+    consent: list[ConsentSignal] = field(default_factory=list)
+    cursor: str | None = None  # opaque; None means "leave the stored cursor as it is"
+
+
+@dataclass(frozen=True)
+class PropertyUpdate:
+    """Set CRM properties on one contact. ``key`` is the vendor id."""
+
+    key: str
+    properties: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """Turn ESP tags on or off for one member, by email."""
+
+    email: str
+    active: tuple[str, ...] = ()
+    inactive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What happened to one record of a push: sent, failed (with the vendor's message), ..."""
+
+    key: str
+    outcome: Outcome
+    message: str = ""
+
+
+class CrmConnector(ABC):
+    """A CRM: pull contacts and engagement, keep our properties in its schema, push values, suppress."""
+
+    name: ClassVar[str]
+    limits: ClassVar[Limits]
+
+    @abstractmethod
+    def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Yield pages of contacts changed since ``cursor`` (None: everything), with consent signals.
+
+        The cursor in each page must never point past ``run_started``.
+        """
+
+    def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Yield pages of engagement events since ``cursor``. Default: none."""
+        return iter(())
+
+    @abstractmethod
+    def ensure_schema(self, property_name: str, segment_names: Sequence[str], score_names: Sequence[str]) -> None:
+        """Create (idempotently) what we write to: property group, segment property and options, score properties."""
+
+    @abstractmethod
+    def push_properties(self, updates: Sequence[PropertyUpdate]) -> list[RecordResult]:
+        """Write property values in as few calls as the vendor allows; one result per update."""
+
+    @abstractmethod
+    def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
+        """Opt the person out of email at the CRM and clear segsync's segment property."""
+
+    def stats(self) -> dict[str, Any]:
+        """API calls made so far, by endpoint class, plus 429s and retries."""
+        return {}
+
+
+class EspConnector(ABC):
+    """An email platform: pull members and engagement, push tags and static segments, unsubscribe."""
+
+    name: ClassVar[str]
+    limits: ClassVar[Limits]
+
+    @abstractmethod
+    def pull_members(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Yield pages of members changed since ``cursor``, with consent signals from their status."""
+
+    def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Yield pages of engagement events since ``cursor``. Default: none."""
+        return iter(())
+
+    @abstractmethod
+    def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:
+        """Apply tag activations/deactivations; never touches subscription status. One result per change."""
+
+    @abstractmethod
+    def sync_segment(self, name: str, add: Sequence[str], remove: Sequence[str]) -> list[RecordResult]:
+        """Add/remove emails to/from the static segment ``name`` (created if missing); result per email."""
+
+    @abstractmethod
+    def suppress(self, email: str, tag_names: Sequence[str]) -> RecordResult:
+        """Unsubscribe the member (the one status change segsync makes) and deactivate ``tag_names``."""
+
+    def stats(self) -> dict[str, Any]:
+        """API calls made so far, by endpoint class, plus 429s and retries."""
+        return {}

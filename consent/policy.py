@@ -1,0 +1,166 @@
+"""The pure rules of consent: normalising a subject, the current state, and what a basis allows.
+
+Nothing here touches a database, so the rules can be property-tested on their own and the
+ledger's SQL (which repeats the ordering for speed in :meth:`Ledger.decisions`) can be checked
+against them.
+
+The rule, in one place:
+
+* the current state of a purpose is the state of the latest event by ``occurred_at``;
+* a withdrawal beats a grant that happened at the same instant (when in doubt, don't);
+* basis ``consent``: allowed only when the current state is ``granted`` (unknown = refused);
+* basis ``legitimate_interest``: allowed unless the current state is ``withdrawn`` (an objection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from connectors.errors import InputError
+
+GRANTED = "granted"
+WITHDRAWN = "withdrawn"
+State = Literal["granted", "withdrawn"]
+STATES: tuple[str, ...] = (GRANTED, WITHDRAWN)
+
+CONSENT = "consent"
+LEGITIMATE_INTEREST = "legitimate_interest"
+Basis = Literal["consent", "legitimate_interest"]
+BASES: tuple[str, ...] = (CONSENT, LEGITIMATE_INTEREST)
+
+EMAIL_MARKETING = "email_marketing"
+PROFILING = "profiling"
+#: Purposes every tenant has; a tenant's policy may add more.
+PURPOSES: tuple[str, ...] = (EMAIL_MARKETING, PROFILING)
+
+#: Which purpose each propagation destination serves: a withdrawal of that purpose is pushed
+#: there. Destinations not listed here receive every withdrawal (the safe default).
+DESTINATION_PURPOSES: dict[str, str] = {
+    "esp_unsubscribe": EMAIL_MARKETING,
+    "crm_optout": EMAIL_MARKETING,
+    "esp_tags": PROFILING,
+    "crm_property": PROFILING,
+}
+
+MAX_EMAIL_LENGTH = 320
+MAX_NAME_LENGTH = 64
+
+
+class HasStateAt(Protocol):
+    """Anything with an ``occurred_at`` and a ``state``: a stored event, a test tuple."""
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+    @property
+    def state(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeState:
+    """The current state of one purpose for one subject, and where it came from."""
+
+    state: str
+    occurred_at: datetime
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one contact may be used for under a tenant's policy, with a reason per purpose."""
+
+    allowed_purposes: frozenset[str]
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def allows(self, purpose: str) -> bool:
+        """True when ``purpose`` is allowed."""
+        return purpose in self.allowed_purposes
+
+
+def normalize_subject(email: str | None) -> str:
+    """Lower-case and trim an email (or a vendor reference such as ``hubspot:123``).
+
+    Raises :class:`InputError` for a blank, oversized or NUL-bearing value, because such a value
+    cannot be a person and would only poison the ledger.
+    """
+    if not isinstance(email, str):
+        raise InputError("email must be a string")
+    value = email.strip().lower()
+    if not value:
+        raise InputError("email is empty")
+    if len(value) > MAX_EMAIL_LENGTH:
+        raise InputError(f"email is longer than {MAX_EMAIL_LENGTH} characters")
+    if "\x00" in value:
+        raise InputError("email contains a NUL character")
+    return value
+
+
+def subject_key(key: bytes, normalized_email: str) -> str:
+    """The pseudonym of a subject: hex HMAC-SHA256 of the normalised email with the tenant key."""
+    return hmac.new(key, normalized_email.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def sort_key(event: HasStateAt) -> tuple[datetime, int]:
+    """Order events so that the last one is the current state (withdrawals last on ties)."""
+    return (event.occurred_at, 1 if event.state == WITHDRAWN else 0)
+
+
+def current_state(events: Iterable[HasStateAt]) -> str | None:
+    """The current state from a subject's events for one purpose; None when there are none.
+
+    Order-independent by construction: the maximum of :func:`sort_key` does not depend on the
+    order the events arrive in, which matters because vendor signals arrive late and out of order.
+    """
+    best: HasStateAt | None = None
+    for event in events:
+        if best is None or sort_key(event) > sort_key(best):
+            best = event
+    return None if best is None else best.state
+
+
+def is_allowed(state: str | None, basis: str) -> bool:
+    """Whether a purpose with this current state may be used under ``basis``.
+
+    An unknown basis is refused: a typo in a policy must fail closed, not open.
+    """
+    if basis == CONSENT:
+        return state == GRANTED
+    if basis == LEGITIMATE_INTEREST:
+        return state != WITHDRAWN
+    return False
+
+
+def reason(state: str | None, basis: str) -> str:
+    """A short, stable reason code for a decision (shown in run reports)."""
+    if basis not in BASES:
+        return f"unknown_basis:{basis}"
+    if state == WITHDRAWN:
+        return "withdrawn"
+    if state == GRANTED:
+        return "granted"
+    return "no_grant" if basis == CONSENT else "no_objection"
+
+
+def check_name(value: str, what: str) -> str:
+    """Validate a short identifier (purpose, source, basis, tenant id)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH or "\x00" in value:
+        raise InputError(f"{what} must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    return value
+
+
+def check_aware(value: datetime, what: str) -> datetime:
+    """Require a timezone-aware datetime and return it in UTC."""
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InputError(f"{what} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def destinations_for(purposes: Iterable[str], destinations: Iterable[str]) -> list[str]:
+    """The destinations that must hear about the withdrawal of ``purposes``."""
+    withdrawn = set(purposes)
+    return [d for d in destinations if DESTINATION_PURPOSES.get(d) in withdrawn or d not in DESTINATION_PURPOSES]

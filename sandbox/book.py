@@ -1,0 +1,261 @@
+"""A seeded, synthetic advisor book: people, two years of engagement, and the hidden truth.
+
+The generator simulates week by week, vectorised over people with numpy. Each person has
+fixed traits (email engagement, web habit, tier, AUM) and a latent *intent* that rises in
+bursts and decays. Intent shows up as calculator/pricing page views and email clicks; the
+weekly upgrade hazard is a function of that *observed* recent behaviour plus tier, AUM and a
+hidden per-person effect. The truth after ``as_of`` uses the same hazard applied to the state
+at ``as_of``, so a model trained on history can learn it, but the hidden effect and the
+randomness of the draws keep the achievable AUC well below 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from sandbox import _book_people as people_mod
+
+WEEK = timedelta(weeks=1)
+DEFAULT_AS_OF = datetime(2025, 6, 30, tzinfo=UTC)  # fixed so a seed always yields the same book
+TIERS = ("core", "premier", "private")
+HORIZON_WEEKS = 13  # ~90 days
+CALC_WEEKS = 8  # hazard looks at calculator/pricing views in the last 8 weeks
+CLICK_WEEKS = 13
+INTENT_DECAY = 0.94  # weekly; slow enough that behaviour before a cutoff predicts the weeks after
+
+
+@dataclass(slots=True)
+class Person:
+    key: str
+    email: str
+    first_name: str
+    last_name: str
+    household_id: str
+    age: int
+    account_tier: str
+    aum: float
+    created_at: datetime
+    in_crm: bool
+    in_esp: bool
+    esp_email: str | None
+    esp_status: str
+    esp_opt_in_at: datetime | None
+    esp_opt_in_ip: str | None
+    esp_unsubscribe_reason: str | None
+    crm_email_optout: bool
+    lifecyclestage: str
+    previous_email: str | None
+    merged_into: str | None
+
+
+@dataclass(slots=True)
+class BookEvent:
+    person_key: str
+    type: str
+    occurred_at: datetime
+    value: float | None = None
+    campaign_id: str | None = None
+    url: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(slots=True)
+class Campaign:
+    id: str
+    title: str
+    sent_at: datetime
+
+
+@dataclass(slots=True)
+class Truth:
+    propensity: float
+    upgraded_90d: bool
+    churned_90d: bool
+    deposit_value_365d: float
+
+
+@dataclass
+class Book:
+    as_of: datetime
+    people: list[Person]
+    events: list[BookEvent]
+    campaigns: list[Campaign]
+    truth: dict[str, Truth]
+
+
+def weekly_upgrade_hazard(
+    calc_recent: np.ndarray,
+    pricing_recent: np.ndarray,
+    clicks_recent: np.ndarray,
+    tier: np.ndarray,
+    log_aum_z: np.ndarray,
+    hidden: np.ndarray,
+) -> np.ndarray:
+    """P(upgrade this week) from recent observed behaviour; shared by history and truth."""
+    tier_effect = np.array([0.0, -0.4, -1.2])[tier]
+    logit = (
+        -5.9
+        + 1.5 * np.log1p(calc_recent)
+        + 1.0 * np.log1p(pricing_recent)
+        + 0.7 * np.log1p(clicks_recent)
+        + tier_effect
+        + 0.35 * log_aum_z
+        + hidden
+    )
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = None, years: float = 2.0) -> Book:
+    """Generate a book of ``contacts`` people with ``years`` of history up to ``as_of``.
+
+    Deterministic for a given (contacts, seed, as_of, years).
+    """
+    if contacts < 1:
+        raise ValueError("contacts must be at least 1")
+    as_of = (as_of or DEFAULT_AS_OF).astimezone(UTC)
+    rng = np.random.default_rng(seed)
+    n = contacts
+    weeks = max(int(round(years * 52)), HORIZON_WEEKS + 1)
+    start = as_of - weeks * WEEK
+
+    traits = people_mod.draw_traits(rng, n, as_of, start)
+    sim = _simulate(rng, traits, weeks)
+    campaigns = [
+        Campaign(id=f"{int(rng.integers(0, 16**10)):010x}", title=f"Market update {(start + w * WEEK):%B %Y}",
+                 sent_at=start + w * WEEK + timedelta(days=1, hours=14))
+        for w in sim["campaign_weeks"]
+    ]
+    people = people_mod.build_people(rng, traits, sim["tier_final"], start)
+    keys = [p.key for p in people]
+    events = _materialise_events(rng, sim, traits, keys, campaigns, start)
+    truth = _truth(rng, sim, traits, keys)
+    return Book(as_of=as_of, people=people, events=events, campaigns=campaigns, truth=truth)
+
+
+def _window(matrix: np.ndarray, t: int, width: int) -> np.ndarray:
+    return matrix[:, max(0, t - width):t].sum(axis=1)
+
+
+def _simulate(rng: np.random.Generator, tr: dict, weeks: int) -> dict:
+    """Week-by-week counts (people x weeks) of sends/opens/clicks/sessions/views/deposits/upgrades."""
+    n = tr["n"]
+    shape = (n, weeks)
+    sessions = np.zeros(shape, np.int16)
+    calc = np.zeros(shape, np.int16)
+    pricing = np.zeros(shape, np.int16)
+    sent = np.zeros(shape, bool)
+    opened = np.zeros(shape, bool)
+    clicked = np.zeros(shape, bool)
+    deposits = np.zeros(shape, np.int8)
+    upgrades = np.zeros(shape, bool)
+    tier = tr["tier0"].copy()
+    intent = np.zeros(n)
+    campaign_weeks = list(range(1, weeks, 4))  # roughly monthly
+    is_campaign = np.zeros(weeks, bool)
+    is_campaign[campaign_weeks] = True
+    for t in range(weeks):
+        alive = tr["created_week"] <= t
+        spikes = rng.random(n) < 0.012
+        intent = INTENT_DECAY * intent + spikes * rng.exponential(1.2, n)
+        lam = tr["web"] * (0.08 + 0.3 * intent)
+        s = rng.poisson(lam) * alive
+        sessions[:, t] = s
+        p_calc = np.clip(0.03 + 0.35 * intent, 0, 0.9)
+        p_price = np.clip(0.02 + 0.2 * intent, 0, 0.9)
+        calc[:, t] = rng.binomial(s, p_calc)
+        pricing[:, t] = rng.binomial(s, p_price)
+        if is_campaign[t]:
+            receives = alive & tr["mailable"] & (tr["stop_week"] > t)
+            op = receives & (rng.random(n) < tr["engage"] * (0.7 + 0.3 * np.minimum(intent, 1)))
+            cl = op & (rng.random(n) < 0.12 + 0.3 * np.minimum(intent, 1.5))
+            sent[:, t], opened[:, t], clicked[:, t] = receives, op, cl
+        dep_rate = tr["dep_rate"] * (1 + 0.5 * np.minimum(intent, 2))
+        deposits[:, t] = np.minimum(rng.poisson(dep_rate) * alive, 3)
+        h = weekly_upgrade_hazard(_window(calc, t, CALC_WEEKS), _window(pricing, t, CALC_WEEKS),
+                                  _window(clicked, t, CLICK_WEEKS),
+                                  tier, tr["log_aum_z"], tr["hidden"])
+        up = alive & (rng.random(n) < h)
+        upgrades[:, t] = up
+        tier = np.minimum(tier + up, 2)
+    return {
+        "weeks": weeks, "sessions": sessions, "calc": calc, "pricing": pricing, "sent": sent,
+        "opened": opened, "clicked": clicked, "deposits": deposits, "upgrades": upgrades,
+        "tier_final": tier, "intent": intent, "campaign_weeks": campaign_weeks,
+    }
+
+
+def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str],
+                        campaigns: list[Campaign], start: datetime) -> list[BookEvent]:
+    """Turn the count matrices into timestamped events, sorted by time."""
+    events: list[BookEvent] = []
+    week_s = WEEK.total_seconds()
+    start_ts = start.timestamp()
+
+    def stamp(offsets: np.ndarray) -> list[datetime]:
+        base = datetime.fromtimestamp(0, UTC)
+        return [base + timedelta(seconds=float(x)) for x in np.round(start_ts + offsets, 3)]
+
+    # Email: sends at the campaign time, opens hours later, clicks minutes after the open.
+    for camp, w in zip(campaigns, sim["campaign_weeks"]):
+        sent_off = (camp.sent_at - start).total_seconds()
+        for kind, mask, lag in (("email_sent", sim["sent"][:, w], 0.0), ("email_open", sim["opened"][:, w], 1.0),
+                                ("email_click", sim["clicked"][:, w], 2.0)):
+            idx = np.flatnonzero(mask)
+            offs = sent_off + lag * rng.exponential(6 * 3600, idx.size) + (lag > 1) * 600
+            for i, at in zip(idx, stamp(offs)):
+                events.append(BookEvent(keys[i], kind, at, campaign_id=camp.id))
+
+    # Web: each session gets a landing page; calculator/pricing views land in a random session that week.
+    pi, wi = np.nonzero(sim["sessions"])
+    counts = sim["sessions"][pi, wi].astype(np.int64)
+    s_person = np.repeat(pi, counts)
+    s_week = np.repeat(wi, counts)
+    s_off = s_week * week_s + rng.uniform(0, week_s - 3600, s_person.size)
+    first_of = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    landing = rng.choice(["/", "/blog/market-outlook", "/blog/tax-season", "/blog/retirement-income", "/about"],
+                         s_person.size, p=[0.4, 0.2, 0.15, 0.15, 0.1])
+    s_ids = [f"s{seed_id:08x}" for seed_id in rng.permutation(s_person.size)]
+    for j, at in enumerate(stamp(s_off)):
+        events.append(BookEvent(keys[s_person[j]], "page_view", at, url=str(landing[j]), session_id=s_ids[j]))
+    for matrix, url in ((sim["calc"], "/tools/retirement-calculator"), (sim["pricing"], "/pricing")):
+        vals = matrix[pi, wi].astype(np.int64)
+        sess = np.repeat(first_of, vals) + (rng.random(int(vals.sum())) * np.repeat(counts, vals)).astype(np.int64)
+        offs = s_off[sess] + rng.uniform(30, 900, sess.size)
+        for j, at in zip(sess, stamp(offs)):
+            events.append(BookEvent(keys[s_person[j]], "page_view", at, url=url, session_id=s_ids[j]))
+
+    # Money: deposits sized by AUM, upgrades sized as a step up in managed assets.
+    for kind, matrix, scale in (("deposit", sim["deposits"], 0.02), ("upgrade", sim["upgrades"], 0.15)):
+        di, dw = np.nonzero(matrix)
+        reps = matrix[di, dw].astype(np.int64)
+        di, dw = np.repeat(di, reps), np.repeat(dw, reps)
+        amounts = np.round(tr["aum"][di] * scale * rng.lognormal(0, 0.5, di.size), -1) + 500
+        offs = dw * week_s + rng.uniform(0, week_s - 60, di.size)
+        for i, amount, at in zip(di, amounts, stamp(offs)):
+            events.append(BookEvent(keys[i], kind, at, value=float(amount)))
+    events.sort(key=lambda e: (e.occurred_at, e.person_key, e.type))
+    return events
+
+
+def _truth(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str]) -> dict[str, Truth]:
+    """Outcomes after as_of from the same hazard, applied to the state at as_of."""
+    t = sim["weeks"]
+    h = weekly_upgrade_hazard(_window(sim["calc"], t, CALC_WEEKS), _window(sim["pricing"], t, CALC_WEEKS),
+                              _window(sim["clicked"], t, CLICK_WEEKS), sim["tier_final"], tr["log_aum_z"], tr["hidden"])
+    propensity = 1.0 - (1.0 - h) ** HORIZON_WEEKS
+    upgraded = rng.random(tr["n"]) < propensity
+    # Intent decays geometrically, so the expected future session rate uses its mean over the horizon.
+    d = INTENT_DECAY
+    mean_intent = sim["intent"] * (d * (1 - d**HORIZON_WEEKS) / (1 - d) / HORIZON_WEEKS)
+    weekly_activity = tr["web"] * (0.08 + 0.3 * mean_intent) + tr["mailable"] * tr["engage"] * 0.25
+    churned = rng.random(tr["n"]) < np.exp(-HORIZON_WEEKS * weekly_activity)
+    n_dep = rng.poisson(tr["dep_rate"] * 52)
+    dep_value = np.array([float(np.sum(np.round(a * 0.02 * rng.lognormal(0, 0.5, k), -1) + 500)) if k else 0.0
+                          for a, k in zip(tr["aum"], n_dep)])
+    return {
+        k: Truth(float(propensity[i]), bool(upgraded[i]), bool(churned[i]), float(dep_value[i]))
+        for i, k in enumerate(keys)
+    }

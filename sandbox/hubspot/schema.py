@@ -1,0 +1,155 @@
+"""Property definitions and value validation, the way HubSpot's property API describes them."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from sandbox.hubspot.errors import HubSpotError, validation
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+READ_ONLY = {"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate", "hs_merged_object_ids"}
+TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
+
+
+def iso(dt: datetime) -> str:
+    """HubSpot's timestamp format: ISO 8601 UTC with milliseconds and Z."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def to_millis(value: Any) -> float | None:
+    """A date/datetime property or filter value (ms epoch or ISO string) as ms epoch."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return float(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp() * 1000
+
+
+def option(value: str, label: str | None = None, order: int = 0) -> dict[str, Any]:
+    """One enumeration option."""
+    return {"label": label or value, "value": value, "displayOrder": order, "hidden": False, "description": ""}
+
+
+def definition(name: str, label: str, type_: str, field_type: str, group: str, options: list[str] | None = None,
+               now: datetime | None = None, hubspot_defined: bool = True, **extra: Any) -> dict[str, Any]:
+    """A full property definition as GET /crm/v3/properties/... returns it."""
+    stamp = iso(now or datetime(2020, 1, 1, tzinfo=UTC))
+    return {
+        "name": name, "label": label, "type": type_, "fieldType": field_type, "groupName": group,
+        "description": extra.get("description", ""), "options": [option(o, order=i) for i, o in enumerate(options or [])],
+        "displayOrder": -1, "calculated": False, "externalOptions": False, "hasUniqueValue": name == "email",
+        "hidden": False, "formField": True, "hubspotDefined": hubspot_defined, "archived": False,
+        "createdAt": stamp, "updatedAt": stamp,
+        "modificationMetadata": {"archivable": not hubspot_defined, "readOnlyDefinition": hubspot_defined,
+                                 "readOnlyValue": name in READ_ONLY},
+    }
+
+
+CONTACT_GROUPS = [("contactinformation", "Contact information"), ("emailinformation", "Email information"),
+                  ("analyticsinformation", "Web analytics history"), ("advisor_book", "Advisor book")]
+LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer",
+             "evangelist", "other"]
+
+
+def default_contact_properties() -> dict[str, dict[str, Any]]:
+    """The standard contact properties segsync touches, plus the book's custom ones."""
+    d = [
+        definition("email", "Email", "string", "text", "contactinformation"),
+        definition("firstname", "First Name", "string", "text", "contactinformation"),
+        definition("lastname", "Last Name", "string", "text", "contactinformation"),
+        definition("hs_additional_emails", "Additional email addresses", "enumeration", "checkbox",
+                   "contactinformation"),
+        definition("createdate", "Create Date", "datetime", "date", "contactinformation"),
+        definition("lastmodifieddate", "Last Modified Date", "datetime", "date", "contactinformation"),
+        definition("hs_object_id", "Record ID", "number", "number", "contactinformation"),
+        definition("hs_merged_object_ids", "Merged Contact IDs", "enumeration", "checkbox", "contactinformation"),
+        definition("lifecyclestage", "Lifecycle Stage", "enumeration", "radio", "contactinformation", LIFECYCLE),
+        definition("hs_email_optout", "Unsubscribed from all email", "enumeration", "booleancheckbox",
+                   "emailinformation", ["true", "false"]),
+        definition("hs_email_last_open_date", "Last marketing email open date", "datetime", "date",
+                   "emailinformation"),
+        definition("hs_email_last_click_date", "Last marketing email click date", "datetime", "date",
+                   "emailinformation"),
+        definition("hs_analytics_num_page_views", "Number of Pageviews", "number", "number", "analyticsinformation"),
+        definition("hs_analytics_num_visits", "Number of Sessions", "number", "number", "analyticsinformation"),
+        definition("hs_analytics_last_visit_timestamp", "Time of Last Session", "datetime", "date",
+                   "analyticsinformation"),
+        definition("age", "Age", "number", "number", "advisor_book", hubspot_defined=False),
+        definition("account_tier", "Account tier", "enumeration", "select", "advisor_book",
+                   ["core", "premier", "private"], hubspot_defined=False),
+        definition("aum", "Assets under management", "number", "number", "advisor_book", hubspot_defined=False),
+        definition("household_id", "Household ID", "string", "text", "advisor_book", hubspot_defined=False),
+    ]
+    return {p["name"]: p for p in d}
+
+
+def default_deal_properties() -> dict[str, dict[str, Any]]:
+    """Deal properties the sandbox serves (deposits and upgrades)."""
+    d = [
+        definition("dealname", "Deal Name", "string", "text", "dealinformation"),
+        definition("amount", "Amount", "number", "number", "dealinformation"),
+        definition("closedate", "Close Date", "datetime", "date", "dealinformation"),
+        definition("dealtype", "Deal Type", "enumeration", "radio", "dealinformation", ["deposit", "upgrade"]),
+        definition("dealstage", "Deal Stage", "enumeration", "radio", "dealinformation", ["closedwon", "closedlost"]),
+        definition("pipeline", "Pipeline", "enumeration", "select", "dealinformation", ["default"]),
+        definition("createdate", "Create Date", "datetime", "date", "dealinformation"),
+        definition("hs_lastmodifieddate", "Last Modified Date", "datetime", "date", "dealinformation"),
+        definition("hs_object_id", "Record ID", "number", "number", "dealinformation"),
+    ]
+    return {p["name"]: p for p in d}
+
+
+def validate_value(prop: dict[str, Any] | None, name: str, value: Any) -> str:
+    """Return the stored (string) form of ``value`` or raise a 400 HubSpotError with HubSpot's wording."""
+    if prop is None:
+        raise validation(f'Property "{name}" does not exist', sub_category="PROPERTY_DOESNT_EXIST")
+    if value is None:
+        return ""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if text == "":
+        return ""
+    kind = prop["type"]
+    if name == "email" and not EMAIL_RE.match(text):
+        raise validation(f"Property values were not valid: INVALID_EMAIL {text}", sub_category="INVALID_EMAIL")
+    if kind == "number":
+        try:
+            float(text)
+        except ValueError:
+            raise validation(f"{text} was not a valid number.", sub_category="INVALID_INTEGER") from None
+    elif kind in ("date", "datetime"):
+        millis = to_millis(text)
+        if millis is None:
+            raise validation(f"{text} was not a valid long.", sub_category="INVALID_DATE")
+        text = iso(datetime.fromtimestamp(millis / 1000, UTC))
+    elif kind in ("enumeration", "bool") and prop["options"]:
+        allowed = [o["value"] for o in prop["options"]]
+        for part in text.split(";"):
+            if part and part not in allowed:
+                raise validation(f"{part} was not one of the allowed options: {allowed}",
+                                 sub_category="INVALID_OPTION")
+    return text
+
+
+def new_property(body: dict[str, Any], groups: dict[str, dict], now: datetime) -> dict[str, Any]:
+    """Validate a POST /properties body and build the stored definition."""
+    for required in ("name", "label", "type", "fieldType", "groupName"):
+        if not body.get(required):
+            raise validation(f"Missing required field: {required}")
+    if body["type"] not in TYPES:
+        raise validation(f"Invalid type {body['type']!r}")
+    if body["groupName"] not in groups:
+        raise HubSpotError(400, f"Property group {body['groupName']} does not exist", "VALIDATION_ERROR")
+    prop = definition(body["name"], body["label"], body["type"], body["fieldType"], body["groupName"],
+                      now=now, hubspot_defined=False, description=body.get("description", ""))
+    prop["options"] = [option(o["value"], o.get("label"), o.get("displayOrder", i))
+                       for i, o in enumerate(body.get("options") or [])]
+    return prop

@@ -1,0 +1,110 @@
+"""Metrics shared by the backtest and the model card: ranking, calibration, regression, fairness."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+FOUR_FIFTHS = 0.8
+MIN_GROUP = 30  # groups smaller than this are listed but not used for the ratio
+
+
+def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
+    """Outcome rate among the top ``fraction`` by score over the overall rate."""
+    y = np.asarray(y, dtype=float)
+    k = max(int(round(len(y) * fraction)), 1)
+    # Stable sort with a tiny deterministic jitter-free tie break: ties keep input order.
+    top = np.argsort(-np.asarray(p, dtype=float), kind="stable")[:k]
+    base = y.mean()
+    return float(y[top].mean() / base) if base > 0 else float("nan")
+
+
+def calibration_by_decile(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:
+    """Mean predicted vs observed rate in each score decile (decile 10 = highest scores)."""
+    order = np.argsort(p, kind="stable")
+    out = []
+    for i, chunk in enumerate(np.array_split(order, 10), start=1):
+        if len(chunk):
+            out.append({"decile": i, "n": int(len(chunk)), "mean_predicted": round(float(np.mean(p[chunk])), 4),
+                        "observed_rate": round(float(np.mean(y[chunk])), 4)})
+    return out
+
+
+def classification_metrics(y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndarray,
+                           with_calibration: bool = True) -> dict[str, Any]:
+    """roc_auc, pr_auc, lift_top_decile, brier, calibration by decile, positives, negatives."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    both = 0 < y.sum() < len(y)
+    out: dict[str, Any] = {
+        "roc_auc": round(float(roc_auc_score(y, p)), 4) if both else None,
+        "pr_auc": round(float(average_precision_score(y, p)), 4) if both else None,
+        "lift_top_decile": round(lift_at(y, p), 3) if both else None,
+        "brier": round(float(brier_score_loss(y, np.clip(p, 0, 1))), 4),
+        "positives": int(y.sum()), "negatives": int(len(y) - y.sum()),
+    }
+    if with_calibration:
+        out["calibration"] = calibration_by_decile(y, p)
+    return out
+
+
+def regression_metrics(pred_tx: np.ndarray, act_tx: np.ndarray, pred_v: np.ndarray, act_v: np.ndarray) -> dict[str, float]:
+    """Totals, RMSE and MAE of predicted vs actual transactions and value."""
+    def r(x: float) -> float:
+        return round(float(x), 4)
+
+    return {
+        "total_predicted_transactions": r(np.sum(pred_tx)), "total_actual_transactions": r(np.sum(act_tx)),
+        "rmse_transactions": r(np.sqrt(np.mean((pred_tx - act_tx) ** 2))), "mae_transactions": r(np.mean(np.abs(pred_tx - act_tx))),
+        "total_predicted_value": r(np.sum(pred_v)), "total_actual_value": r(np.sum(act_v)),
+        "rmse_value": r(np.sqrt(np.mean((pred_v - act_v) ** 2))), "mae_value": r(np.mean(np.abs(pred_v - act_v))),
+    }
+
+
+def sensitive_groups(values: pd.Series) -> pd.Series:
+    """Group labels for a sensitive attribute: age-like numbers in bands, other numbers in quartiles.
+
+    Used only to measure outcomes per group; never a model input, never inferred.
+    """
+    name = str(values.name or "").lower()
+    num = pd.to_numeric(values, errors="coerce") if not isinstance(values.dtype, pd.CategoricalDtype) else None
+    if num is not None and num.notna().mean() > 0.95 and num.nunique() > 8:
+        if "age" in name:
+            bands = pd.cut(num, [-np.inf, 30, 45, 60, np.inf], right=False, labels=["<30", "30-44", "45-59", "60+"])
+        else:
+            bands = pd.qcut(num, 4, duplicates="drop")
+        return bands.astype("string").fillna("unknown")
+    return values.astype("string").str.strip().fillna("unknown")
+
+
+def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str], top_percent: float = 10.0,
+             outcomes: pd.Series | None = None) -> dict[str, Any]:
+    """Per attribute: the share of each group selected into the top ``top_percent`` and the
+    disparate-impact ratio (lowest / highest selection rate among groups of >= 30 people)."""
+    out: dict[str, Any] = {}
+    if not attributes:
+        return out
+    frame = contacts.set_index(contacts["contact_id"].astype(str))
+    k = max(int(round(len(scores) * top_percent / 100)), 1)
+    selected = pd.Series(False, index=scores.index)
+    selected.iloc[np.argsort(-scores.to_numpy(float), kind="stable")[:k]] = True
+    for attr in attributes:
+        if attr not in frame.columns:
+            out[attr] = {"error": "attribute not in contacts"}
+            continue
+        groups = sensitive_groups(frame[attr].reindex(scores.index))
+        rows = []
+        for g, idx in groups.groupby(groups).groups.items():
+            row = {"group": str(g), "n": int(len(idx)), "selection_rate": round(float(selected.loc[idx].mean()), 4)}
+            if outcomes is not None:
+                row["outcome_rate"] = round(float(outcomes.reindex(idx).mean()), 4)
+            rows.append(row)
+        rates = [r["selection_rate"] for r in rows if r["n"] >= MIN_GROUP]
+        ratio = round(min(rates) / max(rates), 3) if rates and max(rates) > 0 else None
+        out[attr] = {"groups": rows, "disparate_impact": ratio, "top_percent": top_percent,
+                     "passes_four_fifths": None if ratio is None else bool(ratio >= FOUR_FIFTHS)}
+    return out

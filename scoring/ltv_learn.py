@@ -1,0 +1,126 @@
+"""Train, compare and apply the two LTV approaches behind one :class:`TrainedModel`.
+
+The probabilistic model (BG/NBD + Gamma-Gamma) needs no labels; the learned one (Poisson
+gradient boosting on point-in-time features) needs a past window with outcomes. At train time the
+two are compared on contacts held out of the regressor's training: whichever predicts horizon
+value with the lower RMSE is used for scores. :func:`scoring.backtest.backtest` repeats the
+comparison on a later, unseen period.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from scoring.features import event_counts, extra_event_types
+from scoring.ltv import ProbabilisticLtv, rfm_summary
+from scoring.models import Encoder, InsufficientData, TrainedModel, features_for
+from scoring.specs import ScoreSpec
+
+MIN_BUYERS = 100
+
+
+def ltv_targets(spec: ScoreSpec, ids: pd.Index, events: pd.DataFrame | None, start: pd.Timestamp) -> pd.DataFrame:
+    """Actual transactions and value per contact in ``[start, start + horizon)``."""
+    end = start + pd.Timedelta(days=spec.horizon_days)
+    return pd.DataFrame({"transactions": event_counts(ids, events, spec.transaction_types, start, end),
+                         "value": event_counts(ids, events, spec.transaction_types, start, end, value=True)})
+
+
+def newcomer_rate(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp) -> float:
+    """Mean transactions in the horizon before ``cut`` by contacts with none before that horizon."""
+    start = cut - pd.Timedelta(days=spec.horizon_days)
+    ids = pd.Index(contacts["contact_id"].astype(str).to_numpy())
+    before = rfm_summary(ids, events, start, spec.transaction_types)
+    fresh = before.index[before["n"] == 0]
+    if len(fresh) == 0:
+        return 0.0
+    return float(event_counts(fresh, events, spec.transaction_types, start, cut).mean())
+
+
+def fit_probabilistic(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None,
+                      cut: pd.Timestamp) -> ProbabilisticLtv | InsufficientData:
+    """BG/NBD + Gamma-Gamma on transactions before ``cut``."""
+    ids = pd.Index(contacts["contact_id"].astype(str).to_numpy())
+    summary = rfm_summary(ids, events, cut, spec.transaction_types)
+    buyers = int((summary["n"] > 0).sum())
+    if buyers < MIN_BUYERS:
+        return InsufficientData(spec.name, f"{buyers} contacts with a transaction before {cut.date()}; "
+                                           f"need at least {MIN_BUYERS}", buyers, 0, MIN_BUYERS, 0)
+    return ProbabilisticLtv.fit(summary, spec.horizon_days, newcomer_rate(spec, contacts, events, cut))
+
+
+def fit_regressors(X: pd.DataFrame, y: pd.DataFrame, spec: ScoreSpec, seed: int = 0) -> tuple[Encoder, dict[str, Any]]:
+    """Poisson boosting for horizon transactions and for horizon value (both non-negative targets)."""
+    encoder = Encoder.fit(X, spec.features.max_categories)
+    M = encoder.transform(X)
+    mask = encoder.categorical_mask
+    regs = {}
+    for target in ("transactions", "value"):
+        reg = HistGradientBoostingRegressor(loss="poisson", learning_rate=0.06, max_iter=250, min_samples_leaf=40,
+                                            categorical_features=mask if mask.any() else None,
+                                            early_stopping=True, random_state=seed)
+        regs[target] = reg.fit(M, y[target].to_numpy())
+    return encoder, regs
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    """Root mean squared error."""
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def train_ltv(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp, *,
+              seed: int = 0) -> TrainedModel | InsufficientData:
+    """Fit both LTV models as of ``cut`` and keep the one with the lower held-out value RMSE."""
+    prob = fit_probabilistic(spec, contacts, events, cut)
+    if isinstance(prob, InsufficientData):
+        return prob
+    now = datetime.now(timezone.utc)
+    past = cut - pd.Timedelta(days=spec.horizon_days)
+    extra = extra_event_types(events, past)
+    info: dict[str, Any] = {"bgnbd": prob.bgnbd.params(), "gamma_gamma": prob.gg.params(), "winner": "bgnbd"}
+    estimator: dict[str, Any] = {"probabilistic": prob}
+    encoder = None
+    first = pd.to_datetime(events["occurred_at"], utc=True).min() if events is not None and len(events) else cut
+    if first < past:
+        X = features_for(spec, contacts, events, past, extra)
+        y = ltv_targets(spec, pd.Index(X.index), events, past)
+        rng = np.random.default_rng(seed)
+        held = rng.random(len(X)) < 0.2
+        enc_cmp, regs_cmp = fit_regressors(X[~held], y[~held], spec, seed)
+        learned = regs_cmp["value"].predict(enc_cmp.transform(X[held]))
+        prob_past = fit_probabilistic(spec, contacts, events, past)
+        if not isinstance(prob_past, InsufficientData):
+            ids = pd.Index(X.index[held])
+            p = prob_past.predict(rfm_summary(ids, events, past, spec.transaction_types))
+            info["holdout_rmse_value"] = {"bgnbd": rmse(p["expected_value"], y["value"][held]),
+                                          "regressor": rmse(learned, y["value"][held])}
+            info["winner"] = min(info["holdout_rmse_value"], key=info["holdout_rmse_value"].get)
+        else:
+            info["winner"] = "regressor"
+        encoder, regs = fit_regressors(X, y, spec, seed)
+        estimator["regressors"] = regs
+    return TrainedModel(spec, cut, now, encoder, estimator, extra, info=info)
+
+
+def predict_ltv(model: TrainedModel, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
+                method: str | None = None) -> pd.DataFrame:
+    """expected_transactions and expected_value over the horizon as of ``cut``, by ``method``
+    ("bgnbd" or "regressor"; default: the model's winner)."""
+    method = method or model.info.get("winner", "bgnbd")
+    spec = model.spec
+    if method == "regressor":
+        assert model.encoder is not None
+        X = features_for(spec, contacts, events, cut, model.extra_types)
+        M = model.encoder.transform(X)
+        regs = model.estimator["regressors"]
+        return pd.DataFrame({"expected_transactions": regs["transactions"].predict(M),
+                             "expected_value": regs["value"].predict(M)}, index=X.index)
+    from scoring.features import eligible_contacts
+
+    ids = pd.Index(eligible_contacts(contacts, cut)["contact_id"].astype(str).to_numpy(), name="contact_id")
+    return model.estimator["probabilistic"].predict(rfm_summary(ids, events, cut, spec.transaction_types))

@@ -1,0 +1,1 @@
+"""segsync's sync: config, store, pipeline (pull -> gate -> score -> plan -> push), scheduler, server, CLI."""

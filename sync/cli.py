@@ -1,0 +1,125 @@
+"""The ``segsync`` command line.
+
+Exit codes: 0 ok, 1 the run finished with failed records, 2 bad usage or config.
+User errors print one clear message, never a traceback (``--verbose`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from connectors.errors import ConfigError, InputError, SegsyncError
+from connectors.http import RedactingFilter, redact
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("segsync").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class SegsyncGroup(click.Group):
+    """Turns segsync's own errors into one readable line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except ConfigError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            err_console.print(f"[bold red]error:[/] {redact(exc)}")
+            for problem in exc.problems if len(exc.problems) > 1 or exc.problems[0] != str(exc) else []:
+                err_console.print(f"  - {redact(problem)}", markup=False)
+            ctx.exit(2)
+        except (InputError, SegsyncError) as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            err_console.print(f"[bold red]error:[/] {redact(exc)}")
+            ctx.exit(2 if isinstance(exc, InputError) else 1)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            ctx.exit(130)
+
+
+@click.group(cls=SegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens and show tracebacks.")
+@click.version_option(package_name="segsync")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """segsync: consent-first predictive segments for advisors.
+
+    Pulls contacts and engagement from your CRM and email platform, checks each contact
+    against the consent ledger, scores predictive segments locally, and pushes them back
+    as CRM properties and email tags/segments. Start with `segsync demo`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(config: Path, as_json: bool) -> None:
+    """Check a config file; print every problem with its path and line (exit 2 if any)."""
+    from sync.config import load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        if as_json:
+            emit_json({"ok": False, "problems": exc.problems})
+            sys.exit(2)
+        raise
+    summary = [
+        {
+            "tenant": t.id,
+            "crm": t.crm.type,
+            "esp": t.esp.type if t.esp else None,
+            "scores": [s.name for s in t.scores],
+            "segments": [s.name for s in t.segments],
+            "schedule": t.schedule,
+            "timezone": t.timezone,
+        }
+        for t in cfg.tenants
+    ]
+    if as_json:
+        emit_json({"ok": True, "tenants": summary})
+        return
+    console.print(f"[green]ok[/] {config}: {len(cfg.tenants)} tenant(s)")
+    for s in summary:
+        console.print(
+            f"  {s['tenant']}: {s['crm']} + {s['esp'] or 'no ESP'}, {len(s['scores'])} scores, "
+            f"{len(s['segments'])} segments, schedule {s['schedule'] or 'manual'} ({s['timezone']})"
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from sync import commands  # noqa: F401 - registers the other commands on ``cli``
+
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

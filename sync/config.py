@@ -1,0 +1,345 @@
+"""The segsync configuration: YAML -> validated pydantic models, every error at once with its path.
+
+Secrets are ``SecretStr`` (they print as ``**********``) and are registered with the HTTP
+layer's redactor as soon as they are loaded, so they are masked in logs and errors too.
+Unknown keys are errors: a typo must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from connectors.errors import ConfigError
+from connectors.http import register_secret
+from sync.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+SUPPORTED_CRMS = ("hubspot", "csv")
+PLANNED_CRMS = ("salesforce", "wealthbox", "redtail")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSpotCrm(Strict):
+    """HubSpot CRM v3 with a private-app token (or an OAuth access token)."""
+
+    type: Literal["hubspot"]
+    access_token: SecretStr
+    base_url: str = "https://api.hubapi.com"
+    plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
+    client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
+    extra_properties: list[str] = []
+    deal_event_types: list[str] = ["deposit", "upgrade"]
+
+
+class CsvCrm(Strict):
+    """A CRM export as CSV files: contacts (and optionally events). Pushes go to ``output``."""
+
+    type: Literal["csv"]
+    contacts: Path
+    events: Path | None = None
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    id_column: str | None = "id"
+    email_column: str | None = "email"
+    created_column: str | None = None
+    event_columns: dict[str, str] = {}
+    output: Path | None = None
+    base_url: str | None = None  # accepted for symmetry; files have no URL
+
+
+class MailchimpEsp(Strict):
+    """Mailchimp Marketing API 3.0; the data center is taken from the key's suffix unless base_url is set."""
+
+    type: Literal["mailchimp"]
+    api_key: SecretStr
+    list_id: str = Field(min_length=1)
+    base_url: str | None = None
+    add_missing_as_pending: bool = False  # only then are absent contacts invited by double opt-in
+
+    @field_validator("api_key")
+    @classmethod
+    def _has_dc(cls, v: SecretStr) -> SecretStr:
+        if "-" not in v.get_secret_value():
+            raise ValueError("a Mailchimp API key ends with -<data center>, e.g. ...-us6")
+        return v
+
+
+class PurposeCfg(Strict):
+    basis: Literal["consent", "legitimate_interest"]
+
+
+class ConsentCfg(Strict):
+    webhook_secret: SecretStr = Field(description="shared secret for the preference-center webhooks")
+    pseudonym_key: SecretStr | None = None  # HMAC key for erasure pseudonyms; defaults to webhook_secret
+    purposes: dict[Literal["email_marketing", "profiling"], PurposeCfg]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _both_purposes(self) -> ConsentCfg:
+        missing = {"email_marketing", "profiling"} - set(self.purposes)
+        if missing:
+            raise ValueError(f"purposes must declare a basis for {', '.join(sorted(missing))}")
+        return self
+
+
+class OutcomeCfg(Strict):
+    event: str | None = None
+    property: str | None = None
+    equals: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> OutcomeCfg:
+        if (self.event is None) == (self.property is None):
+            raise ValueError("give exactly one of event or property")
+        if self.property is not None and self.equals is None:
+            raise ValueError("a property outcome needs equals")
+        return self
+
+
+class ScoreCfg(Strict):
+    name: Slug
+    kind: Literal["propensity", "churn", "ltv", "cluster"]
+    outcome: OutcomeCfg | None = None
+    horizon_days: int = Field(90, ge=7, le=730)
+    inactive_days: int = Field(90, ge=7, le=730)
+    clusters: int = Field(4, ge=2, le=12)
+
+    @model_validator(mode="after")
+    def _outcome(self) -> ScoreCfg:
+        if self.kind == "propensity" and self.outcome is None:
+            raise ValueError("a propensity score needs an outcome: {event: TYPE} or {property: NAME, equals: VALUE}")
+        return self
+
+
+class SegmentCfg(Strict):
+    name: Slug
+    score: Slug
+    top_percent: float | None = Field(None, gt=0, le=100)
+    min: float | None = None
+    max: float | None = None
+    cluster: str | None = None
+
+    @model_validator(mode="after")
+    def _rule(self) -> SegmentCfg:
+        if self.top_percent is None and self.min is None and self.max is None and self.cluster is None:
+            raise ValueError("give top_percent, min/max or cluster")
+        return self
+
+
+class PushCfg(Strict):
+    crm_property: str = Field("segsync_segments", pattern=r"^[a-z][a-z0-9_]{0,99}$")
+    crm_scores: bool = True
+    esp_tags: bool = True
+    esp_static_segments: bool = True
+    tag_prefix: str = "segsync:"
+
+
+class FeaturesCfg(Strict):
+    numeric_properties: list[str] = []
+    categorical_properties: list[str] = []
+    sensitive_attributes: list[str] = []  # reported in fairness checks, never model inputs
+
+
+class TenantCfg(Strict):
+    id: Slug
+    name: str | None = None
+    timezone: str = "UTC"
+    schedule: str | None = None
+    crm: Annotated[HubSpotCrm | CsvCrm, Field(discriminator="type")]
+    esp: MailchimpEsp | None = None
+    consent: ConsentCfg
+    scores: list[ScoreCfg] = []
+    segments: list[SegmentCfg] = []
+    features: FeaturesCfg = FeaturesCfg()
+    holdout_percent: float = Field(10, ge=0, le=50)
+    max_change_share: float = Field(0.5, gt=0, le=1)  # plans changing more need --force
+    push: PushCfg = PushCfg()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as America/New_York)") from None
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a 5-field cron expression ({exc})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TenantCfg:
+        for what, names in (("score", [s.name for s in self.scores]), ("segment", [s.name for s in self.segments])):
+            dupes = {n for n in names if names.count(n) > 1}
+            if dupes:
+                raise ValueError(f"{what} names must be unique: {', '.join(sorted(dupes))}")
+        return self
+
+
+class ServerCfg(Strict):
+    listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        m = re.fullmatch(r"(.+):(\d{1,5})", v)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise ValueError("use host:port, e.g. 127.0.0.1:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class Config(Strict):
+    version: Literal[1]
+    store: str = "sqlite:///segsync.db"
+    model_dir: Path = Path(".segsync/models")
+    server: ServerCfg = ServerCfg()
+    tenants: list[TenantCfg] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_tenants(self) -> Config:
+        ids = [t.id for t in self.tenants]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"tenant ids must be unique: {', '.join(sorted(dupes))}")
+        return self
+
+    def tenant(self, tenant_id: str) -> TenantCfg:
+        for t in self.tenants:
+            if t.id == tenant_id:
+                return t
+        known = ", ".join(t.id for t in self.tenants)
+        raise ConfigError(f"no tenant {tenant_id!r} in this config (tenants: {known})")
+
+
+def _describe(err: Mapping[str, Any], located: Located) -> str:
+    # pydantic puts union/discriminator tags into loc (e.g. 'hubspot'); drop those that are not keys.
+    loc: list[str | int] = []
+    node: Any = located.data
+    parts = list(err["loc"])
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            loc.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            loc.append(part)
+            node = node[part]
+        elif i == len(parts) - 1 and err["type"] in ("missing", "extra_forbidden"):
+            loc.append(part)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "field required"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling)"
+    line = located.line_of(tuple(loc))
+    return f"{format_path(tuple(loc))}: {msg}" + (f" (line {line})" if line else "")
+
+
+def _raw_checks(located: Located) -> list[str]:
+    """Checks that must run even when pydantic stops early: planned CRM types, dangling references."""
+    problems = []
+    tenants = located.data.get("tenants") if isinstance(located.data, dict) else None
+    for i, tenant in enumerate(tenants if isinstance(tenants, list) else []):
+        if not isinstance(tenant, dict):
+            continue
+        crm = tenant.get("crm")
+        kind = crm.get("type") if isinstance(crm, dict) else None
+        if kind in PLANNED_CRMS:
+            line = located.line_of(("tenants", i, "crm", "type"))
+            problems.append(
+                f"tenants[{i}].crm.type: {kind} is not supported yet (available: {', '.join(SUPPORTED_CRMS)})"
+                + (f" (line {line})" if line else "")
+            )
+        scores = tenant.get("scores") if isinstance(tenant.get("scores"), list) else []
+        names = {s.get("name") for s in scores if isinstance(s, dict)}
+        segments = tenant.get("segments") if isinstance(tenant.get("segments"), list) else []
+        for j, seg in enumerate(segments):
+            if isinstance(seg, dict) and isinstance(seg.get("score"), str) and seg["score"] not in names:
+                line = located.line_of(("tenants", i, "segments", j, "score"))
+                problems.append(
+                    f"tenants[{i}].segments[{j}].score: refers to score {seg['score']!r}, which is not defined"
+                    + (f" (line {line})" if line else "")
+                )
+    return problems
+
+
+def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Config:
+    """Validate parsed YAML; raise one :class:`ConfigError` listing every problem with its path."""
+    if not isinstance(located.data, dict):
+        raise ConfigError(f"{located.source}: the config must be a mapping (version, store, tenants, ...)")
+    problems = interpolate(located, env)
+    problems += _raw_checks(located)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(located.data)
+    except ValidationError as exc:
+        # One message per path: a missing ${VAR} or an unsupported type explains the rest there.
+        flagged = {p.split(": ", 1)[0] for p in problems}
+        for err in exc.errors():
+            text = _describe(err, located)
+            path = text.split(": ", 1)[0]
+            covered = any(path == f or path.startswith(f + ".") for f in flagged)
+            if err["type"] == "union_tag_invalid":  # already said as "not supported yet"
+                covered = covered or any(f.startswith(path + ".") for f in flagged)
+            if not covered:
+                problems.append(text)
+                flagged.add(path)
+    if problems or config is None:
+        raise ConfigError(
+            f"{located.source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the config",
+            problems,
+        )
+    for tenant in config.tenants:
+        for secret in _secrets(tenant):
+            register_secret(secret)
+    return config
+
+
+def _secrets(tenant: TenantCfg) -> list[str]:
+    values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key]
+    if isinstance(tenant.crm, HubSpotCrm):
+        values += [tenant.crm.access_token, tenant.crm.client_secret]
+    if tenant.esp is not None:
+        values.append(tenant.esp.api_key)
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file."""
+    return parse_config(load_yaml_file(path), env)
+
+
+def load_config_text(text: str, env: Mapping[str, str] | None = None, source: str = "<config>") -> Config:
+    """Like :func:`load_config`, from a string (tests, the sandbox's generated config)."""
+    return parse_config(load_yaml(text, source), env)

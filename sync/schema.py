@@ -1,0 +1,140 @@
+"""The sync store's tables (SQLAlchemy Core). Every row carries its tenant id.
+
+Migrations are Alembic revisions in ``sync/migrations``; this module is what they describe.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+TS = sa.DateTime(timezone=True)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),  # segsync's own id, stable across vendors
+    sa.Column("email", sa.String(320), nullable=True),  # normalised; NULL after erasure
+    sa.Column("properties", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", TS, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("esp_status", sa.String(32), nullable=True),
+    sa.Column("archived", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_contacts_email", "tenant_id", "email"),
+)
+
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("vendor_id", sa.String(128), primary_key=True),
+    sa.Column("contact_id", sa.String(64), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("archived", sa.Boolean, nullable=False, default=False),
+    sa.Column("merged_into", sa.String(128), nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index("ix_identities_contact", "tenant_id", "contact_id"),
+)
+
+aliases = sa.Table(
+    "aliases",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("email", sa.String(320), primary_key=True),
+    sa.Column("contact_id", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("event_key", sa.String(200), primary_key=True),
+    sa.Column("contact_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("url", sa.String(500), nullable=True),
+    sa.Column("session_id", sa.String(128), nullable=True),
+    sa.Index("ix_events_contact", "tenant_id", "contact_id"),
+)
+
+cursors = sa.Table(
+    "cursors",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("stream", sa.String(64), primary_key=True),  # e.g. "hubspot.contacts"
+    sa.Column("value", sa.Text, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+last_sent = sa.Table(
+    "last_sent",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("destination", sa.String(128), primary_key=True),  # "crm.properties", "esp.tags", "esp.segment:<name>"
+    sa.Column("key", sa.String(320), primary_key=True),  # contact id
+    sa.Column("value", sa.Text, nullable=False),  # canonical JSON of what the vendor confirmed
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("sent_at", TS, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("finished_at", TS, nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),  # running | ok | failed_records | error | dry_run | refused
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+    sa.Column("report", sa.JSON, nullable=True),
+    sa.Index("ix_runs_tenant", "tenant_id", "started_at"),
+)
+
+record_outcomes = sa.Table(
+    "record_outcomes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(128), nullable=False),
+    sa.Column("key", sa.String(320), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # sent | suppressed | failed | skipped
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("at", TS, nullable=False),
+    sa.Index("ix_outcomes_run", "run_id"),
+    sa.Index("ix_outcomes_tenant_key", "tenant_id", "key"),
+)
+
+scores = sa.Table(
+    "scores",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),
+    sa.Column("score", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("label", sa.String(128), nullable=True),  # cluster name or tier
+    sa.Column("scored_at", TS, nullable=False),
+)
+
+segment_members = sa.Table(
+    "segment_members",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),
+    sa.Column("holdout", sa.Boolean, nullable=False),
+    sa.Column("assigned_at", TS, nullable=False),
+)
+
+tenant_locks = sa.Table(
+    "tenant_locks",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+)

@@ -1,0 +1,133 @@
+"""YAML loading that remembers where each value came from, and ``${VAR}`` interpolation.
+
+PyYAML parses; we only walk its node tree to keep a line number for every path, so a
+validation error can say ``tenants[1].esp.list_id: field required (line 14)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connectors.errors import ConfigError
+
+PathKey = tuple[str | int, ...]
+_SCALARS = yaml.SafeLoader("")  # used only to construct scalar values from nodes
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def format_path(path: PathKey) -> str:
+    """``("tenants", 1, "esp", "list_id")`` -> ``tenants[1].esp.list_id``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+class Located:
+    """Parsed YAML data plus the 1-based line of every path in it."""
+
+    def __init__(self, data: Any, lines: dict[PathKey, int], source: str) -> None:
+        self.data, self.lines, self.source = data, lines, source
+
+    def line_of(self, path: PathKey) -> int | None:
+        """The line of ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], source: str) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: mapping keys must be plain words")
+            if key in out:
+                raise ConfigError(
+                    f"{source}:{key_node.start_mark.line + 1}: {format_path(path + (key,))} is given twice"
+                )
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _walk(value_node, path + (key,), lines, source)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(child, path + (i,), lines, source) for i, child in enumerate(node.value)]
+    # Scalars: let PyYAML's safe constructor resolve the type (int, bool, null, str, ...).
+    return _SCALARS.construct_object(node, deep=True)
+
+
+def load_yaml(text: str, source: str = "<config>") -> Located:
+    """Parse YAML text into plain data with line numbers; syntax errors become :class:`ConfigError`."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        started = getattr(exc, "context_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        if started is not None and mark is not None and started.line != mark.line:
+            problem += f" (the value started at line {started.line + 1})"
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+            problem += ' - inside {...} or [...], quote values that use ${VAR}: "${VAR}"'
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    lines: dict[PathKey, int] = {}
+    data = {} if node is None else _walk(node, (), lines, source)
+    return Located(data, lines, source)
+
+
+def load_yaml_file(path: str | Path) -> Located:
+    """Read and parse a YAML file, naming it in every error."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read it ({exc.strerror})") from None
+    return load_yaml(text, str(p))
+
+
+def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[str]:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string, in place; return the problems."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def sub(value: Any, path: PathKey) -> Any:
+        if isinstance(value, dict):
+            return {k: sub(v, path + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v, path + (i,)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def one(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            line = located.line_of(path)
+            problems.append(
+                f"{format_path(path)}: environment variable {name} is not set"
+                + (f" (line {line})" if line else "")
+            )
+            return ""
+
+        return _VAR.sub(one, value)
+
+    located.data = sub(located.data, ())
+    return problems

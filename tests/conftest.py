@@ -1,0 +1,95 @@
+"""Shared fixtures: database URLs over SQLite and the real PostgreSQL, and the vendor sandbox.
+
+PostgreSQL cases run against 127.0.0.1:5432 (database ``test``, trust auth), each test in a
+schema of its own that is dropped afterwards. Under CI (CI=true) an unreachable server is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("SEGSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+_PG_PROBLEM: str | None | bool = False  # False = not probed yet
+
+
+def require_postgres() -> None:
+    """Skip locally, fail in CI, when PostgreSQL does not answer."""
+    global _PG_PROBLEM
+    if _PG_PROBLEM is False:
+        _PG_PROBLEM = _pg_available()
+    if _PG_PROBLEM:
+        message = f"PostgreSQL at {PG_URL} is not reachable: {_PG_PROBLEM}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the PostgreSQL cases)")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    require_postgres()
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'create schema "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'segsync.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request) -> str:
+    """Parametrized over both backends: every store contract test runs on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def make_sandbox():
+    """Factory: ``make_sandbox(contacts=..., seed=..., **options)`` starts a sandbox stopped after the test."""
+    from sandbox import start_sandbox
+
+    started = []
+
+    def factory(**options):
+        sb = start_sandbox(**options)
+        started.append(sb)
+        return sb
+
+    yield factory
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox):
+    """A small sandbox (300 contacts, fixed seed) with both vendors over real HTTP on loopback."""
+    return make_sandbox(contacts=300, seed=11)

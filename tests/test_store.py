@@ -1,0 +1,116 @@
+"""The store contract, on SQLite and the real PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.base import Contact, EngagementEvent
+from sync.migrate import current
+from sync.store import Store, TenantBusy
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store.open(db_url)
+    yield s
+    s.close()
+
+
+def hub(vid: str, email: str, **kw) -> Contact:
+    return Contact(source="hubspot", vendor_id=vid, email=email, **kw)
+
+
+def test_migrations_reach_head_and_are_idempotent(store):
+    rev = current(store.engine)
+    assert rev is not None
+    store.migrate()  # a second upgrade is a no-op, not an error
+    assert current(store.engine) == rev
+
+
+def test_page_and_cursor_are_stored_together(store):
+    store.store_page("t1", [hub("1", "A@x.com"), hub("2", "b@x.com")], [], ("hubspot.contacts", "c1"))
+    assert store.cursor("t1", "hubspot.contacts") == "c1"
+    assert {c["email"] for c in store.contacts("t1")} == {"a@x.com", "b@x.com"}
+    # other tenants see nothing
+    assert store.contacts("t2") == []
+    assert store.cursor("t2", "hubspot.contacts") is None
+
+
+def test_one_person_across_crm_and_esp_by_normalised_email(store):
+    store.store_page("t1", [hub("1", "Ann@Example.com ")], [], None)
+    store.store_page("t1", [Contact(source="mailchimp", vendor_id="h1", email="ann@example.com", status="subscribed")], [], None)
+    contacts = store.contacts("t1")
+    assert len(contacts) == 1
+    cid = contacts[0]["contact_id"]
+    assert store.vendor_ids("t1", "hubspot") == {cid: "1"}
+    assert store.vendor_ids("t1", "mailchimp") == {cid: "h1"}
+    assert contacts[0]["esp_status"] == "subscribed"
+
+
+def test_email_change_keeps_the_contact_and_its_history(store):
+    store.store_page("t1", [hub("1", "old@x.com")], [], None)
+    ev = EngagementEvent(source="hubspot", contact_vendor_id="1", type="page_view", occurred_at=T0, event_id="e1")
+    store.store_page("t1", [], [ev], None)
+    store.store_page("t1", [hub("1", "new@x.com")], [], None)
+    # the ESP still knows the old address: it resolves to the same person through the alias
+    store.store_page("t1", [Contact(source="mailchimp", vendor_id="h", email="old@x.com")], [], None)
+    contacts = store.contacts("t1")
+    assert len(contacts) == 1 and contacts[0]["email"] == "new@x.com"
+    assert [e["type"] for e in store.events("t1")] == ["page_view"]
+
+
+def test_crm_merge_points_the_loser_at_the_survivor(store):
+    store.store_page("t1", [hub("1", "a@x.com"), hub("2", "a2@x.com")], [], None)
+    store.store_page("t1", [hub("2", "a2@x.com", merged_into="1")], [], None)
+    ids = store.vendor_ids("t1", "hubspot")
+    assert list(ids.values()) == ["1"]
+
+
+def test_events_are_idempotent_on_event_id(store):
+    store.store_page("t1", [hub("1", "a@x.com")], [], None)
+    ev = EngagementEvent(source="hubspot", contact_vendor_id="1", type="deposit", occurred_at=T0, value=10.0, event_id="d1")
+    store.store_page("t1", [], [ev, ev], None)
+    store.store_page("t1", [], [ev], None)
+    assert store.counts("t1")["events"] == 1
+
+
+def test_confirm_batch_writes_state_and_outcomes_and_deletes(store):
+    run = store.start_run("t1", dry_run=False)
+    store.confirm_batch("t1", run, "crm.properties", [("c1", '{"a":1}'), ("c2", '{"a":2}')], [("c1", "sent", ""), ("c2", "sent", "")])
+    assert store.last_sent("t1", "crm.properties") == {"c1": '{"a":1}', "c2": '{"a":2}'}
+    store.confirm_batch("t1", run, "crm.properties", [("c1", None)], [("c3", "failed", "INVALID_EMAIL")])
+    assert store.last_sent("t1", "crm.properties") == {"c2": '{"a":2}'}
+    outcomes = {(o["key"], o["outcome"], o["message"]) for o in store.outcomes(run)}
+    assert ("c3", "failed", "INVALID_EMAIL") in outcomes
+    store.finish_run(run, "ok", {"n": 1})
+    assert store.runs("t1")[0]["status"] == "ok"
+
+
+def test_tenant_lock_excludes_a_second_holder(store):
+    with store.tenant_lock("t1"):
+        other = Store(store.engine) if store.engine.dialect.name == "sqlite" else Store.open(store.engine.url.render_as_string(hide_password=False), migrate=False)
+        with pytest.raises(TenantBusy):
+            with other.tenant_lock("t1"):
+                pass
+        with other.tenant_lock("t2"):  # another tenant is free
+            pass
+        if other.engine is not store.engine:
+            other.close()
+    with store.tenant_lock("t1"):  # released after use
+        pass
+
+
+def test_erase_removes_personal_data(store):
+    store.store_page("t1", [hub("1", "gone@x.com"), hub("2", "stay@x.com")], [], None)
+    ev = EngagementEvent(source="hubspot", contact_vendor_id="1", type="deposit", occurred_at=T0, event_id="d1")
+    store.store_page("t1", [], [ev], None)
+    assert store.erase("t1", "GONE@x.com") > 0
+    assert [c["email"] for c in store.contacts("t1")] == ["stay@x.com"]
+    with store.engine.connect() as conn:
+        text = " ".join(str(r) for table in ("contacts", "identities", "aliases", "events") for r in conn.execute(sa.text(f"select * from {table}")))
+    assert "gone@x.com" not in text
