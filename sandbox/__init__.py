@@ -1,1 +1,130 @@
-"""placeholder"""
+"""Local simulators of the HubSpot CRM v3 and Mailchimp Marketing 3.0 APIs, seeded with a synthetic book.
+
+    with start_sandbox(contacts=300, seed=11) as sb:
+        sb.hubspot_url, sb.hubspot_token        # http://127.0.0.1:P1, "pat-na1-..."
+        sb.mailchimp_url, sb.mailchimp_key      # http://127.0.0.1:P2/3.0, "<32 hex>-us6"
+        sb.faults["hubspot"].set(storm=3)       # the next three HubSpot calls get 429
+        sb.calls.writes("hubspot")              # every non-GET call so far
+
+Only tests, benchmarks and the CLI's ``sandbox``/``demo`` commands import this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from sandbox.book import Book, BookEvent, Campaign, Person, Truth, generate_book
+from sandbox.common import Call, CallLog, Faults, ServerThread, instrument
+from sandbox.hubspot import HubSpotSim
+
+if TYPE_CHECKING:
+    from sandbox.mailchimp import MailchimpSim
+
+__all__ = ["Book", "BookEvent", "Call", "CallLog", "Campaign", "Faults", "HubSpotSim", "Person", "Sandbox", "Truth",
+           "generate_book", "start_sandbox"]
+
+_HUBSPOT_OPTIONS = {"window_seconds", "search_per_second", "daily_limit", "batch_errors", "portal_id", "clock"}
+
+
+def _secret(seed: int, label: str, length: int) -> str:
+    """Deterministic fake credentials, so a seed always gives the same config."""
+    return hashlib.sha256(f"segsync-sandbox:{seed}:{label}".encode()).hexdigest()[:length]
+
+
+class Sandbox:
+    """Both simulators running over real HTTP on loopback. Also a context manager."""
+
+    def __init__(self, book: Book, seed: int, hubspot_plan: str, options: dict[str, Any]) -> None:
+        try:
+            from sandbox.mailchimp import MailchimpSim
+        except ImportError as exc:  # the Mailchimp simulator is developed separately
+            raise RuntimeError(f"the Mailchimp simulator (sandbox.mailchimp) is not available: {exc}") from exc
+        hub_opts = {k.removeprefix("hubspot_"): v for k, v in options.items()
+                    if k.startswith("hubspot_") or k in _HUBSPOT_OPTIONS}
+        mc_opts = {k.removeprefix("mailchimp_"): v for k, v in options.items() if k.startswith("mailchimp_")}
+        unknown = set(options) - {k for k in options if k.startswith(("hubspot_", "mailchimp_"))} - _HUBSPOT_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown sandbox options: {sorted(unknown)} (prefix with hubspot_ or mailchimp_)")
+        self.book = book
+        self.seed = seed
+        self.calls = CallLog()
+        self.faults: dict[str, Faults] = {"hubspot": Faults(seed=seed), "mailchimp": Faults(seed=seed + 1)}
+        self.hubspot_token = f"pat-na1-{_secret(seed, 'hubspot', 8)}-{_secret(seed, 'hubspot2', 12)}"
+        self.mailchimp_key = f"{_secret(seed, 'mailchimp', 32)}-us6"
+        self.mailchimp_list_id = _secret(seed, "list", 10)
+        self.hubspot = HubSpotSim(self.hubspot_token, plan=hubspot_plan, **hub_opts)
+        self.hubspot.load(book)
+        self.mailchimp: MailchimpSim = MailchimpSim(self.mailchimp_key, self.mailchimp_list_id, **mc_opts)
+        self.mailchimp.load(book)
+        self._servers: list[ServerThread] = []
+        try:
+            hs = ServerThread(instrument(self.hubspot.app(), "hubspot", self.calls, self.faults["hubspot"],
+                                         self.hubspot.rate_limited_response))
+            self._servers.append(hs)
+            mc = ServerThread(instrument(self.mailchimp.app(), "mailchimp", self.calls, self.faults["mailchimp"],
+                                         self.mailchimp.rate_limited_response))
+            self._servers.append(mc)
+        except BaseException:
+            self.stop()
+            raise
+        self.hubspot_url = hs.url
+        self.mailchimp_url = mc.url + "/3.0"
+
+    def stop(self) -> None:
+        """Stop both servers (idempotent)."""
+        while self._servers:
+            self._servers.pop().stop()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def config_yaml(self, store: str = "sqlite:///segsync.db") -> str:
+        """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets)."""
+        return f"""version: 1
+store: {store}
+server: {{listen: 127.0.0.1:8080}}
+tenants:
+  - id: sandbox-advisors
+    timezone: America/New_York
+    crm:
+      type: hubspot
+      access_token: {self.hubspot_token}
+      base_url: {self.hubspot_url}
+    esp:
+      type: mailchimp
+      api_key: {self.mailchimp_key}
+      list_id: {self.mailchimp_list_id}
+      base_url: {self.mailchimp_url}
+    consent:
+      webhook_secret: {_secret(self.seed, 'webhook', 24)}
+      purposes:
+        email_marketing: {{basis: consent}}
+        profiling: {{basis: legitimate_interest}}
+    scores:
+      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
+      - {{name: churn_risk, kind: churn, inactive_days: 90}}
+      - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
+    segments:
+      - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
+      - {{name: churn_watch, score: churn_risk, min: 0.6}}
+    holdout_percent: 10
+    push:
+      crm_property: segsync_segments
+      crm_scores: true
+      esp_tags: true
+      esp_static_segments: true
+"""
+
+
+def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None, hubspot_plan: str = "unlimited",
+                  **options: Any) -> Sandbox:
+    """Generate (or take) a book, load both simulators and serve them on free loopback ports.
+
+    Options: ``window_seconds``, ``search_per_second``, ``daily_limit``, ``batch_errors`` (or any
+    ``hubspot_*`` key) go to :class:`HubSpotSim`; ``mailchimp_*`` keys go to ``MailchimpSim``.
+    """
+    return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)

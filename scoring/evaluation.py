@@ -17,10 +17,17 @@ def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
     """Outcome rate among the top ``fraction`` by score over the overall rate."""
     y = np.asarray(y, dtype=float)
     k = max(int(round(len(y) * fraction)), 1)
-    # Stable sort with a tiny deterministic jitter-free tie break: ties keep input order.
-    top = np.argsort(-np.asarray(p, dtype=float), kind="stable")[:k]
+    p = np.asarray(p, dtype=float)
     base = y.mean()
-    return float(y[top].mean() / base) if base > 0 else float("nan")
+    if base == 0:
+        return float("nan")
+    # Ties at the boundary share the remaining places pro rata, so a constant score has lift 1
+    # whatever the row order.
+    threshold = np.sort(p)[::-1][k - 1]
+    above = p > threshold
+    tied = p == threshold
+    hits = y[above].sum() + (k - above.sum()) * y[tied].mean()
+    return float(hits / k / base)
 
 
 def calibration_by_decile(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:

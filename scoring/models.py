@@ -22,6 +22,7 @@ import pandas as pd
 import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedKFold
 
 from connectors.errors import InputError
 from scoring.features import build_features, eligible_contacts, extra_event_types, outcome_labels, to_utc
@@ -56,13 +57,21 @@ class Encoder:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, max_categories: int = 50) -> Encoder:
-        """Remember columns and the most frequent levels of each categorical column."""
+        """Remember informative columns and the most frequent levels of each categorical column.
+
+        Columns with fewer than two distinct values (e.g. web features for a CRM with no web
+        events) carry nothing to learn and break histogram binning, so they are dropped here.
+        """
         levels = {}
+        columns = []
         for col in frame.columns:
+            if frame[col].nunique(dropna=True) < 2:
+                continue
+            columns.append(col)
             if isinstance(frame[col].dtype, pd.CategoricalDtype):
                 counts = frame[col].value_counts()
                 levels[col] = [str(v) for v in counts.index[:max_categories] if counts[v] > 0]
-        return cls(list(frame.columns), levels)
+        return cls(columns, levels)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """float64 matrix; missing columns are NaN and unseen levels are missing, never an error."""
@@ -189,7 +198,10 @@ def make_classifier(encoder: Encoder, positives: int, seed: int = 0) -> Calibrat
         categorical_features=encoder.categorical_mask if encoder.categorical_mask.any() else None,
         early_stopping=True, validation_fraction=0.15, n_iter_no_change=20, random_state=seed)
     method = "isotonic" if positives >= 1500 else "sigmoid"
-    return CalibratedClassifierCV(base, method=method, cv=3, ensemble=True)
+    # Shuffled folds: exports are often in date order, and contiguous calibration folds would
+    # calibrate each model on a different period than it was fitted on.
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
+    return CalibratedClassifierCV(base, method=method, cv=folds, ensemble=True)
 
 
 def fit_classifier(spec: ScoreSpec, X: pd.DataFrame, y: pd.Series, seed: int = 0) -> tuple[Encoder, Any]:

@@ -66,8 +66,10 @@ def load_book(sim: HubSpotSim, book: Book) -> None:
     for p in book.people:
         if not p.in_crm:
             continue
-        rec = sim.contacts.add(_person_props(p, engagement.get(p.key, {})), p.created_at,
-                               max(p.created_at, book.as_of))
+        eng = engagement.get(p.key, {})
+        # Engagement properties change the record, so it was last modified at its latest activity.
+        stamps = [v for v in eng.values() if isinstance(v, datetime)]
+        rec = sim.contacts.add(_person_props(p, eng), p.created_at, max([p.created_at, *stamps]))
         sim.index_email(rec)
         sim.person_ids[p.key] = rec.id
         if p.crm_email_optout:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.responses import Response
 
 from sandbox.hubspot import loader
 from sandbox.hubspot.errors import HubSpotError, batch_error, not_found, validation
@@ -281,3 +282,9 @@ class HubSpotSim:
     def since(self, days: float) -> datetime:
         """Convenience for tests: now minus ``days``."""
         return self.clock() - timedelta(days=days)
+
+    def rate_limited_response(self) -> Response:
+        """The ten-secondly 429 (used by the fault injector's ``storm``)."""
+        from sandbox.hubspot.app import rate_limited
+
+        return rate_limited(self.limiter, "TEN_SECONDLY_ROLLING")

@@ -6,6 +6,7 @@ they did nothing - which is how Mailchimp reports it and why "sent" can be deriv
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from starlette.requests import Request
@@ -75,7 +76,7 @@ def report_routes(state: ListState) -> list[Route]:
 def _campaign_json(state: ListState, c: CampaignRecord) -> dict[str, Any]:
     return {
         "id": c.id,
-        "web_id": abs(hash(c.id)) % 10_000_000,
+        "web_id": zlib.crc32(c.id.encode()) % 10_000_000,
         "type": "regular",
         "create_time": fmt_time(c.send_time),
         "status": "sent",

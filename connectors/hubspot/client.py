@@ -1,0 +1,283 @@
+"""One HubSpot account behind one :class:`~connectors.http.CallPolicy`: the official SDK and raw HTTP.
+
+The SDK (``hubspot-api-client``, urllib3 underneath) serves the CRM object and property calls;
+:class:`~connectors.http.HttpClient` (requests) serves what the SDK covers poorly (communication
+preferences, web analytics events, lists, the OAuth token endpoint). Both go through the same
+policy, so there is one retry loop, one set of rate-limit buckets and one set of counters. The
+SDK's own urllib3 retries are switched off for that reason.
+
+SDK calls are made with ``_preload_content=False`` and decoded here: segsync's mapping works on
+HubSpot's JSON as documented, whichever client fetched it, and the SDK's model classes never
+leak past this module.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from hubspot import HubSpot
+
+from connectors.errors import ApiError, FatalApiError, RetriableApiError
+from connectors.http import (
+    CallPolicy,
+    HttpClient,
+    RateLimiter,
+    RetrySettings,
+    classify_status,
+    parse_retry_after,
+    redact,
+    register_secret,
+)
+from connectors.hubspot import settings as S
+
+
+@dataclass(frozen=True)
+class OAuthRefresh:
+    """What it takes to refresh an OAuth access token (private-app tokens need none of this)."""
+
+    client_id: str
+    client_secret: str
+    refresh_token: str
+    token_url: str = S.TOKEN_URL
+
+    def __post_init__(self) -> None:
+        register_secret(self.client_secret)
+        register_secret(self.refresh_token)
+
+    def __repr__(self) -> str:  # never print the secrets
+        return f"OAuthRefresh(client_id={self.client_id!r}, token_url={self.token_url!r})"
+
+
+def _scopes_in(context: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(context, Mapping):
+        for key, value in context.items():
+            if "scope" in str(key).lower() and isinstance(value, list):
+                found.extend(str(v) for v in value)
+    return found
+
+
+def hubspot_detail(body: Any, text: str) -> str:
+    """HubSpot's message from an error body, naming missing scopes and the rate policy if given."""
+    if not isinstance(body, Mapping):
+        return text[:300]
+    message = str(body.get("message") or text[:300])
+    scopes = _scopes_in(body.get("context"))
+    extra: list[str] = []
+    for err in body.get("errors") or []:
+        if isinstance(err, Mapping):
+            scopes += _scopes_in(err.get("context"))
+            if err.get("message") and err["message"] != message and len(extra) < 3:
+                extra.append(str(err["message"]))
+    if extra:
+        message += " - " + "; ".join(extra)
+    if scopes:
+        message += f" (missing scope: {', '.join(dict.fromkeys(scopes))})"
+    elif body.get("category") == "MISSING_SCOPES":
+        message += f" (missing scope; segsync needs: {', '.join(S.REQUIRED_SCOPES)})"
+    if body.get("policyName"):
+        message += f" [policy {body['policyName']}]"
+    return message
+
+
+def _decode(raw: bytes | str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def error_from_status(status: int, body: Any, text: str, what: str, retry_after: float | None) -> ApiError:
+    """Classify one HubSpot error answer (shared by the SDK and the raw path)."""
+    detail = hubspot_detail(body, text)
+    if status == 429 and isinstance(body, Mapping) and body.get("policyName") == "DAILY":
+        # Retrying inside this run cannot help: the daily quota resets tomorrow.
+        return FatalApiError(
+            redact(f"{S.VENDOR} answered 429 ({what}): {detail}"), vendor=S.VENDOR, status=429, detail=redact(detail)
+        )
+    return classify_status(S.VENDOR, status, detail, what=what, retry_after=retry_after)
+
+
+def translate_sdk(what: str) -> Callable[[BaseException], BaseException | None]:
+    """Map the SDK's ``ApiException`` (any of its per-package copies) and urllib3 failures to ours."""
+
+    def translate(exc: BaseException) -> BaseException | None:
+        if isinstance(exc, urllib3.exceptions.HTTPError):
+            return RetriableApiError(
+                redact(f"{S.VENDOR}: no response ({what}): {type(exc).__name__}"), vendor=S.VENDOR, status=0
+            )
+        if type(exc).__module__.startswith("hubspot.") and hasattr(exc, "status") and hasattr(exc, "body"):
+            raw = exc.body
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or getattr(exc, "reason", ""))
+            headers = getattr(exc, "headers", None) or {}
+            retry_after = parse_retry_after(headers.get("Retry-After")) if hasattr(headers, "get") else None
+            return error_from_status(int(exc.status or 0), _decode(raw), text, what, retry_after)
+        return None
+
+    return translate
+
+
+def build_limiters(plan: str, sleep: Callable[[float], None] = time.sleep) -> dict[str, RateLimiter]:
+    """Rate-limit buckets for a plan.
+
+    HubSpot counts a *rolling* window, so a bucket that bursts to the full 100 and then refills
+    would send ~200 in the first 10 s. A bucket of one token refilled at 95% of the plan rate never
+    puts more than the limit in any window; search gets its own per-second bucket likewise.
+    """
+    limiters: dict[str, RateLimiter] = {
+        "search": RateLimiter(1, 1.0 / (S.SEARCH_PER_SECOND * 0.92), sleep=sleep),
+    }
+    rate = S.PLAN_RATES[plan]
+    if rate is not None:
+        limiters["default"] = RateLimiter(1, S.WINDOW_SECONDS / (rate * 0.95), sleep=sleep)
+    return limiters
+
+
+class HubSpotClient:
+    """Authenticated calls to one HubSpot account, all under one policy; returns decoded JSON."""
+
+    def __init__(
+        self,
+        access_token: str,
+        base_url: str = S.DEFAULT_BASE_URL,
+        *,
+        plan: str = "starter",
+        oauth: OAuthRefresh | None = None,
+        retry: RetrySettings | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        register_secret(access_token)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.oauth = oauth
+        self.policy = CallPolicy(S.VENDOR, build_limiters(plan, sleep), retry, sleep=sleep)
+        self.http = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=hubspot_detail)
+        # retry=Retry(0): urllib3 would otherwise retry connection errors on its own, below our policy.
+        self._sdk = HubSpot(access_token=access_token, host=self.base_url, retry=urllib3.Retry(0, redirect=0))
+        crm = self._sdk.crm
+        self.contacts_basic = crm.contacts.basic_api
+        self.contacts_search = crm.contacts.search_api
+        self.contacts_batch = crm.contacts.batch_api
+        self.properties_core = crm.properties.core_api
+        self.properties_groups = crm.properties.groups_api
+        self._apis = [self.contacts_basic, self.contacts_search, self.contacts_batch,
+                      self.properties_core, self.properties_groups]
+        self._token_lock = threading.Lock()
+        self._expires_at: float | None = None  # monotonic; None = unknown (refresh on first use)
+        self._set_token(access_token)
+
+    # ----------------------------------------------------------------- tokens
+
+    def _set_token(self, token: str) -> None:
+        register_secret(token)
+        self._token = token
+        self.http.session.headers["Authorization"] = f"Bearer {token}"
+        for api in self._apis:
+            api.api_client.configuration.access_token = token
+
+    def refresh_token(self) -> None:
+        """Exchange the refresh token for a new access token (OAuth apps only)."""
+        if self.oauth is None:
+            return
+        with self._token_lock:
+            answer = self.http.json(
+                "POST",
+                self.oauth.token_url,
+                endpoint=S.EP_OAUTH,
+                data={
+                    "grant_type": "refresh_token",
+                    "client_id": self.oauth.client_id,
+                    "client_secret": self.oauth.client_secret,
+                    "refresh_token": self.oauth.refresh_token,
+                },
+            )
+            token = (answer or {}).get("access_token")
+            if not token:
+                raise FatalApiError(f"{S.VENDOR}: the token endpoint answered without an access_token",
+                                    vendor=S.VENDOR, status=200)
+            self._set_token(str(token))
+            self._expires_at = time.monotonic() + float(answer.get("expires_in") or 1800)
+
+    def _ensure_fresh(self) -> None:
+        if self.oauth is None:
+            return
+        if self._expires_at is None or time.monotonic() >= self._expires_at - S.REFRESH_AHEAD_SECONDS:
+            self.refresh_token()
+
+    def _authed(self, call: Callable[[], Any]) -> Any:
+        """Run ``call``; with OAuth, refresh ahead of expiry and retry once on a 401."""
+        self._ensure_fresh()
+        try:
+            return call()
+        except FatalApiError as exc:
+            if exc.status != 401 or self.oauth is None:
+                raise
+            self.refresh_token()
+            return call()
+
+    # ----------------------------------------------------------------- transports
+
+    def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
+            limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:
+        """Call an SDK method under the policy; return (status, decoded JSON body)."""
+
+        def once() -> tuple[int, Any]:
+            response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            try:
+                return response.status, _decode(response.data)
+            finally:
+                response.release_conn()
+
+        def attempt() -> tuple[int, Any]:
+            try:
+                return self.policy.call(once, endpoint=endpoint, limiter=limiter, translate=translate_sdk(what))
+            except ApiError as exc:
+                if exc.status in accept:
+                    return exc.status, getattr(exc, "hubspot_body", None) or {"message": exc.detail}
+                raise
+
+        return self._authed(attempt)
+
+    def json(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
+        """A raw HTTP call under the policy (see :meth:`HttpClient.json`)."""
+        return self._authed(lambda: self.http.json(method, path, endpoint=endpoint, **kwargs))
+
+    def request(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
+        """A raw HTTP call returning the ``requests.Response`` (for ``accept``-ed statuses)."""
+        return self._authed(lambda: self.http.request(method, path, endpoint=endpoint, **kwargs))
+
+    # ----------------------------------------------------------------- CRM objects
+
+    def list_contacts(self, properties: Sequence[str], after: str | None, archived: bool = False) -> Any:
+        """GET /crm/v3/objects/contacts: one page of up to 100, only ``properties``."""
+        kwargs: dict[str, Any] = {"limit": S.PAGE_SIZE, "properties": list(properties), "archived": archived}
+        if after:
+            kwargs["after"] = after
+        return self.sdk(S.EP_LIST, "GET /crm/v3/objects/contacts", self.contacts_basic.get_page, **kwargs)[1]
+
+    def search_contacts(self, body: Mapping[str, Any]) -> Any:
+        """POST /crm/v3/objects/contacts/search (its own rate bucket)."""
+        return self.sdk(S.EP_SEARCH, "POST /crm/v3/objects/contacts/search", self.contacts_search.do_search,
+                        public_object_search_request=dict(body), limiter="search")[1]
+
+    def batch_update(self, inputs: Sequence[Mapping[str, Any]]) -> tuple[int, Any]:
+        """POST /crm/v3/objects/contacts/batch/update; returns (200 | 207, body); a 400 raises."""
+        return self.sdk(S.EP_BATCH_UPDATE, "POST /crm/v3/objects/contacts/batch/update", self.contacts_batch.update,
+                        batch_input_simple_public_object_batch_input={"inputs": list(inputs)})
+
+    def list_deals(self, after: str | None) -> Any:
+        """GET /crm/v3/objects/deals with contact associations (the SDK's generic API serves it poorly)."""
+        params: dict[str, Any] = {"limit": S.PAGE_SIZE, "properties": ",".join(S.DEAL_PROPERTIES),
+                                  "associations": "contacts", "archived": "false"}
+        if after:
+            params["after"] = after
+        return self.json("GET", "/crm/v3/objects/deals", endpoint=S.EP_DEALS, params=params)

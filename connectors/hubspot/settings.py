@@ -1,0 +1,112 @@
+"""HubSpot facts as data: endpoints, plan limits, the properties segsync reads, the scopes it needs.
+
+Nothing here does I/O. Numbers come from VENDORS.md (HubSpot's published limits); where a
+client-side rate is lower than the vendor's, the comment says why.
+"""
+
+from __future__ import annotations
+
+from connectors.base import Limits
+
+VENDOR = "hubspot"
+SOURCE = "hubspot"
+DEFAULT_BASE_URL = "https://api.hubapi.com"
+TOKEN_URL = "https://api.hubapi.com/oauth/v1/token"
+
+# Requests per 10-second rolling window, by plan. "unlimited" is the sandbox's convenience plan:
+# no client-side throttling at all (tests and demos against a local simulator).
+PLAN_RATES: dict[str, int | None] = {
+    "free": 100,
+    "starter": 100,
+    "professional": 190,
+    "enterprise": 190,
+    "unlimited": None,
+}
+WINDOW_SECONDS = 10.0
+SEARCH_PER_SECOND = 4  # search has its own, per-second bucket (about 4-5 requests/s)
+
+BATCH_SIZE = 100  # inputs per batch write call
+PAGE_SIZE = 100  # list endpoint maximum
+SEARCH_PAGE_SIZE = 200  # search endpoint maximum
+SEARCH_MAX_RESULTS = 10_000  # a search query stops here; our keyset paging never relies on `after`
+EVENTS_PAGE_SIZE = 100
+
+# Endpoint classes: the keys of CallStats.calls and of the rate-limit buckets.
+EP_LIST = "contacts.list"
+EP_SEARCH = "contacts.search"
+EP_BATCH_UPDATE = "contacts.batch_update"
+EP_UPDATE = "contacts.update"
+EP_PROPERTIES = "properties"
+EP_EVENTS = "events"
+EP_DEALS = "deals.list"
+EP_COMM_PREFS = "communication_preferences"
+EP_LISTS = "lists"
+EP_OAUTH = "oauth"
+
+# The contact properties every pull asks for (never "all properties": a long list makes a 414).
+CONTACT_PROPERTIES: tuple[str, ...] = (
+    "email",
+    "firstname",
+    "lastname",
+    "lifecyclestage",
+    "createdate",
+    "lastmodifieddate",
+    "hs_object_id",
+    "hs_email_optout",
+    "hs_additional_emails",
+    "hs_merged_object_ids",
+    "hs_email_last_open_date",
+    "hs_email_last_click_date",
+    "hs_email_last_send_date",
+    "hs_analytics_num_page_views",
+    "hs_analytics_num_visits",
+    "hs_analytics_last_visit_timestamp",
+)
+MODIFIED_PROPERTY = "lastmodifieddate"
+DEAL_PROPERTIES: tuple[str, ...] = ("dealtype", "amount", "closedate", "dealstage", "hs_lastmodifieddate")
+DEAL_LOST_STAGES = frozenset({"closedlost"})  # a lost deposit is not a deposit
+PAGE_VIEW_EVENT = "e_visited_page"
+
+# What segsync writes: a group, a multi-select segment property, one number property per score.
+PROPERTY_GROUP = "segsync"
+PROPERTY_GROUP_LABEL = "segsync"
+SCORE_PREFIX = "segsync_score_"
+
+# Opting a person out is recorded with this legal basis and explanation (GDPR portals require both).
+UNSUBSCRIBE_LEGAL_BASIS = "LEGITIMATE_INTEREST_OTHER"
+UNSUBSCRIBE_EXPLANATION = "Opted out via segsync preference center"
+
+# A periodic sweep (archived + merged contacts, which search never shows) every N incremental runs.
+SWEEP_EVERY_RUNS = 24
+
+# Refresh an OAuth access token this many seconds before it expires (HubSpot's last ~30 min).
+REFRESH_AHEAD_SECONDS = 300.0
+
+# The scopes segsync needs, for the README and for error messages.
+REQUIRED_SCOPES: tuple[str, ...] = (
+    "crm.objects.contacts.read",  # pull contacts
+    "crm.objects.contacts.write",  # push segment/score properties, clear them on opt-out
+    "crm.schemas.contacts.read",  # read property definitions (ensure_schema)
+    "crm.schemas.contacts.write",  # create the segsync group and properties
+    "crm.objects.deals.read",  # deposits and upgrades as engagement
+    "crm.lists.read",  # find segsync's MANUAL lists
+    "crm.lists.write",  # create lists and change memberships
+    "communication_preferences.read_write",  # read subscription status, unsubscribe on opt-out
+    # Reading web analytics events (GET /events/v3/events) needs only the basic "oauth" scope
+    # (and an Enterprise hub); analytics.behavioral_events.send is for *sending* events, not needed.
+    "oauth",
+)
+
+
+def plan_limits(plan: str) -> Limits:
+    """The :class:`Limits` for a HubSpot plan (unknown plans are a caller error)."""
+    if plan not in PLAN_RATES:
+        raise KeyError(plan)
+    rate = PLAN_RATES[plan] or 1_000_000
+    return Limits(
+        batch_size=BATCH_SIZE,
+        requests_per_window=rate,
+        window_seconds=WINDOW_SECONDS,
+        page_size=PAGE_SIZE,
+        search_per_second=SEARCH_PER_SECOND,
+    )

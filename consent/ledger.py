@@ -1,0 +1,484 @@
+"""The consent ledger: append-only, hash-chained, per tenant; answers "allowed as of now?".
+
+Typical use from ``sync``::
+
+    ledger = Ledger(engine, key_for_tenant)
+    ledger.record("harbor", "ann@example.com", "email_marketing", "granted",
+                  basis="consent", source="import", occurred_at=when)
+    decisions = ledger.decisions("harbor", emails, {"email_marketing": "consent",
+                                                    "profiling": "legitimate_interest"})
+
+Every write takes an optional ``conn`` so a caller can put it in the same transaction as an
+outbox entry (see :mod:`consent.outbox`): a crash between the two then loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.errors import InputError
+from consent.chain import VerifyResult, append_rows, canonical_json, lock_head, personal_digest, split_evidence, verify_chains
+from consent.policy import (
+    GRANTED, PURPOSES, STATES, WITHDRAWN, Decision, PurposeState, check_aware, check_name, current_state,
+    is_allowed, normalize_subject, reason, subject_key,
+)
+from consent.schema import consent_aliases, consent_events, consent_outbox, insert_ignoring_conflicts
+
+ev = consent_events.c
+MAX_IDEMPOTENCY_KEY = 200
+# Up to this many subjects are looked up by key; past it one scan of the tenant is cheaper.
+_KEYED_LOOKUP_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One consent event to record (the arguments of :meth:`Ledger.record` as data)."""
+
+    email: str
+    purpose: str
+    state: str
+    basis: str
+    source: str
+    occurred_at: datetime
+    notice_version: str | None = None
+    evidence: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as appended to the chain."""
+
+    id: int
+    tenant_id: str
+    seq: int
+    subject_key: str
+    purpose: str
+    state: str
+    basis: str
+    source: str
+    occurred_at: datetime
+    recorded_at: datetime
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One row of a subject's history, evidence merged back together (personal part if kept)."""
+
+    id: int
+    seq: int
+    purpose: str
+    state: str
+    basis: str
+    source: str
+    occurred_at: datetime
+    recorded_at: datetime
+    notice_version: str | None
+    evidence: dict[str, Any]
+    erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureResult:
+    """What :meth:`Ledger.erase` did. ``outbox_pending`` rows keep the email until delivered."""
+
+    tenant_id: str
+    subject_key: str
+    events_scrubbed: int
+    withdrawals: tuple[RecordedEvent, ...]
+    outbox_scrubbed: int
+    outbox_pending: int
+    aliases_scrubbed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """An email change (Mailchimp upemail, a CRM merge): old -> new, per tenant."""
+
+    old_subject_key: str
+    new_subject_key: str
+    old_email: str | None
+    new_email: str | None
+    source: str
+    occurred_at: datetime
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """The consent ledger over one SQLAlchemy engine (SQLite or PostgreSQL).
+
+    ``key_for_tenant`` returns the tenant's secret HMAC key: it turns an email into the tenant's
+    pseudonym (``subject_key``), which is what the chain hashes and what survives erasure.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        key_for_tenant: Callable[[str], bytes],
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.engine = engine
+        self._key_for_tenant = key_for_tenant
+        self._keys: dict[str, bytes] = {}
+        self._clock = clock
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def key(self, tenant: str) -> bytes:
+        """The tenant's HMAC key (cached; must be non-empty bytes)."""
+        key = self._keys.get(tenant)
+        if key is None:
+            key = self._key_for_tenant(tenant)
+            if not isinstance(key, bytes) or len(key) < 16:
+                raise InputError(f"the consent key for tenant {tenant!r} must be at least 16 bytes")
+            self._keys[tenant] = key
+        return key
+
+    def pseudonym(self, tenant: str, email: str) -> str:
+        """The subject_key of ``email`` in ``tenant`` (normalised first)."""
+        return subject_key(self.key(tenant), normalize_subject(email))
+
+    @contextmanager
+    def _tx(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as own:
+                yield own
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        tenant: str,
+        email: str,
+        purpose: str,
+        state: str,
+        *,
+        basis: str,
+        source: str,
+        occurred_at: datetime,
+        notice_version: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        conn: sa.Connection | None = None,
+    ) -> RecordedEvent | None:
+        """Append one event; None when ``idempotency_key`` was already recorded for the tenant."""
+        signal = Signal(email, purpose, state, basis, source, occurred_at, notice_version, evidence, idempotency_key)
+        recorded = self.record_many(tenant, [signal], conn=conn)
+        return recorded[0] if recorded else None
+
+    def record_many(
+        self, tenant: str, signals: Iterable[Signal], *, conn: sa.Connection | None = None
+    ) -> list[RecordedEvent]:
+        """Append many events in one transaction (bulk vendor signals); skips seen idempotency keys.
+
+        Everything is validated before anything is written, so a bad signal rejects the batch.
+        """
+        check_name(tenant, "tenant id")
+        key = self.key(tenant)
+        now = self._clock()
+        rows = [self._row(tenant, key, s, now) for s in signals]
+        if not rows:
+            return []
+        with self._tx(conn) as c:
+            head = lock_head(c, tenant)  # first statement: takes the write lock before any read
+            wanted = [r["idempotency_key"] for r in rows if r["idempotency_key"]]
+            seen: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                seen.update(
+                    c.execute(
+                        sa.select(ev.idempotency_key).where(ev.tenant_id == tenant, ev.idempotency_key.in_(chunk))
+                    ).scalars()
+                )
+            fresh = []
+            for row in rows:
+                k = row["idempotency_key"]
+                if k is not None:
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                fresh.append(row)
+            appended = append_rows(c, tenant, head, fresh)
+        return [_recorded(r) for r in appended]
+
+    def _row(self, tenant: str, key: bytes, s: Signal, now: datetime) -> dict[str, Any]:
+        if s.state not in STATES:
+            raise InputError(f"state must be one of {', '.join(STATES)}, not {s.state!r}")
+        subject = normalize_subject(s.email)
+        idem = s.idempotency_key
+        if idem is not None and (not isinstance(idem, str) or not idem or len(idem) > MAX_IDEMPOTENCY_KEY):
+            raise InputError(f"idempotency_key must be a string of 1..{MAX_IDEMPOTENCY_KEY} characters")
+        if s.notice_version is not None:
+            check_name(s.notice_version, "notice_version")
+        if s.evidence is not None and not isinstance(s.evidence, Mapping):
+            raise InputError("evidence must be a mapping")
+        try:
+            public, personal = split_evidence(dict(s.evidence) if s.evidence else None)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"evidence is not JSON-serialisable: {exc}") from None
+        if "\\u0000" in canonical_json([public, personal]):
+            raise InputError("evidence contains a NUL character")
+        return {
+            "tenant_id": tenant,
+            "subject": subject,
+            "subject_key": subject_key(key, subject),
+            "purpose": check_name(s.purpose, "purpose"),
+            "state": s.state,
+            "basis": check_name(s.basis, "basis"),
+            "source": check_name(s.source, "source"),
+            "occurred_at": check_aware(s.occurred_at, "occurred_at"),
+            "recorded_at": now,
+            "notice_version": s.notice_version,
+            "evidence": public,
+            "evidence_personal": personal,
+            "personal_digest": personal_digest(key, personal),
+            "idempotency_key": idem,
+            "erased_at": None,
+        }
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def status(self, tenant: str, email: str, *, conn: sa.Connection | None = None) -> dict[str, PurposeState]:
+        """Current state per purpose that has any event for this subject (absent = unknown)."""
+        skey = self.pseudonym(tenant, email)
+        with self._tx(conn) as c:
+            rows = c.execute(
+                sa.select(ev.purpose, ev.state, ev.occurred_at, ev.source).where(
+                    ev.tenant_id == tenant, ev.subject_key == skey
+                )
+            ).all()
+        by_purpose: dict[str, list[Any]] = {}
+        for row in rows:
+            by_purpose.setdefault(row.purpose, []).append(row)
+        result = {}
+        for purpose, events in by_purpose.items():
+            state = current_state(events)
+            # The winning event's time and source: the same ordering current_state used.
+            winner = max((e for e in events if e.state == state), key=lambda e: e.occurred_at)
+            result[purpose] = PurposeState(winner.state, winner.occurred_at, winner.source)
+        return result
+
+    def decisions(
+        self, tenant: str, emails: Iterable[str], policy: Mapping[str, str], *, conn: sa.Connection | None = None
+    ) -> dict[str, Decision]:
+        """Decide every contact at once: ``{email: Decision}`` under ``policy`` ({purpose: basis}).
+
+        One query returns the latest state per (subject, purpose); its ORDER BY repeats
+        :func:`consent.policy.current_state` (latest first, withdrawals first on ties). Emails are
+        returned as given (the lookup normalises them).
+        """
+        emails = list(emails)
+        purposes = list(policy)
+        base = hmac.new(self.key(tenant), digestmod=hashlib.sha256)
+        keys: dict[str, str] = {}
+        for email in emails:
+            h = base.copy()
+            h.update(email.strip().lower().encode("utf-8"))
+            keys[email] = h.hexdigest()
+        latest = self._latest_states(tenant, purposes, set(keys.values()), conn)
+        shared: dict[tuple[str | None, ...], Decision] = {}
+        result: dict[str, Decision] = {}
+        for email, skey in keys.items():
+            states = latest.get(skey)
+            combo = tuple(states.get(p) for p in purposes) if states else (None,) * len(purposes)
+            decision = shared.get(combo)
+            if decision is None:
+                # Few distinct combinations exist, so Decisions are built once and shared (frozen).
+                reasons = {p: reason(s, policy[p]) for p, s in zip(purposes, combo, strict=True)}
+                allowed = frozenset(p for p, s in zip(purposes, combo, strict=True) if is_allowed(s, policy[p]))
+                decision = shared[combo] = Decision(allowed, MappingProxyType(reasons))  # type: ignore[arg-type]
+            result[email] = decision
+        return result
+
+    def allowed(
+        self, tenant: str, emails: Iterable[str], purpose: str, basis: str, *, conn: sa.Connection | None = None
+    ) -> dict[str, bool]:
+        """``{email: allowed}`` for one purpose under one basis."""
+        return {e: d.allows(purpose) for e, d in self.decisions(tenant, emails, {purpose: basis}, conn=conn).items()}
+
+    def _latest_states(
+        self, tenant: str, purposes: Sequence[str], skeys: set[str], conn: sa.Connection | None
+    ) -> dict[str, dict[str, str]]:
+        if not purposes or not skeys:
+            return {}
+        where = [ev.tenant_id == tenant, ev.purpose.in_(purposes)]
+        if len(skeys) <= _KEYED_LOOKUP_LIMIT:
+            where.append(ev.subject_key.in_(sorted(skeys)))
+        rank = sa.func.row_number().over(
+            partition_by=(ev.subject_key, ev.purpose),
+            order_by=(ev.occurred_at.desc(), sa.case((ev.state == WITHDRAWN, 0), else_=1), ev.seq.desc()),
+        )
+        ranked = sa.select(ev.subject_key, ev.purpose, ev.state, rank.label("rn")).where(*where).subquery()
+        query = sa.select(ranked.c.subject_key, ranked.c.purpose, ranked.c.state).where(ranked.c.rn == 1)
+        out: dict[str, dict[str, str]] = {}
+        with self._tx(conn) as c:
+            for skey, purpose, state in c.execute(query):
+                if skey in skeys:
+                    out.setdefault(skey, {})[purpose] = state
+        return out
+
+    def history(self, tenant: str, email: str, *, conn: sa.Connection | None = None) -> list[HistoryEvent]:
+        """Every event of this subject, oldest first (by occurred_at, then chain order)."""
+        skey = self.pseudonym(tenant, email)
+        with self._tx(conn) as c:
+            rows = c.execute(
+                sa.select(consent_events)
+                .where(ev.tenant_id == tenant, ev.subject_key == skey)
+                .order_by(ev.occurred_at, ev.seq)
+            ).mappings().all()
+        return [
+            HistoryEvent(
+                id=r["id"], seq=r["seq"], purpose=r["purpose"], state=r["state"], basis=r["basis"],
+                source=r["source"], occurred_at=r["occurred_at"], recorded_at=r["recorded_at"],
+                notice_version=r["notice_version"],
+                evidence={**(r["evidence"] or {}), **(r["evidence_personal"] or {})},
+                erased=r["erased_at"] is not None,
+            )
+            for r in rows
+        ]
+
+    def verify(self, tenant: str | None = None) -> VerifyResult:
+        """Check the hash chain of one tenant (or all); names the first broken row."""
+        with self.engine.connect() as c:
+            return verify_chains(c, None if tenant is None else [tenant], self.key)
+
+    # -- identities and erasure -------------------------------------------------------------
+
+    def add_alias(
+        self, conn: sa.Connection, tenant: str, old_email: str, new_email: str, *, source: str, occurred_at: datetime
+    ) -> list[RecordedEvent]:
+        """Record that ``old_email`` became ``new_email`` and carry the current consent over.
+
+        Carried events keep the original ``occurred_at``, so anything newer already recorded for
+        the new address still wins. Must run inside the caller's transaction (``conn``).
+        """
+        key = self.key(tenant)
+        old, new = normalize_subject(old_email), normalize_subject(new_email)
+        okey, nkey = subject_key(key, old), subject_key(key, new)
+        if okey == nkey:
+            return []
+        rows = conn.execute(
+            sa.select(ev.id, ev.purpose, ev.state, ev.basis, ev.occurred_at, ev.notice_version).where(
+                ev.tenant_id == tenant, ev.subject_key == okey
+            )
+        ).all()
+        conn.execute(
+            insert_ignoring_conflicts(conn, consent_aliases).values(
+                tenant_id=tenant, old_subject_key=okey, new_subject_key=nkey, old_email=old, new_email=new,
+                source=check_name(source, "source"), occurred_at=check_aware(occurred_at, "occurred_at"),
+                recorded_at=self._clock(),
+            )
+        )
+        signals = []
+        for purpose in sorted({r.purpose for r in rows}):
+            mine = [r for r in rows if r.purpose == purpose]
+            state = current_state(mine)
+            win = max((r for r in mine if r.state == state), key=lambda r: r.occurred_at)
+            idem = "carry:" + hashlib.sha256(f"{okey}:{nkey}:{win.id}".encode()).hexdigest()
+            signals.append(
+                Signal(new, purpose, win.state, win.basis, source, win.occurred_at, win.notice_version,
+                       {"carried_from": okey, "carried_event": win.id}, idem)
+            )
+        return self.record_many(tenant, signals, conn=conn)
+
+    def aliases(self, tenant: str) -> list[Alias]:
+        """Every recorded email change of the tenant, oldest first (for the identity table)."""
+        al = consent_aliases.c
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.select(consent_aliases).where(al.tenant_id == tenant).order_by(al.occurred_at, al.id)
+            ).mappings().all()
+        return [
+            Alias(r["old_subject_key"], r["new_subject_key"], r["old_email"], r["new_email"], r["source"], r["occurred_at"])
+            for r in rows
+        ]
+
+    def erase(
+        self,
+        tenant: str,
+        email: str,
+        *,
+        purposes: Iterable[str] = (),
+        conn: sa.Connection | None = None,
+    ) -> ErasureResult:
+        """Erase a person: null their email and personal evidence, keep the pseudonymous proof.
+
+        Appends a withdrawal (source ``erasure``) for every purpose they ever had, the standard
+        purposes and ``purposes``, so the same email coming back later is still refused. Outbox
+        rows lose the email at once unless still pending (a vendor has yet to be told to drop
+        the person); those lose it when marked done or failed.
+        """
+        key = self.key(tenant)
+        skey = subject_key(key, normalize_subject(email))
+        now = self._clock()
+        ob, al = consent_outbox.c, consent_aliases.c
+        with self._tx(conn) as c:
+            head = lock_head(c, tenant)
+            scrubbed = c.execute(
+                sa.update(consent_events)
+                .where(ev.tenant_id == tenant, ev.subject_key == skey, ev.erased_at.is_(None))
+                .values(subject=None, evidence_personal=None, erased_at=now)
+            ).rowcount
+            known = c.execute(
+                sa.select(ev.purpose).where(ev.tenant_id == tenant, ev.subject_key == skey).distinct()
+            ).scalars().all()
+            rows = [
+                {
+                    "tenant_id": tenant, "subject": None, "subject_key": skey, "purpose": purpose,
+                    "state": WITHDRAWN, "basis": "erasure", "source": "erasure", "occurred_at": now,
+                    "recorded_at": now, "notice_version": None, "evidence": {"erasure_requested": True},
+                    "evidence_personal": None, "personal_digest": None, "idempotency_key": None,
+                    "erased_at": now,
+                }
+                for purpose in sorted(set(known) | set(PURPOSES) | {check_name(p, "purpose") for p in purposes})
+            ]
+            appended = append_rows(c, tenant, head, rows)
+            outbox_scrubbed = c.execute(
+                sa.update(consent_outbox)
+                .where(ob.tenant_id == tenant, ob.subject_key == skey, ob.status != "pending", ob.email.is_not(None))
+                .values(email=None)
+            ).rowcount
+            pending = c.execute(
+                sa.update(consent_outbox)
+                .where(ob.tenant_id == tenant, ob.subject_key == skey, ob.status == "pending")
+                .values(scrub_on_done=True)
+            ).rowcount
+            aliases = c.execute(
+                sa.update(consent_aliases).where(al.tenant_id == tenant, al.old_subject_key == skey).values(old_email=None)
+            ).rowcount
+            aliases += c.execute(
+                sa.update(consent_aliases).where(al.tenant_id == tenant, al.new_subject_key == skey).values(new_email=None)
+            ).rowcount
+        return ErasureResult(
+            tenant, skey, scrubbed, tuple(_recorded(r) for r in appended), outbox_scrubbed, pending, aliases
+        )
+
+
+def _recorded(row: Mapping[str, Any]) -> RecordedEvent:
+    return RecordedEvent(
+        id=row["id"], tenant_id=row["tenant_id"], seq=row["seq"], subject_key=row["subject_key"],
+        purpose=row["purpose"], state=row["state"], basis=row["basis"], source=row["source"],
+        occurred_at=row["occurred_at"], recorded_at=row["recorded_at"], hash=row["hash"],
+    )
+
+
+__all__ = [
+    "Alias", "ErasureResult", "GRANTED", "HistoryEvent", "Ledger", "RecordedEvent", "Signal", "VerifyResult",
+    "WITHDRAWN",
+]

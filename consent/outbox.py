@@ -1,0 +1,242 @@
+"""The opt-out outbox: suppression actions written with the ledger event, drained with retries.
+
+``enqueue`` takes the caller's connection so the action is committed in the same transaction as
+the ledger event that caused it - a crash between "recorded" and "propagated" loses nothing.
+``drain`` hands each due action to the handler registered for its destination (the lead wires
+handlers to connectors) and records the outcome: done, or failed with backoff until
+``max_attempts``, after which the row stays ``failed`` for a human to see.
+
+Claims are leases: a claimed row's ``next_attempt_at`` moves ``lease`` into the future, so a
+crashed drainer's rows come back by themselves. On PostgreSQL claims use ``FOR UPDATE SKIP
+LOCKED`` and several drainers may run at once; on SQLite run one drainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from consent.schema import consent_outbox, insert_ignoring_conflicts
+
+ob = consent_outbox.c
+PENDING, DONE, FAILED = "pending", "done", "failed"
+MAX_ERROR = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAction:
+    """One propagation to one destination. ``email`` is None after erasure or when unresolved."""
+
+    id: int
+    tenant_id: str
+    subject_key: str
+    email: str | None
+    destination: str
+    payload: dict[str, Any]
+    source_event: int
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    done_at: datetime | None
+
+
+@dataclass(slots=True)
+class DrainReport:
+    """What one :func:`drain` did; ``errors`` maps action id to the handler's message."""
+
+    done: int = 0
+    retrying: int = 0
+    failed: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else now.astimezone(UTC)
+
+
+def _action(row: Any) -> OutboxAction:
+    m = row._mapping
+    return OutboxAction(
+        id=m["id"], tenant_id=m["tenant_id"], subject_key=m["subject_key"], email=m["email"],
+        destination=m["destination"], payload=m["payload"], source_event=m["source_event"], status=m["status"],
+        attempts=m["attempts"], next_attempt_at=m["next_attempt_at"], last_error=m["last_error"],
+        created_at=m["created_at"], done_at=m["done_at"],
+    )
+
+
+class Outbox:
+    """The outbox table over one engine, with retry policy: exponential backoff, capped."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        max_attempts: int = 8,
+        base_delay: timedelta = timedelta(seconds=30),
+        max_delay: timedelta = timedelta(hours=1),
+        lease: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self.engine = engine
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.lease = lease
+
+    def enqueue(
+        self,
+        conn: sa.Connection,
+        tenant: str,
+        subject_key: str,
+        email: str | None,
+        destinations: Iterable[str],
+        payload: Mapping[str, Any],
+        source_event: int,
+        *,
+        now: datetime | None = None,
+    ) -> int:
+        """Add one pending action per destination, inside the caller's transaction.
+
+        Idempotent per (tenant, source event, destination): enqueuing again adds nothing.
+        Returns how many rows were added.
+        """
+        when = _now(now)
+        rows = [
+            {
+                "tenant_id": tenant, "subject_key": subject_key, "email": email, "destination": d,
+                "payload": dict(payload), "source_event": source_event, "status": PENDING, "attempts": 0,
+                "next_attempt_at": when, "last_error": None, "created_at": when, "done_at": None,
+                "scrub_on_done": False,
+            }
+            for d in dict.fromkeys(destinations)
+        ]
+        added = 0
+        for row in rows:  # one by one: rowcount of an executemany with ON CONFLICT is not portable
+            added += conn.execute(insert_ignoring_conflicts(conn, consent_outbox).values(**row)).rowcount
+        return added
+
+    def due(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
+        """Pending actions whose time has come, oldest first (read only, no claim)."""
+        with self.engine.connect() as c:
+            return [_action(r) for r in c.execute(self._due_query(limit, _now(now), tenant))]
+
+    def _due_query(self, limit: int, now: datetime, tenant: str | None) -> sa.Select[Any]:
+        query = sa.select(consent_outbox).where(ob.status == PENDING, ob.next_attempt_at <= now)
+        if tenant is not None:
+            query = query.where(ob.tenant_id == tenant)
+        return query.order_by(ob.next_attempt_at, ob.id).limit(limit)
+
+    def claim(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
+        """Take up to ``limit`` due actions for this drainer (a lease, see the module docstring)."""
+        when = _now(now)
+        with self.engine.begin() as c:
+            rows = c.execute(self._due_query(limit, when, tenant).with_for_update(skip_locked=True)).all()
+            if rows:
+                c.execute(
+                    sa.update(consent_outbox)
+                    .where(ob.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=when + self.lease)
+                )
+        return [_action(r) for r in rows]
+
+    def mark_done(self, action_id: int, *, now: datetime | None = None) -> None:
+        """The destination confirmed; clears the email if the subject was erased meanwhile."""
+        with self.engine.begin() as c:
+            c.execute(
+                sa.update(consent_outbox)
+                .where(ob.id == action_id)
+                .values(
+                    status=DONE, done_at=_now(now), last_error=None,
+                    email=sa.case((ob.scrub_on_done, sa.null()), else_=ob.email),
+                )
+            )
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay before attempt ``attempts + 1``: base * 2^(attempts-1), capped."""
+        return min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay)
+
+    def mark_failed(
+        self, action_id: int, error: str, retry_at: datetime | None = None, *, now: datetime | None = None
+    ) -> str:
+        """Record a failed attempt; returns the new status (``pending`` again, or ``failed``).
+
+        ``retry_at`` overrides the backoff (e.g. a vendor's Retry-After). The handler is expected
+        to pass an error already redacted of secrets; it is truncated here.
+        """
+        when = _now(now)
+        with self.engine.begin() as c:
+            attempts = c.execute(sa.select(ob.attempts).where(ob.id == action_id).with_for_update()).scalar_one() + 1
+            final = attempts >= self.max_attempts
+            values: dict[str, Any] = {
+                "attempts": attempts,
+                "last_error": str(error)[:MAX_ERROR],
+                "status": FAILED if final else PENDING,
+                "next_attempt_at": retry_at.astimezone(UTC) if retry_at and not final else when + self.backoff(attempts),
+            }
+            if final:
+                values["email"] = sa.case((ob.scrub_on_done, sa.null()), else_=ob.email)
+            c.execute(sa.update(consent_outbox).where(ob.id == action_id).values(**values))
+        return values["status"]
+
+    def depth(self, tenant: str | None = None) -> int:
+        """How many actions are still pending."""
+        query = sa.select(sa.func.count()).select_from(consent_outbox).where(ob.status == PENDING)
+        if tenant is not None:
+            query = query.where(ob.tenant_id == tenant)
+        with self.engine.connect() as c:
+            return int(c.execute(query).scalar_one())
+
+    def actions_for(self, tenant: str, subject_key: str) -> list[OutboxAction]:
+        """Every action ever queued for this subject, oldest first."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.select(consent_outbox)
+                .where(ob.tenant_id == tenant, ob.subject_key == subject_key)
+                .order_by(ob.id)
+            )
+            return [_action(r) for r in rows]
+
+
+def drain(
+    outbox: Outbox,
+    handlers: Mapping[str, Callable[[OutboxAction], None]],
+    now: datetime | None = None,
+    *,
+    limit: int = 100,
+    tenant: str | None = None,
+    max_rounds: int = 1000,
+) -> DrainReport:
+    """Hand every due action to its destination's handler until none is due.
+
+    A handler returns to confirm and raises to fail (its message is recorded). A destination
+    without a handler counts as a failed attempt, so a wiring mistake shows up as ``failed``
+    rows instead of a queue that silently never empties.
+    """
+    report = DrainReport()
+    when = _now(now)
+    for _ in range(max_rounds):
+        batch = outbox.claim(limit, now=when, tenant=tenant)
+        if not batch:
+            break
+        for action in batch:
+            handler = handlers.get(action.destination)
+            try:
+                if handler is None:
+                    raise LookupError(f"no handler is registered for destination {action.destination!r}")
+                handler(action)
+            except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never raised
+                message = f"{type(exc).__name__}: {exc}"
+                report.errors[action.id] = message[:MAX_ERROR]
+                if outbox.mark_failed(action.id, message, now=when) == FAILED:
+                    report.failed += 1
+                else:
+                    report.retrying += 1
+            else:
+                outbox.mark_done(action.id, now=when)
+                report.done += 1
+    return report

@@ -1,0 +1,90 @@
+"""Model cards: the backtest report plus model metadata, as JSON and as markdown for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sklearn
+
+from scoring.backtest import BacktestReport
+from scoring.models import TrainedModel
+
+_METRIC_KEYS = ("roc_auc", "pr_auc", "lift_top_decile", "brier", "positives", "negatives",
+                "total_predicted_transactions", "total_actual_transactions", "rmse_transactions", "mae_transactions",
+                "total_predicted_value", "total_actual_value", "rmse_value", "mae_value")
+
+
+def model_card(report: BacktestReport, model: TrainedModel | None = None) -> dict[str, Any]:
+    """A JSON-ready model card: what was evaluated, how, how well, against what, and for whom."""
+    card: dict[str, Any] = {"score": report.score, "kind": report.kind, "sklearn_version": sklearn.__version__,
+                            **report.to_dict()}
+    card["verdict"] = report.verdict or {"verdict": "ok"}
+    if model is not None:
+        card["trained"] = {"trained_at": model.trained_at.isoformat(), "cutoff": model.cutoff.isoformat(),
+                           "features": model.feature_names, "info": model.info, "metrics": model.metrics}
+    return card
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _metric_table(model: dict[str, Any], baseline: dict[str, Any], extra_cols: dict[str, dict[str, Any]]) -> list[str]:
+    cols = {"model": model, **extra_cols, f"baseline ({baseline.get('rule', 'naive')})": baseline}
+    keys = [k for k in _METRIC_KEYS if any(k in c for c in cols.values())]
+    lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {k} | " + " | ".join(_fmt(c.get(k)) for c in cols.values()) + " |" for k in keys]
+    return lines
+
+
+def render_model_card(card: dict[str, Any]) -> str:
+    """Markdown for one model card."""
+    lines = [f"# Model card: {card['score']} ({card['kind']})", ""]
+    verdict = card.get("verdict") or {}
+    if verdict.get("verdict") == "insufficient_data":
+        lines += ["**Verdict: insufficient data, no scores produced.**", "", f"Reason: {verdict.get('reason')}", ""]
+        return "\n".join(lines)
+    lines += [f"Evaluation: `{card.get('method')}`", ""]
+    if card.get("window"):
+        lines += ["## Data window", ""] + [f"- {k}: {v}" for k, v in card["window"].items()] + [""]
+    model, baseline = card.get("model") or {}, card.get("baseline") or {}
+    if card["kind"] == "cluster":
+        lines += ["## Clusters", "", "| cluster | size |", "|---|---|"]
+        lines += [f"| {c['name']} | {c['size']} |" for c in model.get("clusters", [])]
+        return "\n".join(lines) + "\n"
+    methods = model.get("methods", {})
+    extra = {f"{name}" + (" (winner)" if name == model.get("winner") else ""): m for name, m in methods.items()}
+    lines += ["## Metrics", ""]
+    lines += _metric_table({} if extra else model, baseline, extra) if extra else _metric_table(model, baseline, {})
+    if "winner" in model:
+        lines += ["", f"Winner by value RMSE: **{model['winner']}**"]
+    if card.get("extra", {}).get("later_rows_check"):
+        chk = card["extra"]["later_rows_check"]
+        lines += ["", f"Later-rows check (train on first {chk['train_rows']} rows, test on last {chk['test_rows']}): "
+                      f"ROC AUC {_fmt(chk['roc_auc'])}, top-decile lift {_fmt(chk['lift_top_decile'])}"]
+    if model.get("calibration"):
+        lines += ["", "## Calibration by decile", "", "| decile | n | mean predicted | observed |", "|---|---|---|---|"]
+        lines += [f"| {c['decile']} | {c['n']} | {c['mean_predicted']:.3f} | {c['observed_rate']:.3f} |"
+                  for c in model["calibration"]]
+    if card.get("top_features"):
+        lines += ["", "## Top features (permutation importance)", "", "| feature | importance | std |", "|---|---|---|"]
+        lines += [f"| {f['feature']} | {f['importance']:.4f} | {f['std']:.4f} |" for f in card["top_features"]]
+    if card.get("fairness"):
+        lines += ["", "## Fairness check", "",
+                  "Selection rate = share of each group in the top scores; disparate impact = lowest / highest "
+                  "rate (four-fifths rule: >= 0.8). Sensitive attributes are measured, never used as inputs "
+                  "unless configured, never inferred.", ""]
+        for attr, res in card["fairness"].items():
+            if "error" in res:
+                lines += [f"- {attr}: {res['error']}"]
+                continue
+            lines += [f"### {attr}: disparate impact {_fmt(res['disparate_impact'])}", "",
+                      "| group | n | selection rate | outcome rate |", "|---|---|---|---|"]
+            lines += [f"| {g['group']} | {g['n']} | {g['selection_rate']:.3f} | {_fmt(g.get('outcome_rate'))} |"
+                      for g in res["groups"]]
+            lines.append("")
+    return "\n".join(lines) + "\n"

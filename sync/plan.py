@@ -1,0 +1,160 @@
+"""Plan: desired state minus what the vendors last confirmed = the changes to send.
+
+Pure functions over plain data, so the rules (consent gating, holdout exclusion, the
+change guard) are tested without any I/O. Destinations:
+
+- ``crm.properties``: per contact, the segment multi-select and the score properties;
+- ``esp.tags``: per contact, the set of active segsync tags;
+- ``esp.segment:<name>``: per contact, membership of one static segment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.store import canonical
+
+CRM = "crm.properties"
+TAGS = "esp.tags"
+SEGMENT = "esp.segment:"
+
+
+@dataclass(frozen=True)
+class Person:
+    """What the planner knows of one contact."""
+
+    contact_id: str
+    email: str | None
+    crm_id: str | None
+    esp_id: str | None
+    esp_status: str | None
+    profiling: bool  # consent gate: may be scored and tagged
+    email_marketing: bool  # consent gate: may be in ESP tags and segments
+    reason: str = ""  # why a purpose is refused (from the ledger)
+
+
+@dataclass(frozen=True)
+class Change:
+    destination: str
+    contact_id: str
+    email: str | None
+    vendor_key: str | None  # CRM id for properties, email for the ESP
+    desired: Any  # what we want there (dict / sorted list / True); None = nothing of ours
+    previous: Any  # what the vendor last confirmed; None = nothing
+
+    @property
+    def value(self) -> str | None:
+        """The last-sent value to store once the vendor confirms (None deletes the row)."""
+        return None if self.desired in (None, [], {}) else canonical(self.desired)
+
+
+@dataclass
+class Plan:
+    tenant_id: str
+    changes: dict[str, list[Change]] = field(default_factory=dict)
+    suppressed: list[tuple[str, str, str]] = field(default_factory=list)  # (destination, contact id, reason)
+    forget: list[tuple[str, str]] = field(default_factory=list)  # (destination, contact id): drop local state, send nothing
+    total_contacts: int = 0
+    initial: set[str] = field(default_factory=set)  # destinations with no confirmed state yet
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.changes.values())
+
+    def changed_contacts(self) -> int:
+        """Contacts whose pushed state would change, over destinations that already had state."""
+        return len({c.contact_id for d, cs in self.changes.items() if d not in self.initial for c in cs})
+
+    def change_share(self) -> float:
+        return self.changed_contacts() / self.total_contacts if self.total_contacts else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for dest, changes in sorted(self.changes.items()):
+            adds = sum(1 for c in changes if c.previous is None)
+            removes = sum(1 for c in changes if c.desired is None)
+            out[dest] = {"changes": len(changes), "adds": adds, "removes": removes, "updates": len(changes) - adds - removes}
+        reasons = Counter(r for _, _, r in self.suppressed)
+        return {"destinations": out, "suppressed": dict(reasons), "total_changes": self.count()}
+
+
+def crm_desired(
+    segments: Iterable[str], scores: Mapping[str, float | None], property_name: str, score_names: Iterable[str], push_scores: bool
+) -> dict[str, str]:
+    """The CRM property values for one contact. Empty strings clear a property."""
+    values = {property_name: ";".join(sorted(segments))}
+    if push_scores:
+        for name in score_names:
+            v = scores.get(name)
+            values[f"segsync_score_{name}"] = "" if v is None else f"{v:.2f}"
+    return values
+
+
+def build_plan(
+    tenant_id: str,
+    people: Iterable[Person],
+    segments_of: Mapping[str, set[str]],  # contact id -> segments (holdout already excluded)
+    scores_of: Mapping[str, Mapping[str, float | None]],  # contact id -> score name -> value
+    last: Mapping[str, Mapping[str, str]],  # destination -> contact id -> canonical value
+    *,
+    property_name: str,
+    score_names: list[str],
+    segment_names: list[str],
+    push_scores: bool,
+    esp_tags: bool,
+    esp_segments: bool,
+    tag_prefix: str,
+    has_esp: bool,
+) -> Plan:
+    """Compute the diff for every destination. Consent and ESP status gate what is desired."""
+    plan = Plan(tenant_id)
+    people = list(people)
+    plan.total_contacts = len(people)
+    dests = [CRM] + ([TAGS] if has_esp and esp_tags else []) + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else [])
+    plan.initial = {d for d in dests if not last.get(d)}
+    for d in dests:
+        plan.changes[d] = []
+
+    def add(dest: str, p: Person, vendor_key: str | None, desired: Any) -> None:
+        prev_text = last.get(dest, {}).get(p.contact_id)
+        previous = json.loads(prev_text) if prev_text is not None else None
+        if (None if desired in ([], {}, None) else canonical(desired)) != prev_text:
+            plan.changes[dest].append(Change(dest, p.contact_id, p.email, vendor_key, desired, previous))
+
+    for p in people:
+        segs = segments_of.get(p.contact_id, set()) if p.profiling else set()
+        # --- CRM: profiling decides; a refused contact gets our properties cleared
+        if p.crm_id:
+            if p.profiling:
+                add(CRM, p, p.crm_id, crm_desired(segs, scores_of.get(p.contact_id, {}), property_name, score_names, push_scores))
+            else:
+                if p.contact_id in last.get(CRM, {}):
+                    add(CRM, p, p.crm_id, None)
+                plan.suppressed.append((CRM, p.contact_id, p.reason or "profiling not allowed"))
+        if not has_esp:
+            continue
+        esp_dests = ([TAGS] if esp_tags else []) + ([SEGMENT + s for s in segment_names] if esp_segments else [])
+        # --- ESP: we never touch a member without email consent, nor one the ESP has unsubscribed/cleaned.
+        if not p.email_marketing or p.esp_status in ("unsubscribed", "cleaned"):
+            reason = p.reason or "email_marketing not allowed"
+            if p.esp_status in ("unsubscribed", "cleaned"):
+                reason = f"{p.esp_status} at the ESP"
+            for d in esp_dests:
+                if p.contact_id in last.get(d, {}):
+                    plan.forget.append((d, p.contact_id))
+            if p.esp_id or p.email:
+                plan.suppressed.append(("esp", p.contact_id, reason))
+            continue
+        if not p.esp_id:
+            if segs:
+                plan.suppressed.append(("esp", p.contact_id, "not in the ESP audience"))
+            continue
+        if esp_tags:
+            add(TAGS, p, p.email, sorted(tag_prefix + s for s in segs))
+        if esp_segments:
+            for s in segment_names:
+                add(SEGMENT + s, p, p.email, True if s in segs else None)
+    return plan

@@ -1,0 +1,191 @@
+"""Push: send a plan's changes in vendor-sized batches, re-checking consent right before each.
+
+After the vendor answers a batch, its confirmed values and per-record outcomes are written in
+one transaction (:meth:`Store.confirm_batch`), so a crash resumes from the next batch and a
+re-run sends nothing that was already confirmed. Every change ends as sent, suppressed (with
+the consent reason) or failed (with the vendor's message); none is silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordResult, TagChange
+from connectors.errors import ApiError, FatalApiError
+from connectors.http import redact
+from sync.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
+from sync.store import Store
+
+log = logging.getLogger("segsync.push")
+
+# emails -> {email: (profiling allowed, email_marketing allowed, reason)}
+Recheck = Callable[[Sequence[str]], dict[str, tuple[bool, bool, str]]]
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class PushReport:
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (destination, outcome) -> n
+    failures: list[dict[str, str]] = field(default_factory=list)
+    batches: Counter[str] = field(default_factory=Counter)
+    stopped: bool = False
+
+    def add(self, destination: str, outcome: str, n: int = 1) -> None:
+        if n:
+            self.outcomes[(destination, outcome)] += n
+
+    def totals(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (_, outcome), n in self.outcomes.items():
+            out[outcome] += n
+        return dict(out)
+
+
+class Pusher:
+    """Executes one plan against one tenant's connectors."""
+
+    def __init__(
+        self,
+        store: Store,
+        tenant_id: str,
+        run_id: int,
+        recheck: Recheck,
+        *,
+        crm: CrmConnector | None,
+        esp: EspConnector | None,
+        property_name: str,
+        score_names: list[str],
+        push_scores: bool,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.store, self.tenant_id, self.run_id = store, tenant_id, run_id
+        self.recheck = recheck
+        self.crm, self.esp = crm, esp
+        self.property_name, self.score_names, self.push_scores = property_name, score_names, push_scores
+        self.progress = progress or (lambda _d, _n: None)
+        self.stop = stop or threading.Event()
+        self.report = PushReport()
+
+    def run(self, plan: Plan) -> PushReport:
+        for dest, contact_id in plan.forget:
+            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [(contact_id, None)], [(contact_id, "suppressed", "consent withdrawn: local state dropped, nothing sent")])
+            self.report.add(dest, "suppressed")
+        for dest, changes in plan.changes.items():
+            if not changes:
+                continue
+            if dest == CRM and self.crm is not None:
+                self._run_dest(dest, changes, self.crm.limits.batch_size, self._send_crm)
+            elif dest == TAGS and self.esp is not None:
+                self._run_dest(dest, changes, self.esp.limits.batch_size, self._send_tags)
+            elif dest.startswith(SEGMENT) and self.esp is not None:
+                self._run_dest(dest, changes, self.esp.limits.batch_size, self._send_segment)
+        return self.report
+
+    # ------------------------------------------------------------------ one destination
+
+    def _run_dest(self, dest: str, changes: list[Change], size: int, send: Callable[[str, list[Change]], list[RecordResult]]) -> None:
+        for i in range(0, len(changes), size):
+            if self.stop.is_set():
+                # Graceful shutdown: the batch in flight finished; the rest is retried next run.
+                self.report.stopped = True
+                self._fail(dest, changes[i:], "not sent: shutdown requested (retried next run)", persist=False)
+                return
+            batch = self._gate(dest, changes[i : i + size])
+            if not batch:
+                continue
+            try:
+                results = send(dest, batch)
+            except FatalApiError as exc:
+                self._fail(dest, changes[i:], f"{exc}")
+                log.error("%s: %s - stopping this destination", dest, redact(exc))
+                return
+            except ApiError as exc:
+                self._fail(dest, batch, f"{exc}")
+                continue
+            self.report.batches[dest] += 1
+            self._confirm(dest, batch, results)
+            self.progress(dest, len(changes[i : i + size]))
+
+    def _gate(self, dest: str, batch: list[Change]) -> list[Change]:
+        """Consent as of now, right before sending: an opt-out that arrived mid-run wins."""
+        emails = [c.email for c in batch if c.email]
+        decisions = self.recheck(emails) if emails else {}
+        keep: list[Change] = []
+        suppressed: list[tuple[Change, str]] = []
+        for c in batch:
+            if c.desired is None and dest == CRM:
+                keep.append(c)  # clearing our own data is always allowed
+                continue
+            profiling, email_ok, reason = decisions.get(c.email or "", (False, False, "no consent record"))
+            # ESP: email consent is needed to touch the member at all; profiling to add segment data.
+            allowed = profiling if dest == CRM else email_ok and (profiling or not c.desired)
+            if allowed:
+                keep.append(c)
+            else:
+                suppressed.append((c, reason))
+        if suppressed:
+            outcomes = [(c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}") for c, reason in suppressed]
+            # For the ESP we also drop local state: a withdrawn member gets no further change from us.
+            forget = [(c.contact_id, None) for c, _ in suppressed if dest != CRM and c.previous is not None]
+            self.store.confirm_batch(self.tenant_id, self.run_id, dest, forget, outcomes)
+            self.report.add(dest, "suppressed", len(suppressed))
+        return keep
+
+    def _confirm(self, dest: str, batch: list[Change], results: list[RecordResult]) -> None:
+        by_key: dict[str, RecordResult] = {r.key: r for r in results}
+        confirmed, outcomes = [], []
+        for c in batch:
+            r = by_key.get(c.vendor_key or "")
+            if r is None:
+                r = RecordResult(c.vendor_key or "", "failed", "the vendor returned no result for this record")
+            if r.outcome == "sent":
+                confirmed.append((c.contact_id, c.value))
+            elif r.outcome == "failed":
+                self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": redact(r.message)})
+            outcomes.append((c.contact_id, r.outcome, redact(r.message)))
+            self.report.add(dest, r.outcome)
+        self.store.confirm_batch(self.tenant_id, self.run_id, dest, confirmed, outcomes)
+
+    def _fail(self, dest: str, changes: list[Change], message: str, persist: bool = True) -> None:
+        message = redact(message)
+        for c in changes:
+            self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": message})
+        self.report.add(dest, "failed", len(changes))
+        if persist:
+            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [], [(c.contact_id, "failed", message) for c in changes])
+
+    # ------------------------------------------------------------------ vendor calls
+
+    def _send_crm(self, _dest: str, batch: list[Change]) -> list[RecordResult]:
+        assert self.crm is not None
+        cleared = crm_desired([], {}, self.property_name, self.score_names, self.push_scores)
+        updates = [PropertyUpdate(key=c.vendor_key or "", properties=c.desired if c.desired is not None else cleared) for c in batch]
+        return self.crm.push_properties(updates)
+
+    def _send_tags(self, _dest: str, batch: list[Change]) -> list[RecordResult]:
+        assert self.esp is not None
+        changes = []
+        for c in batch:
+            want, had = set(c.desired or []), set(c.previous or [])
+            changes.append(TagChange(email=c.vendor_key or "", active=tuple(sorted(want - had)), inactive=tuple(sorted(had - want))))
+        return self.esp.push_tags(changes)
+
+    def _send_segment(self, dest: str, batch: list[Change]) -> list[RecordResult]:
+        assert self.esp is not None
+        name = dest[len(SEGMENT) :]
+        add = [c.vendor_key or "" for c in batch if c.desired]
+        remove = [c.vendor_key or "" for c in batch if not c.desired]
+        return self.esp.sync_segment(name, add, remove)
+
+
+def summarize(report: PushReport) -> dict[str, Any]:
+    per_dest: dict[str, dict[str, int]] = {}
+    for (dest, outcome), n in report.outcomes.items():
+        per_dest.setdefault(dest, {})[outcome] = n
+    return {"by_destination": per_dest, "totals": report.totals(), "failures": report.failures[:50], "failures_total": len(report.failures), "batches": dict(report.batches), "stopped": report.stopped}
