@@ -65,8 +65,13 @@ class Plan:
         return sum(len(v) for v in self.changes.values())
 
     def changed_contacts(self) -> int:
-        """Contacts whose pushed state would change, over destinations that already had state."""
-        return len({c.contact_id for d, cs in self.changes.items() if d not in self.initial for c in cs})
+        """Contacts whose pushed state would change, over destinations that already had state.
+
+        In the CRM every pushed contact has confirmed state, so a first-time value (``previous``
+        None: a new contact, or the rest of an interrupted first push) is not a change of mind.
+        """
+        return len({c.contact_id for d, cs in self.changes.items() if d not in self.initial for c in cs
+                    if d != CRM or c.previous is not None})
 
     def change_share(self) -> float:
         return self.changed_contacts() / self.total_contacts if self.total_contacts else 0.0

@@ -302,6 +302,19 @@ class Store:
             )
             return [r._asdict() for r in rows]
 
+    def contact_by_email(self, tenant_id: str, email: str) -> str | None:
+        """The contact id for an email, current or an alias (None when unknown)."""
+        email = normalize_email(email) or ""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(t.contacts.c.contact_id).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.email == email)
+            ).scalar()
+            if found is None:
+                found = conn.execute(
+                    sa.select(t.aliases.c.contact_id).where(t.aliases.c.tenant_id == tenant_id, t.aliases.c.email == email)
+                ).scalar()
+            return found
+
     def vendor_ids(self, tenant_id: str, source: str) -> dict[str, str]:
         """contact id -> the live (not archived or merged) vendor id at ``source``."""
         with self.engine.connect() as conn:

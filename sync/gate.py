@@ -1,0 +1,219 @@
+"""The sync's view of the consent ledger: record what the pull saw, decide, propagate opt-outs.
+
+``consent`` owns the ledger and the outbox; this module only adapts them to one tenant's run:
+
+- vendor signals seen during a pull are appended to the ledger (idempotent on the vendor's event
+  id) and every fresh withdrawal enqueues suppression at the *other* systems in the same
+  transaction, so a crash between the two loses nothing;
+- ``decide`` answers, for a batch of emails, whether profiling and email marketing are allowed
+  *now* (no record under a ``consent`` basis = refused; a contact without email = refused);
+- ``drain`` hands due outbox actions to handlers built from the tenant's connectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from connectors.base import ConsentSignal, CrmConnector, EspConnector, PropertyUpdate, TagChange, normalize_email
+from consent.ledger import Ledger, Signal
+from consent.outbox import DrainReport, Outbox, OutboxAction, drain
+from consent.policy import EMAIL_MARKETING, PROFILING, WITHDRAWN
+from sync.config import TenantCfg
+from sync.plan import crm_desired
+from sync.store import Store
+
+log = logging.getLogger("segsync.consent")
+
+#: Where a withdrawal of each purpose is propagated, and which vendor each destination belongs to.
+PROPAGATION: dict[str, tuple[tuple[str, str], ...]] = {
+    EMAIL_MARKETING: (("esp_unsubscribe", "esp"), ("crm_optout", "crm")),
+    PROFILING: (("esp_tags", "esp"), ("crm_property", "crm")),
+}
+
+Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
+
+
+def tenant_key(tenant: TenantCfg) -> bytes:
+    """The tenant's pseudonym key: ``consent.pseudonym_key``, else the webhook secret."""
+    secret = tenant.consent.pseudonym_key or tenant.consent.webhook_secret
+    return secret.get_secret_value().encode("utf-8")
+
+
+def key_lookup(tenants: Iterable[TenantCfg]) -> Callable[[str], bytes]:
+    keys = {t.id: tenant_key(t) for t in tenants}
+
+    def lookup(tenant_id: str) -> bytes:
+        try:
+            return keys[tenant_id]
+        except KeyError:
+            raise KeyError(f"unknown tenant {tenant_id!r}") from None
+
+    return lookup
+
+
+def policy_of(tenant: TenantCfg) -> dict[str, str]:
+    return {purpose: cfg.basis for purpose, cfg in tenant.consent.purposes.items()}
+
+
+@dataclass
+class RecordStats:
+    recorded: int = 0
+    withdrawals: int = 0
+    enqueued: int = 0
+
+
+class ConsentGate:
+    def __init__(self, store: Store, tenant: TenantCfg, crm_source: str | None, esp_source: str | None) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.ledger = Ledger(store.engine, key_lookup([tenant]))
+        self.outbox = Outbox(store.engine)
+        self.policy = policy_of(tenant)
+        self.sources = {"crm": crm_source, "esp": esp_source}
+
+    # ------------------------------------------------------------------ pull -> ledger
+
+    def record(self, signals: Sequence[ConsentSignal]) -> RecordStats:
+        """Append vendor signals; enqueue propagation of fresh withdrawals to the other systems."""
+        stats = RecordStats()
+        rows: list[Signal] = []
+        emails: dict[tuple[str, str], str] = {}
+        for s in signals:
+            email = normalize_email(s.email)
+            if not email or s.purpose not in self.policy:
+                continue
+            evidence = dict(s.evidence)
+            if s.reason:
+                evidence["reason"] = s.reason
+            key = s.vendor_event_id or None
+            rows.append(Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None, key))
+            emails[(s.source, email)] = email
+        if not rows:
+            return stats
+        with self.store.engine.begin() as conn:
+            recorded = self.ledger.record_many(self.tenant.id, rows, conn=conn)
+            stats.recorded = len(recorded)
+            by_key = {self.ledger.pseudonym(self.tenant.id, r.email): r for r in rows}
+            for event in recorded:
+                if event.state != WITHDRAWN:
+                    continue
+                stats.withdrawals += 1
+                signal = by_key.get(event.subject_key)
+                dests = [d for d, side in PROPAGATION.get(event.purpose, ()) if self.sources.get(side) not in (None, event.source)]
+                if dests and signal is not None:
+                    stats.enqueued += self.outbox.enqueue(
+                        conn, self.tenant.id, event.subject_key, signal.email, dests,
+                        {"purpose": event.purpose, "source": event.source}, event.id,
+                    )
+        return stats
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, emails: Sequence[str | None]) -> dict[str, Verdict]:
+        """``{email: (profiling, email_marketing, reason)}`` as of now. Fails closed."""
+        wanted = sorted({e for e in emails if e})
+        decisions = self.ledger.decisions(self.tenant.id, wanted, self.policy) if wanted else {}
+        out: dict[str, Verdict] = {}
+        for email in wanted:
+            d = decisions.get(email)
+            if d is None:
+                out[email] = (False, False, "no consent decision")
+                continue
+            email_ok = d.allows(EMAIL_MARKETING) if EMAIL_MARKETING in self.policy else False
+            # An opt-out wins everywhere: someone who withdrew from marketing email is not put in
+            # marketing segments in the CRM either (the CRM side is cleared, as the outbox does).
+            opted_out = d.reasons.get(EMAIL_MARKETING) == "withdrawn"
+            profiling = (d.allows(PROFILING) if PROFILING in self.policy else False) and not opted_out
+            refused = [f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p)]
+            out[email] = (profiling, email_ok, "; ".join(refused))
+        return out
+
+    # ------------------------------------------------------------------ propagation
+
+    def drain(self, crm: CrmConnector | None, esp: EspConnector | None) -> DrainReport:
+        handlers = Propagator(self.store, self.tenant, crm, esp).handlers()
+        report = drain(self.outbox, handlers, tenant=self.tenant.id)
+        if report.done or report.failed or report.retrying:
+            log.info("outbox for %s: %d done, %d retrying, %d failed", self.tenant.id, report.done, report.retrying, report.failed)
+        return report
+
+    def depth(self) -> int:
+        return self.outbox.depth(self.tenant.id)
+
+
+class Propagator:
+    """Turns outbox actions into connector calls; a handler returns to confirm and raises to retry."""
+
+    def __init__(self, store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: EspConnector | None) -> None:
+        self.store, self.tenant, self.crm, self.esp = store, tenant, crm, esp
+        self.tags = [tenant.push.tag_prefix + s.name for s in tenant.segments]
+        self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]
+
+    def handlers(self) -> Mapping[str, Callable[[OutboxAction], None]]:
+        out: dict[str, Callable[[OutboxAction], None]] = {}
+        if self.esp is not None:
+            out["esp_unsubscribe"] = self.esp_unsubscribe
+            out["esp_tags"] = self.esp_tags
+        if self.crm is not None:
+            out["crm_optout"] = self.crm_optout
+            out["crm_property"] = self.crm_property
+        return out
+
+    def _need_email(self, action: OutboxAction) -> str:
+        if not action.email:
+            raise LookupError("the action has no email (erased or unresolved); nothing can be sent")
+        return action.email
+
+    def _contact(self, email: str) -> str | None:
+        return self.store.contact_by_email(self.tenant.id, email)
+
+    def esp_unsubscribe(self, action: OutboxAction) -> None:
+        assert self.esp is not None
+        email = self._need_email(action)
+        result = self.esp.suppress(email, self.tags)
+        if result.outcome == "failed":
+            raise RuntimeError(result.message or "the ESP refused the unsubscribe")
+        if cid := self._contact(email):
+            self.store.forget_sent(self.tenant.id, cid, "esp.")
+
+    def esp_tags(self, action: OutboxAction) -> None:
+        assert self.esp is not None
+        email = self._need_email(action)
+        cid = self._contact(email)
+        if cid is None or not any(cid in self.store.last_sent(self.tenant.id, d) for d in self.store.destinations(self.tenant.id, "esp.")):
+            return  # we never put anything there: nothing to remove
+        results = self.esp.push_tags([TagChange(email=email, inactive=tuple(self.tags))])
+        failed = [r for r in results if r.outcome == "failed"]
+        if failed:
+            raise RuntimeError(failed[0].message or "the ESP refused the tag removal")
+        for dest in self.store.destinations(self.tenant.id, "esp.segment:"):
+            if cid in self.store.last_sent(self.tenant.id, dest):
+                self.esp.sync_segment(dest.split(":", 1)[1], [], [email])
+        self.store.forget_sent(self.tenant.id, cid, "esp.")
+
+    def crm_optout(self, action: OutboxAction) -> None:
+        assert self.crm is not None
+        email = self._need_email(action)
+        cid = self._contact(email)
+        vendor_id = self.store.vendor_ids(self.tenant.id, self.crm.name).get(cid) if cid else None
+        result = self.crm.suppress(email, vendor_id, self.tenant.push.crm_property)
+        if result.outcome == "failed":
+            raise RuntimeError(result.message or "the CRM refused the opt-out")
+        if cid:
+            self.store.forget_sent(self.tenant.id, cid, "crm.")
+
+    def crm_property(self, action: OutboxAction) -> None:
+        assert self.crm is not None
+        email = self._need_email(action)
+        cid = self._contact(email)
+        vendor_id = self.store.vendor_ids(self.tenant.id, self.crm.name).get(cid) if cid else None
+        if not cid or not vendor_id or cid not in self.store.last_sent(self.tenant.id, "crm.properties"):
+            return
+        cleared = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
+        results = self.crm.push_properties([PropertyUpdate(vendor_id, cleared)])
+        failed = [r for r in results if r.outcome == "failed"]
+        if failed:
+            raise RuntimeError(failed[0].message or "the CRM refused to clear the properties")
+        self.store.forget_sent(self.tenant.id, cid, "crm.")

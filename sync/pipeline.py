@@ -1,0 +1,340 @@
+"""One tenant's run: lock -> pull -> consent gate -> score -> plan -> guard -> push -> propagate -> report.
+
+Every step's effect on the outside world is bounded and resumable:
+
+- pulls store each page and its cursor in one transaction (a crash re-pulls at most one page);
+- vendor consent signals go to the ledger before the page is stored, idempotently;
+- the push writes last-sent state per batch after the vendor confirms, so a re-run sends only
+  what is still different, and a run with no change sends nothing at all;
+- consent is decided for the plan and decided again right before each batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from connectors.base import ConsentSignal, Contact, CrmConnector, EspConnector, PullPage
+from connectors.errors import ApiError, FatalApiError, SegsyncError
+from connectors.http import redact
+from consent.policy import EMAIL_MARKETING
+from sync.config import Config, TenantCfg
+from sync.gate import ConsentGate
+from sync.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
+from sync.push import Pusher, summarize
+from sync.scorer import ScoreResult, score_tenant
+from sync.store import Store, utcnow
+
+log = logging.getLogger("segsync.sync")
+
+# status of a finished run
+OK, FAILED_RECORDS, REFUSED, DRY_RUN, ERROR, STOPPED = "ok", "failed_records", "refused", "dry_run", "error", "stopped"
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    force: bool = False
+    retrain: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    progress: Callable[[str, int, int | None], None] | None = None  # (task, advance, total)
+    examples: int = 5
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return None
+    if pd.isna(ts):
+        return None
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[ConsentSignal]:
+    """Evidence of opt-in from the ESP itself: a subscribed member with its opt-in time.
+
+    Only a member the ESP reports as ``subscribed`` with a known opt-in (or sign-up) time counts;
+    nothing else is ever taken as a grant.
+    """
+    have = {(s.email, s.purpose, s.state) for s in seen}
+    out = []
+    for c in contacts:
+        if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
+            continue
+        when = _parse_time(c.properties.get("timestamp_opt")) or _parse_time(c.properties.get("timestamp_signup")) or c.created_at
+        if when is None:
+            continue
+        evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
+        if c.properties.get("ip_opt"):
+            evidence["ip_opt"] = str(c.properties["ip_opt"])
+        out.append(ConsentSignal(c.source, c.email, EMAIL_MARKETING, "granted", when, "", evidence, f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}"))
+    return out
+
+
+class TenantRun:
+    def __init__(self, cfg: Config, tenant: TenantCfg, store: Store, crm: CrmConnector, esp: EspConnector | None,
+                 options: RunOptions | None = None) -> None:
+        self.cfg, self.tenant, self.store, self.crm, self.esp = cfg, tenant, store, crm, esp
+        self.opts = options or RunOptions()
+        self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
+        self.report: dict[str, Any] = {"tenant": tenant.id, "dry_run": self.opts.dry_run}
+        self.run_id = 0
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        run_started = utcnow()
+        self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
+        self.report.update(run_id=self.run_id, started_at=run_started.isoformat())
+        status = ERROR
+        try:
+            with self.store.tenant_lock(self.tenant.id):
+                status = self._run(run_started)
+        except (SegsyncError, ApiError) as exc:
+            self.report["error"] = redact(str(exc))
+            raise
+        except Exception as exc:
+            self.report["error"] = redact(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.report["status"] = status
+            self.report["duration_s"] = round(time.monotonic() - started, 2)
+            self.report["api"] = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
+            self.store.finish_run(self.run_id, status, self.report)
+        return self.report
+
+    def _run(self, run_started: datetime) -> str:
+        if not self.opts.dry_run:
+            self._drain("outbox_before")
+        self._pull_all(run_started)
+        people = self._gate()
+        scored = self._score(people)
+        plan = self._plan(people, scored)
+        if self.opts.dry_run:
+            return DRY_RUN
+        if self._guard(plan):
+            return REFUSED
+        self._push(plan)
+        self._drain("outbox_after")
+        if self.report["push"].get("stopped"):
+            return STOPPED
+        return FAILED_RECORDS if self.report["push"]["totals"].get("failed") else OK
+
+    # ------------------------------------------------------------------ pull
+
+    def _pull_all(self, run_started: datetime) -> None:
+        streams: list[tuple[str, Callable[[str | None, datetime], Iterator[PullPage]]]] = [
+            (f"{self.crm.name}.contacts", self.crm.pull_contacts),
+            (f"{self.crm.name}.engagement", self.crm.pull_engagement),
+        ]
+        if self.esp is not None:
+            streams += [(f"{self.esp.name}.members", self.esp.pull_members), (f"{self.esp.name}.engagement", self.esp.pull_engagement)]
+        pulls: dict[str, dict[str, int]] = {}
+        consent = Counter[str]()
+        for stream, pull in streams:
+            stats = pulls.setdefault(stream, Counter())
+            for page in pull(self.store.cursor(self.tenant.id, stream), run_started):
+                signals = [*page.consent, *optin_grants(page.contacts, page.consent)]
+                recorded = self.gate.record(signals)
+                consent["signals_seen"] += len(signals)
+                consent["recorded"] += recorded.recorded
+                consent["withdrawals_recorded"] += recorded.withdrawals
+                consent["propagations_queued"] += recorded.enqueued
+                result = self.store.store_page(self.tenant.id, page.contacts, page.events, (stream, page.cursor))
+                stats["pages"] += 1
+                stats["records"] += len(page.contacts)
+                stats["new"] += result.new
+                stats["changed"] += result.changed
+                stats["events"] += result.events
+                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), None)
+        self.report["pull"] = {k: dict(v) for k, v in pulls.items()}
+        self.report["consent"] = dict(consent)
+
+    # ------------------------------------------------------------------ consent gate
+
+    def _gate(self) -> list[Person]:
+        contacts = self.store.contacts(self.tenant.id)
+        crm_ids = self.store.vendor_ids(self.tenant.id, self.crm.name)
+        esp_ids = self.store.vendor_ids(self.tenant.id, self.esp.name) if self.esp else {}
+        verdicts = self.gate.decide([c["email"] for c in contacts])
+        people = []
+        for c in contacts:
+            email = c["email"]
+            profiling, email_ok, reason = verdicts.get(email, (False, False, "no email to check consent against")) if email else (False, False, "no email to check consent against")
+            people.append(Person(c["contact_id"], email, crm_ids.get(c["contact_id"]), esp_ids.get(c["contact_id"]), c["esp_status"], profiling, email_ok, reason))
+        counts = self.store.counts(self.tenant.id)
+        self.report["contacts"] = {
+            "total": len(people),
+            "events": counts["events"],
+            "in_crm": sum(1 for p in people if p.crm_id),
+            "in_esp": sum(1 for p in people if p.esp_id),
+            "profiling_allowed": sum(1 for p in people if p.profiling),
+            "email_marketing_allowed": sum(1 for p in people if p.email_marketing),
+        }
+        return people
+
+    # ------------------------------------------------------------------ score
+
+    def _score(self, people: list[Person]) -> ScoreResult:
+        allowed = {p.contact_id for p in people if p.profiling}
+        result = score_tenant(self.store, self.tenant, self.cfg.model_dir, allowed, retrain=self.opts.retrain)
+        assignment = result.assignment
+        if not self.opts.dry_run:
+            rows = [
+                {"contact_id": cid, "score": name, "value": float(v), "label": None, "scored_at": utcnow()}
+                for name, series in result.scores.items() for cid, v in series.items() if pd.notna(v)
+            ]
+            rows += [
+                {"contact_id": cid, "score": name, "value": None, "label": str(v), "scored_at": utcnow()}
+                for name, series in result.clusters.items() for cid, v in series.items()
+            ]
+            self.store.save_scores(self.tenant.id, rows)
+            if assignment is not None:
+                self.store.save_segments(self.tenant.id, {k: set(v) for k, v in assignment.members.items()}, {k: set(v) for k, v in assignment.holdout.items()})
+        self.report["scoring"] = {
+            "scored": result.scored,
+            "as_of": result.as_of,
+            "models": result.models,
+            "insufficient": result.verdicts,
+            "holdout_percent": self.tenant.holdout_percent,
+            "holdout_contacts": len(result.holdout_ids),
+        }
+        self.report["segments"] = assignment.to_dict() if assignment else {}
+        return result
+
+    # ------------------------------------------------------------------ plan
+
+    def _plan(self, people: list[Person], scored: ScoreResult) -> Plan:
+        held = scored.holdout_ids
+        segments_of: dict[str, set[str]] = {}
+        if scored.assignment:
+            for name, ids in scored.assignment.members.items():
+                for cid in ids:
+                    segments_of.setdefault(cid, set()).add(name)
+        score_names = [s.name for s in self.tenant.scores if s.kind != "cluster"]
+        scores_of: dict[str, dict[str, float | None]] = {}
+        for name in score_names:
+            for cid, v in scored.scores.get(name, pd.Series(dtype=float)).items():
+                if cid not in held and pd.notna(v):
+                    scores_of.setdefault(str(cid), {})[name] = float(v)
+        push = self.tenant.push
+        segment_names = [s.name for s in self.tenant.segments]
+        dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
+        last = {d: self.store.last_sent(self.tenant.id, d) for d in dests}
+        plan = build_plan(
+            self.tenant.id, people, segments_of, scores_of, last,
+            property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
+            push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments,
+            tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
+        )
+        self.plan_meta = {"segment_names": segment_names, "score_names": score_names}
+        summary = plan.summary()
+        summary["change_share"] = round(plan.change_share(), 4)
+        summary["initial_destinations"] = sorted(plan.initial)
+        summary["cost"] = self._cost(plan)
+        summary["examples"] = {
+            dest: [{"contact": c.contact_id, "from": c.previous, "to": c.desired} for c in changes[: self.opts.examples]]
+            for dest, changes in plan.changes.items() if changes
+        }
+        summary["forget"] = len(plan.forget)
+        self.report["plan"] = summary
+        return plan
+
+    def _cost(self, plan: Plan) -> dict[str, Any]:
+        """API write calls the push will cost, per destination, from the connectors' batch limits."""
+        out: dict[str, Any] = {}
+        for dest, changes in plan.changes.items():
+            if not changes:
+                continue
+            conn = self.crm if dest == CRM else self.esp
+            if conn is None:
+                continue
+            limits = conn.limits
+            calls = math.ceil(len(changes) / limits.batch_size)
+            out[dest] = {
+                "records": len(changes),
+                "calls": calls,
+                "vendor": conn.name,
+                "limit": f"{limits.requests_per_window} requests / {limits.window_seconds:g} s, {limits.batch_size} per batch",
+            }
+        return out
+
+    # ------------------------------------------------------------------ guard and push
+
+    def _guard(self, plan: Plan) -> bool:
+        share = plan.change_share()
+        limit = self.tenant.max_change_share
+        if share > limit and not self.opts.force:
+            self.report["refused"] = (
+                f"the plan would change {share:.0%} of {plan.total_contacts} contacts, above max_change_share "
+                f"{limit:.0%}; check the model and mappings, then re-run with --force if it is intended"
+            )
+            self.report["push"] = {"totals": {}, "by_destination": {}, "failures": [], "failures_total": 0, "batches": {}, "stopped": False}
+            return True
+        return False
+
+    def _push(self, plan: Plan) -> None:
+        if plan.changes.get(CRM):
+            # Create (idempotently) the property group, the segment property with every option, the score properties.
+            scores = self.plan_meta["score_names"] if self.tenant.push.crm_scores else []
+            self.crm.ensure_schema(self.tenant.push.crm_property, self.plan_meta["segment_names"], scores)
+
+        def recheck(emails):  # noqa: ANN001, ANN202 - a small closure handed to the pusher
+            return self.gate.decide(list(emails))
+
+        pusher = Pusher(
+            self.store, self.tenant.id, self.run_id, recheck,
+            crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
+            score_names=self.plan_meta["score_names"], push_scores=self.tenant.push.crm_scores,
+            progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
+        )
+        self.report["push"] = summarize(pusher.run(plan))
+
+    def _drain(self, key: str) -> None:
+        report = self.gate.drain(self.crm, self.esp)
+        self.report[key] = {"done": report.done, "retrying": report.retrying, "failed": report.failed,
+                            "errors": [redact(m) for m in list(report.errors.values())[:10]], "depth": self.gate.depth()}
+
+    def _progress(self, task: str, n: int, total: int | None) -> None:
+        if self.opts.progress:
+            self.opts.progress(task, n, total)
+
+
+def run_tenant(cfg: Config, tenant: TenantCfg, store: Store, options: RunOptions | None = None, *,
+               base_dir: Path = Path("."), crm: CrmConnector | None = None, esp: EspConnector | None = None) -> dict[str, Any]:
+    """Build the tenant's connectors (unless given) and run it once."""
+    from sync.wiring import build_crm, build_esp
+
+    crm = crm or build_crm(tenant, base_dir)
+    if esp is None and tenant.esp is not None:
+        esp = build_esp(tenant)
+    return TenantRun(cfg, tenant, store, crm, esp, options).run()
+
+
+def exit_code(reports: list[dict[str, Any]]) -> int:
+    """0 ok (or dry run), 1 if any run finished with failed records, was stopped or errored, 2 if refused."""
+    statuses = {r.get("status") for r in reports}
+    if REFUSED in statuses:
+        return 2
+    if statuses & {FAILED_RECORDS, ERROR, STOPPED}:
+        return 1
+    return 0
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
