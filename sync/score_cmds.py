@@ -1,0 +1,149 @@
+"""``segsync score`` (backtest + model cards) and ``segsync report lift`` (segment vs holdout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+from rich import box
+from rich.table import Table
+
+from sync.cli import cli, console, emit_json
+from sync.commands import CONFIG_ARG, _load, _tenants
+
+
+def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
+    """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
+    from sync.gate import ConsentGate
+
+    contacts = store.contacts(tenant.id)
+    gate = ConsentGate(store, tenant, None, None)
+    verdicts = gate.decide([c["email"] for c in contacts])
+    return {c["contact_id"] for c in contacts if c["email"] and verdicts.get(c["email"], (False,))[0]}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+@cli.command("score")
+@CONFIG_ARG
+@click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
+@click.option("--backtest", is_flag=True, default=True, help="Evaluate every score out of sample (the default).")
+@click.option("--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event).")
+@click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown + JSON) per score.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
+@click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
+def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff: str | None, write_cards: bool,
+              out_dir: Path | None, as_json: bool) -> None:
+    """Backtest each configured score on the stored data and show how good it is against a naive baseline.
+
+    Run `segsync sync` first so the store holds contacts and events. Scores that cannot be
+    evaluated honestly say "insufficient data" instead of a number.
+    """
+    from scoring.backtest import backtest as run_backtest
+    from scoring.card import model_card, render_model_card
+    from sync.scorer import frames, score_spec
+
+    cfg, store = _load(config)
+    results: list[dict[str, Any]] = []
+    try:
+        for tenant in _tenants(cfg, tenant_ids):
+            contacts, events = frames(store, tenant, _allowed(store, tenant))
+            for sc in tenant.scores:
+                spec = score_spec(sc, tenant)
+                report = run_backtest(spec, contacts, events if not events.empty else None, cutoff=cutoff)
+                card = model_card(report)
+                results.append({"tenant": tenant.id, **card})
+                if write_cards:
+                    folder = (out_dir / tenant.id / sc.name) if out_dir else (cfg.model_dir / tenant.id / sc.name)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
+                    (folder / "card.md").write_text(render_model_card(card))
+                    results[-1]["card_path"] = str(folder / "card.md")
+    finally:
+        store.close()
+    if as_json:
+        emit_json(results)
+        return
+    table = Table(title="Backtest (out of sample) vs naive baseline", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("tenant", "score", "method", "roc_auc", "pr_auc", "lift@10%", "brier", "baseline auc", "verdict"):
+        table.add_column(col)
+    for r in results:
+        m, b = r.get("model") or {}, r.get("baseline") or {}
+        verdict = r.get("verdict") or {}
+        note = verdict.get("reason") or verdict.get("verdict") or "ok"
+        if r["kind"] == "ltv":
+            table.add_row(r["tenant"], r["score"], r.get("method", ""), "-", "-", "-", "-", "-",
+                          f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})")
+            continue
+        table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
+                      _fmt(m.get("lift_top_decile")), _fmt(m.get("brier")), _fmt(b.get("roc_auc")), str(note)[:60])
+    console.print(table)
+    for r in results:
+        if r.get("card_path"):
+            console.print(f"model card: {r['card_path']}")
+
+
+@cli.group("report")
+def report_group() -> None:
+    """Reports over stored runs and segments."""
+
+
+@report_group.command("lift")
+@CONFIG_ARG
+@click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
+    """Outcome rate of each segment's members vs. its holdout since the segments were assigned.
+
+    The outcome is the segment's score's outcome event (propensity) or, for churn, no activity;
+    rates are counted from events pulled after the assignment, so run it after the campaign window.
+    """
+    from scoring.segments import lift_report, render_lift_report
+
+    cfg, store = _load(config)
+    out: dict[str, Any] = {}
+    try:
+        for tenant in _tenants(cfg, tenant_ids):
+            rows = store.segment_members(tenant.id)
+            if not rows:
+                out[tenant.id] = {}
+                continue
+            assigned = min(pd.Timestamp(r["assigned_at"]) for r in rows)
+            assigned = assigned.tz_localize("UTC") if assigned.tzinfo is None else assigned
+            events = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
+            events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
+            after = events[events["occurred_at"] >= assigned]
+            scores = {s.name: s for s in tenant.scores}
+            result: dict[str, Any] = {}
+            for seg in tenant.segments:
+                sc = scores[seg.score]
+                members = [r["contact_id"] for r in rows if r["segment"] == seg.name and not r["holdout"]]
+                held = [r["contact_id"] for r in rows if r["segment"] == seg.name and r["holdout"]]
+                if sc.kind == "propensity" and sc.outcome and sc.outcome.event:
+                    hit = set(after.loc[after["type"] == sc.outcome.event, "contact_id"])
+                elif sc.kind == "churn":
+                    active = set(after["contact_id"])
+                    hit = {c for c in members + held if c not in active}
+                else:
+                    hit = set(after.loc[after["type"] == "deposit", "contact_id"])
+                result.update(lift_report({seg.name: members}, {seg.name: held}, hit))
+            out[tenant.id] = {"since": assigned.isoformat(), "segments": result}
+    finally:
+        store.close()
+    if as_json:
+        emit_json(out)
+        return
+    for tenant_id, data in out.items():
+        console.print(f"[bold]{tenant_id}[/] (segments assigned {data.get('since', '-')})")
+        if not data.get("segments"):
+            console.print("  no segments assigned yet: run `segsync sync` first")
+            continue
+        console.print(render_lift_report(data["segments"]), markup=False)
