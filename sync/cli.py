@@ -59,6 +59,13 @@ class SegsyncGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted")
             ctx.exit(130)
+        except Exception as exc:  # an unexpected failure: one readable line, the traceback with --verbose
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            logging.getLogger("segsync").debug("unexpected error", exc_info=True)
+            err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {redact(str(exc))}")
+            err_console.print("  run again with --verbose for the traceback, and please report it")
+            ctx.exit(1)
 
 
 @click.group(cls=SegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})

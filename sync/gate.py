@@ -19,18 +19,14 @@ from dataclasses import dataclass
 from connectors.base import ConsentSignal, CrmConnector, EspConnector, PropertyUpdate, TagChange, normalize_email
 from consent.ledger import Ledger, Signal
 from consent.outbox import DrainReport, Outbox, OutboxAction, drain
-from consent.policy import EMAIL_MARKETING, PROFILING, WITHDRAWN
+from consent.policy import DESTINATIONS, EMAIL_MARKETING, PROFILING, WITHDRAWN
+from consent.propagate import record_and_enqueue
 from sync.config import TenantCfg
 from sync.plan import crm_desired
 from sync.store import Store
 
 log = logging.getLogger("segsync.consent")
 
-#: Where a withdrawal of each purpose is propagated, and which vendor each destination belongs to.
-PROPAGATION: dict[str, tuple[tuple[str, str], ...]] = {
-    EMAIL_MARKETING: (("esp_unsubscribe", "esp"), ("crm_optout", "crm")),
-    PROFILING: (("esp_tags", "esp"), ("crm_property", "crm")),
-}
 
 Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
 
@@ -76,10 +72,9 @@ class ConsentGate:
     # ------------------------------------------------------------------ pull -> ledger
 
     def record(self, signals: Sequence[ConsentSignal]) -> RecordStats:
-        """Append vendor signals; enqueue propagation of fresh withdrawals to the other systems."""
+        """Append vendor signals; enqueue propagation of fresh withdrawals to the *other* systems."""
         stats = RecordStats()
-        rows: list[Signal] = []
-        emails: dict[tuple[str, str], str] = {}
+        by_source: dict[str, list[Signal]] = {}
         for s in signals:
             email = normalize_email(s.email)
             if not email or s.purpose not in self.policy:
@@ -87,27 +82,23 @@ class ConsentGate:
             evidence = dict(s.evidence)
             if s.reason:
                 evidence["reason"] = s.reason
-            key = s.vendor_event_id or None
-            rows.append(Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None, key))
-            emails[(s.source, email)] = email
-        if not rows:
-            return stats
-        with self.store.engine.begin() as conn:
-            recorded = self.ledger.record_many(self.tenant.id, rows, conn=conn)
-            stats.recorded = len(recorded)
-            by_key = {self.ledger.pseudonym(self.tenant.id, r.email): r for r in rows}
-            for event in recorded:
-                if event.state != WITHDRAWN:
-                    continue
-                stats.withdrawals += 1
-                signal = by_key.get(event.subject_key)
-                dests = [d for d, side in PROPAGATION.get(event.purpose, ()) if self.sources.get(side) not in (None, event.source)]
-                if dests and signal is not None:
-                    stats.enqueued += self.outbox.enqueue(
-                        conn, self.tenant.id, event.subject_key, signal.email, dests,
-                        {"purpose": event.purpose, "source": event.source}, event.id,
-                    )
+            by_source.setdefault(s.source, []).append(
+                Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
+                       s.vendor_event_id or None)
+            )
+        for source, rows in by_source.items():
+            # The vendor that told us already has it: propagate only to the other side.
+            side = next((k for k, v in self.sources.items() if v == source), None)
+            dests = [d for d in DESTINATIONS if self._has(d) and (side is None or not d.startswith(side + "."))]
+            result = record_and_enqueue(self.ledger, self.outbox, self.tenant.id, rows, dests, reason=f"opt-out seen at {source}")
+            stats.recorded += len(result.recorded)
+            stats.withdrawals += sum(1 for e in result.recorded if e.state == WITHDRAWN)
+            stats.enqueued += result.enqueued
         return stats
+
+    def _has(self, destination: str) -> bool:
+        side = destination.split(".", 1)[0]
+        return self.sources.get(side) is not None
 
     # ------------------------------------------------------------------ decisions
 
@@ -154,11 +145,11 @@ class Propagator:
     def handlers(self) -> Mapping[str, Callable[[OutboxAction], None]]:
         out: dict[str, Callable[[OutboxAction], None]] = {}
         if self.esp is not None:
-            out["esp_unsubscribe"] = self.esp_unsubscribe
-            out["esp_tags"] = self.esp_tags
+            out["esp.unsubscribe"] = self.esp_unsubscribe
+            out["esp.tags"] = self.esp_tags
         if self.crm is not None:
-            out["crm_optout"] = self.crm_optout
-            out["crm_property"] = self.crm_property
+            out["crm.optout"] = self.crm_optout
+            out["crm.segments"] = self.crm_segments
         return out
 
     def _need_email(self, action: OutboxAction) -> str:
@@ -195,6 +186,13 @@ class Propagator:
 
     def crm_optout(self, action: OutboxAction) -> None:
         assert self.crm is not None
+        if action.email is None and action.payload.get("vendor") == self.crm.name:
+            # Known only by the CRM's own id (e.g. a HubSpot webhook for a contact we never pulled).
+            vendor_id = str(action.payload.get("vendor_id"))
+            result = self.crm.suppress("", vendor_id, self.tenant.push.crm_property)
+            if result.outcome == "failed":
+                raise RuntimeError(result.message or "the CRM refused the opt-out")
+            return
         email = self._need_email(action)
         cid = self._contact(email)
         vendor_id = self.store.vendor_ids(self.tenant.id, self.crm.name).get(cid) if cid else None
@@ -204,7 +202,7 @@ class Propagator:
         if cid:
             self.store.forget_sent(self.tenant.id, cid, "crm.")
 
-    def crm_property(self, action: OutboxAction) -> None:
+    def crm_segments(self, action: OutboxAction) -> None:
         assert self.crm is not None
         email = self._need_email(action)
         cid = self._contact(email)

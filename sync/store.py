@@ -315,6 +315,15 @@ class Store:
                 ).scalar()
             return found
 
+    def email_for_vendor_id(self, tenant_id: str, source: str, vendor_id: str) -> str | None:
+        """The current email of the contact a vendor id belongs to (None when unknown)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(t.contacts.c.email)
+                .join(t.identities, sa.and_(t.identities.c.tenant_id == t.contacts.c.tenant_id, t.identities.c.contact_id == t.contacts.c.contact_id))
+                .where(t.identities.c.tenant_id == tenant_id, t.identities.c.source == source, t.identities.c.vendor_id == vendor_id)
+            ).scalar()
+
     def vendor_ids(self, tenant_id: str, source: str) -> dict[str, str]:
         """contact id -> the live (not archived or merged) vendor id at ``source``."""
         with self.engine.connect() as conn:

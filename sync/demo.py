@@ -1,0 +1,249 @@
+"""``segsync demo``: the whole product on one machine, against the sandbox vendors, with SQLite.
+
+1. Two advisory firms (tenants), each with its own simulated HubSpot portal and Mailchimp audience
+   seeded with a synthetic book, configured in one YAML file (written to the output folder).
+2. ``segsync serve``'s web app runs on a loopback port, and the first firm's Mailchimp audience
+   has a list webhook pointing at it - as a real account would.
+3. A full sync of both firms. While the first firm's tags are being pushed, a subscriber who is in
+   a segment unsubscribes in Mailchimp: Mailchimp's webhook reaches segsync, the ledger records the
+   withdrawal, the remaining batches skip that person, and the outbox opts them out in HubSpot.
+4. The same sync again: nothing changed, so it makes zero write calls (counted by the sandbox).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import uvicorn
+from rich.console import Console
+
+from sync.config import load_config
+from sync.pipeline import RunOptions, TenantRun, exit_code
+from sync.plan import TAGS
+from sync.report import render_run
+from sync.store import Store
+
+MARKER = ".segsync-demo"
+console = Console(highlight=False)
+
+TENANT_TEMPLATE = """\
+  - id: {id}
+    name: {name}
+    timezone: {tz}
+    schedule: "{cron}"
+    crm:
+      type: hubspot
+      access_token: {hs_token}
+      base_url: {hs_url}
+      plan: starter
+    esp:
+      type: mailchimp
+      api_key: {mc_key}
+      list_id: {mc_list}
+      base_url: {mc_url}
+    consent:
+      webhook_secret: {secret}
+      purposes:
+        email_marketing: {{basis: consent}}
+        profiling: {{basis: legitimate_interest}}
+    scores:
+      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
+      - {{name: churn_risk, kind: churn, inactive_days: 90}}
+      - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
+    segments:
+      - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
+      - {{name: churn_watch, score: churn_risk, min: 0.6}}
+    holdout_percent: 10
+    push: {{crm_property: segsync_segments, crm_scores: true, esp_tags: true, esp_static_segments: true}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(out: Path, sandboxes: list[Any]) -> Path:
+    tenants = [
+        ("harbor-wealth", "Harbor Wealth Partners", "America/New_York", "0 */6 * * *"),
+        ("summit-advisors", "Summit Advisors", "America/Chicago", "30 5 * * *"),
+    ]
+    body = "version: 1\nstore: sqlite:///{store}\nmodel_dir: {models}\nserver: {{listen: 127.0.0.1:8080}}\ntenants:\n".format(
+        store=(out / "segsync.db").resolve(), models=(out / "models").resolve())
+    for (tid, name, tz, cron), sb in zip(tenants, sandboxes, strict=True):
+        body += TENANT_TEMPLATE.format(
+            id=tid, name=name, tz=tz, cron=cron, hs_token=sb.hubspot_token, hs_url=sb.hubspot_url,
+            mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id, mc_url=sb.mailchimp_url,
+            secret=f"demo-webhook-secret-{tid}",
+        )
+    path = out / "segsync.yaml"
+    path.write_text(body)
+    return path
+
+
+class WebServer:
+    """The hosted app (webhook, /healthz, /metrics) on a loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> WebServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the demo web server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _mask(email: str) -> str:
+    name, _, domain = email.partition("@")
+    return f"{name[:2]}***@{domain}"
+
+
+class MidRunOptOut:
+    """During the first ESP push of a tenant, one segment member unsubscribes in Mailchimp."""
+
+    def __init__(self, store: Store, tenant_id: str, sb: Any) -> None:
+        self.store, self.tenant_id, self.sb = store, tenant_id, sb
+        self.email: str | None = None
+        self.webhook_status: int | None = None
+
+    def __call__(self, task: str, n: int, total: int | None) -> None:
+        if self.email is not None or not task.startswith(f"push {TAGS}"):
+            return
+        sent = self.store.last_sent(self.tenant_id, TAGS)
+        members = {r["contact_id"] for r in self.store.segment_members(self.tenant_id) if not r["holdout"]}
+        people = {c["contact_id"]: c for c in self.store.contacts(self.tenant_id)}
+        esp_ids = self.store.vendor_ids(self.tenant_id, "mailchimp")
+        waiting = sorted(
+            people[c]["email"] for c in members
+            if c in people and c not in sent and c in esp_ids and people[c]["email"] and people[c]["esp_status"] == "subscribed"
+        )
+        if not waiting:
+            return
+        self.email = waiting[-1]
+        # The subscriber clicks "unsubscribe" in a Mailchimp email: Mailchimp changes the status and
+        # calls the list webhook. Here the sandbox does the same through its API.
+        subscriber_hash = hashlib.md5(self.email.lower().encode(), usedforsecurity=False).hexdigest()
+        url = f"{self.sb.mailchimp_url}/lists/{self.sb.mailchimp_list_id}/members/{subscriber_hash}"
+        r = requests.patch(url, json={"status": "unsubscribed"}, auth=("demo", self.sb.mailchimp_key), timeout=10)
+        self.webhook_status = r.status_code
+
+
+def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
+    from sandbox import start_sandbox
+    from sync.server import Service
+
+    if out.exists():
+        if not (out / MARKER).exists() and any(out.iterdir()):
+            console.print(f"[red]error:[/] {out} exists and is not a segsync demo folder; choose another --out")
+            return 2
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("created by segsync demo; safe to delete\n")
+
+    started = time.monotonic()
+    console.rule("[bold]segsync demo")
+    console.print(f"Generating two synthetic advisor books ({contacts:,} and {contacts // 2:,} contacts) and starting "
+                  "the sandbox HubSpot and Mailchimp for each...")
+    sandboxes = [start_sandbox(contacts=contacts, seed=7, hubspot_plan="starter"),
+                 start_sandbox(contacts=max(contacts // 2, 300), seed=8, hubspot_plan="starter")]
+    reports: list[dict[str, Any]] = []
+    try:
+        config = write_config(out, sandboxes)
+        cfg = load_config(config)
+        console.print(f"Config: {config} ({len(cfg.tenants)} tenants); store: SQLite {out / 'segsync.db'}")
+        store = Store.open(cfg.store)
+        service = Service(cfg, config.parent, store=store)
+        with WebServer(service.app(run_scheduler=False)) as web:
+            harbor, sb = cfg.tenants[0], sandboxes[0]
+            hook_url = f"{web.url}/hooks/{harbor.id}/mailchimp/{harbor.consent.webhook_secret.get_secret_value()}"
+            r = requests.post(f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/webhooks",
+                              json={"url": hook_url, "events": {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True},
+                                    "sources": {"user": True, "admin": True, "api": True}},
+                              auth=("demo", sb.mailchimp_key), timeout=10)
+            console.print(f"Preference-center webhook at {web.url}/hooks/...; Mailchimp list webhook registered ({r.status_code}).")
+
+            console.rule("[bold]Run 1: full sync of both firms")
+            optout = MidRunOptOut(store, harbor.id, sb)
+            for tenant, box in zip(cfg.tenants, sandboxes, strict=True):
+                crm, esp = service.connectors(tenant.id)
+                opts = RunOptions(progress=optout if tenant.id == harbor.id else None)
+                with console.status(f"syncing {tenant.id}..."):
+                    report = TenantRun(cfg, tenant, store, crm, esp, opts).run()
+                reports.append(report)
+                _print(report, as_json)
+            if optout.email:
+                _explain_optout(store, harbor.id, optout, sb)
+
+            console.rule("[bold]Run 2: the same sync again (nothing changed)")
+            second: list[dict[str, Any]] = []
+            for tenant, box in zip(cfg.tenants, sandboxes, strict=True):
+                before = {v: len(box.calls.writes(v)) for v in ("hubspot", "mailchimp")}
+                crm, esp = service.connectors(tenant.id)
+                with console.status(f"syncing {tenant.id} again..."):
+                    report = TenantRun(cfg, tenant, store, crm, esp, RunOptions()).run()
+                writes = {v: len(box.calls.writes(v)) - before[v] for v in before}
+                report["sandbox_write_calls"] = writes
+                second.append(report)
+                console.print(f"{tenant.id}: {report['status']}, {report['plan']['total_changes']} changes planned, "
+                              f"write calls made: HubSpot {writes['hubspot']}, Mailchimp {writes['mailchimp']}")
+            reports += second
+        store.close()
+    finally:
+        for box in sandboxes:
+            box.stop()
+    console.rule()
+    console.print(f"Demo finished in {time.monotonic() - started:.0f} s. Try next:\n"
+                  f"  .venv/bin/segsync runs {config}\n"
+                  f"  .venv/bin/segsync consent verify {config}\n"
+                  f"  .venv/bin/segsync score {config} --tenant harbor-wealth --report   (needs no sandbox: uses the store)")
+    (out / "reports.json").write_text(json.dumps(reports, indent=2, default=str))
+    return exit_code(reports)
+
+
+def _print(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+    else:
+        console.print(render_run(report))
+
+
+def _explain_optout(store: Store, tenant_id: str, optout: MidRunOptOut, sb: Any) -> None:
+    email = optout.email or ""
+    cid = store.contact_by_email(tenant_id, email)
+    tagged = cid in store.last_sent(tenant_id, TAGS) if cid else False
+    hub_id = store.vendor_ids(tenant_id, "hubspot").get(cid or "")
+    optout_flag = "?"
+    if hub_id:
+        r = requests.get(f"{sb.hubspot_url}/crm/v3/objects/contacts/{hub_id}", params={"properties": "hs_email_optout"},
+                         headers={"Authorization": f"Bearer {sb.hubspot_token}"}, timeout=10)
+        if r.ok:
+            optout_flag = (r.json().get("properties") or {}).get("hs_email_optout", "?")
+    console.print(
+        f"[bold]Mid-run opt-out:[/] {_mask(email)} unsubscribed in Mailchimp while tags were being pushed "
+        f"(Mailchimp answered {optout.webhook_status}); the webhook recorded the withdrawal, the rest of the push "
+        f"{'still had them tagged (batch in flight)' if tagged else 'skipped them'}, and HubSpot now has "
+        f"hs_email_optout={optout_flag} for them."
+    )

@@ -1,0 +1,240 @@
+"""Hosted mode: one process with the scheduler, the preference-center webhook, /healthz and /metrics.
+
+- One APScheduler 3 job per tenant with a ``schedule``: its cron in the tenant's timezone,
+  coalesced, one instance at a time; across processes the store's tenant lock (a PostgreSQL
+  advisory lock) makes sure two servers never run the same tenant together. A run missed while
+  the server was down runs once at start-up.
+- The webhook (``consent.webhook``) records opt-outs and queues their propagation; a drain job
+  runs right after each accepted webhook and every 30 seconds, so an opt-out reaches the vendors
+  without waiting for a sync.
+- Shutdown (SIGTERM / Ctrl-C) asks running syncs to stop after the batch in flight and waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zoneinfo
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from connectors.base import CrmConnector, EspConnector
+from connectors.http import redact
+from consent.ledger import Ledger
+from consent.outbox import Outbox
+from consent.webhook import TenantHooks, create_app
+from sync.config import Config, TenantCfg, load_config
+from sync.gate import ConsentGate, key_lookup
+from sync.pipeline import RunOptions, run_tenant
+from sync.store import Store, TenantBusy
+
+log = logging.getLogger("segsync.serve")
+
+DRAIN_EVERY_SECONDS = 30
+
+
+class Metrics:
+    """Prometheus metrics of one server (its own registry, so tests can build several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs = Counter("segsync_runs_total", "Finished sync runs", ["tenant", "status"], registry=self.registry)
+        self.records = Counter("segsync_records_total", "Pushed records by outcome", ["tenant", "outcome"], registry=self.registry)
+        self.api_calls = Counter("segsync_api_calls_total", "Vendor API calls", ["tenant", "vendor"], registry=self.registry)
+        self.rate_limited = Counter("segsync_rate_limited_total", "429 answers seen", ["tenant", "vendor"], registry=self.registry)
+        self.webhook_latency = Histogram("segsync_webhook_seconds", "Webhook response time", ["route"], registry=self.registry,
+                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.outbox_depth = Gauge("segsync_outbox_depth", "Opt-out propagations not yet confirmed", ["tenant"], registry=self.registry)
+        self.busy = Counter("segsync_runs_skipped_total", "Runs skipped because another holds the tenant lock", ["tenant"], registry=self.registry)
+
+    def record_run(self, report: dict[str, Any]) -> None:
+        tenant = report.get("tenant", "?")
+        self.runs.labels(tenant, report.get("status", "?")).inc()
+        for outcome, n in ((report.get("push") or {}).get("totals") or {}).items():
+            self.records.labels(tenant, outcome).inc(n)
+        for side, stats in (report.get("api") or {}).items():
+            stats = stats or {}
+            self.api_calls.labels(tenant, side).inc(stats.get("total_calls", 0) or 0)
+            self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)
+
+
+class Service:
+    """Everything ``segsync serve`` runs, without the HTTP listener (tests drive it directly)."""
+
+    def __init__(self, cfg: Config, base_dir: Path = Path("."), *, store: Store | None = None,
+                 connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None) -> None:
+        self.cfg = cfg
+        self.base_dir = base_dir
+        self.store = store or Store.open(cfg.store)
+        self.tenants = {t.id: t for t in cfg.tenants}
+        self.metrics = Metrics()
+        self.stop = threading.Event()
+        self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._connectors = connectors or self._build_connectors
+        self._cache: dict[str, tuple[CrmConnector, EspConnector | None]] = {}
+        self._lock = threading.Lock()
+        self.ledger = Ledger(self.store.engine, key_lookup(cfg.tenants))
+        self.outbox = Outbox(self.store.engine)
+
+    # ------------------------------------------------------------------ connectors
+
+    def _build_connectors(self, tenant: TenantCfg) -> tuple[CrmConnector, EspConnector | None]:
+        from sync.wiring import build_crm, build_esp
+
+        return build_crm(tenant, self.base_dir), build_esp(tenant)
+
+    def connectors(self, tenant_id: str) -> tuple[CrmConnector, EspConnector | None]:
+        with self._lock:
+            if tenant_id not in self._cache:
+                self._cache[tenant_id] = self._connectors(self.tenants[tenant_id])
+            return self._cache[tenant_id]
+
+    # ------------------------------------------------------------------ jobs
+
+    def run_sync(self, tenant_id: str) -> dict[str, Any] | None:
+        tenant = self.tenants[tenant_id]
+        crm, esp = self.connectors(tenant_id)
+        try:
+            report = run_tenant(self.cfg, tenant, self.store, RunOptions(stop=self.stop), base_dir=self.base_dir, crm=crm, esp=esp)
+        except TenantBusy as exc:
+            self.metrics.busy.labels(tenant_id).inc()
+            log.info("%s", exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a failed run is logged and counted; the server keeps going
+            log.error("run of %s failed: %s", tenant_id, redact(str(exc)))
+            self.metrics.runs.labels(tenant_id, "error").inc()
+            return None
+        self.metrics.record_run(report)
+        log.info("run of %s: %s", tenant_id, report.get("status"))
+        return report
+
+    def drain(self, tenant_id: str) -> None:
+        tenant = self.tenants[tenant_id]
+        crm, esp = self.connectors(tenant_id)
+        gate = ConsentGate(self.store, tenant, crm.name, esp.name if esp else None)
+        try:
+            gate.drain(crm, esp)
+        except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
+            log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
+        self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
+
+    def drain_all(self) -> None:
+        for tenant_id in self.tenants:
+            self.drain(tenant_id)
+
+    def trigger_drain(self, tenant_id: str) -> None:
+        """Right after a webhook: drain that tenant's outbox now (in the scheduler's threads)."""
+        if tenant_id in self.tenants and self.scheduler.running:
+            self.scheduler.add_job(self.drain, args=[tenant_id], id=f"drain-now:{tenant_id}", replace_existing=True)
+
+    def schedule(self) -> list[dict[str, Any]]:
+        jobs = []
+        for tenant in self.tenants.values():
+            if not tenant.schedule:
+                continue
+            tz = zoneinfo.ZoneInfo(tenant.timezone)
+            trigger = CronTrigger.from_crontab(tenant.schedule, timezone=tz)
+            job = self.scheduler.add_job(self.run_sync, trigger, args=[tenant.id], id=f"sync:{tenant.id}", replace_existing=True)
+            missed = self._missed(tenant.id, trigger)
+            if missed:
+                self.scheduler.add_job(self.run_sync, args=[tenant.id], id=f"catch-up:{tenant.id}", replace_existing=True)
+            jobs.append({"tenant": tenant.id, "cron": tenant.schedule, "timezone": tenant.timezone, "catch_up": missed, "job": job.id})
+        self.scheduler.add_job(self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True)
+        return jobs
+
+    def _missed(self, tenant_id: str, trigger: CronTrigger) -> bool:
+        """A scheduled time passed since the last run started (the server was down): run once now."""
+        runs = self.store.runs(tenant_id, limit=1)
+        if not runs:
+            return False
+        last = runs[0]["started_at"]
+        last = last.replace(tzinfo=UTC) if last.tzinfo is None else last
+        due = trigger.get_next_fire_time(None, last)
+        return due is not None and due <= datetime.now(UTC)
+
+    def start(self) -> list[dict[str, Any]]:
+        jobs = self.schedule()
+        self.scheduler.start()
+        return jobs
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def hooks(self) -> dict[str, TenantHooks]:
+        def resolver(tenant_id: str) -> Callable[[str, str], str | None]:
+            def resolve(source: str, vendor_id: str) -> str | None:
+                return self.store.email_for_vendor_id(tenant_id, source, vendor_id)
+
+            return resolve
+
+        return {t.id: TenantHooks.from_config(t, resolve=resolver(t.id)) for t in self.tenants.values()}
+
+    def app(self, *, run_scheduler: bool = True) -> FastAPI:
+        service = self
+
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI):  # noqa: ANN202
+            if run_scheduler:
+                for job in service.start():
+                    log.info("scheduled %s", job)
+            try:
+                yield
+            finally:
+                service.shutdown()
+
+        app = FastAPI(title="segsync", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+        @app.middleware("http")
+        async def time_webhooks(request: Request, call_next):  # noqa: ANN001, ANN202
+            started = time.perf_counter()
+            response = await call_next(request)
+            if request.url.path.startswith("/hooks/"):
+                kind = request.url.path.rstrip("/").split("/")[3] if request.url.path.count("/") >= 3 else "?"
+                service.metrics.webhook_latency.labels(kind).observe(time.perf_counter() - started)
+            return response
+
+        @app.get("/healthz")
+        def healthz() -> JSONResponse:
+            try:
+                with service.store.engine.connect() as conn:
+                    conn.execute(sa.text("select 1"))
+                db = "ok"
+            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+                db = f"error: {type(exc).__name__}"
+            ok = db == "ok" and (service.scheduler.running or not run_scheduler)
+            body = {"status": "ok" if ok else "degraded", "database": db, "scheduler": service.scheduler.running,
+                    "tenants": sorted(service.tenants)}
+            return JSONResponse(body, status_code=200 if ok else 503)
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            for tenant_id in service.tenants:
+                service.metrics.outbox_depth.labels(tenant_id).set(service.outbox.depth(tenant_id))
+            return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+        app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain))
+        return app
+
+
+def serve(config: Path, listen: str | None = None) -> None:
+    import uvicorn
+
+    cfg = load_config(config)
+    host, _, port = (listen or cfg.server.listen).rpartition(":")
+    service = Service(cfg, config.parent)
+    uvicorn.run(service.app(), host=host or "127.0.0.1", port=int(port), log_level="info", timeout_graceful_shutdown=60)
