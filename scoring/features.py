@@ -134,7 +134,12 @@ def extra_event_types(events: pd.DataFrame | None, cutoff: object = None) -> lis
     types = events["type"]
     if cutoff is not None:
         types = types[times_ns(events["occurred_at"]) < to_utc(cutoff).value]
-    counts = types.astype(str).value_counts()
+    # Count first, stringify the few distinct values after: a categorical column of 20M events
+    # would otherwise become 20M Python strings.
+    counts = types.value_counts()
+    counts = counts[counts > 0]
+    counts.index = counts.index.astype(str)
+    counts = counts.groupby(level=0).sum().sort_values(ascending=False, kind="stable")
     skip = set(EMAIL_TYPES) | {"page_view"}
     names = [str(t) for t in counts.index if str(t) not in skip and str(t).replace("_", "").isalnum()]
     return sorted(names[:MAX_EXTRA_TYPES])
@@ -203,7 +208,8 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
         pattern = "|".join(h.replace(".", r"\.") for h in high_intent)
         hit_u = pd.Series(uniq, dtype="string").str.contains(pattern, case=False, regex=True).fillna(False).to_numpy(bool)
         hit = np.zeros(len(codes), dtype=bool)
-        hit[np.flatnonzero(pv90)] = np.where(ucodes >= 0, hit_u[np.maximum(ucodes, 0)], False)
+        if len(uniq):  # all URLs unknown: nothing can match
+            hit[np.flatnonzero(pv90)] = np.where(ucodes >= 0, hit_u[np.maximum(ucodes, 0)], False)
         acc.hi90 += count(hit)
         acc.hi30 += count(hit & (age < 30))
     if pv90.any():

@@ -86,7 +86,15 @@ class ConsentGate:
                 Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
                        s.vendor_event_id or None)
             )
+        # A vendor repeats what it knows on every re-pull (often under a new event id, e.g. when a
+        # member's last_changed moves): only a change of state is recorded and propagated.
+        emails = sorted({r.email for rows in by_source.values() for r in rows})
+        current = self.ledger.decisions(self.tenant.id, emails, self.policy) if emails else {}
+        for source in list(by_source):
+            by_source[source] = [r for r in by_source[source] if (current[r.email].reasons.get(r.purpose) if r.email in current else None) != r.state]
         for source, rows in by_source.items():
+            if not rows:
+                continue
             # The vendor that told us already has it: propagate only to the other side.
             side = next((k for k, v in self.sources.items() if v == source), None)
             dests = [d for d in DESTINATIONS if self._has(d) and (side is None or not d.startswith(side + "."))]

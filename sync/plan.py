@@ -134,7 +134,9 @@ def build_plan(
         # --- CRM: profiling decides; a refused contact gets our properties cleared
         if p.crm_id:
             if p.profiling:
-                add(CRM, p, p.crm_id, crm_desired(segs, scores_of.get(p.contact_id, {}), property_name, score_names, push_scores))
+                desired = crm_desired(segs, scores_of.get(p.contact_id, {}), property_name, score_names, push_scores)
+                # Nothing of ours to show (no segment, no score): same as "no state", so no write.
+                add(CRM, p, p.crm_id, desired if any(desired.values()) else None)
             else:
                 if p.contact_id in last.get(CRM, {}):
                     add(CRM, p, p.crm_id, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import uuid
@@ -26,6 +27,9 @@ from sqlalchemy.engine import Connection, Engine
 from connectors.base import Contact, EngagementEvent, normalize_email
 from connectors.errors import ConfigError, SegsyncError
 from sync import schema as t
+
+
+log = logging.getLogger("segsync.store")
 
 
 def utcnow() -> datetime:
@@ -487,6 +491,18 @@ class Store:
 
     # ------------------------------------------------------------------ locks
 
+    def _clear_dead_holder(self, tenant_id: str) -> None:
+        """SQLite: a lock left by a process on this host that no longer exists (killed) is released."""
+        with self.engine.begin() as conn:
+            owner = conn.execute(sa.select(t.tenant_locks.c.holder).where(t.tenant_locks.c.tenant_id == tenant_id)).scalar()
+            if not owner:
+                return
+            host, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                log.warning("tenant %s: releasing the lock of process %s, which no longer runs", tenant_id, pid)
+                conn.execute(t.tenant_locks.delete().where(t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == owner))
+
     @contextmanager
     def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
         """Hold the tenant's run lock, or raise :class:`TenantBusy`. Never two runs of one tenant at once.
@@ -511,6 +527,7 @@ class Store:
                 conn.close()
             return
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._clear_dead_holder(tenant_id)
         now = utcnow()
         with self.engine.begin() as conn:
             upsert_stmt = _insert(conn, t.tenant_locks).values(tenant_id=tenant_id, holder=holder, expires_at=now + ttl)
@@ -528,6 +545,16 @@ class Store:
         finally:
             with self.engine.begin() as conn:
                 conn.execute(t.tenant_locks.delete().where(t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == holder))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class TenantBusy(SegsyncError):

@@ -1,0 +1,327 @@
+"""The Mailchimp ESP connector: pull members and engagement, push tags and static segments, suppress.
+
+The one status change segsync ever makes is :meth:`MailchimpConnector.suppress` (``unsubscribed``);
+the one status it ever gives a new member is ``pending``, and only with ``add_missing_as_pending``.
+Nothing here sends ``subscribed`` in ``status`` or ``status_if_new``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
+from connectors.errors import ApiError, ConfigError, FatalApiError, InputError
+from connectors.http import DEFAULT_TIMEOUT, RetrySettings, redact
+from connectors.mailchimp import settings as S
+from connectors.mailchimp.client import MailchimpClient, is_compliance, malformed
+from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
+from connectors.mailchimp.push import _EMAIL, Pusher
+
+
+def _floor(when: datetime) -> datetime:
+    if when.tzinfo is None:
+        raise ValueError("run_started must be timezone-aware (UTC)")
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def _items(body: Any, key: str, what: str) -> tuple[list[Any], int]:
+    """``body[key]`` and ``total_items`` of a list answer, or a clear error naming the call."""
+    items = body.get(key) if isinstance(body, Mapping) else None
+    if not isinstance(items, list):
+        raise malformed(what, f"without a '{key}' array")
+    try:
+        total = int(body.get("total_items") or 0)
+    except (TypeError, ValueError):
+        raise malformed(what, "a non-numeric total_items") from None
+    return items, total
+
+
+class MailchimpConnector(EspConnector):
+    """One Mailchimp audience (``list_id``) reached with one API key."""
+
+    name = "mailchimp"
+    limits = S.LIMITS
+
+    def __init__(
+        self,
+        api_key: str,
+        list_id: str,
+        base_url: str | None = None,
+        *,
+        add_missing_as_pending: bool = False,
+        retry: RetrySettings | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise ConfigError("esp.api_key: a Mailchimp API key is required")
+        if not list_id:
+            raise ConfigError("esp.list_id: a Mailchimp audience (list) id is required")
+        if base_url is None:
+            try:
+                base_url = S.base_url_for(api_key)
+            except ValueError as exc:
+                raise ConfigError(f"esp.api_key: {exc}") from None
+        self.list_id = list_id
+        self.add_missing_as_pending = add_missing_as_pending
+        self.client = MailchimpClient(api_key, base_url, retry=retry, timeout=timeout, sleep=sleep)
+        self.pusher = Pusher(self.client, list_id, self._blocked, add_missing_as_pending=add_missing_as_pending,
+                             sleep=sleep)
+        self._list_checked = False
+        self._blocked_index: dict[str, str] | None = None
+        self._blocked_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"MailchimpConnector(list_id={self.list_id!r}, base_url={self.client.base_url!r})"
+
+    # ------------------------------------------------------------------ checks and caches
+
+    def check(self) -> None:
+        """Fail fast, naming the problem, on a refused key or an unknown audience (once per connector)."""
+        if self._list_checked:
+            return
+        try:
+            self.client.get_list(self.list_id)
+        except FatalApiError:
+            raise
+        except ApiError as exc:
+            if exc.status == 404:
+                raise FatalApiError(
+                    f"{S.VENDOR}: audience (list id) {self.list_id!r} was not found for this API key "
+                    f"- check esp.list_id ({exc.detail})", vendor=S.VENDOR, status=404, detail=exc.detail) from None
+            raise
+        self._list_checked = True
+
+    def _blocked(self) -> dict[str, str]:
+        """subscriber hash -> status of every unsubscribed or cleaned member (cached a few minutes)."""
+        self.check()
+        if self._blocked_index is None or time.monotonic() - self._blocked_at > S.STATUS_INDEX_TTL:
+            index: dict[str, str] = {}
+            for status in S.BLOCKED_STATUSES:
+                offset = 0
+                while True:
+                    body = self.client.list_members(self.list_id, status=status, count=S.PAGE_SIZE, offset=offset,
+                                                    fields=["members.id", "members.status", "total_items"])
+                    items, total = _items(body, "members", f"GET /lists/{self.list_id}/members?status={status}")
+                    for m in items:
+                        if isinstance(m, Mapping) and m.get("id"):
+                            index[str(m["id"])] = str(m.get("status") or status)
+                    offset += len(items)
+                    if not items or offset >= total:
+                        break
+            self._blocked_index, self._blocked_at = index, time.monotonic()
+        return self._blocked_index
+
+    def _note_status(self, subscriber: str, status: str) -> None:
+        if self._blocked_index is None:
+            return
+        if status in S.BLOCKED_STATUSES:
+            self._blocked_index[subscriber] = status
+        else:
+            self._blocked_index.pop(subscriber, None)
+
+    # ------------------------------------------------------------------ pull
+
+    def pull_members(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Members changed in [cursor, run_started), oldest change first, 1000 per page.
+
+        The window's upper end is fixed (``before_last_changed``), so a member changing while we
+        page leaves the window instead of reappearing; the offset steps back by however many left,
+        and members already yielded in this pull are not yielded again. Each page's cursor is the
+        last ``last_changed`` on it, the last page's ``run_started``, both minus one second: Mailchimp
+        does not say whether ``since_last_changed`` is inclusive, and a re-read member is harmless
+        where a missed one is not.
+        """
+        self.check()
+        until = _floor(run_started)
+        since = parse_time(cursor, "the stored members cursor") if cursor else None
+        if since is not None and since >= until:
+            return
+        what = f"GET /lists/{self.list_id}/members"
+        params: dict[str, Any] = {"count": S.PAGE_SIZE, "fields": list(S.MEMBER_FIELDS), "sort_field": "last_changed",
+                                  "sort_dir": "ASC", "before_last_changed": fmt_time(until)}
+        if since is not None:
+            params["since_last_changed"] = fmt_time(since)
+        seen: set[str] = set()
+        offset, total, rounds = 0, None, 0
+        while True:
+            rounds += 1
+            if rounds > 10_000:
+                raise InputError(f"{S.VENDOR}: {what} kept paging past 10,000 pages; stopping")
+            body = self.client.list_members(self.list_id, offset=offset, **params)
+            items, now_total = _items(body, "members", what)
+            if total is not None and now_total < total:
+                offset = max(0, offset - (total - now_total))  # members left the window behind us
+                total = now_total
+                continue
+            total = now_total
+            page = PullPage()
+            last_changed: str | None = None
+            for i, raw in enumerate(items):
+                contact, signal = member_contact(raw, f"{what} member {offset + i}")
+                last_changed = raw.get("last_changed") or last_changed
+                self._note_status(str(contact.properties["subscriber_hash"]), contact.status or "")
+                if contact.vendor_id in seen:
+                    continue
+                seen.add(contact.vendor_id)
+                page.contacts.append(contact)
+                if signal is not None:
+                    page.consent.append(signal)
+            offset += len(items)
+            done = not items or offset >= total
+            if done:
+                page.cursor = fmt_time(until - S.CURSOR_OVERLAP)
+            elif last_changed:
+                page.cursor = fmt_time((parse_time(last_changed) or until) - S.CURSOR_OVERLAP)
+            yield page
+            if done:
+                return
+
+    def _member_ids(self) -> dict[str, str]:
+        """subscriber hash -> unique_email_id for every member (engagement is keyed by the stable id)."""
+        out: dict[str, str] = {}
+        offset = 0
+        what = f"GET /lists/{self.list_id}/members"
+        while True:
+            body = self.client.list_members(self.list_id, count=S.PAGE_SIZE, offset=offset,
+                                            fields=["members.id", "members.unique_email_id", "total_items"])
+            items, total = _items(body, "members", what)
+            for m in items:
+                if isinstance(m, Mapping) and m.get("id") and m.get("unique_email_id"):
+                    out[str(m["id"])] = str(m["unique_email_id"])
+            offset += len(items)
+            if not items or offset >= total:
+                return out
+
+    def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Sends, opens and clicks in [cursor, run_started), from the email activity of sent campaigns.
+
+        Incremental: only campaigns sent since ``cursor`` minus a look-back are read, and only
+        activity since ``cursor`` minus a day is asked for. The day of overlap catches a campaign
+        that was still "sending" during the last run (not listed then, its early opens already behind
+        the cursor); what is read twice has the same event ids, and the store keeps one.
+        """
+        self.check()
+        until = _floor(run_started)
+        since = parse_time(cursor, "the stored engagement cursor") if cursor else None
+        if since is not None and since >= until:
+            return
+        ids = self._member_ids()
+        params: dict[str, Any] = {"status": "sent", "list_id": self.list_id, "count": S.PAGE_SIZE,
+                                  "sort_field": "send_time", "sort_dir": "ASC", "before_send_time": fmt_time(until),
+                                  "fields": ["campaigns.id", "campaigns.send_time", "campaigns.settings.title",
+                                             "campaigns.recipients.list_id", "total_items"]}
+        if since is not None:
+            params["since_send_time"] = fmt_time(since - timedelta(days=S.ENGAGEMENT_LOOKBACK_DAYS))
+        campaigns: list[Mapping[str, Any]] = []
+        offset = 0
+        while True:
+            items, total = _items(self.client.list_campaigns(offset=offset, **params), "campaigns", "GET /campaigns")
+            campaigns += [c for c in items if isinstance(c, Mapping) and c.get("id")
+                          and (c.get("recipients") or {}).get("list_id", self.list_id) == self.list_id]
+            offset += len(items)
+            if not items or offset >= total:
+                break
+        # A few campaigns are read at once (well under the key's 10 connections), yielded in send order.
+        pool = ThreadPoolExecutor(max_workers=S.ACTIVITY_WORKERS, thread_name_prefix="mailchimp-activity")
+        try:
+            pending: deque[Future[list[PullPage]]] = deque()
+            todo = iter(campaigns)
+            for campaign in islice(todo, S.ACTIVITY_WORKERS):
+                pending.append(pool.submit(self._campaign_activity, campaign, ids, since, until))
+            while pending:
+                pages = pending.popleft().result()
+                for campaign in islice(todo, 1):
+                    pending.append(pool.submit(self._campaign_activity, campaign, ids, since, until))
+                yield from pages
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        yield PullPage(cursor=fmt_time(until - S.CURSOR_OVERLAP))
+
+    def _campaign_activity(self, campaign: Mapping[str, Any], ids: Mapping[str, str], since: datetime | None,
+                           until: datetime) -> list[PullPage]:
+        """Every page of one campaign's email activity, as pages of events (empty pages dropped)."""
+        cid = str(campaign["id"])
+        what = f"GET /reports/{cid}/email-activity"
+        sent_at = parse_time(campaign.get("send_time"), f"campaign {cid}.send_time")
+        if since is not None:
+            since = since - S.SENDING_GRACE
+        include_sent = sent_at is not None and (since is None or sent_at >= since) and sent_at < until
+        extra = {"since": fmt_time(since)} if since is not None else {}
+        pages: list[PullPage] = []
+        offset = 0
+        while True:
+            body = self.client.email_activity(cid, count=S.PAGE_SIZE, offset=offset, **extra)
+            items, total = _items(body, "emails", what)
+            page = PullPage()
+            for i, raw in enumerate(items):
+                page.events += activity_events(raw, campaign, ids, since=since, until=until,
+                                               include_sent=include_sent, where=f"{what} email {offset + i}")
+            if page.events:
+                pages.append(page)
+            offset += len(items)
+            if not items or offset >= total:
+                return pages
+
+    # ------------------------------------------------------------------ push
+
+    def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:
+        """Tag activations/deactivations, one result per change; never touches subscription status."""
+        if not changes:
+            return []
+        self.check()
+        return self.pusher.push_tags(changes)
+
+    def sync_segment(self, name: str, add: Sequence[str], remove: Sequence[str]) -> list[RecordResult]:
+        """Add/remove emails to/from the static segment ``name`` (created if missing), 500 per call."""
+        if not add and not remove:
+            return []
+        self.check()
+        return self.pusher.sync_segment(name, add, remove)
+
+    def suppress(self, email: str, tag_names: Sequence[str]) -> RecordResult:
+        """Deactivate segsync's tags, then unsubscribe the member: the one status change segsync makes."""
+        address = normalize_email(email)
+        if not address or not _EMAIL.match(address):
+            return RecordResult(email, "failed", f"invalid email address: {email!r}")
+        self.check()
+        h = subscriber_hash(address)
+        try:
+            member = self.client.get_member(self.list_id, h)
+        except FatalApiError:
+            raise
+        except ApiError as exc:
+            if exc.status == 404:
+                return RecordResult(email, "skipped", S.NOT_IN_AUDIENCE)
+            return RecordResult(email, "failed", str(exc))
+        status = str((member or {}).get("status") or "")
+        if status in S.BLOCKED_STATUSES:
+            # Already out; and nothing is ever sent to a member after their unsubscribe.
+            self._note_status(h, status)
+            return RecordResult(email, "skipped", f"already {status} at Mailchimp; nothing sent")
+        active = {str(t.get("name")) for t in (member or {}).get("tags") or [] if isinstance(t, Mapping)}
+        off = [n for n in dict.fromkeys(tag_names) if n in active]
+        try:
+            if off:
+                self.client.update_tags(self.list_id, h, [{"name": n, "status": "inactive"} for n in off])
+            self.client.unsubscribe_member(self.list_id, h)
+        except FatalApiError:
+            raise
+        except ApiError as exc:
+            outcome = "suppressed" if is_compliance(exc) else "failed"
+            return RecordResult(email, outcome, str(exc))  # type: ignore[arg-type]
+        self._note_status(h, S.UNSUBSCRIBED)
+        return RecordResult(email, "sent", f"unsubscribed at Mailchimp; {len(off)} segsync tag(s) deactivated")
+
+    def stats(self) -> dict[str, Any]:
+        """Calls by endpoint class, write calls, 429s, retries and the connection limit."""
+        out = self.client.policy.stats.as_dict()
+        out["write_calls"] = sum(n for ep, n in out["calls"].items() if ep in S.WRITE_ENDPOINTS)
+        out["max_connections"] = self.client.max_connections
+        return {k: redact(v) if isinstance(v, str) else v for k, v in out.items()}

@@ -1,0 +1,5 @@
+"""``python -m sync`` = the ``segsync`` command."""
+
+from sync.cli import main
+
+main()
