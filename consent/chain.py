@@ -165,6 +165,16 @@ def _check_tenant(
     rows = conn.execution_options(yield_per=2000).execute(
         sa.select(consent_events).where(ev.tenant_id == tenant).order_by(ev.seq)
     )
+    try:
+        return _walk(conn, tenant, key, rows)
+    finally:
+        rows.close()  # a server-side cursor on PostgreSQL, maybe left mid-way by an early return
+
+
+def _walk(
+    conn: sa.Connection, tenant: str, key: bytes | None, rows: sa.CursorResult[Any]
+) -> tuple[int, BrokenLink | None]:
+    ev = consent_events.c
     checked, prev_hash, prev_seq, prev_id = 0, GENESIS, 0, None
     for r in rows.mappings():
         checked += 1
@@ -204,7 +214,7 @@ def _check_tenant(
 
 
 def verify_chains(
-    conn: sa.Connection, tenants: Iterable[str] | None, key_for_tenant: Callable[[str], bytes] | None
+    conn: sa.Connection, tenants: Iterable[str] | None, key_for_tenant: Callable[[str], bytes | None] | None
 ) -> VerifyResult:
     """Walk each tenant's chain in seq order; stop at the first broken link."""
     if tenants is None:

@@ -1,10 +1,31 @@
 """The opt-out outbox: suppression actions written with the ledger event, drained with retries.
 
 ``enqueue`` takes the caller's connection so the action is committed in the same transaction as
-the ledger event that caused it - a crash between "recorded" and "propagated" loses nothing.
-``drain`` hands each due action to the handler registered for its destination (the lead wires
-handlers to connectors) and records the outcome: done, or failed with backoff until
-``max_attempts``, after which the row stays ``failed`` for a human to see.
+the ledger event that caused it - a crash between "recorded" and "propagated" loses nothing
+(:mod:`consent.propagate` does both in one go). ``drain`` hands each due action to the handler
+registered for its destination (the lead wires handlers to connectors) and records the outcome:
+done, or failed with backoff until ``max_attempts``, after which the row stays ``failed`` for a
+human to see.
+
+Destinations (one action per destination per withdrawal; ``consent.policy.DESTINATION_PURPOSES``
+says which purposes each one serves):
+
+=================  ==========================  =================================================
+destination        on withdrawal of            what its handler must do
+=================  ==========================  =================================================
+``esp.unsubscribe``  email_marketing             unsubscribe the member at the ESP
+                                                 (``EspConnector.suppress(email, tags)``)
+``crm.optout``       email_marketing             opt the contact out of email at the CRM
+                                                 (``CrmConnector.suppress(email, vendor_id, prop)``)
+``esp.tags``         email_marketing, profiling  deactivate segsync's tags / static segments
+``crm.segments``     profiling                   clear segsync's segment property and scores
+=================  ==========================  =================================================
+
+Every action's ``payload`` is ``{"purposes": [...withdrawn...], "source": ..., "reason": ...}``
+plus ``"vendor_ref"`` (e.g. ``"hubspot:123"``) when the person is known only by a vendor id;
+``email`` is the normalised address (None after erasure, once the action is done or failed).
+A handler returns to confirm and raises to fail; the exception's message is recorded
+(handlers must redact secrets first).
 
 Claims are leases: a claimed row's ``next_attempt_at`` moves ``lease`` into the future, so a
 crashed drainer's rows come back by themselves. On PostgreSQL claims use ``FOR UPDATE SKIP
@@ -99,8 +120,12 @@ class Outbox:
         source_event: int,
         *,
         now: datetime | None = None,
+        scrub_on_done: bool = False,
     ) -> int:
         """Add one pending action per destination, inside the caller's transaction.
+
+        ``scrub_on_done`` (set for an erased person) clears the email once the action is
+        delivered or given up on.
 
         Idempotent per (tenant, source event, destination): enqueuing again adds nothing.
         Returns how many rows were added.
@@ -111,7 +136,7 @@ class Outbox:
                 "tenant_id": tenant, "subject_key": subject_key, "email": email, "destination": d,
                 "payload": dict(payload), "source_event": source_event, "status": PENDING, "attempts": 0,
                 "next_attempt_at": when, "last_error": None, "created_at": when, "done_at": None,
-                "scrub_on_done": False,
+                "scrub_on_done": scrub_on_done,
             }
             for d in dict.fromkeys(destinations)
         ]
@@ -132,17 +157,22 @@ class Outbox:
         return query.order_by(ob.next_attempt_at, ob.id).limit(limit)
 
     def claim(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
-        """Take up to ``limit`` due actions for this drainer (a lease, see the module docstring)."""
+        """Take up to ``limit`` due actions for this drainer (a lease, see the module docstring).
+
+        One UPDATE ... RETURNING: on SQLite a read followed by a write could fail when a webhook
+        commits in between; on PostgreSQL the inner SELECT skips rows other drainers hold.
+        """
         when = _now(now)
+        due = self._due_query(limit, when, tenant).with_only_columns(ob.id).with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(consent_outbox)
+            .where(ob.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=when + self.lease)
+            .returning(*consent_outbox.c)
+        )
         with self.engine.begin() as c:
-            rows = c.execute(self._due_query(limit, when, tenant).with_for_update(skip_locked=True)).all()
-            if rows:
-                c.execute(
-                    sa.update(consent_outbox)
-                    .where(ob.id.in_([r.id for r in rows]))
-                    .values(next_attempt_at=when + self.lease)
-                )
-        return [_action(r) for r in rows]
+            rows = c.execute(stmt).all()
+        return sorted((_action(r) for r in rows), key=lambda a: a.id)
 
     def mark_done(self, action_id: int, *, now: datetime | None = None) -> None:
         """The destination confirmed; clears the email if the subject was erased meanwhile."""
@@ -170,10 +200,13 @@ class Outbox:
         """
         when = _now(now)
         with self.engine.begin() as c:
-            attempts = c.execute(sa.select(ob.attempts).where(ob.id == action_id).with_for_update()).scalar_one() + 1
+            # A write first (it locks the row, and on SQLite takes the write lock before any read).
+            attempts = c.execute(
+                sa.update(consent_outbox).where(ob.id == action_id).values(attempts=ob.attempts + 1)
+                .returning(ob.attempts)
+            ).scalar_one()
             final = attempts >= self.max_attempts
             values: dict[str, Any] = {
-                "attempts": attempts,
                 "last_error": str(error)[:MAX_ERROR],
                 "status": FAILED if final else PENDING,
                 "next_attempt_at": retry_at.astimezone(UTC) if retry_at and not final else when + self.backoff(attempts),
@@ -190,6 +223,17 @@ class Outbox:
             query = query.where(ob.tenant_id == tenant)
         with self.engine.connect() as c:
             return int(c.execute(query).scalar_one())
+
+    def summary(self, tenant: str | None = None) -> dict[str, dict[str, int]]:
+        """``{destination: {status: count}}`` - for the run report and ``/metrics``."""
+        query = sa.select(ob.destination, ob.status, sa.func.count()).group_by(ob.destination, ob.status)
+        if tenant is not None:
+            query = query.where(ob.tenant_id == tenant)
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as c:
+            for destination, status, n in c.execute(query):
+                out.setdefault(destination, {})[status] = int(n)
+        return out
 
     def actions_for(self, tenant: str, subject_key: str) -> list[OutboxAction]:
         """Every action ever queued for this subject, oldest first."""

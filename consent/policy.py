@@ -38,14 +38,19 @@ PROFILING = "profiling"
 #: Purposes every tenant has; a tenant's policy may add more.
 PURPOSES: tuple[str, ...] = (EMAIL_MARKETING, PROFILING)
 
-#: Which purpose each propagation destination serves: a withdrawal of that purpose is pushed
-#: there. Destinations not listed here receive every withdrawal (the safe default).
-DESTINATION_PURPOSES: dict[str, str] = {
-    "esp_unsubscribe": EMAIL_MARKETING,
-    "crm_optout": EMAIL_MARKETING,
-    "esp_tags": PROFILING,
-    "crm_property": PROFILING,
+#: Which purposes each propagation destination serves: a withdrawal of any of them is pushed
+#: there (see :mod:`consent.outbox` for what each destination means). Destinations not listed
+#: here receive every withdrawal (the safe default).
+DESTINATION_PURPOSES: dict[str, frozenset[str]] = {
+    "esp.unsubscribe": frozenset({EMAIL_MARKETING}),
+    "crm.optout": frozenset({EMAIL_MARKETING}),
+    # segsync's ESP tags/segments are both marketing and the output of profiling
+    "esp.tags": frozenset({EMAIL_MARKETING, PROFILING}),
+    "crm.segments": frozenset({PROFILING}),
 }
+#: Every destination, in the order they are enqueued.
+DESTINATIONS: tuple[str, ...] = tuple(DESTINATION_PURPOSES)
+
 
 MAX_EMAIL_LENGTH = 320
 MAX_NAME_LENGTH = 64
@@ -97,7 +102,15 @@ def normalize_subject(email: str | None) -> str:
         raise InputError(f"email is longer than {MAX_EMAIL_LENGTH} characters")
     if "\x00" in value:
         raise InputError("email contains a NUL character")
+    _check_utf8(value, "email")
     return value
+
+
+def _check_utf8(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} is not valid Unicode (a lone surrogate)") from None
 
 
 def subject_key(key: bytes, normalized_email: str) -> str:
@@ -150,6 +163,7 @@ def check_name(value: str, what: str) -> str:
     """Validate a short identifier (purpose, source, basis, tenant id)."""
     if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH or "\x00" in value:
         raise InputError(f"{what} must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    _check_utf8(value, what)
     return value
 
 
@@ -163,4 +177,6 @@ def check_aware(value: datetime, what: str) -> datetime:
 def destinations_for(purposes: Iterable[str], destinations: Iterable[str]) -> list[str]:
     """The destinations that must hear about the withdrawal of ``purposes``."""
     withdrawn = set(purposes)
-    return [d for d in destinations if DESTINATION_PURPOSES.get(d) in withdrawn or d not in DESTINATION_PURPOSES]
+    return [
+        d for d in destinations if d not in DESTINATION_PURPOSES or DESTINATION_PURPOSES[d] & withdrawn
+    ]

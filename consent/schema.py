@@ -62,8 +62,9 @@ consent_events = sa.Table(
     sa.Column("occurred_at", UTCDateTime, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
     sa.Column("notice_version", sa.String(64), nullable=True),
-    sa.Column("evidence", sa.JSON, nullable=True),
-    sa.Column("evidence_personal", sa.JSON, nullable=True),
+    # none_as_null: None is SQL NULL, not the JSON text 'null' (erasure and its guard rely on it)
+    sa.Column("evidence", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("evidence_personal", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("personal_digest", sa.String(64), nullable=True),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),

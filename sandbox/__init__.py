@@ -5,16 +5,26 @@
         sb.mailchimp_url, sb.mailchimp_key      # http://127.0.0.1:P2/3.0, "<32 hex>-us6"
         sb.faults["hubspot"].set(storm=3)       # the next three HubSpot calls get 429
         sb.calls.writes("hubspot")              # every non-GET call so far
+        sb.calls.by_endpoint("hubspot")         # Counter of "METHOD path"
+        sb.hubspot.fail_batch_inputs(rate=0.1, seed=1)   # 207s with seeded per-record failures
+        sb.hubspot.merge_contacts(a, b); sb.hubspot.archive_contacts([c]); sb.hubspot.touch_contacts(ids, at)
+        sb.book.truth                           # hidden outcomes: for tests and benchmarks only
+        load_config_text(sb.config_yaml())      # a config ``segsync validate`` accepts
 
-Only tests, benchmarks and the CLI's ``sandbox``/``demo`` commands import this package.
+``run_sandbox_forever(contacts, seed)`` is what ``segsync sandbox`` calls. Only tests, benchmarks and
+the CLI's ``sandbox``/``demo`` commands import this package.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sandbox.book import Book, BookEvent, Campaign, Person, Truth, generate_book
+from sandbox.book import Book, BookEvent, Campaign, Person, Truth, generate_book, paused_gc
 from sandbox.common import Call, CallLog, Faults, ServerThread, instrument
 from sandbox.hubspot import HubSpotSim
 
@@ -22,9 +32,10 @@ if TYPE_CHECKING:
     from sandbox.mailchimp import MailchimpSim
 
 __all__ = ["Book", "BookEvent", "Call", "CallLog", "Campaign", "Faults", "HubSpotSim", "Person", "Sandbox", "Truth",
-           "generate_book", "start_sandbox"]
+           "generate_book", "run_sandbox_forever", "start_sandbox"]
 
-_HUBSPOT_OPTIONS = {"window_seconds", "search_per_second", "daily_limit", "batch_errors", "portal_id", "clock"}
+_HUBSPOT_OPTIONS = {"window_seconds", "search_per_second", "daily_limit", "batch_errors", "portal_id", "clock",
+                    "scopes", "search_lag_seconds"}
 
 
 def _secret(seed: int, label: str, length: int) -> str:
@@ -53,17 +64,22 @@ class Sandbox:
         self.hubspot_token = f"pat-na1-{_secret(seed, 'hubspot', 8)}-{_secret(seed, 'hubspot2', 12)}"
         self.mailchimp_key = f"{_secret(seed, 'mailchimp', 32)}-us6"
         self.mailchimp_list_id = _secret(seed, "list", 10)
+        self.hubspot_plan = hubspot_plan
         self.hubspot = HubSpotSim(self.hubspot_token, plan=hubspot_plan, **hub_opts)
-        self.hubspot.load(book)
+        self.hubspot_client_secret = self.hubspot.oauth_client_secret  # signs the simulated v3 webhooks
+        self.webhook_secret = _secret(seed, "webhook", 24)
         self.mailchimp: MailchimpSim = MailchimpSim(self.mailchimp_key, self.mailchimp_list_id, **mc_opts)
-        self.mailchimp.load(book)
+        with paused_gc():  # loading a big book creates millions of objects and no cycles
+            self.hubspot.load(book)
+            self.mailchimp.load(book)
         self._servers: list[ServerThread] = []
         try:
             hs = ServerThread(instrument(self.hubspot.app(), "hubspot", self.calls, self.faults["hubspot"],
-                                         self.hubspot.rate_limited_response))
+                                         self.hubspot.rate_limited_response, self.hubspot.server_error_response))
             self._servers.append(hs)
             mc = ServerThread(instrument(self.mailchimp.app(), "mailchimp", self.calls, self.faults["mailchimp"],
-                                         self.mailchimp.rate_limited_response))
+                                         self.mailchimp.rate_limited_response,
+                                         getattr(self.mailchimp, "server_error_response", None)))
             self._servers.append(mc)
         except BaseException:
             self.stop()
@@ -94,13 +110,15 @@ tenants:
       type: hubspot
       access_token: {self.hubspot_token}
       base_url: {self.hubspot_url}
+      plan: {self.hubspot_plan}
+      client_secret: {self.hubspot_client_secret}
     esp:
       type: mailchimp
       api_key: {self.mailchimp_key}
       list_id: {self.mailchimp_list_id}
       base_url: {self.mailchimp_url}
     consent:
-      webhook_secret: {_secret(self.seed, 'webhook', 24)}
+      webhook_secret: {self.webhook_secret}
       purposes:
         email_marketing: {{basis: consent}}
         profiling: {{basis: legitimate_interest}}
@@ -124,7 +142,40 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
                   **options: Any) -> Sandbox:
     """Generate (or take) a book, load both simulators and serve them on free loopback ports.
 
-    Options: ``window_seconds``, ``search_per_second``, ``daily_limit``, ``batch_errors`` (or any
-    ``hubspot_*`` key) go to :class:`HubSpotSim`; ``mailchimp_*`` keys go to ``MailchimpSim``.
+    ``hubspot_plan``: "starter"/"free" (100 per 10 s), "professional"/"enterprise" (190), "unlimited".
+    Options: ``window_seconds``, ``search_per_second``, ``daily_limit``, ``batch_errors``, ``scopes``,
+    ``search_lag_seconds``, ``portal_id``, ``clock`` (or any ``hubspot_*`` key) go to :class:`HubSpotSim`;
+    ``mailchimp_*`` keys go to ``MailchimpSim``.
     """
     return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)
+
+
+def describe(sb: Sandbox) -> str:
+    """What a person needs to use a running sandbox: base URLs, credentials and a config."""
+    return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan})\n"
+            f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})\n"
+            f"Book      {len(sb.book.people)} people, seed {sb.seed}, as of {sb.book.as_of:%Y-%m-%d}\n\n"
+            f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")
+
+
+def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str = "unlimited",
+                        out: TextIO | None = None, stop: threading.Event | None = None,
+                        on_ready: Callable[[Sandbox], None] | None = None, **options: Any) -> int:
+    """Start both simulators, print their URLs and a ready config, and serve until Ctrl-C (or ``stop``).
+
+    For the ``segsync sandbox`` command. ``on_ready`` gets the running :class:`Sandbox` (tests use it).
+    Returns 0.
+    """
+    out = out or sys.stdout
+    started = time.perf_counter()
+    with start_sandbox(contacts=contacts, seed=seed, hubspot_plan=hubspot_plan, **options) as sb:
+        print(describe(sb), file=out)
+        print(f"Ready in {time.perf_counter() - started:.1f} s. Ctrl-C to stop.", file=out, flush=True)
+        if on_ready is not None:
+            on_ready(sb)
+        try:
+            while not (stop.wait(0.5) if stop is not None else time.sleep(3600)):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0

@@ -1,29 +1,27 @@
-"""``python -m sandbox [contacts] [seed]``: serve both simulators and print their URLs and a config."""
+"""``python -m sandbox [contacts] [seed] [plan]``: serve both simulators and print their URLs and a config."""
 
 from __future__ import annotations
 
 import sys
-import time
 
-from sandbox import start_sandbox
+from sandbox import run_sandbox_forever
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the sandbox, print how to reach it, and wait for Ctrl-C."""
+    """Parse the few positional arguments and serve until Ctrl-C (exit 2 on bad usage)."""
     args = sys.argv[1:] if argv is None else argv
-    contacts = int(args[0]) if args else 2000
-    seed = int(args[1]) if len(args) > 1 else 7
-    with start_sandbox(contacts=contacts, seed=seed) as sb:
-        print(f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token})")
-        print(f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})")
-        print("\n# segsync config:\n" + sb.config_yaml())
-        print("Ctrl-C to stop.", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-    return 0
+    try:
+        contacts = int(args[0]) if args else 2000
+        seed = int(args[1]) if len(args) > 1 else 7
+    except ValueError:
+        print("usage: python -m sandbox [contacts] [seed] [plan]  (contacts and seed are integers)", file=sys.stderr)
+        return 2
+    plan = args[2] if len(args) > 2 else "unlimited"
+    try:
+        return run_sandbox_forever(contacts=contacts, seed=seed, hubspot_plan=plan)
+    except ValueError as exc:  # unknown plan, contacts < 1
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ addresses, people only in one system, case-variant addresses, an email change an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +47,10 @@ def draw_traits(rng: np.random.Generator, n: int, as_of: datetime, start: dateti
         status[np.flatnonzero(in_esp)[:5]] = np.arange(5)
     # Unsubscribed and cleaned people stop receiving at a point in time.
     leaves = in_esp & ((status == 1) | (status == 2))
-    stop_week = np.where(leaves, np.maximum(created_week, 0) + rng.integers(1, weeks, n), weeks + 1)
+    joined = np.maximum(created_week, 0)
+    # ...before as_of (their status says they already left), at least a week after joining.
+    stop_week = np.where(leaves, np.minimum(joined + rng.integers(1, weeks, n), np.maximum(weeks - 1, joined + 1)),
+                         weeks + 1)
     return {
         "n": n, "weeks": weeks, "tier0": tier0, "aum": aum,
         "log_aum_z": (log_aum - log_aum.mean()) / (log_aum.std() or 1.0),
@@ -73,11 +76,16 @@ def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.nd
     domain = rng.choice(DOMAINS, n)
     created_off = tr["created_week"] * 7 * 86400 + rng.uniform(0, 7 * 86400, n)
     opt_delay = rng.uniform(60, 3 * 86400, n)
-    stop_off = tr["stop_week"] * 7 * 86400 + rng.uniform(0, 7 * 86400, n)
+    # Leaving happens in the days before the first campaign they no longer receive.
+    left_off = tr["stop_week"] * 7 * 86400 - rng.uniform(0, 3 * 86400, n)
+    as_of = start + timedelta(weeks=tr["weeks"])
     ips = rng.integers(1, 255, (n, 4))
     reasons = rng.choice(REASONS, n, p=[0.1, 0.5, 0.1, 0.05, 0.1, 0.15])
     case_variant = tr["in_esp"] & (rng.random(n) < 0.01)
     mixed_crm = rng.random(n) < 0.005
+    if n >= 20:  # even a small book has one of each quirk
+        case_variant[np.flatnonzero(tr["in_esp"])[5]] = True
+        mixed_crm[np.flatnonzero(tr["in_crm"])[6]] = True
     optout = (rng.random(n) < 0.01) | ((tr["status"] == 1) & (rng.random(n) < 0.3))
     stage = np.where(rng.random(n) < 0.08, 1, 2)
     stage[tr["created_week"] > tr["weeks"] - 13] = 0
@@ -93,11 +101,16 @@ def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.nd
         st = ESP_STATUSES[tr["status"][i]] if tr["in_esp"][i] else "unsubscribed"
         opted = st in ("subscribed", "unsubscribed", "cleaned")
         created = base + timedelta(seconds=float(created_off[i]))
+        opt_in_at = created + timedelta(seconds=float(opt_delay[i])) if opted else None
+        left_at = None
+        if st in ("unsubscribed", "cleaned") and tr["in_esp"][i]:
+            earliest = (opt_in_at or created) + timedelta(hours=1)
+            left_at = min(max(base + timedelta(seconds=float(left_off[i])), earliest), as_of - timedelta(minutes=1))
         esp_email = (_variant_case(email) if case_variant[i] else email) if tr["in_esp"][i] else None
         previous = None
         if i in changed:
             previous = f"{first[i][0]}{last[i]}.work{i + 1}@example-corp.com".lower()
-            if esp_email is not None and i % 2 == 0:
+            if esp_email is not None and (i % 2 == 0 or i == min(changed)):
                 esp_email = previous  # the ESP never heard about the change
         people.append(Person(
             key=key, email=crm_email, first_name=str(first[i]), last_name=str(last[i]),
@@ -105,11 +118,11 @@ def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.nd
             account_tier=("core", "premier", "private")[tier_final[i]], aum=float(tr["aum"][i]),
             created_at=created, in_crm=bool(tr["in_crm"][i]), in_esp=bool(tr["in_esp"][i]),
             esp_email=esp_email, esp_status=st,
-            esp_opt_in_at=created + timedelta(seconds=float(opt_delay[i])) if opted else None,
+            esp_opt_in_at=opt_in_at,
             esp_opt_in_ip=".".join(map(str, ips[i])) if opted else None,
             esp_unsubscribe_reason=str(reasons[i]) if st == "unsubscribed" else None,
             crm_email_optout=bool(optout[i]), lifecyclestage=("lead", "opportunity", "customer")[stage[i]],
-            previous_email=previous, merged_into=None,
+            previous_email=previous, merged_into=None, esp_left_at=left_at,
         ))
     _plant_merges(people, losers)
     return people

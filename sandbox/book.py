@@ -11,8 +11,12 @@ randomness of the draws keep the achievable AUC well below 1.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +33,8 @@ INTENT_DECAY = 0.94  # weekly; slow enough that behaviour before a cutoff predic
 
 @dataclass(slots=True)
 class Person:
+    """One person of the book and how each system knows them (``in_crm``/``in_esp``, emails, statuses)."""
+
     key: str
     email: str
     first_name: str
@@ -49,10 +55,26 @@ class Person:
     lifecyclestage: str
     previous_email: str | None
     merged_into: str | None
+    esp_left_at: datetime | None = None  # when an unsubscribed/cleaned member left the list
+
+    @property
+    def age_band(self) -> str:
+        """The usual marketing age band ("18-34" ... "75+")."""
+        return age_band(self.age)
+
+
+def age_band(age: int) -> str:
+    """Bucket an age the way advisors' marketing reports do."""
+    for upper, label in ((35, "18-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"), (75, "65-74")):
+        if age < upper:
+            return label
+    return "75+"
 
 
 @dataclass(slots=True)
 class BookEvent:
+    """One timestamped event: email_sent/open/click, page_view (url, session), deposit/upgrade (value)."""
+
     person_key: str
     type: str
     occurred_at: datetime
@@ -64,6 +86,8 @@ class BookEvent:
 
 @dataclass(slots=True)
 class Campaign:
+    """A monthly email campaign."""
+
     id: str
     title: str
     sent_at: datetime
@@ -71,6 +95,8 @@ class Campaign:
 
 @dataclass(slots=True)
 class Truth:
+    """Hidden outcomes after ``as_of`` (tests and benchmarks only, never segsync)."""
+
     propensity: float
     upgraded_90d: bool
     churned_90d: bool
@@ -79,11 +105,25 @@ class Truth:
 
 @dataclass
 class Book:
+    """A generated book: people, their events (time order), campaigns and the hidden truth per person key."""
+
     as_of: datetime
     people: list[Person]
     events: list[BookEvent]
     campaigns: list[Campaign]
     truth: dict[str, Truth]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while millions of acyclic objects are created (halves the time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def weekly_upgrade_hazard(
@@ -128,10 +168,11 @@ def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = 
                  sent_at=start + w * WEEK + timedelta(days=1, hours=14))
         for w in sim["campaign_weeks"]
     ]
-    people = people_mod.build_people(rng, traits, sim["tier_final"], start)
-    keys = [p.key for p in people]
-    events = _materialise_events(rng, sim, traits, keys, campaigns, start)
-    truth = _truth(rng, sim, traits, keys)
+    with paused_gc():
+        people = people_mod.build_people(rng, traits, sim["tier_final"], start)
+        keys = [p.key for p in people]
+        events = _materialise_events(rng, sim, traits, keys, campaigns, start)
+        truth = _truth(rng, sim, traits, keys)
     return Book(as_of=as_of, people=people, events=events, campaigns=campaigns, truth=truth)
 
 
@@ -187,45 +228,79 @@ def _simulate(rng: np.random.Generator, tr: dict, weeks: int) -> dict:
     }
 
 
+EVENT_TYPES = ("deposit", "email_click", "email_open", "email_sent", "page_view", "upgrade")  # sorted: tie order
+LANDING_PAGES = ("/", "/blog/market-outlook", "/blog/tax-season", "/blog/retirement-income", "/about")
+CALCULATOR_URL, PRICING_URL = "/tools/retirement-calculator", "/pricing"
+
+
+class _Columns:
+    """Events as parallel numpy columns, turned into :class:`BookEvent` objects once, in time order."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, person: np.ndarray, kind: str, offsets: np.ndarray, *, value: np.ndarray | None = None,
+            campaign: int = -1, url: np.ndarray | None = None, session: np.ndarray | None = None) -> None:
+        size = person.size
+        self.parts.append({
+            "person": person.astype(np.int64), "type": np.full(size, EVENT_TYPES.index(kind), np.int8),
+            "offset": offsets, "value": np.full(size, np.nan) if value is None else value.astype(float),
+            "campaign": np.full(size, campaign, np.int32),
+            "url": np.full(size, -1, np.int32) if url is None else url.astype(np.int32),
+            "session": np.full(size, -1, np.int64) if session is None else session.astype(np.int64),
+        })
+
+    def build(self, keys: list[str], start: datetime, campaigns: list[Campaign], urls: list[str],
+              session_ids: list[str]) -> list[BookEvent]:
+        col = {name: np.concatenate([p[name] for p in self.parts]) for name in self.parts[0]}
+        millis = np.round((start.timestamp() + col["offset"]) * 1000).astype(np.int64)
+        order = np.lexsort((col["type"], col["person"], millis))  # (time, person key, type) as keys sort
+        naive = millis[order].astype("datetime64[ms]").astype(object).tolist()
+        at = [d.replace(tzinfo=UTC) for d in naive]
+
+        def lookup(table: list[Any], codes: np.ndarray) -> list[Any]:
+            """Map codes (-1 = None) through ``table`` in numpy, without a Python loop."""
+            return np.array([None, *table], dtype=object)[codes[order] + 1].tolist()
+
+        values = col["value"][order].astype(object)
+        values[np.isnan(col["value"][order])] = None
+        events = list(map(BookEvent, lookup(keys, col["person"]), lookup(list(EVENT_TYPES), col["type"]), at,
+                          values.tolist(), lookup([c.id for c in campaigns], col["campaign"]),
+                          lookup(urls, col["url"]), lookup(session_ids, col["session"])))
+        return events
+
+
 def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str],
                         campaigns: list[Campaign], start: datetime) -> list[BookEvent]:
     """Turn the count matrices into timestamped events, sorted by time."""
-    events: list[BookEvent] = []
+    cols = _Columns()
     week_s = WEEK.total_seconds()
-    start_ts = start.timestamp()
-
-    def stamp(offsets: np.ndarray) -> list[datetime]:
-        base = datetime.fromtimestamp(0, UTC)
-        return [base + timedelta(seconds=float(x)) for x in np.round(start_ts + offsets, 3)]
 
     # Email: sends at the campaign time, opens hours later, clicks minutes after the open.
-    for camp, w in zip(campaigns, sim["campaign_weeks"]):
+    for n, (camp, w) in enumerate(zip(campaigns, sim["campaign_weeks"])):
         sent_off = (camp.sent_at - start).total_seconds()
         for kind, mask, lag in (("email_sent", sim["sent"][:, w], 0.0), ("email_open", sim["opened"][:, w], 1.0),
                                 ("email_click", sim["clicked"][:, w], 2.0)):
             idx = np.flatnonzero(mask)
             offs = sent_off + lag * rng.exponential(6 * 3600, idx.size) + (lag > 1) * 600
-            for i, at in zip(idx, stamp(offs)):
-                events.append(BookEvent(keys[i], kind, at, campaign_id=camp.id))
+            cols.add(idx, kind, offs, campaign=n)
 
     # Web: each session gets a landing page; calculator/pricing views land in a random session that week.
+    urls = [*LANDING_PAGES, CALCULATOR_URL, PRICING_URL]
     pi, wi = np.nonzero(sim["sessions"])
     counts = sim["sessions"][pi, wi].astype(np.int64)
     s_person = np.repeat(pi, counts)
     s_week = np.repeat(wi, counts)
     s_off = s_week * week_s + rng.uniform(0, week_s - 3600, s_person.size)
     first_of = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    landing = rng.choice(["/", "/blog/market-outlook", "/blog/tax-season", "/blog/retirement-income", "/about"],
-                         s_person.size, p=[0.4, 0.2, 0.15, 0.15, 0.1])
-    s_ids = [f"s{seed_id:08x}" for seed_id in rng.permutation(s_person.size)]
-    for j, at in enumerate(stamp(s_off)):
-        events.append(BookEvent(keys[s_person[j]], "page_view", at, url=str(landing[j]), session_id=s_ids[j]))
-    for matrix, url in ((sim["calc"], "/tools/retirement-calculator"), (sim["pricing"], "/pricing")):
+    landing = rng.choice(len(LANDING_PAGES), s_person.size, p=[0.4, 0.2, 0.15, 0.15, 0.1])
+    session_ids = [f"s{seed_id:08x}" for seed_id in rng.permutation(s_person.size).tolist()]
+    cols.add(s_person, "page_view", s_off, url=landing, session=np.arange(s_person.size))
+    for matrix, url in ((sim["calc"], CALCULATOR_URL), (sim["pricing"], PRICING_URL)):
         vals = matrix[pi, wi].astype(np.int64)
         sess = np.repeat(first_of, vals) + (rng.random(int(vals.sum())) * np.repeat(counts, vals)).astype(np.int64)
         offs = s_off[sess] + rng.uniform(30, 900, sess.size)
-        for j, at in zip(sess, stamp(offs)):
-            events.append(BookEvent(keys[s_person[j]], "page_view", at, url=url, session_id=s_ids[j]))
+        cols.add(s_person[sess], "page_view", offs, url=np.full(sess.size, urls.index(url)), session=sess)
 
     # Money: deposits sized by AUM, upgrades sized as a step up in managed assets.
     for kind, matrix, scale in (("deposit", sim["deposits"], 0.02), ("upgrade", sim["upgrades"], 0.15)):
@@ -234,10 +309,8 @@ def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: lis
         di, dw = np.repeat(di, reps), np.repeat(dw, reps)
         amounts = np.round(tr["aum"][di] * scale * rng.lognormal(0, 0.5, di.size), -1) + 500
         offs = dw * week_s + rng.uniform(0, week_s - 60, di.size)
-        for i, amount, at in zip(di, amounts, stamp(offs)):
-            events.append(BookEvent(keys[i], kind, at, value=float(amount)))
-    events.sort(key=lambda e: (e.occurred_at, e.person_key, e.type))
-    return events
+        cols.add(di, kind, offs, value=amounts)
+    return cols.build(keys, start, campaigns, urls, session_ids)
 
 
 def _truth(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str]) -> dict[str, Truth]:

@@ -25,6 +25,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTROL_PREFIX = "/_sandbox"
+# POST endpoints that only read (HubSpot search and batch reads) or only mint a token.
+READ_ONLY_POSTS = ("/search", "/batch/read", "/unsubscribe-all/read", "/oauth/v1/token")
 
 
 @dataclass
@@ -50,7 +52,8 @@ def count_inputs(method: str, body: Any) -> int:
             if isinstance(body.get(key), list):
                 return len(body[key])
         if "members_to_add" in body or "members_to_remove" in body:
-            return len(body.get("members_to_add") or []) + len(body.get("members_to_remove") or [])
+            return sum(len(v) for v in (body.get("members_to_add"), body.get("members_to_remove"))
+                       if isinstance(v, list))
     return 0 if method == "GET" else 1
 
 
@@ -87,8 +90,13 @@ class CallLog:
         )
 
     def writes(self, vendor: str | None = None) -> list[Call]:
-        """Non-GET calls (POST/PUT/PATCH/DELETE), optionally for one vendor."""
-        return [c for c in self.calls if c.method not in ("GET", "HEAD") and (vendor is None or c.vendor == vendor)]
+        """Calls that can change vendor data, optionally for one vendor.
+
+        That is every POST/PUT/PATCH/DELETE except the reads HubSpot makes you send as POST (search,
+        batch read) and the OAuth token exchange, so "a re-run makes zero writes" can be asserted directly.
+        """
+        return [c for c in self.calls if c.method not in ("GET", "HEAD") and not c.path.endswith(READ_ONLY_POSTS)
+                and (vendor is None or c.vendor == vendor)]
 
     def by_endpoint(self, vendor: str | None = None) -> Counter[str]:
         """Counter of "METHOD path" for one vendor (or all)."""
@@ -174,8 +182,12 @@ def _as_response(made: Any) -> Response:
 
 
 def instrument(app: ASGIApp, vendor: str, log: CallLog, faults: Faults,
-               rate_limited_response: Callable[[], Response]) -> ASGIApp:
-    """Wrap ``app``: record each call in ``log`` and apply ``faults`` (never on control paths)."""
+               rate_limited_response: Callable[[], Response],
+               server_error_response: Callable[[int], Response] | None = None) -> ASGIApp:
+    """Wrap ``app``: record each call in ``log`` and apply ``faults`` (never on control paths).
+
+    ``server_error_response(status)`` builds the vendor's own 5xx body for injected errors.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
@@ -200,13 +212,27 @@ def instrument(app: ASGIApp, vendor: str, log: CallLog, faults: Faults,
             chunk, raw = raw, b""
             return {"type": "http.request", "body": chunk, "more_body": False}
 
+        logged = {"done": False}
+
+        def record() -> None:
+            if not logged["done"]:
+                logged["done"] = True
+                try:
+                    inputs = count_inputs(method, body)
+                except Exception:  # noqa: BLE001 - logging must never break a response
+                    inputs = -1
+                log.add(Call(vendor, method, path, query, status_seen["status"], inputs, body, time.time()))
+
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen["status"] = message["status"]
             if plan["reset"] and message["type"] == "http.response.body":
                 # Half a body, then drop the connection: the client sees a broken response.
+                record()
                 await send({"type": "http.response.body", "body": message.get("body", b"")[:10], "more_body": True})
                 raise _ConnectionCut
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                record()  # before the client can see the end of the response, so tests never race the log
             await send(message)
 
         try:
@@ -217,14 +243,14 @@ def instrument(app: ASGIApp, vendor: str, log: CallLog, faults: Faults,
             if plan["storm"]:
                 await _as_response(rate_limited_response())(scope, replay, recording_send)
             elif plan["error"]:
-                error = Response(json.dumps({"status": "error", "message": "Simulated server error"}),
-                                 status_code=plan["error"], media_type="application/json")
+                error = (server_error_response(plan["error"]) if server_error_response is not None else
+                         Response(json.dumps({"status": "error", "message": "Simulated server error"}),
+                                  status_code=plan["error"], media_type="application/json"))
                 await error(scope, replay, recording_send)
             else:
                 await app(scope, replay, recording_send)
         finally:
-            log.add(Call(vendor, method, path, query, status_seen["status"], count_inputs(method, body), body,
-                         time.time()))
+            record()
 
     return middleware
 
@@ -233,8 +259,11 @@ class ServerThread:
     """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) in a background thread."""
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP lets asyncio switch Nagle off on accepted sockets (it checks the proto), and
+        # TCP_NODELAY here is inherited by them on Linux: otherwise every response waits ~40 ms for a delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"

@@ -20,12 +20,14 @@ from sklearn.model_selection import StratifiedKFold
 
 from connectors.errors import InputError
 from scoring.evaluation import classification_metrics, fairness, regression_metrics
-from scoring.features import extra_event_types, to_utc
+from scoring.features import behaviour_columns, extra_event_types, select_properties, to_utc
 from scoring.models import (MIN_NEGATIVES, MIN_POSITIVES, InsufficientData, default_as_of, fit_classifier,
                             labelled_set, sufficiency)
 from scoring.specs import ScoreSpec
+from scoring.threads import threads_for
 
 IMPORTANCE_ROWS = 3000
+LEAK_GAP = 0.1  # ROC AUC that property inputs may add in a time split before it looks like leakage
 TOP_FEATURES = 10
 
 
@@ -63,6 +65,10 @@ def _importance(estimator: Any, M: np.ndarray, y: np.ndarray, names: list[str], 
         M, y = M[idx], y[idx]
     if scoring == "roc_auc" and not 0 < y.sum() < len(y):
         return []
+    # A calibrated ensemble predicts through every member; ranking features needs one of them.
+    members = getattr(estimator, "calibrated_classifiers_", None)
+    if members:
+        estimator = members[0].estimator
     res = permutation_importance(estimator, M, y, scoring=scoring, n_repeats=3, random_state=seed, n_jobs=1)
     order = np.argsort(-res.importances_mean)[:TOP_FEATURES]
     return [{"feature": names[i], "importance": round(float(res.importances_mean[i]), 4),
@@ -83,6 +89,26 @@ def backtest(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | Non
              min_positives: int = MIN_POSITIVES, min_negatives: int = MIN_NEGATIVES, n_folds: int = 5,
              fairness_top_percent: float = 10.0, seed: int = 0) -> BacktestReport:
     """Evaluate ``spec`` out of sample. See the module docstring for the design per outcome kind."""
+    with threads_for(len(contacts)):
+        report = _backtest(spec, contacts, events, cutoff, min_positives, min_negatives, n_folds,
+                           fairness_top_percent, seed)
+    if spec.kind in ("propensity", "churn", "ltv"):
+        numeric, categorical = select_properties(contacts, spec.features,
+                                                 [spec.outcome_property] if spec.outcome_property else [])
+        report.extra["property_inputs"] = [*numeric, *categorical]
+        report.extra["sensitive_attributes_excluded"] = [a for a in spec.features.sensitive_attributes
+                                                         if a not in numeric and a not in categorical]
+        if report.method == "time_split" and (numeric or categorical):
+            report.extra.setdefault("caveats", []).append(
+                "contact properties are the values stored now, not as of the cutoff: a property that changes "
+                "because of the outcome (a tier after an upgrade) leaks it and inflates this backtest; configure "
+                "only properties that do not move with the outcome")
+    return report
+
+
+def _backtest(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,
+              min_positives: int, min_negatives: int, n_folds: int, fairness_top_percent: float,
+              seed: int) -> BacktestReport:
     if spec.kind == "ltv":
         from scoring.backtest_ltv import backtest_ltv
 
@@ -145,7 +171,30 @@ def _time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | 
     report.top_features = _importance(clf, M, y_te.to_numpy(), encoder.columns, "roc_auc", seed)
     report.fairness = fairness(pd.Series(p, index=X_te.index), contacts, spec.features.sensitive_attributes,
                                top_percent, outcomes=y_te)
+    props = [c for c in X_tr.columns if c not in set(behaviour_columns(extra))]
+    if props:
+        _property_check(report, spec, X_tr.drop(columns=props), y_tr, X_te.drop(columns=props), y_te, props, seed)
     return report
+
+
+def _property_check(report: BacktestReport, spec: ScoreSpec, X_tr: pd.DataFrame, y_tr: pd.Series,
+                    X_te: pd.DataFrame, y_te: pd.Series, props: list[str], seed: int) -> None:
+    """Refit without contact properties; a big drop in ROC AUC points at a property that leaks.
+
+    Properties are stored as they are now, not as of the cutoff. One that changes because of the
+    outcome (a tier raised by the upgrade being predicted) makes a time-split backtest look far
+    better than the model will ever do: with behaviour alone it falls back to earth.
+    """
+    encoder, clf = fit_classifier(spec, X_tr, y_tr, seed)
+    metrics = classification_metrics(y_te.to_numpy(), clf.predict_proba(encoder.transform(X_te))[:, 1],
+                                     with_calibration=False)
+    report.extra["without_properties"] = {"roc_auc": metrics["roc_auc"], "lift_top_decile": metrics["lift_top_decile"]}
+    with_props, without = report.model.get("roc_auc"), metrics["roc_auc"]
+    if with_props is not None and without is not None and with_props - without >= LEAK_GAP:
+        report.extra["suspected_leakage"] = props
+        report.extra.setdefault("caveats", []).append(
+            f"suspected leakage: the properties {', '.join(props)} raise ROC AUC from {without} to {with_props}. "
+            "If any of them is updated when the outcome happens, remove it from features and retrain")
 
 
 def _cross_validate(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,

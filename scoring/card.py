@@ -34,7 +34,9 @@ def _fmt(v: Any) -> str:
 
 
 def _metric_table(model: dict[str, Any], baseline: dict[str, Any], extra_cols: dict[str, dict[str, Any]]) -> list[str]:
-    cols = {"model": model, **extra_cols, f"baseline ({baseline.get('rule', 'naive')})": baseline}
+    # With several methods (ltv), each method is a column and the winner is marked; no "model" column.
+    first = extra_cols if extra_cols else {"model": model}
+    cols = {**first, f"baseline ({baseline.get('rule', 'naive')})": baseline}
     keys = [k for k in _METRIC_KEYS if any(k in c for c in cols.values())]
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {k} | " + " | ".join(_fmt(c.get(k)) for c in cols.values()) + " |" for k in keys]
@@ -49,6 +51,12 @@ def render_model_card(card: dict[str, Any]) -> str:
         lines += ["**Verdict: insufficient data, no scores produced.**", "", f"Reason: {verdict.get('reason')}", ""]
         return "\n".join(lines)
     lines += [f"Evaluation: `{card.get('method')}`", ""]
+    extra = card.get("extra") or {}
+    for caveat in extra.get("caveats", []):
+        lines += [f"> **Caveat:** {caveat}", ""]
+    if extra.get("property_inputs") is not None:
+        lines += [f"Property inputs: {', '.join(extra['property_inputs']) or 'none'}; sensitive attributes kept "
+                  f"out of the model: {', '.join(extra.get('sensitive_attributes_excluded', [])) or 'none'}", ""]
     if card.get("window"):
         lines += ["## Data window", ""] + [f"- {k}: {v}" for k, v in card["window"].items()] + [""]
     model, baseline = card.get("model") or {}, card.get("baseline") or {}
@@ -59,7 +67,7 @@ def render_model_card(card: dict[str, Any]) -> str:
     methods = model.get("methods", {})
     extra = {f"{name}" + (" (winner)" if name == model.get("winner") else ""): m for name, m in methods.items()}
     lines += ["## Metrics", ""]
-    lines += _metric_table({} if extra else model, baseline, extra) if extra else _metric_table(model, baseline, {})
+    lines += _metric_table(model, baseline, extra)
     if "winner" in model:
         lines += ["", f"Winner by value RMSE: **{model['winner']}**"]
     if card.get("extra", {}).get("later_rows_check"):

@@ -7,6 +7,7 @@ memory stays bounded by the chunk size rather than by the event log (1M contacts
 
 Columns (float32, NaN where undefined, e.g. recency for someone who never transacted):
 RFM of transactions, email engagement over 7/30/90 days, web behaviour over 90 days, tenure,
+distinct devices over 90 days (from an optional ``device`` event column),
 per-type counts for other event types, then the configured contact properties (numbers as
 float, categories as pandas ``category`` dtype; the model encodes them with training-time levels).
 """
@@ -51,7 +52,7 @@ def behaviour_columns(extra_types: Sequence[str] = ()) -> list[str]:
     for w in WINDOWS:
         cols += [f"sends_{w}d", f"opens_{w}d", f"clicks_{w}d", f"open_rate_{w}d", f"click_rate_{w}d"]
     cols += ["page_views_90d", "high_intent_views_90d", "high_intent_views_30d", "sessions_90d",
-             "views_per_session_90d", "visit_days_90d", "days_since_visit", "days_since_activity",
+             "views_per_session_90d", "visit_days_90d", "devices_90d", "days_since_visit", "days_since_activity",
              "first_seen_days", "tenure_days"]
     for t in extra_types:
         cols += [f"n_{t}", f"n_{t}_90d", f"days_since_{t}"]
@@ -160,10 +161,11 @@ class _Acc:
         self.extra = {t: (z(), z(), big()) for t in extra}
         self.visit_days: list[np.ndarray] = []
         self.sessions: list[pd.DataFrame] = []
+        self.devices: list[pd.DataFrame] = []
 
 
 def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series, value: np.ndarray,
-                url: pd.Series | None, session: pd.Series | None, transaction_types: set[str],
+                url: pd.Series | None, session: pd.Series | None, device: pd.Series | None, transaction_types: set[str],
                 activity_types: set[str], high_intent: Sequence[str]) -> None:
     n = acc.n
     tcodes, tnames = pd.factorize(types.astype(str).to_numpy())
@@ -212,6 +214,11 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
             hit[np.flatnonzero(pv90)] = np.where(ucodes >= 0, hit_u[np.maximum(ucodes, 0)], False)
         acc.hi90 += count(hit)
         acc.hi30 += count(hit & (age < 30))
+    if device is not None:
+        seen = in90 & device.notna().to_numpy()
+        if seen.any():
+            dkey = pd.util.hash_array(device.to_numpy()[seen].astype(str).astype(object)).astype(np.int64)
+            acc.devices.append(pd.DataFrame({"c": codes[seen], "d": dkey}).drop_duplicates())
     if pv90.any():
         day = np.floor(age[pv90]).astype(np.int64)
         acc.visit_days.append(np.unique(codes[pv90].astype(np.int64) * 128 + day))
@@ -265,6 +272,7 @@ def build_features(
             _accumulate(acc, codes[idx], (cut.value - t[idx]) / DAY_NS, ch["type"].iloc[idx], value,
                         ch["url"].iloc[idx] if "url" in ch.columns else None,
                         ch["session_id"].iloc[idx] if "session_id" in ch.columns else None,
+                        ch["device"].iloc[idx] if "device" in ch.columns else None,
                         set(transaction_types), set(activity_types), spec.high_intent_urls)
     out = _finish(acc, contacts, cut, extra)
     out.index = ids
@@ -301,7 +309,12 @@ def _finish(acc: _Acc, contacts: pd.DataFrame, cut: pd.Timestamp, extra: Sequenc
     if acc.sessions:
         pairs = pd.concat(acc.sessions, ignore_index=True).drop_duplicates()
         sessions = np.bincount(pairs["c"].to_numpy(), minlength=acc.n).astype(float)
+    devices = np.zeros(acc.n)
+    if acc.devices:
+        pairs = pd.concat(acc.devices, ignore_index=True).drop_duplicates()
+        devices = np.bincount(pairs["c"].to_numpy(), minlength=acc.n).astype(float)
     cols.update({
+        "devices_90d": devices,
         "page_views_90d": acc.pv90, "high_intent_views_90d": acc.hi90, "high_intent_views_30d": acc.hi30,
         "sessions_90d": sessions,
         "views_per_session_90d": np.divide(acc.pv90, sessions, out=np.zeros(acc.n), where=sessions > 0),

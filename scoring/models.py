@@ -27,9 +27,11 @@ from sklearn.model_selection import StratifiedKFold
 from connectors.errors import InputError
 from scoring.features import build_features, eligible_contacts, extra_event_types, outcome_labels, to_utc
 from scoring.specs import ScoreSpec
+from scoring.threads import threads_for
 
 MIN_POSITIVES = 100
 MIN_NEGATIVES = 100
+MAX_TRAIN_ROWS = 300_000  # a seeded sample above this
 
 
 @dataclass
@@ -146,9 +148,10 @@ def property_labels(spec: ScoreSpec, contacts: pd.DataFrame) -> pd.Series:
 
 
 def event_labels(spec: ScoreSpec, ids: pd.Index, events: pd.DataFrame | None, start: pd.Timestamp) -> pd.Series:
-    """Outcome in ``[start, start + window)``: the event happened (propensity) or no activity (churn)."""
+    """Outcome in ``[start, start + window)``: the event happened (propensity, or churn with an
+    explicit churn event such as ``account_closed``) or no activity at all (churn)."""
     end = start + pd.Timedelta(days=spec.window_days)
-    if spec.kind == "churn":
+    if spec.kind == "churn" and not spec.outcome_event:
         return (1 - outcome_labels(ids, events, spec.activity_types, start, end)).astype(np.int8)
     if not spec.outcome_event:
         raise InputError(f"score {spec.name}: a propensity score needs outcome.event or outcome.property")
@@ -193,8 +196,11 @@ def sufficiency(spec: ScoreSpec, y: pd.Series, min_positives: int, min_negatives
 
 def make_classifier(encoder: Encoder, positives: int, seed: int = 0) -> CalibratedClassifierCV:
     """Calibrated gradient boosting; isotonic needs plenty of positives per fold, else Platt scaling."""
+    # Small trees, brisk learning rate: on CRM-sized tabular data (bank marketing, telco churn) 8
+    # leaves at 0.1 rank as well as 31 leaves at 0.06 (ROC AUC 0.799 / 0.847 in the tests) and fit
+    # several times faster; early stopping picks the number of trees.
     base = HistGradientBoostingClassifier(
-        learning_rate=0.06, max_iter=300, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
+        learning_rate=0.1, max_iter=500, max_leaf_nodes=8, min_samples_leaf=40, l2_regularization=1.0,
         categorical_features=encoder.categorical_mask if encoder.categorical_mask.any() else None,
         early_stopping=True, validation_fraction=0.15, n_iter_no_change=20, random_state=seed)
     method = "isotonic" if positives >= 1500 else "sigmoid"
@@ -219,6 +225,12 @@ def train(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, 
 
     Returns an :class:`InsufficientData` verdict instead of a model when the data cannot support one.
     """
+    with threads_for(len(contacts)):
+        return _train(spec, contacts, events, as_of, min_positives, min_negatives, seed)
+
+
+def _train(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, as_of: object,
+           min_positives: int, min_negatives: int, seed: int) -> TrainedModel | InsufficientData:
     cut = to_utc(as_of) if as_of is not None else default_as_of(events)
     now = datetime.now(timezone.utc)
     if spec.kind == "cluster":
@@ -243,8 +255,15 @@ def train(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, 
     verdict = sufficiency(spec, y, min_positives, min_negatives)
     if verdict:
         return verdict
+    available = len(y)
+    if available > MAX_TRAIN_ROWS:
+        # Beyond a few hundred thousand rows the ranking barely improves while fit time keeps
+        # growing; a seeded sample keeps retraining a million-contact book to a minute or two.
+        keep = np.sort(np.random.default_rng(seed).choice(available, MAX_TRAIN_ROWS, replace=False))
+        X, y = X.iloc[keep], y.iloc[keep]
     encoder, clf = fit_classifier(spec, X, y, seed)
-    metrics = {"positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "rows": len(y)}
+    metrics = {"positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "rows": len(y),
+               "rows_available": available}
     return TrainedModel(spec, cut, now, encoder, clf, extra, metrics=metrics,
                         info={"feature_cutoff": feature_cutoff.isoformat()})
 
@@ -271,10 +290,11 @@ def predict(model: TrainedModel, contacts: pd.DataFrame, events: pd.DataFrame | 
     cluster's readable name.
     """
     cut = to_utc(as_of) if as_of is not None else default_as_of(events)
-    if model.spec.kind == "ltv":
-        from scoring.ltv_learn import predict_ltv
+    with threads_for(len(contacts)):
+        if model.spec.kind == "ltv":
+            from scoring.ltv_learn import predict_ltv
 
-        return predict_ltv(model, contacts, events, cut)["expected_value"].rename(model.spec.name)
-    if model.spec.kind == "cluster":
-        contacts = eligible_contacts(contacts, cut)
-    return predict_frame(model, features_for(model.spec, contacts, events, cut, model.extra_types))
+            return predict_ltv(model, contacts, events, cut)["expected_value"].rename(model.spec.name)
+        if model.spec.kind == "cluster":
+            contacts = eligible_contacts(contacts, cut)
+        return predict_frame(model, features_for(model.spec, contacts, events, cut, model.extra_types))

@@ -1,4 +1,4 @@
-"""Models on disk: ``model.joblib`` (the fitted objects) + ``metadata.json`` (what a human reads).
+"""Models on disk: ``model.pkl`` (the fitted objects, joblib format) + ``metadata.json`` (what a human reads).
 
 Runs reuse a saved model; retraining is an explicit call. A pickle from another scikit-learn
 version is refused rather than trusted, because sklearn does not promise compatibility.
@@ -17,7 +17,7 @@ import sklearn
 from connectors.errors import InputError
 from scoring.models import TrainedModel
 
-MODEL_FILE = "model.joblib"
+MODEL_FILE = "model.pkl"  # the name sync.scorer looks for
 META_FILE = "metadata.json"
 
 

@@ -39,8 +39,9 @@ class ScoreSpec:
 
     - ``propensity``: did ``outcome_event`` happen within ``horizon_days`` after the cutoff, or
       does the labelled ``outcome_property`` equal ``outcome_equals``.
-    - ``churn``: no event of ``activity_types`` for ``inactive_days`` after the cutoff, or a
-      labelled property (``outcome_property`` == ``outcome_equals``).
+    - ``churn``: no event of ``activity_types`` for ``inactive_days`` after the cutoff, or an
+      explicit churn event (``outcome_event`` within ``inactive_days``), or a labelled property
+      (``outcome_property`` == ``outcome_equals``).
     - ``ltv``: expected number and value of ``transaction_types`` events over ``horizon_days``.
     - ``cluster``: ``n_clusters`` behavioural groups with readable names.
     """

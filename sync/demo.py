@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import socket
@@ -25,9 +24,10 @@ import requests
 import uvicorn
 from rich.console import Console
 
-from sync.config import load_config
+from sync.config import TenantCfg, load_config
+from sync.gate import ConsentGate
 from sync.pipeline import RunOptions, TenantRun, exit_code
-from sync.plan import TAGS
+from sync.plan import CRM, TAGS
 from sync.report import render_run
 from sync.store import Store
 
@@ -43,7 +43,7 @@ TENANT_TEMPLATE = """\
       type: hubspot
       access_token: {hs_token}
       base_url: {hs_url}
-      plan: starter
+      plan: professional
     esp:
       type: mailchimp
       api_key: {mc_key}
@@ -55,12 +55,12 @@ TENANT_TEMPLATE = """\
         email_marketing: {{basis: consent}}
         profiling: {{basis: legitimate_interest}}
     scores:
-      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
+      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 120}}
       - {{name: churn_risk, kind: churn, inactive_days: 90}}
       - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
     segments:
       - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
-      - {{name: churn_watch, score: churn_risk, min: 0.6}}
+      - {{name: churn_watch, score: churn_risk, top_percent: 15}}
     holdout_percent: 10
     push: {{crm_property: segsync_segments, crm_scores: true, esp_tags: true, esp_static_segments: true}}
 """
@@ -124,31 +124,31 @@ def _mask(email: str) -> str:
 class MidRunOptOut:
     """During the first ESP push of a tenant, one segment member unsubscribes in Mailchimp."""
 
-    def __init__(self, store: Store, tenant_id: str, sb: Any) -> None:
-        self.store, self.tenant_id, self.sb = store, tenant_id, sb
+    def __init__(self, store: Store, tenant: TenantCfg, sb: Any) -> None:
+        self.store, self.tenant, self.tenant_id, self.sb = store, tenant, tenant.id, sb
         self.email: str | None = None
-        self.webhook_status: int | None = None
+        self.delivered = False
 
     def __call__(self, task: str, n: int, total: int | None) -> None:
-        if self.email is not None or not task.startswith(f"push {TAGS}"):
+        # Once the first CRM batch is confirmed, the ESP push is still ahead: the opt-out lands mid-run.
+        if self.email is not None or not task.startswith(f"push {CRM}"):
             return
-        sent = self.store.last_sent(self.tenant_id, TAGS)
         members = {r["contact_id"] for r in self.store.segment_members(self.tenant_id) if not r["holdout"]}
         people = {c["contact_id"]: c for c in self.store.contacts(self.tenant_id)}
-        esp_ids = self.store.vendor_ids(self.tenant_id, "mailchimp")
-        waiting = sorted(
+        sent = self.store.last_sent(self.tenant_id, TAGS)
+        candidates = sorted(
             people[c]["email"] for c in members
-            if c in people and c not in sent and c in esp_ids and people[c]["email"] and people[c]["esp_status"] == "subscribed"
+            if c in people and c not in sent and people[c]["email"] and people[c]["esp_status"] == "subscribed"
         )
+        allowed = ConsentGate(self.store, self.tenant, None, None).decide(candidates)
+        waiting = [e for e in candidates if allowed[e][1]]
         if not waiting:
             return
-        self.email = waiting[-1]
+        self.email = waiting[len(waiting) // 2]
         # The subscriber clicks "unsubscribe" in a Mailchimp email: Mailchimp changes the status and
-        # calls the list webhook. Here the sandbox does the same through its API.
-        subscriber_hash = hashlib.md5(self.email.lower().encode(), usedforsecurity=False).hexdigest()
-        url = f"{self.sb.mailchimp_url}/lists/{self.sb.mailchimp_list_id}/members/{subscriber_hash}"
-        r = requests.patch(url, json={"status": "unsubscribed"}, auth=("demo", self.sb.mailchimp_key), timeout=10)
-        self.webhook_status = r.status_code
+        # posts the list webhook to segsync, which answers once the withdrawal is in the ledger.
+        self.sb.mailchimp.unsubscribe(self.email)
+        self.delivered = self.sb.mailchimp.wait_for_webhooks(timeout=10)
 
 
 def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
@@ -167,8 +167,8 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
     console.rule("[bold]segsync demo")
     console.print(f"Generating two synthetic advisor books ({contacts:,} and {contacts // 2:,} contacts) and starting "
                   "the sandbox HubSpot and Mailchimp for each...")
-    sandboxes = [start_sandbox(contacts=contacts, seed=7, hubspot_plan="starter"),
-                 start_sandbox(contacts=max(contacts // 2, 300), seed=8, hubspot_plan="starter")]
+    sandboxes = [start_sandbox(contacts=contacts, seed=7, hubspot_plan="professional"),
+                 start_sandbox(contacts=max(contacts // 2, 300), seed=8, hubspot_plan="professional")]
     reports: list[dict[str, Any]] = []
     try:
         config = write_config(out, sandboxes)
@@ -181,12 +181,13 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
             hook_url = f"{web.url}/hooks/{harbor.id}/mailchimp/{harbor.consent.webhook_secret.get_secret_value()}"
             r = requests.post(f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/webhooks",
                               json={"url": hook_url, "events": {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True},
-                                    "sources": {"user": True, "admin": True, "api": True}},
+                                    # not "api": segsync's own API calls must not echo back as webhooks
+                                    "sources": {"user": True, "admin": True, "api": False}},
                               auth=("demo", sb.mailchimp_key), timeout=10)
             console.print(f"Preference-center webhook at {web.url}/hooks/...; Mailchimp list webhook registered ({r.status_code}).")
 
             console.rule("[bold]Run 1: full sync of both firms")
-            optout = MidRunOptOut(store, harbor.id, sb)
+            optout = MidRunOptOut(store, harbor, sb)
             for tenant, box in zip(cfg.tenants, sandboxes, strict=True):
                 crm, esp = service.connectors(tenant.id)
                 opts = RunOptions(progress=optout if tenant.id == harbor.id else None)
@@ -243,7 +244,7 @@ def _explain_optout(store: Store, tenant_id: str, optout: MidRunOptOut, sb: Any)
             optout_flag = (r.json().get("properties") or {}).get("hs_email_optout", "?")
     console.print(
         f"[bold]Mid-run opt-out:[/] {_mask(email)} unsubscribed in Mailchimp while tags were being pushed "
-        f"(Mailchimp answered {optout.webhook_status}); the webhook recorded the withdrawal, the rest of the push "
+        f"({'webhook delivered' if optout.delivered else 'webhook NOT delivered'}); the ledger recorded the withdrawal, the rest of the push "
         f"{'still had them tagged (batch in flight)' if tagged else 'skipped them'}, and HubSpot now has "
         f"hs_email_optout={optout_flag} for them."
     )

@@ -129,6 +129,23 @@ class ConsentGate:
             out[email] = (profiling, email_ok, "; ".join(refused))
         return out
 
+    def decide_people(self, addresses: Mapping[str, Iterable[str]]) -> dict[str, Verdict]:
+        """``{contact id: verdict}`` over *all* of a person's addresses: an opt-out on any one wins."""
+        addresses = {cid: sorted(set(emails)) for cid, emails in addresses.items()}
+        per_email = self.decide([e for emails in addresses.values() for e in emails])
+        out: dict[str, Verdict] = {}
+        for cid, emails in addresses.items():
+            if not emails:
+                out[cid] = (False, False, "no email to check consent against")
+                continue
+            verdicts = [per_email[e] for e in emails]
+            opted_out = any("email_marketing: withdrawn" in v[2] for v in verdicts)
+            profiling = all(v[0] for v in verdicts) and not opted_out
+            email_ok = any(v[1] for v in verdicts) and not opted_out
+            reason = next((v[2] for v in verdicts if "withdrawn" in v[2]), None) or next((v[2] for v in verdicts if v[2]), "")
+            out[cid] = (profiling, email_ok, reason)
+        return out
+
     # ------------------------------------------------------------------ propagation
 
     def drain(self, crm: CrmConnector | None, esp: EspConnector | None) -> DrainReport:
@@ -149,6 +166,7 @@ class Propagator:
         self.store, self.tenant, self.crm, self.esp = store, tenant, crm, esp
         self.tags = [tenant.push.tag_prefix + s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]
+        self._esp_emails: dict[str, str] | None = None
 
     def handlers(self) -> Mapping[str, Callable[[OutboxAction], None]]:
         out: dict[str, Callable[[OutboxAction], None]] = {}
@@ -168,10 +186,17 @@ class Propagator:
     def _contact(self, email: str) -> str | None:
         return self.store.contact_by_email(self.tenant.id, email)
 
+    def _esp_address(self, email: str, cid: str | None) -> str:
+        """The address the ESP knows the person by (it may differ from the one that opted out)."""
+        assert self.esp is not None
+        if self._esp_emails is None:  # loaded once per drain
+            self._esp_emails = self.store.identity_emails(self.tenant.id, self.esp.name)
+        return (self._esp_emails.get(cid) if cid else None) or email
+
     def esp_unsubscribe(self, action: OutboxAction) -> None:
         assert self.esp is not None
         email = self._need_email(action)
-        result = self.esp.suppress(email, self.tags)
+        result = self.esp.suppress(self._esp_address(email, self._contact(email)), self.tags)
         if result.outcome == "failed":
             raise RuntimeError(result.message or "the ESP refused the unsubscribe")
         if cid := self._contact(email):
@@ -183,6 +208,7 @@ class Propagator:
         cid = self._contact(email)
         if cid is None or not any(cid in self.store.last_sent(self.tenant.id, d) for d in self.store.destinations(self.tenant.id, "esp.")):
             return  # we never put anything there: nothing to remove
+        email = self._esp_address(email, cid)
         results = self.esp.push_tags([TagChange(email=email, inactive=tuple(self.tags))])
         failed = [r for r in results if r.outcome == "failed"]
         if failed:

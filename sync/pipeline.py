@@ -171,12 +171,16 @@ class TenantRun:
         contacts = self.store.contacts(self.tenant.id)
         crm_ids = self.store.vendor_ids(self.tenant.id, self.crm.name)
         esp_ids = self.store.vendor_ids(self.tenant.id, self.esp.name) if self.esp else {}
-        verdicts = self.gate.decide([c["email"] for c in contacts])
+        esp_emails = self.store.identity_emails(self.tenant.id, self.esp.name) if self.esp else {}
+        self.addresses = self.store.addresses(self.tenant.id)
+        verdicts = self.gate.decide_people({c["contact_id"]: self.addresses.get(c["contact_id"], set()) for c in contacts})
+        self.contact_of = {c["email"]: c["contact_id"] for c in contacts if c["email"]}
         people = []
         for c in contacts:
             email = c["email"]
-            profiling, email_ok, reason = verdicts.get(email, (False, False, "no email to check consent against")) if email else (False, False, "no email to check consent against")
-            people.append(Person(c["contact_id"], email, crm_ids.get(c["contact_id"]), esp_ids.get(c["contact_id"]), c["esp_status"], profiling, email_ok, reason))
+            profiling, email_ok, reason = verdicts[c["contact_id"]] if email else (False, False, "no email to check consent against")
+            people.append(Person(c["contact_id"], email, crm_ids.get(c["contact_id"]), esp_ids.get(c["contact_id"]), c["esp_status"], profiling, email_ok, reason,
+                                 esp_emails.get(c["contact_id"])))
         counts = self.store.counts(self.tenant.id)
         self.report["contacts"] = {
             "total": len(people),
@@ -294,8 +298,11 @@ class TenantRun:
             scores = self.plan_meta["score_names"] if self.tenant.push.crm_scores else []
             self.crm.ensure_schema(self.tenant.push.crm_property, self.plan_meta["segment_names"], scores)
 
-        def recheck(emails):  # noqa: ANN001, ANN202 - a small closure handed to the pusher
-            return self.gate.decide(list(emails))
+        def recheck(emails):  # noqa: ANN001, ANN202 - consent as of now, over each person's every address
+            cids = {e: self.contact_of.get(e) for e in emails}
+            fresh = self.store.addresses(self.tenant.id, [c for c in cids.values() if c])
+            verdicts = self.gate.decide_people({c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c})
+            return {e: verdicts.get(c, (False, False, "unknown contact")) if c else (False, False, "unknown contact") for e, c in cids.items()}
 
         pusher = Pusher(
             self.store, self.tenant.id, self.run_id, recheck,

@@ -35,6 +35,7 @@ class Person:
     profiling: bool  # consent gate: may be scored and tagged
     email_marketing: bool  # consent gate: may be in ESP tags and segments
     reason: str = ""  # why a purpose is refused (from the ledger)
+    esp_email: str | None = None  # the address the ESP knows the person by, when it differs
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,10 @@ def build_plan(
             if segs:
                 plan.suppressed.append(("esp", p.contact_id, "not in the ESP audience"))
             continue
+        esp_key = p.esp_email or p.email
         if esp_tags:
-            add(TAGS, p, p.email, sorted(tag_prefix + s for s in segs))
+            add(TAGS, p, esp_key, sorted(tag_prefix + s for s in segs))
         if esp_segments:
             for s in segment_names:
-                add(SEGMENT + s, p, p.email, True if s in segs else None)
+                add(SEGMENT + s, p, esp_key, True if s in segs else None)
     return plan

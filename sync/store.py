@@ -306,6 +306,19 @@ class Store:
             )
             return [r._asdict() for r in rows]
 
+    def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
+        """contact id -> every email we know for the person (current, at each vendor, former)."""
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for table in (t.contacts, t.identities, t.aliases):
+                query = sa.select(table.c.contact_id, table.c.email).where(table.c.tenant_id == tenant_id, table.c.email.is_not(None))
+                if contact_ids is not None:
+                    query = query.where(table.c.contact_id.in_(sorted(set(contact_ids))))
+                rows = conn.execute(query)
+                for cid, email in rows:
+                    out.setdefault(cid, set()).add(email)
+        return out
+
     def contact_by_email(self, tenant_id: str, email: str) -> str | None:
         """The contact id for an email, current or an alias (None when unknown)."""
         email = normalize_email(email) or ""
@@ -327,6 +340,17 @@ class Store:
                 .join(t.identities, sa.and_(t.identities.c.tenant_id == t.contacts.c.tenant_id, t.identities.c.contact_id == t.contacts.c.contact_id))
                 .where(t.identities.c.tenant_id == tenant_id, t.identities.c.source == source, t.identities.c.vendor_id == vendor_id)
             ).scalar()
+
+    def identity_emails(self, tenant_id: str, source: str) -> dict[str, str]:
+        """contact id -> the email a vendor has for the person (live identities only)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.identities.c.contact_id, t.identities.c.email).where(
+                    t.identities.c.tenant_id == tenant_id, t.identities.c.source == source,
+                    t.identities.c.archived.is_(False), t.identities.c.email.is_not(None),
+                )
+            )
+            return {r.contact_id: r.email for r in rows}
 
     def vendor_ids(self, tenant_id: str, source: str) -> dict[str, str]:
         """contact id -> the live (not archived or merged) vendor id at ``source``."""

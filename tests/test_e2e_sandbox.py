@@ -94,18 +94,6 @@ def mailchimp_members(sb) -> dict[str, tuple[str, set[str]]]:
             return out
 
 
-def expected(store: Store) -> tuple[dict[str, set[str]], set[str]]:
-    emails = {c["contact_id"]: c["email"] for c in store.contacts("firm")}
-    segs: dict[str, set[str]] = {}
-    held = set()
-    for r in store.segment_members("firm"):
-        if r["holdout"]:
-            held.add(emails.get(r["contact_id"]))
-        else:
-            segs.setdefault(emails[r["contact_id"]], set()).add(r["segment"])
-    return segs, held
-
-
 def sync_once(config: Path) -> dict:
     cfg = load_config(config)
     store = Store.open(cfg.store)
@@ -116,28 +104,35 @@ def sync_once(config: Path) -> dict:
 
 
 def check_vendor_state(config: Path, sb) -> None:
+    """Each vendor's state equals segsync's decision for the person behind each record."""
     cfg = load_config(config)
     store = Store.open(cfg.store)
     try:
         from sync.gate import ConsentGate
 
-        segs, held = expected(store)
-        gate = ConsentGate(store, cfg.tenants[0], "hubspot", "mailchimp")
-        verdicts = gate.decide(sorted({c["email"] for c in store.contacts("firm") if c["email"]}))
+        segs: dict[str, set[str]] = {}
+        held = set()
+        for r in store.segment_members("firm"):
+            if r["holdout"]:
+                held.add(r["contact_id"])
+            else:
+                segs.setdefault(r["contact_id"], set()).add(r["segment"])
+        verdicts = ConsentGate(store, cfg.tenants[0], "hubspot", "mailchimp").decide_people(store.addresses("firm"))
+        person = {v: {e: c for c, e in store.identity_emails("firm", v).items()} for v in ("hubspot", "mailchimp")}
     finally:
         store.close()
-    hub = hubspot_segments(sb)
     assert segs, "no segment members: the check would prove nothing"
-    for email, have in hub.items():
-        want = segs.get(email, set()) if verdicts.get(email, (False,))[0] else set()
+    for email, have in hubspot_segments(sb).items():
+        cid = person["hubspot"].get(email)
+        want = segs.get(cid, set()) if cid and verdicts[cid][0] else set()
         assert have == want, f"HubSpot {email}: {have} != {want}"
-        if email in held:
-            assert not have, f"holdout contact {email} holds {have}"
+        assert not (have and cid in held), f"holdout contact {email} holds {have}"
     for email, (status, tags) in mailchimp_members(sb).items():
-        allowed = verdicts.get(email, (False, False))
-        want = {f"segsync:{s}" for s in segs.get(email, set())} if status == "subscribed" and allowed[0] and allowed[1] else set()
+        cid = person["mailchimp"].get(email)
+        profiling, email_ok, _ = verdicts.get(cid, (False, False, "")) if cid else (False, False, "")
+        want = {f"segsync:{s}" for s in segs.get(cid, set())} if status == "subscribed" and profiling and email_ok else set()
         assert tags == want, f"Mailchimp {email} ({status}): {tags} != {want}"
-        if status != "subscribed" or not allowed[1]:
+        if status != "subscribed" or not email_ok:
             assert not tags, f"{email} without email consent holds {tags}"
 
 

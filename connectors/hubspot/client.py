@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 from hubspot import HubSpot
 
-from connectors.errors import ApiError, FatalApiError, RetriableApiError
+from connectors.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError, RetriableApiError
 from connectors.http import (
     CallPolicy,
     HttpClient,
@@ -119,26 +119,46 @@ def translate_sdk(what: str) -> Callable[[BaseException], BaseException | None]:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or getattr(exc, "reason", ""))
             headers = getattr(exc, "headers", None) or {}
             retry_after = parse_retry_after(headers.get("Retry-After")) if hasattr(headers, "get") else None
-            return error_from_status(int(exc.status or 0), _decode(raw), text, what, retry_after)
+            body = _decode(raw)
+            mapped = error_from_status(int(exc.status or 0), body, text, what, retry_after)
+            mapped.hubspot_body = body  # type: ignore[attr-defined]  # a 400 batch names its bad inputs here
+            return mapped
         return None
 
     return translate
 
 
-def build_limiters(plan: str, sleep: Callable[[float], None] = time.sleep) -> dict[str, RateLimiter]:
+def build_limiters(plan: str, sleep: Callable[[float], None] = time.sleep, window_seconds: float = S.WINDOW_SECONDS,
+                   search_per_second: float | None = S.SEARCH_PER_SECOND) -> dict[str, RateLimiter]:
     """Rate-limit buckets for a plan.
 
     HubSpot counts a *rolling* window, so a bucket that bursts to the full 100 and then refills
     would send ~200 in the first 10 s. A bucket of one token refilled at 95% of the plan rate never
     puts more than the limit in any window; search gets its own per-second bucket likewise.
     """
-    limiters: dict[str, RateLimiter] = {
-        "search": RateLimiter(1, 1.0 / (S.SEARCH_PER_SECOND * 0.92), sleep=sleep),
-    }
+    limiters: dict[str, RateLimiter] = {}
+    if search_per_second:  # search has its own bucket on every plan
+        limiters["search"] = RateLimiter(1, 1.0 / (search_per_second * 0.92), sleep=sleep)
     rate = S.PLAN_RATES[plan]
-    if rate is not None:
-        limiters["default"] = RateLimiter(1, S.WINDOW_SECONDS / (rate * 0.95), sleep=sleep)
+    if rate is not None:  # None: the sandbox's "unlimited" plan
+        limiters["default"] = RateLimiter(1, window_seconds / (rate * 0.95), sleep=sleep)
     return limiters
+
+
+def _with_scope(exc: FatalApiError, endpoint: str) -> FatalApiError:
+    """A 401/403 that says what to fix: the token, or the scope this call needs."""
+    if exc.status == 401:
+        hint = "the access token is invalid or expired; create a private-app token with scopes " + ", ".join(
+            S.REQUIRED_SCOPES)
+    elif exc.status == 403:
+        needed = S.ENDPOINT_SCOPES.get(endpoint)
+        hint = f"the token lacks scope {needed}" if needed else "the token lacks a scope this call needs"
+        hint += f" (segsync needs: {', '.join(S.REQUIRED_SCOPES)})"
+    else:
+        return exc
+    if "missing scope:" in str(exc):  # HubSpot named it already
+        hint = "add that scope to the private app (or OAuth app) and retry"
+    return FatalApiError(redact(f"{exc} - {hint}"), vendor=exc.vendor, status=exc.status, detail=exc.detail)
 
 
 class HubSpotClient:
@@ -154,12 +174,19 @@ class HubSpotClient:
         retry: RetrySettings | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
         sleep: Callable[[float], None] = time.sleep,
+        window_seconds: float = S.WINDOW_SECONDS,
+        search_per_second: float | None = S.SEARCH_PER_SECOND,
     ) -> None:
+        if plan not in S.PLAN_RATES:
+            raise ConfigError(f"hubspot: unknown plan {plan!r}; one of {', '.join(S.PLAN_RATES)}")
         register_secret(access_token)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.oauth = oauth
-        self.policy = CallPolicy(S.VENDOR, build_limiters(plan, sleep), retry, sleep=sleep)
+        self._sleep = sleep
+        self._announced: tuple[int, float] | None = None  # the rate limit the portal announced last
+        limiters = build_limiters(plan, sleep, window_seconds, search_per_second)
+        self.policy = CallPolicy(S.VENDOR, limiters, retry, sleep=sleep)
         self.http = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=hubspot_detail)
         # retry=Retry(0): urllib3 would otherwise retry connection errors on its own, below our policy.
         self._sdk = HubSpot(access_token=access_token, host=self.base_url, retry=urllib3.Retry(0, redirect=0))
@@ -189,17 +216,22 @@ class HubSpotClient:
         if self.oauth is None:
             return
         with self._token_lock:
-            answer = self.http.json(
-                "POST",
-                self.oauth.token_url,
-                endpoint=S.EP_OAUTH,
-                data={
-                    "grant_type": "refresh_token",
-                    "client_id": self.oauth.client_id,
-                    "client_secret": self.oauth.client_secret,
-                    "refresh_token": self.oauth.refresh_token,
-                },
-            )
+            try:
+                answer = self.http.json(
+                    "POST",
+                    self.oauth.token_url,
+                    endpoint=S.EP_OAUTH,
+                    data={
+                        "grant_type": "refresh_token",
+                        "client_id": self.oauth.client_id,
+                        "client_secret": self.oauth.client_secret,
+                        "refresh_token": self.oauth.refresh_token,
+                    },
+                )
+            except RejectedRecordError as exc:  # a 400 here is a config problem, not a bad record
+                raise FatalApiError(redact(f"{S.VENDOR}: the OAuth token refresh was refused: {exc.detail} - check "
+                                           "the app's client_id, client_secret and refresh_token"),
+                                    vendor=S.VENDOR, status=exc.status, detail=exc.detail) from None
             token = (answer or {}).get("access_token")
             if not token:
                 raise FatalApiError(f"{S.VENDOR}: the token endpoint answered without an access_token",
@@ -213,18 +245,43 @@ class HubSpotClient:
         if self._expires_at is None or time.monotonic() >= self._expires_at - S.REFRESH_AHEAD_SECONDS:
             self.refresh_token()
 
-    def _authed(self, call: Callable[[], Any]) -> Any:
-        """Run ``call``; with OAuth, refresh ahead of expiry and retry once on a 401."""
+    def _authed(self, call: Callable[[], Any], endpoint: str) -> Any:
+        """Run ``call``; with OAuth, refresh ahead of expiry and retry once on a 401.
+
+        A 401/403 that remains is raised naming the token problem or the missing scope.
+        """
         self._ensure_fresh()
         try:
-            return call()
+            try:
+                return call()
+            except FatalApiError as exc:
+                if exc.status != 401 or self.oauth is None:
+                    raise
+                self.refresh_token()
+                return call()
         except FatalApiError as exc:
-            if exc.status != 401 or self.oauth is None:
-                raise
-            self.refresh_token()
-            return call()
+            raise _with_scope(exc, endpoint) from None
 
     # ----------------------------------------------------------------- transports
+
+    def observe_limits(self, headers: Mapping[str, str] | None) -> None:
+        """Follow the portal's own ``X-HubSpot-RateLimit-Max``/``-Interval-Milliseconds`` headers.
+
+        A portal on a different plan than configured (or with the API add-on) announces its real
+        limit on every answer; pacing to it avoids a 429 storm when the config says "professional"
+        for a Starter portal.
+        """
+        if not headers:
+            return
+        try:
+            limit = int(headers.get("X-HubSpot-RateLimit-Max") or 0)
+            interval = float(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds") or 0) / 1000.0
+        except (TypeError, ValueError):
+            return
+        if limit <= 0 or interval <= 0 or (limit, interval) == self._announced:
+            return
+        self._announced = (limit, interval)
+        self.policy.limiters["default"] = RateLimiter(1, interval / (limit * 0.95), sleep=self._sleep)
 
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
             limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:
@@ -233,6 +290,7 @@ class HubSpotClient:
         def once() -> tuple[int, Any]:
             response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             try:
+                self.observe_limits(response.headers)
                 return response.status, _decode(response.data)
             finally:
                 response.release_conn()
@@ -245,15 +303,15 @@ class HubSpotClient:
                     return exc.status, getattr(exc, "hubspot_body", None) or {"message": exc.detail}
                 raise
 
-        return self._authed(attempt)
+        return self._authed(attempt, endpoint)
 
     def json(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call under the policy (see :meth:`HttpClient.json`)."""
-        return self._authed(lambda: self.http.json(method, path, endpoint=endpoint, **kwargs))
+        return self._authed(lambda: self.http.json(method, path, endpoint=endpoint, **kwargs), endpoint)
 
     def request(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call returning the ``requests.Response`` (for ``accept``-ed statuses)."""
-        return self._authed(lambda: self.http.request(method, path, endpoint=endpoint, **kwargs))
+        return self._authed(lambda: self.http.request(method, path, endpoint=endpoint, **kwargs), endpoint)
 
     # ----------------------------------------------------------------- CRM objects
 
@@ -281,3 +339,45 @@ class HubSpotClient:
         if after:
             params["after"] = after
         return self.json("GET", "/crm/v3/objects/deals", endpoint=S.EP_DEALS, params=params)
+
+    # ----------------------------------------------------------------- properties
+
+    def contact_properties(self) -> Any:
+        """GET /crm/v3/properties/contacts: every definition (one call)."""
+        return self.sdk(S.EP_PROPERTIES, "GET /crm/v3/properties/contacts", self.properties_core.get_all,
+                        "contacts")[1]
+
+    def create_property(self, definition: Mapping[str, Any]) -> tuple[int, Any]:
+        """POST /crm/v3/properties/contacts; a 409 (already exists) is returned, not raised."""
+        return self.sdk(S.EP_PROPERTIES, "POST /crm/v3/properties/contacts", self.properties_core.create,
+                        "contacts", dict(definition), accept=(409,))
+
+    def update_property(self, name: str, changes: Mapping[str, Any]) -> Any:
+        """PATCH /crm/v3/properties/contacts/{name}."""
+        return self.sdk(S.EP_PROPERTIES, "PATCH /crm/v3/properties/contacts/{name}", self.properties_core.update,
+                        "contacts", name, dict(changes))[1]
+
+    def create_group(self, name: str, label: str) -> tuple[int, Any]:
+        """POST /crm/v3/properties/contacts/groups; a 409 (already exists) is returned, not raised."""
+        return self.sdk(S.EP_PROPERTIES, "POST /crm/v3/properties/contacts/groups", self.properties_groups.create,
+                        "contacts", {"name": name, "label": label}, accept=(409,))
+
+    # ----------------------------------------------------------------- communication preferences, events
+
+    def subscription_definitions(self) -> Any:
+        """GET /communication-preferences/v3/definitions."""
+        return self.json("GET", "/communication-preferences/v3/definitions", endpoint=S.EP_COMM_PREFS)
+
+    def unsubscribe(self, email: str, subscription_id: str) -> Any:
+        """POST /communication-preferences/v3/unsubscribe with segsync's legal basis note."""
+        return self.json("POST", "/communication-preferences/v3/unsubscribe", endpoint=S.EP_COMM_PREFS, json={
+            "emailAddress": email, "subscriptionId": subscription_id,
+            "legalBasis": S.UNSUBSCRIBE_LEGAL_BASIS, "legalBasisExplanation": S.UNSUBSCRIBE_EXPLANATION})
+
+    def web_events(self, event_type: str, occurred_after: str, occurred_before: str, after: str | None) -> Any:
+        """GET /events/v3/events for contacts: one page of web analytics events in a time window."""
+        params: dict[str, Any] = {"objectType": "contact", "eventType": event_type, "limit": S.EVENTS_PAGE_SIZE,
+                                  "occurredAfter": occurred_after, "occurredBefore": occurred_before}
+        if after:
+            params["after"] = after
+        return self.json("GET", "/events/v3/events", endpoint=S.EP_EVENTS, params=params)

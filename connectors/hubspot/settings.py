@@ -62,6 +62,10 @@ CONTACT_PROPERTIES: tuple[str, ...] = (
     "hs_analytics_num_visits",
     "hs_analytics_last_visit_timestamp",
 )
+# HubSpot stamps the date a contact entered each lifecycle stage; these become "lifecycle_stage" events.
+LIFECYCLE_STAGES: tuple[str, ...] = ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
+                                     "opportunity", "customer", "evangelist", "other")
+LIFECYCLE_DATE_PROPERTIES: tuple[str, ...] = tuple(f"hs_lifecyclestage_{s}_date" for s in LIFECYCLE_STAGES)
 MODIFIED_PROPERTY = "lastmodifieddate"
 DEAL_PROPERTIES: tuple[str, ...] = ("dealtype", "amount", "closedate", "dealstage", "hs_lastmodifieddate")
 DEAL_LOST_STAGES = frozenset({"closedlost"})  # a lost deposit is not a deposit
@@ -75,6 +79,13 @@ SCORE_PREFIX = "segsync_score_"
 # Opting a person out is recorded with this legal basis and explanation (GDPR portals require both).
 UNSUBSCRIBE_LEGAL_BASIS = "LEGITIMATE_INTEREST_OTHER"
 UNSUBSCRIBE_EXPLANATION = "Opted out via segsync preference center"
+
+# Search results lag writes by a few seconds (HubSpot indexes asynchronously): an incremental pull
+# only reads contacts modified at least this long before the run started; the next run takes the rest.
+SEARCH_SETTLE_SECONDS = 30.0
+# Our clock and HubSpot's may differ a little: the first incremental window starts this long before
+# the full pull began, so a contact edited during the full pull is never lost (at worst read twice).
+CLOCK_SKEW_SECONDS = 5.0
 
 # A periodic sweep (archived + merged contacts, which search never shows) every N incremental runs.
 SWEEP_EVERY_RUNS = 24
@@ -96,6 +107,20 @@ REQUIRED_SCOPES: tuple[str, ...] = (
     # (and an Enterprise hub); analytics.behavioral_events.send is for *sending* events, not needed.
     "oauth",
 )
+
+
+# The scope each endpoint class needs, so a 403 can say which one is missing.
+ENDPOINT_SCOPES: dict[str, str] = {
+    EP_LIST: "crm.objects.contacts.read",
+    EP_SEARCH: "crm.objects.contacts.read",
+    EP_BATCH_UPDATE: "crm.objects.contacts.write",
+    EP_UPDATE: "crm.objects.contacts.write",
+    EP_PROPERTIES: "crm.schemas.contacts.write",
+    EP_DEALS: "crm.objects.deals.read",
+    EP_COMM_PREFS: "communication_preferences.read_write",
+    EP_LISTS: "crm.lists.write",
+    EP_EVENTS: "oauth",
+}
 
 
 def plan_limits(plan: str) -> Limits:

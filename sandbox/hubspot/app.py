@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.hubspot.errors import HubSpotError, error_body, error_response, not_found, validation
+from sandbox.hubspot.errors import (HubSpotError, correlation_id, error_body, error_response, int_param, not_found,
+                                   validation)
 from sandbox.hubspot.ratelimit import RollingLimiter
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ MAX_URL = 8192
 Handler = Callable[["HubSpotSim", Request], Awaitable[Response | tuple[int, Any]]]
 
 
-def rate_limited(limiter: RollingLimiter, policy: str) -> Response:
+def rate_limited(limiter: RollingLimiter, policy: str, daily_remaining: int | None = None) -> Response:
     """HubSpot's 429: errorType RATE_LIMIT and the policy that was exceeded."""
     window = {"TEN_SECONDLY_ROLLING": "ten_secondly_rolling", "SECONDLY": "secondly", "DAILY": "daily"}[policy]
     body = error_body(f"You have reached your {window} limit.", "RATE_LIMITS")
@@ -39,8 +42,37 @@ def rate_limited(limiter: RollingLimiter, policy: str) -> Response:
                    "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(limiter.window * 1000))}
         if limiter.daily is not None:
             headers["X-HubSpot-RateLimit-Daily"] = str(limiter.daily)
-            headers["X-HubSpot-RateLimit-Daily-Remaining"] = "0" if policy == "DAILY" else str(limiter.daily)
+            left = limiter.daily if daily_remaining is None else daily_remaining
+            headers["X-HubSpot-RateLimit-Daily-Remaining"] = "0" if policy == "DAILY" else str(max(left, 0))
     return JSONResponse(body, status_code=429, headers=headers)
+
+
+def required_scopes(method: str, path: str) -> set[str]:
+    """The private-app scopes a call needs (any one of them is enough); empty = none checked."""
+    read = method == "GET" or path.endswith(("/search", "/batch/read"))
+    parts = path.strip("/").split("/")
+    if path.startswith("/crm/v3/objects/") and len(parts) > 3:
+        kind = "deals" if parts[3] in ("deals", "deal", "0-3") else "contacts"
+        return {f"crm.objects.{kind}.{'read' if read else 'write'}"}
+    if path.startswith("/crm/v3/properties/") and len(parts) > 3:
+        kind = "deals" if parts[3] in ("deals", "deal", "0-3") else "contacts"
+        return {f"crm.schemas.{kind}.{'read' if read else 'write'}"}
+    if path.startswith("/crm/v3/lists"):
+        return {"crm.lists.read" if read else "crm.lists.write"}
+    if path.startswith("/communication-preferences/"):
+        return {"communication_preferences.read" if read else "communication_preferences.write",
+                "communication_preferences.read_write"}
+    return set()
+
+
+def missing_scopes(needed: set[str]) -> JSONResponse:
+    """HubSpot's 403 for a private app without the scope."""
+    body = error_body("This app hasn't been granted all required scopes to make this call. Read more about required "
+                      "scopes here: https://developers.hubspot.com/scopes.", "MISSING_SCOPES",
+                      errors=[{"message": "One or more of the following scopes are required.",
+                               "context": {"requiredGranularScopes": sorted(needed)}}])
+    body["links"] = {"scopes": "https://developers.hubspot.com/scopes"}
+    return JSONResponse(body, status_code=403)
 
 
 def endpoint(sim: HubSpotSim, handler: Handler, search: bool = False) -> Callable[[Request], Awaitable[Response]]:
@@ -51,19 +83,32 @@ def endpoint(sim: HubSpotSim, handler: Handler, search: bool = False) -> Callabl
         if url_len > MAX_URL:
             return Response("<html><body><h1>414 Request-URI Too Large</h1></body></html>", status_code=414,
                             media_type="text/html")
-        if request.headers.get("authorization", "") != f"Bearer {sim.token}":
+        auth = request.headers.get("authorization", "")
+        bearer = auth[7:] if auth[:7].lower() == "bearer " else None
+        if bearer is not None and bearer in sim.expired_tokens:
+            return JSONResponse(error_body(
+                "The OAuth token used to make this call expired 1 minute(s) ago.", "EXPIRED_AUTHENTICATION",
+                context={"expired": ["1 minute(s) ago"]}), status_code=401)
+        if bearer is None or not sim.token_valid(bearer):
             return JSONResponse(error_body(
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
                 "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
                 "INVALID_AUTHENTICATION"), status_code=401)
+        if sim.scopes is not None:
+            needed = required_scopes(request.method, request.url.path)
+            if needed and not needed & sim.scopes:
+                return missing_scopes(needed)
         limiter = sim.search_limiter if search else sim.limiter
         decision = limiter.admit()
         if not decision.allowed:
-            return rate_limited(limiter, decision.policy or limiter.policy)
+            return rate_limited(limiter, decision.policy or limiter.policy, decision.daily_remaining)
         try:
             result = await handler(sim, request)
         except HubSpotError as exc:
             result = error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - a simulator bug must still answer like HubSpot, not hang up
+            result = JSONResponse(error_body(f"internal error in the HubSpot sandbox: {type(exc).__name__}: {exc}",
+                                             "INTERNAL_ERROR"), status_code=500)
         if isinstance(result, tuple):
             status, body = result
             result = Response(status_code=status) if body is None else JSONResponse(body, status_code=status)
@@ -81,6 +126,14 @@ async def json_body(request: Request) -> Any:
         return json.loads(raw) if raw else {}
     except ValueError:
         raise validation("Invalid input JSON on line 1: could not parse the request body") from None
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The parsed JSON body, which must be an object."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise validation(f"Invalid input JSON: expected an object, got {type(body).__name__}")
+    return body
 
 
 def store_for(sim: HubSpotSim, request: Request) -> ObjectStore:
@@ -103,17 +156,16 @@ async def list_objects(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """GET /crm/v3/objects/{type}: id-ordered pages; ``after`` is the last id of the previous page."""
     store = store_for(sim, request)
     q = request.query_params
-    limit = int(q.get("limit") or 10)
+    limit = int_param(q.get("limit"), "limit", 10)
     if not 1 <= limit <= 100:
         raise validation(f"limit must be between 1 and 100 (got {limit})")
-    after = int(q.get("after") or 0)
+    after = int_param(q.get("after"), "after", 0)
     archived = q.get("archived", "false").lower() == "true"
     with sim.lock:
-        rows = [r for r in store.live(archived) if int(r.id) > after]
-        page = rows[:limit]
+        page, more = store.page(after, limit, archived)
         results = [store.serialise(r, _csv(q.getlist("properties")), _csv(q.getlist("associations"))) for r in page]
     body: dict[str, Any] = {"results": results}
-    if len(rows) > limit:
+    if more:
         nxt = page[-1].id
         link = str(request.url.include_query_params(after=nxt))
         body["paging"] = {"next": {"after": nxt, "link": link}}
@@ -134,7 +186,7 @@ async def get_object(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 async def patch_object(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """PATCH /crm/v3/objects/{type}/{id}."""
     store = store_for(sim, request)
-    body = await json_body(request)
+    body = await json_object(request)
     item = {"id": request.path_params["object_id"], "properties": body.get("properties") or {}}
     if request.query_params.get("idProperty"):
         item["idProperty"] = request.query_params["idProperty"]
@@ -150,7 +202,7 @@ async def delete_object(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 async def create_object(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/objects/{type}: one record."""
     store = store_for(sim, request)
-    body = await json_body(request)
+    body = await json_object(request)
     return _single(sim.batch_write(store, "create", [{"properties": body.get("properties") or {}}]),
                    store.object_type, "")
 
@@ -170,19 +222,20 @@ def _single(outcome: tuple[int, dict], object_type: str, ref: str) -> tuple[int,
 async def search(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/objects/{type}/search."""
     store = store_for(sim, request)
-    body = await json_body(request)
+    body = await json_object(request)
     with sim.lock:
-        return 200, store.search(body)
+        lag = sim.search_lag_seconds
+        return 200, store.search(body, sim.clock() - timedelta(seconds=lag) if lag else None)
 
 
 async def batch(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/objects/{type}/batch/{action}."""
     store = store_for(sim, request)
     action = request.path_params["action"]
-    body = await json_body(request)
+    body = await json_object(request)
     inputs = body.get("inputs")
-    if not isinstance(inputs, list):
-        raise validation("Invalid input JSON: inputs must be an array")
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise validation("Invalid input JSON: inputs must be an array of objects")
     if action == "read":
         return sim.batch_read(store, body)
     if action == "archive":
@@ -197,14 +250,14 @@ async def batch(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 
 async def merge(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/objects/contacts/merge {primaryObjectId, objectIdToMerge}."""
-    body = await json_body(request)
+    body = await json_object(request)
     rec = sim.merge(str(body.get("primaryObjectId")), str(body.get("objectIdToMerge")))
     return 200, sim.contacts.serialise(rec, None)
 
 
 def build_app(sim: HubSpotSim) -> Starlette:
     """All routes, each wrapped by :func:`endpoint`."""
-    from sandbox.hubspot import routes_misc
+    from sandbox.hubspot import prefs, routes_misc
 
     def r(path: str, handler: Handler, methods: list[str], search_bucket: bool = False) -> Route:
         return Route(path, endpoint(sim, handler, search_bucket), methods=methods)
@@ -220,7 +273,26 @@ def build_app(sim: HubSpotSim) -> Starlette:
         r(base + "/{object_id}", patch_object, ["PATCH"]),
         r(base + "/{object_id}", delete_object, ["DELETE"]),
     ]
-    routes += [r(path, handler, methods) for path, handler, methods in routes_misc.ROUTES]
+    routes += [r(path, handler, methods) for path, handler, methods in routes_misc.ROUTES + prefs.ROUTES]
+
+    async def oauth_token(request: Request) -> Response:
+        """POST /oauth/v1/token (form-encoded refresh grant); HubSpot's own error shape for bad input."""
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        problem = None
+        if form.get("grant_type") != "refresh_token":
+            problem = ("BAD_GRANT_TYPE", "grant_type must be refresh_token")
+        elif form.get("client_id") != sim.oauth_client_id:
+            problem = ("BAD_CLIENT_ID", "missing or unknown client id")
+        elif form.get("client_secret") != sim.oauth_client_secret:
+            problem = ("BAD_CLIENT_SECRET", "missing or invalid client secret")
+        elif form.get("refresh_token") != sim.oauth_refresh_token:
+            problem = ("BAD_REFRESH_TOKEN", "missing or unknown refresh token")
+        if problem:
+            return JSONResponse({"status": problem[0], "message": problem[1], "correlationId": correlation_id()},
+                                status_code=400)
+        return JSONResponse(sim.issue_token())
+
+    routes.append(Route("/oauth/v1/token", oauth_token, methods=["POST"]))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "contacts": len(sim.contacts.records)})

@@ -60,3 +60,13 @@ def not_found(object_type: str, object_id: str) -> HubSpotError:
 def validation(message: str, **kw: Any) -> HubSpotError:
     """400 VALIDATION_ERROR."""
     return HubSpotError(400, message, "VALIDATION_ERROR", **kw)
+
+
+def int_param(value: Any, name: str, default: int) -> int:
+    """An integer request parameter (query or body), or HubSpot's 400 naming it."""
+    if value is None or value == "":
+        return default
+    try:
+        return int(str(value))
+    except ValueError:
+        raise validation(f"Invalid value for {name}: {value!r} is not an integer") from None

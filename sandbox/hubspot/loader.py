@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sandbox.hubspot.schema import iso
 
 if TYPE_CHECKING:
-    from sandbox.book import Book
+    from sandbox.book import Book, BookEvent
     from sandbox.hubspot.sim import HubSpotSim
 
 MARKETING_SUBSCRIPTION_ID = "7001"
@@ -31,7 +31,7 @@ def subscription_definitions(portal_id: int) -> list[dict[str, Any]]:
 def _person_props(p: Any, engagement: dict[str, Any]) -> dict[str, str]:
     props = {
         "email": p.email, "firstname": p.first_name, "lastname": p.last_name, "lifecyclestage": p.lifecyclestage,
-        "hs_email_optout": "true" if p.crm_email_optout else "false", "age": str(p.age),
+        "hs_email_optout": "true" if p.crm_email_optout else "false", "age": str(p.age), "age_band": p.age_band,
         "account_tier": p.account_tier, "aum": f"{p.aum:.2f}", "household_id": p.household_id,
     }
     if p.previous_email:
@@ -41,45 +41,58 @@ def _person_props(p: Any, engagement: dict[str, Any]) -> dict[str, str]:
     return props
 
 
-def _engagement(book: Book) -> dict[str, dict[str, Any]]:
-    """Per person: last open/click, page views, distinct sessions, last visit."""
+def _stage_dates(stage: str, created: datetime, as_of: datetime) -> dict[str, datetime]:
+    """``hs_lifecyclestage_<stage>_date`` for the stages a person passed through (lead, then later ones)."""
+    path = {"lead": ("lead",), "opportunity": ("lead", "opportunity"), "customer": ("lead", "opportunity", "customer")}
+    offsets = {"lead": 0, "opportunity": 7, "customer": 30}
+    latest = max(created, as_of - timedelta(days=1))
+    return {f"hs_lifecyclestage_{s}_date": min(created + timedelta(days=offsets[s]), latest)
+            for s in path.get(stage, (stage,))}
+
+
+def _engagement(book: Book) -> tuple[dict[str, dict[str, Any]], list[BookEvent], list[BookEvent]]:
+    """One pass over the events: per person last open/click/send, counts, sessions; deals; page views."""
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     sessions: dict[str, set[str]] = defaultdict(set)
+    money: list[BookEvent] = []
+    views: list[BookEvent] = []
+    last_and_count = {"email_sent": ("hs_email_last_send_date", "hs_email_delivered"),
+                      "email_open": ("hs_email_last_open_date", "hs_email_open"),
+                      "email_click": ("hs_email_last_click_date", "hs_email_click"),
+                      "page_view": ("hs_analytics_last_visit_timestamp", "hs_analytics_num_page_views")}
     for e in book.events:  # events are sorted by time, so "last" is simply the latest assignment
+        names = last_and_count.get(e.type)
+        if names is None:
+            money.append(e)
+            continue
         d = out[e.person_key]
-        if e.type == "email_open":
-            d["hs_email_last_open_date"] = e.occurred_at
-        elif e.type == "email_click":
-            d["hs_email_last_click_date"] = e.occurred_at
-        elif e.type == "page_view":
-            d["hs_analytics_num_page_views"] = d.get("hs_analytics_num_page_views", 0) + 1
-            d["hs_analytics_last_visit_timestamp"] = e.occurred_at
+        d[names[0]] = e.occurred_at
+        d[names[1]] = d.get(names[1], 0) + 1
+        if e.type == "page_view":
             sessions[e.person_key].add(e.session_id or "")
+            views.append(e)
     for key, ids in sessions.items():
         out[key]["hs_analytics_num_visits"] = len(ids)
-    return out
+    return out, money, views
 
 
 def load_book(sim: HubSpotSim, book: Book) -> None:
     """Load CRM people in book order; losers of a merge are merged into their survivor afterwards."""
-    engagement = _engagement(book)
+    engagement, money, views = _engagement(book)
     for p in book.people:
         if not p.in_crm:
             continue
-        eng = engagement.get(p.key, {})
+        eng = {**engagement.get(p.key, {}), **_stage_dates(p.lifecyclestage, p.created_at, book.as_of)}
         # Engagement properties change the record, so it was last modified at its latest activity.
         stamps = [v for v in eng.values() if isinstance(v, datetime)]
         rec = sim.contacts.add(_person_props(p, eng), p.created_at, max([p.created_at, *stamps]))
         sim.index_email(rec)
         sim.person_ids[p.key] = rec.id
-        if p.crm_email_optout:
-            sim.sub_status.setdefault(p.email.lower(), {})[MARKETING_SUBSCRIPTION_ID] = _status(
-                "NOT_SUBSCRIBED", "LEGITIMATE_INTEREST_OTHER", "Opted out before import")
     for p in book.people:
         if p.merged_into and p.key in sim.person_ids and p.merged_into in sim.person_ids:
             sim.merge(sim.person_ids[p.merged_into], sim.person_ids[p.key], at=book.as_of)
     deal_id = 1_000_001
-    for n, e in enumerate(ev for ev in book.events if ev.type in ("deposit", "upgrade")):
+    for n, e in enumerate(money):
         contact = sim.person_ids.get(e.person_key)
         if contact is None:
             continue
@@ -89,17 +102,6 @@ def load_book(sim: HubSpotSim, book: Book) -> None:
         rec.associations["contacts"] = [contact]
         sim.contacts.records[contact].associations.setdefault("deals", []).append(rec.id)
         deal_id += 1
-    for n, e in enumerate(ev for ev in book.events if ev.type == "page_view"):
-        contact = sim.person_ids.get(e.person_key)
-        if contact is None:
-            continue
-        sim.web_events.append({
-            "objectType": "CONTACT", "objectId": contact, "eventType": "e_visited_page",
-            "occurredAt": iso(e.occurred_at), "id": f"pv-{n + 1:09d}",
-            "properties": {"hs_url": f"https://advisor.example.com{e.url}", "hs_session_id": e.session_id or ""},
-        })
-
-
-def _status(status: str, legal_basis: str | None, explanation: str | None) -> dict[str, Any]:
-    return {"status": status, "legalBasis": legal_basis, "legalBasisExplanation": explanation,
-            "sourceOfStatus": "SUBSCRIPTION_STATUS"}
+    ids = sim.person_ids
+    sim.web_events.extend((e.occurred_at, ids[e.person_key], e.url or "/", e.session_id or "")
+                          for e in views if e.person_key in ids)

@@ -35,12 +35,19 @@ class RollingLimiter:
         self._clock = clock
         self._stamps: deque[float] = deque()
         self._day_count = 0
+        self._day = self._today()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _today() -> int:
+        return int(time.time() // 86400)  # the daily budget restarts at midnight (UTC here)
 
     def admit(self) -> Decision:
         """Count one request if allowed; refused requests do not use up the window."""
         with self._lock:
             now = self._clock()
+            if self._today() != self._day:
+                self._day, self._day_count = self._today(), 0
             while self._stamps and self._stamps[0] <= now - self.window:
                 self._stamps.popleft()
             daily_left = None if self.daily is None else self.daily - self._day_count

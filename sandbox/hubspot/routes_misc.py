@@ -1,16 +1,16 @@
-"""Properties, lists v3, communication preferences v3 and web-analytics event routes."""
+"""Properties, lists v3 and web-analytics event routes (communication preferences: :mod:`prefs`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.hubspot.app import json_body, store_for
-from sandbox.hubspot.errors import HubSpotError, not_found, validation
-from sandbox.hubspot.loader import MARKETING_SUBSCRIPTION_ID
-from sandbox.hubspot.schema import EMAIL_RE, iso, new_property, option, to_millis
+from sandbox.hubspot.app import json_body, json_object, store_for
+from sandbox.hubspot.errors import HubSpotError, int_param, not_found, validation
+from sandbox.hubspot.schema import iso, new_property, option, to_millis
 
 if TYPE_CHECKING:
     from sandbox.hubspot.sim import HubSpotSim
@@ -31,7 +31,7 @@ async def list_properties(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 async def create_property(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/properties/{type}; 409 when the name exists."""
     store = store_for(sim, request)
-    body = await json_body(request)
+    body = await json_object(request)
     with sim.lock:
         if body.get("name") in store.schema:
             raise _conflict(f"A property named '{body['name']}' already exists.")
@@ -57,12 +57,15 @@ async def patch_property(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     if prop["hubspotDefined"]:
         raise validation(f"Property {prop['name']} is HubSpot-defined and cannot be modified",
                          sub_category="READ_ONLY_DEFINITION")
-    body = await json_body(request)
+    body = await json_object(request)
     with sim.lock:
         for key in ("label", "description", "groupName", "fieldType", "displayOrder", "hidden"):
             if key in body:
                 prop[key] = body[key]
         if "options" in body:
+            if not isinstance(body["options"] or [], list) or not all(
+                    isinstance(o, dict) and o.get("value") for o in body["options"] or []):
+                raise validation("options must be a list of {label, value} objects")
             prop["options"] = [option(o["value"], o.get("label"), o.get("displayOrder", i))
                                for i, o in enumerate(body["options"] or [])]
         prop["updatedAt"] = iso(datetime.now(UTC))
@@ -78,7 +81,7 @@ async def list_groups(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 async def create_group(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/properties/{type}/groups; 409 when the name exists."""
     store_for(sim, request)
-    body = await json_body(request)
+    body = await json_object(request)
     if not body.get("name") or not body.get("label"):
         raise validation("name and label are required")
     with sim.lock:
@@ -105,7 +108,7 @@ def _get_list(sim: HubSpotSim, list_id: str) -> dict[str, Any]:
 
 async def create_list(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/lists {name, objectTypeId, processingType}."""
-    body = await json_body(request)
+    body = await json_object(request)
     for required in ("name", "objectTypeId", "processingType"):
         if not body.get(required):
             raise validation(f"Missing required field: {required}")
@@ -138,10 +141,10 @@ async def get_list(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 
 async def search_lists(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """POST /crm/v3/lists/search {query, offset, count}."""
-    body = await json_body(request)
+    body = await json_object(request)
     query = (body.get("query") or "").lower()
     hits = [_list_view(sim, x) for x in sim.lists.values() if query in x["name"].lower()]
-    offset, count = int(body.get("offset") or 0), int(body.get("count") or 20)
+    offset, count = int_param(body.get("offset"), "offset", 0), int_param(body.get("count"), "count", 20)
     return 200, {"lists": hits[offset:offset + count], "hasMore": offset + count < len(hits),
                  "offset": offset + count, "total": len(hits)}
 
@@ -190,65 +193,13 @@ async def list_members(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     with sim.lock:
         members = sim.memberships[_get_list(sim, request.path_params["list_id"])["listId"]]
         rows = sorted(members.items(), key=lambda kv: int(kv[0]))
-    limit = min(int(request.query_params.get("limit") or 100), 250)
-    after = int(request.query_params.get("after") or 0)
+    limit = min(int_param(request.query_params.get("limit"), "limit", 100), 250)
+    after = int_param(request.query_params.get("after"), "after", 0)
     rows = [r for r in rows if int(r[0]) > after]
     body: dict[str, Any] = {"results": [{"recordId": rid, "membershipTimestamp": iso(at)} for rid, at in rows[:limit]]}
     if len(rows) > limit:
         body["paging"] = {"next": {"after": rows[limit - 1][0]}}
     return 200, body
-
-
-# -- communication preferences v3 --------------------------------------------------
-
-async def definitions(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
-    """GET /communication-preferences/v3/definitions."""
-    return 200, {"subscriptionDefinitions": sim.subscriptions}
-
-
-def _statuses(sim: HubSpotSim, email: str) -> list[dict[str, Any]]:
-    mine = sim.sub_status.get(email.lower(), {})
-    out = []
-    for d in sim.subscriptions:
-        st = mine.get(d["id"], {"status": "SUBSCRIBED" if sim.contact_by_email(email) else "NOT_SUBSCRIBED",
-                                "legalBasis": None, "legalBasisExplanation": None, "sourceOfStatus": "DEFAULT"})
-        out.append({"id": d["id"], "name": d["name"], "description": d["description"],
-                    "preferenceGroupName": None, **st})
-    return out
-
-
-async def status(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
-    """GET /communication-preferences/v3/status/email/{email}."""
-    email = request.path_params["email"]
-    with sim.lock:
-        return 200, {"recipient": email, "subscriptionStatuses": _statuses(sim, email)}
-
-
-async def change_subscription(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
-    """POST /communication-preferences/v3/unsubscribe | subscribe {emailAddress, subscriptionId, legalBasis...}."""
-    op, body = request.path_params["op"], await json_body(request)
-    email, sub_id = str(body.get("emailAddress") or ""), str(body.get("subscriptionId") or "")
-    (sim.unsubscribe_calls if op == "unsubscribe" else sim.subscribe_calls).append(dict(body))
-    if not EMAIL_RE.match(email):
-        raise validation(f"Invalid email address: {email}")
-    if sub_id not in {d["id"] for d in sim.subscriptions}:
-        raise validation(f"Subscription {sub_id} does not exist in portal {sim.portal_id}")
-    wanted = "NOT_SUBSCRIBED" if op == "unsubscribe" else "SUBSCRIBED"
-    with sim.lock:
-        current = next(s for s in _statuses(sim, email) if s["id"] == sub_id)
-        if current["status"] == wanted:
-            # HubSpot refuses a no-op change; connectors must treat this as "already done".
-            already = "unsubscribed from" if op == "unsubscribe" else "subscribed to"
-            raise validation(f"{email} is already {already} subscription {sub_id}")
-        st = {"status": wanted, "legalBasis": body.get("legalBasis"),
-              "legalBasisExplanation": body.get("legalBasisExplanation"), "sourceOfStatus": "SUBSCRIPTION_STATUS"}
-        sim.sub_status.setdefault(email.lower(), {})[sub_id] = st
-        contact = sim.resolve(sim.contacts, email, "email")
-        if contact is not None and op == "unsubscribe" and sub_id == MARKETING_SUBSCRIPTION_ID:
-            contact.properties["hs_email_optout"] = "true"
-            sim.contacts.touch(contact, sim.clock())
-        current = next(s for s in _statuses(sim, email) if s["id"] == sub_id)
-    return 200, current
 
 
 # -- web analytics events ------------------------------------------------------------
@@ -260,14 +211,18 @@ async def events(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
         raise validation("Only objectType=contact is simulated")
     event_type = q.get("eventType")
     after_ms, before_ms = to_millis(q.get("occurredAfter")), to_millis(q.get("occurredBefore"))
-    limit = min(int(q.get("limit") or 100), 1000)
-    offset = int(q.get("after") or 0)
-    rows = [e for e in sim.web_events
-            if (not event_type or e["eventType"] == event_type)
-            and (not q.get("objectId") or e["objectId"] == q["objectId"])
-            and (after_ms is None or (to_millis(e["occurredAt"]) or 0) > after_ms)
-            and (before_ms is None or (to_millis(e["occurredAt"]) or 0) < before_ms)]
-    body: dict[str, Any] = {"results": rows[offset:offset + limit]}
+    limit = int_param(q.get("limit"), "limit", 100)
+    if not 1 <= limit <= 1000:
+        raise validation(f"limit must be between 1 and 1000 (got {limit})")
+    offset = int_param(q.get("after"), "after", 0)
+    with sim.lock:
+        if event_type and event_type != "e_visited_page":
+            rows: Sequence[int] = []
+        else:
+            rows = sim.web_events.rows(*sim.web_events.window(after_ms, before_ms), q.get("objectId"))
+        if q.get("sort") == "-occurredAt":
+            rows = rows[::-1]
+        body: dict[str, Any] = {"results": [sim.web_events.serialise(i) for i in rows[offset:offset + limit]]}
     if offset + limit < len(rows):
         body["paging"] = {"next": {"after": str(offset + limit)}}
     return 200, body
@@ -286,8 +241,5 @@ ROUTES = [
     ("/crm/v3/lists/{list_id}", get_list, ["GET"]),
     ("/crm/v3/lists/{list_id}/memberships", list_members, ["GET"]),
     ("/crm/v3/lists/{list_id}/memberships/{op}", change_members, ["PUT"]),
-    ("/communication-preferences/v3/definitions", definitions, ["GET"]),
-    ("/communication-preferences/v3/status/email/{email}", status, ["GET"]),
-    ("/communication-preferences/v3/{op:str}", change_subscription, ["POST"]),
     ("/events/v3/events", events, ["GET"]),
 ]

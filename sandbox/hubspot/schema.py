@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -10,12 +11,17 @@ from sandbox.hubspot.errors import HubSpotError, validation
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 READ_ONLY = {"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate", "hs_merged_object_ids"}
+# Writing these is refused (READ_ONLY_VALUE): the opt-out only changes through communication preferences.
+READ_ONLY_VALUE = {"hs_email_optout", "hs_analytics_num_page_views", "hs_analytics_num_visits",
+                   "hs_analytics_last_visit_timestamp", "hs_email_last_open_date", "hs_email_last_click_date",
+                   "hs_email_delivered", "hs_email_open", "hs_email_click", "hs_email_last_send_date",
+                   "hs_email_optout_7001", "hs_email_optout_7002"}
 TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
 
 
 def iso(dt: datetime) -> str:
     """HubSpot's timestamp format: ISO 8601 UTC with milliseconds and Z."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def to_millis(value: Any) -> float | None:
@@ -45,12 +51,14 @@ def definition(name: str, label: str, type_: str, field_type: str, group: str, o
     stamp = iso(now or datetime(2020, 1, 1, tzinfo=UTC))
     return {
         "name": name, "label": label, "type": type_, "fieldType": field_type, "groupName": group,
-        "description": extra.get("description", ""), "options": [option(o, order=i) for i, o in enumerate(options or [])],
+        "description": extra.get("description", ""),
+        "options": [option(o, order=i) for i, o in enumerate(options or [])],
         "displayOrder": -1, "calculated": False, "externalOptions": False, "hasUniqueValue": name == "email",
         "hidden": False, "formField": True, "hubspotDefined": hubspot_defined, "archived": False,
         "createdAt": stamp, "updatedAt": stamp,
         "modificationMetadata": {"archivable": not hubspot_defined, "readOnlyDefinition": hubspot_defined,
-                                 "readOnlyValue": name in READ_ONLY},
+                                 "readOnlyValue": name in READ_ONLY or name in READ_ONLY_VALUE
+                                 or name.startswith("hs_lifecyclestage_")},
     }
 
 
@@ -58,6 +66,9 @@ CONTACT_GROUPS = [("contactinformation", "Contact information"), ("emailinformat
                   ("analyticsinformation", "Web analytics history"), ("advisor_book", "Advisor book")]
 LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer",
              "evangelist", "other"]
+
+
+STAGE_DATES = {f"hs_lifecyclestage_{stage}_date" for stage in LIFECYCLE}
 
 
 def default_contact_properties() -> dict[str, dict[str, Any]]:
@@ -79,16 +90,29 @@ def default_contact_properties() -> dict[str, dict[str, Any]]:
                    "emailinformation"),
         definition("hs_email_last_click_date", "Last marketing email click date", "datetime", "date",
                    "emailinformation"),
+        definition("hs_email_optout_7001", "Opted out of email: Marketing Information", "enumeration",
+                   "booleancheckbox", "emailinformation", ["true", "false"]),
+        definition("hs_email_optout_7002", "Opted out of email: One to One", "enumeration", "booleancheckbox",
+                   "emailinformation", ["true", "false"]),
+        definition("hs_email_last_send_date", "Last marketing email send date", "datetime", "date",
+                   "emailinformation"),
+        definition("hs_email_delivered", "Marketing emails delivered", "number", "number", "emailinformation"),
+        definition("hs_email_open", "Marketing emails opened", "number", "number", "emailinformation"),
+        definition("hs_email_click", "Marketing emails clicked", "number", "number", "emailinformation"),
         definition("hs_analytics_num_page_views", "Number of Pageviews", "number", "number", "analyticsinformation"),
         definition("hs_analytics_num_visits", "Number of Sessions", "number", "number", "analyticsinformation"),
         definition("hs_analytics_last_visit_timestamp", "Time of Last Session", "datetime", "date",
                    "analyticsinformation"),
         definition("age", "Age", "number", "number", "advisor_book", hubspot_defined=False),
+        definition("age_band", "Age band", "enumeration", "select", "advisor_book",
+                   ["18-34", "35-44", "45-54", "55-64", "65-74", "75+"], hubspot_defined=False),
         definition("account_tier", "Account tier", "enumeration", "select", "advisor_book",
                    ["core", "premier", "private"], hubspot_defined=False),
         definition("aum", "Assets under management", "number", "number", "advisor_book", hubspot_defined=False),
         definition("household_id", "Household ID", "string", "text", "advisor_book", hubspot_defined=False),
     ]
+    d += [definition(f"hs_lifecyclestage_{stage}_date", f"Became a {stage} date", "datetime", "date",
+                     "contactinformation") for stage in LIFECYCLE]
     return {p["name"]: p for p in d}
 
 
@@ -108,10 +132,19 @@ def default_deal_properties() -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in d}
 
 
+def invalid_property(name: str, message: str, code: str) -> HubSpotError:
+    """HubSpot's 400 for a bad property value: the per-property details are JSON inside the message."""
+    detail = [{"isValid": False, "message": message, "error": code, "name": name}]
+    return validation(f"Property values were not valid: {json.dumps(detail)}", sub_category=code,
+                      context={"propertyName": [name]})
+
+
 def validate_value(prop: dict[str, Any] | None, name: str, value: Any) -> str:
     """Return the stored (string) form of ``value`` or raise a 400 HubSpotError with HubSpot's wording."""
     if prop is None:
-        raise validation(f'Property "{name}" does not exist', sub_category="PROPERTY_DOESNT_EXIST")
+        raise invalid_property(name, f'Property "{name}" does not exist', "PROPERTY_DOESNT_EXIST")
+    if name in READ_ONLY_VALUE or name in STAGE_DATES:
+        raise invalid_property(name, f"{name} is a read only property; its value cannot be set.", "READ_ONLY_VALUE")
     if value is None:
         return ""
     text = str(value).lower() if isinstance(value, bool) else str(value)
@@ -119,23 +152,23 @@ def validate_value(prop: dict[str, Any] | None, name: str, value: Any) -> str:
         return ""
     kind = prop["type"]
     if name == "email" and not EMAIL_RE.match(text):
-        raise validation(f"Property values were not valid: INVALID_EMAIL {text}", sub_category="INVALID_EMAIL")
+        raise invalid_property(name, f"Email address {text} is invalid", "INVALID_EMAIL")
     if kind == "number":
         try:
             float(text)
         except ValueError:
-            raise validation(f"{text} was not a valid number.", sub_category="INVALID_INTEGER") from None
+            raise invalid_property(name, f"{text} was not a valid number.", "INVALID_INTEGER") from None
     elif kind in ("date", "datetime"):
         millis = to_millis(text)
         if millis is None:
-            raise validation(f"{text} was not a valid long.", sub_category="INVALID_DATE")
+            raise invalid_property(name, f"{text} was not a valid long.", "INVALID_DATE")
         text = iso(datetime.fromtimestamp(millis / 1000, UTC))
     elif kind in ("enumeration", "bool") and prop["options"]:
         allowed = [o["value"] for o in prop["options"]]
         for part in text.split(";"):
             if part and part not in allowed:
-                raise validation(f"{part} was not one of the allowed options: {allowed}",
-                                 sub_category="INVALID_OPTION")
+                raise invalid_property(name, f"{part} was not one of the allowed options: {allowed}",
+                                       "INVALID_OPTION")
     return text
 
 
@@ -144,8 +177,14 @@ def new_property(body: dict[str, Any], groups: dict[str, dict], now: datetime) -
     for required in ("name", "label", "type", "fieldType", "groupName"):
         if not body.get(required):
             raise validation(f"Missing required field: {required}")
+    if not isinstance(body["name"], str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,99}", body["name"]):
+        raise validation(f"Invalid property name {body['name']!r}: it must start with a lowercase letter and contain "
+                         "only lowercase letters, numbers and underscores")
     if body["type"] not in TYPES:
         raise validation(f"Invalid type {body['type']!r}")
+    options = body.get("options") or []
+    if not isinstance(options, list) or not all(isinstance(o, dict) and o.get("value") for o in options):
+        raise validation("options must be a list of {label, value} objects")
     if body["groupName"] not in groups:
         raise HubSpotError(400, f"Property group {body['groupName']} does not exist", "VALIDATION_ERROR")
     prop = definition(body["name"], body["label"], body["type"], body["fieldType"], body["groupName"],

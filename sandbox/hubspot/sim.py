@@ -6,16 +6,19 @@ helpers directly (``contact_by_email``, ``properties_of``, ``list_members``, ``o
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from sandbox.hubspot import loader
-from sandbox.hubspot.errors import HubSpotError, batch_error, not_found, validation
+from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, validation
+from sandbox.hubspot.events import WebEvents
+from sandbox.hubspot.faults import BatchFailures
 from sandbox.hubspot.ratelimit import PLAN_DAILY, PLAN_LIMITS, RollingLimiter
 from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
                                     iso, validate_value)
@@ -29,20 +32,32 @@ CONTACT_DEFAULTS = ("createdate", "email", "firstname", "hs_object_id", "lastmod
 
 
 class HubSpotSim:
-    """An in-memory HubSpot portal: contacts, deals, properties, lists, subscriptions, web events."""
+    """An in-memory HubSpot portal: contacts, deals, properties, lists, subscriptions, web events.
+
+    ``plan`` sets the ten-secondly limit (starter/free 100, professional/enterprise 190, unlimited none) and
+    the daily one (or ``daily_limit``); ``window_seconds`` shortens the window for fast tests. Search has
+    its own bucket of ``search_per_second`` (HubSpot documents 5/s; None = unlimited). ``batch_errors``:
+    "partial" answers bad inputs with a 207, "strict" fails the whole batch with a 400. ``scopes``: the
+    token's private-app scopes (None = all). ``clock`` replaces "now" for timestamps. ``search_lag_seconds``:
+    records written more recently than this are not yet found by search (HubSpot's index lags writes).
+    """
 
     def __init__(self, token: str, plan: str = "unlimited", window_seconds: float = 10.0,
-                 search_per_second: float | None = 4, daily_limit: int | None = None, portal_id: int = 4_242_424,
-                 batch_errors: str = "partial", clock: Callable[[], datetime] | None = None) -> None:
+                 search_per_second: float | None = 5, daily_limit: int | None = None, portal_id: int = 4_242_424,
+                 batch_errors: str = "partial", clock: Callable[[], datetime] | None = None,
+                 scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0) -> None:
         if plan not in PLAN_LIMITS:
             raise ValueError(f"unknown HubSpot plan {plan!r}; one of {sorted(PLAN_LIMITS)}")
         if batch_errors not in ("partial", "strict"):
             raise ValueError("batch_errors must be 'partial' (207) or 'strict' (whole batch 400)")
         self.token, self.plan, self.portal_id, self.batch_errors = token, plan, portal_id, batch_errors
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.scopes = None if scopes is None else set(scopes)  # None: the token has every scope
+        # HubSpot indexes asynchronously: a record changed in the last few seconds is not yet searchable.
+        self.search_lag_seconds = search_lag_seconds
         daily = daily_limit if daily_limit is not None else (PLAN_DAILY[plan] if PLAN_LIMITS[plan] else None)
         self.limiter = RollingLimiter(PLAN_LIMITS[plan], window_seconds, daily)
-        self.search_limiter = RollingLimiter(int(search_per_second) if search_per_second else None, 1.0,
+        self.search_limiter = RollingLimiter(max(1, round(search_per_second)) if search_per_second else None, 1.0,
                                              policy="SECONDLY")
         self.lock = threading.RLock()
         self.contacts = ObjectStore("contacts", default_contact_properties(), "lastmodifieddate", CONTACT_DEFAULTS)
@@ -56,15 +71,27 @@ class HubSpotSim:
         self.memberships: dict[str, dict[str, datetime]] = {}
         self.subscriptions = loader.subscription_definitions(portal_id)
         self.sub_status: dict[str, dict[str, dict[str, Any]]] = {}  # email -> subscription id -> status
-        self.web_events: list[dict[str, Any]] = []
+        self.portal_optouts: set[str] = set()  # lower-cased emails opted out of all email (v4 unsubscribe-all)
+        self.web_events = WebEvents()
         self.subscribe_calls: list[dict[str, Any]] = []
         self.unsubscribe_calls: list[dict[str, Any]] = []
+        self.batch_failures = BatchFailures()
+        self.expired_tokens: set[str] = set()
+        self.extra_tokens: set[str] = set()  # issued by the OAuth refresh endpoint, valid besides ``token``
+        # OAuth app credentials accepted by POST /oauth/v1/token (grant_type=refresh_token).
+        self.oauth_client_id = "sandbox-client-id"
+        self.oauth_client_secret = hashlib.sha256(f"client:{token}".encode()).hexdigest()[:36]
+        self.oauth_refresh_token = hashlib.sha256(f"refresh:{token}".encode()).hexdigest()[:36]
+        self.token_lifetime = 1800
+        self.tokens_issued = 0
 
     # -- loading and HTTP --------------------------------------------------------
 
     def load(self, book: Book) -> None:
         """Seed contacts (merges pre-applied), deals and web analytics from a generated book."""
-        with self.lock:
+        from sandbox.book import paused_gc
+
+        with self.lock, paused_gc():
             loader.load_book(self, book)
 
     def app(self) -> Starlette:
@@ -95,6 +122,9 @@ class HubSpotSim:
     def _apply(self, store: ObjectStore, rec: Record, props: dict[str, str], at: datetime) -> None:
         if store is self.contacts and "email" in props:
             self.email_index.pop((rec.properties.get("email") or "").lower(), None)
+        stage = props.get("lifecyclestage")
+        if store is self.contacts and stage and stage != rec.properties.get("lifecyclestage"):
+            props = {**props, f"hs_lifecyclestage_{stage}_date": iso(at)}  # HubSpot stamps entering a stage
         rec.properties.update(props)
         store.touch(rec, at)
         if store is self.contacts:
@@ -118,12 +148,23 @@ class HubSpotSim:
         if len(inputs) > BATCH_MAX:
             raise validation(f"Batch input cannot exceed {BATCH_MAX} inputs (got {len(inputs)}).",
                              sub_category="BATCH_TOO_LARGE")
+        if action in ("update", "upsert"):
+            keys = [str(i.get("id")).lower() for i in inputs]
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            if dupes:
+                raise validation(f"Duplicate IDs found in batch input: {dupes}. IDs must be unique",
+                                 sub_category="DUPLICATE_IDS")
         started = self.clock()  # one timestamp for the whole batch, as HubSpot's bulk edits share one
         with self.lock:
             planned: list[tuple[Record | None, dict[str, str], dict[str, Any]]] = []
             errors: list[dict[str, Any]] = []
+            new_emails: set[str] = set()  # two creates of one address in a batch: the second conflicts
             for item in inputs:
-                ref = str(item.get("id", item.get("properties", {}).get("email", "")))
+                ref = str(item.get("id", (item.get("properties") or {}).get("email", "")))
+                if self.batch_failures.hits(ref):
+                    f = self.batch_failures
+                    errors.append(batch_error(f.message, f.category, [ref]))
+                    continue
                 try:
                     rec = None
                     if action in ("update", "upsert"):
@@ -131,10 +172,19 @@ class HubSpotSim:
                         if rec is None and action == "update":
                             errors.append(batch_error(f"Object not found. objectId={ref}", "OBJECT_NOT_FOUND", [ref]))
                             continue
+                    if not isinstance(item.get("properties") or {}, dict):
+                        raise validation("properties must be an object of property name -> value")
                     props = dict(item.get("properties") or {})
                     if action == "upsert" and rec is None and item.get("idProperty") == "email":
                         props.setdefault("email", item.get("id"))
-                    planned.append((rec, self._clean(store, props, exclude=rec.id if rec else None), item))
+                    clean = self._clean(store, props, exclude=rec.id if rec else None)
+                    email = clean.get("email", "").lower() if store is self.contacts else ""
+                    if email and email in new_emails:
+                        raise HubSpotError(409, f"Contact already exists. Duplicate email {email} in this batch",
+                                           "CONFLICT")
+                    if email:
+                        new_emails.add(email)
+                    planned.append((rec, clean, item))
                 except HubSpotError as exc:
                     errors.append(batch_error(exc.message, exc.category, [ref], exc.sub_category))
             if errors and self.batch_errors == "strict":
@@ -145,6 +195,8 @@ class HubSpotSim:
             for rec, props, _item in planned:
                 new = rec is None
                 if rec is None:
+                    if store is self.contacts and props.get("lifecyclestage"):
+                        props = {**props, f"hs_lifecyclestage_{props['lifecyclestage']}_date": iso(started)}
                     rec = store.add(props, started)
                     if store is self.contacts:
                         self.index_email(rec)
@@ -180,7 +232,8 @@ class HubSpotSim:
                                "completedAt": iso(self.clock())}
         if missing:
             out["errors"] = [batch_error(f"Could not get some {store.object_type.upper()[:-1]} objects, they may be "
-                                         "deleted or not exist. Check that ids are valid.", "OBJECT_NOT_FOUND", missing)]
+                                         "deleted or not exist. Check that ids are valid.", "OBJECT_NOT_FOUND",
+                                         missing)]
             out["numErrors"] = 1
             return 207, out
         return 200, out
@@ -202,7 +255,11 @@ class HubSpotSim:
                 if rec and not rec.archived:
                     rec.archived, rec.archived_at = True, now
                     if store is self.contacts:
-                        self.email_index.pop((rec.properties.get("email") or "").lower(), None)
+                        emails = [rec.properties.get("email") or "",
+                                  *(rec.properties.get("hs_additional_emails") or "").split(";")]
+                        for email in emails:
+                            if email and self.email_index.get(email.lower()) == rec.id:
+                                del self.email_index[email.lower()]
 
     def merge(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
         """Merge contact ``merge_id`` into ``primary_id``; the loser disappears, the survivor records it."""
@@ -219,10 +276,59 @@ class HubSpotSim:
                 extra.append(loser.properties["email"])
             self.archive(self.contacts, [loser.id])
             loser.merged_into = primary.id
+            if loser.properties.get("email"):  # the old address now finds the survivor (idProperty=email)
+                self.email_index.setdefault(loser.properties["email"].lower(), primary.id)
             primary.properties["hs_merged_object_ids"] = ";".join(merged)
             primary.properties["hs_additional_emails"] = ";".join(extra)
             self.contacts.touch(primary, at)
             return primary
+
+    def merge_contacts(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
+        """Test helper: merge contact ``merge_id`` into ``primary_id`` as a HubSpot user would."""
+        return self.merge(primary_id, merge_id, at)
+
+    def archive_contacts(self, ids: Iterable[str]) -> None:
+        """Test helper: archive (soft-delete) contacts as a HubSpot user would."""
+        self.archive(self.contacts, [str(i) for i in ids])
+
+    def fail_batch_inputs(self, ids: Iterable[str] = (), rate: float = 0.0, seed: int = 0,
+                          count: int | None = None, message: str | None = None,
+                          category: str = "VALIDATION_ERROR") -> None:
+        """Make chosen inputs of batch writes fail with a 207 (``ids`` and/or a seeded ``rate``).
+
+        ``count`` limits how many failures are injected; call with no arguments to switch it off.
+        """
+        with self.lock:
+            self.batch_failures = BatchFailures({str(i).lower() for i in ids}, rate, seed, count,
+                                                message or "Simulated failure for this record", category)
+
+    def rotate_token(self, new_token: str) -> str:
+        """Replace the access token; every older one now answers 401 EXPIRED_AUTHENTICATION (OAuth expiry)."""
+        with self.lock:
+            old, self.token = self.token, new_token
+            self.expired_tokens |= {old, *self.extra_tokens}
+            self.extra_tokens.clear()
+            self.expired_tokens.discard(new_token)
+            return old
+
+    def expire_tokens(self) -> None:
+        """Make every access token handed out so far expire (the refresh token stays good)."""
+        self.rotate_token(f"expired-{self.tokens_issued}-{self.token}")
+        self.expired_tokens.add(self.token)
+
+    def token_valid(self, token: str) -> bool:
+        """Whether a bearer token is currently accepted."""
+        return token not in self.expired_tokens and (token == self.token or token in self.extra_tokens)
+
+    def issue_token(self) -> dict[str, Any]:
+        """A fresh access token from the refresh grant (HubSpot's token response shape)."""
+        with self.lock:
+            self.tokens_issued += 1
+            token = f"CKsandbox-{self.tokens_issued}-" + hashlib.sha256(
+                f"{self.oauth_refresh_token}:{self.tokens_issued}".encode()).hexdigest()[:24]
+            self.extra_tokens.add(token)
+            return {"token_type": "bearer", "refresh_token": self.oauth_refresh_token, "access_token": token,
+                    "expires_in": self.token_lifetime}
 
     def touch_contacts(self, ids: Iterable[str], at: datetime | None = None) -> None:
         """Simulate a bulk edit in HubSpot's UI: every contact gets the same lastmodifieddate."""
@@ -270,10 +376,13 @@ class HubSpotSim:
 
     @property
     def optouts(self) -> set[str]:
-        """Lower-cased emails of live contacts with hs_email_optout=true."""
+        """Lower-cased emails that may not get marketing email: opted out of all, or of "Marketing Information"."""
         with self.lock:
-            return {r.properties.get("email", "").lower() for r in self.contacts.live()
-                    if r.properties.get("hs_email_optout") == "true"}
+            out = {r.properties.get("email", "").lower() for r in self.contacts.live()
+                   if r.properties.get("hs_email_optout") == "true"} | self.portal_optouts
+            out |= {email for email, subs in self.sub_status.items()
+                    if subs.get(loader.MARKETING_SUBSCRIPTION_ID, {}).get("status") == "NOT_SUBSCRIBED"}
+            return out
 
     def contact_id_for(self, person_key: str) -> str | None:
         """The contact id a book person was loaded as."""
@@ -282,6 +391,11 @@ class HubSpotSim:
     def since(self, days: float) -> datetime:
         """Convenience for tests: now minus ``days``."""
         return self.clock() - timedelta(days=days)
+
+    def server_error_response(self, status: int) -> Response:
+        """HubSpot's error body for an injected error (usually 5xx; a 400 reads as a validation error)."""
+        category = "VALIDATION_ERROR" if status == 400 else "INTERNAL_ERROR" if status < 502 else "SERVICE_UNAVAILABLE"
+        return JSONResponse(error_body("Simulated server error", category), status_code=status)
 
     def rate_limited_response(self) -> Response:
         """The ten-secondly 429 (used by the fault injector's ``storm``)."""

@@ -4,6 +4,11 @@
 of the routes sits one gate that does what Mailchimp does before any handler runs: check the key
 (HTTP Basic with any user, or Bearer) and refuse a request beyond ``max_connections`` in flight
 for that key with 429 - Mailchimp's only rate limit, with no rate headers.
+
+Behind it: audience routes (:mod:`.routes_lists`), list webhooks that post Mailchimp-format events
+(:mod:`.hooks`), campaigns and email activity (:mod:`.routes_reports`) and async batch operations
+(:mod:`.batches`). Tests inspect the state through the helpers at the bottom of :class:`MailchimpSim`
+and act as the subscriber with :meth:`MailchimpSim.unsubscribe` and friends.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.mailchimp.batches import DEFAULT_MAX_OPERATIONS, BatchRunner
+from sandbox.mailchimp.hooks import WebhookRegistry
 from sandbox.mailchimp.problems import fmt_time, problem_response
 from sandbox.mailchimp.routes_lists import list_routes
 from sandbox.mailchimp.routes_reports import report_routes
@@ -32,7 +38,7 @@ from sandbox.mailchimp.state import CampaignRecord, ListState, Member
 from sandbox.mailchimp.views import endpoint, list_json, member_json, ok
 
 API_PREFIX = "/3.0"
-RESULTS_PREFIX = API_PREFIX + "/_sandbox/"  # pre-signed-link style downloads: no key needed
+RESULTS_PREFIX = "/_sandbox/"  # pre-signed-link style downloads: no key, no connection slot
 _ACTIONS = {"email_open": "open", "email_click": "click"}
 
 
@@ -45,8 +51,15 @@ class MailchimpSim:
 
     Options: ``delay`` (seconds every authenticated request waits while holding its connection
     slot, to make concurrency observable), ``max_batch_operations`` (default 10,000),
+    ``batch_polls`` (the ``GET /batches/{id}`` poll that first reports "finished"; default 2),
+    ``strict_status_if_new`` (default True: ``status_if_new: subscribed`` on an unsubscribed/cleaned
+    member is refused like ``status`` - stricter than Mailchimp, which ignores it there),
+    ``validate_webhook_urls`` (default True: a new list webhook's URL must answer a GET),
     ``list_name``, ``clock`` (a callable returning an aware UTC datetime; default wall clock).
-    Unknown options are kept in ``self.options`` and otherwise ignored.
+    An unknown option is a TypeError (a typo must not silently test the default).
+
+    Audit: :attr:`subscribe_attempts` lists ``(email, path)`` for every request that asked for
+    ``subscribed`` (``status`` or ``status_if_new``), accepted or refused, batch operations included.
     """
 
     def __init__(self, api_key: str, list_id: str, *, max_connections: int = 10, **options: Any) -> None:
@@ -56,8 +69,14 @@ class MailchimpSim:
         self.delay: float = float(options.pop("delay", 0.0))
         clock: Callable[[], datetime] = options.pop("clock", _utcnow)
         self.state = ListState(list_id, options.pop("list_name", "Sandbox Advisors Clients"), clock)
-        self.batches = BatchRunner(self.state, int(options.pop("max_batch_operations", DEFAULT_MAX_OPERATIONS)))
-        self.options = options
+        self.state.strict_status_if_new = bool(options.pop("strict_status_if_new", True))
+        self.batches = BatchRunner(self.state, int(options.pop("max_batch_operations", DEFAULT_MAX_OPERATIONS)),
+                                   int(options.pop("batch_polls", 2)))
+        self.webhooks = WebhookRegistry(self.state, bool(options.pop("validate_webhook_urls", True)))
+        if options:
+            raise TypeError(f"unknown MailchimpSim options: {sorted(options)} (known: delay, max_batch_operations, "
+                            "batch_polls, strict_status_if_new, validate_webhook_urls, list_name, clock, "
+                            "max_connections)")
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight = 0
         self.rejected = 0  # requests refused with 429 by the connection limit
@@ -128,8 +147,8 @@ class MailchimpSim:
 
         routes = [Route("/", root, methods=["GET"]), Route("/ping", ping, methods=["GET"]),
                   Route("/lists", lists, methods=["GET"])]
-        router = Router(routes + list_routes(self.state) + report_routes(self.state) + self.batches.routes(),
-                        default=missing)
+        router = Router(routes + list_routes(self.state) + self.webhooks.routes() + report_routes(self.state)
+                        + self.batches.routes(), default=missing)
         self.batches.target = router
 
         async def http_error(request: Request, exc: Exception) -> Response:
@@ -137,7 +156,8 @@ class MailchimpSim:
             title = "Method Not Allowed" if status == 405 else "Resource Not Found"
             return problem_response(status, title, f"{request.method} {request.url.path} is not supported.")
 
-        return Starlette(routes=[Mount(API_PREFIX, app=router)], exception_handlers={HTTPException: http_error},
+        return Starlette(routes=[Mount(API_PREFIX, app=router), self.batches.results_route()],
+                         exception_handlers={HTTPException: http_error},
                          middleware=[_gate(self)])
 
     def rate_limited_response(self) -> Response:
@@ -146,6 +166,36 @@ class MailchimpSim:
                                 f"You have exceeded the limit of {self.max_connections} simultaneous connections.")
 
     # ---- inspection and people's own actions (for tests) ---------------------------------
+    @property
+    def subscribe_attempts(self) -> list[tuple[str, str]]:
+        """``(email, path)`` of every request that tried to set ``subscribed`` (a copy)."""
+        with self.state.lock:
+            return list(self.state.subscribe_attempts)
+
+    @property
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        """Attempted webhook posts: ``{url, type, email, status, error}`` (a copy)."""
+        return self.webhooks.delivered()
+
+    def add_webhook(self, url: str, events: dict[str, bool] | None = None,
+                    sources: dict[str, bool] | None = None) -> str:
+        """Register a list webhook without the HTTP round trip or URL check; returns its id."""
+        with self.state.lock:
+            return self.webhooks.register(url, events, sources).id
+
+    def wait_for_webhooks(self, timeout: float = 5.0) -> bool:
+        """Block until every queued webhook was attempted (False on timeout)."""
+        return self.webhooks.wait(timeout)
+
+    def _as_person(self, action: Callable[[], object]) -> None:
+        """Run a change as the subscriber ("user" source for webhooks)."""
+        with self.state.lock:
+            previous, self.state.source = self.state.source, "user"
+            try:
+                action()
+            finally:
+                self.state.source = previous
+
     def member(self, email: str) -> dict[str, Any] | None:
         """The member as the API would return it, or None."""
         with self.state.lock:
@@ -173,19 +223,30 @@ class MailchimpSim:
             return {m.email for m in self.state.members.values() if m.unique_email_id in seg.members}
 
     def unsubscribe(self, email: str, reason: str = "N/A (Unsubscribed by the subscriber)") -> None:
-        """The person clicks "unsubscribe" (bumps last_changed)."""
-        with self.state.lock:
-            self.state.set_status(self.state.get(email), "unsubscribed", reason)
+        """The person clicks "unsubscribe" (bumps last_changed; fires an ``unsubscribe`` webhook)."""
+        self._as_person(lambda: self.state.set_status(self.state.get(email), "unsubscribed", reason))
 
     def clean(self, email: str) -> None:
-        """The address hard-bounces and is cleaned (bumps last_changed)."""
-        with self.state.lock:
-            self.state.set_status(self.state.get(email), "cleaned")
+        """The address hard-bounces and is cleaned (bumps last_changed; fires a ``cleaned`` webhook)."""
+        self._as_person(lambda: self.state.set_status(self.state.get(email), "cleaned"))
 
     def change_email(self, old: str, new: str) -> None:
-        """The person changes their address in their profile (bumps last_changed; the hash changes)."""
-        with self.state.lock:
-            self.state.change_email(self.state.get(old), new)
+        """The person changes their address in their profile (bumps last_changed; the hash changes; ``upemail``)."""
+        self._as_person(lambda: self.state.change_email(self.state.get(old), new))
+
+    def confirm_opt_in(self, email: str) -> None:
+        """The person clicks the double opt-in link: pending -> subscribed (fires ``subscribe``)."""
+        def confirm() -> None:
+            member = self.state.get(email)
+            if member.status != "pending":
+                raise ValueError(f"{email} is {member.status}, not pending: nothing to confirm")
+            member.ip_opt = member.ip_opt or "127.0.0.1"
+            self.state.set_status(member, "subscribed")
+        self._as_person(confirm)
+
+    def update_profile(self, email: str, **merge_fields: Any) -> None:
+        """The person edits their profile form (merge fields; fires a ``profile`` webhook if anything changed)."""
+        self._as_person(lambda: self.state.update(self.state.get(email), {"merge_fields": merge_fields}))
 
     def describe(self) -> dict[str, Any]:
         """Counts for a sandbox banner or a test message."""

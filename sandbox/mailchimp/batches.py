@@ -1,14 +1,17 @@
 """``POST /batches`` and friends: many operations in one call, results as a gzipped tar of JSON.
 
 Operations run against the same audience through the same routes, so their effects are real.
-They run on the first ``GET /batches/{id}`` after submission (Mailchimp answers "pending" to the
-POST and "finished" later; one poll is the shortest "later"). That keeps the sandbox free of
-background tasks and makes tests deterministic; a client that never polls never sees effects.
+Mailchimp answers "pending" to the POST and "finished" some time later. Here the operations run on
+the first ``GET /batches/{id}`` (status "started"), and the job reports "finished" with its
+``response_body_url`` from poll number ``polls_to_finish`` on (default 2, so a client must really
+poll; 1 finishes on the first poll). That keeps the sandbox free of background tasks and makes
+tests deterministic; a client that never polls never sees effects.
 
 Limits: at most ``max_operations`` (default 10,000) operations per batch - Mailchimp documents no
 count, only a payload-size cap, so this is the sandbox's own guard - else 400 "Invalid Resource".
-Results are served without authentication at ``/3.0/_sandbox/batch-results/{id}.tar.gz``, the
-way Mailchimp's ``response_body_url`` is a pre-signed storage link. Each JSON file in the archive
+Results are served without authentication at ``/_sandbox/mailchimp/batch-results/{id}.tar.gz`` (outside
+the API root, so the call log and fault injection leave them alone), the way Mailchimp's
+``response_body_url`` is a pre-signed storage link rather than an API call. Each JSON file in the archive
 holds ``[{status_code, operation_id, response}]`` where ``response`` is the body as a JSON *string*,
 as at Mailchimp.
 """
@@ -29,12 +32,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
-from sandbox.mailchimp.problems import fmt_time, invalid, not_found
+from sandbox.mailchimp.problems import fmt_time, invalid, not_found, problem_body
 from sandbox.mailchimp.state import ListState
 from sandbox.mailchimp.views import endpoint, ok, page, paging, read_json
 
 RESULTS_PER_FILE = 500
+RESULTS_PATH = "/_sandbox/mailchimp/batch-results"
 DEFAULT_MAX_OPERATIONS = 10_000
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 @dataclass
@@ -47,6 +52,7 @@ class BatchJob:
     status: str = "pending"
     completed_at: datetime | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    polls: int = 0
 
     @property
     def errored(self) -> int:
@@ -89,9 +95,11 @@ async def call_internal(app: ASGIApp, method: str, path: str, params: dict[str, 
 class BatchRunner:
     """Holds the jobs of one simulator and serves the ``/batches`` routes."""
 
-    def __init__(self, state: ListState, max_operations: int = DEFAULT_MAX_OPERATIONS) -> None:
+    def __init__(self, state: ListState, max_operations: int = DEFAULT_MAX_OPERATIONS,
+                 polls_to_finish: int = 2) -> None:
         self.state = state
         self.max_operations = max_operations
+        self.polls_to_finish = max(1, polls_to_finish)
         self.jobs: dict[str, BatchJob] = {}
         self.target: ASGIApp | None = None  # the API router; set by the simulator once built
 
@@ -104,12 +112,24 @@ class BatchRunner:
             raise invalid(f"A batch may hold at most {self.max_operations} operations (sandbox limit); "
                           f"{len(operations)} were sent. Split the work into several batches.")
         for i, op in enumerate(operations):
-            if not isinstance(op, dict) or op.get("method", "").upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE") \
+            if not isinstance(op, dict) or str(op.get("method", "")).upper() not in _METHODS \
                     or not str(op.get("path", "")).startswith("/"):
                 raise invalid(f"Operation {i} needs a method (GET, POST, PUT, PATCH, DELETE) and an absolute path.")
+            if op.get("params") is not None and not isinstance(op["params"], dict):
+                raise invalid(f"Operation {i}: params must be an object of query parameters.")
+            if op.get("body") is not None and not isinstance(op["body"], str | dict | list):
+                raise invalid(f"Operation {i}: body must be a JSON string.")
         job = BatchJob(secrets.token_hex(5), operations, self.state.stamp())
         self.jobs[job.id] = job
         return job
+
+    async def poll(self, job: BatchJob) -> None:
+        """One ``GET /batches/{id}``: run the operations on the first, finish on the ``polls_to_finish``-th."""
+        job.polls += 1
+        await self.run(job)
+        if job.status == "started" and job.polls >= self.polls_to_finish and len(job.results) == len(job.operations):
+            job.status = "finished"
+            job.completed_at = self.state.stamp()
 
     async def run(self, job: BatchJob) -> None:
         """Execute every operation once, in order, recording Mailchimp-style results."""
@@ -121,12 +141,14 @@ class BatchRunner:
             if isinstance(body, dict | list):
                 body = json.dumps(body)
             raw = body.encode() if isinstance(body, str) else body
-            status, text = await call_internal(self.target, op["method"], op["path"], op.get("params"), raw)
+            try:
+                status, text = await call_internal(self.target, op["method"], op["path"], op.get("params"), raw)
+            except Exception as exc:  # noqa: BLE001 - one broken operation must not sink the batch
+                status, text = 500, json.dumps(problem_body(500, "Internal Server Error",
+                                                            f"The operation failed: {type(exc).__name__}."))
             job.results.append({"status_code": status, "operation_id": op.get("operation_id"), "response": text})
-        job.status = "finished"
-        job.completed_at = self.state.stamp()
 
-    def job_json(self, job: BatchJob, api_root: str) -> dict[str, Any]:
+    def job_json(self, job: BatchJob, origin: str) -> dict[str, Any]:
         done = job.status == "finished"
         return {
             "id": job.id,
@@ -136,7 +158,7 @@ class BatchRunner:
             "errored_operations": job.errored,
             "submitted_at": fmt_time(job.submitted_at),
             "completed_at": fmt_time(job.completed_at),
-            "response_body_url": f"{api_root}/_sandbox/batch-results/{job.id}.tar.gz" if done else "",
+            "response_body_url": f"{origin}{RESULTS_PATH}/{job.id}.tar.gz" if done else "",
         }
 
     def tarball(self, job: BatchJob) -> bytes:
@@ -151,13 +173,25 @@ class BatchRunner:
                 tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
+    def results_route(self) -> Route:
+        """The results download, mounted beside (not under) the API root and needing no key."""
+
+        @endpoint
+        async def results(request: Request) -> Response:
+            job = self.jobs.get(request.path_params["batch_id"])
+            if job is None or job.status != "finished":
+                raise not_found()
+            return Response(self.tarball(job), media_type="application/x-gzip")
+
+        return Route(RESULTS_PATH + "/{batch_id}.tar.gz", results, methods=["GET"])
+
     def routes(self) -> list[Route]:
-        """``/batches``, ``/batches/{id}`` and the results download."""
+        """``/batches`` and ``/batches/{id}`` (relative to the API root)."""
 
         def job_for(request: Request) -> BatchJob:
             job = self.jobs.get(request.path_params["batch_id"])
             if job is None:
-                raise not_found(f"The requested batch was not found: {request.path_params['batch_id']}.")
+                raise not_found()
             return job
 
         @endpoint
@@ -166,10 +200,10 @@ class BatchRunner:
                 body = await read_json(request)
                 with self.state.lock:
                     job = self.submit(body.get("operations"))
-                return ok(request, self.job_json(job, _api_root(request)))
+                return ok(request, self.job_json(job, _origin(request)))
             count, offset = paging(request)
             jobs = list(self.jobs.values())
-            return ok(request, {"batches": [self.job_json(j, _api_root(request)) for j in page(jobs, count, offset)],
+            return ok(request, {"batches": [self.job_json(j, _origin(request)) for j in page(jobs, count, offset)],
                                 "total_items": len(jobs)})
 
         @endpoint
@@ -178,25 +212,15 @@ class BatchRunner:
             if request.method == "DELETE":
                 del self.jobs[job.id]
                 return Response(status_code=204)
-            await self.run(job)
-            return ok(request, self.job_json(job, _api_root(request)))
-
-        @endpoint
-        async def results(request: Request) -> Response:
-            job = job_for(request)
-            if job.status != "finished":
-                raise not_found("The batch has not finished yet.")
-            return Response(self.tarball(job), media_type="application/x-gzip")
+            await self.poll(job)
+            return ok(request, self.job_json(job, _origin(request)))
 
         return [
             Route("/batches", batches, methods=["GET", "POST"]),
             Route("/batches/{batch_id}", batch, methods=["GET", "DELETE"]),
-            Route("/_sandbox/batch-results/{batch_id}.tar.gz", results, methods=["GET"]),
         ]
 
 
-def _api_root(request: Request) -> str:
-    """``http://host:port/3.0`` as the client reached us, for absolute result URLs."""
-    url = str(request.url)
-    cut = url.find("/3.0/")
-    return url[: cut + 4] if cut >= 0 else str(request.base_url).rstrip("/")
+def _origin(request: Request) -> str:
+    """``http://host:port`` as the client reached us, for absolute result URLs."""
+    return f"{request.url.scheme}://{request.url.netloc}"

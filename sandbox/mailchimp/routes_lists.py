@@ -1,7 +1,10 @@
 """Audience routes: the list, members (paging, upsert, tags, activity), batch subscribe, segments.
 
 ``since_last_changed`` is inclusive (members changed at or after the instant), ordering without
-``sort_field`` is insertion order, and ``count`` is capped at 1000 rather than refused.
+``sort_field`` is insertion order, and ``count`` is capped at 1000 rather than refused. Members are
+addressed by subscriber hash, email or contact_id; ``DELETE`` archives. Segment member listings hide
+cleaned/unsubscribed/transactional members unless ``include_<status>=true``, as Mailchimp does.
+Every body asking for ``subscribed`` is recorded in ``state.subscribe_attempts`` before it is judged.
 """
 
 from __future__ import annotations
@@ -13,8 +16,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.mailchimp.problems import SimError, fmt_time, invalid, not_found, parse_time
-from sandbox.mailchimp.state import MAX_BATCH_MEMBERS, ListState, Member, validate_email
-from sandbox.mailchimp.views import endpoint, list_json, member_json, ok, page, paging, read_json, segment_json
+from sandbox.mailchimp.segments import MAX_BATCH_MEMBERS, check_strings
+from sandbox.mailchimp.state import ListState, Member, validate_email, validate_status
+from sandbox.mailchimp.views import (
+    api_path,
+    endpoint,
+    list_json,
+    member_json,
+    ok,
+    page,
+    paging,
+    read_json,
+    segment_json,
+)
 
 _SORT_FIELDS = {"last_changed", "timestamp_opt", "timestamp_signup"}
 
@@ -24,7 +38,7 @@ def list_routes(state: ListState) -> list[Route]:
 
     def check_list(request: Request) -> None:
         if request.path_params["list_id"] != state.list_id:
-            raise not_found(f"The requested resource could not be found: list {request.path_params['list_id']}.")
+            raise not_found()  # Mailchimp's exact body: it does not echo the unknown id
 
     @endpoint
     async def get_list(request: Request) -> Response:
@@ -40,6 +54,7 @@ def list_routes(state: ListState) -> list[Route]:
         with state.lock:
             members = list(state.members.values())
             if q.get("status"):
+                validate_status(q["status"])
                 members = [m for m in members if m.status == q["status"]]
             if q.get("since_last_changed"):
                 since = parse_time(q["since_last_changed"], "since_last_changed")
@@ -72,14 +87,32 @@ def list_routes(state: ListState) -> list[Route]:
         check_list(request)
         body = await read_json(request)
         with state.lock:
+            state.audit(body, api_path(request), request.path_params["member"])
             member, _ = state.upsert(request.path_params["member"], body, patch=request.method == "PATCH")
             return ok(request, member_json(state, member))
+
+    @endpoint
+    async def archive_member(request: Request) -> Response:
+        """``DELETE .../members/{hash}`` archives: status "archived", compliance state kept, 204."""
+        check_list(request)
+        with state.lock:
+            state.set_status(state.get(request.path_params["member"]), "archived")
+        return Response(status_code=204)
+
+    @endpoint
+    async def delete_permanent(request: Request) -> Response:
+        """``POST .../members/{hash}/actions/delete-permanent``: erase the member for good (204)."""
+        check_list(request)
+        with state.lock:
+            state.delete_permanently(state.get(request.path_params["member"]))
+        return Response(status_code=204)
 
     @endpoint
     async def post_member(request: Request) -> Response:
         check_list(request)
         body = await read_json(request)
         with state.lock:
+            state.audit(body, api_path(request))
             email = body.get("email_address")
             validate_email(email)
             if state.find(email) is not None:
@@ -118,6 +151,23 @@ def list_routes(state: ListState) -> list[Route]:
                                 "total_items": len(items)})
 
     @endpoint
+    async def activity(request: Request) -> Response:
+        """The older ``/activity`` endpoint: the member's last 50 events as ``{action, timestamp, ...}``."""
+        check_list(request)
+        with state.lock:
+            member = state.get(request.path_params["member"])
+            items = sorted(member.activity, key=lambda a: a["created_at_timestamp"], reverse=True)[:50]
+            out = []
+            for a in items:
+                entry = {"action": a["activity_type"], "timestamp": fmt_time(a["created_at_timestamp"]), "type": "",
+                         "campaign_id": a.get("campaign_id") or "", "title": a.get("campaign_title") or ""}
+                if a.get("link_clicked"):
+                    entry["url"] = a["link_clicked"]
+                out.append(entry)
+            return ok(request, {"activity": out, "email_id": member.id, "list_id": state.list_id,
+                                "total_items": len(out)})
+
+    @endpoint
     async def batch_subscribe(request: Request) -> Response:
         check_list(request)
         body = await read_json(request)
@@ -129,6 +179,8 @@ def list_routes(state: ListState) -> list[Route]:
             raise invalid(f"You may only add up to {MAX_BATCH_MEMBERS} members per batch; {len(members)} were sent.",
                           [{"field": "members", "message": f"Expected at most {MAX_BATCH_MEMBERS} items."}])
         with state.lock:
+            for item in members:
+                state.audit(item, api_path(request))
             result = _batch_subscribe(state, members, bool(body.get("update_existing")), bool(body.get("sync_tags")))
             return ok(request, result)
 
@@ -137,6 +189,10 @@ def list_routes(state: ListState) -> list[Route]:
         check_list(request)
         if request.method == "POST":
             body = await read_json(request)
+            if "static_segment" not in body and "options" not in body:
+                raise invalid('Must provide either an "options" field or a "static_segment" field')
+            if "options" in body and "static_segment" not in body:
+                raise invalid("The sandbox supports static segments only (send static_segment).")
             emails = body.get("static_segment") or []
             if not isinstance(emails, list):
                 raise invalid("static_segment must be an array of email addresses.")
@@ -166,6 +222,12 @@ def list_routes(state: ListState) -> list[Route]:
                     "total_removed": len(result["removed"]),
                     "error_count": result["error_count"],
                 })
+        if request.method == "PATCH":
+            body = await read_json(request)
+            with state.lock:
+                seg = state.segment(request.path_params["segment_id"])
+                state.patch_segment(seg, body.get("name"), body.get("static_segment"))
+                return ok(request, segment_json(state, seg))
         with state.lock:
             seg = state.segment(request.path_params["segment_id"])
             if request.method == "DELETE":
@@ -174,12 +236,37 @@ def list_routes(state: ListState) -> list[Route]:
             return ok(request, segment_json(state, seg))
 
     @endpoint
+    async def segment_member(request: Request) -> Response:
+        """``DELETE /segments/{id}/members/{hash}``: take one member out of a static segment."""
+        check_list(request)
+        with state.lock:
+            seg = state.segment(request.path_params["segment_id"])
+            member = state.get(request.path_params["member"])
+            if member.unique_email_id not in seg.members:
+                raise not_found()
+            state.update_segment(seg, [], [member.email])
+        return Response(status_code=204)
+
+    @endpoint
     async def segment_members(request: Request) -> Response:
         check_list(request)
+        if request.method == "POST":
+            body = await read_json(request)
+            with state.lock:
+                seg = state.segment(request.path_params["segment_id"])
+                email = body.get("email_address")
+                validate_email(email)
+                member = state.get(email)
+                state.update_segment(seg, [member.email], [])
+                return ok(request, member_json(state, member))
         count, offset = paging(request)
         with state.lock:
             seg = state.segment(request.path_params["segment_id"])
-            members = [m for m in state.members.values() if m.unique_email_id in seg.members]
+            # like Mailchimp: cleaned, unsubscribed and transactional members only when asked for
+            q = request.query_params
+            hidden = {s for s in ("cleaned", "unsubscribed", "transactional")
+                      if q.get(f"include_{s}", "false").lower() != "true"}
+            members = [m for m in state.members.values() if m.unique_email_id in seg.members and m.status not in hidden]
             return ok(request, {"members": [member_json(state, m) for m in page(members, count, offset)],
                                 "total_items": len(members)})
 
@@ -200,11 +287,15 @@ def list_routes(state: ListState) -> list[Route]:
         Route(base + "/members", post_member, methods=["POST"]),
         Route(member, get_member, methods=["GET"]),
         Route(member, put_member, methods=["PUT", "PATCH"]),
+        Route(member, archive_member, methods=["DELETE"]),
+        Route(member + "/actions/delete-permanent", delete_permanent, methods=["POST"]),
         Route(member + "/tags", member_tags, methods=["GET", "POST"]),
         Route(member + "/activity-feed", activity_feed, methods=["GET"]),
+        Route(member + "/activity", activity, methods=["GET"]),
         Route(base + "/segments", segments, methods=["GET", "POST"]),
-        Route(base + "/segments/{segment_id}", segment, methods=["GET", "POST", "DELETE"]),
-        Route(base + "/segments/{segment_id}/members", segment_members, methods=["GET"]),
+        Route(base + "/segments/{segment_id}", segment, methods=["GET", "POST", "PATCH", "DELETE"]),
+        Route(base + "/segments/{segment_id}/members", segment_members, methods=["GET", "POST"]),
+        Route(base + "/segments/{segment_id}/members/{member}", segment_member, methods=["DELETE"]),
         Route(base + "/tag-search", tag_search, methods=["GET"]),
     ]
 
@@ -245,6 +336,7 @@ def _batch_subscribe(state: ListState, items: list[Any], update_existing: bool, 
             status = item.get("status") or item.get("status_if_new")
             if not status:
                 raise invalid("The resource submitted could not be validated: status is required for a new member.")
+            check_strings(item.get("tags") or [], "tags")
             member = state.add(email, status, item.get("merge_fields"), ip=item.get("ip_signup", ""))
             state.sync_tags(member, item.get("tags") or [], replace=False)
             new.append(member)

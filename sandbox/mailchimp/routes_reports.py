@@ -28,10 +28,16 @@ def report_routes(state: ListState) -> list[Route]:
         status = q.get("status")
         if status and status not in ("save", "paused", "schedule", "sending", "sent"):
             raise invalid(f"Unknown campaign status {status!r}.")
+        sort_field = q.get("sort_field", "create_time")
+        if sort_field not in ("create_time", "send_time"):
+            raise invalid(f"sort_field must be create_time or send_time, not {sort_field!r}.")
         with state.lock:
+            # create_time equals send_time for simulated campaigns, so both sorts agree
             items = sorted(state.campaigns.values(), key=lambda c: (c.send_time, c.id))
             if status and status != "sent":
                 items = []  # every simulated campaign has been sent
+            if q.get("list_id") and q["list_id"] != state.list_id:
+                items = []  # the account has one audience
             if q.get("since_send_time"):
                 since = parse_time(q["since_send_time"], "since_send_time")
                 items = [c for c in items if c.send_time >= since]
@@ -51,7 +57,7 @@ def report_routes(state: ListState) -> list[Route]:
         with state.lock:
             campaign = state.campaigns.get(request.path_params["campaign_id"])
             if campaign is None:
-                raise not_found(f"The requested campaign was not found: {request.path_params['campaign_id']}.")
+                raise not_found()
             recipients = [uid for uid in campaign.recipients if uid in state.members]
             emails = []
             for uid in page(recipients, count, offset):

@@ -14,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sandbox.mailchimp.problems import SimError, invalid, not_found
+from sandbox.mailchimp.segments import Segment, SegmentOps, check_strings
 
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 COMPLIANCE_STATES = ("unsubscribed", "cleaned")
-MAX_BATCH_MEMBERS = 500  # POST /lists/{id} and segment add/remove, per Mailchimp
+SOURCES = ("user", "admin", "api")  # who made a change, as Mailchimp's webhook ``sources`` name them
+# an event listener gets (webhook type, member, source, extra data[...] fields)
+Listener = Callable[[str, "Member", str, dict[str, Any]], None]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 
@@ -37,8 +40,7 @@ def compliance_error(email: str) -> SimError:
     return SimError(
         400,
         "Member In Compliance State",
-        f"{email} is already a list member in compliance state due to unsubscribe, bounce, or compliance "
-        "review and cannot be subscribed. They can resubscribe through a signup form (status 'pending').",
+        f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be subscribed.",
     )
 
 
@@ -59,21 +61,17 @@ class Member:
     member_rating: int = 2
     unsubscribe_reason: str = ""
     activity: list[dict[str, Any]] = field(default_factory=list)
+    archived_from: str = ""  # the status before an archive (DELETE), which keeps its compliance state
 
     @property
     def id(self) -> str:
         return subscriber_hash(self.email)
 
-
-@dataclass
-class Segment:
-    """A static segment (which is also what a tag is)."""
-
-    id: int
-    name: str
-    created_at: datetime
-    updated_at: datetime
-    members: set[str] = field(default_factory=set)  # unique_email_ids
+    @property
+    def in_compliance_state(self) -> bool:
+        """Unsubscribed or cleaned (also while archived): Mailchimp refuses to make this member subscribed."""
+        return self.status in COMPLIANCE_STATES or (
+            self.status == "archived" and self.archived_from in COMPLIANCE_STATES)
 
 
 @dataclass
@@ -86,8 +84,8 @@ class CampaignRecord:
     recipients: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-class ListState:
-    """One audience and everything hanging off it."""
+class ListState(SegmentOps):
+    """One audience and everything hanging off it (tags and segments: :class:`SegmentOps`)."""
 
     def __init__(self, list_id: str, name: str, clock: Callable[[], datetime]) -> None:
         self.list_id = list_id
@@ -102,38 +100,50 @@ class ListState:
         self._next_web_id = 100001
         self._next_segment_id = 2001
         self._last_stamp: datetime | None = None
+        # every request that tried to set status/status_if_new to "subscribed": (email, API path)
+        self.subscribe_attempts: list[tuple[str, str]] = []
+        # refuse status_if_new "subscribed" on an unsubscribed/cleaned member too (Mailchimp ignores it there)
+        self.strict_status_if_new = True
+        self.source = "api"  # who is acting right now; the simulator's people helpers switch it to "user"
+        self.listeners: list[Listener] = []
+        self.forgotten: set[str] = set()  # subscriber hashes deleted permanently (GDPR erasure)
+
+    # ---- audit and events ----------------------------------------------------------------
+    def audit(self, body: Any, path: str, email: str = "") -> None:
+        """Record ``body`` in :attr:`subscribe_attempts` if it asks for ``subscribed`` (accepted or not)."""
+        if not isinstance(body, Mapping):
+            return
+        if body.get("status") == "subscribed" or body.get("status_if_new") == "subscribed":
+            who = body.get("email_address") if isinstance(body.get("email_address"), str) else email
+            if who and "@" not in who:  # a subscriber hash in the path: name the member it points at
+                member = self.find(who)
+                who = member.email if member else who
+            self.subscribe_attempts.append((str(who or ""), path))
+
+    def emit(self, kind: str, member: Member, **extra: Any) -> None:
+        """Tell listeners (the webhook dispatcher) about a change; never raises into the caller."""
+        for listener in list(self.listeners):
+            listener(kind, member, self.source, extra)
 
     # ---- lookups -------------------------------------------------------------------------
-    def find(self, id_or_email: str) -> Member | None:
-        """A member by subscriber hash or by email (Mailchimp accepts either in the path)."""
+    def find(self, id_or_email: Any) -> Member | None:
+        """A member by subscriber hash, email or contact_id (Mailchimp accepts any of them in the path)."""
+        if not isinstance(id_or_email, str):
+            return None
         key = id_or_email.strip().lower()
         if "@" in key:
             key = subscriber_hash(key)
         uid = self._by_hash.get(key)
+        if uid is None and key in self.members:  # contact_id (= unique_email_id here)
+            uid = key
         return self.members.get(uid) if uid else None
 
     def get(self, id_or_email: str) -> Member:
         """Like :meth:`find` but a 404 when absent."""
         member = self.find(id_or_email)
         if member is None:
-            raise not_found(f"The requested resource could not be found: member {id_or_email}.")
+            raise not_found()
         return member
-
-    def segment_by_name(self, name: str) -> Segment | None:
-        for seg in self.segments.values():
-            if seg.name == name:
-                return seg
-        return None
-
-    def segment(self, segment_id: str | int) -> Segment:
-        try:
-            return self.segments[int(segment_id)]
-        except (KeyError, ValueError):
-            raise not_found(f"The requested segment was not found: {segment_id}.") from None
-
-    def tag_names(self, member: Member) -> list[str]:
-        """The member's active tags, by segment id order (Mailchimp lists them in creation order)."""
-        return [seg.name for seg in self.segments.values() if member.unique_email_id in seg.members]
 
     # ---- time ----------------------------------------------------------------------------
     def stamp(self) -> datetime:
@@ -161,8 +171,18 @@ class ListState:
         """Create a member (the caller checked it does not exist)."""
         validate_email(email)
         validate_status(status)
+        if subscriber_hash(email) in self.forgotten:
+            raise SimError(400, "Forgotten Email Not Subscribed",
+                           f"{email} was permanently deleted and cannot be re-imported. "
+                           "The contact must re-subscribe to get back on the list.")
+        if merge_fields is not None and not isinstance(merge_fields, dict):
+            raise invalid("The resource submitted could not be validated.",
+                          [{"field": "merge_fields", "message": "Schema describes object, "
+                                                                f"{type(merge_fields).__name__} found instead"}])
+        ip = ip if isinstance(ip, str) else ""
         now = self.stamp() if last_changed is None else last_changed
-        uid = hashlib.sha1(f"{self.list_id}:{email.lower()}".encode()).hexdigest()[:10]  # noqa: S324 - an id, not security
+        # an id, not security
+        uid = hashlib.sha1(f"{self.list_id}:{email.lower()}".encode()).hexdigest()[:10]  # noqa: S324
         member = Member(
             unique_email_id=uid,
             email=email,
@@ -180,6 +200,8 @@ class ListState:
         self._next_web_id += 1
         self.members[uid] = member
         self._by_hash[member.id] = uid
+        if status == "subscribed":
+            self.emit("subscribe", member)
         return member
 
     def set_status(self, member: Member, status: str, reason: str = "") -> bool:
@@ -187,18 +209,37 @@ class ListState:
         validate_status(status)
         if status == member.status:
             return False
-        if status == "subscribed" and member.status in COMPLIANCE_STATES:
+        if status == "subscribed" and member.in_compliance_state:
             raise compliance_error(member.email)
         now = self.stamp()
         if status == "subscribed":
             member.timestamp_opt = now
         if status == "unsubscribed":
             member.unsubscribe_reason = reason or "N/A (Unsubscribed via API)"
+        member.archived_from = member.status if status == "archived" else ""
         member.activity.append({"activity_type": status if status != "unsubscribed" else "unsub",
                                 "created_at_timestamp": now})
         member.status = status
         member.last_changed = now
+        if status == "unsubscribed":
+            self.emit("unsubscribe", member, action="unsub", reason="manual")
+        elif status == "archived":
+            self.emit("unsubscribe", member, action="delete", reason="manual")
+        elif status == "cleaned":
+            self.emit("cleaned", member, reason="hard")
+        elif status == "subscribed":
+            self.emit("subscribe", member)
         return True
+
+    def delete_permanently(self, member: Member) -> None:
+        """``POST .../actions/delete-permanent``: the member and its data are gone; the address can't be re-added."""
+        del self.members[member.unique_email_id]
+        del self._by_hash[member.id]
+        self.forgotten.add(member.id)
+        for seg in self.segments.values():
+            seg.members.discard(member.unique_email_id)
+        for campaign in self.campaigns.values():
+            campaign.recipients.pop(member.unique_email_id, None)
 
     def change_email(self, member: Member, new_email: str) -> None:
         """Move a member to a new address; the subscriber hash follows, unique_email_id stays."""
@@ -207,28 +248,43 @@ class ListState:
             member.email = new_email
             return
         if self.find(new_email) is not None:
-            raise SimError(400, "Member Exists", f"{new_email} is already a list member. Use PUT to insert or update list members.")
+            raise SimError(400, "Member Exists",
+                           f"{new_email} is already a list member. Use PUT to insert or update list members.")
+        old_email = member.email
         del self._by_hash[member.id]
         member.email = new_email
         self._by_hash[member.id] = member.unique_email_id
         member.last_changed = self.stamp()
+        self.emit("upemail", member, old_email=old_email)
 
     def update(self, member: Member, body: dict[str, Any], *, status_key: str = "status") -> None:
         """Apply a PUT/PATCH/batch body to an existing member; the compliance check runs first."""
         status = body.get(status_key)
+        if body.get("status_if_new") is not None:
+            validate_status(body["status_if_new"])
         if status is not None:
             validate_status(status)
-            if status == "subscribed" and member.status in COMPLIANCE_STATES:
+            if status == "subscribed" and member.in_compliance_state:
                 raise compliance_error(member.email)
+        elif (self.strict_status_if_new and body.get("status_if_new") == "subscribed"
+              and member.in_compliance_state):
+            raise compliance_error(member.email)
         new_email = body.get("email_address")
+        if new_email is not None:
+            validate_email(new_email)
+        fields = body.get("merge_fields")
+        if fields is not None and not isinstance(fields, dict):
+            raise invalid("The resource submitted could not be validated.",
+                          [{"field": "merge_fields", "message": "Schema describes object, "
+                                                                f"{type(fields).__name__} found instead"}])
         if new_email and new_email.lower() != member.email.lower():
             self.change_email(member, new_email)
-        fields = body.get("merge_fields")
         if isinstance(fields, dict):
             changed = {k: v for k, v in fields.items() if member.merge_fields.get(k) != v}
             if changed:
                 member.merge_fields.update(changed)
                 member.last_changed = self.stamp()
+                self.emit("profile", member)
         if status is not None:
             self.set_status(member, status)
 
@@ -237,7 +293,7 @@ class ListState:
         member = self.find(path_id)
         if patch:
             if member is None:
-                raise not_found(f"The requested resource could not be found: member {path_id}.")
+                raise not_found()
             self.update(member, body)
             return member, False
         email = body.get("email_address")
@@ -255,98 +311,10 @@ class ListState:
         if not status:
             raise invalid("The resource submitted could not be validated.",
                           [{"field": "status_if_new", "message": "This value should not be blank."}])
+        check_strings(body.get("tags") or [], "tags")
         member = self.add(email, status, body.get("merge_fields"), ip=body.get("ip_signup", ""))
         self.sync_tags(member, body.get("tags") or [], replace=False)
         return member, True
-
-    # ---- tags and segments ---------------------------------------------------------------
-    def ensure_segment(self, name: str) -> Segment:
-        """The static segment (tag) with this name, created if new."""
-        seg = self.segment_by_name(name)
-        if seg is None:
-            now = self.stamp()
-            seg = Segment(self._next_segment_id, name, now, now)
-            self._next_segment_id += 1
-            self.segments[seg.id] = seg
-        return seg
-
-    def apply_tags(self, member: Member, tags: Iterable[dict[str, Any]]) -> None:
-        """``POST .../tags``: activate or deactivate named tags; unknown names become tags."""
-        for tag in tags:
-            name = str(tag.get("name", "")).strip()
-            if not name:
-                raise invalid("Tag names must not be blank.")
-            if tag.get("status") not in ("active", "inactive"):
-                raise invalid(f"Tag status must be 'active' or 'inactive', not {tag.get('status')!r}.")
-            if tag["status"] == "active":
-                seg = self.ensure_segment(name)
-                seg.members.add(member.unique_email_id)
-                seg.updated_at = self.stamp()
-            else:
-                seg = self.segment_by_name(name)
-                if seg is not None and member.unique_email_id in seg.members:
-                    seg.members.discard(member.unique_email_id)
-                    seg.updated_at = self.stamp()
-
-    def sync_tags(self, member: Member, names: Iterable[str], *, replace: bool) -> None:
-        """Add these tags; with ``replace`` also drop every tag not named (batch ``sync_tags``)."""
-        wanted = {str(n) for n in names}
-        for name in sorted(wanted):
-            self.ensure_segment(name).members.add(member.unique_email_id)
-        if replace:
-            for seg in self.segments.values():
-                if seg.name not in wanted:
-                    seg.members.discard(member.unique_email_id)
-
-    def create_segment(self, name: str, emails: Iterable[str]) -> Segment:
-        """``POST /segments`` with ``static_segment``; emails not on the list are ignored (as documented)."""
-        if not name or not str(name).strip():
-            raise invalid("The resource submitted could not be validated.",
-                          [{"field": "name", "message": "This value should not be blank."}])
-        if self.segment_by_name(name) is not None:
-            raise invalid(f"Sorry, a segment or tag named '{name}' already exists.")
-        seg = self.ensure_segment(name)
-        for email in emails:
-            member = self.find(email)
-            if member is not None:
-                seg.members.add(member.unique_email_id)
-        return seg
-
-    def update_segment(self, seg: Segment, add: list[str], remove: list[str]) -> dict[str, Any]:
-        """``POST /segments/{id}``: add/remove by email; unknown emails are reported, not fatal."""
-        for label, items in (("members_to_add", add), ("members_to_remove", remove)):
-            if len(items) > MAX_BATCH_MEMBERS:
-                raise invalid(f"{label} accepts at most {MAX_BATCH_MEMBERS} emails per call, got {len(items)}.")
-        added: list[Member] = []
-        removed: list[Member] = []
-        missing: list[str] = []
-        for email in add:
-            member = self.find(email)
-            if member is None:
-                missing.append(email)
-            elif member.unique_email_id not in seg.members:
-                seg.members.add(member.unique_email_id)
-                added.append(member)
-        not_in_segment: list[str] = []
-        for email in remove:
-            member = self.find(email)
-            if member is None:
-                missing.append(email)
-            elif member.unique_email_id in seg.members:
-                seg.members.discard(member.unique_email_id)
-                removed.append(member)
-            else:
-                not_in_segment.append(email)
-        if added or removed:
-            seg.updated_at = self.stamp()
-        errors = []
-        if missing:
-            errors.append({"email_addresses": missing, "error": "Email addresses are not subscribed to the list"})
-        if not_in_segment:
-            errors.append({"email_addresses": not_in_segment, "error": "Email addresses are not in the segment"})
-        return {"added": added, "removed": removed, "errors": errors,
-                "error_count": len(missing) + len(not_in_segment)}
-
 
 def validate_email(email: Any) -> None:
     """400 "Invalid Resource" for a missing or malformed address, in Mailchimp's words."""

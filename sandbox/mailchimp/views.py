@@ -20,7 +20,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def endpoint(fn: Handler) -> Handler:
-    """Turn any :class:`SimError` raised by a handler into its problem+json response."""
+    """Turn any :class:`SimError` raised by a handler into its problem+json response.
+
+    Anything else is a simulator bug: it still answers like Mailchimp's 500 (problem+json), naming the
+    exception so the failing test says what broke.
+    """
 
     @functools.wraps(fn)
     async def wrapper(request: Request) -> Response:
@@ -28,6 +32,9 @@ def endpoint(fn: Handler) -> Handler:
             return await fn(request)
         except SimError as exc:
             return error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - the client must get a problem body, not a dropped connection
+            return error_response(SimError(500, "Internal Server Error",
+                                           f"Sandbox bug in {fn.__name__}: {type(exc).__name__}: {exc}"))
 
     return wrapper
 
@@ -42,6 +49,12 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise SimError(400, "JSON Parse Exception", "The request body must be a JSON object.")
     return body
+
+
+def api_path(request: Request) -> str:
+    """The request path relative to the API root (``/lists/{id}/members/{hash}``), as batch operations name it."""
+    path = request.url.path
+    return path[4:] if path.startswith("/3.0/") else path
 
 
 def ok(request: Request, body: Any, status: int = 200) -> Response:

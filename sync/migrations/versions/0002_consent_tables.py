@@ -103,9 +103,11 @@ def upgrade() -> None:
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'key')
     )
+    _create_append_only_guard()
 
 
 def downgrade() -> None:
+    _drop_append_only_guard()
     op.drop_table('webhook_receipts')
     with op.batch_alter_table('consent_outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_consent_outbox_subject')
@@ -121,3 +123,57 @@ def downgrade() -> None:
         batch_op.drop_index('ix_consent_aliases_new')
 
     op.drop_table('consent_aliases')
+
+
+# consent_events is append-only: the database refuses a DELETE, and an UPDATE other than erasure
+# (which only nulls ``subject`` and ``evidence_personal`` and sets ``erased_at``). The hash chain
+# still detects what someone with the rights to drop this guard does; the guard stops accidents.
+_KEPT = ("id", "tenant_id", "seq", "subject_key", "purpose", "state", "basis", "source", "occurred_at",
+         "recorded_at", "notice_version", "personal_digest", "idempotency_key", "prev_hash", "hash")
+
+
+def _create_append_only_guard() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect == "postgresql":
+        same = " AND ".join(f"NEW.{c} IS NOT DISTINCT FROM OLD.{c}" for c in _KEPT)
+        op.execute(f"""
+            CREATE FUNCTION consent_events_append_only() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP = 'DELETE' THEN
+                    RAISE EXCEPTION 'consent_events is append-only: rows are never deleted';
+                END IF;
+                IF NOT ({same} AND NEW.evidence::text IS NOT DISTINCT FROM OLD.evidence::text
+                        AND (NEW.subject IS NULL OR NEW.subject IS NOT DISTINCT FROM OLD.subject)
+                        AND (NEW.evidence_personal IS NULL OR NEW.evidence_personal::text = 'null'
+                             OR NEW.evidence_personal::text IS NOT DISTINCT FROM OLD.evidence_personal::text)
+                        AND (NEW.erased_at IS NOT NULL OR OLD.erased_at IS NULL)) THEN
+                    RAISE EXCEPTION 'consent_events is append-only: only erasure may change a row';
+                END IF;
+                RETURN NEW;
+            END $$ LANGUAGE plpgsql
+        """)
+        op.execute("CREATE TRIGGER consent_events_append_only BEFORE UPDATE OR DELETE ON consent_events "
+                   "FOR EACH ROW EXECUTE FUNCTION consent_events_append_only()")
+    elif dialect == "sqlite":
+        same = " AND ".join(f"NEW.{c} IS OLD.{c}" for c in _KEPT)
+        op.execute("CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events "
+                   "BEGIN SELECT RAISE(ABORT, 'consent_events is append-only: rows are never deleted'); END")
+        op.execute(f"""
+            CREATE TRIGGER consent_events_erasure_only BEFORE UPDATE ON consent_events
+            WHEN NOT ({same} AND NEW.evidence IS OLD.evidence
+                      AND (NEW.subject IS NULL OR NEW.subject IS OLD.subject)
+                      AND (NEW.evidence_personal IS NULL OR NEW.evidence_personal = 'null'
+                           OR NEW.evidence_personal IS OLD.evidence_personal)
+                      AND (NEW.erased_at IS NOT NULL OR OLD.erased_at IS NULL))
+            BEGIN SELECT RAISE(ABORT, 'consent_events is append-only: only erasure may change a row'); END
+        """)
+
+
+def _drop_append_only_guard() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS consent_events_append_only ON consent_events")
+        op.execute("DROP FUNCTION IF EXISTS consent_events_append_only()")
+    elif dialect == "sqlite":
+        op.execute("DROP TRIGGER IF EXISTS consent_events_no_delete")
+        op.execute("DROP TRIGGER IF EXISTS consent_events_erasure_only")

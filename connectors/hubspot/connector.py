@@ -1,0 +1,286 @@
+"""The HubSpot CRM connector: incremental pulls, idempotent schema, batched pushes, suppression.
+
+Pulls read only the properties segsync needs (never "all properties": a long URL is a 414 on real
+portals). The first pull pages the list endpoint; later pulls search on ``lastmodifieddate`` with a
+keyset cursor (see :mod:`connectors.hubspot.cursor`); every ``sweep_every`` runs the archived list
+is swept, since archiving does not show up in search. Writes are 100-input batch updates whose 207
+answers are read record by record; a batch HubSpot rejects whole (400) is split to isolate the bad
+input. Every call goes through one :class:`~connectors.http.CallPolicy` (see ``client.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from connectors.base import Contact, CrmConnector, PullPage
+from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
+from connectors.http import RetrySettings
+from connectors.hubspot import mapping as M
+from connectors.hubspot import settings as S
+from connectors.hubspot.client import HubSpotClient, OAuthRefresh
+from connectors.hubspot.cursor import (
+    ContactCursor,
+    EngagementCursor,
+    advance,
+    decode_contacts,
+    decode_engagement,
+    encode_contacts,
+    encode_engagement,
+    from_ms,
+    next_search,
+    to_ms,
+)
+from connectors.hubspot.writes import WriteMixin
+
+log = logging.getLogger("segsync.hubspot")
+
+
+class HubSpotConnector(WriteMixin, CrmConnector):
+    """One HubSpot portal. ``plan`` sets the client-side rate limit (free/starter 100, pro/enterprise 190 per 10 s).
+
+    Keyword knobs past the pipeline's contract are for the sandbox, tests and benchmarks:
+    ``window_seconds`` and ``search_per_second`` (the simulator's limits when shortened),
+    ``settle_seconds`` (how far behind the run start a search reads; HubSpot indexes with a lag),
+    ``sweep_every`` (incremental runs between archived sweeps), ``retry`` and ``sleep``.
+    """
+
+    name = "hubspot"
+    limits = S.plan_limits("starter")  # the default plan; an instance carries its own plan's limits
+
+    def __init__(
+        self,
+        access_token: str,
+        base_url: str = S.DEFAULT_BASE_URL,
+        *,
+        plan: str = "starter",
+        extra_properties: tuple[str, ...] = (),
+        event_deal_types: tuple[str, ...] = ("deposit", "upgrade"),
+        oauth: OAuthRefresh | None = None,
+        window_seconds: float = S.WINDOW_SECONDS,
+        search_per_second: float | None = S.SEARCH_PER_SECOND,
+        settle_seconds: float = S.SEARCH_SETTLE_SECONDS,
+        sweep_every: int = S.SWEEP_EVERY_RUNS,
+        retry: RetrySettings | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not access_token:
+            raise ConfigError("hubspot: access_token is empty")
+        if plan not in S.PLAN_RATES:
+            raise ConfigError(f"hubspot: unknown plan {plan!r}; one of {', '.join(S.PLAN_RATES)}")
+        self.client = HubSpotClient(access_token, base_url, plan=plan, oauth=oauth, retry=retry, sleep=sleep,
+                                    window_seconds=window_seconds, search_per_second=search_per_second)
+        setattr(self, "limits", S.plan_limits(plan))  # noqa: B010 - per-instance value of a class-level attribute
+        self.properties = list(dict.fromkeys([*S.CONTACT_PROPERTIES, *S.LIFECYCLE_DATE_PROPERTIES,
+                                              *extra_properties]))
+        self.event_deal_types = tuple(event_deal_types)
+        self.settle_ms = int(settle_seconds * 1000)
+        self.sweep_every = max(1, int(sweep_every))
+        self._marketing: list[str] | None = None  # marketing subscription ids, read once
+        self.skipped_streams: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- helpers
+
+    def stats(self) -> dict[str, Any]:
+        """API calls by endpoint class, 429s, retries and failures; streams skipped and why."""
+        out = self.client.policy.stats.as_dict()
+        out["skipped_streams"] = dict(self.skipped_streams)
+        return out
+
+    def marketing_subscriptions(self) -> list[str]:
+        """Ids of the portal's active marketing email subscriptions (one call, cached)."""
+        if self._marketing is None:
+            body = self.client.subscription_definitions() or {}
+            defs = body.get("subscriptionDefinitions") if isinstance(body, Mapping) else None
+            if not isinstance(defs, list):
+                raise InputError("hubspot: GET /communication-preferences/v3/definitions answered without "
+                                 "subscriptionDefinitions")
+            active = [d for d in defs if isinstance(d, Mapping) and d.get("isActive", True)
+                      and not d.get("isInternal")]
+            marketing = [d for d in active if str(d.get("purpose") or "").lower() == "marketing"]
+            self._marketing = [str(d["id"]) for d in (marketing or active) if d.get("id")]
+        return self._marketing
+
+    def _optout_properties(self) -> list[str]:
+        """Per-subscription opt-out properties (``hs_email_optout_<id>``); none if preferences are unreadable."""
+        if "consent_subscriptions" in self.skipped_streams:
+            return []
+        try:
+            return [f"hs_email_optout_{sid}" for sid in self.marketing_subscriptions()]
+        except (FatalApiError, RejectedRecordError, InputError) as exc:
+            self.skipped_streams["consent_subscriptions"] = str(exc)
+            log.warning("hubspot: reading only hs_email_optout, subscription definitions unavailable: %s", exc)
+            return []
+
+    def _page(self, rows: Sequence[Mapping[str, Any]], wanted: list[str], optout_props: list[str],
+              what: str) -> PullPage:
+        page = PullPage()
+        for raw in rows:
+            contact = M.to_contact(raw, wanted, what)
+            page.contacts.append(contact)
+            page.contacts.extend(M.merged_aliases(contact))
+            page.consent.extend(M.optout_signals(contact, optout_props))
+            page.events.extend(M.property_events(contact))
+            page.events.extend(M.lifecycle_events(contact))
+        return page
+
+    # ----------------------------------------------------------------- contacts
+
+    def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Full pull on the first run (list endpoint), then keyset search; a sweep every ``sweep_every`` runs."""
+        cur = decode_contacts(cursor)
+        started = to_ms(run_started)
+        optout_props = self._optout_properties()
+        wanted = list(dict.fromkeys([*self.properties, *optout_props]))
+        if cur.phase == "full":
+            yield from self._full(cur, started, wanted, optout_props)
+            return
+        yield from self._incremental(cur, started, wanted, optout_props)
+
+    def _full(self, cur: ContactCursor, started: int, wanted: list[str], optout_props: list[str]) -> Iterator[
+            PullPage]:
+        what = "GET /crm/v3/objects/contacts"
+        if cur.started is None:
+            cur.started = started
+        seen: set[str] = set()
+        while True:
+            body = self.client.list_contacts(wanted, cur.after)
+            page = self._page(M.results_of(body, what), wanted, optout_props, what)
+            nxt = M.next_after(body)
+            if nxt is None:
+                first = max(0, cur.started - int(S.CLOCK_SKEW_SECONDS * 1000))
+                cur = ContactCursor(phase="inc", ts=first, last_id=None)
+            else:
+                if nxt in seen or nxt == cur.after:
+                    raise InputError(f"hubspot: {what} repeated the paging token {nxt!r}")
+                seen.add(nxt)
+                cur.after = nxt
+            page.cursor = encode_contacts(cur)
+            yield page
+            if nxt is None:
+                return
+
+    def _incremental(self, cur: ContactCursor, started: int, wanted: list[str], optout_props: list[str]) -> Iterator[
+            PullPage]:
+        what = "POST /crm/v3/objects/contacts/search"
+        cap = started - self.settle_ms
+        if not cur.sweeping:
+            while (step := next_search(cur, cap, wanted, S.SEARCH_PAGE_SIZE)) is not None:
+                rows = M.results_of(self.client.search_contacts(step.body), what)
+                stamps = []
+                for raw in rows:
+                    rid = M.record_id(raw, what)
+                    if not rid.isdigit():
+                        raise InputError(f"hubspot: {what} returned a non-numeric contact id {rid!r}")
+                    stamps.append((M.modified_ms(raw, what), int(rid)))
+                cur, ids = advance(cur, step, stamps, S.SEARCH_PAGE_SIZE)
+                kept = [r for r, (_, i) in zip(rows, stamps, strict=True) if i in ids]
+                page = self._page(kept, wanted, optout_props, what)
+                page.cursor = encode_contacts(cur)
+                yield page
+                if step.kind == "range" and len(rows) < S.SEARCH_PAGE_SIZE:
+                    break  # the range is exhausted; asking again would return nothing
+            cur.runs += 1
+            cur.sweeping = cur.runs >= self.sweep_every
+            yield PullPage(cursor=encode_contacts(cur))
+        if cur.sweeping:
+            yield from self._sweep(cur)
+
+    def _sweep(self, cur: ContactCursor) -> Iterator[PullPage]:
+        """Archived contacts (search never returns them; archiving does not touch lastmodifieddate)."""
+        what = "GET /crm/v3/objects/contacts?archived=true"
+        wanted = ["email", "hs_merged_object_ids", "hs_additional_emails"]
+        while True:
+            body = self.client.list_contacts(wanted, cur.sweep_after, archived=True)
+            page = PullPage()
+            for raw in M.results_of(body, what):
+                contact = M.to_contact(raw, wanted, what)
+                page.contacts.append(Contact(source=contact.source, vendor_id=contact.vendor_id, email=contact.email,
+                                             properties=contact.properties, updated_at=contact.updated_at,
+                                             created_at=contact.created_at, archived=True,
+                                             previous_emails=contact.previous_emails))
+            nxt = M.next_after(body)
+            if nxt is not None and nxt == cur.sweep_after:
+                raise InputError(f"hubspot: {what} repeated the paging token {nxt!r}")
+            cur.sweep_after = nxt
+            if nxt is None:
+                cur.sweeping, cur.runs = False, 0
+            page.cursor = encode_contacts(cur)
+            yield page
+            if nxt is None:
+                return
+
+    # ----------------------------------------------------------------- engagement
+
+    def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
+        """Won deposit/upgrade deals changed since the cursor, then web page views (Enterprise portals).
+
+        Email opens/clicks/sends come with the contacts (HubSpot keeps them as contact properties).
+        """
+        cur = decode_engagement(cursor)
+        started = to_ms(run_started)
+        if cur.deals < started and not cur.web_window:
+            yield from self._deals(cur, started)
+        yield from self._web(cur, started)
+
+    def _deals(self, cur: EngagementCursor, started: int) -> Iterator[PullPage]:
+        what = "GET /crm/v3/objects/deals"
+        after: str | None = None
+        while True:
+            body = self.client.list_deals(after)
+            page = PullPage()
+            for raw in M.results_of(body, what):
+                props = raw.get("properties") or {}
+                changed = M.parse_time(props.get("hs_lastmodifieddate")) or M.parse_time(raw.get("updatedAt"))
+                changed_ms = to_ms(changed) if changed else started
+                if cur.deals < changed_ms <= started:
+                    page.events.extend(e for e in M.deal_event(raw, self.event_deal_types)
+                                       if to_ms(e.occurred_at) <= started)
+            nxt = M.next_after(body)
+            if nxt is not None and nxt == after:
+                raise InputError(f"hubspot: {what} repeated the paging token {nxt!r}")
+            after = nxt
+            if nxt is None:
+                cur.deals = started
+                page.cursor = encode_engagement(cur)
+                yield page
+                return
+            yield page  # cursor None: the watermark moves only when every page is stored
+
+    def _web(self, cur: EngagementCursor, started: int) -> Iterator[PullPage]:
+        if "web_events" in self.skipped_streams:
+            return
+        if not cur.web_window:
+            if cur.web >= started:
+                return
+            cur.web_window, cur.web_after = [cur.web, started], None
+        low, high = cur.web_window
+        while True:
+            try:
+                body = self.client.web_events(S.PAGE_VIEW_EVENT, from_ms(low).isoformat(),
+                                              from_ms(high + 1).isoformat(), cur.web_after)
+            except (FatalApiError, RejectedRecordError) as exc:
+                # Web analytics events need an Enterprise hub; without them the models use the
+                # page-view and visit counts that every portal keeps as contact properties.
+                self.skipped_streams["web_events"] = str(exc)
+                log.warning("hubspot: skipping web analytics events: %s", exc)
+                return
+            rows = M.results_of(body, "GET /events/v3/events")
+            page = PullPage(events=[e for e in map(M.web_event, rows) if e is not None])
+            nxt = M.next_after(body)
+            if nxt is not None and nxt == cur.web_after:
+                raise InputError(f"hubspot: GET /events/v3/events repeated the paging token {nxt!r}")
+            if nxt is None:
+                cur.web, cur.web_window, cur.web_after = high, [], None
+            else:
+                cur.web_after = nxt
+            page.cursor = encode_engagement(cur)
+            yield page
+            if nxt is None:
+                return
+
+
+__all__ = ["HubSpotConnector", "OAuthRefresh"]

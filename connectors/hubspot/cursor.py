@@ -1,0 +1,166 @@
+"""The HubSpot pull cursors: what has been read, as data, with no I/O.
+
+A contact cursor is a keyset position ``(ts, last_id)`` over ``(lastmodifieddate, hs_object_id)``:
+every contact modified before ``ts`` has been read, and of those modified exactly at ``ts`` every one
+with ``hs_object_id <= last_id`` (``last_id = None``: all of them). The search queries that continue
+from it never use HubSpot's ``after`` offset, so they never hit the 10,000-result stop, and a bulk edit
+that gives 12,000 contacts one timestamp is read in ``hs_object_id`` order within that timestamp.
+
+Cursors are serialised as ``hs1:`` + compact JSON; a stored value that does not parse is an
+:class:`~connectors.errors.InputError` naming the problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from connectors.errors import InputError
+
+PREFIX = "hs1:"
+
+
+def to_ms(when: datetime) -> int:
+    """A timezone-aware datetime as epoch milliseconds (naive ones are taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+@dataclass
+class ContactCursor:
+    """Where a contact pull stands. ``phase`` "full" pages the list endpoint; "inc" searches."""
+
+    phase: Literal["full", "inc"] = "full"
+    after: str | None = None  # full phase: the list endpoint's paging token
+    started: int | None = None  # full phase: ms when the full pull began (becomes the first ts)
+    ts: int = 0  # inc phase: the keyset timestamp (ms)
+    last_id: int | None = None  # inc phase: last hs_object_id read at ts; None = all of ts read
+    runs: int = 0  # incremental runs since the last archived/merged sweep
+    sweep_after: str | None = None  # a sweep in progress: the archived list's paging token
+    sweeping: bool = False
+
+
+@dataclass
+class EngagementCursor:
+    """Where an engagement pull stands: a watermark per stream, and a web-events window in progress."""
+
+    deals: int = 0  # ms: deal events closed at or before this were emitted
+    web: int = 0  # ms: web events that occurred at or before this were emitted
+    web_window: list[int] = field(default_factory=list)  # [after_ms, before_ms] of a window being paged
+    web_after: str | None = None  # its paging token
+
+
+def _encode(kind: str, obj: Any) -> str:
+    return PREFIX + json.dumps({"k": kind, **asdict(obj)}, separators=(",", ":"), sort_keys=True)
+
+
+def _decode(kind: str, text: str, cls: type[Any]) -> Any:
+    where = f"hubspot {kind} cursor {text[:80]!r}"
+    if not text.startswith(PREFIX):
+        raise InputError(f"{where} is not a segsync HubSpot cursor (expected the prefix {PREFIX!r})")
+    try:
+        data = json.loads(text[len(PREFIX):])
+    except ValueError as exc:
+        raise InputError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.pop("k", None) != kind:
+        raise InputError(f"{where} is not a {kind} cursor")
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"{where} has unknown keys {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def encode_contacts(cursor: ContactCursor) -> str:
+    """The opaque string the pipeline stores."""
+    return _encode("contacts", cursor)
+
+
+def decode_contacts(text: str | None) -> ContactCursor:
+    """Parse a stored contact cursor; None starts a full pull."""
+    if text is None:
+        return ContactCursor()
+    cursor: ContactCursor = _decode("contacts", text, ContactCursor)
+    if cursor.phase not in ("full", "inc") or not isinstance(cursor.ts, int):
+        raise InputError(f"hubspot contacts cursor {text[:80]!r} has an invalid phase or timestamp")
+    return cursor
+
+
+def encode_engagement(cursor: EngagementCursor) -> str:
+    """The opaque string the pipeline stores."""
+    return _encode("engagement", cursor)
+
+
+def decode_engagement(text: str | None) -> EngagementCursor:
+    """Parse a stored engagement cursor; None reads all history."""
+    if text is None:
+        return EngagementCursor()
+    cursor: EngagementCursor = _decode("engagement", text, EngagementCursor)
+    return cursor
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """The next search to run from a cursor: a tie query within one timestamp, or a range query after it."""
+
+    kind: Literal["tie", "range"]
+    body: dict[str, Any]
+
+
+def next_search(cursor: ContactCursor, cap_ms: int, properties: list[str], limit: int) -> SearchStep | None:
+    """The search that continues from ``cursor``, bounded above by ``cap_ms`` (exclusive); None when done."""
+    lmd = "lastmodifieddate"
+    if cursor.last_id is not None:
+        filters = [{"propertyName": lmd, "operator": "EQ", "value": str(cursor.ts)},
+                   {"propertyName": "hs_object_id", "operator": "GT", "value": str(cursor.last_id)}]
+        sorts = [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
+        return SearchStep("tie", {"filterGroups": [{"filters": filters}], "sorts": sorts,
+                                  "properties": properties, "limit": limit})
+    if cursor.ts + 1 >= cap_ms:
+        return None
+    filters = [{"propertyName": lmd, "operator": "GT", "value": str(cursor.ts)},
+               {"propertyName": lmd, "operator": "LT", "value": str(cap_ms)}]
+    sorts = [{"propertyName": lmd, "direction": "ASCENDING"}]
+    return SearchStep("range", {"filterGroups": [{"filters": filters}], "sorts": sorts,
+                                "properties": properties, "limit": limit})
+
+
+def advance(cursor: ContactCursor, step: SearchStep, stamps: list[tuple[int, int]], limit: int) -> tuple[
+        ContactCursor, set[int]]:
+    """Move the cursor past one search page of ``(lastmodified ms, id)`` rows; return it and the ids to emit.
+
+    A full range page may end inside a timestamp whose other contacts are on later pages (search
+    sorts by one property only, so ties come in no particular order): those are not emitted here
+    but read again by the tie query, in id order. A repeated position is an error, never a loop.
+    """
+    out = ContactCursor(**asdict(cursor))
+    if step.kind == "tie":
+        ids = {i for _, i in stamps}
+        if len(stamps) < limit:
+            out.last_id = None
+        else:
+            out.last_id = max(ids)
+            if cursor.last_id is not None and out.last_id <= cursor.last_id:
+                raise InputError(f"hubspot search returned ids at or below {cursor.last_id} for a GT query")
+        return out, ids
+    if not stamps:
+        return out, set()
+    top = max(ts for ts, _ in stamps)
+    if top <= cursor.ts:
+        raise InputError(f"hubspot search returned lastmodifieddate {top} not after {cursor.ts} for a GT query")
+    if len(stamps) < limit:  # the whole range fitted: everything up to top is read
+        out.ts, out.last_id = top, None
+        return out, {i for _, i in stamps}
+    out.ts, out.last_id = top, 0  # continue with the tie query for top
+    return out, {i for ts, i in stamps if ts < top}

@@ -1,0 +1,219 @@
+"""What segsync writes to HubSpot: its schema, property values in batches, and opt-outs.
+
+Kept apart from the pulls so each file stays small; :class:`WriteMixin` needs ``self.client``
+(a :class:`~connectors.hubspot.client.HubSpotClient`) and ``self.marketing_subscriptions()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from connectors.base import PropertyUpdate, RecordResult, normalize_email
+from connectors.errors import ConfigError, InputError, RejectedRecordError, RetriableApiError
+from connectors.hubspot import mapping as M
+from connectors.hubspot import settings as S
+
+if TYPE_CHECKING:
+    from connectors.hubspot.client import HubSpotClient
+
+log = logging.getLogger("segsync.hubspot")
+
+
+def _error_ids(error: Mapping[str, Any]) -> list[str]:
+    context = error.get("context")
+    ids = context.get("ids") if isinstance(context, Mapping) else None
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    message = str(error.get("message") or error.get("category") or "rejected by HubSpot")
+    category = error.get("subCategory") or error.get("category")
+    return f"{message} [{category}]" if category and str(category) not in message else message
+
+
+def _nothing_to_clear(message: str) -> bool:
+    """The segment property does not exist yet (suppression before the first push): nothing to clear."""
+    return "PROPERTY_DOESNT_EXIST" in message
+
+
+class WriteMixin:
+    """ensure_schema, push_properties and suppress for :class:`~connectors.hubspot.HubSpotConnector`."""
+
+    client: HubSpotClient
+
+    def marketing_subscriptions(self) -> list[str]:  # pragma: no cover - provided by the connector
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- schema
+
+    def ensure_schema(self, property_name: str, segment_names: Sequence[str], score_names: Sequence[str]) -> None:
+        """The ``segsync`` group, the multi-select segment property with every segment as an option, and one
+        number property per score (``segsync_score_<name>``). Idempotent: when all exist, one read call.
+
+        Options are only ever added, never removed, so a contact holding an old segment keeps a valid value.
+        """
+        bad = [n for n in segment_names if not n or ";" in n]
+        if bad:
+            raise ConfigError(f"hubspot: segment names cannot be empty or contain ';' (multi-select separator): {bad}")
+        what = "GET /crm/v3/properties/contacts"
+        defs = {str(p.get("name")): p for p in M.results_of(self.client.contact_properties(), what)}
+        group_ready = False
+
+        def ensure_group() -> None:
+            nonlocal group_ready
+            if not group_ready:
+                self.client.create_group(S.PROPERTY_GROUP, S.PROPERTY_GROUP_LABEL)  # 409: it exists, fine
+                group_ready = True
+
+        wanted = list(dict.fromkeys(segment_names))
+        segment = defs.get(property_name)
+        if segment is None:
+            ensure_group()
+            status, _ = self.client.create_property({
+                "name": property_name, "label": "segsync segments", "type": "enumeration", "fieldType": "checkbox",
+                "groupName": S.PROPERTY_GROUP, "description": "Predictive segments written by segsync",
+                "options": [{"label": v, "value": v, "displayOrder": i} for i, v in enumerate(wanted)]})
+            if status == 409:  # created meanwhile by someone else: read it and add what is missing
+                defs = {str(p.get("name")): p for p in M.results_of(self.client.contact_properties(), what)}
+                segment = defs.get(property_name)
+        if segment is not None:
+            self._check_type(segment, property_name, "enumeration", "checkbox")
+            options = [o for o in segment.get("options") or [] if isinstance(o, Mapping)]
+            have = {str(o.get("value")) for o in options}
+            missing = [v for v in wanted if v not in have]
+            if missing:
+                kept = [{k: o[k] for k in ("label", "value", "displayOrder", "hidden", "description") if k in o}
+                        for o in options]
+                added = [{"label": v, "value": v, "displayOrder": len(options) + i} for i, v in enumerate(missing)]
+                self.client.update_property(property_name, {"options": kept + added})
+        for score in dict.fromkeys(score_names):
+            name = f"{S.SCORE_PREFIX}{score}"
+            if name in defs:
+                self._check_type(defs[name], name, "number", None)
+                continue
+            ensure_group()
+            self.client.create_property({"name": name, "label": f"segsync score: {score}", "type": "number",
+                                         "fieldType": "number", "groupName": S.PROPERTY_GROUP,
+                                         "description": f"segsync score {score} (0-1 unless stated)"})
+
+    @staticmethod
+    def _check_type(prop: Mapping[str, Any], name: str, type_: str, field_type: str | None) -> None:
+        if prop.get("type") != type_ or (field_type and prop.get("fieldType") != field_type):
+            want = f"{type_}/{field_type}" if field_type else type_
+            raise ConfigError(f"hubspot: contact property {name!r} exists as {prop.get('type')}/"
+                              f"{prop.get('fieldType')}, but segsync needs {want}; rename push.crm_property "
+                              "or change the property in HubSpot")
+
+    # ----------------------------------------------------------------- push
+
+    def push_properties(self, updates: Sequence[PropertyUpdate]) -> list[RecordResult]:
+        """Batch updates of 100; one result per update ("sent", or "failed" with HubSpot's message).
+
+        No updates, no calls. Two updates of one contact are merged (later values win) into one input.
+        If HubSpot stops answering (retries exhausted), the unsent records are failed with that reason.
+        """
+        merged: dict[str, dict[str, str]] = {}
+        for update in updates:
+            merged.setdefault(str(update.key), {}).update(update.properties)
+        results: dict[str, RecordResult] = {}
+        keys = [k for k, props in merged.items() if props]
+        for k, props in merged.items():
+            if not props:
+                results[k] = RecordResult(k, "skipped", "no properties to write")
+        for n in range(0, len(keys), S.BATCH_SIZE):
+            chunk = keys[n:n + S.BATCH_SIZE]
+            try:
+                self._send([(k, merged[k]) for k in chunk], results)
+            except RetriableApiError as exc:
+                for k in keys[n:]:
+                    results.setdefault(k, RecordResult(k, "failed", str(exc)))
+                break
+        return [results[str(u.key)] for u in updates]
+
+    def _send(self, batch: list[tuple[str, dict[str, str]]], results: dict[str, RecordResult]) -> None:
+        """Send one batch; on a whole-batch 400, drop the inputs HubSpot names (or halve) and resend the rest."""
+        inputs = [{"id": k, "properties": props} for k, props in batch]
+        try:
+            status, body = self.client.batch_update(inputs)
+        except RejectedRecordError as exc:
+            if len(batch) == 1:
+                results[batch[0][0]] = RecordResult(batch[0][0], "failed", exc.detail)
+                return
+            keys = {k for k, _ in batch}
+            named: dict[str, str] = {}
+            raw = getattr(exc, "hubspot_body", None)
+            for err in (raw.get("errors") or []) if isinstance(raw, Mapping) else []:
+                if isinstance(err, Mapping):
+                    for i in _error_ids(err):
+                        if i in keys:
+                            named.setdefault(i, _error_message(err))
+            if named:  # HubSpot said which inputs are bad: fail those, resend the rest once
+                for k, message in named.items():
+                    results[k] = RecordResult(k, "failed", message)
+                rest = [(k, p) for k, p in batch if k not in named]
+                if rest:
+                    self._send(rest, results)
+                return
+            half = len(batch) // 2
+            self._send(batch[:half], results)
+            self._send(batch[half:], results)
+            return
+        if not isinstance(body, Mapping):
+            raise InputError(f"hubspot: batch/update answered {status} without a JSON body")
+        failed: dict[str, str] = {}
+        loose: list[str] = []
+        for err in body.get("errors") or []:
+            if not isinstance(err, Mapping):
+                continue
+            ids = [i for i in _error_ids(err) if any(i == k for k, _ in batch)]
+            for i in ids:
+                failed[i] = f"{failed[i]}; {_error_message(err)}" if i in failed else _error_message(err)
+            if not ids:
+                loose.append(_error_message(err))
+        confirmed = {str(r.get("id")) for r in body.get("results") or [] if isinstance(r, Mapping)}
+        for k, _ in batch:
+            if k in failed:
+                results[k] = RecordResult(k, "failed", failed[k])
+            elif loose and k not in confirmed:
+                results[k] = RecordResult(k, "failed", "; ".join(loose))
+            else:
+                results[k] = RecordResult(k, "sent")
+
+    # ----------------------------------------------------------------- suppress
+
+    def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
+        """Unsubscribe the address from every marketing subscription (with segsync's legal basis note)
+        and clear segsync's segment property. "Already unsubscribed", "no such contact" and "no such
+        property yet" are success."""
+        address = normalize_email(email)
+        key = vendor_id or address or ""
+        if address is None:
+            return RecordResult(key, "failed", "no email address to unsubscribe")
+        problems: list[str] = []
+        subscriptions = self.marketing_subscriptions()
+        if not subscriptions:
+            problems.append("the portal has no active email subscription type to unsubscribe from")
+        for sub_id in subscriptions:
+            try:
+                self.client.unsubscribe(address, sub_id)
+            except RejectedRecordError as exc:
+                if "already" not in exc.detail.lower():
+                    problems.append(f"unsubscribe from {sub_id}: {exc.detail}")
+        item: dict[str, Any] = {"id": vendor_id, "properties": {property_name: ""}}
+        if not vendor_id:
+            item = {"id": address, "idProperty": "email", "properties": {property_name: ""}}
+        try:
+            _, body = self.client.batch_update([item])
+        except RejectedRecordError as exc:
+            if not _nothing_to_clear(exc.detail):
+                problems.append(f"clear {property_name}: {exc.detail}")
+        else:
+            for err in (body or {}).get("errors") or []:
+                if isinstance(err, Mapping) and err.get("category") != "OBJECT_NOT_FOUND" and not _nothing_to_clear(
+                        _error_message(err)):
+                    problems.append(f"clear {property_name}: {_error_message(err)}")
+        if problems:
+            return RecordResult(key, "failed", "; ".join(problems))
+        return RecordResult(key, "sent")

@@ -1,0 +1,188 @@
+"""Record consent and queue its propagation in one transaction.
+
+An opt-out is worth nothing until every vendor knows, and a crash between "recorded" and
+"queued" must not lose it: :func:`record_and_enqueue` appends the events and, for each person
+whose record now contains a withdrawal, adds one outbox action per destination, all in one
+transaction. :func:`erase_and_enqueue` does the same for an erasure.
+
+Used by the webhook (:mod:`consent.webhook`), the CLI (:mod:`consent.cli`), and the pipeline
+when it records vendor signals seen during a pull.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from consent.ledger import ErasureResult, Ledger, RecordedEvent, Signal
+from consent.outbox import Outbox
+from consent.policy import DESTINATIONS, WITHDRAWN, destinations_for, normalize_subject
+
+
+@dataclass(frozen=True, slots=True)
+class Propagation:
+    """What one call recorded (new events only; repeats are skipped) and how many actions it queued."""
+
+    recorded: tuple[RecordedEvent, ...] = ()
+    enqueued: int = 0
+    erasure: ErasureResult | None = None
+    skipped: int = field(default=0)
+
+
+_CRM_VENDORS = frozenset({"hubspot", "salesforce", "wealthbox", "redtail", "csv"})
+
+
+def _vendor_ref(subject: str) -> bool:
+    # "hubspot:123" - a person known only by a vendor id; there is no email to give the vendor.
+    return "@" not in subject and ":" in subject
+
+
+def enqueue_withdrawals(
+    conn: sa.Connection,
+    outbox: Outbox,
+    tenant: str,
+    recorded: Sequence[RecordedEvent],
+    emails: dict[str, str],
+    destinations: Iterable[str] = DESTINATIONS,
+    *,
+    reason: str = "",
+    scrub_on_done: bool = False,
+    now: datetime | None = None,
+) -> int:
+    """Queue suppression for every subject with a withdrawal in ``recorded`` (inside ``conn``).
+
+    ``emails`` maps subject_key to the normalised subject. One group of actions per subject,
+    keyed on the subject's first withdrawal in this batch, so a retried batch adds nothing.
+    """
+    by_subject: dict[str, list[RecordedEvent]] = {}
+    for event in recorded:
+        if event.state == WITHDRAWN:
+            by_subject.setdefault(event.subject_key, []).append(event)
+    dests = list(destinations)
+    added = 0
+    for skey, events in by_subject.items():
+        purposes = sorted({e.purpose for e in events})
+        targets = destinations_for(purposes, dests)
+        if not targets:
+            continue
+        subject = emails.get(skey)
+        payload: dict[str, object] = {"purposes": purposes, "source": events[0].source, "reason": reason}
+        email: str | None = subject
+        if subject is not None and _vendor_ref(subject):
+            # Known only by a vendor id (e.g. "hubspot:123"): only that vendor can act on it.
+            vendor, _, vendor_id = subject.partition(":")
+            payload.update(vendor_ref=subject, vendor=vendor, vendor_id=vendor_id)
+            email = None
+            prefix = "crm." if vendor in _CRM_VENDORS else "esp."
+            targets = [d for d in targets if d.startswith(prefix)]
+            if not targets:
+                continue
+        added += outbox.enqueue(
+            conn, tenant, skey, email, targets, payload, events[0].id, scrub_on_done=scrub_on_done, now=now
+        )
+    return added
+
+
+def record_and_enqueue(
+    ledger: Ledger,
+    outbox: Outbox,
+    tenant: str,
+    signals: Sequence[Signal],
+    destinations: Iterable[str] = DESTINATIONS,
+    *,
+    reason: str = "",
+    conn: sa.Connection | None = None,
+    now: datetime | None = None,
+) -> Propagation:
+    """Append ``signals`` and queue suppression for their withdrawals, atomically.
+
+    Signals whose idempotency key was seen before are skipped (and queue nothing again).
+    """
+    emails = {ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals}
+    if conn is None:
+        with ledger.engine.begin() as own:
+            return record_and_enqueue(ledger, outbox, tenant, signals, destinations, reason=reason, conn=own, now=now)
+    recorded = ledger.record_many(tenant, signals, conn=conn)
+    added = enqueue_withdrawals(conn, outbox, tenant, recorded, emails, destinations, reason=reason, now=now)
+    return Propagation(tuple(recorded), added, None, len(signals) - len(recorded))
+
+
+def erase_and_enqueue(
+    ledger: Ledger,
+    outbox: Outbox,
+    tenant: str,
+    email: str,
+    destinations: Iterable[str] = DESTINATIONS,
+    *,
+    conn: sa.Connection | None = None,
+    now: datetime | None = None,
+) -> Propagation:
+    """Erase a person from the ledger and queue the same suppression at every vendor, atomically.
+
+    The queued actions keep the email only until each is delivered (or given up on).
+    """
+    subject = normalize_subject(email)
+    if conn is None:
+        with ledger.engine.begin() as own:
+            return erase_and_enqueue(ledger, outbox, tenant, subject, destinations, conn=own, now=now)
+    result = ledger.erase(tenant, subject, conn=conn)
+    added = enqueue_withdrawals(
+        conn, outbox, tenant, list(result.withdrawals), {result.subject_key: subject}, destinations,
+        reason="erasure", scrub_on_done=True, now=now,
+    )
+    return Propagation(result.withdrawals, added, result)
+
+
+def vendor_signal_key(ledger: Ledger, tenant: str, signal: object) -> str:
+    """The idempotency key of a consent fact seen at a vendor during a pull.
+
+    ``source:vendor_event_id:purpose`` when the vendor numbers its events; otherwise a keyed hash
+    of what was seen (so the same fact pulled again maps to the same key, and the key reveals no
+    email once the person is erased).
+    """
+    source, purpose = getattr(signal, "source"), getattr(signal, "purpose")
+    event_id = getattr(signal, "vendor_event_id", "") or ""
+    if event_id:
+        return f"{source}:{event_id}:{purpose}"[:200]
+    when = getattr(signal, "occurred_at")
+    fact = f"{source}|{normalize_subject(getattr(signal, 'email'))}|{purpose}|{getattr(signal, 'state')}|" \
+           f"{when.isoformat() if isinstance(when, datetime) else when}"
+    digest = hmac.new(ledger.key(tenant), fact.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{source}:fact:{digest}"
+
+
+def record_vendor_signals(
+    ledger: Ledger,
+    outbox: Outbox,
+    tenant: str,
+    signals: Iterable[object],
+    policy: Mapping[str, str],
+    destinations: Iterable[str] = DESTINATIONS,
+    *,
+    conn: sa.Connection | None = None,
+) -> Propagation:
+    """Record ``connectors.base.ConsentSignal``-like facts from a pull; re-pulled facts are recorded once.
+
+    ``policy`` ({purpose: basis}) gives the basis recorded with each; the signal's ``reason`` and
+    ``evidence`` are kept as evidence. Withdrawals are queued for the other vendors in the same
+    transaction.
+    """
+    converted = []
+    for s in signals:
+        purpose = getattr(s, "purpose")
+        evidence = dict(getattr(s, "evidence", None) or {})
+        if getattr(s, "reason", ""):
+            evidence.setdefault("reason", getattr(s, "reason"))
+        if getattr(s, "vendor_event_id", ""):
+            evidence.setdefault("vendor_event_id", getattr(s, "vendor_event_id"))
+        evidence.setdefault("vendor", getattr(s, "source"))
+        converted.append(Signal(
+            getattr(s, "email"), purpose, getattr(s, "state"), policy.get(purpose, "consent"), getattr(s, "source"),
+            getattr(s, "occurred_at"), None, evidence, vendor_signal_key(ledger, tenant, s),
+        ))
+    return record_and_enqueue(ledger, outbox, tenant, converted, destinations, reason="seen during pull", conn=conn)

@@ -1,0 +1,300 @@
+"""The preference-center webhook: an ASGI app (Starlette) that takes consent changes in at any time.
+
+Routes (``{tenant}`` is a tenant id from the config):
+
+* ``GET|POST /hooks/{tenant}/mailchimp/{secret}`` - Mailchimp's form-encoded events. Mailchimp signs
+  nothing, so the tenant's ``webhook_secret`` is part of the URL and compared in constant time;
+  the GET is Mailchimp's validation ping and answers 200.
+* ``POST /hooks/{tenant}/hubspot`` - HubSpot's JSON array, signature v3 (``X-HubSpot-Signature-v3``,
+  base64 HMAC-SHA256 of method + URI + body + timestamp with the app's client secret) and
+  ``X-HubSpot-Request-Timestamp`` within five minutes.
+* ``POST /hooks/{tenant}/preferences`` - a custom preference center's JSON, signed with
+  ``X-Segsync-Signature: sha256=<hex HMAC-SHA256(webhook_secret, timestamp + "." + body)>`` and
+  ``X-Segsync-Timestamp`` (Unix seconds, within five minutes)::
+
+      {"email": "ann@example.com", "purposes": {"email_marketing": false, "profiling": true},
+       "occurred_at": "2026-11-25T18:00:00Z", "notice_version": "privacy-2026-03",
+       "request_id": "optional", "ip": "optional", "user_agent": "optional"}
+
+  ``notice_version`` is required when any purpose is granted (what the person was shown).
+
+What each vendor event means for the ledger:
+
+====================================  =============================================================
+Mailchimp ``unsubscribe``, ``cleaned``  ``email_marketing`` withdrawn
+Mailchimp ``subscribe``                 ``email_marketing`` granted: Mailchimp's own opt-in record
+                                        (``ip_opt``/``ip_signup`` kept as evidence), source mailchimp
+Mailchimp ``upemail``                   an alias old -> new; the current consent is carried over
+Mailchimp ``profile``, ``campaign``     nothing (answered 200)
+HubSpot ``hs_email_optout`` = true      ``email_marketing`` withdrawn (``false`` records nothing: a
+                                        cleared opt-out flag is not consent)
+HubSpot ``contact.deletion``            ``profiling`` withdrawn (the advisor removed the contact)
+HubSpot ``contact.privacyDeletion``     every purpose withdrawn (a GDPR deletion request; run
+                                        ``segsync consent erase`` to erase the data too)
+====================================  =============================================================
+
+The parsing lives in :mod:`consent.webhook_events` (pure functions, no I/O); this module holds the
+routes, the size cap, the signature checks and the one-transaction write.
+
+HubSpot names contacts by id; ``TenantHooks.resolve("hubspot", id)`` (wired to the sync store)
+turns it into an email, and an unknown id is recorded under ``hubspot:<id>``.
+
+Every accepted request is written in one transaction: a receipt (the vendor's event id, or a
+keyed hash of the body), the ledger events and the outbox actions. A replay finds its receipt and
+writes nothing. Rejected requests write nothing: 404 unknown tenant, 401 bad secret/signature,
+413 body over ``max_body``, 400 malformed (with the reason). Propagation happens elsewhere: the
+response only waits for the commit, then ``on_enqueued(tenant)`` runs in the background.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors.errors import InputError
+from consent.ledger import Ledger
+from consent.outbox import Outbox
+from consent.policy import normalize_subject
+from consent.propagate import enqueue_withdrawals
+from consent.schema import insert_ignoring_conflicts, webhook_receipts
+from consent.webhook_events import (
+    SIGNATURE_WINDOW, Reject, TenantHooks, Work, parse_hubspot, parse_mailchimp, parse_preferences,
+)
+
+log = logging.getLogger("segsync.consent.webhook")
+
+MAX_BODY = 64 * 1024
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    tenants: Mapping[str, TenantHooks],
+    ledger: Ledger,
+    outbox: Outbox,
+    *,
+    on_enqueued: Callable[[str], None] | None = None,
+    max_body: int = MAX_BODY,
+    clock: Callable[[], datetime] = _utcnow,
+    public_url: str | None = None,
+) -> Starlette:
+    """The webhook as an ASGI app. ``public_url`` (e.g. ``https://hooks.example.com``) is the
+    scheme and host HubSpot signs when segsync sits behind a proxy."""
+    hooks = _Hooks(dict(tenants), ledger, outbox, on_enqueued, max_body, clock, public_url)
+    routes = [
+        Route("/hooks/{tenant}/mailchimp/{secret}", hooks.guard(hooks.mailchimp), methods=["GET", "POST"]),
+        Route("/hooks/{tenant}/hubspot", hooks.guard(hooks.hubspot), methods=["POST"]),
+        Route("/hooks/{tenant}/preferences", hooks.guard(hooks.preferences), methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Starlette's own 404/405 (no such route, wrong method), as JSON like every other answer
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    return JSONResponse({"error": "no such route" if status == 404 else str(getattr(exc, "detail", exc))},
+                        status_code=status, headers=getattr(exc, "headers", None))
+
+
+class _Hooks:
+    def __init__(
+        self,
+        tenants: dict[str, TenantHooks],
+        ledger: Ledger,
+        outbox: Outbox,
+        on_enqueued: Callable[[str], None] | None,
+        max_body: int,
+        clock: Callable[[], datetime],
+        public_url: str | None,
+    ) -> None:
+        self.tenants = tenants
+        self.ledger = ledger
+        self.outbox = outbox
+        self.on_enqueued = on_enqueued
+        self.max_body = max_body
+        self.clock = clock
+        self.public_url = public_url.rstrip("/") if public_url else None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def guard(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Reject as exc:
+                return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+        return endpoint
+
+    def tenant(self, request: Request) -> tuple[str, TenantHooks]:
+        tenant = request.path_params["tenant"]
+        hooks = self.tenants.get(tenant)
+        if hooks is None:
+            raise Reject(404, "unknown tenant")
+        return tenant, hooks
+
+    async def body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise Reject(400, "Content-Length is not a number")
+            if int(declared) > self.max_body:
+                raise Reject(413, f"body larger than {self.max_body} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise Reject(413, f"body larger than {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def body_key(self, vendor: str, tenant: str, body: bytes) -> str:
+        # Keyed, so the receipt table holds nothing from which a body could be guessed.
+        digest = hmac.new(self.ledger.key(tenant), body, hashlib.sha256).hexdigest()
+        return f"{vendor}:body:{digest}"
+
+    async def commit(self, tenant: str, hooks: TenantHooks, work: Work) -> Response:
+        try:
+            status, recorded, enqueued = await run_in_threadpool(self.write, tenant, hooks, work)
+        except InputError as exc:
+            raise Reject(400, str(exc)) from None
+        except sa.exc.OperationalError:
+            log.exception("webhook for tenant %s: the database is unavailable", tenant)
+            return JSONResponse({"error": "temporarily unavailable, retry"}, status_code=503)
+        background = None
+        if enqueued and self.on_enqueued is not None:
+            background = BackgroundTask(self.on_enqueued, tenant)
+        return JSONResponse({"status": status, "recorded": recorded, "enqueued": enqueued}, background=background)
+
+    def write(self, tenant: str, hooks: TenantHooks, work: Work) -> tuple[str, int, int]:
+        """Receipt, events and outbox actions in one transaction; ("duplicate", 0, 0) for a replay."""
+        with self.ledger.engine.begin() as conn:
+            fresh = set()
+            for key in dict.fromkeys(work.receipts):
+                inserted = conn.execute(
+                    insert_ignoring_conflicts(conn, webhook_receipts).values(
+                        tenant_id=tenant, key=key, received_at=self.clock()
+                    )
+                ).rowcount
+                if inserted:
+                    fresh.add(key)
+            if not fresh:
+                return "duplicate", 0, 0
+            if work.signals:  # keep the signals whose receipt is new (a partly replayed HubSpot batch)
+                signals = [s for s, key in zip(work.signals, work.receipts, strict=True) if key in fresh]
+            else:
+                signals = []
+            recorded = []
+            if work.alias is not None:
+                old, new, when = work.alias
+                recorded += self.ledger.add_alias(conn, tenant, old, new, source="mailchimp", occurred_at=when)
+            if signals:
+                recorded += self.ledger.record_many(tenant, signals, conn=conn)
+            emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals}
+            if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
+                emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
+            enqueued = enqueue_withdrawals(
+                conn, self.outbox, tenant, recorded, emails, hooks.destinations, reason=work.reason
+            )
+        if recorded:
+            log.info("webhook for tenant %s: %d events recorded, %d actions queued", tenant, len(recorded), enqueued)
+        return ("recorded" if recorded else "ignored"), len(recorded), enqueued
+
+    # -- Mailchimp --------------------------------------------------------------------------
+
+    async def mailchimp(self, request: Request) -> Response:
+        tenant, hooks = self.tenant(request)
+        if not _same(request.path_params["secret"], hooks.webhook_secret):
+            raise Reject(401, "bad secret")
+        if request.method == "GET":
+            return JSONResponse({"status": "ok"})
+        body = await self.body(request)
+        work = parse_mailchimp(hooks, body, self.body_key("mailchimp", tenant, body))
+        if work is None:
+            return JSONResponse({"status": "ignored", "recorded": 0, "enqueued": 0})
+        return await self.commit(tenant, hooks, work)
+
+    # -- HubSpot ----------------------------------------------------------------------------
+
+    async def hubspot(self, request: Request) -> Response:
+        tenant, hooks = self.tenant(request)
+        if not hooks.hubspot_client_secret:
+            raise Reject(404, "HubSpot webhooks are not configured for this tenant")
+        body = await self.body(request)
+        self.check_hubspot_signature(request, hooks.hubspot_client_secret, body)
+        work = await run_in_threadpool(parse_hubspot, hooks, body)
+        if work is None:
+            return JSONResponse({"status": "ignored", "recorded": 0, "enqueued": 0})
+        return await self.commit(tenant, hooks, work)
+
+    def check_hubspot_signature(self, request: Request, secret: str, body: bytes) -> None:
+        signature = request.headers.get("x-hubspot-signature-v3")
+        stamp = request.headers.get("x-hubspot-request-timestamp")
+        if not signature or not stamp:
+            raise Reject(401, "missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp")
+        if not stamp.isdigit() or len(stamp) > 16:
+            raise Reject(401, "X-HubSpot-Request-Timestamp is not a millisecond timestamp")
+        now_ms = int(self.clock().timestamp() * 1000)
+        if abs(now_ms - int(stamp)) > SIGNATURE_WINDOW.total_seconds() * 1000:
+            raise Reject(401, "X-HubSpot-Request-Timestamp is outside the 5-minute window")
+        urls = [str(request.url)]
+        if self.public_url is not None:
+            urls.append(self.public_url + request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        candidates = {u for url in urls for u in (url, _hubspot_uri(url))}
+        raw = body.decode("utf-8", "surrogateescape")
+        ok = False
+        for uri in candidates:  # every candidate is checked: no early exit on a match
+            message = f"{request.method}{uri}{raw}{stamp}".encode("utf-8", "surrogateescape")
+            expected = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+            ok |= _same(expected, signature)
+        if not ok:
+            raise Reject(401, "bad signature")
+
+    # -- custom preference center -----------------------------------------------------------
+
+    async def preferences(self, request: Request) -> Response:
+        tenant, hooks = self.tenant(request)
+        body = await self.body(request)
+        signature = request.headers.get("x-segsync-signature", "")
+        stamp = request.headers.get("x-segsync-timestamp", "")
+        if not signature.startswith("sha256=") or not stamp.isdigit() or len(stamp) > 12:
+            raise Reject(401, "missing or malformed X-Segsync-Signature / X-Segsync-Timestamp")
+        if abs(self.clock().timestamp() - int(stamp)) > SIGNATURE_WINDOW.total_seconds():
+            raise Reject(401, "X-Segsync-Timestamp is outside the 5-minute window")
+        expected = hmac.new(hooks.webhook_secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        if not _same("sha256=" + expected, signature):
+            raise Reject(401, "bad signature")
+        work = parse_preferences(hooks, body, self.body_key("preferences", tenant, body), self.clock())
+        return await self.commit(tenant, hooks, work)
+
+# HubSpot decodes these escapes (and only these) in the URI before signing with v3.
+_HUBSPOT_DECODED = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
+                    "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
+_HUBSPOT_ESCAPE = re.compile("|".join(_HUBSPOT_DECODED), re.IGNORECASE)
+
+
+def _hubspot_uri(uri: str) -> str:
+    return _HUBSPOT_ESCAPE.sub(lambda m: _HUBSPOT_DECODED[m.group(0).upper()], uri)
+
+
+__all__ = ["MAX_BODY", "Reject", "TenantHooks", "create_app"]
