@@ -84,7 +84,7 @@ class ConsentGate:
                 evidence["reason"] = s.reason
             by_source.setdefault(s.source, []).append(
                 Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
-                       s.vendor_event_id or None)
+                       f"{s.source}:{s.vendor_event_id}:{s.purpose}" if s.vendor_event_id else None)
             )
         # A vendor repeats what it knows on every re-pull (often under a new event id, e.g. when a
         # member's last_changed moves): only a change of state is recorded and propagated.

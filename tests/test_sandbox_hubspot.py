@@ -574,3 +574,21 @@ def test_python_m_sandbox_rejects_bad_usage(capsys):
     assert "usage: python -m sandbox" in capsys.readouterr().err
     assert main(["10", "1", "platinum"]) == 2
     assert "unknown HubSpot plan 'platinum'" in capsys.readouterr().err
+
+
+def test_call_counting_and_seeded_error_faults_are_deterministic():
+    from sandbox.common import count_inputs
+
+    assert count_inputs("POST", {"inputs": [1, 2, 3]}) == 3
+    assert count_inputs("PUT", ["101", "102"]) == 2
+    assert count_inputs("POST", {"members_to_add": ["a"], "members_to_remove": ["b", "c"]}) == 3
+    assert count_inputs("POST", {"members_to_add": True}) == 0  # malformed bodies never break logging
+    assert count_inputs("GET", None) == 0 and count_inputs("PATCH", {"properties": {}}) == 1
+
+    def hits(seed: int) -> list[int]:
+        faults = Faults(seed=seed, error_rate=0.3)
+        return [faults.decide("/crm/v3/objects/contacts")["error"] for _ in range(200)]
+
+    first = hits(9)
+    assert first == hits(9) and first != hits(10)
+    assert 30 < sum(1 for x in first if x == 503) < 90
