@@ -235,16 +235,17 @@ def _explain_optout(store: Store, tenant_id: str, optout: MidRunOptOut, sb: Any)
     email = optout.email or ""
     cid = store.contact_by_email(tenant_id, email)
     tagged = cid in store.last_sent(tenant_id, TAGS) if cid else False
-    hub_id = store.vendor_ids(tenant_id, "hubspot").get(cid or "")
-    optout_flag = "?"
-    if hub_id:
-        r = requests.get(f"{sb.hubspot_url}/crm/v3/objects/contacts/{hub_id}", params={"properties": "hs_email_optout"},
-                         headers={"Authorization": f"Bearer {sb.hubspot_token}"}, timeout=10)
-        if r.ok:
-            optout_flag = (r.json().get("properties") or {}).get("hs_email_optout", "?")
+    primary = next((c["email"] for c in store.contacts(tenant_id) if c["contact_id"] == cid), None) or email
+    hubspot = "?"
+    r = requests.get(f"{sb.hubspot_url}/communication-preferences/v3/status/email/{primary}",
+                     headers={"Authorization": f"Bearer {sb.hubspot_token}"}, timeout=10)
+    if r.ok:
+        statuses = r.json().get("subscriptionStatuses") or []
+        off = sum(1 for s in statuses if s.get("status") == "NOT_SUBSCRIBED")
+        hubspot = f"unsubscribed from {off} of {len(statuses)} email subscription types"
     console.print(
-        f"[bold]Mid-run opt-out:[/] {_mask(email)} unsubscribed in Mailchimp while tags were being pushed "
-        f"({'webhook delivered' if optout.delivered else 'webhook NOT delivered'}); the ledger recorded the withdrawal, the rest of the push "
-        f"{'still had them tagged (batch in flight)' if tagged else 'skipped them'}, and HubSpot now has "
-        f"hs_email_optout={optout_flag} for them."
+        f"[bold]Mid-run opt-out:[/] {_mask(email)} unsubscribed in Mailchimp while the push was running "
+        f"({'webhook delivered' if optout.delivered else 'webhook NOT delivered'}). The ledger recorded the withdrawal, "
+        f"the rest of the push {'still had them tagged (batch in flight)' if tagged else 'skipped them'}, and the "
+        f"outbox propagated it: in HubSpot they are now {hubspot}."
     )
