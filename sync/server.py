@@ -7,18 +7,23 @@
 - The webhook (``consent.webhook``) records opt-outs and queues their propagation; a drain job
   runs right after each accepted webhook and every 30 seconds, so an opt-out reaches the vendors
   without waiting for a sync.
-- Shutdown (SIGTERM / Ctrl-C) asks running syncs to stop after the batch in flight and waits.
+- Shutdown (SIGTERM / Ctrl-C) asks running syncs to stop after the batch in flight and waits;
+  the changes not sent are sent by the next run.
+- Logs never show a secret: the Mailchimp webhook's secret (in its URL path) is masked in
+  uvicorn's access log, and every other log line goes through the redacting filter.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +35,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from connectors.base import CrmConnector, EspConnector
-from connectors.http import redact
+from connectors.errors import ConfigError
+from connectors.http import RedactingFilter, redact
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
-from sync.config import Config, TenantCfg, load_config
+from sync.config import Config, ServerCfg, TenantCfg, load_config
 from sync.gate import ConsentGate, key_lookup
 from sync.pipeline import RunOptions, run_tenant
 from sync.store import Store, TenantBusy
@@ -42,6 +48,7 @@ from sync.store import Store, TenantBusy
 log = logging.getLogger("segsync.serve")
 
 DRAIN_EVERY_SECONDS = 30
+WEBHOOK_KINDS = ("mailchimp", "hubspot", "preferences")  # the only webhook_latency labels (bounded)
 
 
 class Metrics:
@@ -69,6 +76,22 @@ class Metrics:
             self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)
 
 
+class _HeldLock(Store):
+    """The store, for a run whose caller already holds the tenant's lock (taking it again would fail)."""
+
+    def __init__(self, engine: sa.Engine, tenant_id: str) -> None:
+        super().__init__(engine)
+        self.held = tenant_id
+
+    @contextmanager
+    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
+        if tenant_id != self.held:
+            with super().tenant_lock(tenant_id, ttl):
+                yield
+            return
+        yield
+
+
 class Service:
     """Everything ``segsync serve`` runs, without the HTTP listener (tests drive it directly)."""
 
@@ -84,6 +107,7 @@ class Service:
         self._connectors = connectors or self._build_connectors
         self._cache: dict[str, tuple[CrmConnector, EspConnector | None]] = {}
         self._lock = threading.Lock()
+        self._drain_locks = {t: threading.Lock() for t in self.tenants}
         self.ledger = Ledger(self.store.engine, key_lookup(cfg.tenants))
         self.outbox = Outbox(self.store.engine)
 
@@ -95,6 +119,7 @@ class Service:
         return build_crm(tenant, self.base_dir), build_esp(tenant)
 
     def connectors(self, tenant_id: str) -> tuple[CrmConnector, EspConnector | None]:
+        """The connectors the outbox drains use (built once per tenant and kept)."""
         with self._lock:
             if tenant_id not in self._cache:
                 self._cache[tenant_id] = self._connectors(self.tenants[tenant_id])
@@ -103,10 +128,23 @@ class Service:
     # ------------------------------------------------------------------ jobs
 
     def run_sync(self, tenant_id: str) -> dict[str, Any] | None:
+        """One run of the tenant; None when it did not run (lock held elsewhere, shutting down, failed).
+
+        Each run gets connectors of its own, so its report's API counts (and the metrics made from
+        them) are this run's only, and a drain never shares a client with a run.
+        """
         tenant = self.tenants[tenant_id]
-        crm, esp = self.connectors(tenant_id)
+        if self.stop.is_set():
+            log.info("not starting a run of %s: shutting down", tenant_id)
+            return None
         try:
-            report = run_tenant(self.cfg, tenant, self.store, RunOptions(stop=self.stop), base_dir=self.base_dir, crm=crm, esp=esp)
+            # The lock is taken here, before the run is logged, so a run skipped because another
+            # server holds the tenant leaves no failed run behind; the pipeline's own lock call
+            # then finds it already held by this run.
+            with self.store.tenant_lock(tenant_id):
+                crm, esp = self._connectors(tenant)
+                report = run_tenant(self.cfg, tenant, _HeldLock(self.store.engine, tenant_id), RunOptions(stop=self.stop),
+                                    base_dir=self.base_dir, crm=crm, esp=esp)
         except TenantBusy as exc:
             self.metrics.busy.labels(tenant_id).inc()
             log.info("%s", exc)
@@ -121,13 +159,14 @@ class Service:
 
     def drain(self, tenant_id: str) -> None:
         tenant = self.tenants[tenant_id]
-        crm, esp = self.connectors(tenant_id)
-        gate = ConsentGate(self.store, tenant, crm.name, esp.name if esp else None)
-        try:
-            gate.drain(crm, esp)
-        except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
-            log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
-        self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
+        with self._drain_locks[tenant_id]:  # one drain per tenant at a time in this process
+            try:
+                crm, esp = self.connectors(tenant_id)
+                gate = ConsentGate(self.store, tenant, crm.name, esp.name if esp else None)
+                gate.drain(crm, esp)
+                self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
+            except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
+                log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
 
     def drain_all(self) -> None:
         for tenant_id in self.tenants:
@@ -145,7 +184,8 @@ class Service:
                 continue
             tz = zoneinfo.ZoneInfo(tenant.timezone)
             trigger = CronTrigger.from_crontab(tenant.schedule, timezone=tz)
-            job = self.scheduler.add_job(self.run_sync, trigger, args=[tenant.id], id=f"sync:{tenant.id}", replace_existing=True)
+            job = self.scheduler.add_job(self.run_sync, trigger, args=[tenant.id], id=f"sync:{tenant.id}", replace_existing=True,
+                                         coalesce=True, max_instances=1, misfire_grace_time=None)
             missed = self._missed(tenant.id, trigger)
             if missed:
                 self.scheduler.add_job(self.run_sync, args=[tenant.id], id=f"catch-up:{tenant.id}", replace_existing=True)
@@ -154,8 +194,11 @@ class Service:
         return jobs
 
     def _missed(self, tenant_id: str, trigger: CronTrigger) -> bool:
-        """A scheduled time passed since the last run started (the server was down): run once now."""
-        runs = self.store.runs(tenant_id, limit=1)
+        """A scheduled time passed since the last run started (the server was down): run once now.
+
+        Dry runs do not count as runs; a tenant that never ran waits for its first scheduled time.
+        """
+        runs = [r for r in self.store.runs(tenant_id, limit=50) if not r.get("dry_run")]
         if not runs:
             return False
         last = runs[0]["started_at"]
@@ -204,7 +247,8 @@ class Service:
             started = time.perf_counter()
             response = await call_next(request)
             if request.url.path.startswith("/hooks/"):
-                kind = request.url.path.rstrip("/").split("/")[3] if request.url.path.count("/") >= 3 else "?"
+                parts = request.url.path.split("/")  # "", "hooks", tenant, kind, [secret]
+                kind = parts[3] if len(parts) > 3 and parts[3] in WEBHOOK_KINDS else "other"
                 service.metrics.webhook_latency.labels(kind).observe(time.perf_counter() - started)
             return response
 
@@ -231,10 +275,63 @@ class Service:
         return app
 
 
+_HOOK_SECRET = re.compile(r"(/hooks/[^/\s]+/mailchimp/)[^/\s?#\"]+")
+
+
+def mask_path(path: str) -> str:
+    """A request path fit for a log: the Mailchimp webhook secret (quoted or not) and any registered secret masked."""
+    return redact(_HOOK_SECRET.sub(r"\1***", path))
+
+
+class AccessLogFilter(logging.Filter):
+    """For uvicorn's access log: masks the path argument, keeping the record's 5-tuple that
+    uvicorn's access formatter unpacks (client, method, path, http version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], mask_path(args[2]), args[3], args[4])
+        else:
+            message = record.getMessage()
+            clean = mask_path(message)
+            if clean != message:
+                record.msg, record.args = clean, ()
+        return True
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging config with secrets masked on both of its handlers."""
+    import uvicorn.config
+
+    conf = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    conf.setdefault("filters", {})
+    conf["filters"]["segsync_access"] = {"()": AccessLogFilter}
+    conf["filters"]["segsync_redact"] = {"()": RedactingFilter}
+    conf["handlers"]["access"]["filters"] = ["segsync_access"]
+    conf["handlers"]["default"]["filters"] = ["segsync_redact"]
+    return conf
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6) -> (host, port); a clear ConfigError otherwise."""
+    try:
+        server = ServerCfg(listen=listen)
+    except ValueError:
+        raise ConfigError(f"--listen {listen!r}: use host:port, e.g. 127.0.0.1:8080") from None
+    host = server.host
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, server.port
+
+
 def serve(config: Path, listen: str | None = None) -> None:
+    """Run hosted mode until SIGTERM/Ctrl-C: load the config, then uvicorn with the service's app."""
     import uvicorn
 
-    cfg = load_config(config)
-    host, _, port = (listen or cfg.server.listen).rpartition(":")
+    cfg = load_config(config)  # registers every tenant's secrets with the redactor
+    host, port = parse_listen(listen or cfg.server.listen)
     service = Service(cfg, config.parent)
-    uvicorn.run(service.app(), host=host or "127.0.0.1", port=int(port), log_level="info", timeout_graceful_shutdown=60)
+    logging.getLogger("segsync.serve").setLevel(min(logging.getLogger("segsync.serve").getEffectiveLevel(), logging.INFO))
+    log.info("segsync serve: %d tenant(s) on %s:%d", len(service.tenants), host, port)
+    uvicorn.run(service.app(), host=host, port=port, log_level="info", log_config=uvicorn_log_config(),
+                timeout_graceful_shutdown=60)

@@ -259,7 +259,8 @@ class Store:
                     "contact_id": r["contact_id"],
                     "email": r.get("email") or old.get("email"),
                     "properties": {**(old.get("properties") or {}), **r["properties"]},
-                    "created_at": r.get("created_at") or old.get("created_at"),
+                    # The earliest creation any system reports: stable whichever source is pulled last.
+                    "created_at": min((d for d in (as_utc(r.get("created_at")), as_utc(old.get("created_at"))) if d), default=None),
                     "updated_at": r["updated_at"],
                     "esp_status": r.get("esp_status", old.get("esp_status")),
                     "archived": False,

@@ -592,3 +592,20 @@ def test_call_counting_and_seeded_error_faults_are_deterministic():
     first = hits(9)
     assert first == hits(9) and first != hits(10)
     assert 30 < sum(1 for x in first if x == 503) < 90
+
+
+def test_gdpr_delete_removes_the_contact_for_good(hub):
+    sim, url, _, _ = hub
+    rec = sim.contacts.live()[40]
+    email = rec.properties["email"]
+    api(url, "POST", "/communication-preferences/v3/unsubscribe", json={"emailAddress": email, "subscriptionId": "7001"})
+    r = api(url, "POST", "/crm/v3/objects/contacts/gdpr-delete", json={"objectId": email, "idProperty": "email"})
+    assert r.status_code == 204
+    assert api(url, "GET", f"/crm/v3/objects/contacts/{rec.id}").status_code == 404
+    archived = api(url, "GET", "/crm/v3/objects/contacts", params={"archived": "true", "limit": 100}).json()
+    assert rec.id not in {x["id"] for x in archived["results"]}
+    assert rec.id not in sim.contacts.records and email.lower() not in sim.optouts
+    again = api(url, "POST", "/crm/v3/objects/contacts/gdpr-delete", json={"objectId": rec.id})
+    assert again.status_code == 404 and again.json()["category"] == "OBJECT_NOT_FOUND"
+    pages = api(url, "GET", "/crm/v3/objects/contacts", params={"limit": 100, "after": int(rec.id) - 1}).json()
+    assert pages["results"] and pages["results"][0]["id"] != rec.id

@@ -114,3 +114,15 @@ def test_erase_removes_personal_data(store):
     with store.engine.connect() as conn:
         text = " ".join(str(r) for table in ("contacts", "identities", "aliases", "events") for r in conn.execute(sa.text(f"select * from {table}")))
     assert "gone@x.com" not in text
+
+
+def test_created_at_is_the_earliest_any_source_reports_whatever_the_pull_order(store):
+    """Tenure is a model feature: it must not flip with the order systems are pulled in."""
+    mc = Contact(source="mailchimp", vendor_id="m1", email="a@x.com", created_at=T0 + timedelta(days=30))
+    for tenant, pages in (("t1", [[hub("1", "a@x.com", created_at=T0)], [mc]]), ("t2", [[mc], [hub("1", "a@x.com", created_at=T0)]])):
+        for page in pages:
+            store.store_page(tenant, page, [], None)
+        # and a re-pull of the later source changes nothing
+        store.store_page(tenant, pages[1], [], None)
+    created = {c["tenant_id"]: c["created_at"].replace(tzinfo=None) for t in ("t1", "t2") for c in store.contacts(t)}
+    assert created == {"t1": T0.replace(tzinfo=None), "t2": T0.replace(tzinfo=None)}
