@@ -172,7 +172,7 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
 
 
 @cli.command("demo")
-@click.option("--contacts", default=3000, show_default=True, help="Contacts per tenant's synthetic book.")
+@click.option("--contacts", default=2500, show_default=True, help="Contacts in the first firm's synthetic book (the second has half).")
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the demo's config, SQLite store and models go (recreated each time).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")

@@ -212,6 +212,9 @@ class Service:
         return jobs
 
     def shutdown(self) -> None:
+        """Ask running syncs to stop after the batch in flight, and wait for them."""
+        if not self.stop.is_set():
+            log.info("shutting down: running syncs stop after the batch in flight")
         self.stop.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
