@@ -455,8 +455,7 @@ def test_listen_is_checked():
 
 
 def test_serve_help_describes_hosted_mode():
-    from sync.cli import main  # noqa: F401 - importing registers the commands
-    from sync import commands  # noqa: F401
+    import sync.commands  # noqa: F401 - registers `serve` on the group
     from sync.cli import cli
 
     result = CliRunner().invoke(cli, ["serve", "--help"])
@@ -504,3 +503,77 @@ def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp
     assert "GET /healthz" in text and "/hooks/acme/mailchimp/***" in text
     assert "Application shutdown complete" in text and "Traceback" not in text
     assert ACME_SECRET not in text and BETA_SECRET not in text
+
+
+SANDBOX_TENANT = """version: 1
+store: sqlite:///{db}
+model_dir: {models}
+tenants:
+  - id: firm
+    schedule: "0 3 * * *"
+    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited}}
+    esp: {{type: mailchimp, api_key: {mc_key}, list_id: {mc_list}, base_url: {mc_url}}}
+    consent:
+      webhook_secret: serve-webhook-secret-0123
+      purposes:
+        email_marketing: {{basis: consent}}
+        profiling: {{basis: legitimate_interest}}
+    scores:
+      - {{name: churn_risk, kind: churn, inactive_days: 60}}
+    segments:
+      - {{name: churn_watch, score: churn_risk, top_percent: 20}}
+    holdout_percent: 10
+    max_change_share: 0.9
+"""
+BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
+
+
+def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_the_rest(make_sandbox, tmp_path):
+    from sync.config import load_config
+    from sync.pipeline import RunOptions, run_tenant
+
+    sb = make_sandbox(contacts=600, seed=5)
+    config = tmp_path / "segsync.yaml"
+    config.write_text(SANDBOX_TENANT.format(db=tmp_path / "segsync.db", models=tmp_path / "models", hs_token=sb.hubspot_token,
+                                            hs_url=sb.hubspot_url, mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id,
+                                            mc_url=sb.mailchimp_url))
+    store = Store.open(f"sqlite:///{tmp_path / 'segsync.db'}")
+    _backdate_run(store, "firm", datetime.now(UTC) - timedelta(days=2))  # the server was down: a catch-up run at start
+    store.close()
+    sb.faults["hubspot"].set(delay=0.4, only_paths=(BATCH_UPDATE,))
+    out = tmp_path / "serve.log"
+    with out.open("w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "sync", "serve", str(config), "--listen", f"127.0.0.1:{_free_port()}"],
+                                env={**os.environ, "CI": "true"}, stdout=log_file, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).parent.parent)
+        try:
+            deadline = time.monotonic() + 60
+            while sb.calls.count("hubspot", "POST", BATCH_UPDATE) < 1:
+                assert proc.poll() is None, out.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the catch-up run never reached the push"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            while "shutting down" not in out.read_text():  # the stop is set: batches after this one are not sent
+                assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-2000:]
+                time.sleep(0.02)
+            sb.faults["hubspot"].reset()  # the batch in flight keeps its delay; the drains after it need not wait
+            assert proc.wait(timeout=60) in (0, -signal.SIGTERM), out.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    cfg = load_config(config)
+    store = Store.open(cfg.store)
+    try:
+        stopped = store.runs("firm", limit=1)[0]
+        assert stopped["status"] == "stopped", (stopped["status"], out.read_text()[-2000:])
+        planned = stopped["report"]["plan"]["destinations"][CRM]["changes"]
+        sent = stopped["report"]["push"]["by_destination"][CRM].get("sent", 0)
+        assert 0 < stopped["report"]["push"]["batches"][CRM] < -(-planned // 100)
+        report = run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=tmp_path)
+    finally:
+        store.close()
+    assert report["status"] == "ok", report.get("error")
+    # the next run sends exactly what the stopped one did not: nothing twice, nothing lost
+    assert report["plan"]["destinations"][CRM]["changes"] == planned - sent > 0
+    assert ACME_SECRET not in out.read_text() and "serve-webhook-secret-0123" not in out.read_text()

@@ -255,6 +255,16 @@ async def merge(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     return 200, sim.contacts.serialise(rec, None)
 
 
+async def gdpr_delete(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
+    """POST /crm/v3/objects/contacts/gdpr-delete {objectId, idProperty?}: permanent, 204 (404 when unknown)."""
+    body = await json_object(request)
+    object_id = str(body.get("objectId") or "")
+    if not object_id:
+        raise validation("objectId is required")
+    sim.gdpr_delete(object_id, body.get("idProperty"))
+    return 204, None
+
+
 def build_app(sim: HubSpotSim) -> Starlette:
     """All routes, each wrapped by :func:`endpoint`."""
     from sandbox.hubspot import prefs, routes_misc
@@ -265,6 +275,7 @@ def build_app(sim: HubSpotSim) -> Starlette:
     base = "/crm/v3/objects/{object_type}"
     routes = [
         r("/crm/v3/objects/contacts/merge", merge, ["POST"]),
+        r("/crm/v3/objects/contacts/gdpr-delete", gdpr_delete, ["POST"]),
         r(base + "/search", search, ["POST"], search_bucket=True),
         r(base + "/batch/{action}", batch, ["POST"]),
         r(base, list_objects, ["GET"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -19,6 +19,7 @@ from sandbox.hubspot import loader
 from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, validation
 from sandbox.hubspot.events import WebEvents
 from sandbox.hubspot.faults import BatchFailures
+from sandbox.hubspot.inspection import Inspection
 from sandbox.hubspot.ratelimit import PLAN_DAILY, PLAN_LIMITS, RollingLimiter
 from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
                                     iso, validate_value)
@@ -31,7 +32,7 @@ BATCH_MAX = 100
 CONTACT_DEFAULTS = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
 
 
-class HubSpotSim:
+class HubSpotSim(Inspection):
     """An in-memory HubSpot portal: contacts, deals, properties, lists, subscriptions, web events.
 
     ``plan`` sets the ten-secondly limit (starter/free 100, professional/enterprise 190, unlimited none) and
@@ -76,6 +77,7 @@ class HubSpotSim:
         self.subscribe_calls: list[dict[str, Any]] = []
         self.unsubscribe_calls: list[dict[str, Any]] = []
         self.batch_failures = BatchFailures()
+        self.gdpr_deleted: set[str] = set()  # lower-cased emails permanently deleted (for tests)
         self.expired_tokens: set[str] = set()
         self.extra_tokens: set[str] = set()  # issued by the OAuth refresh endpoint, valid besides ``token``
         # OAuth app credentials accepted by POST /oauth/v1/token (grant_type=refresh_token).
@@ -283,6 +285,23 @@ class HubSpotSim:
             self.contacts.touch(primary, at)
             return primary
 
+    def gdpr_delete(self, object_id: str, id_property: str | None = None) -> None:
+        """Permanently delete a contact and its subscription statuses (no archive, nothing left to read)."""
+        with self.lock:
+            rec = self.resolve(self.contacts, object_id, id_property)
+            if rec is None:
+                raise HubSpotError(404, f"resource not found: contact {object_id} does not exist", "OBJECT_NOT_FOUND")
+            self.archive(self.contacts, [rec.id])
+            email = (rec.properties.get("email") or "").lower()
+            self.sub_status.pop(email, None)
+            self.portal_optouts.discard(email)
+            for members in self.memberships.values():
+                members.pop(rec.id, None)
+            for rid, other in list(self.contacts.records.items()):
+                if other is rec or other.merged_into == rec.id:
+                    del self.contacts.records[rid]
+            self.gdpr_deleted.add(email)
+
     def merge_contacts(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
         """Test helper: merge contact ``merge_id`` into ``primary_id`` as a HubSpot user would."""
         return self.merge(primary_id, merge_id, at)
@@ -347,50 +366,6 @@ class HubSpotSim:
                 self.index_email(rec)
                 ids.append(rec.id)
             return ids
-
-    # -- inspection for tests ------------------------------------------------------
-
-    def contact_by_email(self, email: str) -> dict[str, Any] | None:
-        """The live contact with this email (case-insensitive): {id, properties, archived, ...}."""
-        with self.lock:
-            rid = self.email_index.get(email.strip().lower())
-            rec = self.contacts.records.get(rid) if rid else None
-            return None if rec is None else {"id": rec.id, "properties": dict(rec.properties),
-                                              "updatedAt": rec.updated_at, "archived": rec.archived}
-
-    def properties_of(self, contact_id: str) -> dict[str, str]:
-        """A copy of every stored property of one contact (archived ones too)."""
-        with self.lock:
-            return dict(self.contacts.records[str(contact_id)].properties)
-
-    def property_values(self, name: str) -> dict[str, list[str]]:
-        """``{contact id: [values]}`` of a (multi-select) property on live contacts, e.g. segsync_segments."""
-        with self.lock:
-            return {r.id: r.properties[name].split(";") for r in self.contacts.live() if r.properties.get(name)}
-
-    def list_members(self, name_or_id: str) -> set[str]:
-        """Record ids in a list, by list name or id."""
-        with self.lock:
-            lst = self.lists.get(name_or_id) or next((x for x in self.lists.values() if x["name"] == name_or_id), None)
-            return set(self.memberships.get(lst["listId"], {})) if lst else set()
-
-    @property
-    def optouts(self) -> set[str]:
-        """Lower-cased emails that may not get marketing email: opted out of all, or of "Marketing Information"."""
-        with self.lock:
-            out = {r.properties.get("email", "").lower() for r in self.contacts.live()
-                   if r.properties.get("hs_email_optout") == "true"} | self.portal_optouts
-            out |= {email for email, subs in self.sub_status.items()
-                    if subs.get(loader.MARKETING_SUBSCRIPTION_ID, {}).get("status") == "NOT_SUBSCRIBED"}
-            return out
-
-    def contact_id_for(self, person_key: str) -> str | None:
-        """The contact id a book person was loaded as."""
-        return self.person_ids.get(person_key)
-
-    def since(self, days: float) -> datetime:
-        """Convenience for tests: now minus ``days``."""
-        return self.clock() - timedelta(days=days)
 
     def server_error_response(self, status: int) -> Response:
         """HubSpot's error body for an injected error (usually 5xx; a 400 reads as a validation error)."""

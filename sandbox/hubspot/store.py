@@ -79,8 +79,8 @@ class ObjectStore:
         """Up to ``limit`` records with id > ``after`` in id order, and whether more follow."""
         out: list[Record] = []
         for rid in self._order[bisect.bisect_right(self._order, after):]:
-            rec = self.records[str(rid)]
-            if rec.archived == archived and rec.merged_into is None:
+            rec = self.records.get(str(rid))  # None after a GDPR delete
+            if rec is not None and rec.archived == archived and rec.merged_into is None:
                 if len(out) == limit:
                     return out, True
                 out.append(rec)
