@@ -18,7 +18,8 @@ from rich.console import Console
 from connectors.errors import ConfigError, InputError, SegsyncError
 from connectors.http import RedactingFilter, redact
 
-console = Console(stderr=False, highlight=False)
+# Piped or redirected output is not squeezed to 80 columns: reports stay readable in logs and files.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -74,7 +74,7 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
         return
     table = Table(title="Backtest (out of sample) vs naive baseline", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("tenant", "score", "method", "roc_auc", "pr_auc", "lift@10%", "brier", "baseline auc", "verdict"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("tenant", "score"))
     for r in results:
         m, b = r.get("model") or {}, r.get("baseline") or {}
         verdict = r.get("verdict") or {}
@@ -83,6 +83,8 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
             table.add_row(r["tenant"], r["score"], r.get("method", ""), "-", "-", "-", "-", "-",
                           f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})")
             continue
+        if note == "ok" and isinstance(m.get("roc_auc"), float) and isinstance(b.get("roc_auc"), float) and m["roc_auc"] <= b["roc_auc"]:
+            note = "no better than the baseline: do not act on it"
         table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
                       _fmt(m.get("lift_top_decile")), _fmt(m.get("brier")), _fmt(b.get("roc_auc")), str(note)[:60])
     console.print(table)
@@ -123,8 +125,16 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
             after = events[events["occurred_at"] >= assigned]
             scores = {s.name: s for s in tenant.scores}
             result: dict[str, Any] = {}
+            now = pd.Timestamp.now(tz="UTC")
             for seg in tenant.segments:
                 sc = scores[seg.score]
+                window = pd.Timedelta(days=sc.inactive_days if sc.kind == "churn" else sc.horizon_days)
+                if now < assigned + window:
+                    # Outcomes are only known once the window has passed; a rate now would be noise.
+                    result[seg.name] = {"members": sum(1 for r in rows if r["segment"] == seg.name and not r["holdout"]),
+                                        "holdout": sum(1 for r in rows if r["segment"] == seg.name and r["holdout"]),
+                                        "window_open_until": (assigned + window).date().isoformat()}
+                    continue
                 members = [r["contact_id"] for r in rows if r["segment"] == seg.name and not r["holdout"]]
                 held = [r["contact_id"] for r in rows if r["segment"] == seg.name and r["holdout"]]
                 if sc.kind == "propensity" and sc.outcome and sc.outcome.event:
@@ -146,4 +156,10 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
         if not data.get("segments"):
             console.print("  no segments assigned yet: run `segsync sync` first")
             continue
-        console.print(render_lift_report(data["segments"]), markup=False)
+        closed = {k: v for k, v in data["segments"].items() if "window_open_until" not in v}
+        for name, v in data["segments"].items():
+            if "window_open_until" in v:
+                console.print(f"  {name}: {v['members']} members, {v['holdout']} held out; outcome window open until "
+                              f"{v['window_open_until']} - no lift yet")
+        if closed:
+            console.print(render_lift_report(closed), markup=False)
