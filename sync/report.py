@@ -82,10 +82,13 @@ def render_run(report: Mapping[str, Any]) -> Panel:
         t = _table(f"Scores (as of {scoring.get('as_of') or '-'}; {scoring.get('scored', 0):,} contacts scored)", ["score", "model", "note"])
         for name, m in (scoring.get("models") or {}).items():
             metrics = m.get("metrics") or {}
-            note = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))[:80]
+            if name in (scoring.get("insufficient") or {}):
+                continue
+            auc, base = metrics.get("backtest_roc_auc"), metrics.get("baseline_roc_auc")
+            note = f"out-of-sample ROC AUC {auc:.3f} (naive baseline {base:.3f})" if isinstance(auc, float) and isinstance(base, float) else ""
             t.add_row(name, "reused" if m.get("reused") else "trained", note)
         for name, verdict in (scoring.get("insufficient") or {}).items():
-            t.add_row(name, "none", verdict)
+            t.add_row(name, "not used", verdict)
         parts.append(t)
 
     segments = report.get("segments") or {}

@@ -100,8 +100,33 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)
     model = train(spec, contacts, events, as_of=as_of)
     if isinstance(model, TrainedModel):
+        if spec.kind in ("propensity", "churn"):
+            model.metrics.update(backtest_summary(spec, contacts, events))
         save_model(model, directory)
     return model, False
+
+
+def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:
+    """Out-of-sample AUC of the model and of the naive baseline, measured once when a model is trained."""
+    from connectors.errors import InputError
+    from scoring.backtest import backtest
+
+    try:
+        report = backtest(spec, contacts, events if not events.empty else None)
+    except InputError as exc:
+        return {"backtest": f"not possible: {exc}"}
+    if not report.sufficient:
+        return {"backtest": "insufficient data for an out-of-sample test"}
+    return {"backtest_roc_auc": report.model.get("roc_auc"), "baseline_roc_auc": report.baseline.get("roc_auc"),
+            "backtest_lift_top_decile": report.model.get("lift_top_decile")}
+
+
+def no_better_than_baseline(metrics: dict[str, Any]) -> str | None:
+    """The reason not to act on a classifier, or None. Confident noise is worse than no segment."""
+    auc, base = metrics.get("backtest_roc_auc"), metrics.get("baseline_roc_auc")
+    if isinstance(auc, float) and isinstance(base, float) and auc <= base:
+        return f"no better than the naive baseline out of sample (ROC AUC {auc:.3f} vs {base:.3f})"
+    return None
 
 
 def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *, retrain: bool = False) -> ScoreResult:
@@ -120,6 +145,12 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         if isinstance(model, InsufficientData):
             result.verdicts[cfg.name] = f"insufficient data: {model.reason}"
             result.scores[cfg.name] = pd.Series(dtype=float)
+            continue
+        weak = no_better_than_baseline(model.metrics)
+        if weak:
+            result.verdicts[cfg.name] = weak
+            result.scores[cfg.name] = pd.Series(dtype=float)
+            result.models[cfg.name] = {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
             continue
         values = predict(model, contacts, events, as_of=as_of)
         values.index = values.index.astype(str)

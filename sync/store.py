@@ -536,9 +536,12 @@ class Store:
         SQLite: a row with an expiry, taken with a conditional insert/update.
         """
         if self.engine.dialect.name == "postgresql":
-            key = int.from_bytes(hashlib.sha256(f"segsync:{tenant_id}".encode()).digest()[:8], "big", signed=True)
             conn = self.engine.connect()
             try:
+                # Advisory locks are database-wide: the schema is part of the key, so two segsync
+                # stores in one database (or parallel test schemas) never block each other.
+                schema = conn.execute(sa.text("select current_schema()")).scalar()
+                key = int.from_bytes(hashlib.sha256(f"segsync:{schema}:{tenant_id}".encode()).digest()[:8], "big", signed=True)
                 got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar()
                 conn.commit()
                 if not got:
