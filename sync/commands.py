@@ -185,9 +185,15 @@ def demo_cmd(contacts: int, out_dir: Path, as_json: bool) -> None:
 
 @cli.command("serve")
 @CONFIG_ARG
-@click.option("--listen", default=None, metavar="HOST:PORT", help="Override server.listen from the config.")
+@click.option("--listen", default=None, metavar="HOST:PORT", help="HOST:PORT (default: server.listen, 127.0.0.1:8080).")
 def serve_cmd(config: Path, listen: str | None) -> None:
-    """Hosted mode: scheduled syncs per tenant + the preference-center webhook + /healthz + /metrics."""
+    """Hosted mode: scheduled syncs, consent webhooks, health and metrics in one process.
+
+    Runs each tenant's schedule (cron in its time zone; a run missed while down runs once at
+    start; never two runs of a tenant at once, across servers sharing PostgreSQL), takes consent
+    webhooks (POST /hooks/TENANT/preferences, /hooks/TENANT/mailchimp/SECRET, /hooks/TENANT/hubspot)
+    and serves GET /healthz and /metrics. SIGTERM/Ctrl-C: running syncs stop after the batch in flight.
+    """
     from sync.server import serve
 
     serve(config, listen)

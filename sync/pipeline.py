@@ -97,25 +97,26 @@ class TenantRun:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> dict[str, Any]:
-        started = time.monotonic()
-        run_started = utcnow()
-        self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
-        self.report.update(run_id=self.run_id, started_at=run_started.isoformat())
-        status = ERROR
-        try:
-            with self.store.tenant_lock(self.tenant.id):
+        # The lock first: a run refused because another holds the tenant leaves no trace in the run log.
+        with self.store.tenant_lock(self.tenant.id):
+            started = time.monotonic()
+            run_started = utcnow()
+            self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
+            self.report.update(run_id=self.run_id, started_at=run_started.isoformat())
+            status = ERROR
+            try:
                 status = self._run(run_started)
-        except (SegsyncError, ApiError) as exc:
-            self.report["error"] = redact(str(exc))
-            raise
-        except Exception as exc:
-            self.report["error"] = redact(f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.report["status"] = status
-            self.report["duration_s"] = round(time.monotonic() - started, 2)
-            self.report["api"] = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
-            self.store.finish_run(self.run_id, status, self.report)
+            except (SegsyncError, ApiError) as exc:
+                self.report["error"] = redact(str(exc))
+                raise
+            except Exception as exc:
+                self.report["error"] = redact(f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                self.report["status"] = status
+                self.report["duration_s"] = round(time.monotonic() - started, 2)
+                self.report["api"] = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
+                self.store.finish_run(self.run_id, status, self.report)
         return self.report
 
     def _run(self, run_started: datetime) -> str:

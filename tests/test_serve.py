@@ -1,8 +1,9 @@
 """Hosted mode (``segsync serve``): health, metrics, the webhook through the full app, schedules,
 the tenant lock across servers, graceful shutdown and secrets kept out of the access log.
 
-The vendors are the in-memory fakes (``tests.fakes``) wired in through ``Service(connectors=...)``;
-one test starts the real ``segsync serve`` process and stops it with SIGTERM.
+Most tests wire the in-memory fakes (``tests.fakes``) in through ``Service(connectors=...)`` and call
+the app over httpx's ASGI transport. Two start the real ``segsync serve`` process and stop it with
+SIGTERM: one idle (access log, health), one in the middle of a push against the sandbox vendors.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,9 +63,9 @@ TENANT = """
 """
 
 
-def config_text(store: str, models: Path) -> str:
+def config_text(store: str, models: Path, acme: str = "acme") -> str:
     tenants = [
-        TENANT.format(id="acme", tz="Europe/Paris", schedule='schedule: "0 6 * * *"', secret=ACME_SECRET),
+        TENANT.format(id=acme, tz="Europe/Paris", schedule='schedule: "0 6 * * *"', secret=ACME_SECRET),
         TENANT.format(id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', secret=BETA_SECRET),
         TENANT.format(id="gamma", tz="UTC", schedule="", secret="gamma-webhook-secret-0003"),
     ]
@@ -84,8 +86,8 @@ class World:
         return self.vendors[tenant.id]
 
 
-def make_service(tmp_path: Path, db_url: str, world: World | None = None) -> tuple[Service, World]:
-    cfg = load_config_text(config_text(db_url, tmp_path / "models"))
+def make_service(tmp_path: Path, db_url: str, world: World | None = None, acme: str = "acme") -> tuple[Service, World]:
+    cfg = load_config_text(config_text(db_url, tmp_path / "models", acme))
     world = world or World()
     return Service(cfg, tmp_path, store=Store.open(db_url), connectors=world), world
 
@@ -186,6 +188,32 @@ def test_metrics_expose_runs_outbox_and_webhook_latency(served, client):
     assert sample(service, "segsync_outbox_depth", tenant="acme") > 0
     service.drain("acme")
     assert sample(service, "segsync_outbox_depth", tenant="acme") == 0
+
+
+class CountingCrm(FakeCrm):
+    def stats(self) -> dict[str, int]:
+        return {"total_calls": sum(self.calls.values()), "rate_limited": 0}
+
+
+def test_each_run_reports_and_counts_its_own_api_calls(tmp_path, sqlite_url):
+    people, events = make_book(400)
+    built: list[CountingCrm] = []
+
+    def connectors(tenant):  # noqa: ANN001, ANN202 - a new client per call, as the real wiring builds
+        built.append(CountingCrm(people, events))
+        return built[-1], FakeEsp(people)
+
+    cfg = load_config_text(config_text(sqlite_url, tmp_path / "models"))
+    service = Service(cfg, tmp_path, store=Store.open(sqlite_url), connectors=connectors)
+    try:
+        first = service.run_sync("acme")
+        second = service.run_sync("acme")
+    finally:
+        service.store.close()
+    assert len(built) == 2, "a run reused another run's connectors"
+    assert first["api"]["crm"]["total_calls"] > 1 and second["api"]["crm"]["total_calls"] == 1  # one read, no write
+    counted = sample(service, "segsync_api_calls_total", tenant="acme", vendor="crm")
+    assert counted == first["api"]["crm"]["total_calls"] + second["api"]["crm"]["total_calls"]
 
 
 # ---------------------------------------------------------------------------------- webhook, isolation
@@ -301,6 +329,12 @@ def test_missed_run_after_downtime_runs_once_at_start(served):
 # ---------------------------------------------------------------------------------- the tenant lock
 
 
+def unique_tenant() -> str:
+    """A tenant id of this test's own: PostgreSQL advisory locks are database-wide, so another suite
+    running "acme" at the same moment can never make this one's run look busy."""
+    return f"acme-{uuid.uuid4().hex[:8]}"
+
+
 class SlowCrm(FakeCrm):
     def pull_contacts(self, cursor, run_started):  # noqa: ANN001, ANN201
         time.sleep(1.0)
@@ -309,15 +343,16 @@ class SlowCrm(FakeCrm):
 
 def test_two_servers_on_one_database_never_run_a_tenant_together(tmp_path, db_url):
     world = World(n=300, crm_class=SlowCrm)  # shared vendors, as two servers of one deployment would see
-    first, _ = make_service(tmp_path, db_url, world)
-    second, _ = make_service(tmp_path, db_url, world)  # its own engine: another server
+    tenant = unique_tenant()
+    first, _ = make_service(tmp_path, db_url, world, tenant)
+    second, _ = make_service(tmp_path, db_url, world, tenant)  # its own engine: another server
     assert first.store.engine is not second.store.engine
     gate = threading.Barrier(2)
     results: dict[str, object] = {}
 
     def go(name: str, service: Service) -> None:
         gate.wait()
-        results[name] = service.run_sync("acme")
+        results[name] = service.run_sync(tenant)
 
     threads = [threading.Thread(target=go, args=(n, s)) for n, s in (("first", first), ("second", second))]
     try:
@@ -330,11 +365,11 @@ def test_two_servers_on_one_database_never_run_a_tenant_together(tmp_path, db_ur
         assert len(ran) == 1 and len(skipped) == 1, results
         assert results[ran[0]]["status"] == "ok"
         service_of = {"first": first, "second": second}
-        assert sample(service_of[skipped[0]], "segsync_runs_skipped_total", tenant="acme") == 1.0
-        assert sample(service_of[ran[0]], "segsync_runs_skipped_total", tenant="acme") is None
+        assert sample(service_of[skipped[0]], "segsync_runs_skipped_total", tenant=tenant) == 1.0
+        assert sample(service_of[ran[0]], "segsync_runs_skipped_total", tenant=tenant) is None
         # the skip leaves no failed run behind; once free, the other server runs it
-        assert [r["status"] for r in first.store.runs("acme")] == ["ok"]
-        assert service_of[skipped[0]].run_sync("acme")["status"] == "ok"
+        assert [r["status"] for r in first.store.runs(tenant)] == ["ok"]
+        assert service_of[skipped[0]].run_sync(tenant)["status"] == "ok"
     finally:
         for s in (first, second):
             s.shutdown()
@@ -345,7 +380,7 @@ HOLD_LOCK = """
 import sys
 from sync.store import Store
 store = Store.open(sys.argv[1])
-with store.tenant_lock("acme"):
+with store.tenant_lock(sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.read()
 """
@@ -353,17 +388,18 @@ with store.tenant_lock("acme"):
 
 @pytest.mark.postgres
 def test_a_lock_held_by_another_process_skips_the_run_and_dies_with_it(tmp_path, pg_url):
-    service, world = make_service(tmp_path, pg_url, World(n=300))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, pg_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    tenant = unique_tenant()
+    service, world = make_service(tmp_path, pg_url, World(n=300), tenant)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, pg_url, tenant], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, cwd=Path(__file__).parent.parent)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert service.run_sync("acme") is None
-        assert sample(service, "segsync_runs_skipped_total", tenant="acme") == 1.0
-        assert "acme" not in world.vendors  # skipped before any connector was built
+        assert service.run_sync(tenant) is None
+        assert sample(service, "segsync_runs_skipped_total", tenant=tenant) == 1.0
+        assert tenant not in world.vendors  # skipped before any connector was built
         holder.kill()  # SIGKILL: PostgreSQL drops the session's advisory lock with it
         holder.wait(10)
-        assert service.run_sync("acme")["status"] == "ok"
+        assert service.run_sync(tenant)["status"] == "ok"
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -444,7 +480,21 @@ def test_access_log_masks_the_mailchimp_secret():
     assert conf["handlers"]["default"]["filters"] == ["segsync_redact"]
 
 
-def test_listen_is_checked():
+@pytest.fixture
+def run_cli():
+    """Invoke the ``segsync`` group in-process; its logging set-up is undone afterwards."""
+    import sync.commands  # noqa: F401 - registers `serve` on the group
+    from sync.cli import cli
+
+    root, ours = logging.getLogger(), logging.getLogger("segsync")
+    saved = (root.handlers[:], root.level, ours.level)
+    yield lambda *args: CliRunner().invoke(cli, list(args), obj={})
+    root.handlers[:], _, _ = saved
+    root.setLevel(saved[1])
+    ours.setLevel(saved[2])
+
+
+def test_listen_is_checked(tmp_path, run_cli):
     from connectors.errors import ConfigError
 
     assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
@@ -452,13 +502,15 @@ def test_listen_is_checked():
     for bad in ("8080", "host:http", "host:70000"):
         with pytest.raises(ConfigError, match="host:port"):
             parse_listen(bad)
+    config = tmp_path / "segsync.yaml"
+    config.write_text(config_text(f"sqlite:///{tmp_path / 'segsync.db'}", tmp_path / "models"))
+    result = run_cli("serve", str(config), "--listen", "localhost")
+    assert result.exit_code == 2 and "--listen 'localhost': use host:port" in result.output
+    assert "Traceback" not in result.output
 
 
-def test_serve_help_describes_hosted_mode():
-    import sync.commands  # noqa: F401 - registers `serve` on the group
-    from sync.cli import cli
-
-    result = CliRunner().invoke(cli, ["serve", "--help"])
+def test_serve_help_describes_hosted_mode(run_cli):
+    result = run_cli("serve", "--help")
     assert result.exit_code == 0
     for word in ("CONFIG", "--listen", "/healthz", "/metrics", "webhook"):
         assert word in result.output
@@ -470,6 +522,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp_path):
     port = _free_port()
     config = tmp_path / "segsync.yaml"
@@ -528,6 +581,7 @@ tenants:
 BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_the_rest(make_sandbox, tmp_path):
     from sync.config import load_config
     from sync.pipeline import RunOptions, run_tenant
