@@ -174,7 +174,6 @@ def _check_tenant(
 def _walk(
     conn: sa.Connection, tenant: str, key: bytes | None, rows: sa.CursorResult[Any]
 ) -> tuple[int, BrokenLink | None]:
-    ev = consent_events.c
     checked, prev_hash, prev_seq, prev_id = 0, GENESIS, 0, None
     for r in rows.mappings():
         checked += 1

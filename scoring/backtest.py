@@ -19,7 +19,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import StratifiedKFold
 
 from connectors.errors import InputError
-from scoring.evaluation import classification_metrics, fairness, regression_metrics
+from scoring.evaluation import classification_metrics, fairness
 from scoring.features import behaviour_columns, extra_event_types, select_properties, to_utc
 from scoring.models import (MIN_NEGATIVES, MIN_POSITIVES, InsufficientData, default_as_of, fit_classifier,
                             labelled_set, sufficiency)

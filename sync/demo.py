@@ -189,7 +189,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
 
             console.rule("[bold]Run 1: full sync of both firms")
             optout = MidRunOptOut(store, harbor, sb)
-            for tenant, box in zip(cfg.tenants, sandboxes, strict=True):
+            for tenant in cfg.tenants:
                 crm, esp = fresh_connectors(tenant)
                 opts = RunOptions(progress=optout if tenant.id == harbor.id else None)
                 with console.status(f"syncing {tenant.id}..."):

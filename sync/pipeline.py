@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from connectors.base import ConsentSignal, Contact, CrmConnector, EspConnector, PullPage
-from connectors.errors import ApiError, FatalApiError, SegsyncError
+from connectors.errors import ApiError, SegsyncError
 from connectors.http import redact
 from consent.policy import EMAIL_MARKETING
 from sync.config import Config, TenantCfg

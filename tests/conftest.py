@@ -73,8 +73,13 @@ def db_url(request) -> str:
 
 
 @pytest.fixture
-def make_sandbox():
-    """Factory: ``make_sandbox(contacts=..., seed=..., **options)`` starts a sandbox stopped after the test."""
+def make_sandbox(request):
+    """Factory: ``make_sandbox(contacts=..., seed=..., **options)`` starts a sandbox stopped after the test.
+
+    After every test outside the sandbox's own conformance suite (which tries resubscribing on
+    purpose, to prove the refusal), the Mailchimp simulator's audit must show that nothing ever
+    asked to set anyone ``subscribed``: segsync never subscribes or resubscribes, suite-wide.
+    """
     from sandbox import start_sandbox
 
     started = []
@@ -87,6 +92,9 @@ def make_sandbox():
     yield factory
     for sb in started:
         sb.stop()
+    if not request.module.__name__.split(".")[-1].startswith("test_sandbox_"):
+        attempts = [a for sb in started for a in sb.mailchimp.subscribe_attempts]
+        assert attempts == [], f"a request tried to set members subscribed: {attempts[:5]}"
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ class FakeEsp(EspConnector):
 
     def __init__(self, people: dict[str, dict[str, Any]], unsubscribed: set[str] = frozenset(), missing: set[str] = frozenset()) -> None:
         self.members: dict[str, dict[str, Any]] = {}
-        for vid, p in people.items():
+        for p in people.values():
             if p["email"] in missing:
                 continue
             status = "unsubscribed" if p["email"] in unsubscribed else "subscribed"

@@ -59,7 +59,7 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
     from sync.scorer import score_tenant
     from sync.store import Store
 
-    contacts_csv, events_csv = write_book(tmp_path, 900)
+    contacts_csv, events_csv = write_book(tmp_path, 1500)
     cfg = load_config_text(CONFIG.format(store=sqlite_url, contacts=contacts_csv, events=events_csv,
                                          output=tmp_path / "out.csv"))
     tenant = cfg.tenants[0]
@@ -74,18 +74,19 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
     assert conn.problems == []
     allowed = {c["contact_id"] for c in store.contacts(tenant.id)}
     first = score_tenant(store, tenant, tmp_path / "models", allowed)
-    assert first.scored == 900
-    # 900 contacts give too few upgrades in 90 days: an honest verdict, not a score.
+    assert first.scored == 1500
+    # 1,500 contacts give too few upgrades in 90 days: an honest verdict, not a score.
     assert first.verdicts["upgrade"].startswith("insufficient data: ")
     churn = first.scores["churn_risk"]
-    assert len(churn) == 900 and churn.between(0, 1).all()
+    assert len(churn) == 1500 and churn.between(0, 1).all()
+    assert first.models["churn_risk"]["metrics"]["backtest_roc_auc"] > first.models["churn_risk"]["metrics"]["baseline_roc_auc"]
     assert first.models["churn_risk"]["reused"] is False
     names = load_model(tmp_path / "models" / "harbor" / "groups").info["names"]
     assert set(first.clusters["groups"]) <= set(names) and len(names) == 3
     a = first.assignment
     held = {c for c in allowed if holdout(tenant.id, c, 10)}
-    assert held == first.holdout_ids and 40 < len(held) < 140
-    assert len(a.members["churn_watch"]) + len(a.holdout["churn_watch"]) == 180
+    assert held == first.holdout_ids and 100 < len(held) < 200
+    assert len(a.members["churn_watch"]) + len(a.holdout["churn_watch"]) == 300
     assert not set(a.members["churn_watch"]) & held and set(a.holdout["churn_watch"]) <= held
     assert (tmp_path / "models" / "harbor" / "churn_risk" / "model.pkl").exists()
 
@@ -93,4 +94,31 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
     assert second.models["churn_risk"]["reused"] is True
     assert second.scores["churn_risk"].equals(churn), "same data, same model: same scores (so zero writes)"
     assert second.assignment.members == a.members
+    store.close()
+
+
+def test_a_model_no_better_than_the_naive_baseline_makes_no_segment(tmp_path, sqlite_url):
+    """On this 900-contact book the churn model loses to the naive baseline out of sample: no scores, no
+    segment, and a verdict that says why (confident noise is worse than nothing)."""
+    from sync.config import load_config_text
+    from sync.scorer import score_tenant
+    from sync.store import Store
+
+    contacts_csv, events_csv = write_book(tmp_path, 900)
+    cfg = load_config_text(CONFIG.format(store=sqlite_url, contacts=contacts_csv, events=events_csv,
+                                         output=tmp_path / "out.csv"))
+    tenant = cfg.tenants[0]
+    conn = CsvConnector(contacts_csv, events_csv, created_column="created",
+                        event_columns={"contact_id": "person", "timestamp": "at"}, output=tmp_path / "out.csv")
+    store = Store.open(sqlite_url)
+    now = datetime.now(UTC)
+    for page in [*conn.pull_contacts(None, now), *conn.pull_engagement(None, now)]:
+        store.store_page(tenant.id, page.contacts, page.events, None)
+    allowed = {c["contact_id"] for c in store.contacts(tenant.id)}
+    result = score_tenant(store, tenant, tmp_path / "models", allowed)
+    metrics = result.models["churn_risk"]["metrics"]
+    assert metrics["backtest_roc_auc"] <= metrics["baseline_roc_auc"]
+    assert result.verdicts["churn_risk"].startswith("no better than the naive baseline")
+    assert result.scores["churn_risk"].empty
+    assert result.assignment.members["churn_watch"] == [] and result.assignment.holdout["churn_watch"] == []
     store.close()
