@@ -202,6 +202,9 @@ class TenantCfg(Strict):
 
 class ServerCfg(Strict):
     listen: str = "127.0.0.1:8080"
+    # The scheme and host the world calls (e.g. https://hooks.example.com) when segsync sits behind a
+    # proxy: HubSpot signs the public URL, so its v3 signatures are checked against this.
+    public_url: str | None = Field(None, pattern=r"^https?://[^/\s]+$")
 
     @field_validator("listen")
     @classmethod

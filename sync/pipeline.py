@@ -123,6 +123,8 @@ class TenantRun:
         if not self.opts.dry_run:
             self._drain("outbox_before")
         self._pull_all(run_started)
+        if self.opts.stop.is_set():
+            return STOPPED  # every stored page kept its cursor: the next run goes on from there
         people = self._gate()
         scored = self._score(people)
         plan = self._plan(people, scored)
@@ -163,6 +165,10 @@ class TenantRun:
                 stats["changed"] += result.changed
                 stats["events"] += result.events
                 self._progress(f"pull {stream}", len(page.contacts) + len(page.events), None)
+                if self.opts.stop.is_set():
+                    break
+            if self.opts.stop.is_set():
+                break
         self.report["pull"] = {k: dict(v) for k, v in pulls.items()}
         self.report["consent"] = dict(consent)
 

@@ -274,7 +274,8 @@ class Service:
                 service.metrics.outbox_depth.labels(tenant_id).set(service.outbox.depth(tenant_id))
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-        app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain))
+        app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain,
+                                  public_url=self.cfg.server.public_url))
         return app
 
 

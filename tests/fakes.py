@@ -59,10 +59,9 @@ class FakeCrm(CrmConnector):
 
     def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
         self.calls["read"] += 1
-        if cursor is not None:
-            return
+        start = 0 if cursor is None else int(cursor.removeprefix("page")) + 250  # resume after the stored page
         contacts = [Contact("fakecrm", vid, p["email"], dict(p["props"]), NOW, NOW - timedelta(days=400)) for vid, p in self.people.items()]
-        for i in range(0, len(contacts), 250):
+        for i in range(start, len(contacts), 250):
             yield PullPage(contacts=contacts[i : i + 250], cursor=f"page{i}")
 
     def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:

@@ -6,6 +6,7 @@ run in seconds and pin the pipeline's own logic.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -213,3 +214,22 @@ def test_dry_run_sends_nothing_and_costs_the_push(world):
     assert crm.writes() == 0 and esp.writes() == 0
     assert report["plan"]["cost"][CRM]["calls"] == -(-report["plan"]["destinations"][CRM]["changes"] // 100)
     assert store.last_sent("acme", CRM) == {}
+
+
+def test_a_stop_during_the_pull_keeps_stored_pages_and_sends_nothing(world):
+    cfg, store, crm, esp = world
+    stop = threading.Event()
+    pages = []
+
+    def after_first_page(task, n, total):
+        pages.append(task)
+        stop.set()  # SIGTERM arrives while the CRM is being pulled
+
+    report = run(cfg, store, crm, esp, stop=stop, progress=after_first_page)
+    assert report["status"] == "stopped"
+    assert crm.writes() == 0 and esp.writes() == 0
+    assert store.cursor("acme", "fakecrm.contacts") == "page0"  # the stored page kept its cursor
+    assert len(store.contacts("acme")) == 250
+    stop.clear()
+    assert run(cfg, store, crm, esp)["status"] == "ok"  # the next run goes on from the stored cursor
+    assert len(store.contacts("acme")) == len(crm.people)
