@@ -131,6 +131,7 @@ class TenantRun:
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
+            self._drain("outbox_after")  # opt-outs never wait for a plan to be approved
             return REFUSED
         self._push(plan)
         self._drain("outbox_after")

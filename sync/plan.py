@@ -61,6 +61,7 @@ class Plan:
     forget: list[tuple[str, str]] = field(default_factory=list)  # (destination, contact id): drop local state, send nothing
     total_contacts: int = 0
     initial: set[str] = field(default_factory=set)  # destinations with no confirmed state yet
+    segment_property: str = "segsync_segments"
 
     def count(self) -> int:
         return sum(len(v) for v in self.changes.values())
@@ -72,7 +73,15 @@ class Plan:
         None: a new contact, or the rest of an interrupted first push) is not a change of mind.
         """
         return len({c.contact_id for d, cs in self.changes.items() if d not in self.initial for c in cs
-                    if d != CRM or c.previous is not None})
+                    if d != CRM or self._segments_moved(c)})
+
+    def _segments_moved(self, c: Change) -> bool:
+        """A CRM change counts for the guard when the person's segments change, not when a score drifts."""
+        if c.previous is None:
+            return False
+        before = (c.previous or {}).get(self.segment_property, "")
+        after = (c.desired or {}).get(self.segment_property, "")
+        return before != after
 
     def change_share(self) -> float:
         return self.changed_contacts() / self.total_contacts if self.total_contacts else 0.0
@@ -95,8 +104,19 @@ def crm_desired(
     if push_scores:
         for name in score_names:
             v = scores.get(name)
-            values[f"segsync_score_{name}"] = "" if v is None else f"{v:.2f}"
+            values[f"segsync_score_{name}"] = "" if v is None else score_text(v)
     return values
+
+
+def score_text(value: float) -> str:
+    """A score as pushed: probabilities to two decimals, money to three significant figures.
+
+    Coarse on purpose: a new day of data nudges every estimate a little, and a CRM does not need
+    lifetime value to the cent - only real moves should cost a write.
+    """
+    if abs(value) < 100:
+        return f"{value:.2f}"
+    return str(int(float(f"{value:.3g}")))
 
 
 def build_plan(
@@ -116,7 +136,7 @@ def build_plan(
     has_esp: bool,
 ) -> Plan:
     """Compute the diff for every destination. Consent and ESP status gate what is desired."""
-    plan = Plan(tenant_id)
+    plan = Plan(tenant_id, segment_property=property_name)
     people = list(people)
     plan.total_contacts = len(people)
     dests = [CRM] + ([TAGS] if has_esp and esp_tags else []) + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else [])

@@ -183,11 +183,16 @@ def test_faults_are_survived_and_failures_retried_next_run(make_sandbox, tmp_pat
     config = write_config(tmp_path, sb)
     sb.faults["hubspot"].set(error_rate=0.05, storm=5)
     sb.faults["mailchimp"].set(error_rate=0.05, storm=3)
+    # and HubSpot answers some batch updates 207 with a few inputs refused
+    sb.hubspot.fail_batch_inputs(rate=0.02, seed=3, count=4, message="Property values were not valid (simulated)")
     report = sync_once(config)
-    assert report["status"] in ("ok", "failed_records"), report.get("error")
+    assert report["status"] == "failed_records", report.get("error")
     sb.faults["hubspot"].reset()
     sb.faults["mailchimp"].reset()
+    sb.hubspot.fail_batch_inputs()
     failed = report["push"]["totals"].get("failed", 0)
+    messages = [f["message"] for f in report["push"]["failures"]]
+    assert sum("(simulated)" in m for m in messages) == 4, messages  # each with HubSpot's own message
     again = sync_once(config)
     assert again["status"] == "ok"
     # The second run sends exactly what did not make it the first time.

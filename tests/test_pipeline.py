@@ -233,3 +233,23 @@ def test_a_stop_during_the_pull_keeps_stored_pages_and_sends_nothing(world):
     stop.clear()
     assert run(cfg, store, crm, esp)["status"] == "ok"  # the next run goes on from the stored cursor
     assert len(store.contacts("acme")) == len(crm.people)
+
+
+def test_score_drift_alone_does_not_trip_the_change_guard(world):
+    """New data nudges every score a little; only moves between segments count against max_change_share."""
+    import json
+
+    cfg, store, crm, esp = world
+    run(cfg, store, crm, esp)
+    with store.engine.begin() as conn:
+        from sync.schema import last_sent
+
+        rows = conn.execute(last_sent.select().where(last_sent.c.destination == CRM)).fetchall()
+        for r in rows:
+            value = json.loads(r.value)
+            value["segsync_score_upgrade"] = "0.99"  # every score differs, no segment does
+            conn.execute(last_sent.update().where(last_sent.c.tenant_id == r.tenant_id, last_sent.c.destination == CRM,
+                                                  last_sent.c.key == r.key).values(value=json.dumps(value, sort_keys=True)))
+    report = run(cfg, store, crm, esp)
+    assert report["status"] == "ok", report.get("refused")
+    assert report["plan"]["destinations"][CRM]["changes"] == len(rows) and report["plan"]["change_share"] == 0
