@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from consent.ledger import Ledger, Signal  # noqa: E402
@@ -28,11 +30,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--quick", action="store_true", help="10,000 contacts")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "bench_consent.json")
     args = parser.parse_args()
-    n = 10_000 if args.quick else args.contacts
+    n = args.contacts
+    schema = f"bench_{int(time.time())}"
+    pg = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db" if args.store == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        if args.store == "sqlite":
+            url = f"sqlite:///{tmp}/bench.db"
+        else:  # a schema of its own, dropped afterwards
+            admin = sa.create_engine(pg)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'create schema "{schema}"'))
+            url = f"{pg}?options=-csearch_path%3D{schema}"
         store = Store.open(url)
         ledger = Ledger(store.engine, lambda _t: b"bench-key-0123456789")
         tenant = f"bench{int(time.time())}"
@@ -51,6 +61,10 @@ def main() -> int:
         verified = ledger.verify(tenant)
         verify_s = time.perf_counter() - started
         store.close()
+        if args.store == "postgres":
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+            admin.dispose()
     result = {
         "contacts": n,
         "store": args.store,
@@ -62,9 +76,8 @@ def main() -> int:
         "allowed_email": sum(1 for d in decisions.values() if d.allows("email_marketing")),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
-    out = Path(__file__).resolve().parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "bench_consent.json").write_text(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
     for k, v in result.items():
         print(f"{k:>24}: {v}")
     return 0

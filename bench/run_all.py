@@ -59,6 +59,7 @@ BENCHES = (
     Bench("hubspot", ("--contacts", "1000", "--changed", "500", "--window", "1")),
     Bench("mailchimp", ("--members", "1000")),
     Bench("scoring", ("--contacts", "50000", "--book", "2000"), out_is_dir=True),
+    Bench("consent", ("--contacts", "10000")),
 )
 
 
