@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from connectors.base import ConsentSignal, CrmConnector, EspConnector, PropertyUpdate, TagChange, normalize_email
 from consent.ledger import Ledger, Signal
 from consent.outbox import DrainReport, Outbox, OutboxAction, drain
@@ -107,6 +109,25 @@ class ConsentGate:
     def _has(self, destination: str) -> bool:
         side = destination.split(".", 1)[0]
         return self.sources.get(side) is not None
+
+    def link_vendor_refs(self) -> int:
+        """Consent recorded for a vendor id before we knew the person (a HubSpot webhook for a contact
+        not pulled yet, stored as ``hubspot:<id>``) is carried over to the email the store now has."""
+        from consent.schema import consent_events
+
+        linked = 0
+        for vendor in {v for v in self.sources.values() if v}:
+            with self.store.engine.connect() as conn:
+                refs = conn.execute(
+                    sa.select(consent_events.c.subject).distinct().where(
+                        consent_events.c.tenant_id == self.tenant.id, consent_events.c.subject.like(f"{vendor}:%")
+                    )
+                ).scalars().all()
+            for ref in refs:
+                email = self.store.email_for_vendor_id(self.tenant.id, vendor, ref.split(":", 1)[1])
+                if email:
+                    linked += len(self.ledger.link_vendor_ref(self.tenant.id, vendor, ref.split(":", 1)[1], email))
+        return linked
 
     # ------------------------------------------------------------------ decisions
 

@@ -170,6 +170,7 @@ class TenantRun:
                     break
             if self.opts.stop.is_set():
                 break
+        consent["carried_from_vendor_ids"] = self.gate.link_vendor_refs()
         self.report["pull"] = {k: dict(v) for k, v in pulls.items()}
         self.report["consent"] = dict(consent)
 

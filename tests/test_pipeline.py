@@ -253,3 +253,20 @@ def test_score_drift_alone_does_not_trip_the_change_guard(world):
     report = run(cfg, store, crm, esp)
     assert report["status"] == "ok", report.get("refused")
     assert report["plan"]["destinations"][CRM]["changes"] == len(rows) and report["plan"]["change_share"] == 0
+
+
+def test_an_opt_out_received_for_a_vendor_id_before_the_pull_still_wins(world):
+    """A HubSpot webhook can name a contact segsync has never pulled (``hubspot:<id>``): once a pull
+    resolves that id to an email, the recorded withdrawal applies to the person."""
+    cfg, store, crm, esp = world
+    gate = TenantRun(cfg, cfg.tenants[0], store, crm, esp).gate
+    vid = sorted(crm.people)[200]
+    gate.ledger.record("acme", f"fakecrm:{vid}", "email_marketing", "withdrawn", basis="consent", source="fakecrm",
+                       occurred_at=datetime.now(UTC))
+    report = run(cfg, store, crm, esp)
+    assert report["consent"]["carried_from_vendor_ids"] >= 1
+    assert crm.props[vid].get("segsync_segments") in (None, ""), "an opted-out person was put in a segment"
+    email = crm.people[vid]["email"]
+    assert not esp.members[email]["tags"]
+    cid = store.contact_by_email("acme", email)
+    assert gate.decide_people({cid: {email}})[cid][:2] == (False, False)
