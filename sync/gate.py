@@ -24,7 +24,7 @@ from consent.outbox import DrainReport, Outbox, OutboxAction, drain
 from consent.policy import DESTINATIONS, EMAIL_MARKETING, PROFILING, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from sync.config import TenantCfg
-from sync.plan import crm_desired
+from sync.plan import CRM, crm_desired
 from sync.store import Store
 
 log = logging.getLogger("segsync.consent")
@@ -188,6 +188,8 @@ class Propagator:
         self.tags = [tenant.push.tag_prefix + s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]
         self._esp_emails: dict[str, str] | None = None
+        self._crm_sent: set[str] | None = None
+        self._crm_vendor_ids: dict[str, str] | None = None
 
     def handlers(self) -> Mapping[str, Callable[[OutboxAction], None]]:
         out: dict[str, Callable[[OutboxAction], None]] = {}
@@ -239,21 +241,38 @@ class Propagator:
                 self.esp.sync_segment(dest.split(":", 1)[1], [], [email])
         self.store.forget_sent(self.tenant.id, cid, "esp.")
 
+    def _crm_ids(self) -> dict[str, str]:
+        assert self.crm is not None
+        if self._crm_vendor_ids is None:  # loaded once per drain
+            self._crm_vendor_ids = self.store.vendor_ids(self.tenant.id, self.crm.name)
+        return self._crm_vendor_ids
+
+    def _crm_state(self) -> set[str]:
+        if self._crm_sent is None:  # loaded once per drain
+            self._crm_sent = set(self.store.last_sent(self.tenant.id, CRM))
+        return self._crm_sent
+
     def crm_optout(self, action: OutboxAction) -> None:
         assert self.crm is not None
-        if action.email is None and action.payload.get("vendor") == self.crm.name:
-            # Known only by the CRM's own id (e.g. a HubSpot webhook for a contact we never pulled).
-            vendor_id = str(action.payload.get("vendor_id"))
-            result = self.crm.suppress("", vendor_id, self.tenant.push.crm_property)
-            if result.outcome == "failed":
-                raise RuntimeError(result.message or "the CRM refused the opt-out")
-            return
-        email = self._need_email(action)
+        email = action.email
+        if email is None and action.payload.get("vendor") == self.crm.name:
+            # Known only by the CRM's own id (a webhook for a contact we had not pulled yet).
+            email = self.store.email_for_vendor_id(self.tenant.id, self.crm.name, str(action.payload.get("vendor_id")))
+            if email is None:
+                log.info("crm opt-out for %s: the CRM itself reported it and we hold nothing of theirs", action.payload.get("vendor_ref"))
+                return
+        email = email or self._need_email(action)
         cid = self._contact(email)
-        vendor_id = self.store.vendor_ids(self.tenant.id, self.crm.name).get(cid) if cid else None
-        result = self.crm.suppress(email, vendor_id, self.tenant.push.crm_property)
+        vendor_id = self._crm_ids().get(cid) if cid else None
+        result = self.crm.suppress(email, vendor_id, "")  # the opt-out itself (unsubscribe only)
         if result.outcome == "failed":
             raise RuntimeError(result.message or "the CRM refused the opt-out")
+        if cid and vendor_id and cid in self._crm_state():
+            # and every segsync property we wrote there (segments and scores) is cleared
+            cleared = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
+            failed = [r for r in self.crm.push_properties([PropertyUpdate(vendor_id, cleared)]) if r.outcome == "failed"]
+            if failed:
+                raise RuntimeError(failed[0].message or "the CRM refused to clear segsync's properties")
         if cid:
             self.store.forget_sent(self.tenant.id, cid, "crm.")
 
@@ -261,8 +280,8 @@ class Propagator:
         assert self.crm is not None
         email = self._need_email(action)
         cid = self._contact(email)
-        vendor_id = self.store.vendor_ids(self.tenant.id, self.crm.name).get(cid) if cid else None
-        if not cid or not vendor_id or cid not in self.store.last_sent(self.tenant.id, "crm.properties"):
+        vendor_id = self._crm_ids().get(cid) if cid else None
+        if not cid or not vendor_id or cid not in self._crm_state():
             return
         cleared = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
         results = self.crm.push_properties([PropertyUpdate(vendor_id, cleared)])

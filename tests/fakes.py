@@ -91,7 +91,8 @@ class FakeCrm(CrmConnector):
         self.calls["suppress"] += 1
         if vendor_id:
             self.optout.add(vendor_id)
-            self.props[vendor_id][property_name] = ""
+            if property_name:
+                self.props[vendor_id][property_name] = ""
         return RecordResult(email, "sent")
 
 

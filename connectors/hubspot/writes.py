@@ -201,6 +201,13 @@ class WriteMixin:
             except RejectedRecordError as exc:
                 if "already" not in exc.detail.lower():
                     problems.append(f"unsubscribe from {sub_id}: {exc.detail}")
+        if property_name:  # empty: segsync never wrote a segment there, so there is nothing to clear
+            self._clear(address, vendor_id, property_name, problems)
+        if problems:
+            return RecordResult(key, "failed", "; ".join(problems))
+        return RecordResult(key, "sent")
+
+    def _clear(self, address: str, vendor_id: str | None, property_name: str, problems: list[str]) -> None:
         item: dict[str, Any] = {"id": vendor_id, "properties": {property_name: ""}}
         if not vendor_id:
             item = {"id": address, "idProperty": "email", "properties": {property_name: ""}}
@@ -214,6 +221,3 @@ class WriteMixin:
                 if isinstance(err, Mapping) and err.get("category") != "OBJECT_NOT_FOUND" and not _nothing_to_clear(
                         _error_message(err)):
                     problems.append(f"clear {property_name}: {_error_message(err)}")
-        if problems:
-            return RecordResult(key, "failed", "; ".join(problems))
-        return RecordResult(key, "sent")
