@@ -14,7 +14,8 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from connectors.errors import ConfigError, InputError
+from connectors.errors import ConfigError, InputError, SegsyncError
+from connectors.http import redact
 from sync.cli import cli, console, emit_json, err_console
 
 CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
@@ -95,6 +96,11 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                     reports.append(run_tenant(cfg, tenant, store, opts, base_dir=config.parent))
                 except TenantBusy as exc:
                     reports.append({"tenant": tenant.id, "status": "skipped", "error": str(exc)})
+                except SegsyncError as exc:
+                    # One firm's broken token or file must not keep the agency's other firms from syncing.
+                    if len(cfg.tenants) == 1 or tenant_ids and len(tenant_ids) == 1:
+                        raise
+                    reports.append({"tenant": tenant.id, "status": "error", "error": redact(str(exc))})
                 if stop.is_set():
                     break
     finally:

@@ -75,3 +75,15 @@ def test_broken_csv_is_reported_with_file_and_line_and_nothing_is_written(tmp_pa
     assert result.returncode in (1, 2)
     assert "contacts.csv" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "segments-out.csv").exists()
+
+
+def test_one_broken_firm_does_not_stop_the_others(tmp_path):
+    """An agency's YAML holds many firms: a missing export for one is reported, the rest still sync."""
+    write_book(tmp_path)
+    broken = CONFIG.split("tenants:\n", 1)[1].replace("id: csv-firm", "id: broken-firm").replace(
+        "contacts: contacts.csv", "contacts: missing.csv").replace("output: segments-out.csv", "output: broken-out.csv")
+    (tmp_path / "segsync.yaml").write_text(CONFIG.format(db=tmp_path / "s.db", models=tmp_path / "models") + broken.format())
+    result = segsync("sync", "segsync.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "missing.csv" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert (tmp_path / "segments-out.csv").exists() and not (tmp_path / "broken-out.csv").exists()
