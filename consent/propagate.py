@@ -5,7 +5,7 @@ An opt-out is worth nothing until every vendor knows, and a crash between "recor
 whose record now contains a withdrawal, adds one outbox action per destination, all in one
 transaction. :func:`erase_and_enqueue` does the same for an erasure.
 
-Used by the webhook (:mod:`consent.webhook`), the CLI (:mod:`consent.cli`), and the pipeline
+Used by the webhook (:mod:`consent.webhook`), the CLI (:mod:`sync.consent_cmds`), and the pipeline
 when it records vendor signals seen during a pull.
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import signal
 import sys
 import threading
@@ -207,7 +206,6 @@ def serve_cmd(config: Path, listen: str | None) -> None:
 
 from sync import score_cmds  # noqa: E402,F401 - registers `score` and `report`
 
-if importlib.util.find_spec("consent.cli") is not None:  # the consent commands live with the ledger
-    from consent.cli import consent as _consent_group
+from sync.consent_cmds import consent as _consent_group  # noqa: E402 - registers `consent`
 
-    cli.add_command(_consent_group)
+cli.add_command(_consent_group)

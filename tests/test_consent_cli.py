@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connectors.base import Contact
-from consent.cli import consent
+from sync.cli import cli
+from sync.commands import sync_cmd  # noqa: F401 - registers every command on `cli`
 from consent.schema import consent_events, consent_outbox
 from sync.store import Store
 
@@ -40,7 +41,7 @@ def setup(tmp_path, sqlite_url):
 
 
 def run(*args: str, code: int = 0) -> dict | str:
-    result = CliRunner().invoke(consent, list(args))
+    result = CliRunner().invoke(cli, ["consent", *args])
     assert result.exit_code == code, (result.output, result.exception)
     return json.loads(result.output) if "--json" in args and code in (0, 1) else result.output
 
@@ -136,14 +137,14 @@ def test_erase_for_a_tenant_without_esp_queues_crm_only(setup) -> None:
 )
 def test_bad_input_is_a_clear_error_with_exit_2(setup, args, message) -> None:
     config, _ = setup
-    result = CliRunner().invoke(consent, ["record", config, "--tenant", "harbor", "--email", "a@x.com", *args])
+    result = CliRunner().invoke(cli, ["consent", "record", config, "--tenant", "harbor", "--email", "a@x.com", *args])
     assert result.exit_code == 2 and message in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_unknown_tenant_is_a_config_error(setup) -> None:
     config, _ = setup
-    result = CliRunner().invoke(consent, ["status", config, "--tenant", "nobody", "--email", "a@x.com"])
+    result = CliRunner().invoke(cli, ["consent", "status", config, "--tenant", "nobody", "--email", "a@x.com"])
     assert result.exit_code == 2 and "no tenant 'nobody'" in result.output
 
 

@@ -1,9 +1,9 @@
 """``segsync consent record|status|history|verify|erase``: the ledger from the command line.
 
-Registered by the lead in ``sync/cli.py`` (``cli.add_command(consent)``). Every command takes the
-config file, opens its store (migrating it), and prints a readable summary or, with ``--json``,
-one JSON document. Exit codes: 0 ok, 1 ``verify`` found a broken chain, 2 bad usage, config or
-input.
+Registered on the ``segsync`` group in ``sync/commands.py`` (the CLI lives in ``sync``: ``consent``
+never imports ``sync``). Every command takes the config file, opens its store (migrating it), and
+prints a readable summary or, with ``--json``, one JSON document. Exit codes: 0 ok, 1 ``verify``
+found a broken chain, 2 bad usage, config or input (from the ``segsync`` group's error handling).
 
 The tenant's pseudonym key is ``consent.pseudonym_key`` if set, else ``consent.webhook_secret``:
 changing it later makes old pseudonyms unreachable, so set it once.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,68 +21,35 @@ from typing import Any
 
 import click
 
-from connectors.errors import ConfigError, InputError, SegsyncError
+from connectors.errors import InputError
 from consent.ledger import Ledger, Signal
 from consent.outbox import Outbox
-from consent.policy import DESTINATIONS, GRANTED, STATES, is_allowed, normalize_subject, reason
+from consent.policy import GRANTED, STATES, is_allowed, normalize_subject, reason
 from consent.propagate import erase_and_enqueue, record_and_enqueue
+from consent.webhook_events import TenantHooks
+from sync.config import TenantCfg, load_config
+from sync.gate import key_lookup, policy_of
+from sync.store import Store
 
 SOURCES = ("cli", "import", "preference_center", "mailchimp", "hubspot")
 
 
-def tenant_key(tenant: Any) -> bytes:
-    """The HMAC pseudonym key of a ``sync.config.TenantCfg``."""
-    secret = tenant.consent.pseudonym_key or tenant.consent.webhook_secret
-    return secret.get_secret_value().encode("utf-8")
+def tenant_destinations(tenant: TenantCfg) -> tuple[str, ...]:
+    """The outbox destinations of a tenant (the ESP ones only when it has an ESP), as the webhook uses."""
+    return TenantHooks.from_config(tenant).destinations
 
 
-def key_for_config(config: Any) -> Callable[[str], bytes]:
-    """``key_for_tenant`` for :class:`consent.ledger.Ledger` from a loaded ``sync.config.Config``."""
-
-    def key(tenant_id: str) -> bytes:
-        return tenant_key(config.tenant(tenant_id))
-
-    return key
-
-
-def tenant_destinations(tenant: Any) -> tuple[str, ...]:
-    """The outbox destinations of a tenant: the ESP ones only when it has an ESP."""
-    return tuple(d for d in DESTINATIONS if tenant.esp is not None or not d.startswith("esp."))
-
-
-def tenant_policy(tenant: Any) -> dict[str, str]:
-    """``{purpose: basis}`` of a tenant."""
-    return {p: cfg.basis for p, cfg in tenant.consent.purposes.items()}
-
-
-class _ConsentGroup(click.Group):
-    """Readable errors with segsync's exit codes, also when this group runs on its own."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (ConfigError, InputError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-        except SegsyncError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-
-
-@click.group(cls=_ConsentGroup)
+@click.group()
 def consent() -> None:
     """The consent ledger: record, inspect, verify and erase."""
 
 
 @contextmanager
 def _open(config_path: Path) -> Iterator[tuple[Any, Any, Ledger, Outbox]]:
-    from sync.config import load_config
-    from sync.store import Store
-
     cfg = load_config(config_path)
     store = Store.open(cfg.store)
     try:
-        yield cfg, store, Ledger(store.engine, key_for_config(cfg)), Outbox(store.engine)
+        yield cfg, store, Ledger(store.engine, key_lookup(cfg.tenants)), Outbox(store.engine)
     finally:
         store.close()
 
@@ -141,7 +108,7 @@ def record(
     when = _when(occurred_at)
     with _open(config) as (cfg, _store, ledger, outbox):
         tenant = cfg.tenant(tenant_id)
-        policy = tenant_policy(tenant)
+        policy = policy_of(tenant)
         if basis is None:
             if purpose not in policy:
                 raise InputError(f"tenant {tenant_id!r} has no purpose {purpose!r}; pass --basis or use one of "
@@ -174,7 +141,7 @@ def record(
 def status(config: Path, tenant_id: str, email: str, as_json: bool) -> None:
     """Current state and decision per purpose (unknown = not allowed under basis consent)."""
     with _open(config) as (cfg, _store, ledger, _outbox):
-        policy = tenant_policy(cfg.tenant(tenant_id))
+        policy = policy_of(cfg.tenant(tenant_id))
         states = ledger.status(tenant_id, email)
     rows = []
     for purpose in sorted(set(policy) | set(states)):
