@@ -7,8 +7,7 @@
     consent.webhook    create_app(): the ASGI app for Mailchimp, HubSpot and custom preference centers
     consent.webhook_events  what each vendor's webhook body means (parsing, validation; no I/O)
     consent.records    the plain records the ledger takes and returns
-    (the ``segsync consent`` commands live in ``sync.consent_cmds``: consent never imports sync)
     consent.schema     the tables (the Alembic revision 0002 creates them)
 
-Nothing here imports ``sync`` at module level (the CLI reads the config and store lazily).
+Nothing here imports ``sync``; the ``segsync consent`` commands live in ``sync.consent_cmds``.
 """
