@@ -7,7 +7,7 @@ Kept apart from the pulls so each file stays small; :class:`WriteMixin` needs ``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import PropertyUpdate, RecordResult, normalize_email
@@ -42,9 +42,7 @@ class WriteMixin:
     """ensure_schema, push_properties and suppress for :class:`~connectors.hubspot.HubSpotConnector`."""
 
     client: HubSpotClient
-
-    def marketing_subscriptions(self) -> list[str]:  # pragma: no cover - provided by the connector
-        raise NotImplementedError
+    marketing_subscriptions: Callable[[], list[str]]  # provided by HubSpotConnector (one cached call)
 
     # ----------------------------------------------------------------- schema
 

@@ -7,7 +7,7 @@ of :class:`sandbox.mailchimp.state.ListState` that manages them; it relies on th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,11 +37,9 @@ class SegmentOps:
     segments: dict[int, Segment]
     _next_segment_id: int
 
-    def find(self, id_or_email: Any) -> Member | None:  # provided by ListState
-        raise NotImplementedError
-
-    def stamp(self) -> datetime:  # provided by ListState
-        raise NotImplementedError
+    # provided by ListState, which mixes this class in
+    find: Callable[[Any], Member | None]
+    stamp: Callable[[], datetime]
 
     def segment_by_name(self, name: str) -> Segment | None:
         for seg in self.segments.values():
