@@ -44,6 +44,15 @@ def require_postgres() -> None:
         pytest.skip(message)
 
 
+def require_file(path, what: str) -> None:
+    """Skip locally, fail in CI, when a data file the test needs is missing (CI has ../shared beside the clone)."""
+    if not path.exists():
+        message = f"{what} not found at {path}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run this check)")
+        pytest.skip(message)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""

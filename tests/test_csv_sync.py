@@ -8,7 +8,10 @@ import os
 import subprocess
 import sys
 
+from tests.configs import consent_yaml
 from tests.fakes import make_book
+
+CONSENT = consent_yaml("csv-webhook-secret-0123")
 
 CONFIG = """version: 1
 store: sqlite:///{db}
@@ -21,11 +24,7 @@ tenants:
       events: events.csv
       event_columns: {{contact_id: contact_id, type: type, timestamp: occurred_at, value: value, url: url}}
       output: segments-out.csv
-    consent:
-      webhook_secret: csv-webhook-secret-0123
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
+    {consent}
     scores:
       - {{name: upgrade, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
     segments:
@@ -55,7 +54,7 @@ def segsync(*args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_csv_export_sync_writes_segments_and_reruns_with_no_change(tmp_path):
     write_book(tmp_path)
-    (tmp_path / "segsync.yaml").write_text(CONFIG.format(db=tmp_path / "s.db", models=tmp_path / "models"))
+    (tmp_path / "segsync.yaml").write_text(CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models"))
     first = segsync("sync", "segsync.yaml", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     with (tmp_path / "segments-out.csv").open() as f:
@@ -70,7 +69,7 @@ def test_csv_export_sync_writes_segments_and_reruns_with_no_change(tmp_path):
 def test_broken_csv_is_reported_with_file_and_line_and_nothing_is_written(tmp_path):
     write_book(tmp_path)
     (tmp_path / "contacts.csv").write_text("identifier;mail\n1;a@example.com\n")  # wrong header and delimiter
-    (tmp_path / "segsync.yaml").write_text(CONFIG.format(db=tmp_path / "s.db", models=tmp_path / "models"))
+    (tmp_path / "segsync.yaml").write_text(CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models"))
     result = segsync("sync", "segsync.yaml", cwd=tmp_path)
     assert result.returncode in (1, 2)
     assert "contacts.csv" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -82,7 +81,7 @@ def test_one_broken_firm_does_not_stop_the_others(tmp_path):
     write_book(tmp_path)
     broken = CONFIG.split("tenants:\n", 1)[1].replace("id: csv-firm", "id: broken-firm").replace(
         "contacts: contacts.csv", "contacts: missing.csv").replace("output: segments-out.csv", "output: broken-out.csv")
-    (tmp_path / "segsync.yaml").write_text(CONFIG.format(db=tmp_path / "s.db", models=tmp_path / "models") + broken.format())
+    (tmp_path / "segsync.yaml").write_text(CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models") + broken.format(consent=CONSENT))
     result = segsync("sync", "segsync.yaml", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "missing.csv" in result.stdout and "Traceback" not in result.stdout + result.stderr

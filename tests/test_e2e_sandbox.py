@@ -14,34 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 
 from sync.config import load_config
 from sync.pipeline import RunOptions, run_tenant
 from sync.plan import CRM
 from sync.store import Store
-
-TENANT = """version: 1
-store: sqlite:///{db}
-model_dir: {models}
-tenants:
-  - id: firm
-    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited}}
-    esp: {{type: mailchimp, api_key: {mc_key}, list_id: {mc_list}, base_url: {mc_url}}}
-    consent:
-      webhook_secret: e2e-webhook-secret-0123
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: churn_risk, kind: churn, inactive_days: 60}}
-    segments:
-      - {{name: churn_watch, score: churn_risk, top_percent: 20}}
-    holdout_percent: 10
-    max_change_share: 0.9
-"""
-
+from tests.configs import sandbox_config
 
 READ_POSTS = ("/search", "/batch/read")  # HubSpot reads sent as POST
 
@@ -52,11 +31,7 @@ def writes(sb, vendor: str) -> list:
 
 
 def write_config(tmp_path: Path, sb) -> Path:
-    path = tmp_path / "segsync.yaml"
-    path.write_text(TENANT.format(db=tmp_path / "segsync.db", models=tmp_path / "models", hs_token=sb.hubspot_token,
-                                  hs_url=sb.hubspot_url, mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id,
-                                  mc_url=sb.mailchimp_url))
-    return path
+    return sandbox_config(tmp_path, sb)
 
 
 def hubspot_segments(sb) -> dict[str, set[str]]:
@@ -200,7 +175,6 @@ def test_faults_are_survived_and_failures_retried_next_run(make_sandbox, tmp_pat
     check_vendor_state(config, sb)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sync_cli_exit_code_and_report(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=300, seed=4)
     config = write_config(tmp_path, sb)

@@ -15,7 +15,10 @@ from sync.config import load_config_text
 from sync.pipeline import RunOptions, TenantRun
 from sync.plan import CRM, TAGS
 from sync.store import Store
+from tests.configs import consent_yaml
 from tests.fakes import FakeCrm, FakeEsp, make_book
+
+CONSENT = consent_yaml("a-very-long-webhook-secret")
 
 CONFIG = """
 version: 1
@@ -25,11 +28,7 @@ tenants:
   - id: acme
     crm: {{type: csv, contacts: unused.csv}}
     esp: {{type: mailchimp, api_key: 0123456789abcdef0123456789abcdef-us6, list_id: abc123}}
-    consent:
-      webhook_secret: a-very-long-webhook-secret
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
+    {consent}
     scores:
       - {{name: upgrade, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
     segments:
@@ -49,7 +48,7 @@ def pg_world(tmp_path, pg_url):
 
 
 def _world(tmp_path, db_url):
-    cfg = load_config_text(CONFIG.format(store=db_url, models=tmp_path / "models"))
+    cfg = load_config_text(CONFIG.format(consent=CONSENT, store=db_url, models=tmp_path / "models"))
     store = Store.open(db_url)
     people, events = make_book()
     emails = [p["email"] for p in people.values()]
@@ -108,7 +107,7 @@ def test_second_run_makes_zero_write_calls(backend, request):
 def test_no_consent_record_means_no_esp_tags(tmp_path, sqlite_url):
     db_url = sqlite_url
     """email_marketing under basis `consent` with no opt-in evidence: nobody is tagged in the ESP."""
-    cfg = load_config_text(CONFIG.format(store=db_url, models=tmp_path / "m"))
+    cfg = load_config_text(CONFIG.format(consent=CONSENT, store=db_url, models=tmp_path / "m"))
     store = Store.open(db_url)
     people, events = make_book()
     crm, esp = FakeCrm(people, events), FakeEsp(people)

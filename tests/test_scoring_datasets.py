@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from connectors.csvfile import CsvConnector
 from scoring.report import render_backtest, run_backtest
 from scoring.specs import FeatureSpec, ScoreSpec
+from tests.conftest import require_file
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 if not DATASETS.exists():  # a checkout elsewhere: the shared folder sits next to it under /work
@@ -24,8 +24,8 @@ BANK = DATASETS / "bank-marketing" / "bank-full.csv"
 TELCO = DATASETS / "telco-churn" / "Telco-Customer-Churn.csv"
 
 
-@pytest.mark.skipif(not BANK.exists(), reason=f"{BANK} not present")
 def test_bank_marketing_propensity_without_duration():
+    require_file(BANK, "the UCI bank marketing data set")
     frame = pd.read_csv(BANK, sep=";").drop(columns=["duration"])
     frame.insert(0, "contact_id", [f"b{i}" for i in range(len(frame))])
     spec = ScoreSpec("term_deposit", "propensity", outcome_property="y", outcome_equals="yes",
@@ -43,8 +43,8 @@ def test_bank_marketing_propensity_without_duration():
     assert "Later-rows check" in render_backtest(card)
 
 
-@pytest.mark.skipif(not TELCO.exists(), reason=f"{TELCO} not present")
 def test_telco_churn_from_the_csv_source():
+    require_file(TELCO, "the IBM telco churn data set")
     conn = CsvConnector(TELCO, id_column="customerID", email_column=None)
     contacts = [c for page in conn.pull_contacts(None, datetime.now(UTC)) for c in page.contacts]
     assert len(contacts) == 7043 and conn.problems == []

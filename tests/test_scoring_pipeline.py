@@ -6,11 +6,13 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 
 from connectors.csvfile import CsvConnector
 from scoring.persist import load_model
 from scoring.segments import holdout
+from sync.config import load_config_text
+from sync.scorer import score_tenant
+from sync.store import Store
 
 CONFIG = """
 version: 1
@@ -53,13 +55,9 @@ def write_book(tmp_path: Path, n: int) -> tuple[Path, Path]:
     return contacts, events
 
 
-def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_url):
-    pytest.importorskip("sync.scorer")
-    from sync.config import load_config_text
-    from sync.scorer import score_tenant
-    from sync.store import Store
-
-    contacts_csv, events_csv = write_book(tmp_path, 1500)
+def stored_book(tmp_path: Path, sqlite_url: str, n: int):  # noqa: ANN201 - (tenant, store, allowed ids)
+    """A generated book written as CSV, pulled through the CSV source into a SQLite store."""
+    contacts_csv, events_csv = write_book(tmp_path, n)
     cfg = load_config_text(CONFIG.format(store=sqlite_url, contacts=contacts_csv, events=events_csv,
                                          output=tmp_path / "out.csv"))
     tenant = cfg.tenants[0]
@@ -67,12 +65,15 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
                         event_columns={"contact_id": "person", "timestamp": "at"}, output=tmp_path / "out.csv")
     store = Store.open(sqlite_url)
     now = datetime.now(UTC)
-    for page in conn.pull_contacts(None, now):
-        store.store_page(tenant.id, page.contacts, page.events, ("contacts", page.cursor))
-    for page in conn.pull_engagement(None, now):
-        store.store_page(tenant.id, page.contacts, page.events, ("events", page.cursor))
+    for stream, pull in (("contacts", conn.pull_contacts), ("events", conn.pull_engagement)):
+        for page in pull(None, now):
+            store.store_page(tenant.id, page.contacts, page.events, (stream, page.cursor))
     assert conn.problems == []
-    allowed = {c["contact_id"] for c in store.contacts(tenant.id)}
+    return tenant, store, {c["contact_id"] for c in store.contacts(tenant.id)}
+
+
+def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_url):
+    tenant, store, allowed = stored_book(tmp_path, sqlite_url, 1500)
     first = score_tenant(store, tenant, tmp_path / "models", allowed)
     assert first.scored == 1500
     # 1,500 contacts give too few upgrades in 90 days: an honest verdict, not a score.
@@ -100,21 +101,7 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
 def test_a_model_no_better_than_the_naive_baseline_makes_no_segment(tmp_path, sqlite_url):
     """On this 900-contact book the churn model loses to the naive baseline out of sample: no scores, no
     segment, and a verdict that says why (confident noise is worse than nothing)."""
-    from sync.config import load_config_text
-    from sync.scorer import score_tenant
-    from sync.store import Store
-
-    contacts_csv, events_csv = write_book(tmp_path, 900)
-    cfg = load_config_text(CONFIG.format(store=sqlite_url, contacts=contacts_csv, events=events_csv,
-                                         output=tmp_path / "out.csv"))
-    tenant = cfg.tenants[0]
-    conn = CsvConnector(contacts_csv, events_csv, created_column="created",
-                        event_columns={"contact_id": "person", "timestamp": "at"}, output=tmp_path / "out.csv")
-    store = Store.open(sqlite_url)
-    now = datetime.now(UTC)
-    for page in [*conn.pull_contacts(None, now), *conn.pull_engagement(None, now)]:
-        store.store_page(tenant.id, page.contacts, page.events, None)
-    allowed = {c["contact_id"] for c in store.contacts(tenant.id)}
+    tenant, store, allowed = stored_book(tmp_path, sqlite_url, 900)
     result = score_tenant(store, tenant, tmp_path / "models", allowed)
     metrics = result.models["churn_risk"]["metrics"]
     assert metrics["backtest_roc_auc"] <= metrics["baseline_roc_auc"]

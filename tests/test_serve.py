@@ -38,6 +38,7 @@ from sync.plan import CRM
 from sync.schema import runs as runs_table
 from sync.server import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
 from sync.store import Store
+from tests.configs import consent_yaml, sandbox_config
 from tests.fakes import FakeCrm, FakeEsp, make_book
 
 ACME_SECRET = "acme-webhook-secret-0001"
@@ -49,11 +50,7 @@ TENANT = """
     {schedule}
     crm: {{type: csv, contacts: unused.csv}}
     esp: {{type: mailchimp, api_key: 0123456789abcdef0123456789abcdef-us6, list_id: list-{id}}}
-    consent:
-      webhook_secret: {secret}
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
+    {consent}
     scores:
       - {{name: upgrade, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
     segments:
@@ -65,9 +62,9 @@ TENANT = """
 
 def config_text(store: str, models: Path, acme: str = "acme") -> str:
     tenants = [
-        TENANT.format(id=acme, tz="Europe/Paris", schedule='schedule: "0 6 * * *"', secret=ACME_SECRET),
-        TENANT.format(id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', secret=BETA_SECRET),
-        TENANT.format(id="gamma", tz="UTC", schedule="", secret="gamma-webhook-secret-0003"),
+        TENANT.format(id=acme, tz="Europe/Paris", schedule='schedule: "0 6 * * *"', consent=consent_yaml(ACME_SECRET)),
+        TENANT.format(id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', consent=consent_yaml(BETA_SECRET)),
+        TENANT.format(id="gamma", tz="UTC", schedule="", consent=consent_yaml("gamma-webhook-secret-0003")),
     ]
     return f"version: 1\nstore: {store}\nmodel_dir: {models}\ntenants:{''.join(tenants)}"
 
@@ -522,7 +519,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp_path):
     port = _free_port()
     config = tmp_path / "segsync.yaml"
@@ -558,39 +554,15 @@ def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp
     assert ACME_SECRET not in text and BETA_SECRET not in text
 
 
-SANDBOX_TENANT = """version: 1
-store: sqlite:///{db}
-model_dir: {models}
-tenants:
-  - id: firm
-    schedule: "0 3 * * *"
-    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited}}
-    esp: {{type: mailchimp, api_key: {mc_key}, list_id: {mc_list}, base_url: {mc_url}}}
-    consent:
-      webhook_secret: serve-webhook-secret-0123
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: churn_risk, kind: churn, inactive_days: 60}}
-    segments:
-      - {{name: churn_watch, score: churn_risk, top_percent: 20}}
-    holdout_percent: 10
-    max_change_share: 0.9
-"""
 BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_the_rest(make_sandbox, tmp_path):
     from sync.config import load_config
     from sync.pipeline import RunOptions, run_tenant
 
     sb = make_sandbox(contacts=600, seed=5)
-    config = tmp_path / "segsync.yaml"
-    config.write_text(SANDBOX_TENANT.format(db=tmp_path / "segsync.db", models=tmp_path / "models", hs_token=sb.hubspot_token,
-                                            hs_url=sb.hubspot_url, mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id,
-                                            mc_url=sb.mailchimp_url))
+    config = sandbox_config(tmp_path, sb, schedule="0 3 * * *", secret="serve-webhook-secret-0123")
     store = Store.open(f"sqlite:///{tmp_path / 'segsync.db'}")
     _backdate_run(store, "firm", datetime.now(UTC) - timedelta(days=2))  # the server was down: a catch-up run at start
     store.close()
