@@ -208,12 +208,13 @@ class TenantRun:
         result = score_tenant(self.store, self.tenant, self.cfg.model_dir, allowed, retrain=self.opts.retrain)
         assignment = result.assignment
         if not self.opts.dry_run:
+            now = utcnow()
             rows = [
-                {"contact_id": cid, "score": name, "value": float(v), "label": None, "scored_at": utcnow()}
+                {"contact_id": cid, "score": name, "value": float(v), "label": None, "scored_at": now}
                 for name, series in result.scores.items() for cid, v in series.items() if pd.notna(v)
             ]
             rows += [
-                {"contact_id": cid, "score": name, "value": None, "label": str(v), "scored_at": utcnow()}
+                {"contact_id": cid, "score": name, "value": None, "label": str(v), "scored_at": now}
                 for name, series in result.clusters.items() for cid, v in series.items()
             ]
             self.store.save_scores(self.tenant.id, rows)

@@ -187,3 +187,7 @@ def test_sync_cli_exit_code_and_report(make_sandbox, tmp_path):
                           env={**os.environ, "CI": "true"}, timeout=300)
     assert real.returncode == 0, real.stderr
     assert sb.hubspot_token not in real.stdout + real.stderr
+    # Secrets never reach the store either (run reports, outcomes, ledger evidence, cursors).
+    stored = (tmp_path / "segsync.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("segsync.db-*"))
+    for secret in (sb.hubspot_token, sb.mailchimp_key, sb.mailchimp_key.split("-")[0], "e2e-webhook-secret-0123"):
+        assert secret.encode() not in stored, "a secret was written to the store"
