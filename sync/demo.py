@@ -141,8 +141,10 @@ class MidRunOptOut:
             people[c]["email"] for c in members
             if c in people and c not in sent and people[c]["email"] and people[c]["esp_status"] == "subscribed"
         )
-        allowed = ConsentGate(self.store, self.tenant, None, None).decide(candidates)
-        waiting = [e for e in candidates if allowed[e][1]]
+        cid_of = {people[c]["email"]: c for c in members if c in people}
+        allowed = ConsentGate(self.store, self.tenant, None, None).decide_people(
+            self.store.addresses(self.tenant_id, [cid_of[e] for e in candidates]))
+        waiting = [e for e in candidates if allowed.get(cid_of[e], (False, False))[1]]
         if not waiting:
             return
         self.email = waiting[len(waiting) // 2]

@@ -131,40 +131,39 @@ class ConsentGate:
 
     # ------------------------------------------------------------------ decisions
 
-    def decide(self, emails: Sequence[str | None]) -> dict[str, Verdict]:
-        """``{email: (profiling, email_marketing, reason)}`` as of now. Fails closed."""
-        wanted = sorted({e for e in emails if e})
+    def _per_email(self, emails: Iterable[str]) -> dict[str, tuple[Verdict, bool]]:
+        """``{email: ((profiling, email_marketing, reason), withdrew from email)}`` from the ledger, as of now."""
+        wanted = sorted(set(emails))
         decisions = self.ledger.decisions(self.tenant.id, wanted, self.policy) if wanted else {}
-        out: dict[str, Verdict] = {}
+        out: dict[str, tuple[Verdict, bool]] = {}
         for email in wanted:
-            d = decisions.get(email)
-            if d is None:
-                out[email] = (False, False, "no consent decision")
-                continue
+            d = decisions[email]
+            refused = "; ".join(f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p))
+            profiling = d.allows(PROFILING) if PROFILING in self.policy else False
             email_ok = d.allows(EMAIL_MARKETING) if EMAIL_MARKETING in self.policy else False
-            # An opt-out wins everywhere: someone who withdrew from marketing email is not put in
-            # marketing segments in the CRM either (the CRM side is cleared, as the outbox does).
-            opted_out = d.reasons.get(EMAIL_MARKETING) == "withdrawn"
-            profiling = (d.allows(PROFILING) if PROFILING in self.policy else False) and not opted_out
-            refused = [f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p)]
-            out[email] = (profiling, email_ok, "; ".join(refused))
+            out[email] = ((profiling, email_ok, refused), d.reasons.get(EMAIL_MARKETING) == WITHDRAWN)
         return out
 
     def decide_people(self, addresses: Mapping[str, Iterable[str]]) -> dict[str, Verdict]:
-        """``{contact id: verdict}`` over *all* of a person's addresses: an opt-out on any one wins."""
+        """``{contact id: (profiling, email_marketing, reason)}`` over *all* of a person's addresses. Fails closed.
+
+        An opt-out wins everywhere: a withdrawal on any one address refuses both purposes (someone who
+        left marketing email is not kept in marketing segments in the CRM either, as the outbox clears).
+        """
         addresses = {cid: sorted(set(emails)) for cid, emails in addresses.items()}
-        per_email = self.decide([e for emails in addresses.values() for e in emails])
+        per_email = self._per_email(e for emails in addresses.values() for e in emails)
         out: dict[str, Verdict] = {}
         for cid, emails in addresses.items():
             if not emails:
                 out[cid] = (False, False, "no email to check consent against")
                 continue
-            verdicts = [per_email[e] for e in emails]
-            opted_out = any("email_marketing: withdrawn" in v[2] for v in verdicts)
-            profiling = all(v[0] for v in verdicts) and not opted_out
-            email_ok = any(v[1] for v in verdicts) and not opted_out
-            reason = next((v[2] for v in verdicts if "withdrawn" in v[2]), None) or next((v[2] for v in verdicts if v[2]), "")
-            out[cid] = (profiling, email_ok, reason)
+            found = [per_email[e] for e in emails]
+            withdrawn = [v for v, opted_out in found if opted_out]
+            if withdrawn:
+                out[cid] = (False, False, withdrawn[0][2])
+                continue
+            out[cid] = (all(v[0] for v, _ in found), any(v[1] for v, _ in found),
+                        next((v[2] for v, _ in found if v[2]), ""))
         return out
 
     # ------------------------------------------------------------------ propagation

@@ -19,10 +19,8 @@ def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
     from sync.gate import ConsentGate
 
-    contacts = store.contacts(tenant.id)
-    gate = ConsentGate(store, tenant, None, None)
-    verdicts = gate.decide([c["email"] for c in contacts])
-    return {c["contact_id"] for c in contacts if c["email"] and verdicts.get(c["email"], (False,))[0]}
+    verdicts = ConsentGate(store, tenant, None, None).decide_people(store.addresses(tenant.id))
+    return {c["contact_id"] for c in store.contacts(tenant.id) if verdicts.get(c["contact_id"], (False,))[0]}
 
 
 def _fmt(v: Any) -> str:
