@@ -93,6 +93,8 @@ class TenantRun:
         self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
         self.report: dict[str, Any] = {"tenant": tenant.id, "dry_run": self.opts.dry_run}
         self.run_id = 0
+        self.segment_names = [s.name for s in tenant.segments]
+        self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
 
     # ------------------------------------------------------------------ the run
 
@@ -240,14 +242,14 @@ class TenantRun:
             for name, ids in scored.assignment.members.items():
                 for cid in ids:
                     segments_of.setdefault(cid, set()).add(name)
-        score_names = [s.name for s in self.tenant.scores if s.kind != "cluster"]
+        score_names = self.score_names
         scores_of: dict[str, dict[str, float | None]] = {}
         for name in score_names:
             for cid, v in scored.scores.get(name, pd.Series(dtype=float)).items():
                 if cid not in held and pd.notna(v):
                     scores_of.setdefault(str(cid), {})[name] = float(v)
         push = self.tenant.push
-        segment_names = [s.name for s in self.tenant.segments]
+        segment_names = self.segment_names
         dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
         last = {d: self.store.last_sent(self.tenant.id, d) for d in dests}
         plan = build_plan(
@@ -256,7 +258,6 @@ class TenantRun:
             push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments,
             tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
         )
-        self.plan_meta = {"segment_names": segment_names, "score_names": score_names}
         summary = plan.summary()
         summary["change_share"] = round(plan.change_share(), 4)
         summary["initial_destinations"] = sorted(plan.initial)
@@ -305,8 +306,8 @@ class TenantRun:
     def _push(self, plan: Plan) -> None:
         if plan.changes.get(CRM):
             # Create (idempotently) the property group, the segment property with every option, the score properties.
-            scores = self.plan_meta["score_names"] if self.tenant.push.crm_scores else []
-            self.crm.ensure_schema(self.tenant.push.crm_property, self.plan_meta["segment_names"], scores)
+            scores = self.score_names if self.tenant.push.crm_scores else []
+            self.crm.ensure_schema(self.tenant.push.crm_property, self.segment_names, scores)
 
         def recheck(emails):  # noqa: ANN001, ANN202 - consent as of now, over each person's every address
             cids = {e: self.contact_of.get(e) for e in emails}
@@ -317,7 +318,7 @@ class TenantRun:
         pusher = Pusher(
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
-            score_names=self.plan_meta["score_names"], push_scores=self.tenant.push.crm_scores,
+            score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
             progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
         )
         self.report["push"] = summarize(pusher.run(plan))
