@@ -342,28 +342,25 @@ class Store:
                 .where(t.identities.c.tenant_id == tenant_id, t.identities.c.source == source, t.identities.c.vendor_id == vendor_id)
             ).scalar()
 
-    def identity_emails(self, tenant_id: str, source: str) -> dict[str, str]:
-        """contact id -> the email a vendor has for the person (live identities only)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.identities.c.contact_id, t.identities.c.email).where(
-                    t.identities.c.tenant_id == tenant_id, t.identities.c.source == source,
-                    t.identities.c.archived.is_(False), t.identities.c.email.is_not(None),
-                )
-            )
-            return {r.contact_id: r.email for r in rows}
-
     def vendor_ids(self, tenant_id: str, source: str) -> dict[str, str]:
         """contact id -> the live (not archived or merged) vendor id at ``source``."""
+        return self._live_identities(tenant_id, source, t.identities.c.vendor_id)
+
+    def identity_emails(self, tenant_id: str, source: str) -> dict[str, str]:
+        """contact id -> the email a vendor has for the person (live identities with an email)."""
+        return self._live_identities(tenant_id, source, t.identities.c.email)
+
+    def _live_identities(self, tenant_id: str, source: str, column: sa.Column) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.identities.c.contact_id, t.identities.c.vendor_id).where(
+                sa.select(t.identities.c.contact_id, column).where(
                     t.identities.c.tenant_id == tenant_id,
                     t.identities.c.source == source,
                     t.identities.c.archived.is_(False),
+                    column.is_not(None),
                 )
             )
-            return {r.contact_id: r.vendor_id for r in rows}
+            return {cid: value for cid, value in rows}
 
     def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         with self.engine.connect() as conn:
