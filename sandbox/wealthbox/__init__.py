@@ -1,0 +1,80 @@
+"""A Wealthbox CRM API (v1) simulator, served over real HTTP on loopback.
+
+    with start_wealthbox(contacts=300, seed=11) as wb:
+        wb.url, wb.access_token                 # http://127.0.0.1:P/v1, header ACCESS_TOKEN
+        wb.sim.issue_oauth_token()              # or Authorization: Bearer <token> (scopes login, data)
+        wb.calls.writes("wealthbox"); wb.faults.set(storm=2)
+        wb.sim.tags_of("p000001"); wb.sim.custom_values("p000001"); wb.sim.household_of("p000001")
+
+What Wealthbox's docs say, and where (API reference https://dev.wealthbox.com; read through public
+clients that cite it: ``massive-value/wealthbox-cli`` ``src/wealthbox_tools/client/*.py``,
+``models/*.py``, ``resources/api_examples/*.jsonc``, and Pipedream's Wealthbox actions):
+
+- Base ``https://api.crmworkspace.com/v1``; auth by an API access token in the ``ACCESS_TOKEN`` header
+  (Settings > API Access) or an OAuth bearer token with scopes ``login`` and ``data``.
+- ``GET /contacts`` pages with ``page`` (from 1) and ``per_page`` (default 25, maximum 100) and answers
+  ``{"contacts": [...], "meta": {"total_count": N, ...}}``; filters ``type`` (Person, Household,
+  Organization, Trust), ``contact_type``, ``tags``, ``email``, ``updated_since``, ``updated_before``,
+  ``order`` (asc, desc, recent, created, updated).
+- Contacts carry ``email_addresses[{address, principal, kind}]``, ``birth_date``, ``tags``,
+  ``custom_fields[{id, name, value}]`` and, for a Person, ``household{name, title, id, members}``.
+  ``PUT /contacts/{id}`` with ``tags`` replaces the whole tag list (keep the ones you did not add);
+  tags that do not exist are created. ``custom_fields`` are written as ``[{id, value}]``.
+- Households: ``POST /households/{id}/members {id, title}``, ``DELETE /households/{id}/members/{id}``;
+  titles Head, Spouse, Partner, Child, Grandchild, Grandparent, Parent, Sibling, Other Dependent.
+- Lookups: ``GET /categories/tags`` -> ``{tags}``, ``GET /categories/custom_fields?document_type=Contact``
+  -> ``{custom_fields}``. ``GET /events`` and ``GET /opportunities`` with ``resource_id``/``linked_to``.
+- Errors carry an ``error`` member (what the clients read); 429 answers carry ``Retry-After``.
+
+INFERRED: the rate limit's size (``RATE_LIMIT`` = 300 requests per 5 minutes is what
+``wealthbox-cli`` paces itself to; it is off by default here so a big sandbox book loads quickly);
+whether ``per_page`` above 100 is capped or refused (``per_page_over_max``, default "cap"); the ``meta``
+members beyond ``total_count``; the error texts; that custom fields cannot be created through the API
+(no create endpoint is documented, so :meth:`WealthboxSim.define_custom_field` stands in for an admin
+creating one in the settings); the "Do Not Email" tag as the firm's opt-out mark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sandbox.book import Book, generate_book
+from sandbox.redtail.crmkit import Running
+from sandbox.wealthbox.app import MAX_PER_PAGE, PREFIX, RATE_LIMIT, RATE_WINDOW, WealthboxSim
+
+__all__ = ["MAX_PER_PAGE", "PREFIX", "RATE_LIMIT", "RATE_WINDOW", "RunningWealthbox", "WealthboxSim",
+           "start_wealthbox"]
+
+DO_NOT_EMAIL = "Do Not Email"
+
+
+class RunningWealthbox(Running):
+    """A served :class:`WealthboxSim` plus its access token."""
+
+    sim: WealthboxSim
+
+    def __init__(self, sim: WealthboxSim, seed: int) -> None:
+        super().__init__(sim, "wealthbox", sim.app(), PREFIX, sim.rate_limited_response, sim.server_error_response,
+                         seed=seed)
+        self.access_token = sim.access_token
+
+
+def start_wealthbox(contacts: int = 300, seed: int = 7, book: Book | None = None,
+                    **options: Any) -> RunningWealthbox:
+    """Seed a Wealthbox workspace from a (generated) book and serve it on a free loopback port.
+
+    People whose CRM record says "no email" carry the "Do Not Email" tag. ``options`` go to
+    :class:`WealthboxSim` (``rate_limit``, ``rate_window``, ``per_page_over_max``, ``clock``).
+    """
+    book = book or generate_book(contacts=contacts, seed=seed)
+    token = hashlib.sha256(f"segsync-sandbox:wealthbox:{seed}".encode()).hexdigest()[:32]
+    sim = WealthboxSim(token, **options)
+    sim.load(book)
+    with sim.ws.lock:
+        for p in book.people:
+            cid = sim.ws.by_person.get(p.key)
+            if cid is not None and p.crm_email_optout:
+                sim.ws.contacts[cid].tags.append(DO_NOT_EMAIL)
+                sim.ws.tag_id(DO_NOT_EMAIL)
+    return RunningWealthbox(sim, seed)
