@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from sandbox.common import CallLog, Faults, ServerThread, instrument
 
 if TYPE_CHECKING:
-    from sandbox.book import Book
     from starlette.responses import Response
-    from starlette.types import ASGIApp
+
+    from sandbox.book import Book
 
 MONEY_EVENTS = ("deposit", "upgrade")
 
@@ -142,6 +144,30 @@ class SlidingWindow:
             return 0.0
 
 
+def hold_start(app: ASGIApp) -> ASGIApp:
+    """Send a response's start line only together with its first body message.
+
+    :func:`sandbox.common.instrument` logs a call when the body ends; for a bodiless answer (204) a
+    client is done as soon as it sees the start line, so without this it could look at the call log
+    before the call is in it.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        held: list[Message] = []
+
+        async def holding_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            if held:
+                await send(held.pop())
+            await send(message)
+
+        await app(scope, receive, holding_send)
+
+    return wrapped
+
+
 class Running:
     """A simulator served over HTTP on loopback: ``url``, ``calls``, ``faults``, ``sim``; a context manager."""
 
@@ -150,7 +176,8 @@ class Running:
         self.sim = sim
         self.calls = CallLog()
         self.faults = Faults(seed=seed)
-        self._server = ServerThread(instrument(app, vendor, self.calls, self.faults, rate_limited, server_error))
+        self._server = ServerThread(hold_start(instrument(app, vendor, self.calls, self.faults, rate_limited,
+                                                          server_error)))
         self.root = self._server.url
         self.url = self._server.url + prefix
 
