@@ -95,7 +95,7 @@ class Workspace:
                     hh.updated_at = max(hh.updated_at, p.updated_at)
                     rec.household_id = hh.id
                     self.household_of[p.key] = hh.id
-                self._money(rec, p, as_of)
+                self._money(rec, p)
             self._add("Organization", {"name": "Sandbox Custody LLC"}, as_of - timedelta(days=900), as_of)
             self._add("Trust", {"name": "Harbor Family Trust"}, as_of - timedelta(days=600), as_of)
 
@@ -107,29 +107,28 @@ class Workspace:
     def _person(self, p: CrmPerson) -> Record:
         emails = [{"id": self.next_id("email"), "address": a, "principal": n == 0,
                    "kind": "Personal" if n == 0 else "Work"} for n, a in enumerate(p.emails)]
-        rec = self._add("Person", {"first_name": p.first_name, "last_name": p.last_name,
-                                   "birth_date": p.birth_date.isoformat(), "contact_type": STAGE_OF.get(p.lifecycle,
-                                                                                                     "Client"),
-                                   "email_addresses": emails}, p.created_at, p.updated_at)
+        fields = {"first_name": p.first_name, "last_name": p.last_name, "birth_date": p.birth_date.isoformat(),
+                  "contact_type": STAGE_OF.get(p.lifecycle, "Client"), "email_addresses": emails}
+        rec = self._add("Person", fields, p.created_at, p.updated_at)
         rec.person_key = p.key
         self.by_person[p.key] = rec.id
         return rec
 
-    def _money(self, rec: Record, p: CrmPerson, as_of: datetime) -> None:
+    def _money(self, rec: Record, p: CrmPerson) -> None:
+        # Deposits become completed review meetings (events), upgrades won opportunities.
         link = [{"id": rec.id, "type": "Contact", "name": f"{p.first_name} {p.last_name}"}]
         for e in p.events:
+            stamp = {"created_at": iso(e.occurred_at), "updated_at": iso(e.occurred_at), "linked_to": link}
             if e.type == "deposit":
-                self.events.append({"id": self.next_id("event"), "title": "Deposit review", "starts_at": iso(e.occurred_at),
-                                    "ends_at": iso(e.occurred_at + timedelta(minutes=30)), "state": "completed",
-                                    "event_category": "Review", "linked_to": link, "description":
-                                    f"Deposit ${e.value:,.2f}", "created_at": iso(e.occurred_at),
-                                    "updated_at": iso(e.occurred_at)})
+                self.events.append({"id": self.next_id("event"), "title": "Deposit review",
+                                    "starts_at": iso(e.occurred_at), "state": "completed",
+                                    "ends_at": iso(e.occurred_at + timedelta(minutes=30)),
+                                    "event_category": "Review", "description": f"Deposit ${e.value:,.2f}", **stamp})
             else:
                 self.opportunities.append({"id": self.next_id("opportunity"), "name": "Service upgrade",
                                            "target_close": iso(e.occurred_at), "probability": 100, "stage": "Won",
-                                           "amounts": [{"amount": round(e.value, 2), "currency": "$",
-                                                        "kind": "Fee"}], "linked_to": link,
-                                           "created_at": iso(e.occurred_at), "updated_at": iso(e.occurred_at)})
+                                           "amounts": [{"amount": round(e.value, 2), "currency": "$", "kind": "Fee"}],
+                                           **stamp})
 
     # ---- rendering -------------------------------------------------------------------------------
     def contact_json(self, rec: Record) -> dict[str, Any]:
