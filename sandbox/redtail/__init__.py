@@ -6,14 +6,15 @@
         rt.calls.writes("redtail"); rt.faults.set(storm=2)
         rt.sim.tags_of("p000001"); rt.sim.udfs_of("p000001"); rt.sim.household_of("p000001")
 
-What Redtail's docs say, and where:
+What Redtail documents, and where it was read (the collection itself is not reachable from here):
 
 - Base URL ``https://crm.redtailtechnology.com/api/public/v1`` (review/dev host
   ``https://review.crm.redtailtechnology.com/api/public/v1``). Redtail's own API documentation is its
   Postman collection "TWAPI Documentation", https://documenter.getpostman.com/view/7873823/SVzxXyzn
-  (folders Contacts, Notes, Activities, Accounts, Families, Tag Groups, UDFs, Lists, ...); read through
-  the write-up of it in a public integration README (its excerpts of the collection's captured
-  examples) and https://help.surgetk.com/en/articles/14728980-redtail-integration-technical-reference.
+  (folders Contacts, Notes, Activities, Accounts, Families, Tag Groups, UDFs, Lists, ...), read through
+  a public integration README that quotes its captured examples, public sync clients (which read
+  ``authenticated_user.user_key``, ``meta.total_pages``, ``families[].members[].contact_id``/``hoh``,
+  ``accounts[].balance``) and https://help.surgetk.com/en/articles/14728980-redtail-integration-technical-reference.
 - Auth: ``GET /authentication`` with ``Authorization: Basic base64(APIKey:Username:Password)`` returns
   the user key (``{"authenticated_user": {"user_key": ...}}``, the path public clients read); every
   other call sends ``Authorization: Userkeyauth base64(APIKey:UserKey)`` (the scheme name is matched

@@ -6,20 +6,28 @@
         wb.calls.writes("wealthbox"); wb.faults.set(storm=2)
         wb.sim.tags_of("p000001"); wb.sim.custom_values("p000001"); wb.sim.household_of("p000001")
 
-What Wealthbox's docs say, and where (API reference https://dev.wealthbox.com; read through public
-clients that cite it: ``massive-value/wealthbox-cli`` ``src/wealthbox_tools/client/*.py``,
-``models/*.py``, ``resources/api_examples/*.jsonc``, and Pipedream's Wealthbox actions):
+What Wealthbox's API does, and where it is written down. The vendor's reference is
+https://dev.wealthbox.com (not reachable from here), so every fact below was read in public material
+that cites it: the community client ``massive-value/wealthbox-cli`` (``src/wealthbox_tools/client/base.py``,
+``client/*.py``, ``models/common.py``, ``models/contacts.py``, ``models/enums.py``,
+``resources/api_examples/contact_person_create.jsonc``, ``skills/.../references/*.md``, its tests),
+Pipedream's "List Households" action (https://pipedream.com/apps/wealthbox/actions/list-households: households
+are ``GET /contacts`` rows of type Household) and VENDORS.md:
 
 - Base ``https://api.crmworkspace.com/v1``; auth by an API access token in the ``ACCESS_TOKEN`` header
   (Settings > API Access) or an OAuth bearer token with scopes ``login`` and ``data``.
 - ``GET /contacts`` pages with ``page`` (from 1) and ``per_page`` (default 25, maximum 100) and answers
-  ``{"contacts": [...], "meta": {"total_count": N, ...}}``; filters ``type`` (Person, Household,
+  ``{"contacts": [...], "meta": {"current_page", "total_pages", "total_count"}}`` (the shape the
+  client's tests replay); filters ``type`` (Person, Household,
   Organization, Trust), ``contact_type``, ``tags``, ``email``, ``updated_since``, ``updated_before``,
   ``order`` (asc, desc, recent, created, updated).
 - Contacts carry ``email_addresses[{address, principal, kind}]``, ``birth_date``, ``tags``,
   ``custom_fields[{id, name, value}]`` and, for a Person, ``household{name, title, id, members}``.
   ``PUT /contacts/{id}`` with ``tags`` replaces the whole tag list (keep the ones you did not add);
-  tags that do not exist are created. ``custom_fields`` are written as ``[{id, value}]``.
+  tags that do not exist are created. ``custom_fields`` are written as ``[{id, value}]``; an entry keyed
+  by ``name`` instead of ``id`` answers 200 and is silently dropped (recorded as live behaviour in
+  ``wealthbox-cli``'s custom-field flag tests; the simulator does the same).
+  Field types seen: ``text_field``, ``single_select``.
 - Households: ``POST /households/{id}/members {id, title}``, ``DELETE /households/{id}/members/{id}``;
   titles Head, Spouse, Partner, Child, Grandchild, Grandparent, Parent, Sibling, Other Dependent.
 - Lookups: ``GET /categories/tags`` -> ``{tags}``, ``GET /categories/custom_fields?document_type=Contact``
@@ -28,8 +36,8 @@ clients that cite it: ``massive-value/wealthbox-cli`` ``src/wealthbox_tools/clie
 
 INFERRED: the rate limit's size (``RATE_LIMIT`` = 300 requests per 5 minutes is what
 ``wealthbox-cli`` paces itself to; it is off by default here so a big sandbox book loads quickly);
-whether ``per_page`` above 100 is capped or refused (``per_page_over_max``, default "cap"); the ``meta``
-members beyond ``total_count``; the error texts; that custom fields cannot be created through the API
+whether ``per_page`` above 100 is capped or refused (``per_page_over_max``, default "cap"; the client
+refuses it before sending); the error texts; that custom fields cannot be created through the API
 (no create endpoint is documented, so :meth:`WealthboxSim.define_custom_field` stands in for an admin
 creating one in the settings); the "Do Not Email" tag as the firm's opt-out mark.
 """

@@ -83,7 +83,7 @@ class WealthboxSim:
             rec = self.ws.contacts[self.contact_id(person_key)]
             return {self.ws.custom_fields[fid]["name"]: v for fid, v in rec.custom.items()}
 
-    def define_custom_field(self, name: str, field_type: str = "single_line_text") -> int:
+    def define_custom_field(self, name: str, field_type: str = "text_field") -> int:
         """What an admin does in Wealthbox's settings: create a contact custom field (not an API call)."""
         return self.ws.define_field(name, field_type)
 

@@ -46,7 +46,7 @@ class _Routes:
         self.sim, self.ws = sim, sim.ws
 
     def paged(self, request: Request, key: str, rows: list[Any]) -> JSONResponse:
-        """``{key: [...], meta: {total_count, total_pages, current_page, per_page}}``; pages count from 1."""
+        """``{key: [...], meta: {current_page, total_pages, total_count}}``; pages count from 1."""
         size = self.sim.per_page(request.query_params.get("per_page"))
         raw = request.query_params.get("page") or "1"
         if not raw.isdigit() or int(raw) < 1:
@@ -54,8 +54,7 @@ class _Routes:
         page = int(raw)
         total_pages = (len(rows) + size - 1) // size
         return JSONResponse({key: rows[(page - 1) * size: page * size],
-                             "meta": {"total_count": len(rows), "total_pages": total_pages, "current_page": page,
-                                      "per_page": size}})
+                             "meta": {"current_page": page, "total_pages": total_pages, "total_count": len(rows)}})
 
     def record(self, request: Request, key: str = "cid") -> Record:
         raw = request.path_params[key]
@@ -95,10 +94,12 @@ class _Routes:
         custom = body.get("custom_fields") or []
         if not isinstance(custom, list) or not all(isinstance(c, dict) for c in custom):
             raise BadRequest(422, "custom_fields must be a list of {id, value} objects")
+        # Wealthbox honours only entries keyed by numeric id; one keyed by name answers 200 and is dropped.
+        custom = [c for c in custom if "id" in c]
         for c in custom:
-            field = self.ws.custom_fields.get(c.get("id"))  # type: ignore[arg-type]
+            field = self.ws.custom_fields.get(c["id"])
             if field is None or field["document_type"] != "Contact":
-                raise BadRequest(422, f"custom field {c.get('id')!r} is not a contact custom field of this workspace")
+                raise BadRequest(422, f"custom field {c['id']!r} is not a contact custom field of this workspace")
         if tags is not None:  # the list replaces every tag; unknown tags are created
             rec.tags = list(dict.fromkeys(t.strip() for t in tags))
             for t in rec.tags:

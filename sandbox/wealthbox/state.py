@@ -65,7 +65,7 @@ class Workspace:
             self.tags[name] = self.next_id("tag")
         return self.tags[name]
 
-    def define_field(self, name: str, field_type: str = "single_line_text", document_type: str = "Contact") -> int:
+    def define_field(self, name: str, field_type: str = "text_field", document_type: str = "Contact") -> int:
         """Create a custom field (an admin does this in Wealthbox's settings; see the package docstring)."""
         with self.lock:
             for fid, f in self.custom_fields.items():
@@ -79,12 +79,12 @@ class Workspace:
     # ---- seeding ---------------------------------------------------------------------------------
     def load(self, people: list[CrmPerson], as_of: datetime) -> None:
         """Persons, their households, an AUM custom field, events (reviews) and opportunities (money)."""
-        aum = self.define_field("Assets Under Management", "number")
+        aum = self.define_field("Assets Under Management")
         with self.lock:
             households: dict[str, Record] = {}
             for p in people:
                 rec = self._person(p)
-                rec.custom[aum] = round(p.aum, 2)
+                rec.custom[aum] = f"{p.aum:.2f}"
                 if p.household is not None:
                     hh = households.get(p.household)
                     if hh is None:
