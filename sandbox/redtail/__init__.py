@@ -53,7 +53,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sandbox.book import Book, generate_book
+from sandbox.book import Book, generate_book, paused_gc
 from sandbox.redtail.app import PREFIX, RedtailSim
 from sandbox.redtail.crmkit import Running
 
@@ -88,8 +88,9 @@ def start_redtail(contacts: int = 300, seed: int = 7, book: Book | None = None, 
     book = book or generate_book(contacts=contacts, seed=seed)
     sim = RedtailSim(_secret(seed, "api"), f"advisor{seed}", _secret(seed, "password")[:18],
                      _secret(seed, "userkey"), **options)
-    sim.load(book)
-    _mark_do_not_email(sim, book)
+    with paused_gc():  # seeding creates many small acyclic objects
+        sim.load(book)
+        _mark_do_not_email(sim, book)
     return RunningRedtail(sim, seed)
 
 

@@ -94,8 +94,9 @@ def _households(keys_by_hh: dict[str, list[str]]) -> dict[str, str]:
 def crm_people(book: Book) -> list[CrmPerson]:
     """The CRM's view of ``book``: in-CRM people in book order, merged duplicates folded into survivors."""
     events: dict[str, list[MoneyEvent]] = {}
-    for e in book.events:  # time-ordered, so each person's list is too
-        if e.type in MONEY_EVENTS:
+    money = MONEY_EVENTS
+    for e in book.events:  # time-ordered, so each person's list is too; millions of rows, so kept tight
+        if e.type in money:
             events.setdefault(e.person_key, []).append(MoneyEvent(e.type, e.occurred_at, float(e.value or 0.0)))
     kept = [p for p in book.people if p.in_crm and not p.merged_into]
     extra: dict[str, list[str]] = {}

@@ -53,12 +53,16 @@ def _since(value: str | None) -> datetime | None:
     return stamp
 
 
-def paged(sim: RedtailSim, request: Request, key: str, items: list[Any], size: int | None = None) -> JSONResponse:
-    """One page of ``items`` as ``{key: [...], meta: {total_records, total_pages}}`` (pages count from 1)."""
+def paged(sim: RedtailSim, request: Request, key: str, items: list[Any], size: int | None = None,
+          render: Callable[[Any], Any] = lambda row: row) -> JSONResponse:
+    """One page of ``items`` as ``{key: [...], meta: {total_records, total_pages}}`` (pages count from 1).
+
+    ``render`` turns a row into JSON; only the rows on the page are rendered.
+    """
     page = _int(request.query_params.get("page"), "page", 1)
     size = size or sim.page_size
     total_pages = (len(items) + size - 1) // size
-    chunk = items[(page - 1) * size: page * size]
+    chunk = [render(row) for row in items[(page - 1) * size: page * size]]
     return JSONResponse({key: chunk, "meta": {"total_records": len(items), "total_pages": total_pages}})
 
 
@@ -97,8 +101,8 @@ class _Routes:
         rows = [c for c in self.db.contacts.values() if (since is None or c.updated_at > since)
                 and (not email or any(e["address"].lower() == email for e in c.emails))]
         inc = _includes(request)
-        return paged(self.sim, request, "contacts", [self.db.contact_json(c, inc) for c in rows],
-                     _page_size(self.sim, request))
+        return paged(self.sim, request, "contacts", rows, _page_size(self.sim, request),
+                     lambda c: self.db.contact_json(c, inc))
 
     def get_contact(self, request: Request) -> Response:
         return JSONResponse({"contact": self.db.contact_json(self.contact(request), _includes(request))})

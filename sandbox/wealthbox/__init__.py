@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sandbox.book import Book, generate_book
+from sandbox.book import Book, generate_book, paused_gc
 from sandbox.redtail.crmkit import Running
 from sandbox.wealthbox.app import MAX_PER_PAGE, PREFIX, RATE_LIMIT, RATE_WINDOW, WealthboxSim
 
@@ -78,7 +78,8 @@ def start_wealthbox(contacts: int = 300, seed: int = 7, book: Book | None = None
     book = book or generate_book(contacts=contacts, seed=seed)
     token = hashlib.sha256(f"segsync-sandbox:wealthbox:{seed}".encode()).hexdigest()[:32]
     sim = WealthboxSim(token, **options)
-    sim.load(book)
+    with paused_gc():  # seeding creates many small acyclic objects
+        sim.load(book)
     with sim.ws.lock:
         for p in book.people:
             cid = sim.ws.by_person.get(p.key)

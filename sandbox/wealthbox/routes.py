@@ -45,15 +45,19 @@ class _Routes:
     def __init__(self, sim: WealthboxSim) -> None:
         self.sim, self.ws = sim, sim.ws
 
-    def paged(self, request: Request, key: str, rows: list[Any]) -> JSONResponse:
-        """``{key: [...], meta: {current_page, total_pages, total_count}}``; pages count from 1."""
+    def paged(self, request: Request, key: str, rows: list[Any],
+              render: Callable[[Any], Any] = lambda row: row) -> JSONResponse:
+        """``{key: [...], meta: {current_page, total_pages, total_count}}``; pages count from 1.
+
+        ``render`` turns a row into JSON; only the rows on the page are rendered.
+        """
         size = self.sim.per_page(request.query_params.get("per_page"))
         raw = request.query_params.get("page") or "1"
         if not raw.isdigit() or int(raw) < 1:
             raise BadRequest(400, f"page must be a positive integer, got {raw!r}")
         page = int(raw)
         total_pages = (len(rows) + size - 1) // size
-        return JSONResponse({key: rows[(page - 1) * size: page * size],
+        return JSONResponse({key: [render(row) for row in rows[(page - 1) * size: page * size]],
                              "meta": {"current_page": page, "total_pages": total_pages, "total_count": len(rows)}})
 
     def record(self, request: Request, key: str = "cid") -> Record:
@@ -81,7 +85,7 @@ class _Routes:
                 and (not email or any(e["address"].lower() == email for e in r.fields.get("email_addresses", [])))]
         if q.get("order") == "updated":
             rows.sort(key=lambda r: (r.updated_at, r.id))
-        return self.paged(request, "contacts", [self.ws.contact_json(r) for r in rows])
+        return self.paged(request, "contacts", rows, self.ws.contact_json)
 
     def get_contact(self, request: Request) -> Response:
         return JSONResponse(self.ws.contact_json(self.record(request)))

@@ -19,7 +19,7 @@ STAGE_OF = {"lead": "Prospect", "opportunity": "Prospect", "customer": "Client"}
 
 def iso(t: datetime) -> str:
     """Wealthbox's timestamp format (ISO 8601 with offset, seconds)."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")  # isoformat: fast
 
 
 @dataclass
