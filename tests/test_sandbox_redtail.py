@@ -8,6 +8,7 @@ import base64
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import requests
@@ -41,7 +42,7 @@ def login(rt: RunningRedtail) -> dict[str, str]:
     return userkey(rt.api_key, resp.json()["authenticated_user"]["user_key"])
 
 
-def get(rt: RunningRedtail, path: str, headers: dict[str, str], **params: object) -> requests.Response:
+def get(rt: RunningRedtail, path: str, headers: dict[str, str], **params: Any) -> requests.Response:
     return requests.get(rt.url + path, headers=headers, params=params, timeout=10)
 
 
@@ -55,20 +56,21 @@ def test_user_key_exchange_then_userkeyauth(rt: RunningRedtail) -> None:
     assert rt.sim.auth_exchanges == 1
 
 
-@pytest.mark.parametrize("headers, text", [
-    ({}, "Authorization header missing"),
+@pytest.mark.parametrize("case, text", [
+    ("no-header", "Authorization header missing"),
     ("wrong-password", "Invalid credentials"),
-    ("wrong-key", "Invalid credentials"),
-], ids=["no-header", "wrong-password", "wrong-user-key"])
-def test_bad_credentials_get_401_with_message(rt: RunningRedtail, headers: object, text: str) -> None:
-    if headers == "wrong-password":
+    ("wrong-user-key", "Invalid credentials"),
+])
+def test_bad_credentials_get_401_with_message(rt: RunningRedtail, case: str, text: str) -> None:
+    if case == "wrong-password":
         resp = requests.get(rt.url + "/authentication", headers=basic(rt.api_key, rt.username, "nope"), timeout=10)
-    elif headers == "wrong-key":
+    elif case == "wrong-user-key":
         resp = get(rt, "/contacts", userkey(rt.api_key, "00000000-0000-0000-0000-000000000000"))
     else:
         resp = get(rt, "/contacts", {})
     assert resp.status_code == 401
     assert resp.json() == {"message": text}
+    assert rt.sim.user_key not in resp.text and rt.password not in resp.text
 
 
 def test_paging_reaches_every_contact_exactly_once(rt: RunningRedtail) -> None:

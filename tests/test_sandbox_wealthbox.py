@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import requests
@@ -31,11 +32,11 @@ def auth(wb: RunningWealthbox) -> dict[str, str]:
     return {"ACCESS_TOKEN": wb.access_token}
 
 
-def get(wb: RunningWealthbox, path: str, headers: dict[str, str] | None = None, **params: object) -> requests.Response:
+def get(wb: RunningWealthbox, path: str, headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
     return requests.get(wb.url + path, headers=auth(wb) if headers is None else headers, params=params, timeout=10)
 
 
-def put(wb: RunningWealthbox, path: str, body: dict[str, object]) -> requests.Response:
+def put(wb: RunningWealthbox, path: str, body: dict[str, Any]) -> requests.Response:
     return requests.put(wb.url + path, headers=auth(wb), json=body, timeout=10)
 
 

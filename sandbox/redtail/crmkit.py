@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -186,7 +186,7 @@ class Running:
         """Stop the server (idempotent)."""
         self._server.stop()
 
-    def __enter__(self) -> Running:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

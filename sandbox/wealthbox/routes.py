@@ -118,7 +118,7 @@ class _Routes:
         hh, body = self.record(request, "hid"), request.state.body
         if hh.type != "Household":
             raise BadRequest(422, f"Contact {hh.id} is not a household")
-        person = self.ws.contacts.get(body.get("id"))  # type: ignore[arg-type]
+        person = self.ws.contacts.get(body.get("id"))
         if person is None or person.type != "Person":
             raise BadRequest(422, f"id {body.get('id')!r} is not a person contact")
         title = body.get("title")
@@ -155,7 +155,7 @@ class _Routes:
             q = request.query_params
             rid, since = q.get("resource_id"), _time(q.get("updated_since"), "updated_since")
             out = [r for r in rows if (not rid or any(str(link["id"]) == rid for link in r["linked_to"]))
-                   and (since is None or _time(r["updated_at"], "updated_at") >= since)]  # type: ignore[operator]
+                   and (since is None or datetime.fromisoformat(r["updated_at"].replace("Z", "+00:00")) >= since)]
             return self.paged(request, key, sorted(out, key=lambda r: (r[stamp], r["id"])))
         return handler
 
