@@ -37,7 +37,9 @@ def rt(book: Book) -> Iterator[RunningRedtail]:
 
 
 def login(rt: RunningRedtail) -> dict[str, str]:
-    resp = requests.get(rt.url + "/authentication", headers=basic(rt.api_key, rt.username, rt.password), timeout=10)
+    cfg = rt.crm_config()  # what a tenant's config would hold
+    resp = requests.get(cfg["base_url"] + "/authentication", headers=basic(cfg["api_key"], cfg["username"],
+                                                                          cfg["password"]), timeout=10)
     assert resp.status_code == 200, resp.text
     return userkey(rt.api_key, resp.json()["authenticated_user"]["user_key"])
 
@@ -152,6 +154,17 @@ def test_updated_since_returns_only_changed_contacts(rt: RunningRedtail) -> None
     assert [c["id"] for c in body["contacts"]] == [rt.sim.db.by_person["p000002"]]
     assert body["meta"]["total_records"] == 1
     assert get(rt, "/contacts", auth, updated_since="yesterday").status_code == 400
+    searched = get(rt, "/contacts/search", auth, updated_since="2030-01-01T00:00:00+00:00").json()["contacts"]
+    assert [c["id"] for c in searched] == [rt.sim.db.by_person["p000002"]]
+
+
+def test_deleted_contacts_leave_the_listing(rt: RunningRedtail) -> None:
+    auth = login(rt)
+    total = get(rt, "/contacts", auth).json()["meta"]["total_records"]
+    rt.sim.delete("p000009")
+    cid = rt.sim.db.by_person["p000009"]
+    assert get(rt, "/contacts", auth).json()["meta"]["total_records"] == total - 1
+    assert get(rt, f"/contacts/{cid}", auth).json()["contact"]["deleted"] is True
 
 
 def test_tag_groups_and_memberships_are_writable(rt: RunningRedtail) -> None:

@@ -29,7 +29,7 @@ def wb(book: Book) -> Iterator[RunningWealthbox]:
 
 
 def auth(wb: RunningWealthbox) -> dict[str, str]:
-    return {"ACCESS_TOKEN": wb.access_token}
+    return {"ACCESS_TOKEN": wb.crm_config()["access_token"]}  # what a tenant's config would hold
 
 
 def get(wb: RunningWealthbox, path: str, headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
@@ -159,6 +159,17 @@ def test_updated_since_filters_changed_contacts(wb: RunningWealthbox) -> None:
     body = get(wb, "/contacts", updated_since="2030-01-01T00:00:00Z").json()
     assert [c["id"] for c in body["contacts"]] == [wb.sim.contact_id("p000007")]
     assert get(wb, "/contacts", updated_since="soon").status_code == 400
+
+
+def test_deleted_contacts_leave_the_listing_and_show_under_deleted(wb: RunningWealthbox) -> None:
+    total = get(wb, "/contacts").json()["meta"]["total_count"]
+    wb.sim.delete("p000008", datetime(2030, 4, 1, tzinfo=UTC))
+    cid = wb.sim.contact_id("p000008")
+    assert get(wb, "/contacts").json()["meta"]["total_count"] == total - 1
+    assert get(wb, f"/contacts/{cid}").status_code == 404
+    gone = get(wb, "/contacts", deleted_since="2030-01-01T00:00:00Z").json()["contacts"]
+    assert [c["id"] for c in gone] == [cid] and gone[0]["deleted_at"].startswith("2030-04-01")
+    assert [c["id"] for c in get(wb, "/contacts", deleted="true").json()["contacts"]] == [cid]
 
 
 def test_events_and_opportunities_are_dated_and_linked(wb: RunningWealthbox, book: Book) -> None:

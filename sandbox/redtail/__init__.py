@@ -42,10 +42,12 @@ groups (``GET/POST /tag_groups``, ``GET/POST /contacts/{id}/tag_memberships`` wi
 ``DELETE /contacts/{id}/tag_memberships/{membership_id}``), of user-defined fields
 (``GET/POST /lists/contact_udf_fields``, ``GET/POST /contacts/{id}/udfs`` with
 ``{contact_udf_field_id, field_value}``, ``PUT /contacts/{id}/udfs/{udf_id}``) and of
-``GET /contacts/{id}/activities``; the 401 text for a wrong key ("Invalid credentials"); the 400/404/422
-texts; the page-size cap (200); the 429 (``{"message": "Rate limit exceeded"}`` + ``Retry-After``), which
-only happens when a test switches ``rate_limit`` on or injects a storm; the ``email_optout`` convention
-(a "Do Not Email" tag group, as firms keep it) - see :func:`start_redtail`.
+``GET /contacts/{id}/activities``; that a deleted contact leaves ``/contacts`` and ``/contacts/search``
+while ``GET /contacts/{id}`` still shows it with ``deleted: true``; the 401 text for a wrong key
+("Invalid credentials"); the 400/404/422 texts; the page-size cap (200); the 429 (``{"message": "Rate
+limit exceeded"}`` + ``Retry-After``), which only happens when a test switches ``rate_limit`` on or
+injects a storm; the ``email_optout`` convention (a "Do Not Email" tag group, as firms keep it) - see
+:func:`start_redtail`.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class RunningRedtail(Running):
         super().__init__(sim, "redtail", sim.app(), PREFIX, sim.rate_limited_response, sim.server_error_response,
                          seed=seed)
         self.api_key, self.username, self.password = sim.api_key, sim.username, sim.password
+
+    def crm_config(self) -> dict[str, str]:
+        """A proposed ``crm:`` block for a segsync tenant on this sandbox (literal secrets: sandbox only)."""
+        return {"type": "redtail", "base_url": self.url, "api_key": self.api_key, "username": self.username,
+                "password": self.password}
 
 
 def start_redtail(contacts: int = 300, seed: int = 7, book: Book | None = None, **options: Any) -> RunningRedtail:

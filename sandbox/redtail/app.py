@@ -87,6 +87,12 @@ class RedtailSim:
         with self.db.lock:
             return {u["field_name"]: u["field_value"] for u in self.db.udfs_json(self.contact_for(person_key))}
 
+    def delete(self, person_key: str, at: datetime | None = None) -> None:
+        """An advisor deleted this contact: it leaves the listings; ``GET /contacts/{id}`` shows ``deleted``."""
+        with self.db.lock:
+            c = self.contact_for(person_key)
+            c.deleted, c.updated_at = True, at or self.clock()
+
     def touch(self, person_key: str, at: datetime | None = None) -> None:
         """An advisor edited this contact in Redtail (bumps ``updated_at``)."""
         with self.db.lock:

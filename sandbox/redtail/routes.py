@@ -98,7 +98,7 @@ class _Routes:
     def list_contacts(self, request: Request) -> Response:
         since = _since(request.query_params.get("updated_since"))
         email = (request.query_params.get("email") or "").strip().lower()
-        rows = [c for c in self.db.contacts.values() if (since is None or c.updated_at > since)
+        rows = [c for c in self.db.contacts.values() if not c.deleted and (since is None or c.updated_at > since)
                 and (not email or any(e["address"].lower() == email for e in c.emails))]
         inc = _includes(request)
         return paged(self.sim, request, "contacts", rows, _page_size(self.sim, request),

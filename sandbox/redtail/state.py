@@ -43,6 +43,7 @@ class Contact:
     activities: list[dict[str, Any]] = field(default_factory=list)
     tag_memberships: dict[int, int] = field(default_factory=dict)  # membership id -> tag id
     udfs: dict[int, dict[str, Any]] = field(default_factory=dict)  # contact udf id -> {field id, value}
+    deleted: bool = False
 
 
 class Database:
@@ -126,7 +127,7 @@ class Database:
             "middle_name": None, "last_name": c.last_name, "full_name": f"{c.first_name} {c.last_name}",
             "nickname": None, "company_name": None, "dob": c.dob, "tax_id": None, "status_id": c.status_id,
             "category_id": c.category_id, "source_id": None, "servicing_advisor_id": 1, "writing_advisor_id": 1,
-            "family_id": c.family_id, "deleted": False, "created_at": iso(c.created_at),
+            "family_id": c.family_id, "deleted": c.deleted, "created_at": iso(c.created_at),
             "updated_at": iso(c.updated_at),
         }
         if "emails" in include:

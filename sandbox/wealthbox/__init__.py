@@ -20,7 +20,7 @@ are ``GET /contacts`` rows of type Household) and VENDORS.md:
   ``{"contacts": [...], "meta": {"current_page", "total_pages", "total_count"}}`` (the shape the
   client's tests replay); filters ``type`` (Person, Household,
   Organization, Trust), ``contact_type``, ``tags``, ``email``, ``updated_since``, ``updated_before``,
-  ``order`` (asc, desc, recent, created, updated).
+  ``deleted`` (deleted contacts only), ``deleted_since``, ``order`` (asc, desc, recent, created, updated).
 - Contacts carry ``email_addresses[{address, principal, kind}]``, ``birth_date``, ``tags``,
   ``custom_fields[{id, name, value}]`` and, for a Person, ``household{name, title, id, members}``.
   ``PUT /contacts/{id}`` with ``tags`` replaces the whole tag list (keep the ones you did not add);
@@ -39,7 +39,8 @@ INFERRED: the rate limit's size (``RATE_LIMIT`` = 300 requests per 5 minutes is 
 whether ``per_page`` above 100 is capped or refused (``per_page_over_max``, default "cap"; the client
 refuses it before sending); the error texts; that custom fields cannot be created through the API
 (no create endpoint is documented, so :meth:`WealthboxSim.define_custom_field` stands in for an admin
-creating one in the settings); the "Do Not Email" tag as the firm's opt-out mark.
+creating one in the settings); that deleted contacts leave the default listing and ``GET /contacts/{id}``
+answers 404 for them; the ``deleted_at`` member; the "Do Not Email" tag as the firm's opt-out mark.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class RunningWealthbox(Running):
         super().__init__(sim, "wealthbox", sim.app(), PREFIX, sim.rate_limited_response, sim.server_error_response,
                          seed=seed)
         self.access_token = sim.access_token
+
+    def crm_config(self) -> dict[str, str]:
+        """A proposed ``crm:`` block for a segsync tenant on this sandbox (literal secret: sandbox only)."""
+        return {"type": "wealthbox", "base_url": self.url, "access_token": self.access_token}
 
 
 def start_wealthbox(contacts: int = 300, seed: int = 7, book: Book | None = None,

@@ -87,6 +87,12 @@ class WealthboxSim:
         """What an admin does in Wealthbox's settings: create a contact custom field (not an API call)."""
         return self.ws.define_field(name, field_type)
 
+    def delete(self, person_key: str, at: datetime | None = None) -> None:
+        """An advisor deleted this contact: it leaves ``GET /contacts`` and shows under ``deleted=true``."""
+        with self.ws.lock:
+            rec = self.ws.contacts[self.contact_id(person_key)]
+            rec.deleted_at = rec.updated_at = at or self.clock()
+
     def touch(self, person_key: str, at: datetime | None = None) -> None:
         """An advisor edited this contact in Wealthbox (bumps ``updated_at``)."""
         with self.ws.lock:

@@ -63,7 +63,7 @@ class _Routes:
     def record(self, request: Request, key: str = "cid") -> Record:
         raw = request.path_params[key]
         rec = self.ws.contacts.get(int(raw)) if raw.isdigit() else None
-        if rec is None:
+        if rec is None or rec.deleted_at is not None:
             raise BadRequest(404, f"Contact {raw} not found")
         return rec
 
@@ -77,10 +77,14 @@ class _Routes:
         if kind and kind not in CONTACT_TYPES:
             raise BadRequest(400, f"type must be one of {', '.join(CONTACT_TYPES)}, got {kind!r}")
         since, before = _time(q.get("updated_since"), "updated_since"), _time(q.get("updated_before"), "updated_before")
+        deleted_since = _time(q.get("deleted_since"), "deleted_since")
+        deleted = q.get("deleted", "").lower() == "true" or deleted_since is not None
         tags = {t.strip() for t in q.getlist("tags[]") + (q.get("tags") or "").split(",") if t.strip()}
         email = (q.get("email") or "").strip().lower()
         rows = [r for r in self.ws.contacts.values()
-                if (not kind or r.type == kind) and (since is None or r.updated_at >= since)
+                if (r.deleted_at is not None) == deleted
+                and (deleted_since is None or (r.deleted_at is not None and r.deleted_at >= deleted_since))
+                and (not kind or r.type == kind) and (since is None or r.updated_at >= since)
                 and (before is None or r.updated_at < before) and tags <= set(r.tags)
                 and (not email or any(e["address"].lower() == email for e in r.fields.get("email_addresses", [])))]
         if q.get("order") == "updated":

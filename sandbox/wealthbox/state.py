@@ -36,6 +36,7 @@ class Record:
     custom: dict[int, Any] = field(default_factory=dict)  # custom field id -> value
     household_id: int | None = None  # for a Person in a household
     members: list[dict[str, Any]] = field(default_factory=list)  # for a Household: [{id, title}]
+    deleted_at: datetime | None = None  # deleted contacts leave the default listing
 
 
 class Workspace:
@@ -135,6 +136,7 @@ class Workspace:
         """A contact as ``GET /contacts`` returns it."""
         out: dict[str, Any] = {
             "id": rec.id, "type": rec.type, "created_at": iso(rec.created_at), "updated_at": iso(rec.updated_at),
+            "deleted_at": iso(rec.deleted_at) if rec.deleted_at else None,
             "status": "Active", "contact_type": rec.fields.get("contact_type", "Client"),
             "tags": [{"id": self.tags[t], "name": t} for t in rec.tags],
             "custom_fields": [{"id": fid, "name": self.custom_fields[fid]["name"], "value": value,
