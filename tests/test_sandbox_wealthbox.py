@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from sandbox.book import Book, generate_book
+from sandbox.common import CallLog
+from sandbox.redtail import start_redtail
 from sandbox.wealthbox import DO_NOT_EMAIL, MAX_PER_PAGE, RunningWealthbox, start_wealthbox
 
 
@@ -196,3 +198,21 @@ def test_rate_limit_and_injected_faults_answer_with_retry_after(book: Book) -> N
         assert get(wb, "/contacts").status_code == 200
         wb.faults.set(error_rate=1.0, error_status=502)
         assert get(wb, "/contacts").json() == {"error": "Service Unavailable"}
+
+
+def test_both_crms_share_a_call_log_and_agree_on_households(book: Book) -> None:
+    calls = CallLog()
+    with start_wealthbox(book=book, seed=11, calls=calls) as wb, start_redtail(book=book, seed=11, calls=calls) as rt:
+        assert get(wb, "/me").status_code == 200
+        assert requests.get(rt.url + "/contacts", timeout=10).status_code == 401
+        assert set(calls.by_endpoint()) == {"GET /v1/me", "GET /api/public/v1/contacts"}
+        assert calls.count("wealthbox") == calls.count("redtail") == 1
+        # Same book, same hidden households: both CRMs group the same people together.
+        groups_wb: dict[int, set[str]] = {}
+        groups_rt: dict[int, set[str]] = {}
+        for key in wb.sim.ws.by_person:
+            for groups, hh in ((groups_wb, wb.sim.household_of(key)), (groups_rt, rt.sim.household_of(key))):
+                if hh is not None:
+                    groups.setdefault(hh, set()).add(key)
+        assert sorted(map(sorted, groups_wb.values())) == sorted(map(sorted, groups_rt.values()))
+        assert groups_wb

@@ -56,6 +56,7 @@ import hashlib
 from typing import Any
 
 from sandbox.book import Book, generate_book, paused_gc
+from sandbox.common import CallLog, Faults
 from sandbox.redtail.app import PREFIX, RedtailSim
 from sandbox.redtail.crmkit import Running
 
@@ -74,9 +75,9 @@ class RunningRedtail(Running):
 
     sim: RedtailSim
 
-    def __init__(self, sim: RedtailSim, seed: int) -> None:
+    def __init__(self, sim: RedtailSim, seed: int, calls: CallLog | None = None, faults: Faults | None = None) -> None:
         super().__init__(sim, "redtail", sim.app(), PREFIX, sim.rate_limited_response, sim.server_error_response,
-                         seed=seed)
+                         seed=seed, calls=calls, faults=faults)
         self.api_key, self.username, self.password = sim.api_key, sim.username, sim.password
 
     def crm_config(self) -> dict[str, str]:
@@ -85,11 +86,13 @@ class RunningRedtail(Running):
                 "password": self.password}
 
 
-def start_redtail(contacts: int = 300, seed: int = 7, book: Book | None = None, **options: Any) -> RunningRedtail:
+def start_redtail(contacts: int = 300, seed: int = 7, book: Book | None = None, calls: CallLog | None = None,
+                  faults: Faults | None = None, **options: Any) -> RunningRedtail:
     """Seed a Redtail database from a (generated) book and serve it on a free loopback port.
 
     People whose CRM record says "no email" (``crm_email_optout``) are members of the "Do Not Email" tag
-    group, the way firms mark it in Redtail. ``options`` go to :class:`RedtailSim` (``page_size``,
+    group, the way firms mark it in Redtail. ``calls``/``faults`` share a call log and fault switches with
+    other simulators (each call is logged as vendor "redtail"). ``options`` go to :class:`RedtailSim` (``page_size``,
     ``max_page_size``, ``rate_limit``, ``rate_window``, ``read_only``, ``clock``).
     """
     book = book or generate_book(contacts=contacts, seed=seed)
@@ -98,7 +101,7 @@ def start_redtail(contacts: int = 300, seed: int = 7, book: Book | None = None, 
     with paused_gc():  # seeding creates many small acyclic objects
         sim.load(book)
         _mark_do_not_email(sim, book)
-    return RunningRedtail(sim, seed)
+    return RunningRedtail(sim, seed, calls, faults)
 
 
 def _mark_do_not_email(sim: RedtailSim, book: Book) -> None:

@@ -170,13 +170,17 @@ def hold_start(app: ASGIApp) -> ASGIApp:
 
 
 class Running:
-    """A simulator served over HTTP on loopback: ``url``, ``calls``, ``faults``, ``sim``; a context manager."""
+    """A simulator served over HTTP on loopback: ``url``, ``calls``, ``faults``, ``sim``; a context manager.
+
+    Pass ``calls`` (and ``faults``) to share a call log with other simulators, as ``start_sandbox`` does.
+    """
 
     def __init__(self, sim: Any, vendor: str, app: ASGIApp, prefix: str, rate_limited: Callable[[], Response],
-                 server_error: Callable[[int], Response], seed: int = 0) -> None:
+                 server_error: Callable[[int], Response], seed: int = 0, calls: CallLog | None = None,
+                 faults: Faults | None = None) -> None:
         self.sim = sim
-        self.calls = CallLog()
-        self.faults = Faults(seed=seed)
+        self.calls = calls if calls is not None else CallLog()
+        self.faults = faults if faults is not None else Faults(seed=seed)
         self._server = ServerThread(hold_start(instrument(app, vendor, self.calls, self.faults, rate_limited,
                                                           server_error)))
         self.root = self._server.url

@@ -49,6 +49,7 @@ import hashlib
 from typing import Any
 
 from sandbox.book import Book, generate_book, paused_gc
+from sandbox.common import CallLog, Faults
 from sandbox.redtail.crmkit import Running
 from sandbox.wealthbox.app import MAX_PER_PAGE, PREFIX, RATE_LIMIT, RATE_WINDOW, WealthboxSim
 
@@ -63,9 +64,10 @@ class RunningWealthbox(Running):
 
     sim: WealthboxSim
 
-    def __init__(self, sim: WealthboxSim, seed: int) -> None:
+    def __init__(self, sim: WealthboxSim, seed: int, calls: CallLog | None = None,
+                 faults: Faults | None = None) -> None:
         super().__init__(sim, "wealthbox", sim.app(), PREFIX, sim.rate_limited_response, sim.server_error_response,
-                         seed=seed)
+                         seed=seed, calls=calls, faults=faults)
         self.access_token = sim.access_token
 
     def crm_config(self) -> dict[str, str]:
@@ -73,11 +75,12 @@ class RunningWealthbox(Running):
         return {"type": "wealthbox", "base_url": self.url, "access_token": self.access_token}
 
 
-def start_wealthbox(contacts: int = 300, seed: int = 7, book: Book | None = None,
-                    **options: Any) -> RunningWealthbox:
+def start_wealthbox(contacts: int = 300, seed: int = 7, book: Book | None = None, calls: CallLog | None = None,
+                    faults: Faults | None = None, **options: Any) -> RunningWealthbox:
     """Seed a Wealthbox workspace from a (generated) book and serve it on a free loopback port.
 
-    People whose CRM record says "no email" carry the "Do Not Email" tag. ``options`` go to
+    People whose CRM record says "no email" carry the "Do Not Email" tag. ``calls``/``faults`` share a call
+    log and fault switches with other simulators (calls are logged as vendor "wealthbox"). ``options`` go to
     :class:`WealthboxSim` (``rate_limit``, ``rate_window``, ``per_page_over_max``, ``clock``).
     """
     book = book or generate_book(contacts=contacts, seed=seed)
@@ -91,4 +94,4 @@ def start_wealthbox(contacts: int = 300, seed: int = 7, book: Book | None = None
             if cid is not None and p.crm_email_optout:
                 sim.ws.contacts[cid].tags.append(DO_NOT_EMAIL)
                 sim.ws.tag_id(DO_NOT_EMAIL)
-    return RunningWealthbox(sim, seed)
+    return RunningWealthbox(sim, seed, calls, faults)
