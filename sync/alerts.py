@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
@@ -170,6 +171,10 @@ class _Transient(Exception):
     """A webhook answer worth another try (429, 5xx)."""
 
 
+class DeliveryError(Exception):
+    """An alert channel refused or did not answer; the message is fit for a log."""
+
+
 class Alerter:
     """Delivers alerts to the configured channels, at most once per ``repeat_minutes`` per (kind, firm)."""
 
@@ -199,7 +204,8 @@ class Alerter:
             try:
                 send(alert)
             except Exception as exc:  # noqa: BLE001 - a broken channel is logged; it must not stop the server
-                log.error("alert %s to %s not delivered: %s", alert.kind, channel, redact(f"{type(exc).__name__}: {exc}"))
+                why = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+                log.error("alert %s to %s not delivered: %s", alert.kind, channel, redact(why))
                 continue
             delivered.append(channel)
             self.sent.append((channel, alert))
@@ -216,12 +222,16 @@ class Alerter:
             if response.status_code == 429 or response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code}")
             if response.status_code >= 400:
-                raise RuntimeError(f"the alert webhook answered HTTP {response.status_code}: {response.text[:200]}")
+                raise DeliveryError(f"the alert webhook answered HTTP {response.status_code}: {response.text[:200]}")
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(3), wait=self._wait, reraise=True,
             retry=tenacity.retry_if_exception_type((_Transient, requests.ConnectionError, requests.Timeout)))
-        retrying(once)
+        try:
+            retrying(once)
+        except requests.RequestException as exc:
+            # requests' messages quote the URL path, where Slack-style webhooks keep their token.
+            raise DeliveryError(f"{type(exc).__name__}: no answer from {urlsplit(url).netloc}") from None
 
     def _mail(self, alert: Alert) -> None:
         email = self.cfg.email if self.cfg else None

@@ -99,8 +99,8 @@ def check_hubspot(tenant: TenantCfg, connector: Any) -> list[Finding]:
         passed.append(scope)
     if passed:
         findings.insert(0, Finding(tenant.id, "crm hubspot", OK if not findings else WARN,
-                                   f"token accepted; read with scopes {', '.join(passed)} (write scopes are used "
-                                   "only by a sync: check them with `segsync sync --dry-run`)"))
+                                   f"token accepted; read with scopes {', '.join(passed)} (write scopes cannot be "
+                                   "checked without writing: a sync names any it lacks)"))
     return findings
 
 

@@ -33,7 +33,7 @@ def test_check_passes_on_good_credentials_and_prints_the_webhook_urls(tmp_path, 
     assert result.exit_code == 0, result.output
     assert "all checks passed" in result.output
     assert "token accepted; read with scopes crm.objects.contacts.read" in result.output
-    assert f"{sandbox.mailchimp_list_id} exists" in result.output
+    assert f"esp mailchimp audience: {sandbox.mailchimp_list_id} ('" in result.output
     assert "http://127.0.0.1:8080/hooks/firm/mailchimp/<consent.webhook_secret>" in result.output
     assert "vendors cannot reach this" in result.output  # a warning, not a failure
     for secret in (SECRET, sandbox.hubspot_token, sandbox.mailchimp_key):
