@@ -16,7 +16,7 @@ Config (YAML, top level)::
     alerts:
       webhook_url: ${SLACK_WEBHOOK_URL}          # a secret: Slack's URL is the credential
       email: {smtp_host: smtp.example.com, smtp_port: 587, username: alerts@example.com,
-              password: ${SMTP_PASSWORD}, sender: alerts@example.com, to: [ops@example.com]}
+              password: "${SMTP_PASSWORD}", sender: alerts@example.com, to: [ops@example.com]}
       outbox_backlog: 100          # alert when more opt-out propagations than this are pending
       outbox_age_minutes: 60       # ... or when the oldest has waited longer than this
       repeat_minutes: 60

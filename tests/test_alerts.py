@@ -241,3 +241,16 @@ def test_healthz_and_metrics_show_last_and_next_run_per_firm(tmp_path, sqlite_ur
         client.close()
         service.shutdown()
         service.store.close()
+
+
+def test_the_example_configs_alerts_block_is_valid_once_uncommented():
+    from tests.test_config import EXAMPLE_ENV, ROOT
+
+    text = (ROOT / "config.example.yaml").read_text()
+    start = text.index("# alerts:")
+    block_end = text.index("\n\n", start)
+    block = "\n".join(line.removeprefix("# ") for line in text[start:block_end].splitlines())
+    env = {**EXAMPLE_ENV, "SLACK_WEBHOOK_URL": f"https://hooks.slack.com/services/{HOOK_TOKEN}", "SMTP_PASSWORD": "pw"}
+    cfg = load_config_text(text[:start] + block + text[block_end:], env)
+    assert cfg.alerts is not None and cfg.alerts.email is not None
+    assert (cfg.alerts.email.smtp_port, cfg.alerts.outbox_backlog, cfg.alerts.email.to) == (587, 100, ["ops@example.com"])
