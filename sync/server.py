@@ -40,7 +40,7 @@ from connectors.http import RedactingFilter, redact
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
-from sync.alerts import Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
+from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
 from sync.config import Config, ServerCfg, TenantCfg, load_config
 from sync.gate import ConsentGate, key_lookup
 from sync.pipeline import RunOptions, run_tenant
@@ -163,7 +163,7 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - a failed run is logged and counted; the server keeps going
             log.error("run of %s failed: %s", tenant_id, redact(str(exc)))
             self.metrics.runs.labels(tenant_id, "error").inc()
-            self.alerter.notify(Alert("run_failed", tenant_id, f"the run failed: {redact(str(exc))}"))
+            self.alerter.notify(Alert(RUN_FAILED, tenant_id, f"the run failed: {redact(str(exc))}"))
             return None
         self.metrics.record_run(report)
         for alert in alerts_for_run(report):
@@ -178,14 +178,22 @@ class Service:
                 crm, esp = self.connectors(tenant_id)
                 gate = ConsentGate(self.store, tenant, crm.name, esp.name if esp else None)
                 gate.drain(crm, esp)
-                depth = gate.depth()
-                self.metrics.outbox_depth.labels(tenant_id).set(depth)
-                if self.cfg.alerts is not None:
-                    alert = outbox_alert(self.cfg.alerts, tenant_id, depth, oldest_pending_age(self.store.engine, tenant_id))
-                    if alert is not None:
-                        self.alerter.notify(alert)
+                self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
             except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
                 log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
+            self._check_backlog(tenant_id)  # also after a failed drain: that is when opt-outs pile up
+
+    def _check_backlog(self, tenant_id: str) -> None:
+        if self.cfg.alerts is None:
+            return
+        try:
+            depth, age = self.outbox.depth(tenant_id), oldest_pending_age(self.store.engine, tenant_id)
+        except Exception as exc:  # noqa: BLE001 - the store is down: /healthz says so; the next drain checks again
+            log.error("outbox backlog check for %s failed: %s", tenant_id, redact(str(exc)))
+            return
+        alert = outbox_alert(self.cfg.alerts, tenant_id, depth, age)
+        if alert is not None:
+            self.alerter.notify(alert)
 
     def drain_all(self) -> None:
         for tenant_id in self.tenants:

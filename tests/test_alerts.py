@@ -254,3 +254,29 @@ def test_the_example_configs_alerts_block_is_valid_once_uncommented():
     cfg = load_config_text(text[:start] + block + text[block_end:], env)
     assert cfg.alerts is not None and cfg.alerts.email is not None
     assert (cfg.alerts.email.smtp_port, cfg.alerts.outbox_backlog, cfg.alerts.email.to) == (587, 100, ["ops@example.com"])
+
+
+def test_an_opt_out_backlog_alerts_even_when_the_drain_itself_fails(tmp_path, sqlite_url, receiver):
+    from tests.test_serve import ACME_SECRET, Client, config_text, signed
+
+    text = config_text(sqlite_url, tmp_path / "models").replace(
+        "tenants:", f"alerts: {{webhook_url: '{receiver.url}', outbox_backlog: 1}}\ntenants:", 1)
+
+    def unreachable(_tenant):  # noqa: ANN001, ANN202 - every vendor down: the drain cannot even start
+        raise ConnectionError("vendors unreachable")
+
+    service = Service(load_config_text(text), tmp_path, store=Store.open(sqlite_url), connectors=unreachable)
+    client = Client(service.app(run_scheduler=False))
+    try:
+        body, headers = signed(ACME_SECRET, "person3@example.com", {"email_marketing": False})
+        assert client.post("/hooks/acme/preferences", content=body, headers=headers).status_code == 200
+        depth = service.outbox.depth("acme")
+        assert depth > 1
+        service.drain("acme")
+        service.drain("beta")  # nothing pending there: no alert
+        [(_, alert)] = receiver.posts
+        assert alert["text"].startswith(f"segsync [outbox_backlog] firm acme: {depth} opt-out propagation(s) not yet")
+    finally:
+        client.close()
+        service.shutdown()
+        service.store.close()
