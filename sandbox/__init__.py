@@ -98,14 +98,18 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def config_yaml(self, store: str = "sqlite:///segsync.db") -> str:
-        """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets)."""
+    def config_yaml(self, store: str = "sqlite:///segsync.db", schedule: str | None = None) -> str:
+        """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets).
+
+        ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync.
+        """
+        cron = f'\n    schedule: "{schedule}"' if schedule else ""
         return f"""version: 1
 store: {store}
 server: {{listen: 127.0.0.1:8080}}
 tenants:
   - id: sandbox-advisors
-    timezone: America/New_York
+    timezone: America/New_York{cron}
     crm:
       type: hubspot
       access_token: {self.hubspot_token}

@@ -168,8 +168,10 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
 
     with start_sandbox(contacts=contacts, seed=seed) as sb:
         console.print(f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n")
-        console.print("# a ready-to-use config (save as sandbox.yaml, then: segsync sync sandbox.yaml)", style="dim")
-        click.echo(sb.config_yaml())
+        console.print("# a ready-to-use config (save as sandbox.yaml, then: segsync sync sandbox.yaml, "
+                      "or segsync serve sandbox.yaml)", style="dim")
+        # A schedule, so `segsync serve sandbox.yaml` syncs on its own (every 15 minutes) as a hosted firm would.
+        click.echo(sb.config_yaml(schedule="*/15 * * * *"))
         console.print("serving; Ctrl-C to stop", style="dim")
         stopped = threading.Event()
         with contextlib.suppress(KeyboardInterrupt):
@@ -205,6 +207,7 @@ def serve_cmd(config: Path, listen: str | None) -> None:
 
 
 from sync import score_cmds  # noqa: E402,F401 - registers `score` and `report`
+from sync import check  # noqa: E402,F401 - registers `check`
 
 from sync.consent_cmds import consent as _consent_group  # noqa: E402 - registers `consent`
 

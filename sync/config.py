@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from connectors.errors import ConfigError
 from connectors.http import register_secret
+from sync.alerts import AlertsCfg
 from sync.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -228,6 +229,7 @@ class Config(Strict):
     store: str = "sqlite:///segsync.db"
     model_dir: Path = Path(".segsync/models")
     server: ServerCfg = ServerCfg()
+    alerts: AlertsCfg | None = None  # hosted mode: run failures, refused plans, opt-out backlog
     tenants: list[TenantCfg] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -323,9 +325,8 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
             f"{located.source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the config",
             problems,
         )
-    for tenant in config.tenants:
-        for secret in _secrets(tenant):
-            register_secret(secret)
+    for secret in [*(config.alerts.secrets() if config.alerts else []), *(s for t in config.tenants for s in _secrets(t))]:
+        register_secret(secret)
     return config
 
 

@@ -40,6 +40,7 @@ from connectors.http import RedactingFilter, redact
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
+from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
 from sync.config import Config, ServerCfg, TenantCfg, load_config
 from sync.gate import ConsentGate, key_lookup
 from sync.pipeline import RunOptions, run_tenant
@@ -64,10 +65,19 @@ class Metrics:
                                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
         self.outbox_depth = Gauge("segsync_outbox_depth", "Opt-out propagations not yet confirmed", ["tenant"], registry=self.registry)
         self.busy = Counter("segsync_runs_skipped_total", "Runs skipped because another holds the tenant lock", ["tenant"], registry=self.registry)
+        # What an operator alerts on: time() - last_success > 2 schedules means the firm is not syncing.
+        self.last_success = Gauge("segsync_last_success_timestamp_seconds", "When the last run that finished (ok or "
+                                  "failed_records) started, Unix time", ["tenant"], registry=self.registry)
+        self.duration = Histogram("segsync_run_duration_seconds", "Run duration", ["tenant"], registry=self.registry,
+                                  buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
+        self.outbox_age = Gauge("segsync_outbox_oldest_age_seconds", "Age of the oldest unconfirmed opt-out "
+                                "propagation (0 when none waits)", ["tenant"], registry=self.registry)
 
     def record_run(self, report: dict[str, Any]) -> None:
         tenant = report.get("tenant", "?")
         self.runs.labels(tenant, report.get("status", "?")).inc()
+        if report.get("duration_s") is not None:
+            self.duration.labels(tenant).observe(float(report["duration_s"]))
         for outcome, n in ((report.get("push") or {}).get("totals") or {}).items():
             self.records.labels(tenant, outcome).inc(n)
         for side, stats in (report.get("api") or {}).items():
@@ -102,6 +112,7 @@ class Service:
         self.store = store or Store.open(cfg.store)
         self.tenants = {t.id: t for t in cfg.tenants}
         self.metrics = Metrics()
+        self.alerter = Alerter(cfg.alerts)
         self.stop = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._connectors = connectors or self._build_connectors
@@ -152,8 +163,11 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - a failed run is logged and counted; the server keeps going
             log.error("run of %s failed: %s", tenant_id, redact(str(exc)))
             self.metrics.runs.labels(tenant_id, "error").inc()
+            self.alerter.notify(Alert(RUN_FAILED, tenant_id, f"the run failed: {redact(str(exc))}"))
             return None
         self.metrics.record_run(report)
+        for alert in alerts_for_run(report):
+            self.alerter.notify(alert)
         log.info("run of %s: %s", tenant_id, report.get("status"))
         return report
 
@@ -167,6 +181,19 @@ class Service:
                 self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
             except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
                 log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
+            self._check_backlog(tenant_id)  # also after a failed drain: that is when opt-outs pile up
+
+    def _check_backlog(self, tenant_id: str) -> None:
+        if self.cfg.alerts is None:
+            return
+        try:
+            depth, age = self.outbox.depth(tenant_id), oldest_pending_age(self.store.engine, tenant_id)
+        except Exception as exc:  # noqa: BLE001 - the store is down: /healthz says so; the next drain checks again
+            log.error("outbox backlog check for %s failed: %s", tenant_id, redact(str(exc)))
+            return
+        alert = outbox_alert(self.cfg.alerts, tenant_id, depth, age)
+        if alert is not None:
+            self.alerter.notify(alert)
 
     def drain_all(self) -> None:
         for tenant_id in self.tenants:
@@ -205,6 +232,19 @@ class Service:
         last = last.replace(tzinfo=UTC) if last.tzinfo is None else last
         due = trigger.get_next_fire_time(None, last)
         return due is not None and due <= datetime.now(UTC)
+
+    def firms(self) -> dict[str, dict[str, Any]]:
+        """Per firm: schedule, last run, last run that finished, next scheduled run (for /healthz)."""
+        out = {}
+        for tenant_id, tenant in sorted(self.tenants.items()):
+            job = self.scheduler.get_job(f"sync:{tenant_id}")
+            # Before the scheduler starts a job has no next_run_time yet; its trigger knows.
+            next_at = getattr(job, "next_run_time", None) or (
+                job.trigger.get_next_fire_time(None, datetime.now(UTC)) if job is not None else None)
+            out[tenant_id] = {"schedule": tenant.schedule, "timezone": tenant.timezone,
+                              "next_run": next_at.isoformat() if next_at else None,
+                              **run_history(self.store.runs(tenant_id, limit=50))}
+        return out
 
     def start(self) -> list[dict[str, Any]]:
         jobs = self.schedule()
@@ -264,14 +304,21 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - health reports, never raises
                 db = f"error: {type(exc).__name__}"
             ok = db == "ok" and (service.scheduler.running or not run_scheduler)
-            body = {"status": "ok" if ok else "degraded", "database": db, "scheduler": service.scheduler.running,
-                    "tenants": sorted(service.tenants)}
+            body: dict[str, Any] = {"status": "ok" if ok else "degraded", "database": db,
+                                    "scheduler": service.scheduler.running, "tenants": sorted(service.tenants)}
+            if db == "ok":
+                body["firms"] = service.firms()
             return JSONResponse(body, status_code=200 if ok else 503)
 
         @app.get("/metrics")
         def metrics() -> Response:
             for tenant_id in service.tenants:
                 service.metrics.outbox_depth.labels(tenant_id).set(service.outbox.depth(tenant_id))
+                service.metrics.outbox_age.labels(tenant_id).set(oldest_pending_age(service.store.engine, tenant_id) or 0)
+                # From the store, so the timestamp survives a restart and counts runs of other servers.
+                last = run_history(service.store.runs(tenant_id, limit=50))["last_success"]
+                if last is not None:
+                    service.metrics.last_success.labels(tenant_id).set(datetime.fromisoformat(last["started_at"]).timestamp())
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain,

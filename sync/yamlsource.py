@@ -101,8 +101,32 @@ def load_yaml_file(path: str | Path) -> Located:
     return load_yaml(text, str(p))
 
 
+def read_secret_file(variable: str, filename: str) -> tuple[str, str | None]:
+    """The contents of the file ``variable`` names (one trailing newline dropped), or a problem to report.
+
+    This is how Docker and compose secrets arrive (``/run/secrets/NAME``): the value never sits in the
+    environment, where ``docker inspect`` and child processes would see it.
+    """
+    try:
+        text = Path(filename).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "", f"{variable} names {filename}, which does not exist"
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        return "", f"{variable} names {filename}, which cannot be read ({reason})"
+    value = text[:-1] if text.endswith("\n") else text
+    value = value[:-1] if value.endswith("\r") else value
+    if not value:
+        return "", f"{variable} names {filename}, which is empty"
+    return value, None
+
+
 def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[str]:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string, in place; return the problems."""
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string, in place; return the problems.
+
+    ``VAR`` comes from the environment or, when ``VAR_FILE`` is set instead, from the file it names
+    (Docker/compose secrets). Setting both is an error: which one wins would be a guess.
+    """
     env = os.environ if env is None else env
     problems: list[str] = []
 
@@ -116,15 +140,22 @@ def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[
 
         def one(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            line = located.line_of(path)
+            where = f"{format_path(path)}: "
+            at = f" (line {line})" if line else ""
+            if name in env and f"{name}_FILE" in env:
+                problems.append(f"{where}both {name} and {name}_FILE are set; keep one{at}")
+                return ""
             if name in env:
                 return env[name]
+            if f"{name}_FILE" in env:
+                value, problem = read_secret_file(f"{name}_FILE", env[f"{name}_FILE"])
+                if problem:
+                    problems.append(f"{where}{problem}{at}")
+                return value
             if default is not None:
                 return default
-            line = located.line_of(path)
-            problems.append(
-                f"{format_path(path)}: environment variable {name} is not set"
-                + (f" (line {line})" if line else "")
-            )
+            problems.append(f"{where}environment variable {name} is not set{at}")
             return ""
 
         return _VAR.sub(one, value)
