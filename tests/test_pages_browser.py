@@ -72,12 +72,12 @@ def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
 
     _require_browser()  # no need to build the world when the browser tests cannot run
     out = tmp_path_factory.mktemp("pages-demo")
-    boxes = [start_sandbox(contacts=400, seed=7, hubspot_plan="unlimited"),
+    boxes = [start_sandbox(contacts=1000, seed=7, hubspot_plan="unlimited"),
              start_sandbox(contacts=300, seed=8, hubspot_plan="unlimited")]
     try:
         config = write_config(out, boxes)
         config.write_text(config.read_text().replace(
-            "server: {listen: 127.0.0.1:8080}", "server: {listen: 127.0.0.1:8080, admin_token: ${PAGES_ADMIN}}"))
+            "server: {listen: 127.0.0.1:8080}", "server: {listen: 127.0.0.1:8080, admin_token: \"${PAGES_ADMIN}\"}"))
         os.environ["PAGES_ADMIN"] = ADMIN  # the CLI below reads the same config
         cfg = load_config(config)
         store = Store.open(cfg.store)
@@ -91,6 +91,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
             yield {"cfg": cfg, "config": config, "store": store, "service": service, "url": web.url, "boxes": boxes}
         store.close()
     finally:
+        os.environ.pop("PAGES_ADMIN", None)
         for box in boxes:
             box.stop()
 
@@ -149,15 +150,16 @@ def test_model_card_page_renders_its_charts(browser, world):
     errors: list[str] = []
     page = _page(browser, errors)
     _login(page, world["url"])
-    response = page.goto(world["url"] + "/firms/harbor-wealth/models/upgrade_propensity")
+    response = page.goto(world["url"] + "/firms/harbor-wealth/models/churn_risk")
     assert response.status == 200
     assert page.locator("#verdict").inner_text().startswith("Verdict:")
+    assert "Insufficient" not in page.locator("#verdict").inner_text()
     assert page.locator("svg.chart").count() >= 3  # calibration, gains, distribution (features when present)
     assert page.locator("svg.chart polyline").count() >= 2
-    written = world["cfg"].model_dir / "harbor-wealth" / "upgrade_propensity" / "card.html"
+    written = world["cfg"].model_dir / "harbor-wealth" / "churn_risk" / "card.html"
     assert "<svg" in written.read_text()  # `score --report` wrote the same page next to card.md
     _shot(page, "model-card")
-    page.goto(world["url"] + "/firms/harbor-wealth/lift/high_upgrade_intent")
+    page.goto(world["url"] + "/firms/harbor-wealth/lift/churn_watch")
     assert "Minimum detectable effect" in page.content()
     _shot(page, "lift")
     assert errors == []
