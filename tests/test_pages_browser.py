@@ -154,7 +154,8 @@ def test_model_card_page_renders_its_charts(browser, world):
     assert response.status == 200
     assert page.locator("#verdict").inner_text().startswith("Verdict:")
     assert "Insufficient" not in page.locator("#verdict").inner_text()
-    assert page.locator("svg.chart").count() >= 3  # calibration, gains, distribution (features when present)
+    assert page.locator("svg.chart").count() == 4  # calibration, gains, score distribution, top features
+    assert "&lt;svg" not in page.content()  # charts are markup, never escaped text
     assert page.locator("svg.chart polyline").count() >= 2
     written = world["cfg"].model_dir / "harbor-wealth" / "churn_risk" / "card.html"
     assert "<svg" in written.read_text()  # `score --report` wrote the same page next to card.md

@@ -228,3 +228,15 @@ def test_lift_statistics():
     assert lo == 0.0 and 0 < hi < 0.2
     assert minimum_detectable_effect(0, 10, 0.1) is None
     assert minimum_detectable_effect(900, 100, 0.1) > minimum_detectable_effect(9000, 1000, 0.1)
+
+
+def test_card_charts_are_svg_elements_with_escaped_labels():
+    card = {"score": "s", "kind": "propensity", "method": "time_split", "verdict": {"verdict": "ok"},
+            "model": {"roc_auc": 0.7, "positives": 40, "negatives": 200,
+                      "calibration": [{"decile": i, "n": 24, "mean_predicted": i / 10, "observed_rate": i / 12} for i in range(10)]},
+            "baseline": {"roc_auc": 0.6, "rule": "recency"},
+            "top_features": [{"feature": "opens<90d>", "importance": 0.05, "std": 0.01}]}
+    html = render_card_html(card, firm="F", scores=[0.1, 0.2, 0.2, 0.9])
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg"') == 4
+    assert "opens&lt;90d&gt;" in html and "opens<90d>" not in html and "&lt;svg" not in html
+    assert "Better than the naive baseline" in html

@@ -137,9 +137,9 @@ def hbar_chart(title: str, bars: Sequence[tuple[str, float]], *, x_label: str) -
     top = max(abs(v) for _, v in bars) or 1.0
     row, left = 22, 190
     height = PAD_T + row * len(bars) + 30
+    desc = escape(", ".join(f"{n}: {_fmt(v)}" for n, v in bars))
     body = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" role="img" class="chart">'
-            f'<title>{escape(title)}</title><desc>'
-            + escape(", ".join(f"{n}: {_fmt(v)}" for n, v in bars)) + "</desc>"]
+            f'<title>{escape(title)}</title><desc>{desc}</desc>']
     for i, (name, v) in enumerate(bars):
         y = PAD_T + i * row
         width = max(abs(v) / top * (W - left - 60), 1)
