@@ -39,6 +39,7 @@ def auc_interval(auc: Any, positives: Any, negatives: Any) -> tuple[float, float
 
 
 def calibration_chart(calibration: Sequence[dict[str, Any]]) -> Markup:
+    """Observed outcome rate against mean predicted probability, per decile."""
     if not calibration:
         return svg.empty("Calibration", "the card has no calibration table (not a classifier, or too little data)")
     pts = [(float(c["mean_predicted"]), float(c["observed_rate"])) for c in calibration]
@@ -64,6 +65,7 @@ def gains_points(calibration: Sequence[dict[str, Any]]) -> list[tuple[float, flo
 
 
 def gains_chart(calibration: Sequence[dict[str, Any]]) -> Markup:
+    """The cumulative gains curve against random targeting."""
     pts = gains_points(calibration)
     if not pts:
         return svg.empty("Cumulative gains", "no outcomes in the test set, so gains cannot be drawn")
@@ -73,6 +75,7 @@ def gains_chart(calibration: Sequence[dict[str, Any]]) -> Markup:
 
 
 def distribution_chart(values: Sequence[float] | None, bins: int = 20) -> Markup:
+    """A histogram of the stored scores."""
     if not values:
         return svg.empty("Score distribution", "no stored scores for this model (run `segsync sync` to score contacts)")
     lo, hi = min(values), max(values)
@@ -85,6 +88,7 @@ def distribution_chart(values: Sequence[float] | None, bins: int = 20) -> Markup
 
 
 def features_chart(features: Sequence[dict[str, Any]]) -> Markup:
+    """The top features by permutation importance."""
     if not features:
         return svg.empty("Top features", "no feature importance in the card")
     return svg.hbar_chart("Top features (permutation importance)", [(f["feature"], float(f["importance"])) for f in features],

@@ -106,6 +106,7 @@ class Login:
 
     @property
     def configured(self) -> bool:
+        """True when at least one login token is set (otherwise the status pages stay closed)."""
         return bool(self.tokens)
 
     def scope_of_token(self, given: str) -> str | None:
