@@ -155,6 +155,16 @@ class FeaturesCfg(Strict):
     sensitive_attributes: list[str] = []  # reported in fairness checks, never model inputs
 
 
+class PagesCfg(Strict):
+    """The hosted pages of one firm: its colour, the notice a subscriber is shown, link lifetime, login."""
+
+    colour: str = Field("#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")  # dark enough for white text (contrast)
+    notice_version: str = Field("privacy-notice-1", min_length=1, max_length=64)
+    notices: dict[Literal["email_marketing", "profiling"], str] = {}  # plain-language text per purpose
+    link_days: int = Field(30, ge=1, le=365)  # how long a preference link stays valid
+    status_token: SecretStr | None = Field(None, min_length=16)  # this firm's own login to its status page
+
+
 class TenantCfg(Strict):
     id: Slug
     name: str | None = None
@@ -169,6 +179,7 @@ class TenantCfg(Strict):
     holdout_percent: float = Field(10, ge=0, le=50)
     max_change_share: float = Field(0.5, gt=0, le=1)  # plans changing more need --force
     push: PushCfg = PushCfg()
+    pages: PagesCfg = PagesCfg()
 
     @field_validator("timezone")
     @classmethod
@@ -206,6 +217,9 @@ class ServerCfg(Strict):
     # The scheme and host the world calls (e.g. https://hooks.example.com) when segsync sits behind a
     # proxy: HubSpot signs the public URL, so its v3 signatures are checked against this.
     public_url: str | None = Field(None, pattern=r"^https?://[^/\s]+$")
+    # The login of the status pages (every firm); pages are refused while neither this nor a
+    # tenant's pages.status_token is set. Use ${VAR}: it is a secret.
+    admin_token: SecretStr | None = Field(None, min_length=16)
 
     @field_validator("listen")
     @classmethod
@@ -327,11 +341,13 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
         )
     for secret in [*(config.alerts.secrets() if config.alerts else []), *(s for t in config.tenants for s in _secrets(t))]:
         register_secret(secret)
+    if config.server.admin_token is not None:
+        register_secret(config.server.admin_token.get_secret_value())
     return config
 
 
 def _secrets(tenant: TenantCfg) -> list[str]:
-    values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key]
+    values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token]
     if isinstance(tenant.crm, HubSpotCrm):
         values += [tenant.crm.access_token, tenant.crm.client_secret]
     if tenant.esp is not None:

@@ -258,3 +258,23 @@ def erase(config: Path, tenant_id: str, email: str, yes: bool, as_json: bool) ->
         f"{len(erasure.withdrawals)} withdrawals kept as proof (pseudonym {erasure.subject_key[:12]}...), "
         f"{result.enqueued} vendor suppressions queued"
     )
+
+
+@consent.command()
+@config_arg
+@tenant_opt
+@click.argument("email")
+@click.option("--base-url", default=None, help="The address subscribers reach (default: server.public_url, else http://LISTEN).")
+@json_opt
+def link(config: Path, tenant_id: str, email: str, base_url: str | None, as_json: bool) -> None:
+    """Print a signed, expiring link to the hosted preference page of EMAIL (the email is not in it)."""
+    from sync.pages.preferences import make_link
+
+    with _open(config) as (cfg, store, ledger, _outbox):
+        tenant = cfg.tenant(tenant_id)
+        url, expires = make_link(tenant, store, ledger, email, base_url or cfg.server.public_url or f"http://{cfg.server.listen}")
+    if as_json:
+        _emit({"tenant": tenant_id, "url": url, "expires_at": expires.isoformat()})
+        return
+    click.echo(url)
+    click.echo(f"(valid until {expires:%Y-%m-%d %H:%M} UTC; anyone with the link can change this person's preferences)", err=True)

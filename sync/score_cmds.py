@@ -34,7 +34,7 @@ def _fmt(v: Any) -> str:
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
 @click.option("--backtest", is_flag=True, default=True, help="Evaluate every score out of sample (the default).")
 @click.option("--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event).")
-@click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown + JSON) per score.")
+@click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
@@ -47,6 +47,8 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
     """
     from scoring.backtest import backtest as run_backtest
     from scoring.card import model_card, render_model_card
+    from sync.pages.cards import write_card_html
+    from sync.pages.status_data import stored_scores
     from sync.scorer import frames, score_spec
 
     cfg, store = _load(config)
@@ -64,6 +66,8 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
                     folder.mkdir(parents=True, exist_ok=True)
                     (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
                     (folder / "card.md").write_text(render_model_card(card))
+                    write_card_html(folder, card, firm=tenant.name or tenant.id, colour=tenant.pages.colour,
+                                    scores=stored_scores(store, tenant.id, sc.name))
                     results[-1]["card_path"] = str(folder / "card.md")
     finally:
         store.close()

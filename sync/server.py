@@ -321,16 +321,19 @@ class Service:
                     service.metrics.last_success.labels(tenant_id).set(datetime.fromisoformat(last["started_at"]).timestamp())
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+        from sync.pages import mount as mount_pages
+
+        mount_pages(app, self)  # status, model cards, lift, preference page (before the webhook's catch-all)
         app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain,
                                   public_url=self.cfg.server.public_url))
         return app
 
 
-_HOOK_SECRET = re.compile(r"(/hooks/[^/\s]+/mailchimp/)[^/\s?#\"]+")
+_HOOK_SECRET = re.compile(r"(/hooks/[^/\s]+/mailchimp/|/p/)[^/\s?#\"]+")  # and preference-link tokens
 
 
 def mask_path(path: str) -> str:
-    """A request path fit for a log: the Mailchimp webhook secret (quoted or not) and any registered secret masked."""
+    """A request path fit for a log: the Mailchimp webhook secret, a preference link's token and any registered secret masked."""
     return redact(_HOOK_SECRET.sub(r"\1***", path))
 
 
