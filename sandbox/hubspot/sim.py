@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 
-from sandbox.hubspot import loader
+from sandbox.hubspot import deals, loader
+from sandbox.hubspot.app import build_app
 from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, validation
 from sandbox.hubspot.events import WebEvents
 from sandbox.hubspot.faults import BatchFailures
 from sandbox.hubspot.inspection import Inspection
-from sandbox.hubspot.ratelimit import PLAN_DAILY, PLAN_LIMITS, RollingLimiter
+from sandbox.hubspot.http import rate_limited
+from sandbox.hubspot.ratelimit import OAUTH_APP_LIMIT, PLAN_DAILY, PLAN_LIMITS, TIERS, RollingLimiter
 from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
                                     iso, validate_value)
 from sandbox.hubspot.store import ObjectStore, Record
@@ -46,23 +48,39 @@ class HubSpotSim(Inspection):
     def __init__(self, token: str, plan: str = "unlimited", window_seconds: float = 10.0,
                  search_per_second: float | None = 5, daily_limit: int | None = None, portal_id: int = 4_242_424,
                  batch_errors: str = "partial", clock: Callable[[], datetime] | None = None,
-                 scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0) -> None:
+                 scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0, tier: str = "enterprise",
+                 app_type: str = "private", deal_noise: bool = True, merge_new_id: bool = False,
+                 subscription_types: str = "standard") -> None:
         if plan not in PLAN_LIMITS:
             raise ValueError(f"unknown HubSpot plan {plan!r}; one of {sorted(PLAN_LIMITS)}")
         if batch_errors not in ("partial", "strict"):
             raise ValueError("batch_errors must be 'partial' (207) or 'strict' (whole batch 400)")
+        if tier not in TIERS:
+            raise ValueError(f"unknown HubSpot hub tier {tier!r}; one of {list(TIERS)}")
+        if app_type not in ("private", "oauth"):
+            raise ValueError("app_type must be 'private' (limits by plan) or 'oauth' (a public app's own limit)")
         self.token, self.plan, self.portal_id, self.batch_errors = token, plan, portal_id, batch_errors
+        # The hub tier decides which APIs answer (web analytics events: Enterprise only); ``plan`` the limits.
+        self.tier, self.app_type = tier, app_type
+        self.deal_noise, self.merge_new_id = deal_noise, merge_new_id
+        self.pipelines = deals.pipelines()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.scopes = None if scopes is None else set(scopes)  # None: the token has every scope
         # HubSpot indexes asynchronously: a record changed in the last few seconds is not yet searchable.
         self.search_lag_seconds = search_lag_seconds
         daily = daily_limit if daily_limit is not None else (PLAN_DAILY[plan] if PLAN_LIMITS[plan] else None)
-        self.limiter = RollingLimiter(PLAN_LIMITS[plan], window_seconds, daily)
+        burst = PLAN_LIMITS[plan]
+        if app_type == "oauth" and burst is not None:
+            # A public (OAuth) app has its own burst limit per account whatever the plan, and its calls
+            # carry no daily headers (HubSpot's usage guidelines; see ratelimit.py).
+            burst, daily = OAUTH_APP_LIMIT, None
+        self.limiter = RollingLimiter(burst, window_seconds, daily)
         self.search_limiter = RollingLimiter(max(1, round(search_per_second)) if search_per_second else None, 1.0,
                                              policy="SECONDLY")
         self.lock = threading.RLock()
         self.contacts = ObjectStore("contacts", default_contact_properties(), "lastmodifieddate", CONTACT_DEFAULTS)
-        self.deals = ObjectStore("deals", default_deal_properties(), "hs_lastmodifieddate",
+        self.deals = ObjectStore("deals", default_deal_properties(deals.stage_ids(), [p["id"] for p in self.pipelines]),
+                                 "hs_lastmodifieddate",
                                  ("amount", "closedate", "createdate", "dealname", "dealstage", "pipeline"))
         self.groups: dict[str, dict[str, Any]] = {
             n: {"name": n, "label": label, "displayOrder": -1, "archived": False} for n, label in CONTACT_GROUPS}
@@ -70,7 +88,7 @@ class HubSpotSim(Inspection):
         self.person_ids: dict[str, str] = {}  # book person key -> contact id
         self.lists: dict[str, dict[str, Any]] = {}
         self.memberships: dict[str, dict[str, datetime]] = {}
-        self.subscriptions = loader.subscription_definitions(portal_id)
+        self.subscriptions = loader.subscription_definitions(portal_id, subscription_types)
         self.sub_status: dict[str, dict[str, dict[str, Any]]] = {}  # email -> subscription id -> status
         self.portal_optouts: set[str] = set()  # lower-cased emails opted out of all email (v4 unsubscribe-all)
         self.web_events = WebEvents()
@@ -98,8 +116,6 @@ class HubSpotSim(Inspection):
 
     def app(self) -> Starlette:
         """The Starlette app serving this portal's REST API."""
-        from sandbox.hubspot.app import build_app
-
         return build_app(self)
 
     def index_email(self, rec: Record) -> None:
@@ -263,27 +279,63 @@ class HubSpotSim(Inspection):
                             if email and self.email_index.get(email.lower()) == rec.id:
                                 del self.email_index[email.lower()]
 
-    def merge(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
-        """Merge contact ``merge_id`` into ``primary_id``; the loser disappears, the survivor records it."""
+    def merge(self, primary_id: str, merge_id: str, at: datetime | None = None, new_id: bool | None = None) -> Record:
+        """Merge contact ``merge_id`` into ``primary_id`` and return the resulting record.
+
+        HubSpot's developer changelog ("Updated merge functionality for contacts and companies") says a
+        merge now creates a new record with a NEW id, both originals merged into it; fetching either old
+        id returns the new record; the primary's property values win, values of both are merged onto it,
+        and the primary's associations are kept first. ``new_id`` (default: the portal's ``merge_new_id``)
+        chooses that behaviour; without it the primary keeps its id, as HubSpot merges used to.
+        Inferred: the new record keeps the primary's create date and takes the next free id.
+        """
         with self.lock:
             primary = self.resolve(self.contacts, primary_id)
             loser = self.resolve(self.contacts, merge_id)
             if primary is None or loser is None or primary is loser:
                 raise validation(f"Cannot merge {merge_id} into {primary_id}: both must exist and differ")
             at = at or self.clock()
-            merged = [x for x in (primary.properties.get("hs_merged_object_ids") or "").split(";") if x]
-            merged += [loser.id] + [x for x in (loser.properties.get("hs_merged_object_ids") or "").split(";") if x]
-            extra = [x for x in (primary.properties.get("hs_additional_emails") or "").split(";") if x]
+            old = [primary, loser]
+            fresh = self.merge_new_id if new_id is None else new_id
+            merged = [primary.id, loser.id] if fresh else [loser.id]
+            for rec in old:
+                merged += [x for x in (rec.properties.get("hs_merged_object_ids") or "").split(";") if x]
+            extra = [x for rec in old for x in (rec.properties.get("hs_additional_emails") or "").split(";") if x]
             if loser.properties.get("email"):
                 extra.append(loser.properties["email"])
-            self.archive(self.contacts, [loser.id])
-            loser.merged_into = primary.id
-            if loser.properties.get("email"):  # the old address now finds the survivor (idProperty=email)
-                self.email_index.setdefault(loser.properties["email"].lower(), primary.id)
-            primary.properties["hs_merged_object_ids"] = ";".join(merged)
-            primary.properties["hs_additional_emails"] = ";".join(extra)
-            self.contacts.touch(primary, at)
-            return primary
+            if fresh:  # HubSpot today: a new record replaces both
+                props = {**loser.properties, **{k: v for k, v in primary.properties.items() if v not in (None, "")}}
+                result = self.contacts.add(props, primary.created_at, at)
+                for rec in old:
+                    self._hand_over(rec, result)
+                for key, cid in list(self.person_ids.items()):  # the book's survivor is the new record now
+                    if cid == primary.id:
+                        self.person_ids[key] = result.id
+            else:
+                result = primary
+                self._hand_over(loser, result)
+            result.properties["hs_merged_object_ids"] = ";".join(dict.fromkeys(merged))
+            result.properties["hs_additional_emails"] = ";".join(dict.fromkeys(extra))
+            self.index_email(result)
+            self.contacts.touch(result, at)
+            return result
+
+    def _hand_over(self, rec: Record, survivor: Record) -> None:
+        """Retire ``rec`` into ``survivor``: archived, redirected, its email, deals and lists moved over."""
+        self.archive(self.contacts, [rec.id])
+        rec.merged_into = survivor.id
+        if rec.properties.get("email"):  # the old address now finds the survivor (idProperty=email)
+            self.email_index.setdefault(rec.properties["email"].lower(), survivor.id)
+        for deal_id in rec.associations.get("deals", []):
+            deal = self.deals.records.get(deal_id)
+            if deal is not None:
+                deal.associations["contacts"] = [survivor.id if c == rec.id else c
+                                                 for c in deal.associations.get("contacts", [])]
+            if deal_id not in survivor.associations.setdefault("deals", []):
+                survivor.associations["deals"].append(deal_id)
+        for members in self.memberships.values():
+            if rec.id in members:
+                members.setdefault(survivor.id, members.pop(rec.id))
 
     def gdpr_delete(self, object_id: str, id_property: str | None = None) -> None:
         """Permanently delete a contact and its subscription statuses (no archive, nothing left to read)."""
@@ -302,9 +354,20 @@ class HubSpotSim(Inspection):
                     del self.contacts.records[rid]
             self.gdpr_deleted.add(email)
 
-    def merge_contacts(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
+    def merge_contacts(self, primary_id: str, merge_id: str, at: datetime | None = None,
+                       new_id: bool | None = None) -> Record:
         """Test helper: merge contact ``merge_id`` into ``primary_id`` as a HubSpot user would."""
-        return self.merge(primary_id, merge_id, at)
+        return self.merge(primary_id, merge_id, at, new_id)
+
+    def restore_contacts(self, ids: Iterable[str]) -> None:
+        """Test helper: restore archived contacts (HubSpot keeps a deleted contact restorable for 90 days)."""
+        with self.lock:
+            for rid in map(str, ids):
+                rec = self.contacts.records.get(rid)
+                if rec is not None and rec.archived and rec.merged_into is None:
+                    rec.archived, rec.archived_at = False, None
+                    self.index_email(rec)
+                    self.contacts.touch(rec, self.clock())
 
     def archive_contacts(self, ids: Iterable[str]) -> None:
         """Test helper: archive (soft-delete) contacts as a HubSpot user would."""
@@ -374,6 +437,4 @@ class HubSpotSim(Inspection):
 
     def rate_limited_response(self) -> Response:
         """The ten-secondly 429 (used by the fault injector's ``storm``)."""
-        from sandbox.hubspot.app import rate_limited
-
         return rate_limited(self.limiter, "TEN_SECONDLY_ROLLING")
