@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.hubspot.errors import HubSpotError, not_found, validation
+from sandbox.hubspot.errors import HubSpotError, int_param, not_found, validation
 from sandbox.hubspot.http import csv_param, json_object, store_for
 
 if TYPE_CHECKING:
