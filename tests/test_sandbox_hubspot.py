@@ -416,7 +416,7 @@ def test_read_only_properties_and_portal_wide_optout(hub):
     again = api(url, "POST", "/communication-preferences/v3/subscribe", json={**body, "subscriptionId": "7001"})
     assert again.status_code == 400 and again.json()["subCategory"] == "OPTED_OUT_OF_ALL"
     v4 = api(url, "GET", f"/communication-preferences/v4/statuses/{email}", params={"channel": "EMAIL"}).json()
-    assert {x["subscriptionId"] for x in v4["results"]} == {7001, 7002} and v4["status"] == "COMPLETE"
+    assert {x["subscriptionId"] for x in v4["results"]} == {7001, 7002, 7003} and v4["status"] == "COMPLETE"
     other = next(r for r in sim.contacts.live() if r.properties.get("hs_email_optout") == "false")
     many = api(url, "POST", "/communication-preferences/v4/statuses/batch/read", params={"channel": "EMAIL"},
                json={"inputs": [email, other.properties["email"]]}).json()["results"]

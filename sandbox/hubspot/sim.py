@@ -41,7 +41,12 @@ class HubSpotSim(Inspection):
     the daily one (or ``daily_limit``); ``window_seconds`` shortens the window for fast tests. Search has
     its own bucket of ``search_per_second`` (HubSpot documents 5/s; None = unlimited). ``batch_errors``:
     "partial" answers bad inputs with a 207, "strict" fails the whole batch with a 400. ``scopes``: the
-    token's private-app scopes (None = all). ``clock`` replaces "now" for timestamps. ``search_lag_seconds``:
+    token's private-app scopes (None = all). ``clock`` replaces "now" for timestamps. ``tier``: the hub tier
+    (below "enterprise" the web analytics events API answers 403); ``app_type``: "private" (limits by plan)
+    or "oauth" (a public app's own 110 per 10 s, no daily headers); ``burst_limit`` overrides the burst
+    for fast tests; ``deal_noise``: open and lost deals besides the won ones; ``merge_new_id``: a merge
+    makes a new record (HubSpot's current behaviour); ``subscription_types``: "standard" or "legacy"
+    (no ``purpose`` on any type). ``search_lag_seconds``:
     records written more recently than this are not yet found by search (HubSpot's index lags writes).
     """
 
@@ -49,8 +54,8 @@ class HubSpotSim(Inspection):
                  search_per_second: float | None = 5, daily_limit: int | None = None, portal_id: int = 4_242_424,
                  batch_errors: str = "partial", clock: Callable[[], datetime] | None = None,
                  scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0, tier: str = "enterprise",
-                 app_type: str = "private", deal_noise: bool = True, merge_new_id: bool = False,
-                 subscription_types: str = "standard") -> None:
+                 app_type: str = "private", deal_noise: bool = False, merge_new_id: bool = False,
+                 subscription_types: str = "standard", burst_limit: int | None = None) -> None:
         if plan not in PLAN_LIMITS:
             raise ValueError(f"unknown HubSpot plan {plan!r}; one of {sorted(PLAN_LIMITS)}")
         if batch_errors not in ("partial", "strict"):
@@ -74,6 +79,8 @@ class HubSpotSim(Inspection):
             # A public (OAuth) app has its own burst limit per account whatever the plan, and its calls
             # carry no daily headers (HubSpot's usage guidelines; see ratelimit.py).
             burst, daily = OAUTH_APP_LIMIT, None
+        if burst_limit is not None:  # a sandbox knob, like window_seconds: a tighter limit for fast tests
+            burst = burst_limit
         self.limiter = RollingLimiter(burst, window_seconds, daily)
         self.search_limiter = RollingLimiter(max(1, round(search_per_second)) if search_per_second else None, 1.0,
                                              policy="SECONDLY")
