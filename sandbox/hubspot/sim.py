@@ -21,6 +21,7 @@ from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, valida
 from sandbox.hubspot.events import WebEvents
 from sandbox.hubspot.faults import BatchFailures
 from sandbox.hubspot.inspection import Inspection
+from sandbox.hubspot.merges import Merges
 from sandbox.hubspot.http import rate_limited
 from sandbox.hubspot.ratelimit import OAUTH_APP_LIMIT, PLAN_DAILY, PLAN_LIMITS, TIERS, RollingLimiter
 from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
@@ -34,7 +35,7 @@ BATCH_MAX = 100
 CONTACT_DEFAULTS = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
 
 
-class HubSpotSim(Inspection):
+class HubSpotSim(Merges, Inspection):
     """An in-memory HubSpot portal: contacts, deals, properties, lists, subscriptions, web events.
 
     ``plan`` sets the ten-secondly limit (starter/free 100, professional/enterprise 190, unlimited none) and
@@ -286,64 +287,6 @@ class HubSpotSim(Inspection):
                             if email and self.email_index.get(email.lower()) == rec.id:
                                 del self.email_index[email.lower()]
 
-    def merge(self, primary_id: str, merge_id: str, at: datetime | None = None, new_id: bool | None = None) -> Record:
-        """Merge contact ``merge_id`` into ``primary_id`` and return the resulting record.
-
-        HubSpot's developer changelog ("Updated merge functionality for contacts and companies") says a
-        merge now creates a new record with a NEW id, both originals merged into it; fetching either old
-        id returns the new record; the primary's property values win, values of both are merged onto it,
-        and the primary's associations are kept first. ``new_id`` (default: the portal's ``merge_new_id``)
-        chooses that behaviour; without it the primary keeps its id, as HubSpot merges used to.
-        Inferred: the new record keeps the primary's create date and takes the next free id.
-        """
-        with self.lock:
-            primary = self.resolve(self.contacts, primary_id)
-            loser = self.resolve(self.contacts, merge_id)
-            if primary is None or loser is None or primary is loser:
-                raise validation(f"Cannot merge {merge_id} into {primary_id}: both must exist and differ")
-            at = at or self.clock()
-            old = [primary, loser]
-            fresh = self.merge_new_id if new_id is None else new_id
-            merged = [primary.id, loser.id] if fresh else [loser.id]
-            for rec in old:
-                merged += [x for x in (rec.properties.get("hs_merged_object_ids") or "").split(";") if x]
-            extra = [x for rec in old for x in (rec.properties.get("hs_additional_emails") or "").split(";") if x]
-            if loser.properties.get("email"):
-                extra.append(loser.properties["email"])
-            if fresh:  # HubSpot today: a new record replaces both
-                props = {**loser.properties, **{k: v for k, v in primary.properties.items() if v not in (None, "")}}
-                result = self.contacts.add(props, primary.created_at, at)
-                for rec in old:
-                    self._hand_over(rec, result)
-                for key, cid in list(self.person_ids.items()):  # the book's survivor is the new record now
-                    if cid == primary.id:
-                        self.person_ids[key] = result.id
-            else:
-                result = primary
-                self._hand_over(loser, result)
-            result.properties["hs_merged_object_ids"] = ";".join(dict.fromkeys(merged))
-            result.properties["hs_additional_emails"] = ";".join(dict.fromkeys(extra))
-            self.index_email(result)
-            self.contacts.touch(result, at)
-            return result
-
-    def _hand_over(self, rec: Record, survivor: Record) -> None:
-        """Retire ``rec`` into ``survivor``: archived, redirected, its email, deals and lists moved over."""
-        self.archive(self.contacts, [rec.id])
-        rec.merged_into = survivor.id
-        if rec.properties.get("email"):  # the old address now finds the survivor (idProperty=email)
-            self.email_index.setdefault(rec.properties["email"].lower(), survivor.id)
-        for deal_id in rec.associations.get("deals", []):
-            deal = self.deals.records.get(deal_id)
-            if deal is not None:
-                deal.associations["contacts"] = [survivor.id if c == rec.id else c
-                                                 for c in deal.associations.get("contacts", [])]
-            if deal_id not in survivor.associations.setdefault("deals", []):
-                survivor.associations["deals"].append(deal_id)
-        for members in self.memberships.values():
-            if rec.id in members:
-                members.setdefault(survivor.id, members.pop(rec.id))
-
     def gdpr_delete(self, object_id: str, id_property: str | None = None) -> None:
         """Permanently delete a contact and its subscription statuses (no archive, nothing left to read)."""
         with self.lock:
@@ -365,16 +308,6 @@ class HubSpotSim(Inspection):
                        new_id: bool | None = None) -> Record:
         """Test helper: merge contact ``merge_id`` into ``primary_id`` as a HubSpot user would."""
         return self.merge(primary_id, merge_id, at, new_id)
-
-    def restore_contacts(self, ids: Iterable[str]) -> None:
-        """Test helper: restore archived contacts (HubSpot keeps a deleted contact restorable for 90 days)."""
-        with self.lock:
-            for rid in map(str, ids):
-                rec = self.contacts.records.get(rid)
-                if rec is not None and rec.archived and rec.merged_into is None:
-                    rec.archived, rec.archived_at = False, None
-                    self.index_email(rec)
-                    self.contacts.touch(rec, self.clock())
 
     def archive_contacts(self, ids: Iterable[str]) -> None:
         """Test helper: archive (soft-delete) contacts as a HubSpot user would."""
