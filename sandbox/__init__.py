@@ -156,7 +156,8 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
 
 def describe(sb: Sandbox) -> str:
     """What a person needs to use a running sandbox: base URLs, credentials and a config."""
-    return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan})\n"
+    return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan}, "
+            f"{sb.hubspot.tier} tier)\n"
             f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})\n"
             f"Book      {len(sb.book.people)} people, seed {sb.seed}, as of {sb.book.as_of:%Y-%m-%d}\n\n"
             f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")

@@ -1,4 +1,13 @@
-"""Seeding the HubSpot portal from a generated book: contacts, merges, deals, web analytics."""
+"""Seeding the HubSpot portal from a generated book: contacts, merges, deals, web analytics.
+
+Engagement lives on the contact as HubSpot keeps it (knowledge base "HubSpot's default contact
+properties"; the names and types as the properties API lists them): counts ``hs_email_delivered``
+("Marketing emails delivered"), ``hs_email_open`` ("Marketing emails opened"), ``hs_email_click``
+("Marketing emails clicked"), all ``number``; the last dates ``hs_email_last_send_date``,
+``hs_email_last_open_date``, ``hs_email_last_click_date``; and web analytics
+``hs_analytics_num_page_views``, ``hs_analytics_num_visits`` (sessions) and
+``hs_analytics_last_visit_timestamp``. Deals: :mod:`sandbox.hubspot.deals`.
+"""
 
 from __future__ import annotations
 
