@@ -149,14 +149,19 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
     ``hubspot_plan``: "starter"/"free" (100 per 10 s), "professional"/"enterprise" (190), "unlimited".
     Options: ``window_seconds``, ``search_per_second``, ``daily_limit``, ``batch_errors``, ``scopes``,
     ``search_lag_seconds``, ``portal_id``, ``clock`` (or any ``hubspot_*`` key) go to :class:`HubSpotSim`;
-    ``mailchimp_*`` keys go to ``MailchimpSim``.
+    ``mailchimp_*`` keys go to ``MailchimpSim``. Vendor-reality switches: ``hubspot_tier`` (below
+    "enterprise" the events API answers 403), ``hubspot_app_type`` ("oauth": a public app's own limit),
+    ``hubspot_deal_noise`` (open and lost deals besides the won ones), ``hubspot_merge_new_id``
+    (merges make a new record, as HubSpot does now), ``hubspot_subscription_types`` ("legacy": no purpose on
+    any type), ``mailchimp_customer_tags`` (the advisor's own tags, e.g. one named like a segsync segment).
     """
     return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)
 
 
 def describe(sb: Sandbox) -> str:
     """What a person needs to use a running sandbox: base URLs, credentials and a config."""
-    return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan})\n"
+    return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan}, "
+            f"{sb.hubspot.tier} tier)\n"
             f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})\n"
             f"Book      {len(sb.book.people)} people, seed {sb.seed}, as of {sb.book.as_of:%Y-%m-%d}\n\n"
             f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")

@@ -62,9 +62,12 @@ def draw_traits(rng: np.random.Generator, n: int, as_of: datetime, start: dateti
     }
 
 
-def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.ndarray, start: datetime) -> list[Person]:
-    """Create the Person records, planting email changes, merges and case variants."""
-    from sandbox.book import Person  # late: book imports this module
+def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.ndarray, start: datetime,
+                 person_cls: type[Person]) -> list[Person]:
+    """Create the Person records, planting email changes, merges and case variants.
+
+    ``person_cls`` is :class:`sandbox.book.Person`, passed in because ``sandbox.book`` imports this module.
+    """
 
     n = tr["n"]
     first = rng.choice(FIRST, n)
@@ -112,7 +115,7 @@ def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.nd
             previous = f"{first[i][0]}{last[i]}.work{i + 1}@example-corp.com".lower()
             if esp_email is not None and (i % 2 == 0 or i == min(changed)):
                 esp_email = previous  # the ESP never heard about the change
-        people.append(Person(
+        people.append(person_cls(
             key=key, email=crm_email, first_name=str(first[i]), last_name=str(last[i]),
             household_id=f"h{hh_index[i] + 1:06d}", age=int(tr["age"][i]),
             account_tier=("core", "premier", "private")[tier_final[i]], aum=float(tr["aum"][i]),

@@ -169,7 +169,7 @@ def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = 
         for w in sim["campaign_weeks"]
     ]
     with paused_gc():
-        people = people_mod.build_people(rng, traits, sim["tier_final"], start)
+        people = people_mod.build_people(rng, traits, sim["tier_final"], start, Person)
         keys = [p.key for p in people]
         events = _materialise_events(rng, sim, traits, keys, campaigns, start)
         truth = _truth(rng, sim, traits, keys)

@@ -37,12 +37,16 @@ from typing import Any
 import requests
 
 __all__ = [
-    "MAILCHIMP_TYPES", "WebhookSender", "hubspot_event", "hubspot_v1_signature", "hubspot_v3_signature",
+    "HUBSPOT_CONTACT_TYPES", "MAILCHIMP_TYPES", "WebhookSender", "hubspot_event", "hubspot_v1_signature", "hubspot_v3_signature",
     "mailchimp_form", "preference_body", "segsync_signature", "send_hubspot", "send_mailchimp", "send_segsync",
     "validate_mailchimp_url", "verify_hubspot_v3", "verify_segsync",
 ]
 
 MAILCHIMP_TYPES = ("subscribe", "unsubscribe", "profile", "upemail", "cleaned", "campaign")
+# Contact event types HubSpot's webhooks v3 spec enumerates (PublicApiSpecs/Webhooks/.../v3/webhooks.json);
+# ``contact.restore`` undoes a ``contact.deletion`` (a restored contact keeps its id).
+HUBSPOT_CONTACT_TYPES = ("contact.creation", "contact.deletion", "contact.privacyDeletion", "contact.propertyChange",
+                         "contact.merge", "contact.associationChange", "contact.restore")
 HUBSPOT_MAX_AGE_MS = 300_000  # HubSpot: reject signatures older than five minutes
 SEGSYNC_MAX_AGE_S = 300
 DEFAULT_TIMEOUT = 10.0  # also Mailchimp's own give-up time for a webhook request

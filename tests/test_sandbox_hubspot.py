@@ -416,7 +416,7 @@ def test_read_only_properties_and_portal_wide_optout(hub):
     again = api(url, "POST", "/communication-preferences/v3/subscribe", json={**body, "subscriptionId": "7001"})
     assert again.status_code == 400 and again.json()["subCategory"] == "OPTED_OUT_OF_ALL"
     v4 = api(url, "GET", f"/communication-preferences/v4/statuses/{email}", params={"channel": "EMAIL"}).json()
-    assert {x["subscriptionId"] for x in v4["results"]} == {7001, 7002} and v4["status"] == "COMPLETE"
+    assert {x["subscriptionId"] for x in v4["results"]} == {7001, 7002, 7003} and v4["status"] == "COMPLETE"
     other = next(r for r in sim.contacts.live() if r.properties.get("hs_email_optout") == "false")
     many = api(url, "POST", "/communication-preferences/v4/statuses/batch/read", params={"channel": "EMAIL"},
                json={"inputs": [email, other.properties["email"]]}).json()["results"]
@@ -609,3 +609,49 @@ def test_gdpr_delete_removes_the_contact_for_good(hub):
     assert again.status_code == 404 and again.json()["category"] == "OBJECT_NOT_FOUND"
     pages = api(url, "GET", "/crm/v3/objects/contacts", params={"limit": 100, "after": int(rec.id) - 1}).json()
     assert pages["results"] and pages["results"][0]["id"] != rec.id
+
+
+def _runtime_imports(path: Path, package_root: Path) -> set[str]:
+    """Modules of ``sandbox`` a module imports at run time: at load or inside functions, not under TYPE_CHECKING."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for sub in ast.walk(node):  # function-level imports too: deferring an import does not break a circle
+            if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith("sandbox"):
+                for alias in sub.names:  # ``from pkg import submodule`` imports the submodule
+                    target = f"{sub.module}.{alias.name}"
+                    is_module = (package_root.parent / (target.replace(".", "/") + ".py")).exists()
+                    found.add(target if is_module else sub.module)
+            elif isinstance(sub, ast.Import):
+                found |= {a.name for a in sub.names if a.name.startswith("sandbox")}
+    return found
+
+
+def test_the_sandbox_has_no_runtime_import_circle():
+    root = Path(__file__).resolve().parents[1] / "sandbox"
+    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph = {name: {m for m in _runtime_imports(path, root) if m in modules and m != name}
+             for name, path in modules.items()}
+    # A package's __init__ importing its own submodules is how packages work, not a circle.
+    graph = {name: {m for m in deps if not name.startswith(m + ".")} for name, deps in graph.items()}
+    circles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                circles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert circles == []
+    assert "sandbox.hubspot.http" in modules and not graph["sandbox.hubspot.http"] - {
+        "sandbox.hubspot.errors", "sandbox.hubspot.ratelimit"}, "http.py is a leaf helper"

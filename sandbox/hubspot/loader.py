@@ -1,4 +1,13 @@
-"""Seeding the HubSpot portal from a generated book: contacts, merges, deals, web analytics."""
+"""Seeding the HubSpot portal from a generated book: contacts, merges, deals, web analytics.
+
+Engagement lives on the contact as HubSpot keeps it (knowledge base "HubSpot's default contact
+properties"; the names and types as the properties API lists them): counts ``hs_email_delivered``
+("Marketing emails delivered"), ``hs_email_open`` ("Marketing emails opened"), ``hs_email_click``
+("Marketing emails clicked"), all ``number``; the last dates ``hs_email_last_send_date``,
+``hs_email_last_open_date``, ``hs_email_last_click_date``; and web analytics
+``hs_analytics_num_page_views``, ``hs_analytics_num_visits`` (sessions) and
+``hs_analytics_last_visit_timestamp``. Deals: :mod:`sandbox.hubspot.deals`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sandbox.hubspot import deals
 from sandbox.hubspot.schema import iso
 
 if TYPE_CHECKING:
@@ -13,19 +23,37 @@ if TYPE_CHECKING:
     from sandbox.hubspot.sim import HubSpotSim
 
 MARKETING_SUBSCRIPTION_ID = "7001"
+ONE_TO_ONE_SUBSCRIPTION_ID = "7002"
+NOTICES_SUBSCRIPTION_ID = "7003"  # transactional-like: not marketing
 
 
-def subscription_definitions(portal_id: int) -> list[dict[str, Any]]:
-    """The portal's email subscription types (communication preferences v3 shape)."""
+def subscription_definitions(portal_id: int, kind: str = "standard") -> list[dict[str, Any]]:
+    """The portal's email subscription types (communication preferences v3 ``SubscriptionDefinition`` shape).
+
+    HubSpot's spec (``Communication Preferences/Subscriptions/Rollouts/147906/v3/subscriptions.json``)
+    requires id, name, description, isActive, isDefault, isInternal, createdAt, updatedAt; ``purpose`` is
+    optional. Every portal has "One to One" (sales email sent from the CRM) besides marketing types, and
+    many keep a non-marketing, transactional-like type for account notices. ``kind="standard"`` marks each
+    type's purpose; ``kind="legacy"`` leaves ``purpose`` out (as the spec allows), so nothing says which
+    type is marketing. Inferred: the purpose labels "Sales" and "Customer Service", and the notice type.
+    """
+    if kind not in ("standard", "legacy"):
+        raise ValueError("subscription_types must be 'standard' or 'legacy' (no purpose on any type)")
     stamp = "2020-01-01T00:00:00.000Z"
     base = {"portalId": portal_id, "isActive": True, "isInternal": False, "createdAt": stamp, "updatedAt": stamp,
             "communicationMethod": "Email", "businessUnitId": 0}
-    return [
+    types = [
         {**base, "id": MARKETING_SUBSCRIPTION_ID, "name": "Marketing Information", "isDefault": True,
          "description": "Marketing offers and updates.", "purpose": "Marketing"},
-        {**base, "id": "7002", "name": "One to One", "isDefault": True, "description": "One to one emails.",
-         "purpose": "Sales"},
+        {**base, "id": ONE_TO_ONE_SUBSCRIPTION_ID, "name": "One to One", "isDefault": True,
+         "description": "One to one emails.", "purpose": "Sales"},
+        {**base, "id": NOTICES_SUBSCRIPTION_ID, "name": "Account and statement notices", "isDefault": False,
+         "description": "Statements, confirmations and notices about your accounts.", "purpose": "Customer Service"},
     ]
+    if kind == "legacy":
+        for t in types:
+            del t["purpose"]
+    return types
 
 
 def _person_props(p: Any, engagement: dict[str, Any]) -> dict[str, str]:
@@ -91,17 +119,7 @@ def load_book(sim: HubSpotSim, book: Book) -> None:
     for p in book.people:
         if p.merged_into and p.key in sim.person_ids and p.merged_into in sim.person_ids:
             sim.merge(sim.person_ids[p.merged_into], sim.person_ids[p.key], at=book.as_of)
-    deal_id = 1_000_001
-    for n, e in enumerate(money):
-        contact = sim.person_ids.get(e.person_key)
-        if contact is None:
-            continue
-        rec = sim.deals.add({"dealname": f"{e.type.title()} {n + 1}", "amount": f"{e.value or 0:.2f}",
-                             "closedate": iso(e.occurred_at), "dealtype": e.type, "dealstage": "closedwon",
-                             "pipeline": "default"}, e.occurred_at, record_id=str(deal_id))
-        rec.associations["contacts"] = [contact]
-        sim.contacts.records[contact].associations.setdefault("deals", []).append(rec.id)
-        deal_id += 1
+    deals.seed_deals(sim, book, money, sim.deal_noise)
     ids = sim.person_ids
     sim.web_events.extend((e.occurred_at, ids[e.person_key], e.url or "/", e.session_id or "")
                           for e in views if e.person_key in ids)

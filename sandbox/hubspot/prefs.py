@@ -1,4 +1,13 @@
-"""Communication preferences: v3 (per subscription type) and the v4 portal-wide opt-out.
+"""Communication preferences: v3 (per subscription type) and v4 (statuses, batch read/write, opt-out of all).
+
+HubSpot documents v3 as legacy and v4 as current (VENDORS.md; the published OpenAPI files
+``Communication Preferences/Subscriptions/Rollouts/147906/v3`` and ``176901/v4/subscriptions.json``).
+v4 ``POST /statuses/batch/write`` takes ``{inputs: [{subscriberIdString, subscriptionId, statusState
+(SUBSCRIBED|UNSUBSCRIBED|NOT_SPECIFIED), channel: "EMAIL", legalBasis?, legalBasisExplanation?}]}`` and
+answers a batch response (``status``, ``results`` of PublicStatus, ``startedAt``, ``completedAt``, and
+``errors``/``numErrors`` for inputs it refused); its scope is ``communication_preferences.statuses.batch.write``.
+Inferred: the 100-input cap (HubSpot's usual batch size) and that a batch write cannot resubscribe an
+address opted out of all email (as v3 cannot).
 
 HubSpot keeps two levels. Unsubscribing from one subscription type (v3 ``/unsubscribe``) sets that
 type's status and the contact property ``hs_email_optout_<id>``; it does not opt the person out of
@@ -13,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.hubspot.app import json_object
+from sandbox.hubspot.http import json_object
 from sandbox.hubspot.errors import validation
 from sandbox.hubspot.schema import EMAIL_RE, iso
 
@@ -159,8 +168,72 @@ async def v4_batch_read(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     return 200, {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": iso(sim.clock())}
 
 
+def _write_one(sim: HubSpotSim, item: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Apply one batch-write input: (the new PublicStatus, None) or (None, a StandardError)."""
+    email = str(item.get("subscriberIdString") or "") if isinstance(item, dict) else ""
+    sub_id = str(item.get("subscriptionId") or "") if isinstance(item, dict) else ""
+    state = item.get("statusState") if isinstance(item, dict) else None
+
+    def refuse(message: str) -> tuple[None, dict[str, Any]]:
+        return None, {"status": "error", "category": "VALIDATION_ERROR", "message": message,
+                      "context": {"subscriberIdString": [email], "subscriptionId": [sub_id]}}
+
+    if not EMAIL_RE.match(email):
+        return refuse(f"Invalid email address: {email}")
+    if item.get("channel") != "EMAIL":
+        return refuse("channel is required and must be EMAIL")
+    if state not in ("SUBSCRIBED", "UNSUBSCRIBED", "NOT_SPECIFIED"):
+        return refuse(f"statusState must be SUBSCRIBED, UNSUBSCRIBED or NOT_SPECIFIED, not {state!r}")
+    if sub_id not in {d["id"] for d in sim.subscriptions}:
+        return refuse(f"Subscription {sub_id} does not exist in portal {sim.portal_id}")
+    if item.get("legalBasis") is not None and item["legalBasis"] not in LEGAL_BASES:
+        return refuse(f"Invalid legalBasis {item['legalBasis']!r}")
+    if state == "SUBSCRIBED" and portal_wide_optout(sim, email):
+        return refuse(f"{email} has opted out of all email communication and cannot be resubscribed")
+    status = {"SUBSCRIBED": "SUBSCRIBED", "UNSUBSCRIBED": "NOT_SUBSCRIBED"}.get(state)
+    mine = sim.sub_status.setdefault(email.lower(), {})
+    if status is None:
+        mine.pop(sub_id, None)
+    else:
+        mine[sub_id] = {"status": status, "legalBasis": item.get("legalBasis"),
+                        "legalBasisExplanation": item.get("legalBasisExplanation"),
+                        "sourceOfStatus": "SUBSCRIPTION_STATUS"}
+    (sim.unsubscribe_calls if state == "UNSUBSCRIBED" else sim.subscribe_calls).append(
+        {"emailAddress": email, "subscriptionId": sub_id, "legalBasis": item.get("legalBasis"), "api": "v4"})
+    contact = sim.resolve(sim.contacts, email, "email")
+    if contact is not None and status is not None:
+        contact.properties[f"hs_email_optout_{sub_id}"] = "true" if status == "NOT_SUBSCRIBED" else "false"
+        sim.contacts.touch(contact, sim.clock())
+    return next(r for r in _v4_results(sim, email) if str(r["subscriptionId"]) == sub_id), None
+
+
+async def v4_batch_write(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
+    """POST /communication-preferences/v4/statuses/batch/write {"inputs": [PublicStatusRequest]}."""
+    inputs = (await json_object(request)).get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise validation("inputs must be a non-empty array of status requests")
+    if len(inputs) > 100:
+        raise validation(f"Batch input cannot exceed 100 inputs (got {len(inputs)}).")
+    started = iso(sim.clock())
+    results, errors = [], []
+    with sim.lock:
+        for item in inputs:
+            done, error = _write_one(sim, item)
+            if done is not None:
+                results.append(done)
+            if error is not None:
+                errors.append(error)
+    body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started,
+                            "completedAt": iso(sim.clock())}
+    if errors:
+        body.update(errors=errors, numErrors=len(errors))
+        return 207, body
+    return 200, body
+
+
 ROUTES = [
     ("/communication-preferences/v4/statuses/batch/read", v4_batch_read, ["POST"]),
+    ("/communication-preferences/v4/statuses/batch/write", v4_batch_write, ["POST"]),
     ("/communication-preferences/v3/definitions", definitions, ["GET"]),
     ("/communication-preferences/v3/status/email/{email}", status, ["GET"]),
     ("/communication-preferences/v3/{op:str}", change_subscription, ["POST"]),

@@ -1,4 +1,13 @@
-"""HubSpot's account limits: a rolling ten-second window, a daily cap, and the search bucket."""
+"""HubSpot's account limits: a rolling ten-second window, a daily cap, and the search bucket.
+
+What HubSpot documents (developers.hubspot.com, "API usage guidelines and limits", and the developer
+changelog "Increasing our API limits"): private apps get 100 requests per 10 s on Free and Starter and
+190 on Professional and Enterprise, with daily limits of 250,000 / 650,000 / 1,000,000; a public app
+using OAuth has its own limit of 110 requests per 10 s per installed account whatever the plan; every
+response carries ``X-HubSpot-RateLimit-Max``/``-Remaining``/``-Interval-Milliseconds`` and, for private
+apps only, ``-Daily``/``-Daily-Remaining``; the CRM search endpoints have their own per-second limit
+and do not return these headers. Inferred: a public app's calls are not counted against a daily cap here.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,10 @@ PLAN_LIMITS: dict[str, int | None] = {"unlimited": None, "free": 100, "starter":
                                        "enterprise": 190}
 PLAN_DAILY: dict[str, int | None] = {"unlimited": None, "free": 250_000, "starter": 250_000,
                                      "professional": 650_000, "enterprise": 1_000_000}
+
+OAUTH_APP_LIMIT = 110  # a public OAuth app, per installed account, per 10 s, on any plan
+# Hub tiers in order; the web analytics events API answers only on "enterprise".
+TIERS = ("free", "starter", "professional", "enterprise")
 
 
 @dataclass

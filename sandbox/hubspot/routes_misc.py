@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.hubspot.app import json_body, json_object, store_for
+from sandbox.hubspot.http import json_body, json_object, store_for
 from sandbox.hubspot.errors import HubSpotError, int_param, not_found, validation
 from sandbox.hubspot.schema import iso, new_property, option, to_millis
 
@@ -203,10 +203,24 @@ async def list_members(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
 
 
 # -- web analytics events ------------------------------------------------------------
+# HubSpot documents the event analytics API as "Marketing Hub Enterprise, Sales Hub Enterprise, Service
+# Hub Enterprise, or CMS Hub Enterprise only" (developers.hubspot.com/docs/api/events/event-analytics).
+# Below Enterprise it answers 403 with category MISSING_SCOPES and a message naming the missing
+# "auth details" event-detail-read and web-analytics-api-access, as reproduced on a free portal in
+# github.com/PipedreamHQ/pipedream/issues/11810. Inferred: the same answer on Starter and Professional.
+
+def events_refused() -> HubSpotError:
+    """The 403 a portal below Enterprise gets from the events API (whatever scopes the token has)."""
+    return HubSpotError(403, "Your app doesn't have the scopes needed to make this call. Do you have access to "
+                        "the 'business-intelligence' scope?  Missing auth details: event-detail-read,"
+                        "web-analytics-api-access", "MISSING_SCOPES")
+
 
 async def events(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     """GET /events/v3/events?objectType=contact&eventType=&objectId=&occurredAfter=&occurredBefore=&after=&limit=."""
     q = request.query_params
+    if sim.tier != "enterprise":
+        raise events_refused()
     if q.get("objectType", "contact").lower() not in ("contact", "contacts", "0-1"):
         raise validation("Only objectType=contact is simulated")
     event_type = q.get("eventType")

@@ -15,7 +15,7 @@ READ_ONLY = {"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifiedd
 READ_ONLY_VALUE = {"hs_email_optout", "hs_analytics_num_page_views", "hs_analytics_num_visits",
                    "hs_analytics_last_visit_timestamp", "hs_email_last_open_date", "hs_email_last_click_date",
                    "hs_email_delivered", "hs_email_open", "hs_email_click", "hs_email_last_send_date",
-                   "hs_email_optout_7001", "hs_email_optout_7002"}
+                   "hs_email_optout_7001", "hs_email_optout_7002", "hs_email_optout_7003"}
 TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
 
 
@@ -94,6 +94,8 @@ def default_contact_properties() -> dict[str, dict[str, Any]]:
                    "booleancheckbox", "emailinformation", ["true", "false"]),
         definition("hs_email_optout_7002", "Opted out of email: One to One", "enumeration", "booleancheckbox",
                    "emailinformation", ["true", "false"]),
+        definition("hs_email_optout_7003", "Opted out of email: Account and statement notices", "enumeration",
+                   "booleancheckbox", "emailinformation", ["true", "false"]),
         definition("hs_email_last_send_date", "Last marketing email send date", "datetime", "date",
                    "emailinformation"),
         definition("hs_email_delivered", "Marketing emails delivered", "number", "number", "emailinformation"),
@@ -116,15 +118,16 @@ def default_contact_properties() -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in d}
 
 
-def default_deal_properties() -> dict[str, dict[str, Any]]:
-    """Deal properties the sandbox serves (deposits and upgrades)."""
+def default_deal_properties(stages: list[str], pipelines: list[str]) -> dict[str, dict[str, Any]]:
+    """Deal properties the sandbox serves (deposits and upgrades); stage and pipeline ids are the options."""
     d = [
         definition("dealname", "Deal Name", "string", "text", "dealinformation"),
         definition("amount", "Amount", "number", "number", "dealinformation"),
         definition("closedate", "Close Date", "datetime", "date", "dealinformation"),
         definition("dealtype", "Deal Type", "enumeration", "radio", "dealinformation", ["deposit", "upgrade"]),
-        definition("dealstage", "Deal Stage", "enumeration", "radio", "dealinformation", ["closedwon", "closedlost"]),
-        definition("pipeline", "Pipeline", "enumeration", "select", "dealinformation", ["default"]),
+        definition("dealstage", "Deal Stage", "enumeration", "radio", "dealinformation", list(stages)),
+        definition("pipeline", "Pipeline", "enumeration", "select", "dealinformation",
+                   list(pipelines)),
         definition("createdate", "Create Date", "datetime", "date", "dealinformation"),
         definition("hs_lastmodifieddate", "Last Modified Date", "datetime", "date", "dealinformation"),
         definition("hs_object_id", "Record ID", "number", "number", "dealinformation"),

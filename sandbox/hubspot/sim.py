@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 
-from sandbox.hubspot import loader
+from sandbox.hubspot import deals, loader
+from sandbox.hubspot.app import build_app
 from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, validation
 from sandbox.hubspot.events import WebEvents
 from sandbox.hubspot.faults import BatchFailures
 from sandbox.hubspot.inspection import Inspection
-from sandbox.hubspot.ratelimit import PLAN_DAILY, PLAN_LIMITS, RollingLimiter
+from sandbox.hubspot.merges import Merges
+from sandbox.hubspot.http import rate_limited
+from sandbox.hubspot.ratelimit import OAUTH_APP_LIMIT, PLAN_DAILY, PLAN_LIMITS, TIERS, RollingLimiter
 from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
                                     iso, validate_value)
 from sandbox.hubspot.store import ObjectStore, Record
@@ -32,37 +35,60 @@ BATCH_MAX = 100
 CONTACT_DEFAULTS = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
 
 
-class HubSpotSim(Inspection):
+class HubSpotSim(Merges, Inspection):
     """An in-memory HubSpot portal: contacts, deals, properties, lists, subscriptions, web events.
 
     ``plan`` sets the ten-secondly limit (starter/free 100, professional/enterprise 190, unlimited none) and
     the daily one (or ``daily_limit``); ``window_seconds`` shortens the window for fast tests. Search has
     its own bucket of ``search_per_second`` (HubSpot documents 5/s; None = unlimited). ``batch_errors``:
     "partial" answers bad inputs with a 207, "strict" fails the whole batch with a 400. ``scopes``: the
-    token's private-app scopes (None = all). ``clock`` replaces "now" for timestamps. ``search_lag_seconds``:
+    token's private-app scopes (None = all). ``clock`` replaces "now" for timestamps. ``tier``: the hub tier
+    (below "enterprise" the web analytics events API answers 403); ``app_type``: "private" (limits by plan)
+    or "oauth" (a public app's own 110 per 10 s, no daily headers); ``burst_limit`` overrides the burst
+    for fast tests; ``deal_noise``: open and lost deals besides the won ones; ``merge_new_id``: a merge
+    makes a new record (HubSpot's current behaviour); ``subscription_types``: "standard" or "legacy"
+    (no ``purpose`` on any type). ``search_lag_seconds``:
     records written more recently than this are not yet found by search (HubSpot's index lags writes).
     """
 
     def __init__(self, token: str, plan: str = "unlimited", window_seconds: float = 10.0,
                  search_per_second: float | None = 5, daily_limit: int | None = None, portal_id: int = 4_242_424,
                  batch_errors: str = "partial", clock: Callable[[], datetime] | None = None,
-                 scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0) -> None:
+                 scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0, tier: str = "enterprise",
+                 app_type: str = "private", deal_noise: bool = False, merge_new_id: bool = False,
+                 subscription_types: str = "standard", burst_limit: int | None = None) -> None:
         if plan not in PLAN_LIMITS:
             raise ValueError(f"unknown HubSpot plan {plan!r}; one of {sorted(PLAN_LIMITS)}")
         if batch_errors not in ("partial", "strict"):
             raise ValueError("batch_errors must be 'partial' (207) or 'strict' (whole batch 400)")
+        if tier not in TIERS:
+            raise ValueError(f"unknown HubSpot hub tier {tier!r}; one of {list(TIERS)}")
+        if app_type not in ("private", "oauth"):
+            raise ValueError("app_type must be 'private' (limits by plan) or 'oauth' (a public app's own limit)")
         self.token, self.plan, self.portal_id, self.batch_errors = token, plan, portal_id, batch_errors
+        # The hub tier decides which APIs answer (web analytics events: Enterprise only); ``plan`` the limits.
+        self.tier, self.app_type = tier, app_type
+        self.deal_noise, self.merge_new_id = deal_noise, merge_new_id
+        self.pipelines = deals.pipelines()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.scopes = None if scopes is None else set(scopes)  # None: the token has every scope
         # HubSpot indexes asynchronously: a record changed in the last few seconds is not yet searchable.
         self.search_lag_seconds = search_lag_seconds
         daily = daily_limit if daily_limit is not None else (PLAN_DAILY[plan] if PLAN_LIMITS[plan] else None)
-        self.limiter = RollingLimiter(PLAN_LIMITS[plan], window_seconds, daily)
+        burst = PLAN_LIMITS[plan]
+        if app_type == "oauth" and burst is not None:
+            # A public (OAuth) app has its own burst limit per account whatever the plan, and its calls
+            # carry no daily headers (HubSpot's usage guidelines; see ratelimit.py).
+            burst, daily = OAUTH_APP_LIMIT, None
+        if burst_limit is not None:  # a sandbox knob, like window_seconds: a tighter limit for fast tests
+            burst = burst_limit
+        self.limiter = RollingLimiter(burst, window_seconds, daily)
         self.search_limiter = RollingLimiter(max(1, round(search_per_second)) if search_per_second else None, 1.0,
                                              policy="SECONDLY")
         self.lock = threading.RLock()
         self.contacts = ObjectStore("contacts", default_contact_properties(), "lastmodifieddate", CONTACT_DEFAULTS)
-        self.deals = ObjectStore("deals", default_deal_properties(), "hs_lastmodifieddate",
+        self.deals = ObjectStore("deals", default_deal_properties(deals.stage_ids(), [p["id"] for p in self.pipelines]),
+                                 "hs_lastmodifieddate",
                                  ("amount", "closedate", "createdate", "dealname", "dealstage", "pipeline"))
         self.groups: dict[str, dict[str, Any]] = {
             n: {"name": n, "label": label, "displayOrder": -1, "archived": False} for n, label in CONTACT_GROUPS}
@@ -70,7 +96,7 @@ class HubSpotSim(Inspection):
         self.person_ids: dict[str, str] = {}  # book person key -> contact id
         self.lists: dict[str, dict[str, Any]] = {}
         self.memberships: dict[str, dict[str, datetime]] = {}
-        self.subscriptions = loader.subscription_definitions(portal_id)
+        self.subscriptions = loader.subscription_definitions(portal_id, subscription_types)
         self.sub_status: dict[str, dict[str, dict[str, Any]]] = {}  # email -> subscription id -> status
         self.portal_optouts: set[str] = set()  # lower-cased emails opted out of all email (v4 unsubscribe-all)
         self.web_events = WebEvents()
@@ -98,8 +124,6 @@ class HubSpotSim(Inspection):
 
     def app(self) -> Starlette:
         """The Starlette app serving this portal's REST API."""
-        from sandbox.hubspot.app import build_app
-
         return build_app(self)
 
     def index_email(self, rec: Record) -> None:
@@ -263,28 +287,6 @@ class HubSpotSim(Inspection):
                             if email and self.email_index.get(email.lower()) == rec.id:
                                 del self.email_index[email.lower()]
 
-    def merge(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
-        """Merge contact ``merge_id`` into ``primary_id``; the loser disappears, the survivor records it."""
-        with self.lock:
-            primary = self.resolve(self.contacts, primary_id)
-            loser = self.resolve(self.contacts, merge_id)
-            if primary is None or loser is None or primary is loser:
-                raise validation(f"Cannot merge {merge_id} into {primary_id}: both must exist and differ")
-            at = at or self.clock()
-            merged = [x for x in (primary.properties.get("hs_merged_object_ids") or "").split(";") if x]
-            merged += [loser.id] + [x for x in (loser.properties.get("hs_merged_object_ids") or "").split(";") if x]
-            extra = [x for x in (primary.properties.get("hs_additional_emails") or "").split(";") if x]
-            if loser.properties.get("email"):
-                extra.append(loser.properties["email"])
-            self.archive(self.contacts, [loser.id])
-            loser.merged_into = primary.id
-            if loser.properties.get("email"):  # the old address now finds the survivor (idProperty=email)
-                self.email_index.setdefault(loser.properties["email"].lower(), primary.id)
-            primary.properties["hs_merged_object_ids"] = ";".join(merged)
-            primary.properties["hs_additional_emails"] = ";".join(extra)
-            self.contacts.touch(primary, at)
-            return primary
-
     def gdpr_delete(self, object_id: str, id_property: str | None = None) -> None:
         """Permanently delete a contact and its subscription statuses (no archive, nothing left to read)."""
         with self.lock:
@@ -302,9 +304,10 @@ class HubSpotSim(Inspection):
                     del self.contacts.records[rid]
             self.gdpr_deleted.add(email)
 
-    def merge_contacts(self, primary_id: str, merge_id: str, at: datetime | None = None) -> Record:
+    def merge_contacts(self, primary_id: str, merge_id: str, at: datetime | None = None,
+                       new_id: bool | None = None) -> Record:
         """Test helper: merge contact ``merge_id`` into ``primary_id`` as a HubSpot user would."""
-        return self.merge(primary_id, merge_id, at)
+        return self.merge(primary_id, merge_id, at, new_id)
 
     def archive_contacts(self, ids: Iterable[str]) -> None:
         """Test helper: archive (soft-delete) contacts as a HubSpot user would."""
@@ -374,6 +377,4 @@ class HubSpotSim(Inspection):
 
     def rate_limited_response(self) -> Response:
         """The ten-secondly 429 (used by the fault injector's ``storm``)."""
-        from sandbox.hubspot.app import rate_limited
-
         return rate_limited(self.limiter, "TEN_SECONDLY_ROLLING")

@@ -73,10 +73,13 @@ class MailchimpSim:
         self.batches = BatchRunner(self.state, int(options.pop("max_batch_operations", DEFAULT_MAX_OPERATIONS)),
                                    int(options.pop("batch_polls", 2)))
         self.webhooks = WebhookRegistry(self.state, bool(options.pop("validate_webhook_urls", True)))
+        # The advisor's own tags, seeded on load: a name equal to a segsync segment name is the trap of
+        # Mailchimp's one namespace for tags and static segments (see :mod:`.segments`).
+        self.customer_tags: tuple[str, ...] = tuple(options.pop("customer_tags", ()) or ())
         if options:
             raise TypeError(f"unknown MailchimpSim options: {sorted(options)} (known: delay, max_batch_operations, "
                             "batch_polls, strict_status_if_new, validate_webhook_urls, list_name, clock, "
-                            "max_connections)")
+                            "max_connections, customer_tags)")
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight = 0
         self.rejected = 0  # requests refused with 429 by the connection limit
@@ -98,6 +101,7 @@ class MailchimpSim:
                     last_changed=changed, reason=p.esp_unsubscribe_reason or "",
                     rating=min(5, 1 + opens[p.key] // 4),
                 )
+            self._seed_customer_tags(list(by_key.values()))
             titles = {c.id: c.title for c in book.campaigns}
             for c in book.campaigns:
                 st.campaigns[c.id] = CampaignRecord(c.id, c.title, c.sent_at)
@@ -121,6 +125,12 @@ class MailchimpSim:
                 member.activity.append({"activity_type": feed_type, "created_at_timestamp": e.occurred_at,
                                         "campaign_id": e.campaign_id, "campaign_title": titles.get(e.campaign_id, ""),
                                         **({"link_clicked": e.url} if e.url else {})})
+
+    def _seed_customer_tags(self, members: list[Member]) -> None:
+        """Each configured customer tag on every tenth member (by list order), as the advisor tagged them."""
+        for name in self.customer_tags:
+            seg = self.state.ensure_segment(name)
+            seg.members.update(m.unique_email_id for m in members[::10])
 
     # ---- the HTTP app --------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -243,6 +253,27 @@ class MailchimpSim:
             member.ip_opt = member.ip_opt or "127.0.0.1"
             self.state.set_status(member, "subscribed")
         self._as_person(confirm)
+
+    def admin_subscribe(self, email: str, first_name: str = "") -> None:
+        """An account user adds the address as subscribed in Mailchimp's web app (fires ``subscribe``).
+
+        Mailchimp's ``subscribe`` list webhook is the same whoever subscribed the person; only the
+        webhook's ``sources`` settings (user, admin, api) decide whether it is sent, and the payload says
+        nothing about who acted (mailchimp.com/developer "Sync audience data with webhooks"). Such a
+        member has no opt-in evidence: empty ``ip_opt`` and no ``timestamp_opt`` (inferred from how
+        imported and admin-added contacts show in the API).
+        """
+        with self.state.lock:
+            previous, self.state.source = self.state.source, "admin"
+            try:
+                member = self.state.find(email)
+                if member is None:
+                    member = self.state.add(email, "pending", {"FNAME": first_name})
+                member.ip_opt, member.timestamp_opt = "", None
+                self.state.set_status(member, "subscribed")
+                member.timestamp_opt = None  # set_status stamps an opt-in time; an admin's add has none
+            finally:
+                self.state.source = previous
 
     def update_profile(self, email: str, **merge_fields: Any) -> None:
         """The person edits their profile form (merge fields; fires a ``profile`` webhook if anything changed)."""

@@ -3,6 +3,13 @@
 A tag on a member is membership of the static segment with that name. :class:`SegmentOps` is the part
 of :class:`sandbox.mailchimp.state.ListState` that manages them; it relies on the state's ``segments``,
 ``find`` and ``stamp``.
+
+What Mailchimp documents (Marketing API reference, "Lists/Audiences > Segments" and "Tags"; the OpenAPI
+conversion of spec 3.0.55 in Hevelop/go-client-mailchimp-marketing-api, ``api/openapi.yaml``): tags are
+listed by ``GET /lists/{id}/segments`` as segments of ``type: "static"``, so a tag and a static segment
+share one namespace per audience; ``POST /lists/{id}/members/{hash}/tags`` creates a tag that does not
+exist yet; ``POST /segments/{id}`` adds/removes at most 500 members per call. Inferred: the wording of
+the 400 answered when a new segment takes a name already used by a tag or segment.
 """
 
 from __future__ import annotations
