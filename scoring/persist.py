@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import joblib
 import sklearn
 
 from connectors.errors import InputError
-from scoring.models import TrainedModel
+from scoring.base import TrainedModel
 
 MODEL_FILE = "model.pkl"  # the name sync.scorer looks for
 META_FILE = "metadata.json"
@@ -68,7 +69,13 @@ def load_model(directory: str | Path) -> TrainedModel:
     path = Path(directory) / MODEL_FILE
     if not path.exists():
         raise InputError(f"{path}: model file missing next to its metadata; retrain it")
-    model = joblib.load(path)
+    try:
+        model = joblib.load(path)
+    except (ImportError, AttributeError) as exc:
+        # A pickle names the classes it holds by module path; one from before a module moved cannot be read.
+        raise InputError(f"{path}: saved by another version of segsync ({exc}); retrain it") from None
+    except (EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc}); retrain it") from None
     if not isinstance(model, TrainedModel):
         raise InputError(f"{path}: not a segsync model")
     return model
