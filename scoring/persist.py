@@ -11,6 +11,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import joblib
 import sklearn
@@ -49,11 +50,12 @@ def save_model(model: TrainedModel, directory: str | Path) -> Path:
     return directory
 
 
-def read_metadata(directory: str | Path) -> dict:
+def read_metadata(directory: str | Path) -> dict[str, Any]:
     """The JSON metadata of a saved model, without unpickling anything."""
     path = Path(directory) / META_FILE
     try:
-        return json.loads(path.read_text())
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
     except FileNotFoundError:
         raise InputError(f"{path}: no saved model here (train one first)") from None
     except json.JSONDecodeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
 
@@ -14,7 +15,7 @@ from scoring.backtest import backtest
 from scoring.kinds.classifier import Classifier
 from scoring.kinds.cluster import Cluster
 from scoring.kinds.ltv import Ltv
-from scoring.models import predict, train
+from scoring.models import TrainedModel, predict, train
 from scoring.registry import KINDS, kind_for
 from scoring.specs import ScoreKind, ScoreSpec
 
@@ -69,3 +70,7 @@ def test_train_predict_and_backtest_refuse_an_unknown_kind_before_any_work():
         train(spec, contacts, None)
     with pytest.raises(InputError, match="score next_best: unknown score kind 'uplift'"):
         backtest(spec, contacts, None)
+    # A model whose spec names a kind this version does not know (say, pickled by a newer one).
+    model = TrainedModel(spec, pd.Timestamp("2025-01-01", tz="UTC"), datetime.now(UTC), None, None, [])
+    with pytest.raises(InputError, match="score next_best: unknown score kind 'uplift'"):
+        predict(model, contacts, None)

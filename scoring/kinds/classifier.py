@@ -21,7 +21,7 @@ active before the cutoff are labelled, and its naive rule is "longest since last
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,17 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from connectors.errors import InputError
-from scoring.base import (BacktestReport, Encoder, InsufficientData, Options, TrainedModel, default_as_of,
-                          features_for, importance, resolve_cutoff)
+from scoring.base import (
+    BacktestReport,
+    Encoder,
+    InsufficientData,
+    Options,
+    TrainedModel,
+    default_as_of,
+    features_for,
+    importance,
+    resolve_cutoff,
+)
 from scoring.evaluation import classification_metrics, fairness
 from scoring.features import behaviour_columns, extra_event_types, outcome_labels, to_utc
 from scoring.specs import ScoreSpec
@@ -127,7 +136,7 @@ def fit_classifier(spec: ScoreSpec, X: pd.DataFrame, y: pd.Series, seed: int = 0
 def train_classifier(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
                      options: Options, *, churn: bool) -> TrainedModel | InsufficientData:
     """Fit on labels observed before ``cut`` (see the module docstring for the windows)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     feature_cutoff = cut if spec.labelled else cut - pd.Timedelta(days=spec.window_days)
     extra = extra_event_types(events, feature_cutoff)
     labelled = labelled_set(spec, contacts, events, feature_cutoff, extra, churn=churn)

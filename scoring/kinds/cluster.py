@@ -8,7 +8,7 @@ groups whose centroid sits furthest from the population mean, in standard deviat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ def name_clusters(centers_z: np.ndarray) -> list[str]:
         scores = {}
         for group, members in GROUPS.items():
             idx = [FEATURES.index(f) for f, _ in members]
-            scores[group] = float(np.mean([center[i] * sign for i, (_, sign) in zip(idx, members)]))
+            scores[group] = float(np.mean([center[i] * sign for i, (_, sign) in zip(idx, members, strict=True)]))
         ranked = sorted(scores.items(), key=lambda kv: -abs(kv[1]))
         parts = [f"{'high' if s > 0 else 'low'} {g}" for g, s in ranked[:2] if abs(s) >= THRESHOLD]
         names.append(", ".join(parts) if parts else "average")
@@ -78,7 +78,8 @@ def fit_clusters(features: pd.DataFrame, n_clusters: int, seed: int = 0) -> tupl
     names = name_clusters(centers)
     labels = pipe.predict(fit_rows)
     sizes = np.bincount(labels, minlength=n_clusters)
-    profile = {names[k]: {f: round(float(v), 3) for f, v in zip(FEATURES, centers[k])} for k in range(n_clusters)}
+    profile = {names[k]: {f: round(float(v), 3) for f, v in zip(FEATURES, centers[k], strict=True)}
+               for k in range(n_clusters)}
     info = {"names": names, "sizes": [int(s) for s in sizes], "centroids_z": profile, "features": FEATURES}
     return pipe, info
 
@@ -106,7 +107,7 @@ def describe_clusters(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFr
                                                      "clusters").to_dict()
         return report
     _, info = fit_clusters(X, spec.n_clusters, seed)
-    report.model = {"clusters": [{"name": n, "size": s} for n, s in zip(info["names"], info["sizes"])],
+    report.model = {"clusters": [{"name": n, "size": s} for n, s in zip(info["names"], info["sizes"], strict=True)],
                     "centroids_z": info["centroids_z"]}
     return report
 
@@ -120,7 +121,7 @@ class Cluster:
     def train(self, spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
               options: Options) -> TrainedModel | InsufficientData:
         """Scaler + KMeans on behaviour as of ``cut``; too few contacts is a verdict."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         X = features_for(spec, contacts, events, cut)
         reason = too_few(spec, len(X))
         if reason:

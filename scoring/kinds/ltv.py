@@ -10,15 +10,23 @@ comparison on a later, unseen period, next to the naive "same as the previous ho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from scoring.base import (BacktestReport, Encoder, InsufficientData, Options, TrainedModel, features_for,
-                          importance, resolve_cutoff)
+from scoring.base import (
+    BacktestReport,
+    Encoder,
+    InsufficientData,
+    Options,
+    TrainedModel,
+    features_for,
+    importance,
+    resolve_cutoff,
+)
 from scoring.bgnbd import ProbabilisticLtv, rfm_summary
 from scoring.evaluation import regression_metrics
 from scoring.features import eligible_contacts, event_counts, extra_event_types
@@ -82,7 +90,7 @@ def train_ltv(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | No
     prob = fit_probabilistic(spec, contacts, events, cut)
     if isinstance(prob, InsufficientData):
         return prob
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     past = cut - pd.Timedelta(days=spec.horizon_days)
     extra = extra_event_types(events, past)
     info: dict[str, Any] = {"bgnbd": prob.bgnbd.params(), "gamma_gamma": prob.gg.params(), "winner": "bgnbd"}
