@@ -10,7 +10,7 @@ Entry points (plain pandas frames in, plain data out; see each module):
 - :mod:`scoring.persist` ``save_model(model, dir)`` / ``load_model(dir)``
 - :mod:`scoring.segments` ``assign_segments(...)``, ``holdout(tenant, contact, pct)``, ``lift_report(...)``
 
-Layout, bottom up (each layer imports only those below it; ``tests/test_scoring_imports.py`` checks):
+Layout, bottom up (each layer imports only those below it; ``tests/test_scoring_layout.py`` checks):
 
 - ``specs``, ``threads`` - plain records and the thread budget; ``features``, ``evaluation``, ``bgnbd``
   - point-in-time features, metrics, the BG/NBD + Gamma-Gamma maths;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,8 @@ def load_model(directory: str | Path) -> TrainedModel:
     except (ImportError, AttributeError) as exc:
         # A pickle names the classes it holds by module path; one from before a module moved cannot be read.
         raise InputError(f"{path}: saved by another version of segsync ({exc}); retrain it") from None
-    except (EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise InputError(f"{path}: cannot be read ({exc}); retrain it") from None
+    except (EOFError, pickle.UnpicklingError, ValueError, struct.error) as exc:  # truncated or not a pickle
+        raise InputError(f"{path}: not a readable model file ({exc or type(exc).__name__}); retrain it") from None
     if not isinstance(model, TrainedModel):
         raise InputError(f"{path}: not a segsync model")
     return model

@@ -12,6 +12,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 from sklearn.metrics import roc_auc_score
 
 from connectors.errors import InputError
@@ -115,6 +116,19 @@ def test_a_saved_model_is_reused_with_identical_scores(tmp_path):
     with pytest.raises(InputError, match="retrain it"):
         load_model(tmp_path / "churn")
 
+
+
+@pytest.mark.parametrize(("pickled", "message"), [
+    (b"cscoring.ltv_learn\ntrain_ltv\n.", "saved by another version of segsync"),  # a module that moved away
+    (b"cscoring.base\nNoSuchModel\n.", "saved by another version of segsync"),
+    (b"\x80\x04\x95", "not a readable model file"),  # truncated
+    (b"", "not a readable model file"),
+])
+def test_a_model_file_from_an_older_layout_or_damaged_is_an_input_error(tmp_path, pickled, message):
+    (tmp_path / "model.pkl").write_bytes(pickled)
+    (tmp_path / META_FILE).write_text(json.dumps({"sklearn_version": sklearn.__version__}))
+    with pytest.raises(InputError, match=f"{message}.*retrain it"):
+        load_model(tmp_path)
 
 def test_backtest_model_card_has_metrics_baseline_importance_and_fairness():
     contacts, events, _ = book_frames(3000)
