@@ -6,8 +6,7 @@ from typing import Any
 
 import sklearn
 
-from scoring.backtest import BacktestReport
-from scoring.models import TrainedModel
+from scoring.base import BacktestReport, TrainedModel
 
 _METRIC_KEYS = ("roc_auc", "pr_auc", "lift_top_decile", "brier", "positives", "negatives",
                 "total_predicted_transactions", "total_actual_transactions", "rmse_transactions", "mae_transactions",

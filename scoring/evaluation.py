@@ -59,14 +59,16 @@ def classification_metrics(y: Sequence[int] | np.ndarray, p: Sequence[float] | n
     return out
 
 
-def regression_metrics(pred_tx: np.ndarray, act_tx: np.ndarray, pred_v: np.ndarray, act_v: np.ndarray) -> dict[str, float]:
+def regression_metrics(pred_tx: np.ndarray, act_tx: np.ndarray, pred_v: np.ndarray,
+                       act_v: np.ndarray) -> dict[str, float]:
     """Totals, RMSE and MAE of predicted vs actual transactions and value."""
     def r(x: float) -> float:
         return round(float(x), 4)
 
     return {
         "total_predicted_transactions": r(np.sum(pred_tx)), "total_actual_transactions": r(np.sum(act_tx)),
-        "rmse_transactions": r(np.sqrt(np.mean((pred_tx - act_tx) ** 2))), "mae_transactions": r(np.mean(np.abs(pred_tx - act_tx))),
+        "rmse_transactions": r(np.sqrt(np.mean((pred_tx - act_tx) ** 2))),
+        "mae_transactions": r(np.mean(np.abs(pred_tx - act_tx))),
         "total_predicted_value": r(np.sum(pred_v)), "total_actual_value": r(np.sum(act_v)),
         "rmse_value": r(np.sqrt(np.mean((pred_v - act_v) ** 2))), "mae_value": r(np.mean(np.abs(pred_v - act_v))),
     }
@@ -104,9 +106,10 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
             out[attr] = {"error": "attribute not in contacts"}
             continue
         groups = sensitive_groups(frame[attr].reindex(scores.index))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for g, idx in groups.groupby(groups).groups.items():
-            row = {"group": str(g), "n": int(len(idx)), "selection_rate": round(float(selected.loc[idx].mean()), 4)}
+            row: dict[str, Any] = {"group": str(g), "n": int(len(idx)),
+                                   "selection_rate": round(float(selected.loc[idx].mean()), 4)}
             if outcomes is not None:
                 row["outcome_rate"] = round(float(outcomes.reindex(idx).mean()), 4)
             rows.append(row)

@@ -59,7 +59,8 @@ def behaviour_columns(extra_types: Sequence[str] = ()) -> list[str]:
     return cols
 
 
-def select_properties(contacts: pd.DataFrame, spec: FeatureSpec, exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
+                      exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(numeric, categorical) property columns to use as inputs.
 
     Explicit lists win. Otherwise every non-reserved column is considered, minus exclusions,
@@ -150,8 +151,12 @@ class _Acc:
     """Per-contact accumulators filled chunk by chunk."""
 
     def __init__(self, n: int, extra: Sequence[str]) -> None:
-        z = lambda: np.zeros(n, dtype=np.float64)  # noqa: E731 - tiny local factory
-        big = lambda: np.full(n, np.inf)  # noqa: E731 - minimum age so far
+        def z() -> np.ndarray:
+            return np.zeros(n, dtype=np.float64)
+
+        def big() -> np.ndarray:  # minimum age so far
+            return np.full(n, np.inf)
+
         self.n = n
         self.txn_count, self.txn_value, self.txn_valued, self.txn_90, self.txn_v90 = z(), z(), z(), z(), z()
         self.txn_last, self.txn_first = big(), np.full(n, -np.inf)
@@ -208,7 +213,8 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
         # Match on the distinct URLs only: page views repeat a small set of paths.
         ucodes, uniq = pd.factorize(url.to_numpy()[pv90])
         pattern = "|".join(h.replace(".", r"\.") for h in high_intent)
-        hit_u = pd.Series(uniq, dtype="string").str.contains(pattern, case=False, regex=True).fillna(False).to_numpy(bool)
+        hit_u = (pd.Series(uniq, dtype="string").str.contains(pattern, case=False, regex=True)
+                 .fillna(False).to_numpy(bool))
         hit = np.zeros(len(codes), dtype=bool)
         if len(uniq):  # all URLs unknown: nothing can match
             hit[np.flatnonzero(pv90)] = np.where(ucodes >= 0, hit_u[np.maximum(ucodes, 0)], False)
@@ -290,7 +296,8 @@ def _finish(acc: _Acc, contacts: pd.DataFrame, cut: pd.Timestamp, extra: Sequenc
 
     cols: dict[str, np.ndarray] = {
         "txn_count": acc.txn_count, "txn_value_sum": acc.txn_value,
-        "txn_value_mean": np.divide(acc.txn_value, acc.txn_valued, out=np.full(acc.n, np.nan), where=acc.txn_valued > 0),
+        "txn_value_mean": np.divide(acc.txn_value, acc.txn_valued, out=np.full(acc.n, np.nan),
+                                    where=acc.txn_valued > 0),
         "txn_recency_days": age(acc.txn_last), "txn_first_days": age(acc.txn_first),
         "txn_count_90d": acc.txn_90, "txn_value_90d": acc.txn_v90,
     }

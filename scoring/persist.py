@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import struct
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import joblib
 import sklearn
 
 from connectors.errors import InputError
-from scoring.models import TrainedModel
+from scoring.base import TrainedModel
 
 MODEL_FILE = "model.pkl"  # the name sync.scorer looks for
 META_FILE = "metadata.json"
@@ -48,11 +51,12 @@ def save_model(model: TrainedModel, directory: str | Path) -> Path:
     return directory
 
 
-def read_metadata(directory: str | Path) -> dict:
+def read_metadata(directory: str | Path) -> dict[str, Any]:
     """The JSON metadata of a saved model, without unpickling anything."""
     path = Path(directory) / META_FILE
     try:
-        return json.loads(path.read_text())
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
     except FileNotFoundError:
         raise InputError(f"{path}: no saved model here (train one first)") from None
     except json.JSONDecodeError as exc:
@@ -68,7 +72,13 @@ def load_model(directory: str | Path) -> TrainedModel:
     path = Path(directory) / MODEL_FILE
     if not path.exists():
         raise InputError(f"{path}: model file missing next to its metadata; retrain it")
-    model = joblib.load(path)
+    try:
+        model = joblib.load(path)
+    except (ImportError, AttributeError) as exc:
+        # A pickle names the classes it holds by module path; one from before a module moved cannot be read.
+        raise InputError(f"{path}: saved by another version of segsync ({exc}); retrain it") from None
+    except (EOFError, pickle.UnpicklingError, ValueError, struct.error) as exc:  # truncated or not a pickle
+        raise InputError(f"{path}: not a readable model file ({exc or type(exc).__name__}); retrain it") from None
     if not isinstance(model, TrainedModel):
         raise InputError(f"{path}: not a segsync model")
     return model

@@ -135,21 +135,6 @@ def lift_report(assignment_members: Mapping[str, Iterable[str]], holdout_members
     return report
 
 
-def outcome_contacts(events: pd.DataFrame, types: Sequence[str], start: object, end: object) -> set[str]:
-    """Contact ids with an event of ``types`` in ``[start, end)``: the outcome for :func:`lift_report`.
-
-    ``start``/``end`` bound the campaign window (naive values are UTC).
-    """
-    if events is None or events.empty:
-        return set()
-    lo, hi = pd.Timestamp(start), pd.Timestamp(end)  # type: ignore[arg-type]
-    lo = lo.tz_localize("UTC") if lo.tzinfo is None else lo
-    hi = hi.tz_localize("UTC") if hi.tzinfo is None else hi
-    at = pd.to_datetime(events["occurred_at"], utc=True)
-    mask = (at >= lo) & (at < hi) & events["type"].astype(str).isin([str(t) for t in types])
-    return set(events.loc[mask.to_numpy(), "contact_id"].astype(str))
-
-
 def render_lift_report(report: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown table of a :func:`lift_report`."""
     def f(v: Any, pct: bool = False) -> str:

@@ -77,7 +77,8 @@ class ScoreSpec:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         feats = data.pop("features", None) or {}
-        feature_spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in feats.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in feats.items()}
+        feature_spec = FeatureSpec(**values)
         for key in ("activity_types", "transaction_types"):
             if key in data and isinstance(data[key], list):
                 data[key] = tuple(data[key])

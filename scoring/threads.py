@@ -20,4 +20,5 @@ MAX_THREADS = 1
 
 def threads_for(rows: int) -> AbstractContextManager[Any]:
     """A context limiting native thread pools for a job of ``rows`` rows (small jobs: always one)."""
-    return threadpool_limits(limits=1 if rows < 200_000 else MAX_THREADS)
+    limits: AbstractContextManager[Any] = threadpool_limits(limits=1 if rows < 200_000 else MAX_THREADS)
+    return limits

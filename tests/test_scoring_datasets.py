@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from connectors.csvfile import CsvConnector
-from scoring.report import render_backtest, run_backtest
+from scoring.backtest import backtest
+from scoring.card import model_card, render_model_card
 from scoring.specs import FeatureSpec, ScoreSpec
 from tests.conftest import require_file
 
@@ -30,7 +31,7 @@ def test_bank_marketing_propensity_without_duration():
     frame.insert(0, "contact_id", [f"b{i}" for i in range(len(frame))])
     spec = ScoreSpec("term_deposit", "propensity", outcome_property="y", outcome_equals="yes",
                      features=FeatureSpec(sensitive_attributes=("age",)))
-    card = run_backtest(frame, None, spec)
+    card = model_card(backtest(spec, frame, None))
     m = card["model"]
     print(f"bank marketing: ROC AUC {m['roc_auc']}, lift {m['lift_top_decile']}, later-rows check "
           f"{card['extra'].get('later_rows_check')}")
@@ -40,7 +41,7 @@ def test_bank_marketing_propensity_without_duration():
     assert card["baseline"]["roc_auc"] == 0.5 and card["baseline"]["lift_top_decile"] == 1.0
     assert "duration" not in [f["feature"] for f in card["top_features"]]
     assert card["fairness"]["age"]["disparate_impact"] is not None
-    assert "Later-rows check" in render_backtest(card)
+    assert "Later-rows check" in render_model_card(card)
 
 
 def test_telco_churn_from_the_csv_source():
@@ -51,7 +52,7 @@ def test_telco_churn_from_the_csv_source():
     frame = pd.DataFrame([{"contact_id": c.vendor_id, **c.properties} for c in contacts])
     spec = ScoreSpec("churn_risk", "churn", outcome_property="Churn", outcome_equals="Yes",
                      features=FeatureSpec(sensitive_attributes=("gender", "SeniorCitizen")))
-    card = run_backtest(frame, None, spec)
+    card = model_card(backtest(spec, frame, None))
     m = card["model"]
     print(f"telco churn: ROC AUC {m['roc_auc']}, lift {m['lift_top_decile']}")
     assert m["roc_auc"] >= 0.84

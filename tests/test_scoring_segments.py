@@ -9,8 +9,14 @@ import pandas as pd
 import pytest
 
 from connectors.errors import InputError
-from scoring.segments import (assign_segments, holdout, holdout_bucket, lift_report, outcome_contacts,
-                              render_lift_report, two_proportion_z)
+from scoring.segments import (
+    assign_segments,
+    holdout,
+    holdout_bucket,
+    lift_report,
+    render_lift_report,
+    two_proportion_z,
+)
 from scoring.specs import SegmentSpec
 
 IDS = [f"c{i:05d}" for i in range(10_000)]
@@ -83,10 +89,3 @@ def test_lift_report_compares_members_with_their_holdout():
     empty = lift_report({"cold": ["a"]}, {}, pd.Series({"a": 1}))["cold"]
     assert empty["holdout_rate"] is None and empty["lift"] is None and not empty["significant"]
 
-
-def test_outcome_contacts_are_taken_from_the_campaign_window():
-    events = pd.DataFrame({"contact_id": ["a", "b", "c", "d"], "type": ["upgrade", "upgrade", "deposit", "upgrade"],
-                           "occurred_at": pd.to_datetime(["2025-01-01", "2025-02-15", "2025-02-01", "2025-04-01"],
-                                                         utc=True)})
-    assert outcome_contacts(events, ["upgrade"], "2025-02-01", "2025-04-01") == {"b"}
-    assert outcome_contacts(events, ["upgrade", "deposit"], "2025-01-01", "2025-04-02") == {"a", "b", "c", "d"}

@@ -1,24 +1,35 @@
-"""Train, compare and apply the two LTV approaches behind one :class:`TrainedModel`.
+"""Lifetime value: two approaches behind one :class:`~scoring.base.TrainedModel`, the better one used.
 
-The probabilistic model (BG/NBD + Gamma-Gamma) needs no labels; the learned one (Poisson
-gradient boosting on point-in-time features) needs a past window with outcomes. At train time the
-two are compared on contacts held out of the regressor's training: whichever predicts horizon
-value with the lower RMSE is used for scores. :func:`scoring.backtest.backtest` repeats the
-comparison on a later, unseen period.
+The probabilistic model (BG/NBD + Gamma-Gamma, :mod:`scoring.bgnbd`) needs no labels; the
+learned one (Poisson gradient boosting on point-in-time features) needs a past window with
+outcomes. At train time the two are compared on contacts held out of the regressor's training:
+whichever predicts horizon value with the lower RMSE is used for scores. The backtest repeats the
+comparison on a later, unseen period, next to the naive "same as the previous horizon" rule.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from scoring.features import event_counts, extra_event_types
-from scoring.ltv import ProbabilisticLtv, rfm_summary
-from scoring.models import Encoder, InsufficientData, TrainedModel, features_for
+from scoring.base import (
+    BacktestReport,
+    Encoder,
+    InsufficientData,
+    Options,
+    TrainedModel,
+    features_for,
+    importance,
+    resolve_cutoff,
+)
+from scoring.bgnbd import ProbabilisticLtv, rfm_summary
+from scoring.evaluation import regression_metrics
+from scoring.features import eligible_contacts, event_counts, extra_event_types
 from scoring.specs import ScoreSpec
 
 MIN_BUYERS = 100
@@ -79,7 +90,7 @@ def train_ltv(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | No
     prob = fit_probabilistic(spec, contacts, events, cut)
     if isinstance(prob, InsufficientData):
         return prob
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     past = cut - pd.Timedelta(days=spec.horizon_days)
     extra = extra_event_types(events, past)
     info: dict[str, Any] = {"bgnbd": prob.bgnbd.params(), "gamma_gamma": prob.gg.params(), "winner": "bgnbd"}
@@ -114,13 +125,82 @@ def predict_ltv(model: TrainedModel, contacts: pd.DataFrame, events: pd.DataFram
     method = method or model.info.get("winner", "bgnbd")
     spec = model.spec
     if method == "regressor":
-        assert model.encoder is not None
+        assert model.encoder is not None  # the regressor is only ever the winner when it was fitted
         X = features_for(spec, contacts, events, cut, model.extra_types)
         M = model.encoder.transform(X)
         regs = model.estimator["regressors"]
         return pd.DataFrame({"expected_transactions": regs["transactions"].predict(M),
                              "expected_value": regs["value"].predict(M)}, index=X.index)
-    from scoring.features import eligible_contacts
-
     ids = pd.Index(eligible_contacts(contacts, cut)["contact_id"].astype(str).to_numpy(), name="contact_id")
     return model.estimator["probabilistic"].predict(rfm_summary(ids, events, cut, spec.transaction_types))
+
+
+def regression_metrics_of(pred_tx: object, pred_v: object, act_tx: np.ndarray, act_v: np.ndarray) -> dict[str, float]:
+    """:func:`scoring.evaluation.regression_metrics` on array-likes."""
+    return regression_metrics(np.asarray(pred_tx, float), act_tx, np.asarray(pred_v, float), act_v)
+
+
+def backtest_ltv(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, *, cutoff: object = None,
+                 seed: int = 0) -> BacktestReport:
+    """Predict horizon transactions/value as of ``cutoff`` with each method and compare with what happened."""
+    report = BacktestReport(spec.name, spec.kind, "time_split")
+    if events is None or events.empty:
+        report.verdict = InsufficientData(spec.name, "no transactions: lifetime value cannot be evaluated").to_dict()
+        return report
+    cut = resolve_cutoff(spec, events, cutoff)
+    horizon = pd.Timedelta(days=spec.horizon_days)
+    train_cut = cut - horizon
+    report.window = {"history_before": cut.isoformat(), "regressor_train_features_as_of": train_cut.isoformat(),
+                     "eval_outcomes": [cut.isoformat(), (cut + horizon).isoformat()]}
+    prob = fit_probabilistic(spec, contacts, events, cut)
+    if isinstance(prob, InsufficientData):
+        report.verdict = prob.to_dict()
+        return report
+    ids = pd.Index(eligible_contacts(contacts, cut)["contact_id"].astype(str).to_numpy(), name="contact_id")
+    actual = ltv_targets(spec, ids, events, cut)
+    act_tx, act_v = actual["transactions"].to_numpy(), actual["value"].to_numpy()
+    p = prob.predict(rfm_summary(ids, events, cut, spec.transaction_types))
+    results = {"bgnbd": regression_metrics_of(p["expected_transactions"], p["expected_value"], act_tx, act_v)}
+    report.extra["bgnbd_params"] = prob.bgnbd.params()
+    report.extra["gamma_gamma_params"] = prob.gg.params()
+    first = pd.to_datetime(events["occurred_at"], utc=True).min()
+    if first < train_cut:
+        extra = extra_event_types(events, train_cut)
+        X_tr = features_for(spec, contacts, events, train_cut, extra)
+        encoder, regs = fit_regressors(X_tr, ltv_targets(spec, pd.Index(X_tr.index), events, train_cut), spec, seed)
+        X_te = features_for(spec, contacts, events, cut, extra).reindex(ids)
+        M = encoder.transform(X_te)
+        results["regressor"] = regression_metrics_of(regs["transactions"].predict(M), regs["value"].predict(M),
+                                                     act_tx, act_v)
+        report.top_features = importance(regs["value"], M, act_v, encoder.columns, "neg_root_mean_squared_error", seed)
+    last_tx = event_counts(ids, events, spec.transaction_types, train_cut, cut).to_numpy()
+    last_v = event_counts(ids, events, spec.transaction_types, train_cut, cut, value=True).to_numpy()
+    report.baseline = {"rule": f"same as the previous {spec.horizon_days} days",
+                       **regression_metrics_of(last_tx, last_v, act_tx, act_v)}
+    winner = min(results, key=lambda k: results[k]["rmse_value"])
+    report.model = {"winner": winner, **results[winner], "methods": results}
+    report.extra["buyers_before_cutoff"] = int((rfm_summary(ids, events, cut, spec.transaction_types)["n"] > 0).sum())
+    report.extra["contacts"] = len(ids)
+    return report
+
+
+@dataclass(frozen=True)
+class Ltv:
+    """The ltv kind: expected value over the horizon, by whichever approach won at train time."""
+
+    uses_properties: bool = True
+
+    def train(self, spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
+              options: Options) -> TrainedModel | InsufficientData:
+        """See :func:`train_ltv`."""
+        return train_ltv(spec, contacts, events, cut, seed=options.seed)
+
+    def predict(self, model: TrainedModel, contacts: pd.DataFrame, events: pd.DataFrame | None,
+                cut: pd.Timestamp) -> pd.Series:
+        """Expected value over the horizon after ``cut``."""
+        return predict_ltv(model, contacts, events, cut)["expected_value"].rename(model.spec.name)
+
+    def backtest(self, spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,
+                 options: Options) -> BacktestReport:
+        """See :func:`backtest_ltv`."""
+        return backtest_ltv(spec, contacts, events, cutoff=cutoff, seed=options.seed)

@@ -51,7 +51,7 @@ def rfm_summary(contact_ids: pd.Index, events: pd.DataFrame | None, cutoff: obje
         np.minimum.at(first, codes, tt)
         np.maximum.at(last, codes, tt)
         has = ~np.isnan(val)
-        vsum = np.bincount(codes[has], weights=val[has], minlength=len(contact_ids))
+        vsum = np.bincount(codes[has], weights=val[has], minlength=len(contact_ids)).astype(np.float64)
         vcnt = np.bincount(codes[has], minlength=len(contact_ids)).astype(float)
     buyer = n > 0
     out["n"] = n
@@ -83,7 +83,7 @@ class BgNbd:
                           -np.inf)
         # B(a, b+x)/B(a, b) * [ (alpha+T)^-(r+x) + a/(b+x-1) (alpha+t_x)^-(r+x) ] times the gamma term;
         # the a/(b+x-1) factor uses B(a+1, b+x-1) = B(a, b+x) * a / (b+x-1).
-        return a1 + a2 + np.logaddexp(a3, a4)
+        return np.asarray(a1 + a2 + np.logaddexp(a3, a4))
 
     def fit(self, x: np.ndarray, t_x_days: np.ndarray, T_days: np.ndarray) -> BgNbd:
         """Maximum-likelihood fit on repeat counts and ages (days) of customers with a first purchase."""
@@ -92,7 +92,7 @@ class BgNbd:
         gx, gtx, gT, w = (grouped[c].to_numpy(float) for c in ("x", "tx", "T", "w"))
 
         def nll(p: np.ndarray) -> float:
-            return -float(np.sum(w * self._loglik(p, gx, gtx, gT))) / w.sum()
+            return -float(np.sum(w * self._loglik(p, gx, gtx, gT))) / float(w.sum())
 
         start = np.log([1.0, max(float(np.average(gT, weights=w)) / 4, 0.1), 1.0, 1.0])
         res = minimize(nll, start, method="L-BFGS-B", bounds=[(-8, 8)] * 4)

@@ -1,4 +1,4 @@
-"""Behavioural clusters with names a person can read ("high web intent, low email").
+"""The cluster kind: behavioural groups with names a person can read ("high web intent, low email").
 
 KMeans runs on log-scaled, standardised behaviour features (counts are heavy-tailed; without the
 log a handful of power users would each get a cluster). A cluster is named after the two feature
@@ -7,6 +7,8 @@ groups whose centroid sits furthest from the population mean, in standard deviat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,10 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from scoring.base import BacktestReport, InsufficientData, Options, TrainedModel, default_as_of, features_for
+from scoring.features import eligible_contacts, extra_event_types, to_utc
+from scoring.specs import ScoreSpec
 
 # Readable group -> the features that express it (sign -1: smaller value = "higher" group).
 GROUPS: dict[str, list[tuple[str, int]]] = {
@@ -26,6 +32,7 @@ FEATURES = [f for members in GROUPS.values() for f, _ in members]
 NEVER_DAYS = 3650.0  # "never active" sorts as ten years ago
 MAX_FIT_ROWS = 200_000
 THRESHOLD = 0.25  # standard deviations before a group counts as high/low
+MIN_PER_CLUSTER = 20  # contacts per requested cluster before clustering means anything
 
 
 def cluster_matrix(features: pd.DataFrame) -> np.ndarray:
@@ -48,7 +55,7 @@ def name_clusters(centers_z: np.ndarray) -> list[str]:
         scores = {}
         for group, members in GROUPS.items():
             idx = [FEATURES.index(f) for f, _ in members]
-            scores[group] = float(np.mean([center[i] * sign for i, (_, sign) in zip(idx, members)]))
+            scores[group] = float(np.mean([center[i] * sign for i, (_, sign) in zip(idx, members, strict=True)]))
         ranked = sorted(scores.items(), key=lambda kv: -abs(kv[1]))
         parts = [f"{'high' if s > 0 else 'low'} {g}" for g, s in ranked[:2] if abs(s) >= THRESHOLD]
         names.append(", ".join(parts) if parts else "average")
@@ -71,7 +78,8 @@ def fit_clusters(features: pd.DataFrame, n_clusters: int, seed: int = 0) -> tupl
     names = name_clusters(centers)
     labels = pipe.predict(fit_rows)
     sizes = np.bincount(labels, minlength=n_clusters)
-    profile = {names[k]: {f: round(float(v), 3) for f, v in zip(FEATURES, centers[k])} for k in range(n_clusters)}
+    profile = {names[k]: {f: round(float(v), 3) for f, v in zip(FEATURES, centers[k], strict=True)}
+               for k in range(n_clusters)}
     info = {"names": names, "sizes": [int(s) for s in sizes], "centroids_z": profile, "features": FEATURES}
     return pipe, info
 
@@ -80,3 +88,54 @@ def assign_clusters(pipe: Pipeline, info: dict[str, Any], features: pd.DataFrame
     """The readable cluster name of each contact."""
     labels = pipe.predict(cluster_matrix(features))
     return pd.Series(np.asarray(info["names"], dtype=object)[labels], index=features.index)
+
+
+def too_few(spec: ScoreSpec, rows: int) -> str | None:
+    """Why ``rows`` contacts cannot be split into ``spec.n_clusters`` groups, or None."""
+    need = spec.n_clusters * MIN_PER_CLUSTER
+    return None if rows >= need else f"{rows} contacts; clustering into {spec.n_clusters} groups needs at least {need}"
+
+
+def describe_clusters(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, *,
+                      cutoff: object = None, seed: int = 0) -> BacktestReport:
+    """Clusters have no outcome to backtest: report names, sizes and standardised centroids."""
+    cut = to_utc(cutoff) if cutoff is not None else default_as_of(events)
+    report = BacktestReport(spec.name, spec.kind, "none", window={"features_as_of": cut.isoformat()})
+    X = features_for(spec, contacts, events, cut)
+    if too_few(spec, len(X)):
+        report.verdict = InsufficientData(spec.name, f"{len(X)} contacts; too few for {spec.n_clusters} "
+                                                     "clusters").to_dict()
+        return report
+    _, info = fit_clusters(X, spec.n_clusters, seed)
+    report.model = {"clusters": [{"name": n, "size": s} for n, s in zip(info["names"], info["sizes"], strict=True)],
+                    "centroids_z": info["centroids_z"]}
+    return report
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster kind: a readable group name per contact, no outcome."""
+
+    uses_properties: bool = False  # clusters are cut from behaviour alone
+
+    def train(self, spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
+              options: Options) -> TrainedModel | InsufficientData:
+        """Scaler + KMeans on behaviour as of ``cut``; too few contacts is a verdict."""
+        now = datetime.now(UTC)
+        X = features_for(spec, contacts, events, cut)
+        reason = too_few(spec, len(X))
+        if reason:
+            return InsufficientData(spec.name, reason)
+        est, info = fit_clusters(X, spec.n_clusters, options.seed)
+        return TrainedModel(spec, cut, now, None, est, extra_event_types(events, cut), info=info)
+
+    def predict(self, model: TrainedModel, contacts: pd.DataFrame, events: pd.DataFrame | None,
+                cut: pd.Timestamp) -> pd.Series:
+        """The cluster name of every contact existing at ``cut``."""
+        features = features_for(model.spec, eligible_contacts(contacts, cut), events, cut, model.extra_types)
+        return assign_clusters(model.estimator, model.info, features).rename(model.spec.name)
+
+    def backtest(self, spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,
+                 options: Options) -> BacktestReport:
+        """See :func:`describe_clusters`."""
+        return describe_clusters(spec, contacts, events, cutoff=cutoff, seed=options.seed)
