@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from connectors.base import Contact
 from sync.cli import cli
-from sync.commands import sync_cmd  # noqa: F401 - registers every command on `cli`
+from sync.cli.run_cmds import sync_cmd  # noqa: F401 - registers every command on `cli`
 from consent.schema import consent_events, consent_outbox
 from sync.store import Store
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import requests
 
 from sync.config import load_config
-from sync.pipeline import RunOptions, run_tenant
-from sync.plan import CRM
+from sync.run.pipeline import RunOptions, run_tenant
+from sync.run.plan import CRM
 from sync.store import Store
 from tests.configs import sandbox_config
 
@@ -83,7 +83,7 @@ def check_vendor_state(config: Path, sb) -> None:
     cfg = load_config(config)
     store = Store.open(cfg.store)
     try:
-        from sync.gate import ConsentGate
+        from sync.run.gate import ConsentGate
 
         segs: dict[str, set[str]] = {}
         held = set()

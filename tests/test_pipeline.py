@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from sync.config import load_config_text
-from sync.pipeline import RunOptions, TenantRun
-from sync.plan import CRM, TAGS
+from sync.run.pipeline import RunOptions, TenantRun
+from sync.run.plan import CRM, TAGS
 from sync.store import Store
 from tests.configs import consent_yaml
 from tests.fakes import FakeCrm, FakeEsp, make_book
@@ -195,7 +195,7 @@ def test_change_guard_refuses_a_plan_that_retags_the_book(world, tmp_path):
     run(cfg, store, crm, esp)
     # A broken model: every score flips. Simulate by wiping the confirmed CRM state's values.
     with store.engine.begin() as conn:
-        from sync.schema import last_sent
+        from sync.store.schema import last_sent
 
         conn.execute(last_sent.update().where(last_sent.c.destination == CRM).values(value='{"segsync_segments":"x"}'))
     writes = crm.writes()
@@ -241,7 +241,7 @@ def test_score_drift_alone_does_not_trip_the_change_guard(world):
     cfg, store, crm, esp = world
     run(cfg, store, crm, esp)
     with store.engine.begin() as conn:
-        from sync.schema import last_sent
+        from sync.store.schema import last_sent
 
         rows = conn.execute(last_sent.select().where(last_sent.c.destination == CRM)).fetchall()
         for r in rows:

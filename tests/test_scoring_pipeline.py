@@ -1,4 +1,4 @@
-"""The CSV source through the store into sync.scorer: scores, clusters, segments, holdout, model reuse."""
+"""The CSV source through the store into sync.run.scorer: scores, clusters, segments, holdout, model reuse."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from connectors.csvfile import CsvConnector
 from scoring.persist import load_model
 from scoring.segments import holdout
 from sync.config import load_config_text
-from sync.scorer import score_tenant
+from sync.run.scorer import score_tenant
 from sync.store import Store
 
 CONFIG = """

@@ -34,9 +34,9 @@ from connectors.base import Limits
 from consent.schema import consent_events, webhook_receipts
 from sandbox.webhooks import mailchimp_form, preference_body, segsync_signature
 from sync.config import load_config_text
-from sync.plan import CRM
-from sync.schema import runs as runs_table
-from sync.server import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
+from sync.run.plan import CRM
+from sync.store.schema import runs as runs_table
+from sync.serve import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
 from sync.store import Store
 from tests.configs import consent_yaml, sandbox_config
 from tests.fakes import FakeCrm, FakeEsp, make_book
@@ -480,7 +480,7 @@ def test_access_log_masks_the_mailchimp_secret():
 @pytest.fixture
 def run_cli():
     """Invoke the ``segsync`` group in-process; its logging set-up is undone afterwards."""
-    import sync.commands  # noqa: F401 - registers `serve` on the group
+    import sync.cli.run_cmds  # noqa: F401 - registers `serve` on the group
     from sync.cli import cli
 
     root, ours = logging.getLogger(), logging.getLogger("segsync")
@@ -559,7 +559,7 @@ BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
 
 def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_the_rest(make_sandbox, tmp_path):
     from sync.config import load_config
-    from sync.pipeline import RunOptions, run_tenant
+    from sync.run.pipeline import RunOptions, run_tenant
 
     sb = make_sandbox(contacts=600, seed=5)
     config = sandbox_config(tmp_path, sb, schedule="0 3 * * *", secret="serve-webhook-secret-0123")

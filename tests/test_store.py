@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Contact, EngagementEvent
-from sync.migrate import current
+from sync.store.migrate import current
 from sync.store import Store, TenantBusy
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -23,9 +23,9 @@ from consent.ledger import Ledger, Signal
 from consent.outbox import DrainReport, Outbox, OutboxAction, drain
 from consent.policy import DESTINATIONS, EMAIL_MARKETING, PROFILING, WITHDRAWN
 from consent.propagate import record_and_enqueue
-from sync.config import TenantCfg
-from sync.plan import CRM, crm_desired
-from sync.store import Store
+from sync.config.models import TenantCfg
+from sync.run.plan import CRM, crm_desired
+from sync.store.sql import Store
 
 log = logging.getLogger("segsync.consent")
 

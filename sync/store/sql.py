@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connectors.base import Contact, EngagementEvent, normalize_email
 from connectors.errors import ConfigError, SegsyncError
-from sync import schema as t
+from sync.store import schema as t
 
 
 log = logging.getLogger("segsync.store")
@@ -119,7 +119,7 @@ class Store:
 
     def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (sync and consent tables alike)."""
-        from sync.migrate import upgrade
+        from sync.store.migrate import upgrade
 
         upgrade(self.engine)
 

@@ -11,13 +11,13 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from sync.cli import cli, console, emit_json
-from sync.commands import CONFIG_ARG, _load, _tenants
+from sync.cli.app import cli, console, emit_json
+from sync.cli.run_cmds import CONFIG_ARG, _load, _tenants
 
 
 def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
-    from sync.gate import ConsentGate
+    from sync.run.gate import ConsentGate
 
     verdicts = ConsentGate(store, tenant, None, None).decide_people(store.addresses(tenant.id))
     return {c["contact_id"] for c in store.contacts(tenant.id) if verdicts.get(c["contact_id"], (False,))[0]}
@@ -47,7 +47,7 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
     """
     from scoring.backtest import backtest as run_backtest
     from scoring.card import model_card, render_model_card
-    from sync.scorer import frames, score_spec
+    from sync.run.scorer import frames, score_spec
 
     cfg, store = _load(config)
     results: list[dict[str, Any]] = []

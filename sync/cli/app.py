@@ -90,7 +90,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def validate(config: Path, as_json: bool) -> None:
     """Check a config file; print every problem with its path and line (exit 2 if any)."""
-    from sync.config import load_config
+    from sync.config.models import load_config
 
     try:
         cfg = load_config(config)
@@ -124,7 +124,7 @@ def validate(config: Path, as_json: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from sync import commands  # noqa: F401 - registers the other commands on ``cli``
+    from sync.cli import run_cmds  # noqa: F401 - registers the other commands on ``cli``
 
     cli(obj={})
 

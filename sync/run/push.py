@@ -18,8 +18,8 @@ from typing import Any
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordResult, TagChange
 from connectors.errors import ApiError, FatalApiError
 from connectors.http import redact
-from sync.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
-from sync.store import Store
+from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
+from sync.store.sql import Store
 
 log = logging.getLogger("segsync.push")
 

@@ -27,9 +27,9 @@ from consent.outbox import Outbox
 from consent.policy import GRANTED, STATES, is_allowed, normalize_subject, reason
 from consent.propagate import erase_and_enqueue, record_and_enqueue
 from consent.webhook_events import TenantHooks
-from sync.config import TenantCfg, load_config
-from sync.gate import key_lookup, policy_of
-from sync.store import Store
+from sync.config.models import TenantCfg, load_config
+from sync.run.gate import key_lookup, policy_of
+from sync.store.sql import Store
 
 SOURCES = ("cli", "import", "preference_center", "mailchimp", "hubspot")
 

@@ -29,12 +29,12 @@ from connectors.base import ConsentSignal, Contact, CrmConnector, EspConnector, 
 from connectors.errors import ApiError, SegsyncError
 from connectors.http import redact
 from consent.policy import EMAIL_MARKETING
-from sync.config import Config, TenantCfg
-from sync.gate import ConsentGate
-from sync.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
-from sync.push import Pusher, summarize
-from sync.scorer import ScoreResult, score_tenant
-from sync.store import Store, utcnow
+from sync.config.models import Config, TenantCfg
+from sync.run.gate import ConsentGate
+from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
+from sync.run.push import Pusher, summarize
+from sync.run.scorer import ScoreResult, score_tenant
+from sync.store.sql import Store, utcnow
 
 log = logging.getLogger("segsync.sync")
 
@@ -336,7 +336,7 @@ class TenantRun:
 def run_tenant(cfg: Config, tenant: TenantCfg, store: Store, options: RunOptions | None = None, *,
                base_dir: Path = Path("."), crm: CrmConnector | None = None, esp: EspConnector | None = None) -> dict[str, Any]:
     """Build the tenant's connectors (unless given) and run it once."""
-    from sync.wiring import build_crm, build_esp
+    from sync.config.wiring import build_crm, build_esp
 
     crm = crm or build_crm(tenant, base_dir)
     if esp is None and tenant.esp is not None:

@@ -40,10 +40,10 @@ from connectors.http import RedactingFilter, redact
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
-from sync.config import Config, ServerCfg, TenantCfg, load_config
-from sync.gate import ConsentGate, key_lookup
-from sync.pipeline import RunOptions, run_tenant
-from sync.store import Store, TenantBusy
+from sync.config.models import Config, ServerCfg, TenantCfg, load_config
+from sync.run.gate import ConsentGate, key_lookup
+from sync.run.pipeline import RunOptions, run_tenant
+from sync.store.sql import Store, TenantBusy
 
 log = logging.getLogger("segsync.serve")
 
@@ -114,7 +114,7 @@ class Service:
     # ------------------------------------------------------------------ connectors
 
     def _build_connectors(self, tenant: TenantCfg) -> tuple[CrmConnector, EspConnector | None]:
-        from sync.wiring import build_crm, build_esp
+        from sync.config.wiring import build_crm, build_esp
 
         return build_crm(tenant, self.base_dir), build_esp(tenant)
 

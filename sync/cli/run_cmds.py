@@ -15,14 +15,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from connectors.errors import ConfigError, InputError, SegsyncError
 from connectors.http import redact
-from sync.cli import cli, console, emit_json, err_console
+from sync.cli.app import cli, console, emit_json, err_console
 
 CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 
 
 def _load(config: Path):  # noqa: ANN202 - returns (Config, Store)
-    from sync.config import load_config
-    from sync.store import Store
+    from sync.config.models import load_config
+    from sync.store.sql import Store
 
     cfg = load_config(config)
     return cfg, Store.open(cfg.store)
@@ -41,7 +41,7 @@ def _tenants(cfg, wanted: tuple[str, ...]):  # noqa: ANN001, ANN202
 @contextlib.contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
     """Progress on a terminal (never under CI or when piped): one line per pull stream / push destination."""
-    from sync.pipeline import in_ci
+    from sync.run.pipeline import in_ci
 
     if not enabled or in_ci() or not console.is_terminal:
         yield None
@@ -82,8 +82,8 @@ def graceful_stop() -> Iterator[threading.Event]:
 
 def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
                  show_progress: bool = True) -> list[dict[str, Any]]:
-    from sync.pipeline import RunOptions, run_tenant
-    from sync.store import TenantBusy
+    from sync.run.pipeline import RunOptions, run_tenant
+    from sync.store.sql import TenantBusy
 
     cfg, store = _load(config)
     reports = []
@@ -120,8 +120,8 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
     retried next run), 2 for a config error or a plan refused by the change guard.
     """
-    from sync.pipeline import exit_code
-    from sync.report import print_runs
+    from sync.run.pipeline import exit_code
+    from sync.cli.report import print_runs
 
     reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
     if as_json:
@@ -139,7 +139,7 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | None, as_json: bool) -> None:
     """List past runs (their stored reports), newest first."""
-    from sync.report import render_run, runs_table
+    from sync.cli.report import render_run, runs_table
 
     _cfg, store = _load(config)
     try:
@@ -199,13 +199,13 @@ def serve_cmd(config: Path, listen: str | None) -> None:
     webhooks (POST /hooks/TENANT/preferences, /hooks/TENANT/mailchimp/SECRET, /hooks/TENANT/hubspot)
     and serves GET /healthz and /metrics. SIGTERM/Ctrl-C: running syncs stop after the batch in flight.
     """
-    from sync.server import serve
+    from sync.serve import serve
 
     serve(config, listen)
 
 
-from sync import score_cmds  # noqa: E402,F401 - registers `score` and `report`
+from sync.cli import score_cmds  # noqa: E402,F401 - registers `score` and `report`
 
-from sync.consent_cmds import consent as _consent_group  # noqa: E402 - registers `consent`
+from sync.cli.consent_cmds import consent as _consent_group  # noqa: E402 - registers `consent`
 
 cli.add_command(_consent_group)
