@@ -30,7 +30,7 @@ from sync.run.gate import ConsentGate
 from sync.run.pipeline import RunOptions, TenantRun, exit_code
 from sync.run.plan import CRM, TAGS
 from sync.cli.report import render_run
-from sync.store.sql import Store
+from sync.store import Store, open_store
 
 MARKER = ".segsync-demo"
 console = Console(highlight=False)
@@ -177,7 +177,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
         config = write_config(out, sandboxes)
         cfg = load_config(config)
         console.print(f"Config: {config} ({len(cfg.tenants)} tenants); store: SQLite {out / 'segsync.db'}")
-        store = Store.open(cfg.store)
+        store = open_store(cfg.store)
         service = Service(cfg, config.parent, store=store)
         with WebServer(service.app(run_scheduler=False)) as web:
             harbor, sb = cfg.tenants[0], sandboxes[0]

@@ -41,9 +41,10 @@ from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
 from sync.config.models import Config, ServerCfg, TenantCfg, load_config
-from sync.run.gate import ConsentGate, key_lookup
+from sync.propagation import propagate, queued
+from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
-from sync.store.sql import Store, TenantBusy
+from sync.store import SqlStore, Store, TenantBusy, open_store
 
 log = logging.getLogger("segsync.serve")
 
@@ -76,7 +77,7 @@ class Metrics:
             self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)
 
 
-class _HeldLock(Store):
+class _HeldLock(SqlStore):
     """The store, for a run whose caller already holds the tenant's lock (taking it again would fail)."""
 
     def __init__(self, engine: sa.Engine, tenant_id: str) -> None:
@@ -99,7 +100,7 @@ class Service:
                  connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
-        self.store = store or Store.open(cfg.store)
+        self.store = store or open_store(cfg.store)
         self.tenants = {t.id: t for t in cfg.tenants}
         self.metrics = Metrics()
         self.stop = threading.Event()
@@ -162,9 +163,8 @@ class Service:
         with self._drain_locks[tenant_id]:  # one drain per tenant at a time in this process
             try:
                 crm, esp = self.connectors(tenant_id)
-                gate = ConsentGate(self.store, tenant, crm.name, esp.name if esp else None)
-                gate.drain(crm, esp)
-                self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
+                propagate(self.store, tenant, crm, esp)
+                self.metrics.outbox_depth.labels(tenant_id).set(queued(self.store, tenant_id))
             except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
                 log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
 

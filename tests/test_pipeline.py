@@ -14,7 +14,7 @@ import pytest
 from sync.config import load_config_text
 from sync.run.pipeline import RunOptions, TenantRun
 from sync.run.plan import CRM, TAGS
-from sync.store import Store
+from sync.store import open_store
 from tests.configs import consent_yaml
 from tests.fakes import FakeCrm, FakeEsp, make_book
 
@@ -49,7 +49,7 @@ def pg_world(tmp_path, pg_url):
 
 def _world(tmp_path, db_url):
     cfg = load_config_text(CONFIG.format(consent=CONSENT, store=db_url, models=tmp_path / "models"))
-    store = Store.open(db_url)
+    store = open_store(db_url)
     people, events = make_book()
     emails = [p["email"] for p in people.values()]
     crm = FakeCrm(people, events)
@@ -108,7 +108,7 @@ def test_no_consent_record_means_no_esp_tags(tmp_path, sqlite_url):
     db_url = sqlite_url
     """email_marketing under basis `consent` with no opt-in evidence: nobody is tagged in the ESP."""
     cfg = load_config_text(CONFIG.format(consent=CONSENT, store=db_url, models=tmp_path / "m"))
-    store = Store.open(db_url)
+    store = open_store(db_url)
     people, events = make_book()
     crm, esp = FakeCrm(people, events), FakeEsp(people)
     for m in esp.members.values():

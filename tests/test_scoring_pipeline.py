@@ -12,7 +12,7 @@ from scoring.persist import load_model
 from scoring.segments import holdout
 from sync.config import load_config_text
 from sync.run.scorer import score_tenant
-from sync.store import Store
+from sync.store import open_store
 
 CONFIG = """
 version: 1
@@ -63,7 +63,7 @@ def stored_book(tmp_path: Path, sqlite_url: str, n: int):  # noqa: ANN201 - (ten
     tenant = cfg.tenants[0]
     conn = CsvConnector(contacts_csv, events_csv, created_column="created",
                         event_columns={"contact_id": "person", "timestamp": "at"}, output=tmp_path / "out.csv")
-    store = Store.open(sqlite_url)
+    store = open_store(sqlite_url)
     now = datetime.now(UTC)
     for stream, pull in (("contacts", conn.pull_contacts), ("events", conn.pull_engagement)):
         for page in pull(None, now):

@@ -30,11 +30,13 @@ from connectors.errors import ApiError, SegsyncError
 from connectors.http import redact
 from consent.policy import EMAIL_MARKETING
 from sync.config.models import Config, TenantCfg
+from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
 from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
 from sync.run.push import Pusher, summarize
 from sync.run.scorer import ScoreResult, score_tenant
-from sync.store.sql import Store, utcnow
+from sync.store.interface import Store
+from sync.store.sqlcore import utcnow
 
 log = logging.getLogger("segsync.sync")
 
@@ -324,9 +326,9 @@ class TenantRun:
         self.report["push"] = summarize(pusher.run(plan))
 
     def _drain(self, key: str) -> None:
-        report = self.gate.drain(self.crm, self.esp)
+        report = propagate(self.store, self.tenant, self.crm, self.esp)
         self.report[key] = {"done": report.done, "retrying": report.retrying, "failed": report.failed,
-                            "errors": [redact(m) for m in list(report.errors.values())[:10]], "depth": self.gate.depth()}
+                            "errors": [redact(m) for m in list(report.errors.values())[:10]], "depth": queued(self.store, self.tenant.id)}
 
     def _progress(self, task: str, n: int, total: int | None) -> None:
         if self.opts.progress:

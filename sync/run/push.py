@@ -19,7 +19,7 @@ from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordRe
 from connectors.errors import ApiError, FatalApiError
 from connectors.http import redact
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
-from sync.store.sql import Store
+from sync.store.interface import Store
 
 log = logging.getLogger("segsync.push")
 

@@ -21,7 +21,7 @@ from scoring.persist import load_model, save_model
 from scoring.segments import SegmentAssignment, assign_segments, holdout
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
 from sync.config.models import ScoreCfg, TenantCfg
-from sync.store.sql import Store
+from sync.store.interface import Store
 
 log = logging.getLogger("segsync.score")
 
