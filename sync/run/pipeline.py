@@ -33,7 +33,7 @@ from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
 from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
-from sync.run.push import Pusher, summarize
+from sync.run.push import PlanPusher, summarize
 from sync.run.scorer import ScoreResult, score_tenant
 from sync.store.interface import Store
 from sync.store.sqlcore import utcnow
@@ -317,7 +317,7 @@ class TenantRun:
             verdicts = self.gate.decide_people({c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c})
             return {e: verdicts.get(c, (False, False, "unknown contact")) if c else (False, False, "unknown contact") for e, c in cids.items()}
 
-        pusher = Pusher(
+        pusher = PlanPusher(
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,

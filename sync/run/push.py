@@ -46,7 +46,7 @@ class PushReport:
         return dict(out)
 
 
-class Pusher:
+class PlanPusher:
     """Executes one plan against one tenant's connectors."""
 
     def __init__(
