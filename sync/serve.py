@@ -44,6 +44,7 @@ from sync.config.models import Config, ServerCfg, TenantCfg, load_config
 from sync.propagation import propagate, queued
 from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
+from sync.run.report import RunReport
 from sync.store import SqlStore, Store, TenantBusy, open_store
 
 log = logging.getLogger("segsync.serve")
@@ -67,11 +68,13 @@ class Metrics:
         self.busy = Counter("segsync_runs_skipped_total", "Runs skipped because another holds the tenant lock", ["tenant"], registry=self.registry)
 
     def record_run(self, report: dict[str, Any]) -> None:
-        tenant = report.get("tenant", "?")
-        self.runs.labels(tenant, report.get("status", "?")).inc()
-        for outcome, n in ((report.get("push") or {}).get("totals") or {}).items():
+        """Count one finished run: its status, its records by outcome, its API calls and 429s per vendor."""
+        run = RunReport.from_dict(report)
+        tenant = run.tenant
+        self.runs.labels(tenant, run.status).inc()
+        for outcome, n in (run.push.totals if run.push else {}).items():
             self.records.labels(tenant, outcome).inc(n)
-        for side, stats in (report.get("api") or {}).items():
+        for side, stats in run.api.items():
             stats = stats or {}
             self.api_calls.labels(tenant, side).inc(stats.get("total_calls", 0) or 0)
             self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)

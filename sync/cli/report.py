@@ -1,4 +1,4 @@
-"""Readable run reports (rich tables) from the report dict a run stores. ``--json`` prints the dict itself."""
+"""Readable run reports (rich tables) from a :class:`~sync.run.report.RunReport`. ``--json`` prints its dict form."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from sync.run.report import RunReport
 
 STATUS_STYLE = {"ok": "green", "dry_run": "cyan", "failed_records": "yellow", "refused": "red", "error": "red", "stopped": "yellow"}
 
@@ -29,43 +31,39 @@ def _n(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def render_run(report: Mapping[str, Any]) -> Panel:
+def render_run(report: RunReport | Mapping[str, Any]) -> Panel:
     """One run's report as a panel: what was pulled, consent, scores, segments, plan and push, failures, API calls."""
-    status = report.get("status", "?")
+    run = report if isinstance(report, RunReport) else RunReport.from_dict(dict(report))
     parts: list[Any] = []
     for section in (_head, _pulled, _contacts, _scores, _plan, _failures, _outbox, _api):
-        parts += section(report)
-    return Panel(Group(*parts), border_style=STATUS_STYLE.get(status, "white"), expand=False)
+        parts += section(run)
+    return Panel(Group(*parts), border_style=STATUS_STYLE.get(run.status, "white"), expand=False)
 
 
-def _head(report: Mapping[str, Any]) -> list[Any]:
-    status = report.get("status", "?")
+def _head(run: RunReport) -> list[Any]:
     parts: list[Any] = [Text.assemble(
-        (f"{report.get('tenant')}", "bold"), f"  run #{report.get('run_id')}  ",
-        (status, STATUS_STYLE.get(status, "white")), f"  {report.get('duration_s', 0)} s",
-        "  (dry run: nothing sent)" if report.get("dry_run") else "",
+        (f"{run.tenant}", "bold"), f"  run #{run.run_id}  ",
+        (run.status, STATUS_STYLE.get(run.status, "white")), f"  {run.duration_s or 0} s",
+        "  (dry run: nothing sent)" if run.dry_run else "",
     )]
-    if report.get("error"):
-        parts.append(Text(f"error: {report['error']}", style="red"))
-    if report.get("refused"):
-        parts.append(Text(f"refused: {report['refused']}", style="red"))
+    if run.error:
+        parts.append(Text(f"error: {run.error}", style="red"))
+    if run.refused:
+        parts.append(Text(f"refused: {run.refused}", style="red"))
     return parts
 
 
-def _pulled(report: Mapping[str, Any]) -> list[Any]:
-    pull = report.get("pull") or {}
-    if not pull:
+def _pulled(run: RunReport) -> list[Any]:
+    if not run.pull:
         return []
     t = _table("Pulled", ["stream", "pages", "records", "new", "changed", "events"])
-    for stream, s in pull.items():
+    for stream, s in run.pull.items():
         t.add_row(stream, *(_n(s.get(k, 0)) for k in ("pages", "records", "new", "changed", "events")))
     return [t]
 
 
-def _contacts(report: Mapping[str, Any]) -> list[Any]:
-    contacts = report.get("contacts") or {}
-    consent = report.get("consent") or {}
-    if not contacts:
+def _contacts(run: RunReport) -> list[Any]:
+    if not run.contacts:
         return []
     t = _table("Contacts and consent", ["", "count"])
     labels = {
@@ -73,51 +71,50 @@ def _contacts(report: Mapping[str, Any]) -> list[Any]:
         "profiling_allowed": "may be profiled (scored, tagged)", "email_marketing_allowed": "may be emailed (ESP tags, segments)",
     }
     for k, label in labels.items():
-        if k in contacts:
-            t.add_row(label, _n(contacts[k]))
+        if k in run.contacts:
+            t.add_row(label, _n(run.contacts[k]))
     for k, label in (("withdrawals_recorded", "opt-outs seen at vendors (new)"), ("propagations_queued", "opt-out propagations queued")):
-        if consent.get(k):
-            t.add_row(label, _n(consent[k]))
+        if run.consent.get(k):
+            t.add_row(label, _n(run.consent[k]))
     return [t]
 
 
-def _scores(report: Mapping[str, Any]) -> list[Any]:
+def _scores(run: RunReport) -> list[Any]:
     parts: list[Any] = []
-    scoring = report.get("scoring") or {}
-    if scoring:
-        t = _table(f"Scores (as of {scoring.get('as_of') or '-'}; {scoring.get('scored', 0):,} contacts scored)", ["score", "model", "note"])
-        for name, m in (scoring.get("models") or {}).items():
-            metrics = m.get("metrics") or {}
-            if name in (scoring.get("insufficient") or {}):
+    scoring = run.scoring
+    if scoring is not None:
+        t = _table(f"Scores (as of {scoring.as_of or '-'}; {scoring.scored:,} contacts scored)", ["score", "model", "note"])
+        for name, m in scoring.models.items():
+            if name in scoring.insufficient:
                 continue
+            metrics = m.get("metrics") or {}
             auc, base = metrics.get("backtest_roc_auc"), metrics.get("baseline_roc_auc")
             note = f"out-of-sample ROC AUC {auc:.3f} (naive baseline {base:.3f})" if isinstance(auc, float) and isinstance(base, float) else ""
             t.add_row(name, "reused" if m.get("reused") else "trained", note)
-        for name, verdict in (scoring.get("insufficient") or {}).items():
+        for name, verdict in scoring.insufficient.items():
             t.add_row(name, "not used", verdict)
         parts.append(t)
-    segments = report.get("segments") or {}
-    if segments:
-        t = _table(f"Segments (holdout {scoring.get('holdout_percent', 0)}%: kept out of every push)", ["segment", "members", "holdout", "threshold"])
-        for name, s in segments.items():
+    if run.segments:
+        held = scoring.holdout_percent if scoring else 0
+        t = _table(f"Segments (holdout {held}%: kept out of every push)", ["segment", "members", "holdout", "threshold"])
+        for name, s in run.segments.items():
             t.add_row(name, _n(s.get("members")), _n(s.get("holdout")), _n(s.get("threshold")))
         parts.append(t)
     return parts
 
 
-def _plan(report: Mapping[str, Any]) -> list[Any]:
-    plan = report.get("plan") or {}
+def _plan(run: RunReport) -> list[Any]:
+    plan = run.plan
     if not plan:
         return []
-    push = (report.get("push") or {}).get("by_destination") or {}
+    push = run.push.by_destination if run.push else {}
+    planned: dict[str, dict[str, int]] = plan.get("destinations") or {}
+    cost: dict[str, dict[str, Any]] = plan.get("cost") or {}
     t = _table(f"Plan and push (changes vs. last confirmed state; change share {plan.get('change_share', 0):.1%})",
                ["destination", "adds", "removes", "updates", "calls", "sent", "suppressed", "failed"])
-    dests = set(plan.get("destinations") or {}) | set(push)
-    for dest in sorted(dests):
-        p = (plan.get("destinations") or {}).get(dest, {})
-        cost = (plan.get("cost") or {}).get(dest, {})
-        o = push.get(dest, {})
-        t.add_row(dest, _n(p.get("adds", 0)), _n(p.get("removes", 0)), _n(p.get("updates", 0)), _n(cost.get("calls", 0)),
+    for dest in sorted(set(planned) | set(push)):
+        p, o = planned.get(dest, {}), push.get(dest, {})
+        t.add_row(dest, _n(p.get("adds", 0)), _n(p.get("removes", 0)), _n(p.get("updates", 0)), _n(cost.get(dest, {}).get("calls", 0)),
                   _n(o.get("sent", 0)), _n(o.get("suppressed", 0)), _n(o.get("failed", 0)))
     parts: list[Any] = [t]
     reasons = plan.get("suppressed") or {}
@@ -126,7 +123,7 @@ def _plan(report: Mapping[str, Any]) -> list[Any]:
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
             t.add_row(reason, _n(n))
         parts.append(t)
-    if report.get("dry_run") and plan.get("examples"):
+    if run.dry_run and plan.get("examples"):
         t = _table("Examples", ["destination", "contact", "from", "to"])
         for dest, rows in plan["examples"].items():
             for r in rows[:3]:
@@ -135,32 +132,28 @@ def _plan(report: Mapping[str, Any]) -> list[Any]:
     return parts
 
 
-def _failures(report: Mapping[str, Any]) -> list[Any]:
-    failures = (report.get("push") or {}).get("failures") or []
-    if not failures:
+def _failures(run: RunReport) -> list[Any]:
+    if run.push is None or not run.push.failures:
         return []
-    t = _table(f"Failed records ({(report.get('push') or {}).get('failures_total', len(failures))}; retried next run)", ["destination", "contact", "vendor's message"])
-    for f in failures[:10]:
+    t = _table(f"Failed records ({run.push.failures_total}; retried next run)", ["destination", "contact", "vendor's message"])
+    for f in run.push.failures[:10]:
         t.add_row(f["destination"], f["contact_id"], f["message"][:100])
     return [t]
 
 
-def _outbox(report: Mapping[str, Any]) -> list[Any]:
+def _outbox(run: RunReport) -> list[Any]:
     parts: list[Any] = []
-    for key, title in (("outbox_before", "Opt-out propagation (before the run)"), ("outbox_after", "Opt-out propagation (after the push)")):
-        o = report.get(key) or {}
-        if o and (o.get("done") or o.get("failed") or o.get("retrying") or o.get("depth")):
-            parts.append(Text(f"{title}: {o.get('done', 0)} confirmed, {o.get('retrying', 0)} retrying, "
-                              f"{o.get('failed', 0)} failed, {o.get('depth', 0)} still queued"))
+    for o, title in ((run.outbox_before, "Opt-out propagation (before the run)"), (run.outbox_after, "Opt-out propagation (after the push)")):
+        if o is not None and o.eventful:
+            parts.append(Text(f"{title}: {o.done} confirmed, {o.retrying} retrying, {o.failed} failed, {o.depth} still queued"))
     return parts
 
 
-def _api(report: Mapping[str, Any]) -> list[Any]:
-    api = report.get("api") or {}
-    if not any(api.values()):
+def _api(run: RunReport) -> list[Any]:
+    if not any(run.api.values()):
         return []
     t = _table("API calls", ["vendor", "endpoint", "calls"])
-    for side, stats in api.items():
+    for side, stats in run.api.items():
         calls = (stats or {}).get("calls") or {}
         for endpoint, n in sorted(calls.items()) if isinstance(calls, Mapping) else []:
             t.add_row(side, endpoint, _n(n))
@@ -174,7 +167,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def print_runs(console: Console, reports: list[Mapping[str, Any]]) -> None:
+def print_runs(console: Console, reports: list[dict[str, Any]]) -> None:
     """Print each run's report panel."""
     for r in reports:
         console.print(render_run(r))
@@ -184,9 +177,9 @@ def runs_table(rows: list[Mapping[str, Any]]) -> Table:
     """The run log, one line per run (``segsync runs``)."""
     t = _table("Runs", ["run", "tenant", "started", "status", "pulled", "sent", "suppressed", "failed", "seconds"])
     for r in rows:
-        rep = r.get("report") or {}
-        pulled = sum((s or {}).get("records", 0) for s in (rep.get("pull") or {}).values())
-        totals = (rep.get("push") or {}).get("totals") or {}
+        rep = RunReport.from_dict(r.get("report") or {})
+        pulled = sum((s or {}).get("records", 0) for s in rep.pull.values())
+        totals = rep.push.totals if rep.push else {}
         t.add_row(str(r["id"]), r["tenant_id"], str(r["started_at"])[:19], r["status"] + (" (dry)" if r.get("dry_run") else ""),
-                  _n(pulled), _n(totals.get("sent", 0)), _n(totals.get("suppressed", 0)), _n(totals.get("failed", 0)), _n(rep.get("duration_s")))
+                  _n(pulled), _n(totals.get("sent", 0)), _n(totals.get("suppressed", 0)), _n(totals.get("failed", 0)), _n(rep.duration_s))
     return t

@@ -62,6 +62,7 @@ def graceful_stop() -> Iterator[threading.Event]:
 def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
                  show_progress: bool = True) -> list[dict[str, Any]]:
     from sync.run.pipeline import RunOptions, run_tenant
+    from sync.run.report import RunReport
     from sync.store.interface import TenantBusy
 
     cfg, store = open_config(config)
@@ -73,12 +74,12 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                 try:
                     reports.append(run_tenant(cfg, tenant, store, opts, base_dir=config.parent))
                 except TenantBusy as exc:
-                    reports.append({"tenant": tenant.id, "status": "skipped", "error": str(exc)})
+                    reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
                 except SegsyncError as exc:
                     # One firm's broken token or file must not keep the agency's other firms from syncing.
                     if len(cfg.tenants) == 1 or tenant_ids and len(tenant_ids) == 1:
                         raise
-                    reports.append({"tenant": tenant.id, "status": "error", "error": redact(str(exc))})
+                    reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
                 if stop.is_set():
                     break
     finally:
