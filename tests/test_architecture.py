@@ -155,6 +155,7 @@ def heavy_modules_loaded(*args: str, env: dict[str, str] | None = None) -> list[
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh interpreter each: out of `make test-fast`, in `make test`
 def test_the_probe_sees_a_heavy_import():
     # The probe must be able to fail: a pandas import made before the CLI runs is reported.
     proc = subprocess.run(
@@ -164,10 +165,12 @@ def test_the_probe_sees_a_heavy_import():
     assert "pandas" in json.loads(proc.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh interpreter each: out of `make test-fast`, in `make test`
 def test_segsync_help_imports_neither_pandas_nor_sklearn():
     assert heavy_modules_loaded("--help") == []
 
 
+@pytest.mark.slow  # a fresh interpreter each: out of `make test-fast`, in `make test`
 def test_segsync_validate_imports_neither_pandas_nor_sklearn():
     env = {
         "HARBOR_HUBSPOT_TOKEN": "pat-na1-11111111-2222-3333-4444-555555555555",

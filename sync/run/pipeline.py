@@ -126,7 +126,7 @@ class TenantRun:
 
     def _run(self, run_started: datetime) -> str:
         if not self.opts.dry_run:
-            self._drain("outbox_before")
+            self.report.outbox_before = self._drain()
         self._pull_all(run_started)
         if self.opts.stop.is_set():
             return STOPPED  # every stored page kept its cursor: the next run goes on from there
@@ -136,10 +136,10 @@ class TenantRun:
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
-            self._drain("outbox_after")  # opt-outs never wait for a plan to be approved
+            self.report.outbox_after = self._drain()  # opt-outs never wait for a plan to be approved
             return REFUSED
         self._push(plan)
-        self._drain("outbox_after")
+        self.report.outbox_after = self._drain()
         push = self.report.push or PushSummary()
         if push.stopped:
             return STOPPED
@@ -323,14 +323,10 @@ class TenantRun:
         )
         self.report.push = summarize(pusher.run(plan))
 
-    def _drain(self, key: str) -> None:
+    def _drain(self) -> DrainSummary:
         report = propagate(self.store, self.tenant, self.crm, self.esp)
-        summary = DrainSummary(report.done, report.retrying, report.failed, [redact(m) for m in list(report.errors.values())[:10]],
-                               queued(self.store, self.tenant.id))
-        if key == "outbox_before":
-            self.report.outbox_before = summary
-        else:
-            self.report.outbox_after = summary
+        return DrainSummary(report.done, report.retrying, report.failed, [redact(m) for m in list(report.errors.values())[:10]],
+                            queued(self.store, self.tenant.id))
 
     def _progress(self, task: str, n: int, total: int | None) -> None:
         if self.opts.progress:
