@@ -1,11 +1,11 @@
-# Two commands on a fresh clone:  make demo  |  make test
+# Two commands on a fresh clone:  make demo  |  make test   (make test-fast: the everyday lane, under two minutes)
 # Each creates .venv if missing and (re)installs when pyproject.toml changes.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-fast install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The everyday lane (under two minutes): everything but what serves vendors over HTTP end to end, runs
+# whole synthetic books, spawns CLI processes or needs PostgreSQL. `make test` (and CI) still runs it all.
+SLOW_FILES := test_e2e_sandbox.py test_serve.py test_consent_pg.py test_scoring_datasets.py test_pipeline.py \
+              test_csv_sync.py test_scoring_pipeline.py test_cli.py
+SLOW_TESTS := test_consent_webhook.py::test_fuzz_2000_malformed_requests_no_5xx_and_nothing_written_when_refused \
+              test_hubspot_connector.py::test_full_then_incremental_pull_25000_each_contact_exactly_once \
+              test_hubspot_connector.py::test_starter_limit_25000_push_under_1_percent_429_nothing_lost \
+              test_consent_ledger.py::test_decisions_for_100k_contacts_in_one_bulk_query \
+              test_scoring_models.py::test_a_property_updated_by_the_outcome_is_flagged_as_suspected_leakage \
+              test_mailchimp_connector.py::test_ten_thousand_tag_changes_cost_tens_of_calls
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not postgres" $(addprefix --ignore=tests/,$(SLOW_FILES)) \
+		$(addprefix --deselect=tests/,$(SLOW_TESTS))
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py $(ARGS)

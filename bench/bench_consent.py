@@ -21,7 +21,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from consent.ledger import Ledger, Signal  # noqa: E402
-from sync.store import Store  # noqa: E402
+from sync.store import open_store  # noqa: E402
 
 POLICY = {"email_marketing": "consent", "profiling": "legitimate_interest"}
 
@@ -43,7 +43,7 @@ def main() -> int:
             with admin.begin() as conn:
                 conn.execute(sa.text(f'create schema "{schema}"'))
             url = f"{pg}?options=-csearch_path%3D{schema}"
-        store = Store.open(url)
+        store = open_store(url)
         ledger = Ledger(store.engine, lambda _t: b"bench-key-0123456789")
         tenant = f"bench{int(time.time())}"
         t0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_sync.py [--contacts 10000] [--seed 7] [--change 0.05] [--fast] [--advance-hours 0]
 
-The pipeline (``sync.pipeline.run_tenant``) runs against both simulators over loopback HTTP, with a
+The pipeline (``sync.run.pipeline.run_tenant``) runs against both simulators over loopback HTTP, with a
 SQLite store and model directory in a temporary folder and HubSpot on the Starter plan (100 requests
 per 10 s; ``--fast`` shortens the window to 1 s, simulator and connector alike).
 
@@ -42,9 +42,9 @@ from connectors.hubspot import HubSpotConnector  # noqa: E402 - after the path f
 from sandbox import Sandbox, start_sandbox  # noqa: E402
 from sandbox.hubspot.schema import iso  # noqa: E402
 from sync.config import HubSpotCrm, load_config  # noqa: E402
-from sync.pipeline import RunOptions, run_tenant  # noqa: E402
-from sync.store import Store  # noqa: E402
-from sync.wiring import build_esp  # noqa: E402
+from sync.run.pipeline import RunOptions, run_tenant  # noqa: E402
+from sync.store import open_store  # noqa: E402
+from sync.config.wiring import build_esp  # noqa: E402
 
 VENDORS = ("hubspot", "mailchimp")
 _DIGITS = re.compile(r"^\d+$")
@@ -86,7 +86,7 @@ def write_config(tmp: Path, sb: Sandbox) -> Path:
 def sync(config: Path, window: float) -> dict[str, Any]:
     """One scheduled run, as ``segsync sync`` does it, with the connectors built here.
 
-    The HubSpot connector is built like ``sync.wiring.build_crm`` but with the bench's rate window
+    The HubSpot connector is built like ``sync.config.wiring.build_crm`` but with the bench's rate window
     and no search settle delay (the simulator indexes writes at once, so waiting 30 s would only
     add idle time between the runs).
     """
@@ -99,7 +99,7 @@ def sync(config: Path, window: float) -> dict[str, Any]:
                                  *feats.sensitive_attributes]))
     crm = HubSpotConnector(crm_cfg.access_token.get_secret_value(), crm_cfg.base_url, plan=crm_cfg.plan,
                            extra_properties=extra, event_deal_types=tuple(crm_cfg.deal_event_types), window_seconds=window, settle_seconds=0)
-    store = Store.open(cfg.store)
+    store = open_store(cfg.store)
     try:
         return run_tenant(cfg, tenant, store, RunOptions(), base_dir=config.parent, crm=crm, esp=build_esp(tenant))
     finally:

@@ -1,1 +1,1 @@
-"""segsync's sync: config, store, pipeline (pull -> gate -> score -> plan -> push), scheduler, server, CLI."""
+"""segsync's sync, by job: config/, run/ (pull -> gate -> score -> plan -> push), propagation, store/, serve, cli/, demo."""

@@ -16,13 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import sqlalchemy as sa
 
 from connectors.errors import ApiError, ConfigError, SegsyncError
 from connectors.http import RetrySettings, redact
-from sync.cli import cli, console, emit_json
-from sync.config import Config, CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
+from sync.config.models import Config, CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 QUICK = RetrySettings(max_attempts=2, initial_wait=0.5, max_wait=2.0, total_budget=20.0)
@@ -167,7 +165,7 @@ def _local(host: str) -> bool:
 
 def check_tenant(cfg: Config, tenant: TenantCfg, base_dir: Path) -> list[Finding]:
     """Every check of one firm; a connector that cannot even be built is one failure, not a crash."""
-    from sync.wiring import build_crm, build_esp
+    from sync.config.wiring import build_crm, build_esp
 
     findings: list[Finding] = []
     try:
@@ -194,36 +192,3 @@ def check_config(cfg: Config, base_dir: Path, tenant_ids: tuple[str, ...] = ()) 
 def exit_code(findings: list[Finding]) -> int:
     """2 when any check failed (a config or credential problem to fix), else 0."""
     return 2 if any(f.status == FAIL for f in findings) else 0
-
-
-# ---------------------------------------------------------------------- the command
-
-_STYLE = {OK: "green", WARN: "yellow", FAIL: "bold red"}
-
-
-@cli.command("check")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this firm (repeatable). Default: all.")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def check_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
-    """Check the connections: the store, each credential and its scopes, the audience, the webhook URLs.
-
-    Reads only, writes nothing. Exit 0 when all is well (warnings allowed), 2 when a check failed.
-    """
-    from sync.config import load_config
-
-    cfg = load_config(config)
-    findings = check_config(cfg, config.parent, tenant_ids)
-    if as_json:
-        emit_json({"ok": exit_code(findings) == 0, "findings": [f.as_dict() for f in findings]})
-    else:
-        current: str | None = "-"
-        for f in findings:
-            if f.tenant != current:
-                current = f.tenant
-                console.print(f"[bold]{f.tenant or 'config'}[/]")
-            console.print(f"  [{_STYLE[f.status]}]{f.status:<4}[/] {f.what}: ", end="")
-            console.print(f.detail, markup=False, highlight=False)
-        failed = sum(f.status == FAIL for f in findings)
-        console.print(f"[bold red]{failed} check(s) failed[/]" if failed else "[green]all checks passed[/]")
-    raise SystemExit(exit_code(findings))

@@ -25,12 +25,12 @@ import requests
 import uvicorn
 from rich.console import Console
 
-from sync.config import TenantCfg, load_config
-from sync.gate import ConsentGate
-from sync.pipeline import RunOptions, TenantRun, exit_code
-from sync.plan import CRM, TAGS
-from sync.report import render_run
-from sync.store import Store
+from sync.config.models import TenantCfg, load_config
+from sync.run.gate import ConsentGate
+from sync.run.pipeline import RunOptions, TenantRun, exit_code
+from sync.run.plan import CRM, TAGS
+from sync.cli.report import render_run
+from sync.store import Store, open_store
 
 MARKER = ".segsync-demo"
 console = Console(highlight=False)
@@ -156,7 +156,7 @@ class MidRunOptOut:
 
 def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
     from sandbox import start_sandbox
-    from sync.server import Service
+    from sync.serve import Service
 
     if out.exists():
         if not (out / MARKER).exists() and any(out.iterdir()):
@@ -177,7 +177,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
         config = write_config(out, sandboxes)
         cfg = load_config(config)
         console.print(f"Config: {config} ({len(cfg.tenants)} tenants); store: SQLite {out / 'segsync.db'}")
-        store = Store.open(cfg.store)
+        store = open_store(cfg.store)
         service = Service(cfg, config.parent, store=store)
         with WebServer(service.app(run_scheduler=False)) as web:
             harbor, sb = cfg.tenants[0], sandboxes[0]
@@ -228,7 +228,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
 
 
 def fresh_connectors(tenant: TenantCfg) -> tuple[Any, Any]:
-    from sync.wiring import build_crm, build_esp
+    from sync.config.wiring import build_crm, build_esp
 
     return build_crm(tenant), build_esp(tenant)
 

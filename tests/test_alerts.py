@@ -28,9 +28,9 @@ from sync.alerts import (
     alerts_for_run,
     outbox_alert,
 )
-from sync.config import load_config_text
-from sync.server import Service
-from sync.store import Store
+from sync.config.models import load_config_text
+from sync.serve import Service
+from sync.store import Store, open_store
 from tests.configs import consent_yaml
 
 HOOK_TOKEN = "T000/B000/alert-hook-secret-9f8e7d"
@@ -199,7 +199,7 @@ def test_a_failed_scheduled_run_alerts_and_health_and_metrics_tell(tmp_path, rec
     def refused(_tenant):  # noqa: ANN001, ANN202 - connectors that cannot even be built: a revoked token
         raise FatalApiError("hubspot refused the access token", vendor="hubspot", status=401)
 
-    service = Service(config, tmp_path, store=Store.open(db), connectors=refused)
+    service = Service(config, tmp_path, store=open_store(db), connectors=refused)
     try:
         service.schedule()
         assert service.run_sync("harbor") is None
@@ -265,7 +265,7 @@ def test_an_opt_out_backlog_alerts_even_when_the_drain_itself_fails(tmp_path, sq
     def unreachable(_tenant):  # noqa: ANN001, ANN202 - every vendor down: the drain cannot even start
         raise ConnectionError("vendors unreachable")
 
-    service = Service(load_config_text(text), tmp_path, store=Store.open(sqlite_url), connectors=unreachable)
+    service = Service(load_config_text(text), tmp_path, store=open_store(sqlite_url), connectors=unreachable)
     client = Client(service.app(run_scheduler=False))
     try:
         body, headers = signed(ACME_SECRET, "person3@example.com", {"email_marketing": False})

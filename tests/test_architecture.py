@@ -1,14 +1,26 @@
-"""DESIGN.md's arrows: sync uses connectors, consent and scoring; those never import sync or each other
+"""The shape of the code, checked: DESIGN.md's arrows, no import cycles, a CLI that starts without the
+scoring stack, and modules and functions small enough to read.
+
+DESIGN.md's arrows: sync uses connectors, consent and scoring; those never import sync or each other
 (plain records in connectors.base and errors in connectors.errors are the shared vocabulary), and only
 the CLI's sandbox/demo commands, tests and benchmarks import sandbox."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"connectors.base", "connectors.errors", "connectors.http"}
+PACKAGES = ("connectors", "consent", "scoring", "sync", "sandbox")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 
 
 def imports(package: str) -> list[tuple[str, str]]:
@@ -35,6 +47,165 @@ def test_connectors_consent_and_scoring_never_import_sync_or_each_other():
 
 
 def test_only_the_demo_and_sandbox_commands_import_sandbox():
-    allowed = {"sync/demo.py", "sync/commands.py"}
+    allowed = {"sync/demo.py", "sync/cli/run_cmds.py"}
     bad = [f"{w} imports {m}" for w, m in imports("sync") if m.split(".")[0] == "sandbox" and w not in allowed]
     assert bad == []
+
+
+# ---------------------------------------------------------------------------------------------- cycles
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """module -> the modules of ``package`` it imports, at any level (an import inside a function still
+    ties the two modules together; hiding a cycle in a function does not remove it)."""
+    modules: dict[str, Path] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = here[: len(here) - node.level + 1]
+                    base = ".".join([*parent, base] if base else parent)
+                # ``from pkg import mod`` imports the module pkg.mod; ``from mod import name`` imports mod.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+# scoring/ and sandbox/ are being de-circled in parallel (issue 13); the mark goes when they are clean.
+BEING_DECIRCLED = {"sandbox"}
+
+
+@pytest.mark.parametrize("package", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=False, reason="import cycles being removed in another branch"))
+    if p in BEING_DECIRCLED else p
+    for p in PACKAGES
+])
+def test_no_import_cycle(package: str):
+    assert cycles(module_graph(package)) == []
+
+
+# ---------------------------------------------------------------------------------------------- fast CLI
+
+PROBE = """
+import json, sys
+from sync.cli import cli
+cli.main(sys.argv[1:], prog_name="segsync", standalone_mode=False, obj={})
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("pandas", "sklearn"))), file=sys.stderr)
+"""
+
+
+def heavy_modules_loaded(*args: str, env: dict[str, str] | None = None) -> list[str]:
+    """Run ``segsync ARGS`` in a fresh interpreter; the pandas/scikit-learn modules it imported."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # a fresh interpreter each: out of `make test-fast`, in `make test`
+def test_the_probe_sees_a_heavy_import():
+    # The probe must be able to fail: a pandas import made before the CLI runs is reported.
+    proc = subprocess.run(
+        [sys.executable, "-c", "import pandas\n" + PROBE, "--help"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "pandas" in json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # a fresh interpreter each: out of `make test-fast`, in `make test`
+def test_segsync_help_imports_neither_pandas_nor_sklearn():
+    assert heavy_modules_loaded("--help") == []
+
+
+@pytest.mark.slow  # a fresh interpreter each: out of `make test-fast`, in `make test`
+def test_segsync_validate_imports_neither_pandas_nor_sklearn():
+    env = {
+        "HARBOR_HUBSPOT_TOKEN": "pat-na1-11111111-2222-3333-4444-555555555555",
+        "HARBOR_MAILCHIMP_KEY": "0123456789abcdef0123456789abcdef-us6",
+        "HARBOR_WEBHOOK_SECRET": "whsec-0123456789abcdef",
+    }
+    assert heavy_modules_loaded("validate", str(ROOT / "config.example.yaml"), env=env) == []
+
+
+# ---------------------------------------------------------------------------------------------- size
+
+
+def oversized(package: str) -> Iterator[str]:
+    """Modules over MAX_MODULE_LINES lines and functions over MAX_FUNCTION_LINES lines in ``package``."""
+    for path in sorted((ROOT / package).rglob("*.py")):
+        where = path.relative_to(ROOT)
+        if "migrations" in where.parts and "versions" in where.parts:
+            continue  # an Alembic revision is generated, and frozen once it ships: never edited to fit
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            yield f"{where}: {len(text.splitlines())} lines"
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    yield f"{where}:{node.lineno} {node.name}(): {length} lines"
+
+
+OVERSIZED_TODAY = {"sandbox"}  # sandbox/mailchimp/routes_lists.py: being restructured in another branch
+
+
+@pytest.mark.parametrize("package", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=False, reason="owned by another branch; split there"))
+    if p in OVERSIZED_TODAY else p
+    for p in PACKAGES
+])
+def test_no_module_over_500_lines_and_no_function_over_80(package: str):
+    assert list(oversized(package)) == []

@@ -10,14 +10,13 @@ from click.testing import CliRunner
 
 from sync.check import FAIL, OK, WARN, check_config, check_store
 from sync.cli import cli
-from sync.config import load_config
+from sync.config.models import load_config
 from tests.configs import sandbox_config
 
 SECRET = "e2e-webhook-secret-0123"
 
 
 def run_check(path, *args):  # noqa: ANN001, ANN002, ANN201
-    from sync import commands  # noqa: F401 - registers the commands on ``cli``
 
     return CliRunner().invoke(cli, ["check", str(path), *args])
 

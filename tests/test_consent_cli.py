@@ -11,9 +11,8 @@ from click.testing import CliRunner
 
 from connectors.base import Contact
 from sync.cli import cli
-from sync.commands import sync_cmd  # noqa: F401 - registers every command on `cli`
 from consent.schema import consent_events, consent_outbox
-from sync.store import Store
+from sync.store import open_store
 
 CONFIG = """
 version: 1
@@ -96,7 +95,7 @@ def test_verify_names_the_edited_row_and_exits_1(setup) -> None:
 
 def test_erase_removes_personal_data_keeps_proof_and_queues_suppression(setup) -> None:
     config, url = setup
-    store = Store.open(url)
+    store = open_store(url)
     now = datetime(2026, 5, 1, tzinfo=UTC)
     store.store_page("harbor", [Contact("hubspot", "501", "eve@x.com", {"firstname": "Eve"}, now, now)], [], None)
     assert any(c["email"] == "eve@x.com" for c in store.contacts("harbor"))

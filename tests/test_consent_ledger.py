@@ -19,7 +19,7 @@ from consent.policy import (
 )
 from consent.propagate import erase_and_enqueue, record_and_enqueue
 from consent.schema import consent_events
-from sync.store import Store
+from sync.store import open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = {"email_marketing": CONSENT, "profiling": LEGITIMATE_INTEREST}
@@ -32,7 +32,7 @@ def key_for(tenant: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    store = Store.open(f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}")
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}")
     yield store.engine
     store.close()
 
@@ -203,7 +203,7 @@ def drop_append_only_guard(conn) -> None:
 @pytest.fixture
 def unguarded(tmp_path) -> Ledger:
     """A ledger whose append-only triggers were dropped (a separate database: the others keep theirs)."""
-    store = Store.open(f"sqlite:///{tmp_path / 'tampered.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'tampered.db'}")
     with store.engine.begin() as conn:
         drop_append_only_guard(conn)
     yield Ledger(store.engine, key_for)

@@ -12,7 +12,7 @@ from consent.outbox import DONE, FAILED, PENDING, Outbox, drain
 from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_events, consent_outbox
-from sync.store import Store
+from sync.store import open_store
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 ALL = ["esp.unsubscribe", "crm.optout", "esp.tags", "crm.segments"]
@@ -20,7 +20,7 @@ ALL = ["esp.unsubscribe", "crm.optout", "esp.tags", "crm.segments"]
 
 @pytest.fixture
 def engine(sqlite_url):
-    store = Store.open(sqlite_url)
+    store = open_store(sqlite_url)
     yield store.engine
     store.close()
 

@@ -14,7 +14,7 @@ from consent.outbox import Outbox, drain
 from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_events
-from sync.store import Store
+from sync.store import open_store
 
 pytestmark = pytest.mark.postgres
 
@@ -24,7 +24,7 @@ POLICY = {"email_marketing": CONSENT, "profiling": LEGITIMATE_INTEREST}
 
 @pytest.fixture
 def store(pg_url):
-    store = Store.open(pg_url)
+    store = open_store(pg_url)
     yield store
     store.close()
 

@@ -27,7 +27,7 @@ from sandbox.common import ServerThread
 from sandbox.webhooks import (
     WebhookSender, hubspot_event, hubspot_v3_signature, mailchimp_form, preference_body, segsync_signature,
 )
-from sync.store import Store
+from sync.store import open_store
 
 SECRET = "harbor-webhook-secret-0123456789"
 OTHER_SECRET = "other-webhook-secret-9876543210"
@@ -53,7 +53,7 @@ class Env:
     """A webhook app over SQLite, a loop-bound ASGI client and row counters."""
 
     def __init__(self, url: str, max_body: int = 64 * 1024) -> None:
-        self.store = Store.open(url)
+        self.store = open_store(url)
         self.ledger = Ledger(self.store.engine, key_for)
         self.outbox = Outbox(self.store.engine)
         self.woken: list[str] = []
@@ -333,7 +333,7 @@ def _sandbox_handlers(sb):
 
 
 def test_mailchimp_unsubscribe_over_http_reaches_hubspot_and_tags_in_one_drain(sandbox, sqlite_url) -> None:
-    store = Store.open(sqlite_url)
+    store = open_store(sqlite_url)
     ledger, outbox = Ledger(store.engine, key_for), Outbox(store.engine)
     hooks = {"harbor": TenantHooks(sandbox.webhook_secret, POLICY, hubspot_client_secret=HUBSPOT_SECRET,
                                    mailchimp_list_id=sandbox.mailchimp_list_id,

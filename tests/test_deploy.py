@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from connectors.http import redact
-from sync.config import load_config
-from sync.server import mask_path
+from sync.config.models import load_config
+from sync.serve import mask_path
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.errors import ConfigError
-from sync.config import load_config_text
+from sync.config.models import load_config_text
 
 CONFIG = """version: 1
 store: "sqlite:///:memory:"
@@ -62,13 +62,13 @@ def test_a_file_secret_is_masked_like_any_other(tmp_path):
 
 
 def test_the_sandbox_config_has_a_schedule_that_serve_runs(tmp_path, sandbox):
-    from sync.server import Service
-    from sync.store import Store
+    from sync.serve import Service
+    from sync.store import Store, open_store
 
     text = sandbox.config_yaml(store=f"sqlite:///{tmp_path / 'x.db'}", schedule="*/15 * * * *")
     cfg = load_config_text(text)
     assert cfg.tenants[0].schedule == "*/15 * * * *"
-    service = Service(cfg, tmp_path, store=Store.open(cfg.store))
+    service = Service(cfg, tmp_path, store=open_store(cfg.store))
     try:
         jobs = service.schedule()
         assert [j["tenant"] for j in jobs] == ["sandbox-advisors"]

@@ -17,9 +17,9 @@ from pathlib import Path
 import requests
 
 from sync.config import load_config
-from sync.pipeline import RunOptions, run_tenant
-from sync.plan import CRM
-from sync.store import Store
+from sync.run.pipeline import RunOptions, run_tenant
+from sync.run.plan import CRM
+from sync.store import open_store
 from tests.configs import sandbox_config
 
 READ_POSTS = ("/search", "/batch/read")  # HubSpot reads sent as POST
@@ -71,7 +71,7 @@ def mailchimp_members(sb) -> dict[str, tuple[str, set[str]]]:
 
 def sync_once(config: Path) -> dict:
     cfg = load_config(config)
-    store = Store.open(cfg.store)
+    store = open_store(cfg.store)
     try:
         return run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
     finally:
@@ -81,9 +81,9 @@ def sync_once(config: Path) -> dict:
 def check_vendor_state(config: Path, sb) -> None:
     """Each vendor's state equals segsync's decision for the person behind each record."""
     cfg = load_config(config)
-    store = Store.open(cfg.store)
+    store = open_store(cfg.store)
     try:
-        from sync.gate import ConsentGate
+        from sync.run.gate import ConsentGate
 
         segs: dict[str, set[str]] = {}
         held = set()

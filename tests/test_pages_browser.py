@@ -19,14 +19,14 @@ import requests
 from click.testing import CliRunner
 
 from sync.cli import cli
-from sync.commands import sync_cmd  # noqa: F401 - registers every command on `cli`
-from sync.config import load_config
+
+from sync.config.models import load_config
 from sync.demo import WebServer, fresh_connectors, write_config
 from sync.pages import tokens
 from sync.pages.preferences import link_key
-from sync.pipeline import RunOptions, TenantRun
-from sync.server import Service
-from sync.store import Store
+from sync.run.pipeline import RunOptions, TenantRun
+from sync.serve import Service
+from sync.store import Store, open_store
 from tests.conftest import IN_CI
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -80,7 +80,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
             "server: {listen: 127.0.0.1:8080}", "server: {listen: 127.0.0.1:8080, admin_token: \"${PAGES_ADMIN}\"}"))
         os.environ["PAGES_ADMIN"] = ADMIN  # the CLI below reads the same config
         cfg = load_config(config)
-        store = Store.open(cfg.store)
+        store = open_store(cfg.store)
         for tenant in cfg.tenants:
             crm, esp = fresh_connectors(tenant)
             TenantRun(cfg, tenant, store, crm, esp, RunOptions()).run()
@@ -169,7 +169,7 @@ def test_model_card_page_renders_its_charts(browser, world):
 
 def _subscribed_member(world: dict[str, Any]) -> str:
     """A harbor contact whose email marketing is currently allowed."""
-    from sync.gate import ConsentGate
+    from sync.run.gate import ConsentGate
 
     store, tenant = world["store"], world["cfg"].tenants[0]
     decisions = ConsentGate(store, tenant, None, None).decide_people(store.addresses(tenant.id))

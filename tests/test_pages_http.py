@@ -14,15 +14,15 @@ import httpx
 
 from connectors.errors import ConfigError
 from sync.cli import cli
-from sync.commands import sync_cmd  # noqa: F401 - registers every command on `cli`
-from sync.config import load_config_text
+
+from sync.config.models import load_config_text
 from sync.pages import tokens
 from sync.pages.cards import auc_interval, gains_points, render_card_html
 from sync.pages.lift_data import minimum_detectable_effect, wilson
 from sync.pages.preferences import link_key, make_link
 from sync.pages.security import RateLimiter
-from sync.server import Service, mask_path
-from sync.store import Store
+from sync.serve import Service, mask_path
+from sync.store import Store, open_store
 from tests.configs import consent_yaml
 
 ADMIN = "unit-admin-token-0123456789"
@@ -68,7 +68,7 @@ def make_client(tmp_path):
 
     def make(**kwargs) -> tuple[Client, Service]:
         cfg = load_config_text(config_text(tmp_path / "pages.db", **kwargs))
-        service = Service(cfg, tmp_path, store=Store.open(cfg.store))
+        service = Service(cfg, tmp_path, store=open_store(cfg.store))
         client = Client(service.app(run_scheduler=False))
         made.append((client, service))
         return client, service

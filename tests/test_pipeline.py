@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from sync.config import load_config_text
-from sync.pipeline import RunOptions, TenantRun
-from sync.plan import CRM, TAGS
-from sync.store import Store
+from sync.run.pipeline import RunOptions, TenantRun
+from sync.run.plan import CRM, TAGS
+from sync.store import open_store
 from tests.configs import consent_yaml
 from tests.fakes import FakeCrm, FakeEsp, make_book
 
@@ -49,7 +49,7 @@ def pg_world(tmp_path, pg_url):
 
 def _world(tmp_path, db_url):
     cfg = load_config_text(CONFIG.format(consent=CONSENT, store=db_url, models=tmp_path / "models"))
-    store = Store.open(db_url)
+    store = open_store(db_url)
     people, events = make_book()
     emails = [p["email"] for p in people.values()]
     crm = FakeCrm(people, events)
@@ -108,7 +108,7 @@ def test_no_consent_record_means_no_esp_tags(tmp_path, sqlite_url):
     db_url = sqlite_url
     """email_marketing under basis `consent` with no opt-in evidence: nobody is tagged in the ESP."""
     cfg = load_config_text(CONFIG.format(consent=CONSENT, store=db_url, models=tmp_path / "m"))
-    store = Store.open(db_url)
+    store = open_store(db_url)
     people, events = make_book()
     crm, esp = FakeCrm(people, events), FakeEsp(people)
     for m in esp.members.values():
@@ -195,7 +195,7 @@ def test_change_guard_refuses_a_plan_that_retags_the_book(world, tmp_path):
     run(cfg, store, crm, esp)
     # A broken model: every score flips. Simulate by wiping the confirmed CRM state's values.
     with store.engine.begin() as conn:
-        from sync.schema import last_sent
+        from sync.store.schema import last_sent
 
         conn.execute(last_sent.update().where(last_sent.c.destination == CRM).values(value='{"segsync_segments":"x"}'))
     writes = crm.writes()
@@ -241,7 +241,7 @@ def test_score_drift_alone_does_not_trip_the_change_guard(world):
     cfg, store, crm, esp = world
     run(cfg, store, crm, esp)
     with store.engine.begin() as conn:
-        from sync.schema import last_sent
+        from sync.store.schema import last_sent
 
         rows = conn.execute(last_sent.select().where(last_sent.c.destination == CRM)).fetchall()
         for r in rows:

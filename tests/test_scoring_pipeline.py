@@ -1,4 +1,4 @@
-"""The CSV source through the store into sync.scorer: scores, clusters, segments, holdout, model reuse."""
+"""The CSV source through the store into sync.run.scorer: scores, clusters, segments, holdout, model reuse."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from connectors.csvfile import CsvConnector
 from scoring.persist import load_model
 from scoring.segments import holdout
 from sync.config import load_config_text
-from sync.scorer import score_tenant
-from sync.store import Store
+from sync.run.scorer import score_tenant
+from sync.store import open_store
 
 CONFIG = """
 version: 1
@@ -63,7 +63,7 @@ def stored_book(tmp_path: Path, sqlite_url: str, n: int):  # noqa: ANN201 - (ten
     tenant = cfg.tenants[0]
     conn = CsvConnector(contacts_csv, events_csv, created_column="created",
                         event_columns={"contact_id": "person", "timestamp": "at"}, output=tmp_path / "out.csv")
-    store = Store.open(sqlite_url)
+    store = open_store(sqlite_url)
     now = datetime.now(UTC)
     for stream, pull in (("contacts", conn.pull_contacts), ("events", conn.pull_engagement)):
         for page in pull(None, now):

@@ -34,10 +34,10 @@ from connectors.base import Limits
 from consent.schema import consent_events, webhook_receipts
 from sandbox.webhooks import mailchimp_form, preference_body, segsync_signature
 from sync.config import load_config_text
-from sync.plan import CRM
-from sync.schema import runs as runs_table
-from sync.server import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
-from sync.store import Store
+from sync.run.plan import CRM
+from sync.store.schema import runs as runs_table
+from sync.serve import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
+from sync.store import Store, open_store
 from tests.configs import consent_yaml, sandbox_config
 from tests.fakes import FakeCrm, FakeEsp, make_book
 
@@ -86,7 +86,7 @@ class World:
 def make_service(tmp_path: Path, db_url: str, world: World | None = None, acme: str = "acme") -> tuple[Service, World]:
     cfg = load_config_text(config_text(db_url, tmp_path / "models", acme))
     world = world or World()
-    return Service(cfg, tmp_path, store=Store.open(db_url), connectors=world), world
+    return Service(cfg, tmp_path, store=open_store(db_url), connectors=world), world
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_each_run_reports_and_counts_its_own_api_calls(tmp_path, sqlite_url):
         return built[-1], FakeEsp(people)
 
     cfg = load_config_text(config_text(sqlite_url, tmp_path / "models"))
-    service = Service(cfg, tmp_path, store=Store.open(sqlite_url), connectors=connectors)
+    service = Service(cfg, tmp_path, store=open_store(sqlite_url), connectors=connectors)
     try:
         first = service.run_sync("acme")
         second = service.run_sync("acme")
@@ -375,8 +375,8 @@ def test_two_servers_on_one_database_never_run_a_tenant_together(tmp_path, db_ur
 
 HOLD_LOCK = """
 import sys
-from sync.store import Store
-store = Store.open(sys.argv[1])
+from sync.store import open_store
+store = open_store(sys.argv[1])
 with store.tenant_lock(sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.read()
@@ -480,7 +480,6 @@ def test_access_log_masks_the_mailchimp_secret():
 @pytest.fixture
 def run_cli():
     """Invoke the ``segsync`` group in-process; its logging set-up is undone afterwards."""
-    import sync.commands  # noqa: F401 - registers `serve` on the group
     from sync.cli import cli
 
     root, ours = logging.getLogger(), logging.getLogger("segsync")
@@ -559,11 +558,11 @@ BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
 
 def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_the_rest(make_sandbox, tmp_path):
     from sync.config import load_config
-    from sync.pipeline import RunOptions, run_tenant
+    from sync.run.pipeline import RunOptions, run_tenant
 
     sb = make_sandbox(contacts=600, seed=5)
     config = sandbox_config(tmp_path, sb, schedule="0 3 * * *", secret="serve-webhook-secret-0123")
-    store = Store.open(f"sqlite:///{tmp_path / 'segsync.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'segsync.db'}")
     _backdate_run(store, "firm", datetime.now(UTC) - timedelta(days=2))  # the server was down: a catch-up run at start
     store.close()
     sb.faults["hubspot"].set(delay=0.4, only_paths=(BATCH_UPDATE,))
@@ -589,7 +588,7 @@ def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_th
                 proc.kill()
                 proc.wait()
     cfg = load_config(config)
-    store = Store.open(cfg.store)
+    store = open_store(cfg.store)
     try:
         stopped = store.runs("firm", limit=1)[0]
         assert stopped["status"] == "stopped", (stopped["status"], out.read_text()[-2000:])

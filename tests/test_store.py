@@ -8,15 +8,15 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Contact, EngagementEvent
-from sync.migrate import current
-from sync.store import Store, TenantBusy
+from sync.store.migrate import current
+from sync.store import SqlStore, TenantBusy, open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
 def store(db_url):
-    s = Store.open(db_url)
+    s = open_store(db_url)
     yield s
     s.close()
 
@@ -93,7 +93,7 @@ def test_confirm_batch_writes_state_and_outcomes_and_deletes(store):
 
 def test_tenant_lock_excludes_a_second_holder(store):
     with store.tenant_lock("t1"):
-        other = Store(store.engine) if store.engine.dialect.name == "sqlite" else Store.open(store.engine.url.render_as_string(hide_password=False), migrate=False)
+        other = SqlStore(store.engine) if store.engine.dialect.name == "sqlite" else open_store(store.engine.url.render_as_string(hide_password=False), migrate=False)
         with pytest.raises(TenantBusy):
             with other.tenant_lock("t1"):
                 pass

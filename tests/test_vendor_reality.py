@@ -61,8 +61,8 @@ def write_config(tmp_path: Path, sb, plan: str = "unlimited") -> Path:
 
 def run_once(config: Path) -> dict[str, Any]:
     """One scheduled run of the tenant, as ``segsync sync`` does it."""
-    from sync.config import load_config
-    from sync.pipeline import RunOptions, run_tenant
+    from sync.config.models import load_config
+    from sync.run.pipeline import RunOptions, run_tenant
     from sync.store import Store
 
     cfg = load_config(config)
@@ -75,8 +75,8 @@ def run_once(config: Path) -> dict[str, Any]:
 
 def crm_engagement(config: Path) -> list[Any]:
     """Every engagement event the tenant's CRM connector (built as the pipeline builds it) pulls on a first run."""
-    from sync.config import load_config
-    from sync.wiring import build_crm
+    from sync.config.models import load_config
+    from sync.config.wiring import build_crm
 
     cfg = load_config(config)
     crm = build_crm(cfg.tenants[0], config.parent)
@@ -108,7 +108,7 @@ class WebhookServer:
 
     def __init__(self, config: Path) -> None:
         from sync.config import load_config
-        from sync.server import Service
+        from sync.serve import Service
 
         self.service = Service(load_config(config), config.parent)
         self.server = ServerThread(self.service.app(run_scheduler=False))

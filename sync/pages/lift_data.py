@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scoring.segments import lift_report
-from sync.config import ScoreCfg, SegmentCfg, TenantCfg
+from sync.config.models import ScoreCfg, SegmentCfg, TenantCfg
 from sync.store import Store
 
 Z95 = 1.959964

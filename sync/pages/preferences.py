@@ -24,8 +24,8 @@ from consent.policy import WITHDRAWN, is_allowed, normalize_subject
 from consent.propagate import enqueue_withdrawals
 from consent.schema import consent_events, insert_ignoring_conflicts, webhook_receipts
 from consent.webhook_events import TenantHooks, parse_preferences
-from sync.config import TenantCfg
-from sync.gate import policy_of
+from sync.config.models import TenantCfg
+from sync.run.gate import policy_of
 from sync.pages import tokens
 from sync.store import Store
 

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook_events import Reject
-from sync.config import Config, TenantCfg
+from sync.config.models import Config, TenantCfg
 from sync.pages import tokens
 from sync.pages.cards import render_card_html
 from sync.pages.charts import consent_chart, lift_chart, segments_chart

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from sync.config import Config
+from sync.config.models import Config
 from sync.pages import tokens
 from sync.pages.render import render
 

@@ -18,8 +18,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from consent.outbox import Outbox
 from consent.schema import consent_events
-from sync.config import Config, TenantCfg
-from sync.schema import scores as scores_table
+from sync.config.models import Config, TenantCfg
+from sync.store.schema import scores as scores_table
 from sync.store import Store
 
 RUN_HISTORY = 30

@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pandas as pd
 from rich import box
 from rich.table import Table
 
-from sync.cli import cli, console, emit_json
-from sync.commands import CONFIG_ARG, _load, _tenants
+from sync.cli.common import CONFIG_ARG, console, emit_json, open_config, select_tenants
 
 
 def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
-    from sync.gate import ConsentGate
+    from sync.run.gate import ConsentGate
 
     verdicts = ConsentGate(store, tenant, None, None).decide_people(store.addresses(tenant.id))
     return {c["contact_id"] for c in store.contacts(tenant.id) if verdicts.get(c["contact_id"], (False,))[0]}
@@ -29,7 +27,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-@cli.command("score")
+@click.command("score")
 @CONFIG_ARG
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
 @click.option("--backtest", is_flag=True, default=True, help="Evaluate every score out of sample (the default).")
@@ -49,12 +47,12 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
     from scoring.card import model_card, render_model_card
     from sync.pages.cards import write_card_html
     from sync.pages.status_data import stored_scores
-    from sync.scorer import frames, score_spec
+    from sync.run.scorer import frames, score_spec
 
-    cfg, store = _load(config)
+    cfg, store = open_config(config)
     results: list[dict[str, Any]] = []
     try:
-        for tenant in _tenants(cfg, tenant_ids):
+        for tenant in select_tenants(cfg, tenant_ids):
             contacts, events = frames(store, tenant, _allowed(store, tenant))
             for sc in tenant.scores:
                 spec = score_spec(sc, tenant)
@@ -95,7 +93,7 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
             console.print(f"model card: {r['card_path']}")
 
 
-@cli.group("report")
+@click.group("report")
 def report_group() -> None:
     """Reports over stored runs and segments."""
 
@@ -110,12 +108,14 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
     The outcome is the segment's score's outcome event (propensity) or, for churn, no activity;
     rates are counted from events pulled after the assignment, so run it after the campaign window.
     """
+    import pandas as pd
+
     from scoring.segments import lift_report, render_lift_report
 
-    cfg, store = _load(config)
+    cfg, store = open_config(config)
     out: dict[str, Any] = {}
     try:
-        for tenant in _tenants(cfg, tenant_ids):
+        for tenant in select_tenants(cfg, tenant_ids):
             rows = store.segment_members(tenant.id)
             if not rows:
                 out[tenant.id] = {}

@@ -41,10 +41,12 @@ from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
 from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
-from sync.config import Config, ServerCfg, TenantCfg, load_config
-from sync.gate import ConsentGate, key_lookup
-from sync.pipeline import RunOptions, run_tenant
-from sync.store import Store, TenantBusy
+from sync.config.models import Config, ServerCfg, TenantCfg, load_config
+from sync.propagation import propagate, queued
+from sync.run.gate import key_lookup
+from sync.run.pipeline import RunOptions, run_tenant
+from sync.run.report import RunReport
+from sync.store import SqlStore, Store, TenantBusy, open_store
 
 log = logging.getLogger("segsync.serve")
 
@@ -74,19 +76,21 @@ class Metrics:
                                 "propagation (0 when none waits)", ["tenant"], registry=self.registry)
 
     def record_run(self, report: dict[str, Any]) -> None:
-        tenant = report.get("tenant", "?")
-        self.runs.labels(tenant, report.get("status", "?")).inc()
-        if report.get("duration_s") is not None:
-            self.duration.labels(tenant).observe(float(report["duration_s"]))
-        for outcome, n in ((report.get("push") or {}).get("totals") or {}).items():
+        """Count one finished run: its status, its records by outcome, its API calls and 429s per vendor."""
+        run = RunReport.from_dict(report)
+        tenant = run.tenant
+        self.runs.labels(tenant, run.status).inc()
+        if run.duration_s is not None:
+            self.duration.labels(tenant).observe(float(run.duration_s))
+        for outcome, n in (run.push.totals if run.push else {}).items():
             self.records.labels(tenant, outcome).inc(n)
-        for side, stats in (report.get("api") or {}).items():
+        for side, stats in run.api.items():
             stats = stats or {}
             self.api_calls.labels(tenant, side).inc(stats.get("total_calls", 0) or 0)
             self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)
 
 
-class _HeldLock(Store):
+class _HeldLock(SqlStore):
     """The store, for a run whose caller already holds the tenant's lock (taking it again would fail)."""
 
     def __init__(self, engine: sa.Engine, tenant_id: str) -> None:
@@ -109,7 +113,7 @@ class Service:
                  connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
-        self.store = store or Store.open(cfg.store)
+        self.store = store or open_store(cfg.store)
         self.tenants = {t.id: t for t in cfg.tenants}
         self.metrics = Metrics()
         self.alerter = Alerter(cfg.alerts)
@@ -125,7 +129,7 @@ class Service:
     # ------------------------------------------------------------------ connectors
 
     def _build_connectors(self, tenant: TenantCfg) -> tuple[CrmConnector, EspConnector | None]:
-        from sync.wiring import build_crm, build_esp
+        from sync.config.wiring import build_crm, build_esp
 
         return build_crm(tenant, self.base_dir), build_esp(tenant)
 
@@ -176,9 +180,8 @@ class Service:
         with self._drain_locks[tenant_id]:  # one drain per tenant at a time in this process
             try:
                 crm, esp = self.connectors(tenant_id)
-                gate = ConsentGate(self.store, tenant, crm.name, esp.name if esp else None)
-                gate.drain(crm, esp)
-                self.metrics.outbox_depth.labels(tenant_id).set(gate.depth())
+                propagate(self.store, tenant, crm, esp)
+                self.metrics.outbox_depth.labels(tenant_id).set(queued(self.store, tenant_id))
             except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
                 log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
             self._check_backlog(tenant_id)  # also after a failed drain: that is when opt-outs pile up

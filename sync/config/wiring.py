@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.base import CrmConnector, EspConnector
-from sync.config import CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
+from sync.config.models import CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
 
 
 def resolve(base: Path, p: Path | None) -> Path | None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.store import canonical
+from sync.store.sqlcore import canonical
 
 CRM = "crm.properties"
 TAGS = "esp.tags"

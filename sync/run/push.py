@@ -13,13 +13,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordResult, TagChange
 from connectors.errors import ApiError, FatalApiError
 from connectors.http import redact
-from sync.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
-from sync.store import Store
+from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
+from sync.run.report import PushSummary
+from sync.store.interface import Store
 
 log = logging.getLogger("segsync.push")
 
@@ -46,7 +46,7 @@ class PushReport:
         return dict(out)
 
 
-class Pusher:
+class PlanPusher:
     """Executes one plan against one tenant's connectors."""
 
     def __init__(
@@ -184,8 +184,10 @@ class Pusher:
         return self.esp.sync_segment(name, add, remove)
 
 
-def summarize(report: PushReport) -> dict[str, Any]:
+def summarize(report: PushReport) -> PushSummary:
+    """The run report's push section (the first 50 failures; the count of all)."""
     per_dest: dict[str, dict[str, int]] = {}
     for (dest, outcome), n in report.outcomes.items():
         per_dest.setdefault(dest, {})[outcome] = n
-    return {"by_destination": per_dest, "totals": report.totals(), "failures": report.failures[:50], "failures_total": len(report.failures), "batches": dict(report.batches), "stopped": report.stopped}
+    return PushSummary(by_destination=per_dest, totals=report.totals(), failures=report.failures[:50],
+                       failures_total=len(report.failures), batches=dict(report.batches), stopped=report.stopped)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from connectors.errors import ConfigError
 from connectors.http import register_secret
 from sync.alerts import AlertsCfg
-from sync.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
+from sync.config.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 SUPPORTED_CRMS = ("hubspot", "csv")

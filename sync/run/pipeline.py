@@ -29,12 +29,15 @@ from connectors.base import ConsentSignal, Contact, CrmConnector, EspConnector, 
 from connectors.errors import ApiError, SegsyncError
 from connectors.http import redact
 from consent.policy import EMAIL_MARKETING
-from sync.config import Config, TenantCfg
-from sync.gate import ConsentGate
-from sync.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
-from sync.push import Pusher, summarize
-from sync.scorer import ScoreResult, score_tenant
-from sync.store import Store, utcnow
+from sync.config.models import Config, TenantCfg
+from sync.propagation import propagate, queued
+from sync.run.gate import ConsentGate
+from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
+from sync.run.push import PlanPusher, summarize
+from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
+from sync.run.scorer import ScoreResult, score_tenant
+from sync.store.interface import Store
+from sync.store.sqlcore import utcnow
 
 log = logging.getLogger("segsync.sync")
 
@@ -91,7 +94,7 @@ class TenantRun:
         self.cfg, self.tenant, self.store, self.crm, self.esp = cfg, tenant, store, crm, esp
         self.opts = options or RunOptions()
         self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
-        self.report: dict[str, Any] = {"tenant": tenant.id, "dry_run": self.opts.dry_run}
+        self.report = RunReport(tenant=tenant.id, dry_run=self.opts.dry_run)
         self.run_id = 0
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
@@ -104,26 +107,26 @@ class TenantRun:
             started = time.monotonic()
             run_started = utcnow()
             self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
-            self.report.update(run_id=self.run_id, started_at=run_started.isoformat())
+            self.report.run_id, self.report.started_at = self.run_id, run_started.isoformat()
             status = ERROR
             try:
                 status = self._run(run_started)
             except (SegsyncError, ApiError) as exc:
-                self.report["error"] = redact(str(exc))
+                self.report.error = redact(str(exc))
                 raise
             except Exception as exc:
-                self.report["error"] = redact(f"{type(exc).__name__}: {exc}")
+                self.report.error = redact(f"{type(exc).__name__}: {exc}")
                 raise
             finally:
-                self.report["status"] = status
-                self.report["duration_s"] = round(time.monotonic() - started, 2)
-                self.report["api"] = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
-                self.store.finish_run(self.run_id, status, self.report)
-        return self.report
+                self.report.status = status
+                self.report.duration_s = round(time.monotonic() - started, 2)
+                self.report.api = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
+                self.store.finish_run(self.run_id, status, self.report.to_dict())
+        return self.report.to_dict()
 
     def _run(self, run_started: datetime) -> str:
         if not self.opts.dry_run:
-            self._drain("outbox_before")
+            self.report.outbox_before = self._drain()
         self._pull_all(run_started)
         if self.opts.stop.is_set():
             return STOPPED  # every stored page kept its cursor: the next run goes on from there
@@ -133,13 +136,14 @@ class TenantRun:
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
-            self._drain("outbox_after")  # opt-outs never wait for a plan to be approved
+            self.report.outbox_after = self._drain()  # opt-outs never wait for a plan to be approved
             return REFUSED
         self._push(plan)
-        self._drain("outbox_after")
-        if self.report["push"].get("stopped"):
+        self.report.outbox_after = self._drain()
+        push = self.report.push or PushSummary()
+        if push.stopped:
             return STOPPED
-        return FAILED_RECORDS if self.report["push"]["totals"].get("failed") else OK
+        return FAILED_RECORDS if push.totals.get("failed") else OK
 
     # ------------------------------------------------------------------ pull
 
@@ -173,8 +177,8 @@ class TenantRun:
             if self.opts.stop.is_set():
                 break
         consent["carried_from_vendor_ids"] = self.gate.link_vendor_refs()
-        self.report["pull"] = {k: dict(v) for k, v in pulls.items()}
-        self.report["consent"] = dict(consent)
+        self.report.pull = {k: dict(v) for k, v in pulls.items()}
+        self.report.consent = dict(consent)
 
     # ------------------------------------------------------------------ consent gate
 
@@ -193,7 +197,7 @@ class TenantRun:
             people.append(Person(c["contact_id"], email, crm_ids.get(c["contact_id"]), esp_ids.get(c["contact_id"]), c["esp_status"], profiling, email_ok, reason,
                                  esp_emails.get(c["contact_id"])))
         counts = self.store.counts(self.tenant.id)
-        self.report["contacts"] = {
+        self.report.contacts = {
             "total": len(people),
             "events": counts["events"],
             "in_crm": sum(1 for p in people if p.crm_id),
@@ -222,15 +226,11 @@ class TenantRun:
             self.store.save_scores(self.tenant.id, rows)
             if assignment is not None:
                 self.store.save_segments(self.tenant.id, {k: set(v) for k, v in assignment.members.items()}, {k: set(v) for k, v in assignment.holdout.items()})
-        self.report["scoring"] = {
-            "scored": result.scored,
-            "as_of": result.as_of,
-            "models": result.models,
-            "insufficient": result.verdicts,
-            "holdout_percent": self.tenant.holdout_percent,
-            "holdout_contacts": len(result.holdout_ids),
-        }
-        self.report["segments"] = assignment.to_dict() if assignment else {}
+        self.report.scoring = ScoringSummary(
+            scored=result.scored, as_of=result.as_of, models=result.models, insufficient=result.verdicts,
+            holdout_percent=self.tenant.holdout_percent, holdout_contacts=len(result.holdout_ids),
+        )
+        self.report.segments = assignment.to_dict() if assignment else {}
         return result
 
     # ------------------------------------------------------------------ plan
@@ -267,7 +267,7 @@ class TenantRun:
             for dest, changes in plan.changes.items() if changes
         }
         summary["forget"] = len(plan.forget)
-        self.report["plan"] = summary
+        self.report.plan = summary
         return plan
 
     def _cost(self, plan: Plan) -> dict[str, Any]:
@@ -295,11 +295,11 @@ class TenantRun:
         share = plan.change_share()
         limit = self.tenant.max_change_share
         if share > limit and not self.opts.force:
-            self.report["refused"] = (
+            self.report.refused = (
                 f"the plan would change {share:.0%} of {plan.total_contacts} contacts, above max_change_share "
                 f"{limit:.0%}; check the model and mappings, then re-run with --force if it is intended"
             )
-            self.report["push"] = {"totals": {}, "by_destination": {}, "failures": [], "failures_total": 0, "batches": {}, "stopped": False}
+            self.report.push = PushSummary()
             return True
         return False
 
@@ -315,18 +315,18 @@ class TenantRun:
             verdicts = self.gate.decide_people({c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c})
             return {e: verdicts.get(c, (False, False, "unknown contact")) if c else (False, False, "unknown contact") for e, c in cids.items()}
 
-        pusher = Pusher(
+        pusher = PlanPusher(
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
             progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
         )
-        self.report["push"] = summarize(pusher.run(plan))
+        self.report.push = summarize(pusher.run(plan))
 
-    def _drain(self, key: str) -> None:
-        report = self.gate.drain(self.crm, self.esp)
-        self.report[key] = {"done": report.done, "retrying": report.retrying, "failed": report.failed,
-                            "errors": [redact(m) for m in list(report.errors.values())[:10]], "depth": self.gate.depth()}
+    def _drain(self) -> DrainSummary:
+        report = propagate(self.store, self.tenant, self.crm, self.esp)
+        return DrainSummary(report.done, report.retrying, report.failed, [redact(m) for m in list(report.errors.values())[:10]],
+                            queued(self.store, self.tenant.id))
 
     def _progress(self, task: str, n: int, total: int | None) -> None:
         if self.opts.progress:
@@ -336,7 +336,7 @@ class TenantRun:
 def run_tenant(cfg: Config, tenant: TenantCfg, store: Store, options: RunOptions | None = None, *,
                base_dir: Path = Path("."), crm: CrmConnector | None = None, esp: EspConnector | None = None) -> dict[str, Any]:
     """Build the tenant's connectors (unless given) and run it once."""
-    from sync.wiring import build_crm, build_esp
+    from sync.config.wiring import build_crm, build_esp
 
     crm = crm or build_crm(tenant, base_dir)
     if esp is None and tenant.esp is not None:

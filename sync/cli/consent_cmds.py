@@ -1,6 +1,6 @@
 """``segsync consent record|status|history|verify|erase``: the ledger from the command line.
 
-Registered on the ``segsync`` group in ``sync/commands.py`` (the CLI lives in ``sync``: ``consent``
+Registered on the ``segsync`` group in ``sync/cli/app.py`` (the CLI lives in ``sync``: ``consent``
 never imports ``sync``). Every command takes the config file, opens its store (migrating it), and
 prints a readable summary or, with ``--json``, one JSON document. Exit codes: 0 ok, 1 ``verify``
 found a broken chain, 2 bad usage, config or input (from the ``segsync`` group's error handling).
@@ -27,9 +27,9 @@ from consent.outbox import Outbox
 from consent.policy import GRANTED, STATES, is_allowed, normalize_subject, reason
 from consent.propagate import erase_and_enqueue, record_and_enqueue
 from consent.webhook_events import TenantHooks
-from sync.config import TenantCfg, load_config
-from sync.gate import key_lookup, policy_of
-from sync.store import Store
+from sync.config.models import TenantCfg, load_config
+from sync.run.gate import key_lookup, policy_of
+from sync.store import open_store
 
 SOURCES = ("cli", "import", "preference_center", "mailchimp", "hubspot")
 
@@ -47,7 +47,7 @@ def consent() -> None:
 @contextmanager
 def _open(config_path: Path) -> Iterator[tuple[Any, Any, Ledger, Outbox]]:
     cfg = load_config(config_path)
-    store = Store.open(cfg.store)
+    store = open_store(cfg.store)
     try:
         yield cfg, store, Ledger(store.engine, key_lookup(cfg.tenants)), Outbox(store.engine)
     finally:

@@ -1,4 +1,4 @@
-"""The run commands: sync, runs, score, report, serve, sandbox, demo (registered on ``sync.cli.cli``)."""
+"""The run commands: sync, runs, serve, sandbox, demo (registered on the group in ``sync.cli.app``)."""
 
 from __future__ import annotations
 
@@ -13,35 +13,14 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from connectors.errors import ConfigError, InputError, SegsyncError
+from connectors.errors import InputError, SegsyncError
 from connectors.http import redact
-from sync.cli import cli, console, emit_json, err_console
-
-CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-
-
-def _load(config: Path):  # noqa: ANN202 - returns (Config, Store)
-    from sync.config import load_config
-    from sync.store import Store
-
-    cfg = load_config(config)
-    return cfg, Store.open(cfg.store)
-
-
-def _tenants(cfg, wanted: tuple[str, ...]):  # noqa: ANN001, ANN202
-    if not wanted:
-        return list(cfg.tenants)
-    known = {t.id: t for t in cfg.tenants}
-    missing = [w for w in wanted if w not in known]
-    if missing:
-        raise ConfigError(f"unknown tenant(s): {', '.join(missing)} (known: {', '.join(known)})")
-    return [known[w] for w in wanted]
-
+from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
 
 @contextlib.contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
     """Progress on a terminal (never under CI or when piped): one line per pull stream / push destination."""
-    from sync.pipeline import in_ci
+    from sync.run.pipeline import in_ci
 
     if not enabled or in_ci() or not console.is_terminal:
         yield None
@@ -82,24 +61,25 @@ def graceful_stop() -> Iterator[threading.Event]:
 
 def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
                  show_progress: bool = True) -> list[dict[str, Any]]:
-    from sync.pipeline import RunOptions, run_tenant
-    from sync.store import TenantBusy
+    from sync.run.pipeline import RunOptions, run_tenant
+    from sync.run.report import RunReport
+    from sync.store.interface import TenantBusy
 
-    cfg, store = _load(config)
+    cfg, store = open_config(config)
     reports = []
     try:
         with graceful_stop() as stop, progress_bars(show_progress) as progress:
-            for tenant in _tenants(cfg, tenant_ids):
+            for tenant in select_tenants(cfg, tenant_ids):
                 opts = RunOptions(dry_run=dry_run, force=force, retrain=retrain, stop=stop, progress=progress)
                 try:
                     reports.append(run_tenant(cfg, tenant, store, opts, base_dir=config.parent))
                 except TenantBusy as exc:
-                    reports.append({"tenant": tenant.id, "status": "skipped", "error": str(exc)})
+                    reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
                 except SegsyncError as exc:
                     # One firm's broken token or file must not keep the agency's other firms from syncing.
                     if len(cfg.tenants) == 1 or tenant_ids and len(tenant_ids) == 1:
                         raise
-                    reports.append({"tenant": tenant.id, "status": "error", "error": redact(str(exc))})
+                    reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
                 if stop.is_set():
                     break
     finally:
@@ -107,7 +87,7 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
     return reports
 
 
-@cli.command("sync")
+@click.command("sync")
 @CONFIG_ARG
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable). Default: all.")
 @click.option("--dry-run", is_flag=True, help="Pull and plan, print what would change and what it costs; send nothing.")
@@ -120,8 +100,8 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
     retried next run), 2 for a config error or a plan refused by the change guard.
     """
-    from sync.pipeline import exit_code
-    from sync.report import print_runs
+    from sync.run.pipeline import exit_code
+    from sync.cli.report import print_runs
 
     reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
     if as_json:
@@ -131,7 +111,7 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
     sys.exit(exit_code(reports))
 
 
-@cli.command("runs")
+@click.command("runs")
 @CONFIG_ARG
 @click.option("--tenant", "tenant_id", default=None, metavar="ID", help="Only this tenant's runs.")
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
@@ -139,9 +119,9 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | None, as_json: bool) -> None:
     """List past runs (their stored reports), newest first."""
-    from sync.report import render_run, runs_table
+    from sync.cli.report import render_run, runs_table
 
-    _cfg, store = _load(config)
+    _cfg, store = open_config(config)
     try:
         rows = store.runs(tenant_id, limit=10_000 if show_id else limit)
     finally:
@@ -159,7 +139,7 @@ def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | Non
         console.print(runs_table(rows))
 
 
-@cli.command("sandbox")
+@click.command("sandbox")
 @click.option("--contacts", default=2000, show_default=True, help="Size of the synthetic advisor book.")
 @click.option("--seed", default=7, show_default=True, help="Random seed of the book.")
 def sandbox_cmd(contacts: int, seed: int) -> None:
@@ -178,7 +158,7 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
             stopped.wait()
 
 
-@cli.command("demo")
+@click.command("demo")
 @click.option("--contacts", default=2500, show_default=True, help="Contacts in the first firm's synthetic book (the second has half).")
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the demo's config, SQLite store and models go (recreated each time).")
@@ -190,7 +170,7 @@ def demo_cmd(contacts: int, out_dir: Path, as_json: bool) -> None:
     sys.exit(run_demo(out_dir, contacts, as_json=as_json))
 
 
-@cli.command("serve")
+@click.command("serve")
 @CONFIG_ARG
 @click.option("--listen", default=None, metavar="HOST:PORT", help="HOST:PORT (default: server.listen, 127.0.0.1:8080).")
 def serve_cmd(config: Path, listen: str | None) -> None:
@@ -201,14 +181,7 @@ def serve_cmd(config: Path, listen: str | None) -> None:
     webhooks (POST /hooks/TENANT/preferences, /hooks/TENANT/mailchimp/SECRET, /hooks/TENANT/hubspot)
     and serves GET /healthz and /metrics. SIGTERM/Ctrl-C: running syncs stop after the batch in flight.
     """
-    from sync.server import serve
+    from sync.serve import serve
 
     serve(config, listen)
 
-
-from sync import score_cmds  # noqa: E402,F401 - registers `score` and `report`
-from sync import check  # noqa: E402,F401 - registers `check`
-
-from sync.consent_cmds import consent as _consent_group  # noqa: E402 - registers `consent`
-
-cli.add_command(_consent_group)

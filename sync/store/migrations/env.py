@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from sync.schema import metadata as sync_metadata
+from sync.store.schema import metadata as sync_metadata
 
 try:  # the consent ledger's tables live in its own module
     from consent.schema import metadata as consent_metadata

@@ -6,24 +6,24 @@ User errors print one clear message, never a traceback (``--verbose`` shows it).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from connectors.errors import ConfigError, InputError, SegsyncError
 from connectors.http import RedactingFilter, redact
-
-# Piped or redirected output is not squeezed to 80 columns: reports stay readable in logs and files.
-console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from sync.cli.common import console, emit_json, err_console
+from sync.cli.consent_cmds import consent
+from sync.cli.run_cmds import demo_cmd, runs_cmd, sandbox_cmd, serve_cmd, sync_cmd
+from sync.cli.score_cmds import report_group, score_cmd
+from sync.cli.check_cmd import check_cmd
 
 
 def setup_logging(verbose: bool) -> None:
+    """Log to stderr through the secret-redacting filter; ``--verbose`` shows segsync's INFO and everything's DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -31,10 +31,6 @@ def setup_logging(verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("segsync").setLevel(logging.INFO if verbose else logging.WARNING)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 class SegsyncGroup(click.Group):
@@ -85,12 +81,12 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     setup_logging(verbose)
 
 
-@cli.command()
+@click.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def validate(config: Path, as_json: bool) -> None:
     """Check a config file; print every problem with its path and line (exit 2 if any)."""
-    from sync.config import load_config
+    from sync.config.models import load_config
 
     try:
         cfg = load_config(config)
@@ -122,10 +118,17 @@ def validate(config: Path, as_json: bool) -> None:
         )
 
 
+# Every command, registered here and nowhere else (no registration as a side effect of an import).
+# The command modules defer their heavy imports (pandas, scikit-learn, the store) into the commands.
+COMMANDS: tuple[click.Command, ...] = (
+    validate, sync_cmd, check_cmd, runs_cmd, score_cmd, report_group, serve_cmd, sandbox_cmd, demo_cmd, consent,
+)
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
 def main() -> None:
     """Console-script entry point."""
-    from sync import commands  # noqa: F401 - registers the other commands on ``cli``
-
     cli(obj={})
 
 

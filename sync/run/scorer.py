@@ -20,8 +20,8 @@ from scoring.models import InsufficientData, TrainedModel, default_as_of, predic
 from scoring.persist import load_model, save_model
 from scoring.segments import SegmentAssignment, assign_segments, holdout
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
-from sync.config import ScoreCfg, TenantCfg
-from sync.store import Store
+from sync.config.models import ScoreCfg, TenantCfg
+from sync.store.interface import Store
 
 log = logging.getLogger("segsync.score")
 

@@ -1,0 +1,5 @@
+"""The ``segsync`` command line."""
+
+from sync.cli.app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,278 @@
+"""The identity aggregate: contacts, vendor identities, email aliases and engagement events.
+
+A pulled page and its cursor are stored in one transaction, so a crash re-pulls at most one page.
+Identity resolution goes vendor id, then normalised email or alias, else a new contact whose id is
+derived from (tenant, source, vendor id), so a rebuilt store gives the same ids (and holdouts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from connectors.base import Contact, EngagementEvent, normalize_email
+from sync.store import schema as t
+from sync.store.interface import PageResult
+from sync.store.sqlcore import as_utc, canonical, chunks, upsert, utcnow
+
+
+def contact_id_for(tenant_id: str, source: str, vendor_id: str) -> str:
+    """Deterministic id for a new contact, so a rebuilt store gives the same ids (and holdouts)."""
+    return "c" + hashlib.sha256(f"{tenant_id}|{source}|{vendor_id}".encode()).hexdigest()[:15]
+
+
+class IdentityTables:
+    """Contacts, identities, aliases and events (mixed into :class:`sync.store.sql.SqlStore`)."""
+
+    engine: Engine
+
+    def store_page(
+        self,
+        tenant_id: str,
+        contacts: Sequence[Contact],
+        events: Sequence[EngagementEvent],
+        cursor: tuple[str, str | None] | None,
+    ) -> PageResult:
+        """Store a pulled page and (in the same transaction) its cursor."""
+        result = PageResult()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if contacts:
+                self._resolve(conn, tenant_id, contacts, now, result)
+            if events:
+                result.events = self._store_events(conn, tenant_id, events)
+            if cursor is not None and cursor[1] is not None:
+                upsert(
+                    conn,
+                    t.cursors,
+                    [{"tenant_id": tenant_id, "stream": cursor[0], "value": cursor[1], "updated_at": now}],
+                    ["tenant_id", "stream"],
+                )
+        return result
+
+    def _lookup(self, conn: Connection, tenant_id: str, source: str, vendor_ids: set[str], emails: set[str]) -> tuple[dict, dict]:
+        by_vendor: dict[str, tuple[str, str | None]] = {}
+        for chunk in chunks(sorted(vendor_ids), 500):
+            rows = conn.execute(
+                sa.select(t.identities.c.vendor_id, t.identities.c.contact_id, t.identities.c.email).where(
+                    t.identities.c.tenant_id == tenant_id,
+                    t.identities.c.source == source,
+                    t.identities.c.vendor_id.in_(chunk),
+                )
+            )
+            by_vendor.update({r.vendor_id: (r.contact_id, r.email) for r in rows})
+        by_email: dict[str, str] = {}
+        for chunk in chunks(sorted(emails), 500):
+            rows = conn.execute(
+                sa.select(t.aliases.c.email, t.aliases.c.contact_id).where(
+                    t.aliases.c.tenant_id == tenant_id, t.aliases.c.email.in_(chunk)
+                )
+            )
+            by_email.update({r.email: r.contact_id for r in rows})
+            rows = conn.execute(
+                sa.select(t.contacts.c.email, t.contacts.c.contact_id).where(
+                    t.contacts.c.tenant_id == tenant_id, t.contacts.c.email.in_(chunk)
+                )
+            )
+            by_email.update({r.email: r.contact_id for r in rows})
+        return by_vendor, by_email
+
+    def _resolve(self, conn: Connection, tenant_id: str, contacts: Sequence[Contact], now: datetime, result: PageResult) -> None:
+        """Identity resolution: vendor id, then normalised email or alias, else a new contact."""
+        source = contacts[0].source
+        emails = {e for c in contacts for e in [normalize_email(c.email), *map(normalize_email, c.previous_emails)] if e}
+        merged = {c.merged_into for c in contacts if c.merged_into}
+        by_vendor, by_email = self._lookup(conn, tenant_id, source, {c.vendor_id for c in contacts} | merged, emails)
+        contact_rows: dict[str, dict[str, Any]] = {}
+        identity_rows, alias_rows = [], []
+        for c in contacts:
+            email = normalize_email(c.email)
+            known = by_vendor.get(c.vendor_id)
+            if c.merged_into and c.merged_into in by_vendor:
+                contact_id = by_vendor[c.merged_into][0]  # a CRM merge: the loser's id now points at the survivor
+            elif known:
+                contact_id = known[0]
+            elif email and email in by_email:
+                contact_id = by_email[email]
+            else:
+                contact_id = next(
+                    (by_email[normalize_email(p)] for p in c.previous_emails if normalize_email(p) in by_email),
+                    contact_id_for(tenant_id, source, c.vendor_id),
+                )
+            if known is None:
+                result.new += 1
+            else:
+                result.changed += 1
+            if known and known[1] and email and known[1] != email:
+                alias_rows.append({"tenant_id": tenant_id, "email": known[1], "contact_id": contact_id, "reason": "email_change", "created_at": now})
+            for old in c.previous_emails:
+                if normalize_email(old):
+                    alias_rows.append({"tenant_id": tenant_id, "email": normalize_email(old), "contact_id": contact_id, "reason": "email_change", "created_at": now})
+            identity_rows.append(
+                {
+                    "tenant_id": tenant_id,
+                    "source": source,
+                    "vendor_id": c.vendor_id,
+                    "contact_id": contact_id,
+                    "email": email,
+                    "archived": bool(c.archived or c.merged_into),
+                    "merged_into": c.merged_into,
+                    "updated_at": now,
+                }
+            )
+            if c.merged_into or c.archived:
+                continue
+            if email:
+                by_email[email] = contact_id
+            by_vendor[c.vendor_id] = (contact_id, email)
+            row = contact_rows.setdefault(contact_id, {"tenant_id": tenant_id, "contact_id": contact_id, "properties": {}})
+            if known or contact_id == contact_id_for(tenant_id, source, c.vendor_id):
+                # Only a record's own source may change its address; a match by alias must not undo a change.
+                row["email"] = email or row.get("email")
+            row["properties"] = {**row["properties"], **{k: v for k, v in c.properties.items() if v is not None}}
+            row["created_at"] = as_utc(c.created_at) or row.get("created_at")
+            row["updated_at"] = now
+            if c.status is not None:
+                row["esp_status"] = c.status
+        self._merge_contacts(conn, tenant_id, list(contact_rows.values()))
+        upsert(conn, t.identities, identity_rows, ["tenant_id", "source", "vendor_id"])
+        if alias_rows:
+            dedup = {(r["tenant_id"], r["email"]): r for r in alias_rows}
+            upsert(conn, t.aliases, list(dedup.values()), ["tenant_id", "email"])
+
+    def _merge_contacts(self, conn: Connection, tenant_id: str, rows: list[dict[str, Any]]) -> None:
+        """Upsert contacts, merging properties with what other sources already said."""
+        if not rows:
+            return
+        existing: dict[str, dict[str, Any]] = {}
+        for chunk in chunks([r["contact_id"] for r in rows], 500):
+            for r in conn.execute(sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))):
+                existing[r.contact_id] = r._asdict()
+        out = []
+        for r in rows:
+            old = existing.get(r["contact_id"], {})
+            out.append(
+                {
+                    "tenant_id": tenant_id,
+                    "contact_id": r["contact_id"],
+                    "email": r.get("email") or old.get("email"),
+                    "properties": {**(old.get("properties") or {}), **r["properties"]},
+                    # The earliest creation any system reports: stable whichever source is pulled last.
+                    "created_at": min((d for d in (as_utc(r.get("created_at")), as_utc(old.get("created_at"))) if d), default=None),
+                    "updated_at": r["updated_at"],
+                    "esp_status": r.get("esp_status", old.get("esp_status")),
+                    "archived": False,
+                }
+            )
+        upsert(conn, t.contacts, out, ["tenant_id", "contact_id"])
+
+    def _store_events(self, conn: Connection, tenant_id: str, evts: Sequence[EngagementEvent]) -> int:
+        source = evts[0].source
+        ids = {e.contact_vendor_id for e in evts}
+        emails = {normalize_email(e.email) for e in evts if e.email}
+        by_vendor, by_email = self._lookup(conn, tenant_id, source, ids, {e for e in emails if e})
+        rows = {}
+        for e in evts:
+            contact = by_vendor.get(e.contact_vendor_id, (None,))[0] or by_email.get(normalize_email(e.email) or "")
+            if contact is None:
+                continue  # an event for someone we do not know (yet); the next pull of contacts brings them
+            key = f"{e.source}:{e.event_id or hashlib.sha1(canonical([e.contact_vendor_id, e.type, e.occurred_at]).encode()).hexdigest()}"
+            rows[key] = {
+                "tenant_id": tenant_id,
+                "event_key": key[:200],
+                "contact_id": contact,
+                "type": e.type,
+                "occurred_at": as_utc(e.occurred_at),
+                "value": e.value,
+                "url": (e.attributes.get("url") or None) if e.attributes else None,
+                "session_id": (e.attributes.get("session_id") or None) if e.attributes else None,
+            }
+        upsert(conn, t.events, list(rows.values()), ["tenant_id", "event_key"])
+        return len(rows)
+
+    # ------------------------------------------------------------------ reads for scoring and planning
+
+    def contacts(self, tenant_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.archived.is_(False))
+            )
+            return [r._asdict() for r in rows]
+
+    def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
+        """contact id -> every email we know for the person (current, at each vendor, former)."""
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for table in (t.contacts, t.identities, t.aliases):
+                query = sa.select(table.c.contact_id, table.c.email).where(table.c.tenant_id == tenant_id, table.c.email.is_not(None))
+                if contact_ids is not None:
+                    query = query.where(table.c.contact_id.in_(sorted(set(contact_ids))))
+                rows = conn.execute(query)
+                for cid, email in rows:
+                    out.setdefault(cid, set()).add(email)
+        return out
+
+    def contact_by_email(self, tenant_id: str, email: str) -> str | None:
+        """The contact id for an email, current or an alias (None when unknown)."""
+        email = normalize_email(email) or ""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(t.contacts.c.contact_id).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.email == email)
+            ).scalar()
+            if found is None:
+                found = conn.execute(
+                    sa.select(t.aliases.c.contact_id).where(t.aliases.c.tenant_id == tenant_id, t.aliases.c.email == email)
+                ).scalar()
+            return found
+
+    def email_for_vendor_id(self, tenant_id: str, source: str, vendor_id: str) -> str | None:
+        """The current email of the contact a vendor id belongs to (None when unknown)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(t.contacts.c.email)
+                .join(t.identities, sa.and_(t.identities.c.tenant_id == t.contacts.c.tenant_id, t.identities.c.contact_id == t.contacts.c.contact_id))
+                .where(t.identities.c.tenant_id == tenant_id, t.identities.c.source == source, t.identities.c.vendor_id == vendor_id)
+            ).scalar()
+
+    def vendor_ids(self, tenant_id: str, source: str) -> dict[str, str]:
+        """contact id -> the live (not archived or merged) vendor id at ``source``."""
+        return self._live_identities(tenant_id, source, t.identities.c.vendor_id)
+
+    def identity_emails(self, tenant_id: str, source: str) -> dict[str, str]:
+        """contact id -> the email a vendor has for the person (live identities with an email)."""
+        return self._live_identities(tenant_id, source, t.identities.c.email)
+
+    def _live_identities(self, tenant_id: str, source: str, column: sa.Column) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.identities.c.contact_id, column).where(
+                    t.identities.c.tenant_id == tenant_id,
+                    t.identities.c.source == source,
+                    t.identities.c.archived.is_(False),
+                    column.is_not(None),
+                )
+            )
+            return {cid: value for cid, value in rows}
+
+    def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=50_000).execute(
+                sa.select(
+                    t.events.c.contact_id, t.events.c.type, t.events.c.occurred_at, t.events.c.value,
+                    t.events.c.url, t.events.c.session_id,
+                ).where(t.events.c.tenant_id == tenant_id)
+            )
+            for r in result:
+                yield r._asdict()
+
+    def counts(self, tenant_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "contacts": conn.execute(sa.select(sa.func.count()).select_from(t.contacts).where(t.contacts.c.tenant_id == tenant_id)).scalar() or 0,
+                "events": conn.execute(sa.select(sa.func.count()).select_from(t.events).where(t.events.c.tenant_id == tenant_id)).scalar() or 0,
+            }
