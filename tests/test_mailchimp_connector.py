@@ -18,7 +18,7 @@ import pytest
 
 from connectors.base import TagChange
 from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
-from connectors.http import RetrySettings
+from connectors.kit import CallBudget, RetrySettings
 from connectors.mailchimp import MailchimpConnector, subscriber_hash
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import error_for, problem_detail
@@ -472,7 +472,7 @@ def test_a_refused_segment_update_is_split_to_isolate_the_bad_record():
     assert fake.calls <= 1 + 2 * 6 + 2  # log2(64) levels, two calls each
     everything = _RefusingClient(set(emails))  # a refusal of the request as a whole is not split forever
     pusher = Pusher(everything, "l", dict)  # type: ignore[arg-type]
-    pusher._splits = 3
+    pusher.budget = CallBudget(6)  # three splits in halves
     assert {v[0] for v in pusher._segment_call(1, [(subscriber_hash(e), e) for e in emails], []).values()} == {"failed"}
     assert everything.calls <= 1 + 2 * 3
 
