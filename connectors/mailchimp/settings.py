@@ -88,6 +88,7 @@ LIMITS = Limits(
     window_seconds=1.0,
     page_size=PAGE_SIZE,
     max_connections=MAX_CONNECTIONS,
+    job_size=BATCH_OPERATIONS,
 )
 
 
