@@ -151,12 +151,12 @@ def _with_scope(exc: FatalApiError, endpoint: str) -> FatalApiError:
             S.REQUIRED_SCOPES)
     elif exc.status == 403:
         needed = S.ENDPOINT_SCOPES.get(endpoint)
-        hint = f"the token lacks scope {needed}" if needed else "the token lacks a scope this call needs"
+        hint = f"the access token lacks scope {needed}" if needed else "the access token lacks a scope this call needs"
         hint += f" (segsync needs: {', '.join(S.REQUIRED_SCOPES)})"
     else:
         return exc
     if "missing scope:" in str(exc):  # HubSpot named it already
-        hint = "add that scope to the private app (or OAuth app) and retry"
+        hint = "add that scope to the private app (or OAuth app) behind the access token and retry"
     return FatalApiError(redact(f"{exc} - {hint}"), **exc.fields())
 
 

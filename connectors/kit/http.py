@@ -328,9 +328,13 @@ class CallPolicy:
             self.stats.bump("rate_limited")
 
 
+# No (complete) answer arrived: a timeout, a refused or reset connection, a body cut off mid-response.
+TRANSPORT_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
+
 def transport_error(vendor: str, exc: BaseException, what: str = "") -> ApiError | None:
     """Map a ``requests`` transport failure (timeout, reset, refused) to a retriable error."""
-    if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
+    if isinstance(exc, TRANSPORT_ERRORS):
         where = f" ({what})" if what else ""
         return RetriableApiError(
             redact(f"{vendor}: no response{where}: {type(exc).__name__}"), vendor=vendor, status=0

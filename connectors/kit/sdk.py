@@ -17,14 +17,15 @@ own retries stay off: the policy's tenacity loop is the only one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import requests
 import urllib3
 
 from connectors.errors import ApiError, RetriableApiError
 from connectors.kit.http import (
+    TRANSPORT_ERRORS,
     CallPolicy,
     ErrorShape,
     classify_status,
@@ -79,7 +80,7 @@ class SdkAdapter:
 
     def transport_error(self, exc: BaseException, what: str) -> ApiError | None:
         """urllib3 and requests transport failures (timeouts, resets, refused connections): retriable."""
-        if isinstance(exc, (urllib3.exceptions.HTTPError, requests.Timeout, requests.ConnectionError)):
+        if isinstance(exc, (urllib3.exceptions.HTTPError, *TRANSPORT_ERRORS)):
             return RetriableApiError(redact(f"{self.vendor}: no response ({what}): {type(exc).__name__}"),
                                      vendor=self.vendor, status=0)
         return None
@@ -91,6 +92,9 @@ class SdkAdapter:
             mapped = self.transport_error(exc, what)
             if mapped is not None:
                 return mapped
+            if isinstance(exc, json.JSONDecodeError):  # the SDK decoded a 2xx body that is not JSON
+                return RetriableApiError(redact(f"{self.vendor}: {what} answered a body that is not valid JSON: {exc}"),
+                                         vendor=self.vendor, status=200)
             failure = self.sdk_failure(exc, what)
             if failure is None or isinstance(failure, ApiError):
                 return failure

@@ -130,6 +130,10 @@ class MailchimpSdk(SdkAdapter):
             detail += " - check esp.api_key (a Mailchimp key ends with -<data center>)"
             return FatalApiError(redact(f"{S.VENDOR} refused the API key ({what}): {detail}"),
                                  vendor=S.VENDOR, status=status, detail=redact(detail), **fields)
+        if status == 403:  # an API key has no scopes: its user cannot reach this audience or resource
+            detail += " - check esp.api_key: its user has no access to this audience (or the account is suspended)"
+            return FatalApiError(redact(f"{S.VENDOR} refused the API key ({what}): {detail}"),
+                                 vendor=S.VENDOR, status=status, detail=redact(detail), **fields)
         if status == 400 and S.COMPLIANCE_TITLE.lower() in detail.lower():
             # Never retried: the member unsubscribed or bounced; only their own double opt-in brings them back.
             return RejectedRecordError(redact(f"{S.VENDOR} refused ({what}): {detail}"),

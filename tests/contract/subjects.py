@@ -30,6 +30,7 @@ ARCHIVE = "archived records"
 MERGE = "merged records"
 PARTIAL_FAILURE = "per-record refusals inside an accepted batch"
 HTTP = "an HTTP API (status codes, retries, rate limits, credentials)"
+RETRY_AFTER = "a Retry-After header on its 429s"
 
 NO_HTTP = "it makes no HTTP calls: no status codes, rate limits, retries or credentials"
 
@@ -138,6 +139,7 @@ class HubSpotSubject(Subject):
                     "/crm/v3/objects/contacts": {"results": []}}
     probe_target = "/crm/v3/objects/contacts"
     credential = "access token"
+    scopes = ("crm.objects.contacts.read",)
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
         super().__init__(make_sandbox, tmp_path)
@@ -224,8 +226,13 @@ class MailchimpSubject(Subject):
     name = "mailchimp"
     kind = "esp"
     vendor = "mailchimp"
-    lacks = {MERGE: "Mailchimp has no merges (an email change keeps the member's id)"}
+    lacks = {
+        MERGE: "Mailchimp has no merges (an email change keeps the member's id)",
+        RETRY_AFTER: "Mailchimp sends no rate headers (VENDORS.md) and its SDK drops response headers: a 429 backs "
+                     "off exponentially",
+    }
     credential = "esp.api_key"
+    scopes = ()  # an API key has no scopes: the key's user either reaches the audience or not
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
         super().__init__(make_sandbox, tmp_path)
@@ -249,6 +256,7 @@ class MailchimpSubject(Subject):
         from connectors.mailchimp import MailchimpConnector
 
         key = options.pop("token", self.sb.mailchimp_key)
+        base_url = base_url if base_url.endswith("/3.0") else f"{base_url}/3.0"  # a scripted vendor's bare host
         kw = {"retry": FAST, "sleep": lambda _s: None, **options}
         return MailchimpConnector(key, self.sb.mailchimp_list_id, base_url, **kw)
 
@@ -317,6 +325,7 @@ class CsvSubject(Subject):
     kind = "crm"
     lacks = {
         LIVE_SOURCE: "a CSV export does not change under its reader (a new export is a new file)",
+        RETRY_AFTER: NO_HTTP,
         INCREMENTAL: "an export has no change dates: a changed file is read whole, an unchanged one not at all",
         ARCHIVE: "an export lists only the contacts that exist",
         MERGE: "an export lists only the contacts that exist",
@@ -374,6 +383,7 @@ class FakeCrmSubject(Subject):
         ARCHIVE: "the fake keeps no archived contacts",
         MERGE: "the fake keeps no merged contacts",
         HTTP: NO_HTTP,
+        RETRY_AFTER: NO_HTTP,
     }
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
@@ -419,6 +429,7 @@ class FakeEspSubject(Subject):
         ARCHIVE: "the fake keeps no archived members",
         MERGE: "an ESP has no merges",
         HTTP: NO_HTTP,
+        RETRY_AFTER: NO_HTTP,
     }
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
