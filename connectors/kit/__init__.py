@@ -1,6 +1,8 @@
 """The connector kit: what every vendor connector needs and none should write again.
 
-    http     the one HTTP layer: CallPolicy (one tenacity policy, rate limiters), HttpClient, redaction
+    http     the one HTTP layer: CallPolicy (one tenacity policy), HttpClient, classification
+    redact   register_secret / redact / RedactingFilter: no secret in messages, logs or reports
+    ratelimit  RateLimiter: a token bucket per endpoint class
     sdk      SdkAdapter: an official SDK's calls under the policy, its exceptions into connectors.errors
     paging   I/O-free paginators (offset, token, page number, keyset) with loop detection; paginate()
     batch    send_isolating(): split a refused batch to isolate bad inputs within a CallBudget

@@ -16,10 +16,8 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -27,6 +25,8 @@ from typing import Any, TypeVar
 import requests
 import tenacity
 
+from connectors.kit.ratelimit import RateLimiter  # noqa: F401 - re-exported
+from connectors.kit.redact import RedactingFilter, redact, register_secret  # noqa: F401 - re-exported
 from connectors.kit.stats import CallStats
 from connectors.errors import (
     ApiError,
@@ -40,88 +40,6 @@ log = logging.getLogger("segsync.http")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds; never None
-
-# --------------------------------------------------------------------------- redaction
-
-_SECRETS: set[str] = set()
-_SECRETS_LOCK = threading.Lock()
-_QUERY_SECRET = re.compile(
-    r"(?i)((?:api[_-]?key|apikey|hapikey|access_token|token|secret|password|client_secret)=)[^&\s\"']+"
-)
-_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|userkeyauth)\s+)[^\s'\",}]+")
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a secret so that :func:`redact` and the log filter mask it everywhere."""
-    if value and len(value) >= 4:
-        with _SECRETS_LOCK:
-            _SECRETS.add(value)
-
-
-def redact(text: object, extra: Iterable[str] = ()) -> str:
-    """Return ``text`` with every registered secret, credential query parameter and auth header masked."""
-    out = str(text)
-    with _SECRETS_LOCK:
-        secrets = sorted(_SECRETS | {s for s in extra if s}, key=len, reverse=True)
-    for secret in secrets:
-        out = out.replace(secret, "***")
-    out = _QUERY_SECRET.sub(r"\1***", out)
-    return _AUTH_HEADER.sub(r"\1***", out)
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record that passes a handler."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
-
-
-# --------------------------------------------------------------------------- rate limiting
-
-
-class RateLimiter:
-    """A thread-safe token bucket: ``rate`` requests per ``per`` seconds, bursting up to ``rate``.
-
-    Vendors count requests in rolling windows (HubSpot: 100 or 190 per 10 s; search: ~4/s),
-    so a client that spaces its calls this way sees a 429 only when someone else shares the quota.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        per: float = 1.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0 or per <= 0:
-            raise ValueError("rate and per must be positive")
-        self.rate, self.per = float(rate), float(per)
-        self._tokens = float(rate)
-        self._clock, self._sleep = clock, sleep
-        self._stamp = clock()
-        self._lock = threading.Lock()
-        self.waited = 0.0
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until one is free; return the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate / self.per)
-            self._stamp = now
-            self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens * self.per / self.rate
-        if wait > 0:
-            self._sleep(wait)
-            self.waited += wait
-        return wait
-
 
 # --------------------------------------------------------------------------- classification
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.kit.redact import redact
+
 
 @dataclass
 class CallStats:
@@ -38,8 +40,6 @@ class CallStats:
     def as_dict(self, write_endpoints: Iterable[str] | None = None,
                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """A plain snapshot; with ``write_endpoints``, also ``write_calls`` (calls that can change vendor data)."""
-        from connectors.kit.http import redact  # the one redaction; imported late to keep this module a leaf
-
         with self._lock:
             out: dict[str, Any] = {
                 "calls": dict(self.calls),

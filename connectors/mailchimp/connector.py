@@ -16,7 +16,7 @@ from itertools import islice
 from typing import Any
 
 from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, ConfigError, FatalApiError, InputError
+from connectors.errors import ApiError, ConfigError, FatalApiError
 from connectors.kit.http import DEFAULT_TIMEOUT, RetrySettings
 from connectors.mailchimp import settings as S
 from connectors.kit.paging import OffsetPaginator, paginate

@@ -26,7 +26,7 @@ from itertools import zip_longest
 from typing import Any
 
 from connectors.base import RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, FatalApiError, InputError, RejectedRecordError
+from connectors.errors import ApiError, FatalApiError, InputError
 from connectors.mailchimp import settings as S
 from connectors.kit.batch import CallBudget, Verdict, halves, send_isolating
 from connectors.kit.http import decode_json
