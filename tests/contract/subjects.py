@@ -31,6 +31,8 @@ MERGE = "merged records"
 PARTIAL_FAILURE = "per-record refusals inside an accepted batch"
 HTTP = "an HTTP API (status codes, retries, rate limits, credentials)"
 RETRY_AFTER = "a Retry-After header on its 429s"
+WEBHOOKS = "webhooks"
+NO_WEBHOOKS = "it sends no webhooks"
 
 NO_HTTP = "it makes no HTTP calls: no status codes, rate limits, retries or credentials"
 
@@ -124,6 +126,10 @@ class Subject:
         """One pull through the connector's public interface (the scripted server answers it)."""
         list(self.pull(conn, None, datetime.now(UTC)))
 
+    def webhook(self, tenant: str, secret: str, list_id: str, valid: bool) -> tuple[str, bytes, dict[str, str]]:
+        """One opt-out webhook as the vendor sends it: (path, body, headers); ``valid=False`` signs it wrongly."""
+        raise NotImplementedError
+
     probe_routes: ClassVar[dict[str, Any]] = {}  # path -> happy JSON answer, for the scripted server
     probe_target: ClassVar[str] = ""  # the path the scripted faults hit
 
@@ -194,6 +200,17 @@ class HubSpotSubject(Subject):
 
     def write_sizes(self, conn: Any) -> list[tuple[str, int, int]]:
         return [(f"{c.method} {c.path}", c.inputs, conn.limits.batch_size) for c in self.sb.calls.writes("hubspot")]
+
+    def webhook(self, tenant: str, secret: str, list_id: str, valid: bool) -> tuple[str, bytes, dict[str, str]]:
+        from sandbox.webhooks import hubspot_event, hubspot_v3_signature
+
+        body = json.dumps([hubspot_event("contact.propertyChange", 101, property_name="hs_email_optout",
+                                         property_value="true", event_id=7)]).encode()
+        path, stamp = f"/hooks/{tenant}/hubspot", int(time.time() * 1000)
+        key = self.sb.hubspot_client_secret if valid else "not-the-app-client-secret"
+        return path, body, {"Content-Type": "application/json", "X-HubSpot-Request-Timestamp": str(stamp),
+                            "X-HubSpot-Signature-v3": hubspot_v3_signature(key, "POST", f"http://testserver{path}",
+                                                                           body, stamp)}
 
     def subscribe_requests(self) -> list[str]:
         return [f"{c.method} {c.path}" for c in self.sb.calls.writes("hubspot")
@@ -311,6 +328,15 @@ class MailchimpSubject(Subject):
                 out.append((c.path, c.inputs, conn.limits.batch_size))
         return out
 
+    def webhook(self, tenant: str, secret: str, list_id: str, valid: bool) -> tuple[str, bytes, dict[str, str]]:
+        from urllib.parse import urlencode
+
+        from sandbox.webhooks import mailchimp_form
+
+        body = urlencode(mailchimp_form("unsubscribe", "ann@example.com", list_id, reason="abuse")).encode()
+        path = f"/hooks/{tenant}/mailchimp/{secret if valid else 'not-the-webhook-secret-000000'}"
+        return path, body, {"Content-Type": "application/x-www-form-urlencoded"}
+
     def subscribe_requests(self) -> list[str]:
         found = [f"{c.method} {c.path} {where}" for c in self.sb.calls.writes("mailchimp")
                  for where in _subscribed_in(c.body)]
@@ -326,6 +352,7 @@ class CsvSubject(Subject):
     lacks = {
         LIVE_SOURCE: "a CSV export does not change under its reader (a new export is a new file)",
         RETRY_AFTER: NO_HTTP,
+        WEBHOOKS: "an export file sends no webhooks",
         INCREMENTAL: "an export has no change dates: a changed file is read whole, an unchanged one not at all",
         ARCHIVE: "an export lists only the contacts that exist",
         MERGE: "an export lists only the contacts that exist",
@@ -384,6 +411,7 @@ class FakeCrmSubject(Subject):
         MERGE: "the fake keeps no merged contacts",
         HTTP: NO_HTTP,
         RETRY_AFTER: NO_HTTP,
+        WEBHOOKS: NO_WEBHOOKS,
     }
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
@@ -430,6 +458,7 @@ class FakeEspSubject(Subject):
         MERGE: "an ESP has no merges",
         HTTP: NO_HTTP,
         RETRY_AFTER: NO_HTTP,
+        WEBHOOKS: NO_WEBHOOKS,
     }
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
