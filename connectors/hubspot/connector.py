@@ -238,25 +238,20 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         low, high = cur.web_window
         what = "GET /events/v3/events"
         pager = TokenPaginator(f"hubspot: {what}", _page_of(what), after=cur.web_after)
-        pages = paginate(lambda: self.client.web_events(S.PAGE_VIEW_EVENT, from_ms(low).isoformat(),
-                                                        from_ms(high + 1).isoformat(), pager.after), pager)
-        while True:
-            try:
-                next(pages)
-            except StopIteration:
-                return
-            except (FatalApiError, RejectedRecordError) as exc:
-                # Web analytics events need an Enterprise hub; without them the models use the
-                # page-view and visit counts that every portal keeps as contact properties.
-                self.skipped_streams["web_events"] = str(exc)
-                log.warning("hubspot: skipping web analytics events: %s", exc)
-                return
-            page = PullPage(events=[e for e in map(M.web_event, pager.items) if e is not None])
-            cur.web_after = pager.after
-            if pager.done:
-                cur.web, cur.web_window = high, []
-            page.cursor = encode_engagement(cur)
-            yield page
+        try:
+            for _ in paginate(lambda: self.client.web_events(S.PAGE_VIEW_EVENT, from_ms(low).isoformat(),
+                                                             from_ms(high + 1).isoformat(), pager.after), pager):
+                page = PullPage(events=[e for e in map(M.web_event, pager.items) if e is not None])
+                cur.web_after = pager.after
+                if pager.done:
+                    cur.web, cur.web_window = high, []
+                page.cursor = encode_engagement(cur)
+                yield page
+        except (FatalApiError, RejectedRecordError) as exc:
+            # Web analytics events need an Enterprise hub; without them the models use the
+            # page-view and visit counts that every portal keeps as contact properties.
+            self.skipped_streams["web_events"] = str(exc)
+            log.warning("hubspot: skipping web analytics events: %s", exc)
 
 
 def _page_of(what: str) -> Callable[[Any], tuple[list[Any], str | None]]:

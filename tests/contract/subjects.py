@@ -130,6 +130,7 @@ class Subject:
         """One opt-out webhook as the vendor sends it: (path, body, headers); ``valid=False`` signs it wrongly."""
         raise NotImplementedError
 
+    paced_options: ClassVar[dict[str, Any]] = {}  # connect() options under which the client paces to a real plan
     probe_routes: ClassVar[dict[str, Any]] = {}  # path -> happy JSON answer, for the scripted server
     probe_target: ClassVar[str] = ""  # the path the scripted faults hit
 
@@ -145,6 +146,7 @@ class HubSpotSubject(Subject):
                     "/crm/v3/objects/contacts": {"results": []}}
     probe_target = "/crm/v3/objects/contacts"
     credential = "access token"
+    paced_options = {"plan": "starter"}
     scopes = ("crm.objects.contacts.read",)
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:

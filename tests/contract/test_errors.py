@@ -105,3 +105,15 @@ def test_secrets_never_appear_in_errors_logs_or_stats(subject: Subject, caplog) 
     assert "retrying" in caplog.text
     for secret in subject.secrets:
         assert secret not in text
+
+
+def test_the_client_paces_within_the_declared_limits(subject: Subject) -> None:
+    needs(subject, HTTP)
+    conn = subject.connect(**subject.paced_options)
+    limits = conn.limits
+    if limits.max_connections is not None:  # a concurrency limit (Mailchimp), not a rate
+        assert conn.client.max_connections <= limits.max_connections
+        return
+    bucket = conn.client.policy.limiters["default"]
+    per_window = limits.window_seconds / bucket.per * bucket.rate  # the most calls the bucket lets through
+    assert per_window <= limits.requests_per_window
