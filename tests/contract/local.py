@@ -72,16 +72,36 @@ class CsvSubject(Subject):
 # --------------------------------------------------------------------------- the test fakes
 
 
-class FakeCrmSubject(Subject):
+class FakeSubject(Subject):
+    """A test fake: in memory, no HTTP; it records the records each write call carried."""
+
+    fake: Any
+    write_call: str = ""
+    _sizes_at_mark = 0
+    secrets: list[str] = []
+
+    def connect(self, **options: Any) -> Any:
+        return self.fake
+
+    def mark(self) -> None:
+        self._sizes_at_mark = len(self.fake.batch_sizes)
+
+    def write_sizes(self, conn: Any) -> list[tuple[str, int, int]]:
+        return [(self.write_call, n, conn.limits.batch_size) for n in self.fake.batch_sizes[self._sizes_at_mark:]]
+
+
+FAKE_LACKS = {HTTP: NO_HTTP, RETRY_AFTER: NO_HTTP, WEBHOOKS: NO_WEBHOOKS}
+
+
+class FakeCrmSubject(FakeSubject):
     name = "fakecrm"
     kind = "crm"
+    write_call = "batch_update"
     lacks = {
         INCREMENTAL: "the fake re-reads everything until its cursor passes the end",
         ARCHIVE: "the fake keeps no archived contacts",
         MERGE: "the fake keeps no merged contacts",
-        HTTP: NO_HTTP,
-        RETRY_AFTER: NO_HTTP,
-        WEBHOOKS: NO_WEBHOOKS,
+        **FAKE_LACKS,
     }
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
@@ -90,11 +110,6 @@ class FakeCrmSubject(Subject):
         super().__init__(make_sandbox, tmp_path)
         people, events = make_book(n=600, seed=5)
         self.fake = FakeCrm(people, events)
-        self.secrets = []
-        self._sizes_at_mark = 0
-
-    def connect(self, **options: Any) -> Any:
-        return self.fake
 
     def live_ids(self) -> set[str]:
         return set(self.fake.people)
@@ -112,23 +127,17 @@ class FakeCrmSubject(Subject):
     def refuse(self, keys: Sequence[str]) -> None:
         self.fake.fail_keys.update({k: "refused by the fake" for k in keys})
 
-    def mark(self) -> None:
-        self._sizes_at_mark = len(self.fake.batch_sizes)
-
-    def write_sizes(self, conn: Any) -> list[tuple[str, int, int]]:
-        return [("batch_update", n, conn.limits.batch_size) for n in self.fake.batch_sizes[self._sizes_at_mark:]]
 
 
-class FakeEspSubject(Subject):
+class FakeEspSubject(FakeSubject):
     name = "fakeesp"
     kind = "esp"
+    write_call = "tags_batch"
     lacks = {
         INCREMENTAL: "the fake reads its members once, then nothing",
         ARCHIVE: "the fake keeps no archived members",
         MERGE: "an ESP has no merges",
-        HTTP: NO_HTTP,
-        RETRY_AFTER: NO_HTTP,
-        WEBHOOKS: NO_WEBHOOKS,
+        **FAKE_LACKS,
     }
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
@@ -138,11 +147,6 @@ class FakeEspSubject(Subject):
         people, _ = make_book(n=1_100, seed=6)
         self.fake = FakeEsp(people)
         self.fake.strict = False  # the contract asks it what a vendor is asked, and checks it answers the same
-        self.secrets = []
-        self._sizes_at_mark = 0
-
-    def connect(self, **options: Any) -> Any:
-        return self.fake
 
     def live_ids(self) -> set[str]:
         return set(self.fake.members)
@@ -158,11 +162,6 @@ class FakeEspSubject(Subject):
         for email in keys:
             del self.fake.members[email]
 
-    def mark(self) -> None:
-        self._sizes_at_mark = len(self.fake.batch_sizes)
-
-    def write_sizes(self, conn: Any) -> list[tuple[str, int, int]]:
-        return [("tags_batch", n, conn.limits.batch_size) for n in self.fake.batch_sizes[self._sizes_at_mark:]]
 
     def subscribe_requests(self) -> list[str]:
         return [f"{email} -> {status}" for email, status in self.fake.status_writes if status != "unsubscribed"]

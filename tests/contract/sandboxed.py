@@ -98,7 +98,7 @@ class HubSpotSubject(Subject):
 # --------------------------------------------------------------------------- Mailchimp
 
 
-def _subscribed_in(value: Any, path: str = "") -> list[str]:
+def subscribed_in(value: Any, path: str = "") -> list[str]:
     """Paths in a request body (JSON strings inside it included) that set a status to subscribed."""
     if isinstance(value, str) and value.strip()[:1] in ("{", "["):
         try:
@@ -110,10 +110,10 @@ def _subscribed_in(value: Any, path: str = "") -> list[str]:
         for key, item in value.items():
             if key in ("status", "status_if_new") and item == "subscribed":
                 found.append(f"{path}.{key}")
-            found += _subscribed_in(item, f"{path}.{key}")
+            found += subscribed_in(item, f"{path}.{key}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found += _subscribed_in(item, f"{path}[{i}]")
+            found += subscribed_in(item, f"{path}[{i}]")
     return found
 
 
@@ -217,5 +217,5 @@ class MailchimpSubject(Subject):
 
     def subscribe_requests(self) -> list[str]:
         found = [f"{c.method} {c.path} {where}" for c in self.sb.calls.writes("mailchimp")
-                 for where in _subscribed_in(c.body)]
+                 for where in subscribed_in(c.body)]
         return found + [str(a) for a in self.sb.mailchimp.subscribe_attempts]
