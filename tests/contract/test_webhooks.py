@@ -12,7 +12,7 @@ from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.schema import consent_events, consent_outbox, webhook_receipts
 from consent.webhook import TenantHooks, create_app
-from sync.store import Store
+from sync.store import open_store
 from tests.contract.subjects import WEBHOOKS, Subject, needs
 
 SECRET = "contract-webhook-secret-0123456789"
@@ -23,7 +23,7 @@ class Hub:
     """The webhook app for one tenant over SQLite, driven in-process."""
 
     def __init__(self, url: str, subject: Subject, list_id: str) -> None:
-        self.store = Store.open(url)
+        self.store = open_store(url)
         hooks = TenantHooks(SECRET, POLICY, hubspot_client_secret=getattr(subject, "sb").hubspot_client_secret,
                             mailchimp_list_id=list_id, resolve=lambda source, vid: "ann@example.com")
         app = create_app({"t1": hooks}, Ledger(self.store.engine, lambda t: b"contract-pseudonym-key-0123456789"),
