@@ -190,7 +190,9 @@ def bound_time(
     Times come from vendors (Mailchimp ``fired_at``, HubSpot ``occurredAt``, pull signals) and
     preference centers; the ledger orders events by them, so a subscribe dated 2099 would beat
     every real unsubscribe until then. Clamping (rather than rejecting) keeps a withdrawal with a
-    wrong clock: it still counts, as of its receipt. The claimed time stays in the evidence
+    wrong clock: it still counts, as of its receipt. The preference center, which signs its own
+    requests, is rejected beyond five minutes ahead instead (:mod:`consent.webhook_events`); what
+    is within those minutes is clamped here like everything else. The claimed time stays in the evidence
     (``claimed_occurred_at``) so the record shows what the sender said.
     """
     out = dict(evidence) if evidence else None
@@ -198,4 +200,6 @@ def bound_time(
         return occurred, out
     out = out or {}
     out["claimed_occurred_at"] = occurred.astimezone(UTC).isoformat()
-    return received, out
+    # Whole seconds, the vendors' precision (Mailchimp's fired_at): a real event from the same
+    # second then ties with the clamped one, and a withdrawal wins the tie as always.
+    return received.replace(microsecond=0), out
