@@ -112,6 +112,38 @@ def row_hash(row: dict[str, Any] | sa.RowMapping, prev_hash: str, key: bytes | N
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def key_check(ckey: bytes) -> str:
+    """A fingerprint of the chain key, kept on the chain head to recognise a wrong key."""
+    return hmac.new(ckey, b"segsync/key-check", hashlib.sha256).hexdigest()
+
+
+def key_problem(conn: sa.Connection, tenant: str, key: bytes) -> str | None:
+    """Why ``key`` (a pseudonym key) is not the one this tenant's ledger was written with, or None.
+
+    A wrong key would make every pseudonym miss: a withdrawn person would look unknown, and under
+    ``legitimate_interest`` unknown means allowed. So a mismatch stops everything with this message.
+    Chains from before revision 0003 have no fingerprint yet; their newest row with an email is
+    checked instead.
+    """
+    hint = ("the consent key does not match the one this ledger was written with (a different key file, or "
+            "consent.pseudonym_key changed; ledgers from before revision 0003 used consent.webhook_secret: "
+            "set consent.pseudonym_key to that old value)")
+    stored = conn.execute(
+        sa.select(consent_chain_heads.c.key_check).where(consent_chain_heads.c.tenant_id == tenant)
+    ).scalar_one_or_none()
+    if stored is not None:
+        return None if hmac.compare_digest(stored, key_check(chain_key(key))) else hint
+    ev = consent_events.c
+    row = conn.execute(
+        sa.select(ev.subject, ev.subject_key)
+        .where(ev.tenant_id == tenant, ev.subject.is_not(None))
+        .order_by(ev.seq.desc()).limit(1)
+    ).one_or_none()
+    if row is not None and subject_key(key, row.subject) != row.subject_key:
+        return hint
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     """The locked end of a tenant's chain."""
@@ -158,7 +190,7 @@ def append_rows(
     conn.execute(
         sa.update(consent_chain_heads)
         .where(consent_chain_heads.c.tenant_id == tenant)
-        .values(last_id=rows[-1]["id"], last_seq=seq, last_hash=prev)
+        .values(last_id=rows[-1]["id"], last_seq=seq, last_hash=prev, key_check=key_check(key))
     )
     return rows
 

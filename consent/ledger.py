@@ -24,10 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError, SegsyncError
+from connectors.errors import InputError
 from consent.chain import (
     GENESIS, VerifyResult, append_rows, canonical_json, chain_key, lock_head, personal_digest, split_evidence,
-    tenants_in, verify_chains,
+    key_problem, tenants_in, verify_chains,
 )
 from consent.checkpoint import check_checkpoint, make_checkpoint
 from consent.erasure import erase_subject
@@ -79,6 +79,10 @@ class Ledger:
             key = self._key_for_tenant(tenant)
             if not isinstance(key, bytes) or len(key) < 16:
                 raise InputError(f"the consent key for tenant {tenant!r} must be at least 16 bytes")
+            with self.engine.connect() as c:
+                problem = key_problem(c, tenant, key)
+            if problem is not None:
+                raise InputError(f"tenant {tenant!r}: {problem}")
             self._keys[tenant] = key
         return key
 
@@ -354,7 +358,7 @@ class Ledger:
         # (email and personal evidence against their digests) need the key.
         try:
             return self.key(tenant)
-        except (SegsyncError, LookupError):
+        except LookupError:  # a wrong key is an error (InputError), not a reason to skip the checks
             return None
 
     # -- identities and erasure -------------------------------------------------------------

@@ -88,6 +88,8 @@ consent_chain_heads = sa.Table(
     sa.Column("keyed_from_seq", sa.BigInteger, nullable=False, server_default="1"),
     # Outbox rows of this tenant from this id on carry a MAC (see consent.integrity).
     sa.Column("outbox_keyed_from_id", sa.BigInteger, nullable=False, server_default="0"),
+    # Fingerprint of the chain key: a wrong key is refused instead of missing every pseudonym.
+    sa.Column("key_check", sa.String(64), nullable=True),
 )
 
 consent_outbox = sa.Table(

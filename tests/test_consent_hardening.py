@@ -121,7 +121,7 @@ def _tenant(extra: str = ""):
     return load_config_text(CONFIG.format(extra=extra)).tenants[0]
 
 
-def test_the_pseudonym_key_is_generated_in_a_private_file_not_the_webhook_secret(tmp_path) -> None:
+def test_the_pseudonym_key_is_generated_in_a_private_file_not_the_webhook_secret(tmp_path, sqlite_url) -> None:
     path = tmp_path / "keys" / "keys.json"
     tenant = _tenant(f"keys_file: {path}")
     key = tenant_key(tenant)
@@ -130,8 +130,10 @@ def test_the_pseudonym_key_is_generated_in_a_private_file_not_the_webhook_secret
     assert tenant_key(tenant) == key  # kept, not regenerated
     assert tenant_key(_tenant(f"keys_file: {tmp_path / 'other.json'}")) != key
     guess = hmac.new(b"harbor-webhook-secret-0123456789", b"ann@example.com", hashlib.sha256).hexdigest()
-    ledger = Ledger(sa.create_engine("sqlite://"), lambda t: key)
+    store = Store.open(sqlite_url)
+    ledger = Ledger(store.engine, lambda t: key)
     assert ledger.pseudonym("harbor", "ann@example.com") != guess  # the URL's secret does not test guesses
+    store.close()
 
 
 def test_a_configured_pseudonym_key_still_wins(tmp_path) -> None:
@@ -183,4 +185,17 @@ def test_erasure_scrubs_the_address_from_outbox_errors_and_run_reports(db_url) -
     assert errors and all("ann@example.com" not in e.lower() and "[erased]" in e for e in errors)
     assert report == {"errors": ["[erased] rejected"], "n": 1}
     assert ledger.verify().ok
+    store.close()
+
+
+def test_a_key_other_than_the_ledgers_is_refused_not_silently_missing_everyone(sqlite_url) -> None:
+    store = Store.open(sqlite_url)
+    Ledger(store.engine, lambda t: b"a" * 32).record(
+        "harbor", "ann@example.com", "profiling", WITHDRAWN, basis="legitimate_interest", source="cli",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+    other = Ledger(store.engine, lambda t: b"b" * 32)
+    with pytest.raises(InputError, match="does not match the one this ledger was written with"):
+        other.decisions("harbor", ["ann@example.com"], {"profiling": "legitimate_interest"})
+    with pytest.raises(InputError, match="pseudonym_key"):
+        other.verify("harbor")
     store.close()

@@ -29,6 +29,7 @@ def upgrade() -> None:
     with op.batch_alter_table("consent_chain_heads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("keyed_from_seq", sa.BigInteger(), nullable=False, server_default="1"))
         batch_op.add_column(sa.Column("outbox_keyed_from_id", sa.BigInteger(), nullable=False, server_default="0"))
+        batch_op.add_column(sa.Column("key_check", sa.String(length=64), nullable=True))
     with op.batch_alter_table("consent_outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("mac", sa.String(length=64), nullable=True))
     # Existing chains: everything already written stays unkeyed (see the module docstring).
@@ -40,5 +41,6 @@ def downgrade() -> None:
     with op.batch_alter_table("consent_outbox", schema=None) as batch_op:
         batch_op.drop_column("mac")
     with op.batch_alter_table("consent_chain_heads", schema=None) as batch_op:
+        batch_op.drop_column("key_check")
         batch_op.drop_column("outbox_keyed_from_id")
         batch_op.drop_column("keyed_from_seq")
