@@ -1,18 +1,17 @@
-"""The ledger's secret keys, kept in a file outside the database.
+"""The ledger's secret key, kept in a file outside the database.
 
-Two keys per tenant, both 32 random bytes, generated the first time a tenant needs them:
-
-* ``chain`` keys the ledger's hash chain (HMAC-SHA256) and its outbox MACs: someone who can
-  write to the database but cannot read this file cannot forge a row, recompute the chain after an
-  edit, or sign a checkpoint;
-* ``pseudonym`` turns an email into the tenant's pseudonym (``subject_key``), the proof that
-  survives erasure. It is *not* the webhook secret, which sits in the Mailchimp webhook URL.
+One key per tenant, 32 random bytes, generated the first time the tenant needs it: the
+*pseudonym* key, which turns an email into the tenant's pseudonym (``subject_key``, the proof that
+survives erasure) and from which the hash-chain key is derived (:func:`consent.chain.chain_key`).
+It is *not* the webhook secret, which sits in the Mailchimp webhook URL. Someone who can write to
+the database but cannot read this file can neither forge a ledger row nor recompute the chain
+after an edit, nor sign a checkpoint, nor test guessed emails against pseudonyms.
 
 The file is JSON, created with mode 0600 in a 0700 directory; a file readable by group or others
 is refused (the keys must be as private as the config's secrets). Writes go through a temporary
 file and ``os.replace`` under an exclusive ``flock``, so two processes starting at once agree on one
 key. Back the file up with the database: without it old pseudonyms cannot be looked up and the
-chain can only be checked unkeyed.
+keyed chain cannot be checked (segsync then refuses to run rather than treat everyone as unknown).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from connectors.errors import InputError
 
-KINDS = ("chain", "pseudonym")
+KINDS = ("pseudonym",)
 #: Where the key file lives unless the config (``keys_file``) or ``SEGSYNC_KEYS_FILE`` says otherwise.
 DEFAULT_KEYS_FILE = "~/.config/segsync/keys.json"
 ENV_VAR = "SEGSYNC_KEYS_FILE"
@@ -48,10 +47,6 @@ class KeyFile:
 
     def __repr__(self) -> str:  # never print keys
         return f"KeyFile({str(self.path)!r})"
-
-    def chain_key(self, tenant: str) -> bytes:
-        """The tenant's chain key (generated and saved on first use)."""
-        return self.get(tenant, "chain")
 
     def pseudonym_key(self, tenant: str) -> bytes:
         """The tenant's pseudonym key (generated and saved on first use)."""

@@ -33,12 +33,12 @@ from consent.checkpoint import check_checkpoint, make_checkpoint
 from consent.erasure import erase_subject
 from consent.integrity import check_outbox
 from consent.policy import (
-    GRANTED, PURPOSES, STATES, WITHDRAWN, Decision, PurposeState, bound_time, check_aware, check_name,
+    GRANTED, STATES, WITHDRAWN, Decision, PurposeState, bound_time, check_aware, check_name,
     current_state, is_allowed, normalize_subject, reason, subject_key,
 )
 from consent.records import Alias, ErasureResult, HistoryEvent, RecordedEvent, Signal, recorded_from_row
 from consent.schema import (
-    consent_aliases, consent_chain_heads, consent_events, consent_outbox, insert_ignoring_conflicts,
+    consent_aliases, consent_chain_heads, consent_events, insert_ignoring_conflicts,
 )
 
 ev = consent_events.c

@@ -9,7 +9,6 @@ answer 5xx. The seed and the counts are printed so a failure can be replayed.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
