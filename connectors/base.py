@@ -150,6 +150,13 @@ class CrmConnector(ABC):
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
         """Opt the person out of email at the CRM and clear segsync's segment property."""
 
+    def unsubscribe_many(self, emails: Sequence[str]) -> dict[str, RecordResult]:
+        """Opt many people out of email at the CRM (nothing else); a result per email.
+
+        Default: one :meth:`suppress` each. A CRM with a batch write overrides this to spend fewer calls.
+        """
+        return {email: self.suppress(email, None, "") for email in dict.fromkeys(emails)}
+
     def stats(self) -> dict[str, Any]:
         """API calls made so far, by endpoint class, plus 429s and retries."""
         return {}

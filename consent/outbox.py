@@ -34,7 +34,8 @@ LOCKED`` and several drainers may run at once; on SQLite run one drainer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +45,8 @@ import sqlalchemy as sa
 from consent.erasure import redact
 from consent.integrity import outbox_mac
 from consent.schema import consent_outbox, insert_ignoring_conflicts
+
+log = logging.getLogger("segsync.consent")
 
 ob = consent_outbox.c
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -285,12 +288,15 @@ def drain(
     limit: int = 100,
     tenant: str | None = None,
     max_rounds: int = 1000,
+    prepare: Callable[[Sequence[OutboxAction]], None] | None = None,
 ) -> DrainReport:
     """Hand every due action to its destination's handler until none is due.
 
     A handler returns to confirm and raises to fail (its message is recorded). A destination
     without a handler counts as a failed attempt, so a wiring mistake shows up as ``failed``
-    rows instead of a queue that silently never empties.
+    rows instead of a queue that silently never empties. ``prepare`` sees each claimed batch first, so
+    handlers can act on many actions in one vendor call (a batch write) and then confirm each; if it
+    raises, every handler runs on its own.
     """
     report = DrainReport()
     when = _now(now)
@@ -298,6 +304,11 @@ def drain(
         batch = outbox.claim(limit, now=when, tenant=tenant)
         if not batch:
             break
+        if prepare is not None:
+            try:
+                prepare(batch)
+            except Exception:  # noqa: BLE001 - the handlers then act one by one and record their own failures
+                log.warning("outbox: preparing a batch of %d failed; acting one by one", len(batch), exc_info=True)
         for action in batch:
             handler = handlers.get(action.destination)
             try:

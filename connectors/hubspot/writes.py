@@ -173,28 +173,67 @@ class WriteMixin:
     # ----------------------------------------------------------------- suppress
 
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
-        """Unsubscribe the address from every marketing subscription (with segsync's legal basis note)
-        and clear segsync's segment property. "Already unsubscribed", "no such contact" and "no such
+        """Unsubscribe the address from every marketing subscription (one v4 batch write, with segsync's legal
+        basis note) and clear segsync's segment property. "Already unsubscribed", "no such contact" and "no such
         property yet" are success."""
         address = normalize_email(email)
         key = vendor_id or address or ""
         if address is None:
             return RecordResult(key, "failed", "no email address to unsubscribe")
         problems: list[str] = []
-        subscriptions = self.marketing_subscriptions()
-        if not subscriptions:
-            problems.append("the portal has no active email subscription type to unsubscribe from")
-        for sub_id in subscriptions:
-            try:
-                self.client.unsubscribe(address, sub_id)
-            except RejectedRecordError as exc:
-                if "already" not in exc.detail.lower():
-                    problems.append(f"unsubscribe from {sub_id}: {exc.detail}")
+        unsubscribed = self.unsubscribe_many([address])[address]
+        if unsubscribed.outcome == "failed":
+            problems.append(unsubscribed.message)
         if property_name:  # empty: segsync never wrote a segment there, so there is nothing to clear
             self._clear(address, vendor_id, property_name, problems)
         if problems:
             return RecordResult(key, "failed", "; ".join(problems))
         return RecordResult(key, "sent")
+
+    def unsubscribe_many(self, emails: Sequence[str]) -> dict[str, RecordResult]:
+        """Unsubscribe many addresses from every marketing subscription type in v4 batch writes of 100.
+
+        One call per 100 (address, type) pairs instead of one per pair; an input HubSpot refuses fails that
+        address with HubSpot's message ("already unsubscribed" is success).
+        """
+        results: dict[str, RecordResult] = {}
+        addresses: dict[str, str] = {}
+        for email in dict.fromkeys(emails):
+            address = normalize_email(email)
+            if address is None:
+                results[email] = RecordResult(email, "failed", "no email address to unsubscribe")
+            else:
+                addresses[address] = email
+        subscriptions = self.marketing_subscriptions()
+        if not subscriptions:
+            problem = "the portal has no active marketing subscription type to unsubscribe from"
+            return results | {e: RecordResult(e, "failed", problem) for e in addresses.values()}
+        inputs = [{"subscriberIdString": a, "subscriptionId": sid, "statusState": "UNSUBSCRIBED", "channel": "EMAIL",
+                   "legalBasis": S.UNSUBSCRIBE_LEGAL_BASIS, "legalBasisExplanation": S.UNSUBSCRIBE_EXPLANATION}
+                  for a in addresses for sid in subscriptions]
+        problems: dict[str, list[str]] = {}
+        for n in range(0, len(inputs), S.BATCH_SIZE):
+            chunk = inputs[n:n + S.BATCH_SIZE]
+            try:
+                _, body = self.client.write_statuses(chunk)
+            except RejectedRecordError as exc:  # the whole batch refused: every address in it fails, retried later
+                for item in chunk:
+                    problems.setdefault(str(item["subscriberIdString"]), []).append(exc.detail)
+                continue
+            for err in (body or {}).get("errors") or [] if isinstance(body, Mapping) else []:
+                if not isinstance(err, Mapping) or "already" in str(err.get("message") or "").lower():
+                    continue
+                context = err.get("context")
+                named = context.get("subscriberIdString") if isinstance(context, Mapping) else None
+                for address in named if isinstance(named, list) else []:
+                    key = normalize_email(str(address)) or str(address)
+                    problems.setdefault(key, []).append(_error_message(err))
+        for address, email in addresses.items():
+            if address in problems:
+                results[email] = RecordResult(email, "failed", "; ".join(problems[address]))
+            else:
+                results[email] = RecordResult(email, "sent", f"unsubscribed from {', '.join(subscriptions)}")
+        return results
 
     def _clear(self, address: str, vendor_id: str | None, property_name: str, problems: list[str]) -> None:
         item: dict[str, Any] = {"id": vendor_id, "properties": {property_name: ""}}

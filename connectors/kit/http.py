@@ -275,8 +275,10 @@ class HttpClient:
         detail: Callable[[Any, str], str] = default_detail,
         shape: ErrorShape = ErrorShape(),
         session: requests.Session | None = None,
+        observe: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         self.vendor = vendor
+        self.observe = observe  # sees every answer's headers (a vendor's announced rate limit), errors included
         self.base_url = base_url.rstrip("/")
         self.policy = policy
         self.timeout = timeout
@@ -314,6 +316,8 @@ class HttpClient:
                 if mapped is None:
                     raise
                 raise mapped from None
+            if self.observe is not None:
+                self.observe(response.headers)
             if response.status_code in accept:
                 return response
             if response.status_code >= 400:
