@@ -170,6 +170,8 @@ def test_1_only_won_deals_in_any_pipeline_become_deposits_and_upgrades(make_sand
 
 # ------------------------------------------------------------------ 2. one namespace for tags and static segments
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 2: the static segment takes the bare segment name and "
+                   "silently reuses (and fills) the customer's own tag of that name")
 def test_2_a_customer_tag_named_like_a_segment_is_never_touched(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=600, seed=32, mailchimp_customer_tags=("churn_watch",))  # enough to score
     config = write_config(tmp_path, sb)
@@ -225,6 +227,8 @@ def test_4_the_first_web_events_window_is_bounded(make_sandbox, tmp_path):
 
 # ------------------------------------------------------------------ 5. merges make a new id
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 5: after a merge gives the record a new id, the withdrawal's "
+                   "segment clear goes to the merged-away id and the merged record keeps the segments")
 def test_5_a_withdrawal_after_a_merge_clears_the_merged_record(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=600, seed=35, hubspot_merge_new_id=True)  # enough people to score and segment
     config = write_config(tmp_path, sb)
@@ -255,6 +259,8 @@ def hooked(make_sandbox, tmp_path):
     server.stop()
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 6: contact.restore is ignored, so a deleted-then-restored "
+                   "contact stays withdrawn from profiling for good")
 def test_6_contact_restore_undoes_contact_deletion(hooked):
     sb, config, server = hooked
     email, cid = person_in_both(sb)
@@ -267,6 +273,8 @@ def test_6_contact_restore_undoes_contact_deletion(hooked):
     assert consent_status(config, email)["profiling"]["allowed"]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 6: a Mailchimp subscribe webhook is recorded as a consent "
+                   "grant although it does not say who subscribed (here: an admin, with no opt-in record)")
 def test_6_an_admin_subscribe_webhook_is_not_consent(hooked):
     sb, config, server = hooked
     sb.mailchimp.add_webhook(server.url + f"/hooks/{TENANT}/mailchimp/{SECRET}")
@@ -276,6 +284,8 @@ def test_6_an_admin_subscribe_webhook_is_not_consent(hooked):
     assert not consent_status(config, "walk.in@example.org")["email_marketing"]["allowed"]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 6: per-subscription opt-outs (hs_email_optout_<id>) are not "
+                   "honoured on the webhook path")
 def test_6_a_marketing_subscription_opt_out_webhook_withdraws_email_marketing(hooked):
     sb, config, server = hooked
     email, cid = person_in_both(sb)
@@ -337,6 +347,8 @@ def test_9_a_no_change_run_reads_deals_incrementally(make_sandbox, tmp_path):
     assert len(deal_reads) <= 1, f"{len(deal_reads)} deal reads in a run with no change"
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 9: unsubscribed/cleaned members and every member id are "
+                   "re-listed on each run instead of read with since_last_changed")
 def test_9_a_no_change_run_reads_mailchimp_members_incrementally(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=300, seed=39)
     config = write_config(tmp_path, sb)
