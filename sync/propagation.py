@@ -97,7 +97,7 @@ class Propagator:
             raise RuntimeError(failed[0].message or "the ESP refused the tag removal")
         for dest in self.store.destinations(self.tenant.id, "esp.segment:"):
             if cid in self.store.last_sent(self.tenant.id, dest):
-                self.esp.sync_segment(dest.split(":", 1)[1], [], [email])
+                self.esp.sync_segment(self.tenant.push.tag_prefix + dest.split(":", 1)[1], [], [email])
         self.store.forget_sent(self.tenant.id, cid, "esp.")
 
     def _crm_ids(self) -> dict[str, str]:

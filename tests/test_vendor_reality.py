@@ -170,8 +170,6 @@ def test_1_only_won_deals_in_any_pipeline_become_deposits_and_upgrades(make_sand
 
 # ------------------------------------------------------------------ 2. one namespace for tags and static segments
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2: the static segment takes the bare segment name and "
-                   "silently reuses (and fills) the customer's own tag of that name")
 def test_2_a_customer_tag_named_like_a_segment_is_never_touched(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=600, seed=32, mailchimp_customer_tags=("churn_watch",))  # enough to score
     config = write_config(tmp_path, sb)

@@ -255,7 +255,9 @@ class TenantRun:
         plan = build_plan(
             self.tenant.id, people, segments_of, scores_of, last,
             property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
-            push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments,
+            # A Mailchimp tag IS a static segment: with tags on, a segment of the same name would be the same
+            # object written twice, so static segments are pushed only when tags are off.
+            push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments and not push.esp_tags,
             tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
         )
         summary = plan.summary()
@@ -319,6 +321,7 @@ class TenantRun:
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
+            segment_prefix=self.tenant.push.tag_prefix,
             progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
         )
         self.report.push = summarize(pusher.run(plan))

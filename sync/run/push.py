@@ -61,6 +61,7 @@ class PlanPusher:
         property_name: str,
         score_names: list[str],
         push_scores: bool,
+        segment_prefix: str = "",
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class PlanPusher:
         self.recheck = recheck
         self.crm, self.esp = crm, esp
         self.property_name, self.score_names, self.push_scores = property_name, score_names, push_scores
+        self.segment_prefix = segment_prefix  # ESP segments share the tags' namespace (never a customer's name)
         self.progress = progress or (lambda _d, _n: None)
         self.stop = stop or threading.Event()
         self.report = PushReport()
@@ -178,7 +180,7 @@ class PlanPusher:
 
     def _send_segment(self, dest: str, batch: list[Change]) -> list[RecordResult]:
         assert self.esp is not None
-        name = dest[len(SEGMENT) :]
+        name = self.segment_prefix + dest[len(SEGMENT) :]
         add = [c.vendor_key or "" for c in batch if c.desired]
         remove = [c.vendor_key or "" for c in batch if not c.desired]
         return self.esp.sync_segment(name, add, remove)
