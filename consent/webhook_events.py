@@ -110,7 +110,10 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
     list_id = fields.get("data[list_id]")
     if hooks.mailchimp_list_id is not None and list_id != hooks.mailchimp_list_id:
         raise Reject(400, "data[list_id] is not this tenant's audience")
-    if kind in ("profile", "campaign"):
+    if kind in ("profile", "campaign", "subscribe"):
+        # ``subscribe`` does not say who subscribed the person (they, an admin or the API): it is not
+        # evidence of consent. The next pull reads the member's own opt-in record (timestamp_opt, ip_opt)
+        # and records a grant only if there is one.
         return None
     if kind == "upemail":
         old, new = _required(fields, "data[old_email]"), _required(fields, "data[new_email]")
@@ -121,12 +124,21 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
         value = fields.get(f"data[{key}]")
         if value:
             evidence["subscriber_id" if key == "id" else key] = value
-    state = GRANTED if kind == "subscribe" else WITHDRAWN
     signal = Signal(
-        email, EMAIL_MARKETING, state, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,
+        email, EMAIL_MARKETING, WITHDRAWN, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,
         evidence=evidence, idempotency_key=f"{receipt}:{EMAIL_MARKETING}",
     )
     return Work((receipt,), (signal,), reason=f"mailchimp {kind}")
+
+
+def _optout_flag(name: Any) -> bool:
+    """``hs_email_optout`` (all email) or ``hs_email_optout_<subscription id>`` (one type).
+
+    A per-type opt-out is taken as an email-marketing withdrawal whatever the type: the webhook cannot
+    tell a marketing type from One-to-One without a call, and when in doubt segsync does not email.
+    """
+    return isinstance(name, str) and (name == "hs_email_optout" or (
+        name.startswith("hs_email_optout_") and name.removeprefix("hs_email_optout_").isdigit()))
 
 
 def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
@@ -157,10 +169,15 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         if (name is not None and not isinstance(name, str)) or (value is not None and not isinstance(value, str)):
             raise Reject(400, f"{where}: propertyName and propertyValue must be strings")
         purposes: list[str] = []
-        if kind == "contact.propertyChange" and name == "hs_email_optout" and (value or "").lower() == "true":
+        state = WITHDRAWN
+        if kind == "contact.propertyChange" and _optout_flag(name) and (value or "").lower() == "true":
             purposes = [EMAIL_MARKETING]
         elif kind == "contact.deletion":
             purposes = [PROFILING]
+        elif kind == "contact.restore" and hooks.purposes.get(PROFILING) == "legitimate_interest":
+            # A restore undoes the deletion: profiling on legitimate interest is allowed again. Under the
+            # consent basis it stays refused (a restore is not the person's consent; fail closed).
+            purposes, state = [PROFILING], GRANTED
         elif kind == "contact.privacyDeletion":
             purposes = sorted(set(hooks.purposes) | {EMAIL_MARKETING, PROFILING})
         if not purposes:
@@ -185,7 +202,7 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         for purpose in purposes:
             receipts.append(key)  # one per signal, so write() can drop replayed events
             signals.append(
-                Signal(subject, purpose, WITHDRAWN, _basis(hooks, purpose), "hubspot", occurred,
+                Signal(subject, purpose, state, _basis(hooks, purpose), "hubspot", occurred,
                        evidence=evidence, idempotency_key=f"{key}:{purpose}")
             )
     if not signals:

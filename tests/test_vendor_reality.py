@@ -257,8 +257,6 @@ def hooked(make_sandbox, tmp_path):
     server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: contact.restore is ignored, so a deleted-then-restored "
-                   "contact stays withdrawn from profiling for good")
 def test_6_contact_restore_undoes_contact_deletion(hooked):
     sb, config, server = hooked
     email, cid = person_in_both(sb)
@@ -271,8 +269,6 @@ def test_6_contact_restore_undoes_contact_deletion(hooked):
     assert consent_status(config, email)["profiling"]["allowed"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: a Mailchimp subscribe webhook is recorded as a consent "
-                   "grant although it does not say who subscribed (here: an admin, with no opt-in record)")
 def test_6_an_admin_subscribe_webhook_is_not_consent(hooked):
     sb, config, server = hooked
     sb.mailchimp.add_webhook(server.url + f"/hooks/{TENANT}/mailchimp/{SECRET}")
@@ -282,8 +278,6 @@ def test_6_an_admin_subscribe_webhook_is_not_consent(hooked):
     assert not consent_status(config, "walk.in@example.org")["email_marketing"]["allowed"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: per-subscription opt-outs (hs_email_optout_<id>) are not "
-                   "honoured on the webhook path")
 def test_6_a_marketing_subscription_opt_out_webhook_withdraws_email_marketing(hooked):
     sb, config, server = hooked
     email, cid = person_in_both(sb)

@@ -70,15 +70,16 @@ def _parse_time(value: Any) -> datetime | None:
 def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[ConsentSignal]:
     """Evidence of opt-in from the ESP itself: a subscribed member with its opt-in time.
 
-    Only a member the ESP reports as ``subscribed`` with a known opt-in (or sign-up) time counts;
-    nothing else is ever taken as a grant.
+    Only a member the ESP reports as ``subscribed`` with its own opt-in record (``timestamp_opt``) counts;
+    nothing else is ever taken as a grant: a member an admin or an import added has no opt-in time, and
+    a sign-up time alone does not say the person confirmed.
     """
     have = {(s.email, s.purpose, s.state) for s in seen}
     out = []
     for c in contacts:
         if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
             continue
-        when = _parse_time(c.properties.get("timestamp_opt")) or _parse_time(c.properties.get("timestamp_signup")) or c.created_at
+        when = _parse_time(c.properties.get("timestamp_opt"))
         if when is None:
             continue
         evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
