@@ -225,8 +225,6 @@ def test_4_the_first_web_events_window_is_bounded(make_sandbox, tmp_path):
 
 # ------------------------------------------------------------------ 5. merges make a new id
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5: after a merge gives the record a new id, the withdrawal's "
-                   "segment clear goes to the merged-away id and the merged record keeps the segments")
 def test_5_a_withdrawal_after_a_merge_clears_the_merged_record(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=600, seed=35, hubspot_merge_new_id=True)  # enough people to score and segment
     config = write_config(tmp_path, sb)

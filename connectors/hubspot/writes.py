@@ -141,7 +141,38 @@ class WriteMixin:
                     results.setdefault(k, RecordResult(k, "failed", str(exc)))
                 break
             results.update({k: RecordResult(k, outcome, message) for k, (outcome, message) in sent.items()})  # type: ignore[arg-type]
+        gone = [k for k, r in results.items() if r.outcome == "failed" and "OBJECT_NOT_FOUND" in r.message]
+        if gone:
+            results.update(self._resend_merged(gone, merged))
         return [results[str(u.key)] for u in updates]
+
+    def merged_ids(self, ids: Sequence[str]) -> dict[str, str]:
+        """old id -> the id of the record it was merged into, for ids HubSpot no longer has as live records.
+
+        HubSpot merges now make a new record; reading an old id answers with the merged record (its new id).
+        An id that is really gone (deleted) maps to nothing. One read per id, remembered.
+        """
+        moved: dict[str, str] = getattr(self, "_moved", {})
+        self._moved = moved
+        for old in ids:
+            if old in moved:
+                continue
+            response = self.client.request("GET", f"/crm/v3/objects/contacts/{old}", endpoint=S.EP_LIST,
+                                           params={"properties": "hs_object_id"}, accept=(404,))
+            body = response.json() if response.status_code == 200 and response.content else None
+            new = str(body.get("id") or "") if isinstance(body, Mapping) else ""
+            if new and new != old:
+                moved[old] = new
+        return {old: moved[old] for old in ids if old in moved}
+
+    def _resend_merged(self, gone: Sequence[str], merged: Mapping[str, dict[str, str]]) -> dict[str, RecordResult]:
+        """Send updates that failed because their record was merged away again, to the merged record."""
+        moved = self.merged_ids(gone)
+        if not moved:
+            return {}
+        again = self.push_properties([PropertyUpdate(new, merged[old]) for old, new in moved.items()])
+        return {old: RecordResult(old, r.outcome, f"{r.message} (contact {old} was merged into {new})".strip())
+                for (old, new), r in zip(moved.items(), again, strict=True)}
 
     def _send(self, batch: Sequence[tuple[str, dict[str, str]]]) -> dict[str, Verdict]:
         """One batch/update call; its 207 answer read record by record (a whole-batch 400 raises)."""
@@ -236,9 +267,13 @@ class WriteMixin:
         return results
 
     def _clear(self, address: str, vendor_id: str | None, property_name: str, problems: list[str]) -> None:
-        item: dict[str, Any] = {"id": vendor_id, "properties": {property_name: ""}}
-        if not vendor_id:
-            item = {"id": address, "idProperty": "email", "properties": {property_name: ""}}
+        if vendor_id:  # by id, following a merge (a clear sent to a merged-away id is not done)
+            for result in self.push_properties([PropertyUpdate(vendor_id, {property_name: ""})]):
+                if result.outcome == "failed" and not _nothing_to_clear(result.message) and not (
+                        "OBJECT_NOT_FOUND" in result.message and not self.merged_ids([vendor_id])):
+                    problems.append(f"clear {property_name}: {result.message}")
+            return
+        item: dict[str, Any] = {"id": address, "idProperty": "email", "properties": {property_name: ""}}
         try:
             _, body = self.client.batch_update([item])
         except RejectedRecordError as exc:
