@@ -12,7 +12,7 @@ constants buried in loops, so the planner can cost a push before it is sent.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -175,6 +175,11 @@ class EspConnector(ABC):
     def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
         """Yield pages of engagement events since ``cursor``. Default: none."""
         return iter(())
+
+    def known_members(self, members: Mapping[str, tuple[str, str | None]], cursor: str | None) -> None:
+        """What segsync already holds of the audience: email -> (vendor id, status), current as of the stored
+        members ``cursor``. A connector may use it to read only what changed since. Default: ignored."""
+        return None
 
     @abstractmethod
     def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:

@@ -337,8 +337,6 @@ def test_9_a_no_change_run_reads_deals_incrementally(make_sandbox, tmp_path):
     assert len(deal_reads) <= 1, f"{len(deal_reads)} deal reads in a run with no change"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 9: unsubscribed/cleaned members and every member id are "
-                   "re-listed on each run instead of read with since_last_changed")
 def test_9_a_no_change_run_reads_mailchimp_members_incrementally(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=300, seed=39)
     config = write_config(tmp_path, sb)

@@ -148,6 +148,14 @@ class TenantRun:
 
     # ------------------------------------------------------------------ pull
 
+    def _esp_members(self) -> dict[str, tuple[str, str | None]]:
+        """email the ESP knows -> (its vendor id, the ESP status last seen), from the store."""
+        assert self.esp is not None
+        ids = self.store.vendor_ids(self.tenant.id, self.esp.name)
+        emails = self.store.identity_emails(self.tenant.id, self.esp.name)
+        status = {c["contact_id"]: c.get("esp_status") for c in self.store.contacts(self.tenant.id)}
+        return {emails[cid]: (vid, status.get(cid)) for cid, vid in ids.items() if emails.get(cid)}
+
     def _pull_all(self, run_started: datetime) -> None:
         streams: list[tuple[str, Callable[[str | None, datetime], Iterator[PullPage]]]] = [
             (f"{self.crm.name}.contacts", self.crm.pull_contacts),
@@ -155,6 +163,8 @@ class TenantRun:
         ]
         if self.esp is not None:
             streams += [(f"{self.esp.name}.members", self.esp.pull_members), (f"{self.esp.name}.engagement", self.esp.pull_engagement)]
+        if self.esp is not None:  # what the store holds of the audience: the ESP then reads only what changed
+            self.esp.known_members(self._esp_members(), self.store.cursor(self.tenant.id, f"{self.esp.name}.members"))
         pulls: dict[str, dict[str, int]] = {}
         consent = Counter[str]()
         for stream, pull in streams:
