@@ -34,7 +34,6 @@ from mailchimp_marketing.api_client import ApiClientError
 
 from connectors.errors import ApiError, FatalApiError, RejectedRecordError, RetriableApiError
 from connectors.kit.http import (
-    DEFAULT_TIMEOUT,
     CallPolicy,
     ErrorShape,
     HttpClient,
@@ -155,7 +154,7 @@ class MailchimpClient:
         base_url: str,
         *,
         retry: RetrySettings | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] = S.TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         max_connections: int = S.MAX_CONNECTIONS,
     ) -> None:

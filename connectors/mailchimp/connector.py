@@ -17,7 +17,7 @@ from typing import Any
 
 from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
 from connectors.errors import ApiError, ConfigError, FatalApiError
-from connectors.kit.http import DEFAULT_TIMEOUT, RetrySettings
+from connectors.kit.http import RetrySettings
 from connectors.mailchimp import settings as S
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
@@ -45,7 +45,7 @@ class MailchimpConnector(EspConnector):
         *,
         add_missing_as_pending: bool = False,
         retry: RetrySettings | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] = S.TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not api_key:
