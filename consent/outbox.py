@@ -50,6 +50,7 @@ log = logging.getLogger("segsync.consent")
 
 ob = consent_outbox.c
 PENDING, DONE, FAILED = "pending", "done", "failed"
+SUPERSEDED = "not propagated: superseded"  # the note on an action a later grant made unnecessary
 MAX_ERROR = 500
 
 
@@ -80,6 +81,7 @@ class DrainReport:
     retrying: int = 0
     failed: int = 0
     errors: dict[int, str] = field(default_factory=dict)
+    superseded: int = 0  # of ``done``: confirmed without a vendor call, a later grant made them moot
 
 
 def _now(now: datetime | None) -> datetime:
@@ -203,14 +205,15 @@ class Outbox:
             rows = c.execute(stmt).all()
         return sorted((_action(r) for r in rows), key=lambda a: a.id)
 
-    def mark_done(self, action_id: int, *, now: datetime | None = None) -> None:
-        """The destination confirmed; clears the email if the subject was erased meanwhile."""
+    def mark_done(self, action_id: int, *, now: datetime | None = None, note: str | None = None) -> None:
+        """The destination confirmed (or, with ``note``, nothing had to be sent and why); clears the email if
+        the subject was erased meanwhile."""
         with self.engine.begin() as c:
             c.execute(
                 sa.update(consent_outbox)
                 .where(ob.id == action_id)
                 .values(
-                    status=DONE, done_at=_now(now), last_error=None,
+                    status=DONE, done_at=_now(now), last_error=note[:MAX_ERROR] if note else None,
                     email=sa.case((ob.scrub_on_done, sa.null()), else_=ob.email),
                 )
             )
@@ -282,7 +285,7 @@ class Outbox:
 
 def drain(
     outbox: Outbox,
-    handlers: Mapping[str, Callable[[OutboxAction], None]],
+    handlers: Mapping[str, Callable[[OutboxAction], str | None]],
     now: datetime | None = None,
     *,
     limit: int = 100,
@@ -292,7 +295,8 @@ def drain(
 ) -> DrainReport:
     """Hand every due action to its destination's handler until none is due.
 
-    A handler returns to confirm and raises to fail (its message is recorded). A destination
+    A handler returns to confirm and raises to fail (its message is recorded); a string it returns is kept
+    with the confirmation (why nothing was sent, e.g. a later grant superseded the withdrawal). A destination
     without a handler counts as a failed attempt, so a wiring mistake shows up as ``failed``
     rows instead of a queue that silently never empties. ``prepare`` sees each claimed batch first, so
     handlers can act on many actions in one vendor call (a batch write) and then confirm each; if it
@@ -314,7 +318,7 @@ def drain(
             try:
                 if handler is None:
                     raise LookupError(f"no handler is registered for destination {action.destination!r}")
-                handler(action)
+                note = handler(action)
             except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never raised
                 message = f"{type(exc).__name__}: {exc}"
                 report.errors[action.id] = message[:MAX_ERROR]
@@ -323,6 +327,8 @@ def drain(
                 else:
                     report.retrying += 1
             else:
-                outbox.mark_done(action.id, now=when)
+                outbox.mark_done(action.id, now=when, note=note if isinstance(note, str) else None)
                 report.done += 1
+                if isinstance(note, str) and note.startswith(SUPERSEDED):
+                    report.superseded += 1
     return report

@@ -22,9 +22,10 @@ What each vendor event means for the ledger:
 
 ====================================  =============================================================
 Mailchimp ``unsubscribe``, ``cleaned``  ``email_marketing`` withdrawn
-Mailchimp ``subscribe``                 nothing: it does not say who subscribed the person; the next
-                                        pull records a grant only from the member's own opt-in record
-                                        (``timestamp_opt``, ``ip_opt``)
+Mailchimp ``subscribe``                 ``email_marketing`` granted only with the member's opt-in record
+                                        (``ip_opt``, kept as evidence); without it nothing: the event
+                                        does not say who subscribed the person (they, an admin, the API),
+                                        and the next pull grants only from ``timestamp_opt``
 Mailchimp ``upemail``                   an alias old -> new; the current consent is carried over
 Mailchimp ``profile``, ``campaign``     nothing (answered 200)
 HubSpot ``hs_email_optout`` or

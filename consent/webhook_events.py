@@ -110,10 +110,10 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
     list_id = fields.get("data[list_id]")
     if hooks.mailchimp_list_id is not None and list_id != hooks.mailchimp_list_id:
         raise Reject(400, "data[list_id] is not this tenant's audience")
-    if kind in ("profile", "campaign", "subscribe"):
-        # ``subscribe`` does not say who subscribed the person (they, an admin or the API): it is not
-        # evidence of consent. The next pull reads the member's own opt-in record (timestamp_opt, ip_opt)
-        # and records a grant only if there is one.
+    if kind in ("profile", "campaign") or (kind == "subscribe" and not fields.get("data[ip_opt]")):
+        # ``subscribe`` does not say who subscribed the person (they, an admin or the API): alone it is not
+        # evidence of consent. Only the member's own opt-in record is (``ip_opt``, present when the person
+        # confirmed from a form); without it the next pull reads timestamp_opt/ip_opt and decides.
         return None
     if kind == "upemail":
         old, new = _required(fields, "data[old_email]"), _required(fields, "data[new_email]")
@@ -124,8 +124,9 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
         value = fields.get(f"data[{key}]")
         if value:
             evidence["subscriber_id" if key == "id" else key] = value
+    state = GRANTED if kind == "subscribe" else WITHDRAWN  # a subscribe here carries the member's ip_opt
     signal = Signal(
-        email, EMAIL_MARKETING, WITHDRAWN, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,
+        email, EMAIL_MARKETING, state, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,
         evidence=evidence, idempotency_key=f"{receipt}:{EMAIL_MARKETING}",
     )
     return Work((receipt,), (signal,), reason=f"mailchimp {kind}")

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, TagChange
 from consent.ledger import Ledger
-from consent.outbox import DrainReport, Outbox, OutboxAction, drain
+from consent.outbox import SUPERSEDED, DrainReport, Outbox, OutboxAction, drain
+from consent.policy import GRANTED
 from sync.config.models import TenantCfg
 from sync.run.gate import key_lookup
 from sync.run.plan import CRM, crm_desired
@@ -25,8 +26,9 @@ log = logging.getLogger("segsync.consent")
 
 def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: EspConnector | None) -> DrainReport:
     """Drain the tenant's due outbox actions through its connectors (one pass; failures stay queued)."""
-    propagator = Propagator(store, tenant, crm, esp)
-    outbox = Outbox(store.engine, mac_key=Ledger(store.engine, key_lookup([tenant])).chain_key)  # status edits re-MACed
+    ledger = Ledger(store.engine, key_lookup([tenant]))
+    propagator = Propagator(store, tenant, crm, esp, ledger)
+    outbox = Outbox(store.engine, mac_key=ledger.chain_key)  # status edits re-MACed
     report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare)
     if report.done or report.failed or report.retrying:
         log.info("outbox for %s: %d done, %d retrying, %d failed", tenant.id, report.done, report.retrying, report.failed)
@@ -41,8 +43,9 @@ def queued(store: Store, tenant_id: str) -> int:
 class Propagator:
     """Turns outbox actions into connector calls; a handler returns to confirm and raises to retry."""
 
-    def __init__(self, store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: EspConnector | None) -> None:
-        self.store, self.tenant, self.crm, self.esp = store, tenant, crm, esp
+    def __init__(self, store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: EspConnector | None,
+                 ledger: Ledger | None = None) -> None:
+        self.store, self.tenant, self.crm, self.esp, self.ledger = store, tenant, crm, esp, ledger
         self.tags = [tenant.push.tag_prefix + s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]
         self._esp_emails: dict[str, str] | None = None
@@ -50,7 +53,7 @@ class Propagator:
         self._crm_vendor_ids: dict[str, str] | None = None
         self._prepared: dict[int, tuple[str, str | None]] = {}  # crm.optout id -> (why it failed or "", contact)
 
-    def handlers(self) -> Mapping[str, Callable[[OutboxAction], None]]:
+    def handlers(self) -> Mapping[str, Callable[[OutboxAction], str | None]]:
         out: dict[str, Callable[[OutboxAction], None]] = {}
         if self.esp is not None:
             out["esp.unsubscribe"] = self.esp_unsubscribe
@@ -58,7 +61,38 @@ class Propagator:
         if self.crm is not None:
             out["crm.optout"] = self.crm_optout
             out["crm.segments"] = self.crm_segments
-        return out
+        return {dest: self._decided(handler) for dest, handler in out.items()}
+
+    def superseded(self, action: OutboxAction) -> str | None:
+        """Why the action need not reach its system: the ledger's decision is no longer a withdrawal.
+
+        Propagation acts on the ledger's current decision, not on the signal that queued it: when every
+        purpose the withdrawal was about is granted again by a *later* event (the ledger orders signals by
+        their own times, withdrawals winning ties), that withdrawal is superseded and is not propagated.
+        When the order cannot be known the ledger says withdrawn, and the action goes everywhere.
+        """
+        if self.ledger is None or not action.email:
+            return None
+        purposes = [str(p) for p in action.payload.get("purposes") or []]
+        if not purposes:
+            return None
+        states = self.ledger.status(self.tenant.id, action.email)
+        later = [states[p] for p in purposes if p in states and states[p].state == GRANTED]
+        if len(later) < len(purposes):
+            return None
+        grants = ", ".join(f"{p} granted by {s.source} at {s.occurred_at.isoformat()}" for p, s in zip(purposes, later, strict=True))
+        return f"{SUPERSEDED} by a later grant ({grants})"
+
+    def _decided(self, handler: Callable[[OutboxAction], None]) -> Callable[[OutboxAction], str | None]:
+        def act(action: OutboxAction) -> str | None:
+            why = self.superseded(action)
+            if why is not None:
+                self._prepared.pop(action.id, None)
+                log.info("outbox action %s (%s) not propagated: %s", action.id, action.destination, why)
+                return why
+            handler(action)
+            return None
+        return act
 
     def _need_email(self, action: OutboxAction) -> str:
         if not action.email:
@@ -130,7 +164,7 @@ class Propagator:
             return
         people: dict[int, tuple[str, str | None, str | None]] = {}
         for action in batch:
-            if action.destination == "crm.optout":
+            if action.destination == "crm.optout" and self.superseded(action) is None:
                 try:
                     email = self._optout_email(action)
                 except LookupError:
