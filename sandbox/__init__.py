@@ -116,6 +116,7 @@ tenants:
       base_url: {self.hubspot_url}
       plan: {self.hubspot_plan}
       client_secret: {self.hubspot_client_secret}
+      web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
     esp:
       type: mailchimp
       api_key: {self.mailchimp_key}

@@ -87,7 +87,7 @@ MAX_COUNT_EVENTS = 1000
 PAGE_VIEW_EVENT = "e_visited_page"
 # The first web-events window reaches this far back (HubSpot keeps analytics events for a limited time, and
 # asking since 1970 pages through everything); later windows start where the last one ended.
-WEB_EVENTS_LOOKBACK_DAYS = 90
+WEB_EVENTS_LOOKBACK_DAYS = 365
 # A portal that refused the events API (below Enterprise) is asked again only after this long (an upgrade).
 WEB_EVENTS_RECHECK_DAYS = 30
 

@@ -39,6 +39,8 @@ class HubSpotCrm(Strict):
     client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
     extra_properties: list[str] = []
     deal_event_types: list[str] = ["deposit", "upgrade"]
+    # How far back the first read of web analytics events reaches (Enterprise portals); later reads are incremental.
+    web_events_lookback_days: int = Field(365, ge=1, le=3650)
 
 
 class CsvCrm(Strict):
