@@ -98,7 +98,8 @@ def sync(config: Path, window: float) -> dict[str, Any]:
     extra = tuple(dict.fromkeys([*crm_cfg.extra_properties, *feats.numeric_properties, *feats.categorical_properties,
                                  *feats.sensitive_attributes]))
     crm = HubSpotConnector(crm_cfg.access_token.get_secret_value(), crm_cfg.base_url, plan=crm_cfg.plan,
-                           extra_properties=extra, event_deal_types=tuple(crm_cfg.deal_event_types), window_seconds=window, settle_seconds=0)
+                           extra_properties=extra, event_deal_types=tuple(crm_cfg.deal_event_types), window_seconds=window, settle_seconds=0,
+                           web_lookback_days=crm_cfg.web_events_lookback_days)
     store = open_store(cfg.store)
     try:
         return run_tenant(cfg, tenant, store, RunOptions(), base_dir=config.parent, crm=crm, esp=build_esp(tenant))

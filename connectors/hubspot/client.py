@@ -379,16 +379,10 @@ class HubSpotClient:
         """GET /communication-preferences/v3/definitions."""
         return self.json("GET", "/communication-preferences/v3/definitions", endpoint=S.EP_COMM_PREFS)
 
-    def unsubscribe(self, email: str, subscription_id: str) -> Any:
-        """POST /communication-preferences/v3/unsubscribe with segsync's legal basis note."""
-        return self.json("POST", "/communication-preferences/v3/unsubscribe", endpoint=S.EP_COMM_PREFS, json={
-            "emailAddress": email, "subscriptionId": subscription_id,
-            "legalBasis": S.UNSUBSCRIBE_LEGAL_BASIS, "legalBasisExplanation": S.UNSUBSCRIBE_EXPLANATION})
-
     def write_statuses(self, inputs: Sequence[Mapping[str, Any]]) -> tuple[int, Any]:
         """POST /communication-preferences/v4/statuses/batch/write (up to 100 inputs); 207 is returned."""
         response = self.request("POST", "/communication-preferences/v4/statuses/batch/write",
-                                endpoint=S.EP_COMM_PREFS, json={"inputs": list(inputs)}, accept=(207,))
+                                endpoint=S.EP_COMM_PREFS_WRITE, json={"inputs": list(inputs)}, accept=(207,))
         return response.status_code, decode_json(response.content) if response.content else None
 
     def web_events(self, event_type: str, occurred_after: str, occurred_before: str, after: str | None) -> Any:

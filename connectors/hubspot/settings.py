@@ -46,7 +46,7 @@ EP_DEALS = "deals.list"
 EP_DEALS_SEARCH = "deals.search"
 EP_PIPELINES = "pipelines"
 EP_COMM_PREFS = "communication_preferences"
-EP_LISTS = "lists"
+EP_COMM_PREFS_WRITE = "communication_preferences.batch_write"
 EP_OAUTH = "oauth"
 
 # The contact properties every pull asks for (never "all properties": a long list makes a 414).
@@ -119,13 +119,10 @@ REQUIRED_SCOPES: tuple[str, ...] = (
     "crm.objects.contacts.write",  # push segment/score properties, clear them on opt-out
     "crm.schemas.contacts.read",  # read property definitions (ensure_schema)
     "crm.schemas.contacts.write",  # create the segsync group and properties
-    "crm.objects.deals.read",  # deposits and upgrades as engagement
-    "crm.lists.read",  # find segsync's MANUAL lists
-    "crm.lists.write",  # create lists and change memberships
-    "communication_preferences.read_write",  # read subscription status, unsubscribe on opt-out
-    # Reading web analytics events (GET /events/v3/events) needs only the basic "oauth" scope
-    # (and an Enterprise hub); analytics.behavioral_events.send is for *sending* events, not needed.
-    "oauth",
+    "crm.objects.deals.read",  # won deposits and upgrades as engagement; deal pipelines (which stages are won)
+    "communication_preferences.read_write",  # read the subscription types (which are marketing)
+    "communication_preferences.statuses.batch.write",  # unsubscribe opted-out people, 100 per v4 batch write
+    # Web analytics events (GET /events/v3/events) need an Enterprise hub, not an extra scope.
 )
 
 
@@ -140,8 +137,7 @@ ENDPOINT_SCOPES: dict[str, str] = {
     EP_DEALS_SEARCH: "crm.objects.deals.read",
     EP_PIPELINES: "crm.objects.deals.read",
     EP_COMM_PREFS: "communication_preferences.read_write",
-    EP_LISTS: "crm.lists.write",
-    EP_EVENTS: "oauth",
+    EP_COMM_PREFS_WRITE: "communication_preferences.statuses.batch.write",
 }
 
 
