@@ -66,6 +66,8 @@ class MailchimpConnector(EspConnector):
         self._index: dict[str, tuple[str, str]] | None = None  # subscriber hash -> (unique_email_id, status)
         self._index_as_of: datetime | None = None  # Mailchimp's changes up to here are in the index
         self._index_at: float | None = None  # monotonic time of the last read (None: read before trusting it)
+        self._blocked_only: dict[str, str] | None = None  # without an index: unsubscribed/cleaned members only
+        self._blocked_at = 0.0
 
     def __repr__(self) -> str:
         return f"MailchimpConnector(list_id={self.list_id!r}, base_url={self.client.base_url!r})"
@@ -123,10 +125,32 @@ class MailchimpConnector(EspConnector):
         return index
 
     def _blocked(self) -> dict[str, str]:
-        """subscriber hash -> status of every unsubscribed or cleaned member."""
-        return {h: status for h, (_, status) in self._members().items() if status in S.BLOCKED_STATUSES}
+        """subscriber hash -> status of every unsubscribed or cleaned member.
+
+        From the member index when there is one (changes only); otherwise only those two statuses are
+        listed (a fraction of the audience), kept a few minutes and updated by what this connector sees.
+        """
+        if self._index is not None:
+            return {h: status for h, (_, status) in self._members().items() if status in S.BLOCKED_STATUSES}
+        self.check()
+        if self._blocked_only is None or time.monotonic() - self._blocked_at > S.STATUS_INDEX_TTL:
+            found: dict[str, str] = {}
+            for status in S.BLOCKED_STATUSES:
+                what = f"GET /lists/{self.list_id}/members?status={status}"
+                for _, items in offset_pages(what, "members", lambda offset, st=status: self.client.list_members(
+                        self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
+                        fields=["members.id", "members.status", "total_items"])):
+                    found.update({str(m["id"]): str(m.get("status") or status) for m in items
+                                  if isinstance(m, Mapping) and m.get("id")})
+            self._blocked_only, self._blocked_at = found, time.monotonic()
+        return self._blocked_only
 
     def _note_status(self, subscriber: str, status: str, uid: str | None = None) -> None:
+        if self._blocked_only is not None:
+            if status in S.BLOCKED_STATUSES:
+                self._blocked_only[subscriber] = status
+            else:
+                self._blocked_only.pop(subscriber, None)
         if self._index is None:
             return
         known = self._index.get(subscriber)
