@@ -29,7 +29,8 @@ def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: Es
     ledger = Ledger(store.engine, key_lookup([tenant]))
     propagator = Propagator(store, tenant, crm, esp, ledger)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)  # status edits re-MACed
-    report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare)
+    # Claims of up to 500: a batch of opt-outs reaches HubSpot in a few batch calls, not one per person.
+    report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare, limit=500)
     if report.done or report.failed or report.retrying:
         log.info("outbox for %s: %d done, %d retrying, %d failed", tenant.id, report.done, report.retrying, report.failed)
     return report
@@ -158,42 +159,51 @@ class Propagator:
         return email or self._need_email(action)
 
     def prepare(self, batch: Sequence[OutboxAction]) -> None:
-        """Act on every crm.optout of a claimed batch in batch calls: one unsubscribe write per 100 (person,
-        type) pairs and one property clear per 100 contacts, instead of two calls or more per person."""
+        """Act on every crm.optout and crm.segments of a claimed batch in batch calls: one unsubscribe write
+        per 100 (person, type) pairs and one property clear per 100 contacts, instead of calls per person."""
         if self.crm is None:
             return
-        people: dict[int, tuple[str, str | None, str | None]] = {}
+        people: dict[int, tuple[str | None, str | None, str | None]] = {}  # action id -> (email to opt out, cid, vid)
         for action in batch:
-            if action.destination == "crm.optout" and self.superseded(action) is None:
-                try:
-                    email = self._optout_email(action)
-                except LookupError:
-                    continue  # the handler records why
-                if email is None:
-                    self._prepared[action.id] = ("", None)
-                    continue
-                cid = self._contact(email)
-                people[action.id] = (email, cid, self._crm_ids().get(cid) if cid else None)
+            if action.destination not in ("crm.optout", "crm.segments") or self.superseded(action) is not None:
+                continue
+            try:
+                email = self._optout_email(action) if action.destination == "crm.optout" else self._need_email(action)
+            except LookupError:
+                continue  # the handler records why
+            if email is None:
+                self._prepared[action.id] = ("", None)
+                continue
+            cid = self._contact(email)
+            people[action.id] = (email if action.destination == "crm.optout" else None, cid,
+                                 self._crm_ids().get(cid) if cid else None)
         if len(people) < 2:
-            return  # one person: the handler's own calls cost the same
-        unsubscribed = self.crm.unsubscribe_many([email for email, _, _ in people.values()])
+            return  # one action: the handler's own calls cost the same
+        unsubscribed = self.crm.unsubscribe_many([e for e, _, _ in people.values() if e])
         clear = {vid: cid for _, cid, vid in people.values() if cid and vid and cid in self._crm_state()}
-        cleared_props = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
-        cleared = {r.key: r for r in self.crm.push_properties([PropertyUpdate(v, cleared_props) for v in clear])}
+        props = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
+        cleared = {r.key: r for r in self.crm.push_properties([PropertyUpdate(v, props) for v in clear])} if clear else {}
         for action_id, (email, cid, vid) in people.items():
-            problems = [r.message or "the CRM refused the opt-out" for r in [unsubscribed.get(email)] if r and r.outcome == "failed"]
-            if vid in clear and cleared.get(vid) is not None and cleared[vid].outcome == "failed":
-                problems.append(cleared[vid].message or "the CRM refused to clear segsync's properties")
+            problems = [r.message or "the CRM refused the opt-out" for r in [unsubscribed.get(email or "")] if r and r.outcome == "failed"]
+            done = cleared.get(vid or "")
+            if done is not None and done.outcome == "failed":
+                problems.append(done.message or "the CRM refused to clear segsync's properties")
             self._prepared[action_id] = ("; ".join(problems), cid)
+
+    def _take_prepared(self, action: OutboxAction) -> bool:
+        """Confirm (or fail) an action already acted on with the rest of its batch; False if it was not."""
+        if action.id not in self._prepared:
+            return False
+        problem, cid = self._prepared.pop(action.id)
+        if problem:
+            raise RuntimeError(problem)
+        if cid:
+            self.store.forget_sent(self.tenant.id, cid, "crm.")
+        return True
 
     def crm_optout(self, action: OutboxAction) -> None:
         assert self.crm is not None
-        if action.id in self._prepared:  # acted on with the rest of its batch (see prepare)
-            problem, known = self._prepared.pop(action.id)
-            if problem:
-                raise RuntimeError(problem)
-            if known:
-                self.store.forget_sent(self.tenant.id, known, "crm.")
+        if self._take_prepared(action):
             return
         email = self._optout_email(action)
         if email is None:
@@ -214,6 +224,8 @@ class Propagator:
 
     def crm_segments(self, action: OutboxAction) -> None:
         assert self.crm is not None
+        if self._take_prepared(action):
+            return
         email = self._need_email(action)
         cid = self._contact(email)
         vendor_id = self._crm_ids().get(cid) if cid else None

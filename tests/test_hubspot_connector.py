@@ -448,3 +448,19 @@ def test_the_client_paces_to_the_limit_the_portal_announces(make_sandbox):
     assert conn.client.policy.limiters["default"].per == pytest.approx(10 / (190 * 0.95))
     pull(conn, None)
     assert conn.client.policy.limiters["default"].per == pytest.approx(2.0 / (100 * 0.95))
+
+
+def test_unsubscribe_many_is_one_batch_write_per_hundred_and_leaves_non_marketing_types_alone(sandbox):
+    sim = sandbox.hubspot
+    conn = connect(sandbox)
+    emails = [r.properties["email"] for r in sim.contacts.live() if r.properties["email"].lower() not in sim.optouts][:99]
+    conn.marketing_subscriptions()  # the definitions read (one GET, cached)
+    mark = len(sandbox.calls.calls)
+    results = conn.unsubscribe_many(emails + ["not-an-address"])
+    writes = [c for c in sandbox.calls.calls[mark:] if c.vendor == "hubspot" and c.method != "GET"]
+    assert [c.path for c in writes] == ["/communication-preferences/v4/statuses/batch/write"]  # ceil(99/100)
+    assert {results[e].outcome for e in emails} == {"sent"} and results["not-an-address"].outcome == "failed"
+    for email in emails[:5]:
+        assert sim.sub_status[email.lower()]["7001"]["status"] == "NOT_SUBSCRIBED"
+        assert "7002" not in sim.sub_status[email.lower()] and "7003" not in sim.sub_status[email.lower()]
+    assert conn.stats()["subscription_types"] == ["7001"]
