@@ -32,7 +32,8 @@ def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: Es
     # Claims of up to 500: a batch of opt-outs reaches HubSpot in a few batch calls, not one per person.
     report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare, limit=500)
     if report.done or report.failed or report.retrying:
-        log.info("outbox for %s: %d done, %d retrying, %d failed", tenant.id, report.done, report.retrying, report.failed)
+        log.info("outbox for %s: %d done (%d superseded), %d retrying, %d failed", tenant.id, report.done,
+                 report.superseded, report.retrying, report.failed)
     return report
 
 
@@ -81,7 +82,8 @@ class Propagator:
         later = [states[p] for p in purposes if p in states and states[p].state == GRANTED]
         if len(later) < len(purposes):
             return None
-        grants = ", ".join(f"{p} granted by {s.source} at {s.occurred_at.isoformat()}" for p, s in zip(purposes, later, strict=True))
+        grants = ", ".join(f"{p} granted by {s.source} at {s.occurred_at.isoformat()}"
+                           for p, s in zip(purposes, later, strict=True))
         return f"{SUPERSEDED} by a later grant ({grants})"
 
     def _decided(self, handler: Callable[[OutboxAction], None]) -> Callable[[OutboxAction], str | None]:
@@ -123,7 +125,8 @@ class Propagator:
         assert self.esp is not None
         email = self._need_email(action)
         cid = self._contact(email)
-        if cid is None or not any(cid in self.store.last_sent(self.tenant.id, d) for d in self.store.destinations(self.tenant.id, "esp.")):
+        dests = self.store.destinations(self.tenant.id, "esp.")
+        if cid is None or not any(cid in self.store.last_sent(self.tenant.id, d) for d in dests):
             return  # we never put anything there: nothing to remove
         email = self._esp_address(email, cid)
         results = self.esp.push_tags([TagChange(email=email, inactive=tuple(self.tags))])
@@ -154,7 +157,8 @@ class Propagator:
             # Known only by the CRM's own id (a webhook for a contact we had not pulled yet).
             email = self.store.email_for_vendor_id(self.tenant.id, self.crm.name, str(action.payload.get("vendor_id")))
             if email is None:
-                log.info("crm opt-out for %s: the CRM itself reported it and we hold nothing of theirs", action.payload.get("vendor_ref"))
+                log.info("crm opt-out for %s: the CRM itself reported it and we hold nothing of theirs",
+                         action.payload.get("vendor_ref"))
                 return None
         return email or self._need_email(action)
 
@@ -182,9 +186,13 @@ class Propagator:
         unsubscribed = self.crm.unsubscribe_many([e for e, _, _ in people.values() if e])
         clear = {vid: cid for _, cid, vid in people.values() if cid and vid and cid in self._crm_state()}
         props = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
-        cleared = {r.key: r for r in self.crm.push_properties([PropertyUpdate(v, props) for v in clear])} if clear else {}
+        updates = [PropertyUpdate(v, props) for v in clear]
+        cleared = {r.key: r for r in self.crm.push_properties(updates)} if updates else {}
         for action_id, (email, cid, vid) in people.items():
-            problems = [r.message or "the CRM refused the opt-out" for r in [unsubscribed.get(email or "")] if r and r.outcome == "failed"]
+            refused = unsubscribed.get(email or "")
+            problems = []
+            if refused is not None and refused.outcome == "failed":
+                problems.append(refused.message or "the CRM refused the opt-out")
             done = cleared.get(vid or "")
             if done is not None and done.outcome == "failed":
                 problems.append(done.message or "the CRM refused to clear segsync's properties")
@@ -216,7 +224,8 @@ class Propagator:
         if cid and vendor_id and cid in self._crm_state():
             # and every segsync property we wrote there (segments and scores) is cleared
             cleared = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
-            failed = [r for r in self.crm.push_properties([PropertyUpdate(vendor_id, cleared)]) if r.outcome == "failed"]
+            results = self.crm.push_properties([PropertyUpdate(vendor_id, cleared)])
+            failed = [r for r in results if r.outcome == "failed"]
             if failed:
                 raise RuntimeError(failed[0].message or "the CRM refused to clear segsync's properties")
         if cid:

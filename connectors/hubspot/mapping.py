@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import ConsentSignal, Contact, EngagementEvent, normalize_email
@@ -32,12 +32,12 @@ def parse_time(value: Any) -> datetime | None:
         return None
     text = str(value).strip()
     if _NUMBER.match(text):
-        return datetime.fromtimestamp(float(text) / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(float(text) / 1000, tz=UTC)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def results_of(body: Any, what: str) -> list[Mapping[str, Any]]:
@@ -123,7 +123,7 @@ def optout_signals(contact: Contact, marketing_properties: Iterable[str] = ()) -
             continue
         out.append(ConsentSignal(
             source=S.SOURCE, email=contact.email, purpose="email_marketing", state="withdrawn",
-            occurred_at=contact.updated_at or datetime.now(timezone.utc), reason=f"HubSpot: {reason}",
+            occurred_at=contact.updated_at or datetime.now(UTC), reason=f"HubSpot: {reason}",
             evidence={"property": name, "contact_id": contact.vendor_id},
             vendor_event_id=f"hubspot:{name}:{contact.vendor_id}"))
     return out

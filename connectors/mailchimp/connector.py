@@ -12,14 +12,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
 from connectors.errors import ApiError, ConfigError, FatalApiError
 from connectors.kit.http import RetrySettings
-from connectors.mailchimp import settings as S
 from connectors.kit.paging import OffsetPaginator, paginate
+from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
 from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
 from connectors.mailchimp.push import _EMAIL, Pusher
@@ -137,13 +138,16 @@ class MailchimpConnector(EspConnector):
             found: dict[str, str] = {}
             for status in S.BLOCKED_STATUSES:
                 what = f"GET /lists/{self.list_id}/members?status={status}"
-                for _, items in offset_pages(what, "members", lambda offset, st=status: self.client.list_members(
-                        self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
-                        fields=["members.id", "members.status", "total_items"])):
+                for _, items in offset_pages(what, "members", partial(self._members_with, status)):
                     found.update({str(m["id"]): str(m.get("status") or status) for m in items
                                   if isinstance(m, Mapping) and m.get("id")})
             self._blocked_only, self._blocked_at = found, time.monotonic()
         return self._blocked_only
+
+    def _members_with(self, status: str, offset: int) -> Any:
+        """One page of members with this status (id and status only)."""
+        return self.client.list_members(self.list_id, status=status, count=S.PAGE_SIZE, offset=offset,
+                                        fields=["members.id", "members.status", "total_items"])
 
     def _note_status(self, subscriber: str, status: str, uid: str | None = None) -> None:
         if self._blocked_only is not None:
