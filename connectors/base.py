@@ -150,12 +150,11 @@ class CrmConnector(ABC):
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
         """Opt the person out of email at the CRM and clear segsync's segment property."""
 
-    def unsubscribe_many(self, emails: Sequence[str]) -> dict[str, RecordResult]:
-        """Opt many people out of email at the CRM (nothing else); a result per email.
-
-        Default: one :meth:`suppress` each. A CRM with a batch write overrides this to spend fewer calls.
+    def unsubscribe_many(self, people: Sequence[tuple[str, str | None]]) -> dict[str, RecordResult]:
+        """Opt many people, ``(email, vendor id or None)``, out of email at the CRM (nothing else); a result
+        per email. Default: one :meth:`suppress` each; a CRM with a batch write overrides it to spend fewer calls.
         """
-        return {email: self.suppress(email, None, "") for email in dict.fromkeys(emails)}
+        return {email: self.suppress(email, vendor_id, "") for email, vendor_id in dict(people).items()}
 
     def stats(self) -> dict[str, Any]:
         """API calls made so far, by endpoint class, plus 429s and retries."""

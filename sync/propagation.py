@@ -183,7 +183,7 @@ class Propagator:
                                  self._crm_ids().get(cid) if cid else None)
         if len(people) < 2:
             return  # one action: the handler's own calls cost the same
-        unsubscribed = self.crm.unsubscribe_many([e for e, _, _ in people.values() if e])
+        unsubscribed = self.crm.unsubscribe_many([(e, vid) for e, _, vid in people.values() if e])
         clear = {vid: cid for _, cid, vid in people.values() if cid and vid and cid in self._crm_state()}
         props = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
         updates = [PropertyUpdate(v, props) for v in clear]

@@ -456,7 +456,7 @@ def test_unsubscribe_many_is_one_batch_write_per_hundred_and_leaves_non_marketin
     emails = [r.properties["email"] for r in sim.contacts.live() if r.properties["email"].lower() not in sim.optouts][:99]
     conn.marketing_subscriptions()  # the definitions read (one GET, cached)
     mark = len(sandbox.calls.calls)
-    results = conn.unsubscribe_many(emails + ["not-an-address"])
+    results = conn.unsubscribe_many([(e, None) for e in [*emails, "not-an-address"]])
     writes = [c for c in sandbox.calls.calls[mark:] if c.vendor == "hubspot" and c.method != "GET"]
     assert [c.path for c in writes] == ["/communication-preferences/v4/statuses/batch/write"]  # ceil(99/100)
     assert {results[e].outcome for e in emails} == {"sent"} and results["not-an-address"].outcome == "failed"

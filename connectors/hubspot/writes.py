@@ -212,7 +212,7 @@ class WriteMixin:
         if address is None:
             return RecordResult(key, "failed", "no email address to unsubscribe")
         problems: list[str] = []
-        unsubscribed = self.unsubscribe_many([address])[address]
+        unsubscribed = self.unsubscribe_many([(address, vendor_id)])[address]
         if unsubscribed.outcome == "failed":
             problems.append(unsubscribed.message)
         if property_name:  # empty: segsync never wrote a segment there, so there is nothing to clear
@@ -221,7 +221,7 @@ class WriteMixin:
             return RecordResult(key, "failed", "; ".join(problems))
         return RecordResult(key, "sent")
 
-    def unsubscribe_many(self, emails: Sequence[str]) -> dict[str, RecordResult]:
+    def unsubscribe_many(self, people: Sequence[tuple[str, str | None]]) -> dict[str, RecordResult]:
         """Unsubscribe many addresses from every marketing subscription type in v4 batch writes of 100.
 
         One call per 100 (address, type) pairs instead of one per pair; an input HubSpot refuses fails that
@@ -229,7 +229,7 @@ class WriteMixin:
         """
         results: dict[str, RecordResult] = {}
         addresses: dict[str, str] = {}
-        for email in dict.fromkeys(emails):
+        for email in dict(people):  # by address: communication preferences know people by email
             address = normalize_email(email)
             if address is None:
                 results[email] = RecordResult(email, "failed", "no email address to unsubscribe")
