@@ -63,7 +63,7 @@ def run_once(config: Path) -> dict[str, Any]:
     """One scheduled run of the tenant, as ``segsync sync`` does it."""
     from sync.config.models import load_config
     from sync.run.pipeline import RunOptions, run_tenant
-    from sync.store import Store
+    from sync.store import open_store
 
     cfg = load_config(config)
     store = open_store(cfg.store)
