@@ -29,9 +29,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.chain import BrokenLink, canonical_json, chain_key, tenants_in
 from consent.schema import consent_chain_heads, consent_events, consent_outbox
+from core.errors import InputError
 
 FORMAT = "segsync-consent-checkpoint"
 _FIELDS = ("seq", "hash", "keyed_from_seq", "outbox_keyed_from_id", "outbox_rows", "outbox_max_id")

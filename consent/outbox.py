@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from consent.erasure import redact
 from consent.integrity import outbox_mac
 from consent.schema import consent_outbox, insert_ignoring_conflicts
+from core import times
 
 ob = consent_outbox.c
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -80,7 +81,7 @@ class DrainReport:
 
 
 def _now(now: datetime | None) -> datetime:
-    return datetime.now(UTC) if now is None else now.astimezone(UTC)
+    return times.now() if now is None else now.astimezone(UTC)
 
 
 def _action(row: Any) -> OutboxAction:

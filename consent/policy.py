@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from connectors.errors import InputError
+from core.errors import InputError
 
 GRANTED = "granted"
 WITHDRAWN = "withdrawn"

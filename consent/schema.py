@@ -25,7 +25,10 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
-    """A timezone-aware DateTime that refuses naive values and always returns UTC."""
+    """A timezone-aware DateTime that refuses naive values and always returns UTC.
+
+    The one UTC column type: the sync store's tables (``sync.store.schema``) use it too.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True

@@ -25,7 +25,7 @@ import pandas as pd
 import sklearn
 from sklearn.inspection import permutation_importance
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.features import build_features, to_utc
 from scoring.specs import ScoreSpec
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.specs import FeatureSpec
 
 DAY_NS = 86_400 * 10**9

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from connectors.http import redact
+from connectors.kit.http import redact
 from consent.outbox import PENDING, consent_outbox
 
 log = logging.getLogger("segsync.alerts")

@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import ApiError, ConfigError, SegsyncError
-from connectors.http import RetrySettings, redact
+from connectors.kit.http import RetrySettings, redact
+from core.errors import ApiError, ConfigError, SegsyncError
 from sync.config.models import Config, CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
 
 OK, WARN, FAIL = "ok", "warn", "fail"

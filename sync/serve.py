@@ -35,11 +35,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from connectors.base import CrmConnector, EspConnector
-from connectors.errors import ConfigError
-from connectors.http import RedactingFilter, redact
+from connectors.kit.http import RedactingFilter, redact
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
+from core.errors import ConfigError
 from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
 from sync.config.models import Config, ServerCfg, TenantCfg, load_config
 from sync.propagation import propagate, queued

@@ -15,9 +15,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import (
-    ConsentSignal, Contact, CrmConnector, EngagementEvent, EspConnector, Limits, PropertyUpdate, PullPage, RecordResult,
+    Contact,
+    CrmConnector,
+    EngagementEvent,
+    EspConnector,
+    Limits,
+    PropertyUpdate,
+    PullPage,
+    RecordResult,
     TagChange,
 )
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -133,7 +141,7 @@ class FakeEsp(EspConnector):
                 props = {"timestamp_opt": m["opt"].isoformat()} if m["opt"] else {}
                 contacts.append(Contact("fakeesp", email, email, props, NOW, m["opt"], status=m["status"]))
                 if m["status"] == "unsubscribed":
-                    consent.append(ConsentSignal("fakeesp", email, "email_marketing", "withdrawn", NOW - timedelta(days=10), "unsubscribed", {}, f"unsub-{email}"))
+                    consent.append(ConsentSignal(email, "email_marketing", "withdrawn", BASIS_FROM_POLICY, "fakeesp", NOW - timedelta(days=10), reason="unsubscribed", evidence={}, vendor_event_id=f"unsub-{email}"))
             yield PullPage(contacts=contacts, consent=consent, cursor="members" if i + size >= len(members) else None)
 
     def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:

@@ -15,8 +15,8 @@ import pytest
 import tenacity
 from aiosmtpd.controller import Controller
 
-from connectors.errors import ConfigError, FatalApiError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import ConfigError, FatalApiError
 from sync.alerts import (
     OUTBOX_BACKLOG,
     PLAN_REFUSED,
@@ -30,7 +30,7 @@ from sync.alerts import (
 )
 from sync.config.models import load_config_text
 from sync.serve import Service
-from sync.store import Store, open_store
+from sync.store import open_store
 from tests.configs import consent_yaml
 
 HOOK_TOKEN = "T000/B000/alert-hook-secret-9f8e7d"

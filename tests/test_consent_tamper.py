@@ -18,12 +18,13 @@ import pytest
 import sqlalchemy as sa
 
 from consent.chain import GENESIS, row_hash
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox, drain
 from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_chain_heads, consent_events, consent_outbox
-from sync.store import Store, open_store
+from consent.signals import ConsentSignal
+from sync.store import open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = {"email_marketing": CONSENT, "profiling": LEGITIMATE_INTEREST}
@@ -35,9 +36,9 @@ def key_for(tenant: str) -> bytes:
     return f"key-file-pseudonym-key-of-{tenant}".encode()
 
 
-def _sig(email: str, purpose: str, state: str, day: int, evidence: dict[str, Any] | None = None) -> Signal:
+def _sig(email: str, purpose: str, state: str, day: int, evidence: dict[str, Any] | None = None) -> ConsentSignal:
     basis = POLICY.get(purpose, CONSENT)
-    return Signal(email, purpose, state, basis, "cli", T0 + timedelta(days=day), "n1" if state == GRANTED else None,
+    return ConsentSignal(email, purpose, state, basis, "cli", T0 + timedelta(days=day), "n1" if state == GRANTED else None,
                   evidence)
 
 

@@ -25,7 +25,12 @@ from consent.schema import consent_aliases, consent_events, consent_outbox, webh
 from consent.webhook import TenantHooks, create_app
 from sandbox.common import ServerThread
 from sandbox.webhooks import (
-    WebhookSender, hubspot_event, hubspot_v3_signature, mailchimp_form, preference_body, segsync_signature,
+    WebhookSender,
+    hubspot_event,
+    hubspot_v3_signature,
+    mailchimp_form,
+    preference_body,
+    segsync_signature,
 )
 from sync.store import open_store
 

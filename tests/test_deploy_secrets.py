@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.config.models import load_config_text
 
 CONFIG = """version: 1
@@ -54,7 +54,7 @@ def test_both_var_and_var_file_is_an_error(tmp_path):
 
 
 def test_a_file_secret_is_masked_like_any_other(tmp_path):
-    from connectors.http import redact
+    from connectors.kit.http import redact
 
     env = {"HS_TOKEN_FILE": secret_file(tmp_path, "hs", "pat-na1-masked-from-file-77"), "HOOK_SECRET": "h" * 20}
     load_config_text(CONFIG, env)
@@ -63,7 +63,7 @@ def test_a_file_secret_is_masked_like_any_other(tmp_path):
 
 def test_the_sandbox_config_has_a_schedule_that_serve_runs(tmp_path, sandbox):
     from sync.serve import Service
-    from sync.store import Store, open_store
+    from sync.store import open_store
 
     text = sandbox.config_yaml(store=f"sqlite:///{tmp_path / 'x.db'}", schedule="*/15 * * * *")
     cfg = load_config_text(text)

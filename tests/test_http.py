@@ -9,8 +9,16 @@ import pytest
 import requests
 import responses
 
-from connectors.errors import FatalApiError, RateLimitedError, RejectedRecordError, RetriableApiError
-from connectors.http import CallPolicy, HttpClient, RateLimiter, RetrySettings, parse_retry_after, redact, register_secret
+from connectors.kit.http import (
+    CallPolicy,
+    HttpClient,
+    RateLimiter,
+    RetrySettings,
+    parse_retry_after,
+    redact,
+    register_secret,
+)
+from core.errors import FatalApiError, RateLimitedError, RejectedRecordError, RetriableApiError
 
 BASE = "https://api.example.test"
 TOKEN = "pat-na1-supersecret-token-0001"
@@ -139,8 +147,8 @@ def test_paginators_stop_on_a_repeated_token_or_a_page_that_never_changes():
 
 
 def test_the_batch_sender_isolates_bad_inputs_within_its_call_budget():
-    from connectors.errors import RejectedRecordError
     from connectors.kit.batch import CallBudget, send_isolating
+    from core.errors import RejectedRecordError
 
     calls: list[int] = []
 

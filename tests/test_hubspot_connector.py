@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from connectors.base import PropertyUpdate
-from connectors.errors import ConfigError, FatalApiError, InputError
-from connectors.http import RetrySettings
 from connectors.hubspot import HubSpotConnector
 from connectors.hubspot.cursor import decode_contacts
+from connectors.kit.http import RetrySettings
+from core.errors import ConfigError, FatalApiError, InputError
 
 FAST = RetrySettings(max_attempts=6, initial_wait=0.05, max_wait=0.5, total_budget=20)
 PROP = "segsync_segments"

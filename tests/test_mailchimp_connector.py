@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from connectors.base import TagChange
-from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
 from connectors.kit import CallBudget, RetrySettings
 from connectors.mailchimp import MailchimpConnector, subscriber_hash
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import error_for, problem_detail
 from connectors.mailchimp.mapping import member_contact
 from connectors.mailchimp.push import _op_verdict
+from core.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
 from tests.contract.sandboxed import subscribed_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # after every seeded change in the book

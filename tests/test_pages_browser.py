@@ -19,14 +19,13 @@ import requests
 from click.testing import CliRunner
 
 from sync.cli import cli
-
 from sync.config.models import load_config
 from sync.demo import WebServer, fresh_connectors, write_config
 from sync.pages import tokens
 from sync.pages.preferences import link_key
 from sync.run.pipeline import RunOptions, TenantRun
 from sync.serve import Service
-from sync.store import Store, open_store
+from sync.store import open_store
 from tests.conftest import IN_CI
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -8,13 +8,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
-import httpx
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.cli import cli
-
 from sync.config.models import load_config_text
 from sync.pages import tokens
 from sync.pages.cards import auc_interval, gains_points, render_card_html
@@ -22,7 +21,7 @@ from sync.pages.lift_data import minimum_detectable_effect, wilson
 from sync.pages.preferences import link_key, make_link
 from sync.pages.security import RateLimiter
 from sync.serve import Service, mask_path
-from sync.store import Store, open_store
+from sync.store import open_store
 from tests.configs import consent_yaml
 
 ADMIN = "unit-admin-token-0123456789"

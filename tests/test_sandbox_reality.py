@@ -226,10 +226,11 @@ def test_members_can_be_read_incrementally_by_status(sb):
 
 
 def test_an_admin_subscribe_fires_the_same_subscribe_webhook_without_opt_in_evidence(sb):
-    from sandbox.common import ServerThread
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
+
+    from sandbox.common import ServerThread
 
     received: list[bytes] = []
 

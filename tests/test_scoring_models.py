@@ -15,7 +15,7 @@ import pytest
 import sklearn
 from sklearn.metrics import roc_auc_score
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.backtest import backtest
 from scoring.bgnbd import BgNbd
 from scoring.card import model_card, render_model_card

@@ -6,7 +6,6 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 from connectors.csvfile import CsvConnector
 from scoring.persist import load_model
 from scoring.segments import holdout

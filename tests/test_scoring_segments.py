@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.segments import (
     assign_segments,
     holdout,

@@ -35,9 +35,9 @@ from consent.schema import consent_events, webhook_receipts
 from sandbox.webhooks import mailchimp_form, preference_body, segsync_signature
 from sync.config import load_config_text
 from sync.run.plan import CRM
-from sync.store.schema import runs as runs_table
 from sync.serve import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
 from sync.store import Store, open_store
+from sync.store.schema import runs as runs_table
 from tests.configs import consent_yaml, sandbox_config
 from tests.fakes import FakeCrm, FakeEsp, make_book
 
@@ -491,7 +491,7 @@ def run_cli():
 
 
 def test_listen_is_checked(tmp_path, run_cli):
-    from connectors.errors import ConfigError
+    from core.errors import ConfigError
 
     assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_listen("[::1]:8080") == ("::1", 8080)

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Contact, EngagementEvent
-from sync.store.migrate import current
 from sync.store import SqlStore, TenantBusy, open_store
+from sync.store.migrate import current
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ def run_once(config: Path) -> dict[str, Any]:
     """One scheduled run of the tenant, as ``segsync sync`` does it."""
     from sync.config.models import load_config
     from sync.run.pipeline import RunOptions, run_tenant
-    from sync.store import Store
 
     cfg = load_config(config)
     store = open_store(cfg.store)

@@ -23,13 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from connectors.base import (Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult,
-                             normalize_email)
-from connectors.csvfile.rows import (check_header, file_digest, parse_number, parse_time, read_rows, summarise,
-                                     valid_email)
-from connectors.errors import ConfigError, InputError
+from connectors.base import Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult
+from connectors.csvfile.rows import (
+    check_header,
+    file_digest,
+    parse_number,
+    parse_time,
+    read_rows,
+    summarise,
+    valid_email,
+)
 from connectors.kit.paging import chunked
 from connectors.kit.stats import CallStats
+from core.emails import normalize_email
+from core.errors import ConfigError, InputError
 
 log = logging.getLogger("segsync.csv")
 

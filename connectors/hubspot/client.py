@@ -22,7 +22,7 @@ from typing import Any
 import urllib3
 from hubspot import HubSpot
 
-from connectors.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError
+from connectors.hubspot import settings as S
 from connectors.kit.http import (
     CallPolicy,
     ErrorShape,
@@ -34,7 +34,7 @@ from connectors.kit.http import (
     register_secret,
 )
 from connectors.kit.sdk import SdkAdapter, SdkFailure
-from connectors.hubspot import settings as S
+from core.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError
 
 
 @dataclass(frozen=True)

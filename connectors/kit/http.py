@@ -8,7 +8,7 @@ and a function that turns the SDK's exception into one of ours. So there is one 
 not one per SDK: the SDKs' own retries stay off.
 
 A response is classified exactly once (:func:`raise_for_response`); the retry loop looks only
-at exception types (:class:`~connectors.errors.RetriableApiError` is retried, all else is not).
+at exception types (:class:`~core.errors.RetriableApiError` is retried, all else is not).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import tenacity
 from connectors.kit.ratelimit import RateLimiter  # noqa: F401 - re-exported
 from connectors.kit.redact import RedactingFilter, redact, register_secret  # noqa: F401 - re-exported
 from connectors.kit.stats import CallStats
-from connectors.errors import (
+from core import times
+from core.errors import (
     ApiError,
     FatalApiError,
     RateLimitedError,
@@ -59,7 +60,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+    now = now or times.now()
     return max(0.0, (when - now).total_seconds())
 
 

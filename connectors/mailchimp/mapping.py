@@ -12,9 +12,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import ConsentSignal, Contact, EngagementEvent, normalize_email
-from connectors.errors import InputError
+from connectors.base import Contact, EngagementEvent
 from connectors.mailchimp import settings as S
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
+from core.emails import normalize_email
+from core.errors import InputError
+from core.times import now
+from core.times import parse_time as parse_time_core
 
 EMAIL_MARKETING = "email_marketing"
 _ACTIONS = {"open": "email_open", "click": "email_click"}
@@ -30,12 +34,9 @@ def parse_time(value: Any, where: str = "") -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_time_core(str(value))
     except ValueError:
         raise InputError(f"{S.VENDOR}: {where or 'a timestamp'} is not an ISO 8601 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def fmt_time(value: datetime) -> str:
@@ -85,13 +86,14 @@ def member_contact(raw: Any, where: str) -> tuple[Contact, ConsentSignal | None]
     )
     signal = None
     if status in S.WITHDRAWN_STATUSES:
-        when = changed or datetime.now(UTC)
+        when = changed or now()
         reason = str(raw.get("unsubscribe_reason") or "") if status == "unsubscribed" else "cleaned (address bounced)"
         signal = ConsentSignal(
             source=S.SOURCE,
             email=email,
             purpose=EMAIL_MARKETING,
             state="withdrawn",
+            basis=BASIS_FROM_POLICY,
             occurred_at=when,
             reason=reason or f"{status} at Mailchimp",
             evidence={"status": status, "last_changed": raw.get("last_changed") or "", "unique_email_id": str(uid)},

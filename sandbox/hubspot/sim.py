@@ -20,12 +20,18 @@ from sandbox.hubspot.app import build_app
 from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, validation
 from sandbox.hubspot.events import WebEvents
 from sandbox.hubspot.faults import BatchFailures
+from sandbox.hubspot.http import rate_limited
 from sandbox.hubspot.inspection import Inspection
 from sandbox.hubspot.merges import Merges
-from sandbox.hubspot.http import rate_limited
 from sandbox.hubspot.ratelimit import OAUTH_APP_LIMIT, PLAN_DAILY, PLAN_LIMITS, TIERS, RollingLimiter
-from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
-                                    iso, validate_value)
+from sandbox.hubspot.schema import (
+    CONTACT_GROUPS,
+    READ_ONLY,
+    default_contact_properties,
+    default_deal_properties,
+    iso,
+    validate_value,
+)
 from sandbox.hubspot.store import ObjectStore, Record
 
 if TYPE_CHECKING:

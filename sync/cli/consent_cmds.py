@@ -18,20 +18,22 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from connectors.errors import InputError
 from consent.checkpoint import load_checkpoint, write_checkpoint
 from consent.erasure import scrub_json_column
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import GRANTED, STATES, is_allowed, normalize_subject, reason
 from consent.propagate import erase_and_enqueue, record_and_enqueue
+from consent.signals import ConsentSignal
 from consent.webhook_events import TenantHooks
+from core import times
+from core.errors import InputError
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import key_lookup, policy_of
 from sync.store import open_store
@@ -67,14 +69,13 @@ def _emit(data: Any) -> None:
 
 def _when(value: str | None) -> datetime:
     if value is None:
-        return datetime.now(UTC)
+        return times.now()
     try:
-        parsed = datetime.fromisoformat(value)
+        return times.parse_time(value, naive_ok=False)
+    except times.NaiveTimeError:
+        raise InputError("--occurred-at needs a time zone (add Z or +00:00)") from None
     except ValueError:
         raise InputError(f"--occurred-at {value!r} is not an ISO 8601 time (e.g. 2026-11-25T18:00:00Z)") from None
-    if parsed.tzinfo is None:
-        raise InputError("--occurred-at needs a time zone (add Z or +00:00)")
-    return parsed.astimezone(UTC)
 
 
 def _evidence(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -123,7 +124,7 @@ def record(
             basis = policy[purpose]
         if state == GRANTED and not notice_version:
             raise InputError("a grant needs --notice-version (the notice the person was shown)")
-        signal = Signal(email, purpose, state, basis, source, when, notice_version,
+        signal = ConsentSignal(email, purpose, state, basis, source, when, notice_version,
                         _evidence(evidence) | {"operator": "cli"}, idempotency_key)
         result = record_and_enqueue(ledger, outbox, tenant_id, [signal], tenant_destinations(tenant),
                                     reason=f"{source} via CLI")

@@ -13,9 +13,10 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from connectors.errors import InputError, SegsyncError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import InputError, SegsyncError
 from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
+
 
 @contextlib.contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
@@ -100,8 +101,8 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
     retried next run), 2 for a config error or a plan refused by the change guard.
     """
-    from sync.run.pipeline import exit_code
     from sync.cli.report import print_runs
+    from sync.run.pipeline import exit_code
 
     reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
     if as_json:

@@ -17,16 +17,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import WITHDRAWN, is_allowed, normalize_subject
 from consent.propagate import enqueue_withdrawals
 from consent.schema import consent_events, insert_ignoring_conflicts, webhook_receipts
 from consent.webhook_events import TenantHooks, parse_preferences
+from core.errors import InputError
 from sync.config.models import TenantCfg
-from sync.run.gate import policy_of
 from sync.pages import tokens
+from sync.run.gate import policy_of
 from sync.store import Store
 
 SOURCE = "preference_page"

@@ -27,7 +27,17 @@ from sync.pages.cards import render_card_html
 from sync.pages.charts import consent_chart, lift_chart, segments_chart
 from sync.pages.lift_data import segment_lift
 from sync.pages.preferences import find_subject, link_key, purposes_of, record_choices
-from sync.pages.security import ALL, SESSION_COOKIE, SESSION_TTL, Login, RateLimiter, client_ip, headers, page, read_form
+from sync.pages.security import (
+    ALL,
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Login,
+    RateLimiter,
+    client_ip,
+    headers,
+    page,
+    read_form,
+)
 from sync.pages.status_data import firm_status, load_cards, mask_email, run_detail, stored_scores
 from sync.store import Store
 

@@ -19,8 +19,8 @@ from apscheduler.triggers.cron import CronTrigger
 from consent.outbox import Outbox
 from consent.schema import consent_events
 from sync.config.models import Config, TenantCfg
-from sync.store.schema import scores as scores_table
 from sync.store import Store
+from sync.store.schema import scores as scores_table
 
 RUN_HISTORY = 30
 CONSENT_DAYS = 30

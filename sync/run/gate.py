@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from connectors.base import ConsentSignal, normalize_email
 from consent.keys import KeyFile
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import DESTINATIONS, EMAIL_MARKETING, PROFILING, WITHDRAWN
 from consent.propagate import record_and_enqueue
+from consent.signals import ConsentSignal
+from core.emails import normalize_email
 from sync.config.models import TenantCfg
 from sync.store.interface import Store
-
 
 Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
 
@@ -74,16 +74,16 @@ class ConsentGate:
     def record(self, signals: Sequence[ConsentSignal]) -> RecordStats:
         """Append vendor signals; enqueue propagation of fresh withdrawals to the *other* systems."""
         stats = RecordStats()
-        by_source: dict[str, list[Signal]] = {}
+        by_source: dict[str, list[ConsentSignal]] = {}
         for s in signals:
             email = normalize_email(s.email)
             if not email or s.purpose not in self.policy:
                 continue
-            evidence = dict(s.evidence)
+            evidence = dict(s.evidence or {})
             if s.reason:
                 evidence["reason"] = s.reason
             by_source.setdefault(s.source, []).append(
-                Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
+                ConsentSignal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
                        f"{s.source}:{s.vendor_event_id}:{s.purpose}" if s.vendor_event_id else None)
             )
         # A vendor repeats what it knows on every re-pull (often under a new event id, e.g. when a

@@ -25,10 +25,13 @@ from typing import Any
 
 import pandas as pd
 
-from connectors.base import ConsentSignal, Contact, CrmConnector, EspConnector, PullPage
-from connectors.errors import ApiError, SegsyncError
-from connectors.http import redact
+from connectors.base import Contact, CrmConnector, EspConnector, PullPage
+from connectors.kit.http import redact
 from consent.policy import EMAIL_MARKETING
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
+from core.errors import ApiError, SegsyncError
+from core.times import now as utcnow
+from core.times import parse_time_or_none
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
@@ -37,7 +40,6 @@ from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
 from sync.store.interface import Store
-from sync.store.sqlcore import utcnow
 
 log = logging.getLogger("segsync.sync")
 
@@ -55,18 +57,6 @@ class RunOptions:
     examples: int = 5
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        return None
-    if pd.isna(ts):
-        return None
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
-
-
 def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[ConsentSignal]:
     """Evidence of opt-in from the ESP itself: a subscribed member with its opt-in time.
 
@@ -78,13 +68,14 @@ def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[Con
     for c in contacts:
         if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
             continue
-        when = _parse_time(c.properties.get("timestamp_opt")) or _parse_time(c.properties.get("timestamp_signup")) or c.created_at
+        when = parse_time_or_none(c.properties.get("timestamp_opt")) or parse_time_or_none(c.properties.get("timestamp_signup")) or c.created_at
         if when is None:
             continue
         evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
         if c.properties.get("ip_opt"):
             evidence["ip_opt"] = str(c.properties["ip_opt"])
-        out.append(ConsentSignal(c.source, c.email, EMAIL_MARKETING, "granted", when, "", evidence, f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}"))
+        out.append(ConsentSignal(c.email, EMAIL_MARKETING, "granted", BASIS_FROM_POLICY, c.source, when, evidence=evidence,
+                                 vendor_event_id=f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}"))
     return out
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordResult, TagChange
-from connectors.errors import ApiError, FatalApiError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import ApiError, FatalApiError
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
 from sync.run.report import PushSummary
 from sync.store.interface import Store

@@ -15,10 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from connectors.base import Contact, EngagementEvent, normalize_email
+from connectors.base import Contact, EngagementEvent
+from core.emails import normalize_email
+from core.times import as_utc
+from core.times import now as utcnow
 from sync.store import schema as t
 from sync.store.interface import PageResult
-from sync.store.sqlcore import as_utc, canonical, chunks, upsert, utcnow
+from sync.store.sqlcore import canonical, chunks, upsert
 
 
 def contact_id_for(tenant_id: str, source: str, vendor_id: str) -> str:

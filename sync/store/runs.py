@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.times import now as utcnow
 from sync.store import schema as t
 from sync.store.interface import TenantBusy
-from sync.store.sqlcore import canonical, insert_for, utcnow
+from sync.store.sqlcore import canonical, insert_for
 
 log = logging.getLogger("segsync.store")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectors.base import normalize_email
+from core.emails import normalize_email
 from sync.store import schema as t
 from sync.store.identity import IdentityTables
 from sync.store.interface import Store
