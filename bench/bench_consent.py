@@ -20,9 +20,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consent.ledger import Ledger  # noqa: E402
-from consent.signals import ConsentSignal  # noqa: E402
-from sync.store import open_store  # noqa: E402
+from consent.ledger import Ledger
+from consent.signals import ConsentSignal
+from sync.store import open_store
 
 POLICY = {"email_marketing": "consent", "profiling": "legitimate_interest"}
 

@@ -489,6 +489,13 @@ class Ledger:
 
 
 __all__ = [
-    "Alias", "ErasureResult", "GRANTED", "HistoryEvent", "Ledger", "RecordedEvent", "ConsentSignal", "VerifyResult",
+    "GRANTED",
     "WITHDRAWN",
+    "Alias",
+    "ConsentSignal",
+    "ErasureResult",
+    "HistoryEvent",
+    "Ledger",
+    "RecordedEvent",
+    "VerifyResult",
 ]

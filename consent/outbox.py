@@ -305,7 +305,7 @@ def drain(
                 if handler is None:
                     raise LookupError(f"no handler is registered for destination {action.destination!r}")
                 handler(action)
-            except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never raised
+            except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 report.errors[action.id] = message[:MAX_ERROR]
                 if outbox.mark_failed(action.id, message, now=when) == FAILED:

@@ -75,4 +75,4 @@ def recorded_from_row(row: Mapping[str, Any]) -> RecordedEvent:
     )
 
 
-__all__ = ["Alias", "ErasureResult", "HistoryEvent", "RecordedEvent", "Signal", "recorded_from_row"]
+__all__ = ["Alias", "ErasureResult", "HistoryEvent", "RecordedEvent", "recorded_from_row"]

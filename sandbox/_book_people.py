@@ -15,14 +15,8 @@ import numpy as np
 if TYPE_CHECKING:
     from sandbox.book import Person
 
-FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
-         "Joseph Jessica Thomas Sarah Charles Karen Daniel Lisa Matthew Nancy Anthony Sandra Mark Ashley Paul "
-         "Emily Steven Donna Andrew Michelle Kenneth Carol Joshua Amanda Kevin Melissa Brian Deborah George "
-         "Stephanie Omar Priya Wei Mateo Aisha Hiroshi Sofia Liam Chloe Noah Grace").split()
-LAST = ("Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
-        "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
-        "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
-        "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Patel Kim Chen Okafor Novak").split()
+FIRST = ["James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen", "Daniel", "Lisa", "Matthew", "Nancy", "Anthony", "Sandra", "Mark", "Ashley", "Paul", "Emily", "Steven", "Donna", "Andrew", "Michelle", "Kenneth", "Carol", "Joshua", "Amanda", "Kevin", "Melissa", "Brian", "Deborah", "George", "Stephanie", "Omar", "Priya", "Wei", "Mateo", "Aisha", "Hiroshi", "Sofia", "Liam", "Chloe", "Noah", "Grace"]
+LAST = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Patel", "Kim", "Chen", "Okafor", "Novak"]
 DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "icloud.com", "aol.com", "comcast.net", "proton.me")
 REASONS = ("N/A (Unsubscribed by admin)", "I no longer want to receive these emails",
            "I never signed up for this mailing list", "The emails are inappropriate", "The emails are spam",

@@ -203,7 +203,7 @@ class Alerter:
                 continue
             try:
                 send(alert)
-            except Exception as exc:  # noqa: BLE001 - a broken channel is logged; it must not stop the server
+            except Exception as exc:
                 why = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
                 log.error("alert %s to %s not delivered: %s", alert.kind, channel, redact(why))
                 continue

@@ -51,7 +51,7 @@ def check_store(url: str) -> Finding:
     args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
     try:
         engine = sa.create_engine(parsed, connect_args=args)
-    except Exception as exc:  # noqa: BLE001 - a missing driver or bad option is a config problem here
+    except Exception as exc:
         return Finding(None, "store", FAIL, f"{shown}: cannot use it ({redact(exc)})")
     try:
         with engine.connect() as conn:
@@ -59,7 +59,7 @@ def check_store(url: str) -> Finding:
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
         return Finding(None, "store", FAIL, f"{shown}: cannot connect ({redact(reason)})")
-    except Exception as exc:  # noqa: BLE001 - reported in words, never a traceback
+    except Exception as exc:
         return Finding(None, "store", FAIL, f"{shown}: cannot connect ({type(exc).__name__}: {redact(exc)})")
     finally:
         engine.dispose()

@@ -45,7 +45,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.posts.append((self.path, json.loads(body)))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -79,7 +79,7 @@ class Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], str]] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content.decode("utf-8")))
         return "250 Message accepted for delivery"
 
@@ -196,7 +196,7 @@ def test_a_failed_scheduled_run_alerts_and_health_and_metrics_tell(tmp_path, rec
     db = f"sqlite:///{tmp_path / 'segsync.db'}"
     config = load_config_text(minimal_config(f"alerts: {{webhook_url: '{receiver.url}'}}", db, 'schedule: "0 6 * * *"'))
 
-    def refused(_tenant):  # noqa: ANN001, ANN202 - connectors that cannot even be built: a revoked token
+    def refused(_tenant):
         raise FatalApiError("hubspot refused the access token", vendor="hubspot", status=401)
 
     service = Service(config, tmp_path, store=open_store(db), connectors=refused)
@@ -262,7 +262,7 @@ def test_an_opt_out_backlog_alerts_even_when_the_drain_itself_fails(tmp_path, sq
     text = config_text(sqlite_url, tmp_path / "models").replace(
         "tenants:", f"alerts: {{webhook_url: '{receiver.url}', outbox_backlog: 1}}\ntenants:", 1)
 
-    def unreachable(_tenant):  # noqa: ANN001, ANN202 - every vendor down: the drain cannot even start
+    def unreachable(_tenant):
         raise ConnectionError("vendors unreachable")
 
     service = Service(load_config_text(text), tmp_path, store=open_store(sqlite_url), connectors=unreachable)

@@ -182,7 +182,7 @@ def test_decisions_for_100k_contacts_in_one_bulk_query(engine) -> None:
     assert key == ledger.key(tenant)
     statements: list[str] = []
 
-    def count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+    def count(_conn, _cursor, statement, *_args) -> None:
         statements.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", count)

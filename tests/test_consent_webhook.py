@@ -305,7 +305,7 @@ def test_preferences_signature_window_size_and_tenant_checks(env: Env) -> None:
 
 
 def _md5(email: str) -> str:
-    return hashlib.md5(email.lower().encode()).hexdigest()  # noqa: S324 - Mailchimp's subscriber hash
+    return hashlib.md5(email.lower().encode()).hexdigest()
 
 
 def _sandbox_handlers(sb):

@@ -21,7 +21,7 @@ tenants:
 """
 
 
-def secret_file(tmp_path, name: str, text: str):  # noqa: ANN201
+def secret_file(tmp_path, name: str, text: str):
     path = tmp_path / name
     path.write_text(text)
     return str(path)

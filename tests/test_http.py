@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -44,7 +44,7 @@ def test_429_then_200_honours_retry_after():
 @responses.activate
 def test_retry_after_as_http_date():
     sleeps: list[float] = []
-    when = datetime.now(timezone.utc) + timedelta(seconds=20)
+    when = datetime.now(UTC) + timedelta(seconds=20)
     responses.get(f"{BASE}/x", status=503, headers={"Retry-After": format_datetime(when, usegmt=True)})
     responses.get(f"{BASE}/x", status=200, json={})
     client(sleeps).json("GET", "/x")

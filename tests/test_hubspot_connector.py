@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,7 +25,7 @@ def connect(sb, **kw) -> HubSpotConnector:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def pull(conn: HubSpotConnector, cursor: str | None, started: datetime | None = None):
@@ -406,7 +406,7 @@ def test_lifecycle_dates_become_events_and_times_parse_both_formats():
         "hs_lifecyclestage_lead_date": "2025-01-01T00:00:00.000Z", "hs_lifecyclestage_customer_date": ""}},
         ["email", "lastmodifieddate", "hs_lifecyclestage_lead_date", "hs_lifecyclestage_customer_date"], "test")
     assert contact.email == "a@b.example"
-    assert contact.updated_at == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert contact.updated_at == datetime(2025, 1, 1, tzinfo=UTC)
     events = M.lifecycle_events(contact)
     assert [(e.type, e.attributes["stage"]) for e in events] == [("lifecycle_stage", "lead")]
     assert events[0].event_id == "hubspot:5:lifecycle:lead:1735689600000"

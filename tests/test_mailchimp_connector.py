@@ -401,7 +401,7 @@ def test_never_more_than_ten_connections_per_key(make_sandbox):
         try:
             for _ in range(4):
                 conn.client.get_list(sb.mailchimp_list_id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=hammer, args=(conns[i % 3],)) for i in range(24)]

@@ -44,15 +44,15 @@ def config_text(db: Path, *, admin: bool = True, firm_token: str | None = None) 
 class Client:
     """A synchronous face on httpx's ASGI transport (cookies kept), as in test_serve."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
-    def get(self, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def get(self, path: str, **kw) -> httpx.Response:
         return self.loop.run_until_complete(self.http.get(path, **kw))
 
-    def post(self, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def post(self, path: str, **kw) -> httpx.Response:
         kw.setdefault("follow_redirects", True)
         return self.loop.run_until_complete(self.http.post(path, **kw))
 

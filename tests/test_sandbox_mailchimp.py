@@ -69,7 +69,7 @@ def assert_problem(resp: requests.Response, status: int, title: str) -> dict:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
     body = resp.json()
-    assert PROBLEM_KEYS <= set(body), body
+    assert set(body) >= PROBLEM_KEYS, body
     assert body["status"] == status and body["title"] == title
     assert body["type"].startswith("https://mailchimp.com/developer/")
     return body

@@ -73,7 +73,7 @@ def test_sandbox_book_scores_are_graded_against_the_hidden_truth(record_property
     # Measured 0.70 and 0.74 (the generator's own propensity reaches 0.81 on the same draws).
     assert auc_up > 0.62, f"upgrade propensity AUC vs truth {auc_up:.3f}"
     assert auc_churn > 0.65, f"churn AUC vs truth {auc_churn:.3f}"
-    assert 0.0 <= p_up.min() and p_up.max() <= 1.0
+    assert p_up.min() >= 0.0 and p_up.max() <= 1.0
     # Calibrated: the mean score is near the realised rate, not a ranking on an arbitrary scale.
     assert abs(p_up.mean() - truth["up"].mean()) < 0.04
 

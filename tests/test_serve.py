@@ -76,7 +76,7 @@ class World:
         self.vendors: dict[str, tuple[FakeCrm, FakeEsp]] = {}
         self.n, self.crm_class = n, crm_class
 
-    def __call__(self, tenant):  # noqa: ANN001, ANN204 - the Service(connectors=...) hook
+    def __call__(self, tenant):
         if tenant.id not in self.vendors:
             people, events = make_book(self.n)
             self.vendors[tenant.id] = (self.crm_class(people, events), FakeEsp(people))
@@ -100,17 +100,17 @@ def served(tmp_path, sqlite_url):
 class Client:
     """A synchronous face on httpx's ASGI transport: requests go straight into the app, no socket."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.loop = asyncio.new_event_loop()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://segsync.test")
 
-    def request(self, method: str, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
         return self.loop.run_until_complete(self.http.request(method, path, **kw))
 
-    def get(self, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def get(self, path: str, **kw) -> httpx.Response:
         return self.request("GET", path, **kw)
 
-    def post(self, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def post(self, path: str, **kw) -> httpx.Response:
         return self.request("POST", path, **kw)
 
     def close(self) -> None:
@@ -196,7 +196,7 @@ def test_each_run_reports_and_counts_its_own_api_calls(tmp_path, sqlite_url):
     people, events = make_book(400)
     built: list[CountingCrm] = []
 
-    def connectors(tenant):  # noqa: ANN001, ANN202 - a new client per call, as the real wiring builds
+    def connectors(tenant):
         built.append(CountingCrm(people, events))
         return built[-1], FakeEsp(people)
 
@@ -333,7 +333,7 @@ def unique_tenant() -> str:
 
 
 class SlowCrm(FakeCrm):
-    def pull_contacts(self, cursor, run_started):  # noqa: ANN001, ANN201
+    def pull_contacts(self, cursor, run_started):
         time.sleep(1.0)
         yield from super().pull_contacts(cursor, run_started)
 
@@ -432,7 +432,7 @@ def test_stop_mid_push_finishes_the_batch_then_the_next_run_sends_the_rest(serve
     crm.limits = Limits(batch_size=50, requests_per_window=100, window_seconds=10, page_size=100)
     real_push = crm.push_properties
 
-    def push_then_stop(updates):  # noqa: ANN001, ANN202 - SIGTERM arrives while the first batch is in flight
+    def push_then_stop(updates):
         results = real_push(updates)
         service.stop.set()
         return results

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from connectors.base import Contact, EngagementEvent
 from sync.store import SqlStore, TenantBusy, open_store
 from sync.store.migrate import current
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -94,9 +94,8 @@ def test_confirm_batch_writes_state_and_outcomes_and_deletes(store):
 def test_tenant_lock_excludes_a_second_holder(store):
     with store.tenant_lock("t1"):
         other = SqlStore(store.engine) if store.engine.dialect.name == "sqlite" else open_store(store.engine.url.render_as_string(hide_password=False), migrate=False)
-        with pytest.raises(TenantBusy):
-            with other.tenant_lock("t1"):
-                pass
+        with pytest.raises(TenantBusy), other.tenant_lock("t1"):
+            pass
         with other.tenant_lock("t2"):  # another tenant is free
             pass
         if other.engine is not store.engine:

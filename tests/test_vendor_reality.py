@@ -63,6 +63,7 @@ def run_once(config: Path) -> dict[str, Any]:
     """One scheduled run of the tenant, as ``segsync sync`` does it."""
     from sync.config.models import load_config
     from sync.run.pipeline import RunOptions, run_tenant
+    from sync.store import open_store
 
     cfg = load_config(config)
     store = open_store(cfg.store)
@@ -195,7 +196,7 @@ def test_3_contact_reads_carry_engagement_counts_and_web_analytics(make_sandbox,
     mark = len(sb.calls.calls)
     run_once(config)
     reads = [c for c in calls_since(sb, "hubspot", mark)
-             if c.path == "/crm/v3/objects/contacts" and c.method == "GET" or c.path == "/crm/v3/objects/contacts/search"]
+             if (c.path == "/crm/v3/objects/contacts" and c.method == "GET") or c.path == "/crm/v3/objects/contacts/search"]
     assert reads
     wanted = ("hs_email_open", "hs_email_click", "hs_email_delivered", "hs_analytics_num_page_views",
               "hs_analytics_num_visits", "hs_analytics_last_visit_timestamp")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from connectors.kit.paging import Keyset, KeysetStep, keyset_advance, keyset_step
@@ -24,13 +24,13 @@ PREFIX = "hs1:"
 def to_ms(when: datetime) -> int:
     """A timezone-aware datetime as epoch milliseconds (naive ones are taken as UTC)."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
 
 
 def from_ms(ms: int) -> datetime:
     """Epoch milliseconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 @dataclass

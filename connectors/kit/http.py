@@ -19,13 +19,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
 import tenacity
 
-from connectors.kit.ratelimit import RateLimiter  # noqa: F401 - re-exported
+from connectors.kit.ratelimit import RateLimiter
 from connectors.kit.redact import RedactingFilter, redact, register_secret  # noqa: F401 - re-exported
 from connectors.kit.stats import CallStats
 from core import times
@@ -59,7 +59,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     now = now or times.now()
     return max(0.0, (when - now).total_seconds())
 
@@ -219,7 +219,7 @@ class CallPolicy:
             except ApiError as exc:
                 self._note(exc)
                 raise
-            except BaseException as exc:  # noqa: BLE001 - translated or re-raised as is
+            except BaseException as exc:
                 mapped = translate(exc) if translate else None
                 if mapped is None:
                     raise

@@ -21,8 +21,8 @@ from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
 from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
-from connectors.mailchimp.push import _EMAIL, Pusher
-from core.emails import normalize_email
+from connectors.mailchimp.push import Pusher
+from core.emails import looks_like_email, normalize_email
 from core.errors import ApiError, ConfigError, FatalApiError
 
 
@@ -248,7 +248,7 @@ class MailchimpConnector(EspConnector):
     def suppress(self, email: str, tag_names: Sequence[str]) -> RecordResult:
         """Deactivate segsync's tags, then unsubscribe the member: the one status change segsync makes."""
         address = normalize_email(email)
-        if not address or not _EMAIL.match(address):
+        if not address or not looks_like_email(address):
             return RecordResult(email, "failed", f"invalid email address: {email!r}")
         self.check()
         h = subscriber_hash(address)

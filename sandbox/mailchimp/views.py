@@ -32,7 +32,7 @@ def endpoint(fn: Handler) -> Handler:
             return await fn(request)
         except SimError as exc:
             return error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - the client must get a problem body, not a dropped connection
+        except Exception as exc:
             return error_response(SimError(500, "Internal Server Error",
                                            f"Sandbox bug in {fn.__name__}: {type(exc).__name__}: {exc}"))
 

@@ -78,7 +78,7 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                     reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
                 except SegsyncError as exc:
                     # One firm's broken token or file must not keep the agency's other firms from syncing.
-                    if len(cfg.tenants) == 1 or tenant_ids and len(tenant_ids) == 1:
+                    if len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1):
                         raise
                     reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
                 if stop.is_set():

@@ -271,10 +271,7 @@ def _describe(err: Mapping[str, Any], located: Located) -> str:
     node: Any = located.data
     parts = list(err["loc"])
     for i, part in enumerate(parts):
-        if isinstance(node, dict) and part in node:
-            loc.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and part < len(node)):
             loc.append(part)
             node = node[part]
         elif i == len(parts) - 1 and err["type"] in ("missing", "extra_forbidden"):

@@ -96,7 +96,7 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
             if _spec_fingerprint(model.spec) == _spec_fingerprint(spec):
                 return model, True
             log.info("score %s: the spec changed since the model was trained; retraining", spec.name)
-        except Exception as exc:  # noqa: BLE001 - an unreadable model is retrained, and we say so
+        except Exception as exc:
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)
     model = train(spec, contacts, events, as_of=as_of)
     if isinstance(model, TrainedModel):
