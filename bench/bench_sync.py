@@ -97,8 +97,15 @@ def sync(config: Path, window: float) -> dict[str, Any]:
     feats = tenant.features
     extra = tuple(dict.fromkeys([*crm_cfg.extra_properties, *feats.numeric_properties, *feats.categorical_properties,
                                  *feats.sensitive_attributes]))
-    crm = HubSpotConnector(crm_cfg.access_token.get_secret_value(), crm_cfg.base_url, plan=crm_cfg.plan,
-                           extra_properties=extra, event_deal_types=tuple(crm_cfg.deal_event_types), window_seconds=window, settle_seconds=0)
+    crm = HubSpotConnector(
+        crm_cfg.access_token.get_secret_value(),
+        crm_cfg.base_url,
+        plan=crm_cfg.plan,
+        extra_properties=extra,
+        event_deal_types=tuple(crm_cfg.deal_event_types),
+        window_seconds=window,
+        settle_seconds=0,
+    )
     store = open_store(cfg.store)
     try:
         return run_tenant(cfg, tenant, store, RunOptions(), base_dir=config.parent, crm=crm, esp=build_esp(tenant))

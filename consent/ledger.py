@@ -141,7 +141,9 @@ class Ledger:
         conn: sa.Connection | None = None,
     ) -> RecordedEvent | None:
         """Append one event; None when ``idempotency_key`` was already recorded for the tenant."""
-        signal = ConsentSignal(email, purpose, state, basis, source, occurred_at, notice_version, evidence, idempotency_key)
+        signal = ConsentSignal(
+            email, purpose, state, basis, source, occurred_at, notice_version, evidence, idempotency_key
+        )
         recorded = self.record_many(tenant, [signal], conn=conn)
         return recorded[0] if recorded else None
 
@@ -465,7 +467,14 @@ class Ledger:
                 sa.select(consent_aliases).where(al.tenant_id == tenant).order_by(al.occurred_at, al.id)
             ).mappings().all()
         return [
-            Alias(r["old_subject_key"], r["new_subject_key"], r["old_email"], r["new_email"], r["source"], r["occurred_at"])
+            Alias(
+                r["old_subject_key"],
+                r["new_subject_key"],
+                r["old_email"],
+                r["new_email"],
+                r["source"],
+                r["occurred_at"],
+            )
             for r in rows
         ]
 

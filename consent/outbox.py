@@ -125,7 +125,9 @@ class Outbox:
             return
         row = conn.execute(sa.select(consent_outbox).where(ob.id == action_id)).mappings().one()
         conn.execute(
-            sa.update(consent_outbox).where(ob.id == action_id).values(mac=outbox_mac(self.mac_key(row["tenant_id"]), row))
+            sa.update(consent_outbox)
+            .where(ob.id == action_id)
+            .values(mac=outbox_mac(self.mac_key(row["tenant_id"]), row))
         )
 
     def enqueue(
@@ -240,7 +242,9 @@ class Outbox:
             values: dict[str, Any] = {
                 "last_error": text[:MAX_ERROR],
                 "status": FAILED if final else PENDING,
-                "next_attempt_at": retry_at.astimezone(UTC) if retry_at and not final else when + self.backoff(attempts),
+                "next_attempt_at": retry_at.astimezone(UTC)
+                if retry_at and not final
+                else when + self.backoff(attempts),
             }
             if final:
                 values["email"] = sa.case((ob.scrub_on_done, sa.null()), else_=ob.email)

@@ -7,6 +7,7 @@ from vendor events to consent events is documented in :mod:`consent.webhook`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -169,10 +170,8 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         subject = f"hubspot:{object_id}"
         resolved = hooks.resolve("hubspot", str(object_id)) if hooks.resolve is not None else None
         if isinstance(resolved, str) and "@" in resolved:
-            try:
+            with contextlib.suppress(InputError):  # a bad address in the store: keep the vendor reference
                 subject = normalize_subject(resolved)
-            except InputError:
-                pass  # a bad address in the store: keep the vendor reference
         occurred = datetime.fromtimestamp(occurred_ms / 1000, UTC)
         evidence = {
             "vendor": "hubspot", "webhook": "hubspot", "event_id": event_id, "subscription_type": kind,

@@ -18,6 +18,20 @@ Messages never contain secrets: build them from redacted URLs (see ``connectors.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
+
+class ApiErrorFields(TypedDict):
+    """What an :class:`ApiError` carries besides its message (see :meth:`ApiError.fields`)."""
+
+    vendor: str
+    status: int
+    detail: str
+    retry_after: float | None
+    code: str
+    request_id: str
+    body: object
+
 
 class SegsyncError(Exception):
     """Root of every error segsync raises on purpose."""
@@ -66,7 +80,7 @@ class ApiError(SegsyncError):
         self.request_id = request_id
         self.body = body
 
-    def fields(self) -> dict[str, object]:
+    def fields(self) -> ApiErrorFields:
         """The keyword arguments that rebuild this error with another message (or another class)."""
         return {"vendor": self.vendor, "status": self.status, "detail": self.detail, "retry_after": self.retry_after,
                 "code": self.code, "request_id": self.request_id, "body": self.body}

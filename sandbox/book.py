@@ -277,7 +277,7 @@ def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: lis
     week_s = WEEK.total_seconds()
 
     # Email: sends at the campaign time, opens hours later, clicks minutes after the open.
-    for n, (camp, w) in enumerate(zip(campaigns, sim["campaign_weeks"])):
+    for n, (camp, w) in enumerate(zip(campaigns, sim["campaign_weeks"], strict=False)):
         sent_off = (camp.sent_at - start).total_seconds()
         for kind, mask, lag in (("email_sent", sim["sent"][:, w], 0.0), ("email_open", sim["opened"][:, w], 1.0),
                                 ("email_click", sim["clicked"][:, w], 2.0)):
@@ -327,7 +327,7 @@ def _truth(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str]) -> di
     churned = rng.random(tr["n"]) < np.exp(-HORIZON_WEEKS * weekly_activity)
     n_dep = rng.poisson(tr["dep_rate"] * 52)
     dep_value = np.array([float(np.sum(np.round(a * 0.02 * rng.lognormal(0, 0.5, k), -1) + 500)) if k else 0.0
-                          for a, k in zip(tr["aum"], n_dep)])
+                          for a, k in zip(tr["aum"], n_dep, strict=False)])
     return {
         k: Truth(float(propensity[i]), bool(upgraded[i]), bool(churned[i]), float(dep_value[i]))
         for i, k in enumerate(keys)

@@ -37,9 +37,21 @@ from typing import Any
 import requests
 
 __all__ = [
-    "HUBSPOT_CONTACT_TYPES", "MAILCHIMP_TYPES", "WebhookSender", "hubspot_event", "hubspot_v1_signature", "hubspot_v3_signature",
-    "mailchimp_form", "preference_body", "segsync_signature", "send_hubspot", "send_mailchimp", "send_segsync",
-    "validate_mailchimp_url", "verify_hubspot_v3", "verify_segsync",
+    "HUBSPOT_CONTACT_TYPES",
+    "MAILCHIMP_TYPES",
+    "WebhookSender",
+    "hubspot_event",
+    "hubspot_v1_signature",
+    "hubspot_v3_signature",
+    "mailchimp_form",
+    "preference_body",
+    "segsync_signature",
+    "send_hubspot",
+    "send_mailchimp",
+    "send_segsync",
+    "validate_mailchimp_url",
+    "verify_hubspot_v3",
+    "verify_segsync",
 ]
 
 MAILCHIMP_TYPES = ("subscribe", "unsubscribe", "profile", "upemail", "cleaned", "campaign")

@@ -46,7 +46,12 @@ from consent.outbox import PENDING, consent_outbox
 
 log = logging.getLogger("segsync.alerts")
 
-RUN_FAILED, RECORDS_FAILED, PLAN_REFUSED, OUTBOX_BACKLOG = "run_failed", "records_failed", "plan_refused", "outbox_backlog"
+RUN_FAILED, RECORDS_FAILED, PLAN_REFUSED, OUTBOX_BACKLOG = (
+    "run_failed",
+    "records_failed",
+    "plan_refused",
+    "outbox_backlog",
+)
 FINISHED = ("ok", "failed_records")  # a run that pulled, planned and pushed (failed records are retried)
 DELIVERY_TIMEOUT = 10.0  # seconds per attempt; an alert must not hold a scheduler thread for long
 
@@ -122,7 +127,9 @@ def alerts_for_run(report: Mapping[str, Any]) -> list[Alert]:
         return [Alert(PLAN_REFUSED, tenant, f"{run} pushed nothing: {report.get('refused') or 'plan refused'}")]
     if status == "failed_records":
         failed = ((report.get("push") or {}).get("totals") or {}).get("failed", 0)
-        return [Alert(RECORDS_FAILED, tenant, f"{run} finished with {failed} failed record(s); they are retried next run")]
+        return [
+            Alert(RECORDS_FAILED, tenant, f"{run} finished with {failed} failed record(s); they are retried next run")
+        ]
     return []
 
 
@@ -199,7 +206,9 @@ class Alerter:
             self._last[key] = now
         delivered = []
         for channel, send in (("webhook", self._post), ("email", self._mail)):
-            if (channel == "webhook" and self.cfg.webhook_url is None) or (channel == "email" and self.cfg.email is None):
+            if (channel == "webhook" and self.cfg.webhook_url is None) or (
+                channel == "email" and self.cfg.email is None
+            ):
                 continue
             try:
                 send(alert)

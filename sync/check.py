@@ -130,8 +130,12 @@ def check_mailchimp(tenant: TenantCfg, esp: MailchimpEsp, connector: Any) -> lis
                             f"esp.list_id {esp.list_id!r}: no such audience for this API key ({exc.detail})")]
         return [_api_failure(tenant.id, "esp mailchimp", "esp.api_key", exc)]
     name = body.get("name") if isinstance(body, dict) else None
-    return [Finding(tenant.id, "esp mailchimp", OK, "API key accepted"),
-            Finding(tenant.id, "esp mailchimp audience", OK, f"{esp.list_id}" + (f" ({name!r})" if name else "") + " exists")]
+    return [
+        Finding(tenant.id, "esp mailchimp", OK, "API key accepted"),
+        Finding(
+            tenant.id, "esp mailchimp audience", OK, f"{esp.list_id}" + (f" ({name!r})" if name else "") + " exists"
+        ),
+    ]
 
 
 def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
@@ -139,8 +143,15 @@ def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
     base = cfg.server.public_url or f"http://{cfg.server.listen}"
     findings = []
     if cfg.server.public_url is None and _local(cfg.server.host):
-        findings.append(Finding(tenant.id, "webhooks", WARN, f"server.listen is {cfg.server.listen} and server.public_url "
-                                "is not set: vendors cannot reach this; set public_url to your proxy's https address"))
+        findings.append(
+            Finding(
+                tenant.id,
+                "webhooks",
+                WARN,
+                f"server.listen is {cfg.server.listen} and server.public_url "
+                "is not set: vendors cannot reach this; set public_url to your proxy's https address",
+            )
+        )
     elif base.startswith("http://"):
         findings.append(Finding(tenant.id, "webhooks", WARN, f"{base} is plain http: the Mailchimp URL carries the "
                                 "webhook secret; serve it over https (see deploy/Caddyfile)"))

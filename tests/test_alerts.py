@@ -156,9 +156,13 @@ def test_which_runs_call_for_an_alert():
     assert alerts_for_run({"tenant": "a", "status": "dry_run", "run_id": 1}) == []
     [failed] = alerts_for_run({"tenant": "a", "status": "error", "run_id": 4, "error": "hubspot refused"})
     assert (failed.kind, failed.message) == (RUN_FAILED, "run #4 failed: hubspot refused")
-    [refused] = alerts_for_run({"tenant": "a", "status": "refused", "run_id": 5, "refused": "the plan would change 90%"})
+    [refused] = alerts_for_run(
+        {"tenant": "a", "status": "refused", "run_id": 5, "refused": "the plan would change 90%"}
+    )
     assert refused.kind == PLAN_REFUSED and "90%" in refused.message
-    [records] = alerts_for_run({"tenant": "a", "status": "failed_records", "run_id": 6, "push": {"totals": {"failed": 3}}})
+    [records] = alerts_for_run(
+        {"tenant": "a", "status": "failed_records", "run_id": 6, "push": {"totals": {"failed": 3}}}
+    )
     assert records.kind == RECORDS_FAILED and "3 failed record(s)" in records.message
 
 
@@ -253,7 +257,11 @@ def test_the_example_configs_alerts_block_is_valid_once_uncommented():
     env = {**EXAMPLE_ENV, "SLACK_WEBHOOK_URL": f"https://hooks.slack.com/services/{HOOK_TOKEN}", "SMTP_PASSWORD": "pw"}
     cfg = load_config_text(text[:start] + block + text[block_end:], env)
     assert cfg.alerts is not None and cfg.alerts.email is not None
-    assert (cfg.alerts.email.smtp_port, cfg.alerts.outbox_backlog, cfg.alerts.email.to) == (587, 100, ["ops@example.com"])
+    assert (cfg.alerts.email.smtp_port, cfg.alerts.outbox_backlog, cfg.alerts.email.to) == (
+        587,
+        100,
+        ["ops@example.com"],
+    )
 
 
 def test_an_opt_out_backlog_alerts_even_when_the_drain_itself_fails(tmp_path, sqlite_url, receiver):

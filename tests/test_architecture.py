@@ -56,7 +56,11 @@ def test_consent_signals_is_plain_data():
 
 def test_connectors_consent_and_scoring_never_import_sync_or_each_other():
     bad = []
-    for package, others in (("connectors", ("consent", "scoring")), ("consent", ("scoring",)), ("scoring", ("consent",))):
+    for package, others in (
+        ("connectors", ("consent", "scoring")),
+        ("consent", ("scoring",)),
+        ("scoring", ("consent",)),
+    ):
         for where, module in imports(package):
             top = module.split(".")[0]
             if top in ("sync", "sandbox", *others) and not shared(module):

@@ -73,7 +73,9 @@ def test_a_missing_scope_is_named_and_the_other_reads_still_run(tmp_path, make_s
     assert "crm.objects.deals.read" in deals.detail
     summary = found["crm hubspot"]
     assert summary.status == WARN
-    assert "crm.objects.contacts.read, crm.schemas.contacts.read, communication_preferences.read_write" in summary.detail
+    assert (
+        "crm.objects.contacts.read, crm.schemas.contacts.read, communication_preferences.read_write" in summary.detail
+    )
 
 
 def test_an_unknown_audience_is_named(tmp_path, sandbox):

@@ -73,7 +73,9 @@ def test_missing_field_is_named_with_its_path():
 def test_missing_env_var_is_named():
     with pytest.raises(ConfigError) as exc:
         load_config_text(MINIMAL.replace("tok-secret-value-123", '"${NOT_SET_ANYWHERE}"'), env={})
-    assert exc.value.problems == ["tenants[0].crm.access_token: environment variable NOT_SET_ANYWHERE is not set (line 5)"]
+    assert exc.value.problems == [
+        "tenants[0].crm.access_token: environment variable NOT_SET_ANYWHERE is not set (line 5)"
+    ]
 
 
 def test_yaml_syntax_error_names_the_line():

@@ -165,9 +165,17 @@ def test_erasure_scrubs_the_address_from_outbox_errors_and_run_reports(db_url) -
     store = open_store(db_url)
     ledger = Ledger(store.engine, lambda t: b"k" * 32)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)
-    record_and_enqueue(ledger, outbox, "harbor", [
-        ConsentSignal("ann@example.com", "email_marketing", WITHDRAWN, CONSENT, "cli", datetime(2026, 1, 1, tzinfo=UTC)),
-    ], ["esp.unsubscribe"])
+    record_and_enqueue(
+        ledger,
+        outbox,
+        "harbor",
+        [
+            ConsentSignal(
+                "ann@example.com", "email_marketing", WITHDRAWN, CONSENT, "cli", datetime(2026, 1, 1, tzinfo=UTC)
+            ),
+        ],
+        ["esp.unsubscribe"],
+    )
 
     def refuse(action) -> None:
         raise RuntimeError(f"400 Invalid Resource: {action.email.upper()} looks fake")

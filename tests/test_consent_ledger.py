@@ -189,7 +189,10 @@ def test_decisions_for_100k_contacts_in_one_bulk_query(engine) -> None:
     try:
         start = time.perf_counter()
         decisions = ledger.decisions(tenant, emails, POLICY)
-        print(f"\ndecisions for 100,000 contacts: {(time.perf_counter() - start) * 1000:.0f} ms (informational; see bench/)")
+        print(
+            f"\ndecisions for 100,000 contacts: {(time.perf_counter() - start) * 1000:.0f} ms "
+            "(informational; see bench/)"
+        )
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     assert len(decisions) == 100_000

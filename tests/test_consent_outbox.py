@@ -117,7 +117,9 @@ def test_a_destination_without_a_handler_is_a_visible_failure(ledger) -> None:
     outbox = Outbox(ledger.engine)
     record_and_enqueue(ledger, outbox, "harbor", [unsubscribe()], ["crm.optout"], now=NOW)
     report = drain(outbox, {}, NOW)
-    assert report.retrying == 1 and "no handler is registered for destination 'crm.optout'" in report.errors.popitem()[1]
+    assert (
+        report.retrying == 1 and "no handler is registered for destination 'crm.optout'" in report.errors.popitem()[1]
+    )
 
 
 def test_a_crashed_drainers_claim_comes_back_after_its_lease(ledger) -> None:

@@ -107,13 +107,18 @@ def test_erasure_passes_the_append_only_guard_on_postgres(store) -> None:
 
 def test_bulk_decisions_follow_the_rule_on_postgres(store) -> None:
     ledger = Ledger(store.engine, key_for)
-    ledger.record_many("harbor", [
-        ConsentSignal("tie@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0, notice_version="n1"),
-        ConsentSignal("tie@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0),
-        ConsentSignal("late@x.com", "email_marketing", WITHDRAWN, CONSENT, "cli", T0),
-        ConsentSignal("late@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0 + timedelta(days=1), notice_version="n2"),
-        ConsentSignal("objector@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "preference_center", T0),
-    ])
+    ledger.record_many(
+        "harbor",
+        [
+            ConsentSignal("tie@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0, notice_version="n1"),
+            ConsentSignal("tie@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0),
+            ConsentSignal("late@x.com", "email_marketing", WITHDRAWN, CONSENT, "cli", T0),
+            ConsentSignal(
+                "late@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0 + timedelta(days=1), notice_version="n2"
+            ),
+            ConsentSignal("objector@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "preference_center", T0),
+        ],
+    )
     d = ledger.decisions("harbor", ["tie@x.com", "LATE@x.com", "objector@x.com", "unknown@x.com"], POLICY)
     assert d["tie@x.com"].allowed_purposes == {"profiling"}
     assert d["LATE@x.com"].allowed_purposes == {"email_marketing", "profiling"}

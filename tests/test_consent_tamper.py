@@ -38,8 +38,9 @@ def key_for(tenant: str) -> bytes:
 
 def _sig(email: str, purpose: str, state: str, day: int, evidence: dict[str, Any] | None = None) -> ConsentSignal:
     basis = POLICY.get(purpose, CONSENT)
-    return ConsentSignal(email, purpose, state, basis, "cli", T0 + timedelta(days=day), "n1" if state == GRANTED else None,
-                  evidence)
+    return ConsentSignal(
+        email, purpose, state, basis, "cli", T0 + timedelta(days=day), "n1" if state == GRANTED else None, evidence
+    )
 
 
 class World:
@@ -50,8 +51,8 @@ class World:
         self.engine = self.store.engine
         self.ledger = Ledger(self.engine, key_for)
         self.outbox = Outbox(self.engine, mac_key=self.ledger.chain_key, max_attempts=1)
-        L, O = self.ledger, self.outbox
-        record_and_enqueue(L, O, "harbor", [
+        L, Q = self.ledger, self.outbox
+        record_and_enqueue(L, Q, "harbor", [
             _sig("ann@example.com", "email_marketing", GRANTED, 1, {"ip": "192.0.2.1"}),
             _sig("bob@example.com", "email_marketing", GRANTED, 2),
             _sig("carol@example.com", "profiling", WITHDRAWN, 3, {"ip": "192.0.2.3", "request_id": "r3"}),
@@ -59,9 +60,9 @@ class World:
             _sig("dave@example.com", "email_marketing", GRANTED, 5),
         ], DESTS)
         L.erase("harbor", "dave@example.com")
-        drain(O, {"esp.unsubscribe": lambda a: None, "crm.optout": self._fail})
-        record_and_enqueue(L, O, "harbor", [_sig("erin@example.com", "email_marketing", WITHDRAWN, 7)], DESTS)
-        record_and_enqueue(L, O, "other", [_sig("zed@example.com", "email_marketing", WITHDRAWN, 1)], DESTS)
+        drain(Q, {"esp.unsubscribe": lambda a: None, "crm.optout": self._fail})
+        record_and_enqueue(L, Q, "harbor", [_sig("erin@example.com", "email_marketing", WITHDRAWN, 7)], DESTS)
+        record_and_enqueue(L, Q, "other", [_sig("zed@example.com", "email_marketing", WITHDRAWN, 1)], DESTS)
         self.checkpoint = json.loads(json.dumps(L.checkpoint()))  # as it would come back from the file
 
     @staticmethod
@@ -200,7 +201,9 @@ def t_fake_erasure_reusing_a_real_erasure_time(w, c):
 
 
 def t_null_subject(w, c):
-    c.execute(sa.update(consent_events).where(ev.id == w.row_of(c, "bob@example.com", GRANTED)["id"]).values(subject=None))
+    c.execute(
+        sa.update(consent_events).where(ev.id == w.row_of(c, "bob@example.com", GRANTED)["id"]).values(subject=None)
+    )
 
 
 def t_swap_email(w, c):

@@ -26,7 +26,11 @@ TOKEN = "pat-na1-supersecret-token-0001"
 
 def client(sleeps: list[float], **retry) -> HttpClient:
     register_secret(TOKEN)
-    policy = CallPolicy("example", retry=RetrySettings(**{"max_attempts": 4, "initial_wait": 0.5, "max_wait": 30, **retry}), sleep=sleeps.append)
+    policy = CallPolicy(
+        "example",
+        retry=RetrySettings(**{"max_attempts": 4, "initial_wait": 0.5, "max_wait": 30, **retry}),
+        sleep=sleeps.append,
+    )
     return HttpClient("example", BASE, policy, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
@@ -76,7 +80,14 @@ def test_connection_error_is_retried():
 @responses.activate
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(400, RejectedRecordError), (401, FatalApiError), (403, FatalApiError), (404, RejectedRecordError), (429, RateLimitedError), (502, RetriableApiError)],
+    [
+        (400, RejectedRecordError),
+        (401, FatalApiError),
+        (403, FatalApiError),
+        (404, RejectedRecordError),
+        (429, RateLimitedError),
+        (502, RetriableApiError),
+    ],
     ids=["400-rejected", "401-fatal", "403-fatal", "404-rejected", "429-retriable", "502-retriable"],
 )
 def test_status_classification(status, error):

@@ -391,7 +391,7 @@ def test_malformed_vendor_answers_are_clear_errors():
         M.results_of({"status": "weird"}, "GET /crm/v3/objects/contacts")
     with pytest.raises(InputError, match="no id"):
         M.to_contact({"properties": {}}, ["email"], "the contacts list")
-    with pytest.raises(InputError, match="contact 7 .* no parseable lastmodifieddate"):
+    with pytest.raises(InputError, match=r"contact 7 .* no parseable lastmodifieddate"):
         M.modified_ms({"id": "7", "properties": {"lastmodifieddate": "yesterday"}}, "the search")
     with pytest.raises(InputError, match="amount that is not a number"):
         M.deal_event({"id": "9", "properties": {"dealtype": "deposit", "closedate": "2025-01-01T00:00:00Z",

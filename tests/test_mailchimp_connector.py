@@ -269,7 +269,7 @@ def test_case_variant_duplicates_are_one_member(mc):
 def test_absent_members_are_reported_or_invited_as_pending_only_when_asked(mc):
     conn = connect(mc)
     results = conn.push_tags([TagChange("Nobody@Example.com", active=("segsync:a",)), TagChange("not-an-email")])
-    assert [(r.outcome, r.message) for r in results][0] == ("suppressed", "not in the audience")
+    assert next((r.outcome, r.message) for r in results) == ("suppressed", "not in the audience")
     assert results[1].outcome == "failed" and "invalid email" in results[1].message
     assert mc.mailchimp.status("nobody@example.com") is None
     seg = conn.sync_segment("segsync high", ["nobody@example.com"], [])

@@ -29,7 +29,9 @@ EMAIL = "ann@example.com"
 
 
 def config_text(db: Path, *, admin: bool = True, firm_token: str | None = None) -> str:
-    server = f"server: {{listen: 127.0.0.1:8080, admin_token: {ADMIN}}}" if admin else "server: {listen: 127.0.0.1:8080}"
+    server = (
+        f"server: {{listen: 127.0.0.1:8080, admin_token: {ADMIN}}}" if admin else "server: {listen: 127.0.0.1:8080}"
+    )
     pages = f"\n    pages: {{status_token: {firm_token}, colour: '#2e5e1f'}}" if firm_token else ""
     tenants = ""
     for tid, name in (("harbor", "Harbor Wealth"), ("summit", "Summit Advisors")):
@@ -130,7 +132,7 @@ def test_preference_form_records_through_the_webhook_path_with_provenance(make_c
     state = service.ledger.status("harbor", EMAIL)
     assert state["email_marketing"].state == "withdrawn" and state["email_marketing"].source == "preference_page"
     assert state["profiling"].state == "granted"
-    event = [h for h in service.ledger.history("harbor", EMAIL) if h.source == "preference_page"][0]
+    event = next(h for h in service.ledger.history("harbor", EMAIL) if h.source == "preference_page")
     assert event.notice_version == "privacy-notice-1"
     assert "pages-test/1.0" in json.dumps(event.evidence, default=str)
     assert service.outbox.depth("harbor") > 0  # the opt-out waits for propagation
@@ -230,11 +232,22 @@ def test_lift_statistics():
 
 
 def test_card_charts_are_svg_elements_with_escaped_labels():
-    card = {"score": "s", "kind": "propensity", "method": "time_split", "verdict": {"verdict": "ok"},
-            "model": {"roc_auc": 0.7, "positives": 40, "negatives": 200,
-                      "calibration": [{"decile": i, "n": 24, "mean_predicted": i / 10, "observed_rate": i / 12} for i in range(10)]},
-            "baseline": {"roc_auc": 0.6, "rule": "recency"},
-            "top_features": [{"feature": "opens<90d>", "importance": 0.05, "std": 0.01}]}
+    card = {
+        "score": "s",
+        "kind": "propensity",
+        "method": "time_split",
+        "verdict": {"verdict": "ok"},
+        "model": {
+            "roc_auc": 0.7,
+            "positives": 40,
+            "negatives": 200,
+            "calibration": [
+                {"decile": i, "n": 24, "mean_predicted": i / 10, "observed_rate": i / 12} for i in range(10)
+            ],
+        },
+        "baseline": {"roc_auc": 0.6, "rule": "recency"},
+        "top_features": [{"feature": "opens<90d>", "importance": 0.05, "std": 0.01}],
+    }
     html = render_card_html(card, firm="F", scores=[0.1, 0.2, 0.2, 0.9])
     assert html.count('<svg xmlns="http://www.w3.org/2000/svg"') == 4
     assert "opens&lt;90d&gt;" in html and "opens<90d>" not in html and "&lt;svg" not in html

@@ -192,7 +192,7 @@ def test_bgnbd_recovers_the_parameters_it_was_simulated_with():
 
 
 def test_clusters_get_readable_names():
-    contacts, events, book = book_frames(3000)
+    contacts, events, _book = book_frames(3000)
     spec = ScoreSpec("groups", "cluster", n_clusters=4, features=FEATURES)
     model = train(spec, contacts, events)
     assert isinstance(model, TrainedModel)

@@ -79,7 +79,10 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
     assert first.verdicts["upgrade"].startswith("insufficient data: ")
     churn = first.scores["churn_risk"]
     assert len(churn) == 1500 and churn.between(0, 1).all()
-    assert first.models["churn_risk"]["metrics"]["backtest_roc_auc"] > first.models["churn_risk"]["metrics"]["baseline_roc_auc"]
+    assert (
+        first.models["churn_risk"]["metrics"]["backtest_roc_auc"]
+        > first.models["churn_risk"]["metrics"]["baseline_roc_auc"]
+    )
     assert first.models["churn_risk"]["reused"] is False
     names = load_model(tmp_path / "models" / "harbor" / "groups").info["names"]
     assert set(first.clusters["groups"]) <= set(names) and len(names) == 3

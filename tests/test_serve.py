@@ -63,7 +63,9 @@ TENANT = """
 def config_text(store: str, models: Path, acme: str = "acme") -> str:
     tenants = [
         TENANT.format(id=acme, tz="Europe/Paris", schedule='schedule: "0 6 * * *"', consent=consent_yaml(ACME_SECRET)),
-        TENANT.format(id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', consent=consent_yaml(BETA_SECRET)),
+        TENANT.format(
+            id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', consent=consent_yaml(BETA_SECRET)
+        ),
         TENANT.format(id="gamma", tz="UTC", schedule="", consent=consent_yaml("gamma-webhook-secret-0003")),
     ]
     return f"version: 1\nstore: {store}\nmodel_dir: {models}\ntenants:{''.join(tenants)}"
@@ -282,7 +284,9 @@ def _backdate_run(store: Store, tenant: str, started: datetime, dry_run: bool = 
     run_id = store.start_run(tenant, dry_run)
     store.finish_run(run_id, "dry_run" if dry_run else "ok", {"tenant": tenant})
     with store.engine.begin() as conn:
-        conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(started_at=started, finished_at=started))
+        conn.execute(
+            runs_table.update().where(runs_table.c.id == run_id).values(started_at=started, finished_at=started)
+        )
 
 
 def test_schedule_one_cron_job_per_tenant_in_its_timezone(served):
@@ -314,7 +318,9 @@ def test_missed_run_after_downtime_runs_once_at_start(served):
     assert jobs == {"acme": True, "beta": False}
     assert service.scheduler.get_job("catch-up:beta") is None
     deadline = time.monotonic() + 30
-    while not [r for r in service.store.runs("acme") if r["status"] == "ok" and r["started_at"].replace(tzinfo=UTC) > now]:
+    while not [
+        r for r in service.store.runs("acme") if r["status"] == "ok" and r["started_at"].replace(tzinfo=UTC) > now
+    ]:
         assert time.monotonic() < deadline, "the catch-up run did not happen"
         time.sleep(0.05)
     assert world.vendors["acme"][0].calls["batch_update"] > 0
@@ -387,8 +393,13 @@ with store.tenant_lock(sys.argv[2]):
 def test_a_lock_held_by_another_process_skips_the_run_and_dies_with_it(tmp_path, pg_url):
     tenant = unique_tenant()
     service, world = make_service(tmp_path, pg_url, World(n=300), tenant)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, pg_url, tenant], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=Path(__file__).parent.parent)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, pg_url, tenant],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert service.run_sync(tenant) is None
@@ -538,8 +549,14 @@ def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp
                 except requests.ConnectionError:
                     time.sleep(0.1)
             assert health.status_code == 200 and health.json()["scheduler"] is True
-            assert requests.get(f"http://127.0.0.1:{port}/hooks/acme/mailchimp/{ACME_SECRET}", timeout=5).status_code == 200
-            assert requests.get(f"http://127.0.0.1:{port}/hooks/beta/mailchimp/{ACME_SECRET}", timeout=5).status_code == 401
+            assert (
+                requests.get(f"http://127.0.0.1:{port}/hooks/acme/mailchimp/{ACME_SECRET}", timeout=5).status_code
+                == 200
+            )
+            assert (
+                requests.get(f"http://127.0.0.1:{port}/hooks/beta/mailchimp/{ACME_SECRET}", timeout=5).status_code
+                == 401
+            )
             proc.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then re-raises the signal it caught (a clean stop by SIGTERM)
             assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
@@ -568,9 +585,13 @@ def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_th
     sb.faults["hubspot"].set(delay=0.4, only_paths=(BATCH_UPDATE,))
     out = tmp_path / "serve.log"
     with out.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "sync", "serve", str(config), "--listen", f"127.0.0.1:{_free_port()}"],
-                                env={**os.environ, "CI": "true"}, stdout=log_file, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).parent.parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync", "serve", str(config), "--listen", f"127.0.0.1:{_free_port()}"],
+            env={**os.environ, "CI": "true"},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
         try:
             deadline = time.monotonic() + 60
             while sb.calls.count("hubspot", "POST", BATCH_UPDATE) < 1:

@@ -287,8 +287,9 @@ class HubSpotClient:
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
             limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:
         """Call an SDK method under the policy; return (status, decoded JSON body)."""
-        return self._authed(lambda: self.adapter.call(endpoint, what, fn, *args, limiter=limiter, accept=accept,
-                                                      **kwargs), endpoint)
+        answer: tuple[int, Any] = self._authed(
+            lambda: self.adapter.call(endpoint, what, fn, *args, limiter=limiter, accept=accept, **kwargs), endpoint)
+        return answer
 
     def json(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call under the policy (see :meth:`HttpClient.json`)."""

@@ -41,7 +41,8 @@ def results_of(body: Any, what: str) -> list[Mapping[str, Any]]:
     bad = [r for r in body["results"] if not isinstance(r, Mapping)]
     if bad:
         raise InputError(f"hubspot: the answer to {what} has a result that is not an object: {str(bad[0])[:100]!r}")
-    return body["results"]
+    results: list[Mapping[str, Any]] = body["results"]
+    return results
 
 
 def next_after(body: Mapping[str, Any]) -> str | None:

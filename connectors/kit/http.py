@@ -25,8 +25,11 @@ from typing import Any, TypeVar
 import requests
 import tenacity
 
-from connectors.kit.ratelimit import RateLimiter
-from connectors.kit.redact import RedactingFilter, redact, register_secret  # noqa: F401 - re-exported
+# ``X as X``: re-exported, so callers import the whole HTTP layer from one place.
+from connectors.kit.ratelimit import RateLimiter as RateLimiter
+from connectors.kit.redact import RedactingFilter as RedactingFilter
+from connectors.kit.redact import redact as redact
+from connectors.kit.redact import register_secret as register_secret
 from connectors.kit.stats import CallStats
 from core import times
 from core.errors import (
@@ -187,7 +190,7 @@ class CallPolicy:
         backoff = min(self.retry.max_wait, self.retry.initial_wait * 2 ** (state.attempt_number - 1))
         if isinstance(exc, ApiError) and exc.retry_after is not None:
             return min(self.retry.max_wait, max(exc.retry_after, 0.0))
-        return backoff
+        return float(backoff)
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

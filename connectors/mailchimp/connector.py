@@ -95,9 +95,11 @@ class MailchimpConnector(EspConnector):
             index: dict[str, str] = {}
             for status in S.BLOCKED_STATUSES:
                 what = f"GET /lists/{self.list_id}/members?status={status}"
-                for _, items in offset_pages(what, "members", lambda offset, st=status: self.client.list_members(
-                        self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
-                        fields=["members.id", "members.status", "total_items"])):
+                def fetch(offset: int, st: str = status) -> Any:
+                    return self.client.list_members(self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
+                                                    fields=["members.id", "members.status", "total_items"])
+
+                for _, items in offset_pages(what, "members", fetch):
                     for m in items:
                         if isinstance(m, Mapping) and m.get("id"):
                             index[str(m["id"])] = str(m.get("status") or status)

@@ -57,7 +57,8 @@ def member_contact(raw: Any, where: str) -> tuple[Contact, ConsentSignal | None]
     status = str(raw.get("status") or "")
     changed = parse_time(raw.get("last_changed"), f"{where}.last_changed")
     tags = [str(t.get("name")) for t in raw.get("tags") or [] if isinstance(t, Mapping) and t.get("name")]
-    merge = raw.get("merge_fields") if isinstance(raw.get("merge_fields"), Mapping) else {}
+    merge_raw = raw.get("merge_fields")
+    merge: Mapping[str, Any] = merge_raw if isinstance(merge_raw, Mapping) else {}
     properties: dict[str, Any] = {
         "subscriber_hash": raw.get("id") or subscriber_hash(email),
         "merge_fields": dict(merge),

@@ -103,8 +103,8 @@ class Pusher:
                 verdicts.update(self._tags_by_batches(tags))
             verdicts.update(self._invite_absent(verdicts, tags, emails))
         out = []
-        for i, (key, h) in enumerate(keys):
-            outcome, message = settled.get(i) or verdicts.get(h or "", ("failed", "no result for this member"))
+        for i, (key, member) in enumerate(keys):
+            outcome, message = settled.get(i) or verdicts.get(member or "", ("failed", "no result for this member"))
             out.append(RecordResult(key, outcome, message))  # type: ignore[arg-type]
         return out
 
@@ -208,7 +208,9 @@ class Pusher:
             verdicts.update(self._segment_call(seg_id, list(add_chunk), list(remove_chunk)))
         return verdicts
 
-    def _segment_call(self, seg_id: int, add: list[tuple[str, str]], remove: list[tuple[str, str]]) -> dict[str, Verdict]:
+    def _segment_call(
+        self, seg_id: int, add: list[tuple[str, str]], remove: list[tuple[str, str]]
+    ) -> dict[str, Verdict]:
         """One segment update; a refused call (400) is split to isolate the record it refused, within the budget."""
         items = [("add", h, e) for h, e in add] + [("remove", h, e) for h, e in remove]
         return send_isolating(items, lambda part: self._segment_send(seg_id, part), key=lambda item: item[1],

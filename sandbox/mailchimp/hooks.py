@@ -179,8 +179,8 @@ class WebhookRegistry:
                 return ok(request, {"webhooks": items, "list_id": state.list_id, "total_items": len(items)})
             body = await read_json(request)
             url = body.get("url")
-            if self.validate_urls and isinstance(url, str) and url.startswith(("http://", "https://")):
-                if not await run_in_threadpool(_url_answers, url):
+            if (self.validate_urls and isinstance(url, str) and url.startswith(("http://", "https://"))
+                    and not await run_in_threadpool(_url_answers, url)):
                     raise invalid("The resource submitted could not be validated.",
                                   [{"field": "url", "message": "We couldn't verify the URL is working. "
                                                                "Please double check and try again."}])

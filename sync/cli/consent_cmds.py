@@ -128,7 +128,9 @@ def record(
                         _evidence(evidence) | {"operator": "cli"}, idempotency_key)
         result = record_and_enqueue(ledger, outbox, tenant_id, [signal], tenant_destinations(tenant),
                                     reason=f"{source} via CLI")
-    events = [{"id": e.id, "seq": e.seq, "purpose": e.purpose, "state": e.state, "hash": e.hash} for e in result.recorded]
+    events = [
+        {"id": e.id, "seq": e.seq, "purpose": e.purpose, "state": e.state, "hash": e.hash} for e in result.recorded
+    ]
     if as_json:
         _emit({"recorded": events, "duplicate": not events, "enqueued": result.enqueued})
         return
@@ -203,7 +205,9 @@ def history(config: Path, tenant_id: str, email: str, as_json: bool) -> None:
     for r in ev_rows:
         erased = " [erased]" if r["erased"] else ""
         notice = f" notice {r['notice_version']}" if r["notice_version"] else ""
-        click.echo(f"  {r['occurred_at']}  {r['purpose']:<16} {r['state']:<9} {r['source']} ({r['basis']}){notice}{erased}")
+        click.echo(
+            f"  {r['occurred_at']}  {r['purpose']:<16} {r['state']:<9} {r['source']} ({r['basis']}){notice}{erased}"
+        )
     for a in ac_rows:
         error = f" - {a['last_error']}" if a["last_error"] else ""
         click.echo(f"  -> {a['destination']}: {a['status']} after {a['attempts']} failed attempt(s){error}"
@@ -311,4 +315,7 @@ def link(config: Path, tenant_id: str, email: str, base_url: str | None, as_json
         _emit({"tenant": tenant_id, "url": url, "expires_at": expires.isoformat()})
         return
     click.echo(url)
-    click.echo(f"(valid until {expires:%Y-%m-%d %H:%M} UTC; anyone with the link can change this person's preferences)", err=True)
+    click.echo(
+        f"(valid until {expires:%Y-%m-%d %H:%M} UTC; anyone with the link can change this person's preferences)",
+        err=True,
+    )

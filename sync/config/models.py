@@ -271,7 +271,9 @@ def _describe(err: Mapping[str, Any], located: Located) -> str:
     node: Any = located.data
     parts = list(err["loc"])
     for i, part in enumerate(parts):
-        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and part < len(node)):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             loc.append(part)
             node = node[part]
         elif i == len(parts) - 1 and err["type"] in ("missing", "extra_forbidden"):
@@ -339,7 +341,10 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
             f"{located.source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the config",
             problems,
         )
-    for secret in [*(config.alerts.secrets() if config.alerts else []), *(s for t in config.tenants for s in _secrets(t))]:
+    for secret in [
+        *(config.alerts.secrets() if config.alerts else []),
+        *(s for t in config.tenants for s in _secrets(t)),
+    ]:
         register_secret(secret)
     if config.server.admin_token is not None:
         register_secret(config.server.admin_token.get_secret_value())
@@ -347,7 +352,11 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
 
 
 def _secrets(tenant: TenantCfg) -> list[str]:
-    values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token]
+    values: list[SecretStr | None] = [
+        tenant.consent.webhook_secret,
+        tenant.consent.pseudonym_key,
+        tenant.pages.status_token,
+    ]
     if isinstance(tenant.crm, HubSpotCrm):
         values += [tenant.crm.access_token, tenant.crm.client_secret]
     if tenant.esp is not None:

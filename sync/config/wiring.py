@@ -26,7 +26,12 @@ def build_crm(tenant: TenantCfg, base_dir: Path = Path(".")) -> CrmConnector:
             plan=crm.plan,
             extra_properties=tuple(
                 dict.fromkeys(
-                    [*crm.extra_properties, *tenant.features.numeric_properties, *tenant.features.categorical_properties, *tenant.features.sensitive_attributes]
+                    [
+                        *crm.extra_properties,
+                        *tenant.features.numeric_properties,
+                        *tenant.features.categorical_properties,
+                        *tenant.features.sensitive_attributes,
+                    ]
                 )
             ),
             event_deal_types=tuple(crm.deal_event_types),

@@ -58,13 +58,13 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], source: str
                 raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: mapping keys must be plain words")
             if key in out:
                 raise ConfigError(
-                    f"{source}:{key_node.start_mark.line + 1}: {format_path(path + (key,))} is given twice"
+                    f"{source}:{key_node.start_mark.line + 1}: {format_path((*path, key))} is given twice"
                 )
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, path + (key,), lines, source)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _walk(value_node, (*path, key), lines, source)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(child, path + (i,), lines, source) for i, child in enumerate(node.value)]
+        return [_walk(child, (*path, i), lines, source) for i, child in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve the type (int, bool, null, str, ...).
     return _SCALARS.construct_object(node, deep=True)
 
@@ -132,9 +132,9 @@ def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[
 
     def sub(value: Any, path: PathKey) -> Any:
         if isinstance(value, dict):
-            return {k: sub(v, path + (k,)) for k, v in value.items()}
+            return {k: sub(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [sub(v, path + (i,)) for i, v in enumerate(value)]
+            return [sub(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
 

@@ -83,22 +83,37 @@ class ConsentGate:
             if s.reason:
                 evidence["reason"] = s.reason
             by_source.setdefault(s.source, []).append(
-                ConsentSignal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
-                       f"{s.source}:{s.vendor_event_id}:{s.purpose}" if s.vendor_event_id else None)
+                ConsentSignal(
+                    email,
+                    s.purpose,
+                    s.state,
+                    self.policy[s.purpose],
+                    s.source,
+                    s.occurred_at,
+                    None,
+                    evidence or None,
+                    f"{s.source}:{s.vendor_event_id}:{s.purpose}" if s.vendor_event_id else None,
+                )
             )
         # A vendor repeats what it knows on every re-pull (often under a new event id, e.g. when a
         # member's last_changed moves): only a change of state is recorded and propagated.
         emails = sorted({r.email for rows in by_source.values() for r in rows})
         current = self.ledger.decisions(self.tenant.id, emails, self.policy) if emails else {}
         for source in list(by_source):
-            by_source[source] = [r for r in by_source[source] if (current[r.email].reasons.get(r.purpose) if r.email in current else None) != r.state]
+            by_source[source] = [
+                r
+                for r in by_source[source]
+                if (current[r.email].reasons.get(r.purpose) if r.email in current else None) != r.state
+            ]
         for source, rows in by_source.items():
             if not rows:
                 continue
             # The vendor that told us already has it: propagate only to the other side.
             side = next((k for k, v in self.sources.items() if v == source), None)
             dests = [d for d in DESTINATIONS if self._has(d) and (side is None or not d.startswith(side + "."))]
-            result = record_and_enqueue(self.ledger, self.outbox, self.tenant.id, rows, dests, reason=f"opt-out seen at {source}")
+            result = record_and_enqueue(
+                self.ledger, self.outbox, self.tenant.id, rows, dests, reason=f"opt-out seen at {source}"
+            )
             stats.recorded += len(result.recorded)
             stats.withdrawals += sum(1 for e in result.recorded if e.state == WITHDRAWN)
             stats.enqueued += result.enqueued
@@ -136,7 +151,9 @@ class ConsentGate:
         out: dict[str, tuple[Verdict, bool]] = {}
         for email in wanted:
             d = decisions[email]
-            refused = "; ".join(f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p))
+            refused = "; ".join(
+                f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p)
+            )
             profiling = d.allows(PROFILING) if PROFILING in self.policy else False
             email_ok = d.allows(EMAIL_MARKETING) if EMAIL_MARKETING in self.policy else False
             out[email] = ((profiling, email_ok, refused), d.reasons.get(EMAIL_MARKETING) == WITHDRAWN)
