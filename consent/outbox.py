@@ -218,7 +218,8 @@ class Outbox:
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before attempt ``attempts + 1``: base * 2^(attempts-1), capped."""
-        return min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay)
+        delay: timedelta = min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay)
+        return delay
 
     def mark_failed(
         self, action_id: int, error: str, retry_at: datetime | None = None, *, now: datetime | None = None
@@ -250,7 +251,7 @@ class Outbox:
                 values["email"] = sa.case((ob.scrub_on_done, sa.null()), else_=ob.email)
             c.execute(sa.update(consent_outbox).where(ob.id == action_id).values(**values))
             self._sign(c, action_id)
-        return values["status"]
+        return str(values["status"])
 
     def depth(self, tenant: str | None = None) -> int:
         """How many actions are still pending."""

@@ -42,7 +42,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         # SQLite keeps text; storing naive UTC keeps the text sortable (the ledger's SQL relies on it).
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:

@@ -120,9 +120,9 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
     email = _email(_required(fields, "data[email]"), "data[email]")
     evidence: dict[str, Any] = {"vendor": "mailchimp", "webhook": "mailchimp", "type": kind}
     for key in ("list_id", "reason", "action", "campaign_id", "ip_opt", "ip_signup", "id"):
-        value = fields.get(f"data[{key}]")
-        if value:
-            evidence["subscriber_id" if key == "id" else key] = value
+        given = fields.get(f"data[{key}]")
+        if given:
+            evidence["subscriber_id" if key == "id" else key] = given
     state = GRANTED if kind == "subscribe" else WITHDRAWN
     signal = ConsentSignal(
         email, EMAIL_MARKETING, state, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,

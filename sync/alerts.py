@@ -42,7 +42,9 @@ import tenacity
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.kit.http import redact
-from consent.outbox import PENDING, consent_outbox
+from consent.outbox import PENDING
+from consent.schema import consent_outbox
+from core import times
 
 log = logging.getLogger("segsync.alerts")
 
@@ -150,8 +152,8 @@ def oldest_pending_age(engine: sa.Engine, tenant: str, now: datetime | None = No
         oldest = conn.execute(query).scalar_one_or_none()
     if oldest is None:
         return None
-    oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest
-    return max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
+    waited: float = ((now or times.now()) - times.as_utc(oldest)).total_seconds()
+    return max(0.0, waited)
 
 
 def run_history(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ TENANT_TEMPLATE = """\
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def write_config(out: Path, sandboxes: list[Any]) -> Path:

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -324,7 +324,7 @@ class Service:
         service = self
 
         @asynccontextmanager
-        async def lifespan(_app: FastAPI):
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             if run_scheduler:
                 for job in service.start():
                     log.info("scheduled %s", job)
@@ -336,7 +336,7 @@ class Service:
         app = FastAPI(title="segsync", lifespan=lifespan, docs_url=None, redoc_url=None)
 
         @app.middleware("http")
-        async def time_webhooks(request: Request, call_next):
+        async def time_webhooks(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
             started = time.perf_counter()
             response = await call_next(request)
             if request.url.path.startswith("/hooks/"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
@@ -214,7 +214,7 @@ def print_runs(console: Console, reports: list[dict[str, Any]]) -> None:
         console.print(render_run(r))
 
 
-def runs_table(rows: list[Mapping[str, Any]]) -> Table:
+def runs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """The run log, one line per run (``segsync runs``)."""
     t = _table("Runs", ["run", "tenant", "started", "status", "pulled", "sent", "suppressed", "failed", "seconds"])
     for r in rows:

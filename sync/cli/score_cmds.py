@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -12,8 +12,12 @@ from rich.table import Table
 
 from sync.cli.common import CONFIG_ARG, console, emit_json, open_config, select_tenants
 
+if TYPE_CHECKING:  # annotations only: the CLI starts without loading the store or the config models
+    from sync.config.models import TenantCfg
+    from sync.store.interface import Store
 
-def _allowed(store, tenant) -> set[str]:
+
+def _allowed(store: Store, tenant: TenantCfg) -> set[str]:
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
     from sync.run.gate import ConsentGate
 

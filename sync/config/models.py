@@ -302,9 +302,10 @@ def _raw_checks(located: Located) -> list[str]:
                 f"tenants[{i}].crm.type: {kind} is not supported yet (available: {', '.join(SUPPORTED_CRMS)})"
                 + (f" (line {line})" if line else "")
             )
-        scores = tenant.get("scores") if isinstance(tenant.get("scores"), list) else []
+        raw_scores, raw_segments = tenant.get("scores"), tenant.get("segments")
+        scores: list[Any] = raw_scores if isinstance(raw_scores, list) else []
         names = {s.get("name") for s in scores if isinstance(s, dict)}
-        segments = tenant.get("segments") if isinstance(tenant.get("segments"), list) else []
+        segments: list[Any] = raw_segments if isinstance(raw_segments, list) else []
         for j, seg in enumerate(segments):
             if isinstance(seg, dict) and isinstance(seg.get("score"), str) and seg["score"] not in names:
                 line = located.line_of(("tenants", i, "segments", j, "score"))

@@ -80,8 +80,8 @@ def load_yaml(text: str, source: str = "<config>") -> Located:
         problem = getattr(exc, "problem", None) or str(exc)
         if started is not None and mark is not None and started.line != mark.line:
             problem += f" (the value started at line {started.line + 1})"
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+        text_lines = text.splitlines()
+        if mark is not None and mark.line < len(text_lines) and "${" in text_lines[mark.line]:
             problem += ' - inside {...} or [...], quote values that use ${VAR}: "${VAR}"'
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     lines: dict[PathKey, int] = {}

@@ -195,9 +195,8 @@ class _Pages:
             claims = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "==="))
         except (ValueError, IndexError):
             raise tokens.BadToken from None
-        tenant = (
-            self.tenants.get(claims.get("t")) if isinstance(claims, dict) and isinstance(claims.get("t"), str) else None
-        )
+        name = claims.get("t") if isinstance(claims, dict) else None
+        tenant = self.tenants.get(name) if isinstance(name, str) else None
         if tenant is None:
             raise tokens.BadToken
         claims = tokens.verify(link_key(tenant, tokens.LINK), tokens.LINK, token)

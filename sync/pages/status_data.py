@@ -46,7 +46,8 @@ def next_run(tenant: TenantCfg, now: datetime) -> datetime | None:
     if not tenant.schedule:
         return None
     trigger = CronTrigger.from_crontab(tenant.schedule, timezone=zoneinfo.ZoneInfo(tenant.timezone))
-    return trigger.get_next_fire_time(None, now)
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
 
 
 def model_dirs(cfg: Config, base_dir: Path) -> list[Path]:

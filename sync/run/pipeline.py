@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -272,9 +272,9 @@ class TenantRun:
         score_names = self.score_names
         scores_of: dict[str, dict[str, float | None]] = {}
         for name in score_names:
-            for cid, v in scored.scores.get(name, pd.Series(dtype=float)).items():
-                if cid not in held and pd.notna(v):
-                    scores_of.setdefault(str(cid), {})[name] = float(v)
+            for row_id, v in scored.scores.get(name, pd.Series(dtype=float)).items():
+                if row_id not in held and pd.notna(v):
+                    scores_of.setdefault(str(row_id), {})[name] = float(v)
         push = self.tenant.push
         segment_names = self.segment_names
         dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
@@ -340,7 +340,7 @@ class TenantRun:
             scores = self.score_names if self.tenant.push.crm_scores else []
             self.crm.ensure_schema(self.tenant.push.crm_property, self.segment_names, scores)
 
-        def recheck(emails):
+        def recheck(emails: Sequence[str]) -> dict[str, tuple[bool, bool, str]]:
             cids = {e: self.contact_of.get(e) for e in emails}
             fresh = self.store.addresses(self.tenant.id, [c for c in cids.values() if c])
             verdicts = self.gate.decide_people(

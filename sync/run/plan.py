@@ -83,7 +83,7 @@ class Plan:
             return False
         before = (c.previous or {}).get(self.segment_property, "")
         after = (c.desired or {}).get(self.segment_property, "")
-        return before != after
+        return bool(before != after)
 
     def change_share(self) -> float:
         return self.changed_contacts() / self.total_contacts if self.total_contacts else 0.0

@@ -107,9 +107,9 @@ def model_for(
     """Reuse the persisted model unless asked to retrain, it is missing, or its spec changed."""
     if not retrain and (directory / "model.pkl").exists():
         try:
-            model = load_model(directory)
-            if _spec_fingerprint(model.spec) == _spec_fingerprint(spec):
-                return model, True
+            saved = load_model(directory)
+            if _spec_fingerprint(saved.spec) == _spec_fingerprint(spec):
+                return saved, True
             log.info("score %s: the spec changed since the model was trained; retraining", spec.name)
         except Exception as exc:
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)

@@ -29,6 +29,12 @@ def contact_id_for(tenant_id: str, source: str, vendor_id: str) -> str:
     return "c" + hashlib.sha256(f"{tenant_id}|{source}|{vendor_id}".encode()).hexdigest()[:15]
 
 
+def _earliest(*values: datetime | None) -> datetime | None:
+    """The earliest of the known times, in UTC (None when none is known)."""
+    known = [as_utc(v) for v in values if v is not None]
+    return min(known) if known else None
+
+
 class IdentityTables:
     """Contacts, identities, aliases and events (mixed into :class:`sync.store.sql.SqlStore`)."""
 
@@ -60,7 +66,7 @@ class IdentityTables:
 
     def _lookup(
         self, conn: Connection, tenant_id: str, source: str, vendor_ids: set[str], emails: set[str]
-    ) -> tuple[dict, dict]:
+    ) -> tuple[dict[str, tuple[str, str | None]], dict[str, str]]:
         by_vendor: dict[str, tuple[str, str | None]] = {}
         for chunk in chunks(sorted(vendor_ids), 500):
             rows = conn.execute(
@@ -110,7 +116,7 @@ class IdentityTables:
                 contact_id = by_email[email]
             else:
                 contact_id = next(
-                    (by_email[normalize_email(p)] for p in c.previous_emails if normalize_email(p) in by_email),
+                    (by_email[e] for e in map(normalize_email, c.previous_emails) if e and e in by_email),
                     contact_id_for(tenant_id, source, c.vendor_id),
                 )
             if known is None:
@@ -178,10 +184,10 @@ class IdentityTables:
             return
         existing: dict[str, dict[str, Any]] = {}
         for chunk in chunks([r["contact_id"] for r in rows], 500):
-            for r in conn.execute(
+            for found in conn.execute(
                 sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))
             ):
-                existing[r.contact_id] = r._asdict()
+                existing[found.contact_id] = found._asdict()
         out = []
         for r in rows:
             old = existing.get(r["contact_id"], {})
@@ -192,9 +198,7 @@ class IdentityTables:
                     "email": r.get("email") or old.get("email"),
                     "properties": {**(old.get("properties") or {}), **r["properties"]},
                     # The earliest creation any system reports: stable whichever source is pulled last.
-                    "created_at": min(
-                        (d for d in (as_utc(r.get("created_at")), as_utc(old.get("created_at"))) if d), default=None
-                    ),
+                    "created_at": _earliest(r.get("created_at"), old.get("created_at")),
                     "updated_at": r["updated_at"],
                     "esp_status": r.get("esp_status", old.get("esp_status")),
                     "archived": False,
@@ -295,7 +299,7 @@ class IdentityTables:
         """contact id -> the email a vendor has for the person (live identities with an email)."""
         return self._live_identities(tenant_id, source, t.identities.c.email)
 
-    def _live_identities(self, tenant_id: str, source: str, column: sa.Column) -> dict[str, str]:
+    def _live_identities(self, tenant_id: str, source: str, column: sa.Column[Any]) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.identities.c.contact_id, column).where(

@@ -33,11 +33,11 @@ class RunLog:
 
     def start_run(self, tenant_id: str, dry_run: bool) -> int:
         with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    t.runs.insert().values(tenant_id=tenant_id, started_at=utcnow(), status="running", dry_run=dry_run)
-                ).inserted_primary_key[0]
-            )
+            key = conn.execute(
+                t.runs.insert().values(tenant_id=tenant_id, started_at=utcnow(), status="running", dry_run=dry_run)
+            ).inserted_primary_key
+            assert key is not None  # an INSERT of one row always reports its key
+            return int(key[0])
 
     def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
