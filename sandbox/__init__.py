@@ -183,8 +183,9 @@ def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str =
         if on_ready is not None:
             on_ready(sb)
         try:
-            while not (stop.wait(0.5) if stop is not None else time.sleep(3600)):
-                pass
+            while stop is None or not stop.wait(0.5):
+                if stop is None:
+                    time.sleep(3600)
         except KeyboardInterrupt:
             pass
     return 0

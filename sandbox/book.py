@@ -145,7 +145,7 @@ def weekly_upgrade_hazard(
         + 0.35 * log_aum_z
         + hidden
     )
-    return 1.0 / (1.0 + np.exp(-logit))
+    return np.asarray(1.0 / (1.0 + np.exp(-logit)))
 
 
 def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = None, years: float = 2.0) -> Book:
@@ -177,10 +177,10 @@ def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = 
 
 
 def _window(matrix: np.ndarray, t: int, width: int) -> np.ndarray:
-    return matrix[:, max(0, t - width):t].sum(axis=1)
+    return np.asarray(matrix[:, max(0, t - width):t].sum(axis=1))
 
 
-def _simulate(rng: np.random.Generator, tr: dict, weeks: int) -> dict:
+def _simulate(rng: np.random.Generator, tr: dict[str, Any], weeks: int) -> dict[str, Any]:
     """Week-by-week counts (people x weeks) of sends/opens/clicks/sessions/views/deposits/upgrades."""
     n = tr["n"]
     shape = (n, weeks)
@@ -260,7 +260,8 @@ class _Columns:
 
         def lookup(table: list[Any], codes: np.ndarray) -> list[Any]:
             """Map codes (-1 = None) through ``table`` in numpy, without a Python loop."""
-            return np.array([None, *table], dtype=object)[codes[order] + 1].tolist()
+            mapped: list[Any] = np.array([None, *table], dtype=object)[codes[order] + 1].tolist()
+            return mapped
 
         values = col["value"][order].astype(object)
         values[np.isnan(col["value"][order])] = None
@@ -270,7 +271,7 @@ class _Columns:
         return events
 
 
-def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str],
+def _materialise_events(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], keys: list[str],
                         campaigns: list[Campaign], start: datetime) -> list[BookEvent]:
     """Turn the count matrices into timestamped events, sorted by time."""
     cols = _Columns()
@@ -313,7 +314,7 @@ def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: lis
     return cols.build(keys, start, campaigns, urls, session_ids)
 
 
-def _truth(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str]) -> dict[str, Truth]:
+def _truth(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], keys: list[str]) -> dict[str, Truth]:
     """Outcomes after as_of from the same hazard, applied to the state at as_of."""
     t = sim["weeks"]
     h = weekly_upgrade_hazard(_window(sim["calc"], t, CALC_WEEKS), _window(sim["pricing"], t, CALC_WEEKS),

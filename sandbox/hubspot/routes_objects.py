@@ -70,7 +70,7 @@ async def create_object(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
                    store.object_type, "")
 
 
-def _single(outcome: tuple[int, dict], object_type: str, ref: str) -> tuple[int, Any]:
+def _single(outcome: tuple[int, dict[str, Any]], object_type: str, ref: str) -> tuple[int, Any]:
     """Turn a one-input batch outcome into the single-object answer (or its error)."""
     status, body = outcome
     if status == 207:

@@ -173,7 +173,7 @@ class HubSpotSim(Merges, Inspection):
         rec = store.records.get(rid) if rid else None
         return rec if rec and not rec.archived else None
 
-    def batch_write(self, store: ObjectStore, action: str, inputs: list[dict[str, Any]]) -> tuple[int, dict]:
+    def batch_write(self, store: ObjectStore, action: str, inputs: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         """create/update/upsert: validate every input, apply the good ones, report the bad (207)."""
         if not isinstance(inputs, list) or not inputs:
             raise validation("inputs must be a non-empty array")
@@ -246,7 +246,7 @@ class HubSpotSim(Merges, Inspection):
             return 207, body
         return (201 if action == "create" else 200), body
 
-    def batch_read(self, store: ObjectStore, body: dict[str, Any]) -> tuple[int, dict]:
+    def batch_read(self, store: ObjectStore, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """batch/read: merged-away ids resolve to their survivor, as HubSpot does."""
         inputs = body.get("inputs") or []
         if len(inputs) > BATCH_MAX:

@@ -81,7 +81,7 @@ class WebhookRegistry:
         state.listeners.append(self._on_event)
 
     # ---- registration ------------------------------------------------------------------
-    def register(self, url: str, events: Any = None, sources: Any = None) -> ListWebhook:
+    def register(self, url: object, events: Any = None, sources: Any = None) -> ListWebhook:
         """Store a webhook (no URL check; the HTTP route checks first). Call under the state lock."""
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise invalid("The resource submitted could not be validated.",

@@ -113,8 +113,7 @@ def list_routes(state: ListState) -> list[Route]:
         body = await read_json(request)
         with state.lock:
             state.audit(body, api_path(request))
-            email = body.get("email_address")
-            validate_email(email)
+            email = validate_email(body.get("email_address"))
             if state.find(email) is not None:
                 raise SimError(400, "Member Exists",
                                f"{email} is already a list member. Use PUT to insert or update list members.")
@@ -131,7 +130,7 @@ def list_routes(state: ListState) -> list[Route]:
                         if member.unique_email_id in s.members]
                 return ok(request, {"tags": tags, "total_items": len(tags)})
         body = await read_json(request)
-        tags = body.get("tags")
+        tags = body.get("tags")  # type: ignore[assignment]  # a body value, checked on the next line
         if not isinstance(tags, list):
             raise invalid("The resource submitted could not be validated.",
                           [{"field": "tags", "message": "Schema describes array, object found instead"}])
@@ -254,8 +253,7 @@ def list_routes(state: ListState) -> list[Route]:
             body = await read_json(request)
             with state.lock:
                 seg = state.segment(request.path_params["segment_id"])
-                email = body.get("email_address")
-                validate_email(email)
+                email = validate_email(body.get("email_address"))
                 member = state.get(email)
                 state.update_segment(seg, [member.email], [])
                 return ok(request, member_json(state, member))

@@ -91,10 +91,10 @@ class SegmentOps:
                 seg.members.add(member.unique_email_id)
                 seg.updated_at = self.stamp()
             else:
-                seg = self.segment_by_name(name)
-                if seg is not None and member.unique_email_id in seg.members:
-                    seg.members.discard(member.unique_email_id)
-                    seg.updated_at = self.stamp()
+                found = self.segment_by_name(name)
+                if found is not None and member.unique_email_id in found.members:
+                    found.members.discard(member.unique_email_id)
+                    found.updated_at = self.stamp()
 
     def sync_tags(self, member: Member, names: Any, *, replace: bool) -> None:
         """Add these tags; with ``replace`` also drop every tag not named (batch ``sync_tags``)."""

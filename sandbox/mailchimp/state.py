@@ -316,10 +316,11 @@ class ListState(SegmentOps):
         self.sync_tags(member, body.get("tags") or [], replace=False)
         return member, True
 
-def validate_email(email: Any) -> None:
-    """400 "Invalid Resource" for a missing or malformed address, in Mailchimp's words."""
+def validate_email(email: Any) -> str:
+    """``email`` itself; 400 "Invalid Resource" for a missing or malformed address, in Mailchimp's words."""
     if not isinstance(email, str) or not _EMAIL.match(email.strip()):
         raise invalid(f"{email} looks fake or invalid, please enter a real email address.")
+    return email
 
 
 def validate_status(status: Any) -> None:

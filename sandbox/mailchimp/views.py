@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.mailchimp.problems import SimError, error_response, filter_fields, fmt_time, invalid
-from sandbox.mailchimp.state import ListState, Member, Segment
+from sandbox.mailchimp.segments import Segment
+from sandbox.mailchimp.state import ListState, Member
 
 MAX_COUNT = 1000
 DEFAULT_COUNT = 10
