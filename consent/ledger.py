@@ -56,12 +56,7 @@ from consent.policy import (
     subject_key,
 )
 from consent.records import Alias, ErasureResult, HistoryEvent, RecordedEvent, recorded_from_row
-from consent.schema import (
-    consent_aliases,
-    consent_chain_heads,
-    consent_events,
-    insert_ignoring_conflicts,
-)
+from consent.schema import consent_aliases, consent_chain_heads, consent_events, insert_ignoring_conflicts
 from consent.signals import ConsentSignal
 from core import times
 from core.errors import InputError
@@ -141,9 +136,8 @@ class Ledger:
         conn: sa.Connection | None = None,
     ) -> RecordedEvent | None:
         """Append one event; None when ``idempotency_key`` was already recorded for the tenant."""
-        signal = ConsentSignal(
-            email, purpose, state, basis, source, occurred_at, notice_version, evidence, idempotency_key
-        )
+        signal = ConsentSignal(email, purpose, state, basis, source, occurred_at, notice_version, evidence,
+                               idempotency_key)
         recorded = self.record_many(tenant, [signal], conn=conn)
         return recorded[0] if recorded else None
 
@@ -467,14 +461,8 @@ class Ledger:
                 sa.select(consent_aliases).where(al.tenant_id == tenant).order_by(al.occurred_at, al.id)
             ).mappings().all()
         return [
-            Alias(
-                r["old_subject_key"],
-                r["new_subject_key"],
-                r["old_email"],
-                r["new_email"],
-                r["source"],
-                r["occurred_at"],
-            )
+            Alias(r["old_subject_key"], r["new_subject_key"], r["old_email"], r["new_email"], r["source"],
+                  r["occurred_at"])
             for r in rows
         ]
 
@@ -498,13 +486,5 @@ class Ledger:
 
 
 __all__ = [
-    "GRANTED",
-    "WITHDRAWN",
-    "Alias",
-    "ConsentSignal",
-    "ErasureResult",
-    "HistoryEvent",
-    "Ledger",
-    "RecordedEvent",
-    "VerifyResult",
+    "GRANTED", "WITHDRAWN", "Alias", "ErasureResult", "HistoryEvent", "Ledger", "RecordedEvent", "VerifyResult",
 ]

@@ -159,6 +159,23 @@ class MidRunOptOut:
         self.delivered = self.sb.mailchimp.wait_for_webhooks(timeout=10)
 
 
+def _register_webhook(base_url: str, harbor: TenantCfg, sb: Any) -> int:
+    """Register segsync's Mailchimp webhook on the sandbox audience; the HTTP status of the answer."""
+    hook_url = f"{base_url}/hooks/{harbor.id}/mailchimp/{harbor.consent.webhook_secret.get_secret_value()}"
+    r = requests.post(
+        f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/webhooks",
+        json={
+            "url": hook_url,
+            "events": {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True},
+            # not "api": segsync's own API calls must not echo back as webhooks
+            "sources": {"user": True, "admin": True, "api": False},
+        },
+        auth=("demo", sb.mailchimp_key),
+        timeout=10,
+    )
+    return r.status_code
+
+
 def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
     from sandbox import start_sandbox
     from sync.serve import Service
@@ -186,21 +203,9 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
         service = Service(cfg, config.parent, store=store)
         with WebServer(service.app(run_scheduler=False)) as web:
             harbor, sb = cfg.tenants[0], sandboxes[0]
-            hook_url = f"{web.url}/hooks/{harbor.id}/mailchimp/{harbor.consent.webhook_secret.get_secret_value()}"
-            r = requests.post(
-                f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/webhooks",
-                json={
-                    "url": hook_url,
-                    "events": {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True},
-                    # not "api": segsync's own API calls must not echo back as webhooks
-                    "sources": {"user": True, "admin": True, "api": False},
-                },
-                auth=("demo", sb.mailchimp_key),
-                timeout=10,
-            )
+            status = _register_webhook(web.url, harbor, sb)
             console.print(
-                f"Preference-center webhook at {web.url}/hooks/...; "
-                f"Mailchimp list webhook registered ({r.status_code})."
+                f"Preference-center webhook at {web.url}/hooks/...; Mailchimp list webhook registered ({status})."
             )
 
             console.rule("[bold]Run 1: full sync of both firms")

@@ -13,15 +13,7 @@ from hypothesis import strategies as st
 
 from consent.ledger import Ledger
 from consent.outbox import Outbox
-from consent.policy import (
-    CONSENT,
-    GRANTED,
-    LEGITIMATE_INTEREST,
-    WITHDRAWN,
-    current_state,
-    is_allowed,
-    sort_key,
-)
+from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN, current_state, is_allowed, sort_key
 from consent.propagate import erase_and_enqueue, record_and_enqueue
 from consent.schema import consent_events
 from consent.signals import ConsentSignal

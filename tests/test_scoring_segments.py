@@ -9,14 +9,7 @@ import pandas as pd
 import pytest
 
 from core.errors import InputError
-from scoring.segments import (
-    assign_segments,
-    holdout,
-    holdout_bucket,
-    lift_report,
-    render_lift_report,
-    two_proportion_z,
-)
+from scoring.segments import assign_segments, holdout, holdout_bucket, lift_report, render_lift_report, two_proportion_z
 from scoring.specs import SegmentSpec
 
 IDS = [f"c{i:05d}" for i in range(10_000)]

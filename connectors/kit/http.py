@@ -32,13 +32,7 @@ from connectors.kit.redact import redact as redact
 from connectors.kit.redact import register_secret as register_secret
 from connectors.kit.stats import CallStats
 from core import times
-from core.errors import (
-    ApiError,
-    FatalApiError,
-    RateLimitedError,
-    RejectedRecordError,
-    RetriableApiError,
-)
+from core.errors import ApiError, FatalApiError, RateLimitedError, RejectedRecordError, RetriableApiError
 
 log = logging.getLogger("segsync.http")
 T = TypeVar("T")

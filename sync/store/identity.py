@@ -29,6 +29,12 @@ def contact_id_for(tenant_id: str, source: str, vendor_id: str) -> str:
     return "c" + hashlib.sha256(f"{tenant_id}|{source}|{vendor_id}".encode()).hexdigest()[:15]
 
 
+def _email_change(tenant_id: str, old_email: str | None, contact_id: str, now: datetime) -> dict[str, Any]:
+    """An alias row: ``old_email`` now belongs to ``contact_id``."""
+    return {"tenant_id": tenant_id, "email": old_email, "contact_id": contact_id, "reason": "email_change",
+            "created_at": now}
+
+
 def _earliest(*values: datetime | None) -> datetime | None:
     """The earliest of the known times, in UTC (None when none is known)."""
     known = [as_utc(v) for v in values if v is not None]
@@ -124,26 +130,10 @@ class IdentityTables:
             else:
                 result.changed += 1
             if known and known[1] and email and known[1] != email:
-                alias_rows.append(
-                    {
-                        "tenant_id": tenant_id,
-                        "email": known[1],
-                        "contact_id": contact_id,
-                        "reason": "email_change",
-                        "created_at": now,
-                    }
-                )
+                alias_rows.append(_email_change(tenant_id, known[1], contact_id, now))
             for old in c.previous_emails:
                 if normalize_email(old):
-                    alias_rows.append(
-                        {
-                            "tenant_id": tenant_id,
-                            "email": normalize_email(old),
-                            "contact_id": contact_id,
-                            "reason": "email_change",
-                            "created_at": now,
-                        }
-                    )
+                    alias_rows.append(_email_change(tenant_id, normalize_email(old), contact_id, now))
             identity_rows.append(
                 {
                     "tenant_id": tenant_id,
