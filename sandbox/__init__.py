@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from sandbox.book import Book, BookEvent, Campaign, Person, Truth, generate_book, paused_gc
+from sandbox._book_people import Person
+from sandbox.book import Book, BookEvent, Campaign, Truth, generate_book, paused_gc
 from sandbox.common import Call, CallLog, Faults, ServerThread, instrument
 from sandbox.hubspot import HubSpotSim
 

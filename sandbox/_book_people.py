@@ -7,13 +7,52 @@ addresses, people only in one system, case-variant addresses, an email change an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from sandbox.book import Person
+
+@dataclass(slots=True)
+class Person:
+    """One person of the book and how each system knows them (``in_crm``/``in_esp``, emails, statuses)."""
+
+    key: str
+    email: str
+    first_name: str
+    last_name: str
+    household_id: str
+    age: int
+    account_tier: str
+    aum: float
+    created_at: datetime
+    in_crm: bool
+    in_esp: bool
+    esp_email: str | None
+    esp_status: str
+    esp_opt_in_at: datetime | None
+    esp_opt_in_ip: str | None
+    esp_unsubscribe_reason: str | None
+    crm_email_optout: bool
+    lifecyclestage: str
+    previous_email: str | None
+    merged_into: str | None
+    esp_left_at: datetime | None = None  # when an unsubscribed/cleaned member left the list
+
+    @property
+    def age_band(self) -> str:
+        """The usual marketing age band ("18-34" ... "75+")."""
+        return age_band(self.age)
+
+
+def age_band(age: int) -> str:
+    """Bucket an age the way advisors' marketing reports do."""
+    for upper, label in ((35, "18-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"), (75, "65-74")):
+        if age < upper:
+            return label
+    return "75+"
+
 
 FIRST = [
     "James",
@@ -172,7 +211,7 @@ def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.nd
                  person_cls: type[Person]) -> list[Person]:
     """Create the Person records, planting email changes, merges and case variants.
 
-    ``person_cls`` is :class:`sandbox.book.Person`, passed in because ``sandbox.book`` imports this module.
+    ``person_cls`` is the record class to build (:class:`Person`).
     """
 
     n = tr["n"]

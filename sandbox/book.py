@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from sandbox import _book_people as people_mod
+from sandbox._book_people import Person
+from sandbox._book_people import age_band as age_band  # re-exported: part of the book's API
 
 WEEK = timedelta(weeks=1)
 DEFAULT_AS_OF = datetime(2025, 6, 30, tzinfo=UTC)  # fixed so a seed always yields the same book
@@ -29,46 +31,6 @@ HORIZON_WEEKS = 13  # ~90 days
 CALC_WEEKS = 8  # hazard looks at calculator/pricing views in the last 8 weeks
 CLICK_WEEKS = 13
 INTENT_DECAY = 0.94  # weekly; slow enough that behaviour before a cutoff predicts the weeks after
-
-
-@dataclass(slots=True)
-class Person:
-    """One person of the book and how each system knows them (``in_crm``/``in_esp``, emails, statuses)."""
-
-    key: str
-    email: str
-    first_name: str
-    last_name: str
-    household_id: str
-    age: int
-    account_tier: str
-    aum: float
-    created_at: datetime
-    in_crm: bool
-    in_esp: bool
-    esp_email: str | None
-    esp_status: str
-    esp_opt_in_at: datetime | None
-    esp_opt_in_ip: str | None
-    esp_unsubscribe_reason: str | None
-    crm_email_optout: bool
-    lifecyclestage: str
-    previous_email: str | None
-    merged_into: str | None
-    esp_left_at: datetime | None = None  # when an unsubscribed/cleaned member left the list
-
-    @property
-    def age_band(self) -> str:
-        """The usual marketing age band ("18-34" ... "75+")."""
-        return age_band(self.age)
-
-
-def age_band(age: int) -> str:
-    """Bucket an age the way advisors' marketing reports do."""
-    for upper, label in ((35, "18-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"), (75, "65-74")):
-        if age < upper:
-            return label
-    return "75+"
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"consent.signals", "connectors.base"}
-PACKAGES = ("connectors", "consent", "scoring", "sync", "sandbox")
+PACKAGES = ("core", "connectors", "consent", "scoring", "sync", "sandbox")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 
 
@@ -146,17 +146,22 @@ def test_the_cycle_finder_finds_a_cycle_and_only_cycles():
     assert cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
-# scoring/ and sandbox/ are being de-circled in parallel (issue 13); the mark goes when they are clean.
-BEING_DECIRCLED = {"sandbox"}
+# The one circle left: sandbox/hubspot's routes name ``HubSpotSim`` in annotations (imported under
+# TYPE_CHECKING, so not at run time) while sim.py assembles them. Issue 13 asks for it to be rebuilt like
+# sandbox/mailchimp (leaf helpers, routes, an app assembling them); until then it is the only exception,
+# and any other circle anywhere fails.
+TYPE_ONLY_CIRCLE = "sandbox.hubspot."
 
 
-@pytest.mark.parametrize("package", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=False, reason="import cycles being removed in another branch"))
-    if p in BEING_DECIRCLED else p
-    for p in PACKAGES
-])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycle(package: str):
-    assert cycles(module_graph(package)) == []
+    found = [c for c in cycles(module_graph(package)) if not all(m.startswith(TYPE_ONLY_CIRCLE) for m in c)]
+    assert found == []
+
+
+@pytest.mark.xfail(strict=True, reason="sandbox/hubspot not yet restructured like sandbox/mailchimp (issue 13)")
+def test_sandbox_hubspot_has_no_circle():
+    assert [c for c in cycles(module_graph("sandbox")) if c[0].startswith(TYPE_ONLY_CIRCLE)] == []
 
 
 # ---------------------------------------------------------------------------------------------- fast CLI
@@ -223,13 +228,6 @@ def oversized(package: str) -> Iterator[str]:
                     yield f"{where}:{node.lineno} {node.name}(): {length} lines"
 
 
-OVERSIZED_TODAY = {"sandbox"}  # sandbox/mailchimp/routes_lists.py: being restructured in another branch
-
-
-@pytest.mark.parametrize("package", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=False, reason="owned by another branch; split there"))
-    if p in OVERSIZED_TODAY else p
-    for p in PACKAGES
-])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_module_over_500_lines_and_no_function_over_80(package: str):
     assert list(oversized(package)) == []
