@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from sandbox.book import Book, BookEvent, Campaign, Person, Truth, generate_book, paused_gc
+from sandbox._book_people import Person
+from sandbox.book import Book, BookEvent, Campaign, Truth, generate_book, paused_gc
 from sandbox.common import Call, CallLog, Faults, ServerThread, instrument
 from sandbox.hubspot import HubSpotSim
 
@@ -152,9 +153,10 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
     ``search_lag_seconds``, ``portal_id``, ``clock`` (or any ``hubspot_*`` key) go to :class:`HubSpotSim`;
     ``mailchimp_*`` keys go to ``MailchimpSim``. Vendor-reality switches: ``hubspot_tier`` (below
     "enterprise" the events API answers 403), ``hubspot_app_type`` ("oauth": a public app's own limit),
-    ``hubspot_deal_noise`` (on by default: open and lost deals besides the won ones), ``hubspot_merge_new_id``
-    (on by default: merges make a new record, as HubSpot does now), ``hubspot_subscription_types`` ("legacy": no purpose on
-    any type), ``mailchimp_customer_tags`` (the advisor's own tags, e.g. one named like a segsync segment).
+    ``hubspot_deal_noise`` (on by default: open and lost deals besides the won ones),
+    ``hubspot_merge_new_id`` (on by default: merges make a new record, as HubSpot does now),
+    ``hubspot_subscription_types`` ("legacy": no purpose on any type), ``mailchimp_customer_tags`` (the
+    advisor's own tags, e.g. one named like a segsync segment).
     """
     return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)
 
@@ -184,8 +186,9 @@ def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str =
         if on_ready is not None:
             on_ready(sb)
         try:
-            while not (stop.wait(0.5) if stop is not None else time.sleep(3600)):
-                pass
+            while stop is None or not stop.wait(0.5):
+                if stop is None:
+                    time.sleep(3600)
         except KeyboardInterrupt:
             pass
     return 0

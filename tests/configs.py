@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def consent_yaml(secret: str, indent: int = 4, email_basis: str = "consent") -> str:
-    """The ``consent:`` block of a tenant: email marketing under ``email_basis``, profiling under legitimate interest."""
+    """A tenant's ``consent:`` block: email marketing under ``email_basis``, profiling under legitimate interest."""
     block = f"""consent:
   webhook_secret: {secret}
   purposes:
@@ -22,7 +22,8 @@ model_dir: {models}
 tenants:
   - id: firm
     {schedule}
-    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited, web_events_lookback_days: 3650}}
+    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited,
+           web_events_lookback_days: 3650}}
     esp: {{type: mailchimp, api_key: {mc_key}, list_id: {mc_list}, base_url: {mc_url}}}
     {consent}
     scores:

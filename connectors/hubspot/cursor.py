@@ -5,7 +5,7 @@ A contact cursor holds a keyset position ``(ts, last_id)`` over ``(lastmodifiedd
 HubSpot's ``after`` offset, so they never hit the 10,000-result stop.
 
 Cursors are serialised as ``hs1:`` + compact JSON; a stored value that does not parse is an
-:class:`~connectors.errors.InputError` naming the problem, never a traceback.
+:class:`~core.errors.InputError` naming the problem, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connectors.errors import InputError
 from connectors.kit.paging import Keyset, KeysetStep, keyset_advance, keyset_step
+from core.errors import InputError
 
 PREFIX = "hs1:"
 

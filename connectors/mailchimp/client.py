@@ -32,19 +32,11 @@ import mailchimp_marketing
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
-from connectors.errors import ApiError, FatalApiError, RejectedRecordError, RetriableApiError
-from connectors.kit.http import (
-    CallPolicy,
-    ErrorShape,
-    HttpClient,
-    RetrySettings,
-    decode_json,
-    redact,
-    register_secret,
-)
+from connectors.kit.http import CallPolicy, ErrorShape, HttpClient, RetrySettings, decode_json, redact, register_secret
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.kit.sdk import SdkAdapter, SdkFailure
 from connectors.mailchimp import settings as S
+from core.errors import ApiError, FatalApiError, RejectedRecordError, RetriableApiError
 
 _SLOTS: dict[str, threading.BoundedSemaphore] = {}
 _SLOTS_LOCK = threading.Lock()

@@ -16,14 +16,16 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, ConfigError, FatalApiError
+from connectors.base import EspConnector, PullPage, RecordResult, TagChange
 from connectors.kit.http import RetrySettings
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
 from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
-from connectors.mailchimp.push import _EMAIL, Pusher
+from connectors.mailchimp.push import Pusher
+from core.emails import looks_like_email, normalize_email
+from core.errors import ApiError, ConfigError, FatalApiError
+from core.times import now
 
 
 def _floor(when: datetime) -> datetime:
@@ -116,7 +118,7 @@ class MailchimpConnector(EspConnector):
                                   "fields": ["members.id", "members.unique_email_id", "members.status", "total_items"]}
         if self._index is not None and self._index_as_of is not None:
             params["since_last_changed"] = fmt_time(self._index_as_of - S.CURSOR_OVERLAP)
-        read_at = datetime.now(UTC)
+        read_at = now()
         for _, items in offset_pages(f"GET /lists/{self.list_id}/members", "members", lambda offset: (
                 self.client.list_members(self.list_id, offset=offset, **params))):
             for m in items:
@@ -290,7 +292,7 @@ class MailchimpConnector(EspConnector):
     def suppress(self, email: str, tag_names: Sequence[str]) -> RecordResult:
         """Deactivate segsync's tags, then unsubscribe the member: the one status change segsync makes."""
         address = normalize_email(email)
-        if not address or not _EMAIL.match(address):
+        if not address or not looks_like_email(address):
             return RecordResult(email, "failed", f"invalid email address: {email!r}")
         self.check()
         h = subscriber_hash(address)
