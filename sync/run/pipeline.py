@@ -252,8 +252,9 @@ class TenantRun:
         segment_names = self.segment_names
         dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
         last = {d: self.store.last_sent(self.tenant.id, d) for d in dests}
+        unsure = {d: self.store.in_flight(self.tenant.id, d) for d in dests}
         plan = build_plan(
-            self.tenant.id, people, segments_of, scores_of, last,
+            self.tenant.id, people, segments_of, scores_of, last, unsure=unsure,
             property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
             push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments,
             tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
@@ -267,6 +268,7 @@ class TenantRun:
             for dest, changes in plan.changes.items() if changes
         }
         summary["forget"] = len(plan.forget)
+        summary["in_flight_resent"] = sum(1 for cs in plan.changes.values() for c in cs if c.unsure)
         self.report.plan = summary
         return plan
 

@@ -1,7 +1,9 @@
 """Push: send a plan's changes in vendor-sized batches, re-checking consent right before each.
 
-After the vendor answers a batch, its confirmed values and per-record outcomes are written in
-one transaction (:meth:`Store.confirm_batch`), so a crash resumes from the next batch and a
+Before a batch is sent, its records are written ahead as in flight (:meth:`Store.intend_batch`);
+after the vendor answers, its confirmed values and per-record outcomes are written in one
+transaction (:meth:`Store.confirm_batch`). A crash between the two leaves the records in flight:
+the next run treats them as possibly applied and re-sends the wanted state, clears included, and a
 re-run sends nothing that was already confirmed. Every change ends as sent, suppressed (with
 the consent reason) or failed (with the vendor's message); none is silently dropped.
 """
@@ -99,6 +101,8 @@ class PlanPusher:
             batch = self._gate(dest, changes[i : i + size])
             if not batch:
                 continue
+            # Write-ahead: should the process die before the answer, the next run knows these may be applied.
+            self.store.intend_batch(self.tenant_id, self.run_id, dest, [(c.contact_id, v) for c in batch if (v := c.possible()) is not None])
             try:
                 results = send(dest, batch)
             except FatalApiError as exc:
@@ -131,9 +135,9 @@ class PlanPusher:
                 suppressed.append((c, reason))
         if suppressed:
             outcomes = [(c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}") for c, reason in suppressed]
-            # For the ESP we also drop local state: a withdrawn member gets no further change from us.
-            forget = [(c.contact_id, None) for c, _ in suppressed if dest != CRM and c.previous is not None]
-            self.store.confirm_batch(self.tenant_id, self.run_id, dest, forget, outcomes)
+            # Local state is kept: the opt-out's own outbox action needs it to clear what we put there,
+            # and the next plan drops it once that has run.
+            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [], outcomes)
             self.report.add(dest, "suppressed", len(suppressed))
         return keep
 
@@ -173,7 +177,9 @@ class PlanPusher:
         changes = []
         for c in batch:
             want, had = set(c.desired or []), set(c.previous or [])
-            changes.append(TagChange(email=c.vendor_key or "", active=tuple(sorted(want - had)), inactive=tuple(sorted(had - want))))
+            # In flight at a crash: ``had`` is only what may be there, so every wanted tag is set again.
+            active = want if c.unsure else want - had
+            changes.append(TagChange(email=c.vendor_key or "", active=tuple(sorted(active)), inactive=tuple(sorted(had - want))))
         return self.esp.push_tags(changes)
 
     def _send_segment(self, dest: str, batch: list[Change]) -> list[RecordResult]:

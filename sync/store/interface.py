@@ -97,6 +97,14 @@ class Store(ABC):
         """key -> canonical value last confirmed by the vendor, for one destination."""
 
     @abstractmethod
+    def in_flight(self, tenant_id: str, destination: str) -> set[str]:
+        """Keys sent to ``destination`` whose vendor answer never arrived (the run died): outcome unknown."""
+
+    @abstractmethod
+    def intend_batch(self, tenant_id: str, run_id: int | None, destination: str, possible: Iterable[tuple[str, str]]) -> None:
+        """Write-ahead before a batch is sent: (key, value the vendor may hold either way), marked in flight."""
+
+    @abstractmethod
     def destinations(self, tenant_id: str, prefix: str) -> list[str]:
         """Destinations with last-sent rows whose name starts with ``prefix``."""
 
