@@ -34,12 +34,12 @@ KILLS = 20
 HUBSPOT_BATCH = "/crm/v3/objects/contacts/batch/update"
 
 
-def reads(sb) -> int:  # noqa: ANN001 - the sandbox handle
+def reads(sb) -> int:
     calls = sb.calls.calls
     return sum(1 for c in calls if c.method in ("GET", "HEAD") or c.path.endswith(("/search", "/batch/read")))
 
 
-def writes(sb) -> int:  # noqa: ANN001
+def writes(sb) -> int:
     return len(sb.calls.calls) - reads(sb)
 
 
@@ -48,8 +48,9 @@ def grant(config: Path, email: str) -> None:
 
     from sync.cli.app import cli
 
-    result = CliRunner().invoke(cli, ["consent", "record", str(config), "--tenant", "firm", "--email", email, "--purpose",
-                                      "profiling", "--state", "granted", "--notice-version", "crash-suite-v1"])
+    args = ["consent", "record", str(config), "--tenant", "firm", "--email", email,
+            "--purpose", "profiling", "--state", "granted", "--notice-version", "crash-suite-v1"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
 
 
@@ -66,7 +67,7 @@ def members_and_emails(config: Path) -> tuple[list[str], list[str]]:
     return members, sorted(email.values())
 
 
-def hubspot_ids_written(sb) -> Counter[str]:  # noqa: ANN001
+def hubspot_ids_written(sb) -> Counter[str]:
     """How often each HubSpot record was written by batch update since the call log was cleared."""
     out: Counter[str] = Counter()
     for c in sb.calls.calls:
@@ -81,7 +82,7 @@ def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
-def kill_when(proc: subprocess.Popen[bytes], ready, pause: float = 0.0, arm: bool = False) -> bool:  # noqa: ANN001
+def kill_when(proc: subprocess.Popen[bytes], ready, pause: float = 0.0, arm: bool = False) -> bool:
     """SIGKILL ``proc`` once ``ready()`` holds (then after ``pause`` s); False if it finished first.
 
     ``arm``: only wait for ``ready()`` (the caller kills later).
@@ -107,7 +108,7 @@ def in_flight_rows(db: Path) -> int:
         return int(conn.execute("select count(*) from last_sent where in_flight").fetchone()[0])
 
 
-def kill_between_apply_and_answer(proc: subprocess.Popen[bytes], sb, db: Path) -> bool:  # noqa: ANN001
+def kill_between_apply_and_answer(proc: subprocess.Popen[bytes], sb, db: Path) -> bool:
     """The worst moment: a batch is written ahead and sent, the vendor applies it, the answer is never recorded.
 
     As soon as a batch is in flight the store's write lock is taken, so the process cannot record
@@ -196,4 +197,5 @@ def test_sigkill_at_random_points_then_rerun_converges(make_sandbox, tmp_path, c
     final = rerun(config)
     assert final["plan"]["total_changes"] == 0 and final["push"]["totals"] == {}, (seed, final["plan"])
     with capsys.disabled():
-        print(f"\ncrash suite: seed {seed}, {trials} trials, " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        print(f"\ncrash suite: seed {seed}, {trials} trials, {summary}")
