@@ -1,7 +1,7 @@
 """push write-ahead: last-sent rows may be "in flight" (sent, not yet confirmed by the vendor)
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01 13:00:00
 
 Before a batch goes to a vendor its records are written to ``last_sent`` with ``in_flight`` set and
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
