@@ -36,7 +36,7 @@ from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
 from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
-from sync.store.interface import Store
+from sync.store.interface import LockLost, Store, TenantLease
 from sync.store.sqlcore import utcnow
 
 log = logging.getLogger("segsync.sync")
@@ -96,6 +96,7 @@ class TenantRun:
         self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
         self.report = RunReport(tenant=tenant.id, dry_run=self.opts.dry_run)
         self.run_id = 0
+        self.lease = TenantLease(tenant.id)  # replaced by the real one when the run takes the lock
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
 
@@ -103,7 +104,8 @@ class TenantRun:
 
     def run(self) -> dict[str, Any]:
         # The lock first: a run refused because another holds the tenant leaves no trace in the run log.
-        with self.store.tenant_lock(self.tenant.id):
+        with self.store.tenant_lock(self.tenant.id) as lease:
+            self.lease = lease
             started = time.monotonic()
             run_started = utcnow()
             self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
@@ -111,6 +113,11 @@ class TenantRun:
             status = ERROR
             try:
                 status = self._run(run_started)
+            except LockLost as exc:
+                # Another run may own the tenant now: stop cleanly, write nothing more to the vendors.
+                log.error("%s", exc)
+                self.report.error = str(exc)
+                status = STOPPED
             except (SegsyncError, ApiError) as exc:
                 self.report.error = redact(str(exc))
                 raise
@@ -138,9 +145,11 @@ class TenantRun:
         if self._guard(plan):
             self.report.outbox_after = self._drain()  # opt-outs never wait for a plan to be approved
             return REFUSED
-        self._push(plan)
-        self.report.outbox_after = self._drain()
+        if lost := self._push(plan):
+            self.report.error = lost
+            return STOPPED
         push = self.report.push or PushSummary()
+        self.report.outbox_after = self._drain()
         if push.stopped:
             return STOPPED
         return FAILED_RECORDS if push.totals.get("failed") else OK
@@ -305,7 +314,8 @@ class TenantRun:
             return True
         return False
 
-    def _push(self, plan: Plan) -> None:
+    def _push(self, plan: Plan) -> str:
+        """Send the plan; returns why it stopped early if the tenant lock was lost (else "")."""
         if plan.changes.get(CRM):
             # Create (idempotently) the property group, the segment property with every option, the score properties.
             scores = self.score_names if self.tenant.push.crm_scores else []
@@ -322,10 +332,14 @@ class TenantRun:
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
             progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
+            fence=self.lease.check,
         )
-        self.report.push = summarize(pusher.run(plan))
+        done = pusher.run(plan)
+        self.report.push = summarize(done)
+        return done.lock_lost
 
     def _drain(self) -> DrainSummary:
+        self.lease.check()  # the drain writes to the vendors too: only while the tenant is ours
         report = propagate(self.store, self.tenant, self.crm, self.esp)
         return DrainSummary(report.done, report.retrying, report.failed, [redact(m) for m in list(report.errors.values())[:10]],
                             queued(self.store, self.tenant.id))

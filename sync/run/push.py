@@ -21,7 +21,7 @@ from connectors.errors import ApiError, FatalApiError
 from connectors.http import redact
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
 from sync.run.report import PushSummary
-from sync.store.interface import Store
+from sync.store.interface import LockLost, Store
 
 log = logging.getLogger("segsync.push")
 
@@ -36,6 +36,7 @@ class PushReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     batches: Counter[str] = field(default_factory=Counter)
     stopped: bool = False
+    lock_lost: str = ""  # why the push stopped early because the tenant lock was lost
 
     def add(self, destination: str, outcome: str, n: int = 1) -> None:
         if n:
@@ -65,6 +66,7 @@ class PlanPusher:
         push_scores: bool,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.store, self.tenant_id, self.run_id = store, tenant_id, run_id
         self.recheck = recheck
@@ -72,6 +74,7 @@ class PlanPusher:
         self.property_name, self.score_names, self.push_scores = property_name, score_names, push_scores
         self.progress = progress or (lambda _d, _n: None)
         self.stop = stop or threading.Event()
+        self.fence = fence or (lambda: None)  # raises LockLost once the tenant lock is not ours
         self.report = PushReport()
 
     def run(self, plan: Plan) -> PushReport:
@@ -79,7 +82,7 @@ class PlanPusher:
             self.store.confirm_batch(self.tenant_id, self.run_id, dest, [(contact_id, None)], [(contact_id, "suppressed", "consent withdrawn: local state dropped, nothing sent")])
             self.report.add(dest, "suppressed")
         for dest, changes in plan.changes.items():
-            if not changes:
+            if not changes or self.report.lock_lost:
                 continue
             if dest == CRM and self.crm is not None:
                 self._run_dest(dest, changes, self.crm.limits.batch_size, self._send_crm)
@@ -97,6 +100,12 @@ class PlanPusher:
                 # Graceful shutdown: the batch in flight finished; the rest is retried next run.
                 self.report.stopped = True
                 self._fail(dest, changes[i:], "not sent: shutdown requested (retried next run)", persist=False)
+                return
+            try:
+                self.fence()  # the fencing check: never send a batch once another run may own the tenant
+            except LockLost as exc:
+                self.report.stopped, self.report.lock_lost = True, str(exc)
+                self._fail(dest, changes[i:], "not sent: the tenant lock was lost (retried next run)", persist=False)
                 return
             batch = self._gate(dest, changes[i : i + size])
             if not batch:
