@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from connectors.base import (Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult,
                              normalize_email)
-from connectors.csvfile.rows import (check_header, file_digest, parse_number, parse_time, read_rows, summarise,
+from connectors.csvfile.rows import (MAX_LISTED, check_header, file_digest, parse_number, parse_time, read_rows, summarise,
                                      valid_email)
 from connectors.errors import ConfigError, InputError
 from connectors.kit.paging import chunked
@@ -313,4 +313,5 @@ class CsvConnector(CrmConnector):
     def stats(self) -> dict[str, Any]:
         """Rows read per file, bad rows skipped, output rewrites."""
         return self.calls.as_dict(("output.write",), {"rows_read": dict(self._rows_read), "bad_rows": len(self.problems),
+                                                       "quarantined": self.problems[:MAX_LISTED],
                                                        "output_writes": self.calls.calls["output.write"]})

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.errors import InputError
@@ -106,12 +106,33 @@ def parse_time(text: str) -> datetime:
         number = float(raw)
         if number > 1e11:  # 13 digits: milliseconds
             number /= 1000.0
-        return datetime.fromtimestamp(number, UTC)
+        try:
+            return bounded(datetime.fromtimestamp(number, UTC), raw)
+        except (OverflowError, OSError):
+            raise ValueError(f"timestamp {raw!r} is out of range") from None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
-    except ValueError:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError(f"timestamp {raw!r} is not ISO 8601 (e.g. 2025-03-01T14:30:00Z) or epoch seconds") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return bounded(value, raw)
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # clocks and time zones of exporting systems; beyond that, a bad value
+
+
+def bounded(value: datetime, raw: str) -> datetime:
+    """``value`` if it is a time an export can hold: not before 1900, not more than a day ahead of now.
+
+    A placeholder such as 9999-12-31 is rejected here, at the edge, so it is never stored and never
+    reaches scoring (where it would not even fit a timestamp).
+    """
+    if value < EARLIEST:
+        raise ValueError(f"timestamp {raw!r} is before 1900")
+    if value > datetime.now(UTC) + FUTURE_SLACK:
+        raise ValueError(f"timestamp {raw!r} is in the future")
+    return value
 
 
 def parse_number(text: str) -> float | None:
