@@ -13,13 +13,13 @@ from sync.cli.app import cli
 from tests.test_csv_sync import CONFIG, CONSENT, write_book
 
 
-def configure(tmp_path, extra: str = "") -> None:  # noqa: ANN001
+def configure(tmp_path, extra: str = "") -> None:
     write_book(tmp_path)
     (tmp_path / "segsync.yaml").write_text(
         CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models") + extra)
 
 
-def sync_json(tmp_path, *args: str) -> tuple[int, list[dict]]:  # noqa: ANN001
+def sync_json(tmp_path, *args: str) -> tuple[int, list[dict]]:
     result = CliRunner().invoke(cli, ["sync", str(tmp_path / "segsync.yaml"), "--json", *args])
     assert "Traceback" not in result.output, result.output
     return result.exit_code, json.loads(result.stdout)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordResult, TagChange
-from connectors.errors import ApiError, FatalApiError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import ApiError, FatalApiError
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
 from sync.run.report import PushSummary
 from sync.store.interface import LockLost, Store
@@ -79,7 +79,13 @@ class PlanPusher:
 
     def run(self, plan: Plan) -> PushReport:
         for dest, contact_id in plan.forget:
-            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [(contact_id, None)], [(contact_id, "suppressed", "consent withdrawn: local state dropped, nothing sent")])
+            self.store.confirm_batch(
+                self.tenant_id,
+                self.run_id,
+                dest,
+                [(contact_id, None)],
+                [(contact_id, "suppressed", "consent withdrawn: local state dropped, nothing sent")],
+            )
             self.report.add(dest, "suppressed")
         for dest, changes in plan.changes.items():
             if not changes or self.report.lock_lost:
@@ -94,7 +100,9 @@ class PlanPusher:
 
     # ------------------------------------------------------------------ one destination
 
-    def _run_dest(self, dest: str, changes: list[Change], size: int, send: Callable[[str, list[Change]], list[RecordResult]]) -> None:
+    def _run_dest(
+        self, dest: str, changes: list[Change], size: int, send: Callable[[str, list[Change]], list[RecordResult]]
+    ) -> None:
         for i in range(0, len(changes), size):
             if self.stop.is_set():
                 # Graceful shutdown: the batch in flight finished; the rest is retried next run.
@@ -111,7 +119,8 @@ class PlanPusher:
             if not batch:
                 continue
             # Write-ahead: should the process die before the answer, the next run knows these may be applied.
-            self.store.intend_batch(self.tenant_id, self.run_id, dest, [(c.contact_id, v) for c in batch if (v := c.possible()) is not None])
+            ahead = [(c.contact_id, v) for c in batch if (v := c.possible()) is not None]
+            self.store.intend_batch(self.tenant_id, self.run_id, dest, ahead)
             try:
                 results = send(dest, batch)
             except FatalApiError as exc:
@@ -143,7 +152,10 @@ class PlanPusher:
             else:
                 suppressed.append((c, reason))
         if suppressed:
-            outcomes = [(c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}") for c, reason in suppressed]
+            outcomes = [
+                (c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}")
+                for c, reason in suppressed
+            ]
             # Local state is kept: the opt-out's own outbox action needs it to clear what we put there,
             # and the next plan drops it once that has run.
             self.store.confirm_batch(self.tenant_id, self.run_id, dest, [], outcomes)
@@ -160,7 +172,9 @@ class PlanPusher:
             if r.outcome == "sent":
                 confirmed.append((c.contact_id, c.value))
             elif r.outcome == "failed":
-                self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": redact(r.message)})
+                self.report.failures.append(
+                    {"destination": dest, "contact_id": c.contact_id, "message": redact(r.message)}
+                )
             outcomes.append((c.contact_id, r.outcome, redact(r.message)))
             self.report.add(dest, r.outcome)
         self.store.confirm_batch(self.tenant_id, self.run_id, dest, confirmed, outcomes)
@@ -171,14 +185,19 @@ class PlanPusher:
             self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": message})
         self.report.add(dest, "failed", len(changes))
         if persist:
-            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [], [(c.contact_id, "failed", message) for c in changes])
+            self.store.confirm_batch(
+                self.tenant_id, self.run_id, dest, [], [(c.contact_id, "failed", message) for c in changes]
+            )
 
     # ------------------------------------------------------------------ vendor calls
 
     def _send_crm(self, _dest: str, batch: list[Change]) -> list[RecordResult]:
         assert self.crm is not None
         cleared = crm_desired([], {}, self.property_name, self.score_names, self.push_scores)
-        updates = [PropertyUpdate(key=c.vendor_key or "", properties=c.desired if c.desired is not None else cleared) for c in batch]
+        updates = [
+            PropertyUpdate(key=c.vendor_key or "", properties=c.desired if c.desired is not None else cleared)
+            for c in batch
+        ]
         return self.crm.push_properties(updates)
 
     def _send_tags(self, _dest: str, batch: list[Change]) -> list[RecordResult]:
@@ -188,7 +207,9 @@ class PlanPusher:
             want, had = set(c.desired or []), set(c.previous or [])
             # In flight at a crash: ``had`` is only what may be there, so every wanted tag is set again.
             active = want if c.unsure else want - had
-            changes.append(TagChange(email=c.vendor_key or "", active=tuple(sorted(active)), inactive=tuple(sorted(had - want))))
+            changes.append(
+                TagChange(email=c.vendor_key or "", active=tuple(sorted(active)), inactive=tuple(sorted(had - want)))
+            )
         return self.esp.push_tags(changes)
 
     def _send_segment(self, dest: str, batch: list[Change]) -> list[RecordResult]:

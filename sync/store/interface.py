@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from connectors.base import Contact, EngagementEvent
-from connectors.errors import SegsyncError
+from core.errors import SegsyncError
 
 
 class TenantBusy(SegsyncError):
@@ -46,7 +46,7 @@ class TenantLease:
         if not self.lost:
             try:
                 self.lost = not self._still_held()
-            except Exception:  # noqa: BLE001 - any failure to prove we hold it means we do not
+            except Exception:
                 self.lost = True
         if self.lost:
             raise LockLost(f"tenant {self.tenant_id}: the run lock was lost; stopping before sending more "
@@ -129,7 +129,9 @@ class Store(ABC):
         """Keys sent to ``destination`` whose vendor answer never arrived (the run died): outcome unknown."""
 
     @abstractmethod
-    def intend_batch(self, tenant_id: str, run_id: int | None, destination: str, possible: Iterable[tuple[str, str]]) -> None:
+    def intend_batch(
+        self, tenant_id: str, run_id: int | None, destination: str, possible: Iterable[tuple[str, str]]
+    ) -> None:
         """Write-ahead before a batch is sent: (key, value the vendor may hold either way), marked in flight."""
 
     @abstractmethod
