@@ -1,0 +1,49 @@
+"""Transient vendor answers (issue 20, item 8): a connection cut mid-body and a 2xx whose body is an HTML
+page or cut short are retried inside the one retry loop, not raised after it."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import responses
+
+from connectors.kit.http import CallPolicy, HttpClient, RetrySettings
+from core.errors import RetriableApiError
+
+BASE = "https://api.example.test"
+
+
+def client(sleeps: list[float], attempts: int = 4) -> HttpClient:
+    policy = CallPolicy("example", retry=RetrySettings(max_attempts=attempts, initial_wait=0.5, max_wait=30),
+                        sleep=sleeps.append)
+    return HttpClient("example", BASE, policy)
+
+
+@responses.activate
+@pytest.mark.parametrize("body", ["<html><body>502 Bad Gateway</body></html>", '{"results": [{"id": "1"'],
+                         ids=["html-page", "truncated-json"])
+def test_a_2xx_with_a_body_that_is_not_json_is_retried_then_succeeds(body):
+    sleeps: list[float] = []
+    responses.get(f"{BASE}/x", status=200, body=body, content_type="text/html")
+    responses.get(f"{BASE}/x", status=200, json={"results": []})
+    assert client(sleeps).json("GET", "/x") == {"results": []}
+    assert len(responses.calls) == 2 and len(sleeps) == 1
+
+
+@responses.activate
+def test_a_body_that_never_decodes_gives_up_with_the_retry_count():
+    sleeps: list[float] = []
+    for _ in range(3):
+        responses.get(f"{BASE}/x", status=200, body="<html>maintenance</html>")
+    with pytest.raises(RetriableApiError, match="was not JSON.*gave up after 3 attempts"):
+        client(sleeps, attempts=3).json("GET", "/x")
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_a_connection_cut_mid_response_is_retried():
+    sleeps: list[float] = []
+    responses.get(f"{BASE}/x", body=requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"))
+    responses.get(f"{BASE}/x", status=200, json={"n": 1})
+    assert client(sleeps).json("GET", "/x") == {"n": 1}
+    assert len(sleeps) == 1
