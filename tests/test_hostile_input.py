@@ -72,3 +72,26 @@ def test_json_prints_the_failure_when_the_only_tenant_fails(tmp_path):
     code, reports = sync_json(tmp_path)
     assert code == 2, reports
     assert len(reports) == 1 and reports[0]["status"] == "error" and "contacts.csv" in reports[0]["error"], reports
+
+
+def test_erasure_removes_the_contact_id_from_older_run_reports(tmp_path):
+    from connectors.base import Contact
+    from sync.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        store.store_page("t1", [Contact(source="hubspot", vendor_id="1", email="gone@x.com"),
+                                Contact(source="hubspot", vendor_id="2", email="stay@x.com")], [], None)
+        ids = {c["email"]: c["contact_id"] for c in store.contacts("t1")}
+        gone, stay = ids["gone@x.com"], ids["stay@x.com"]
+        run = store.start_run("t1", dry_run=False)
+        store.finish_run(run, "failed_records", {
+            "push": {"failures": [{"contact_id": gone, "message": "x"}, {"contact_id": stay, "message": "y"}]},
+            "plan": {"examples": {"crm.properties": [{"contact": gone, "to": {"s": "a"}}]}},
+        })
+        store.erase("t1", "gone@x.com")
+        report = store.runs("t1")[0]["report"]
+    finally:
+        store.close()
+    assert gone not in json.dumps(report), report
+    assert stay in json.dumps(report)  # only the erased person's ids go
