@@ -95,3 +95,21 @@ def test_erasure_removes_the_contact_id_from_older_run_reports(tmp_path):
         store.close()
     assert gone not in json.dumps(report), report
     assert stay in json.dumps(report)  # only the erased person's ids go
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda text: text.replace("store: sqlite:///", "store: mysql://u@h/db?x=", 1), "mysql"),
+        (lambda text: text + "deep: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+        (lambda text: text + "huge: " + "9" * 5001 + "\n", "huge"),
+    ],
+    ids=["mysql-store", "deep-nesting", "5001-digit-integer"],
+)
+def test_malformed_configs_get_a_clear_error_from_validate(tmp_path, mutate, needle):
+    configure(tmp_path)
+    path = tmp_path / "segsync.yaml"
+    path.write_text(mutate(path.read_text()))
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "unexpected" not in result.output, result.output

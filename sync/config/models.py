@@ -249,6 +249,16 @@ class Config(Strict):
     alerts: AlertsCfg | None = None  # hosted mode: run failures, refused plans, opt-out backlog
     tenants: list[TenantCfg] = Field(min_length=1)
 
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        # Checked here so `validate` catches it, not the first run: segsync's schema, locks and
+        # migrations are written for these two databases only.
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql"):
+            raise ValueError(f"store must be a sqlite:/// or postgresql+psycopg:// URL, not {scheme}://")
+        return value
+
     @model_validator(mode="after")
     def _unique_tenants(self) -> Config:
         ids = [t.id for t in self.tenants]
