@@ -37,6 +37,7 @@ class HubSpotCrm(Strict):
     base_url: str = "https://api.hubapi.com"
     plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
     client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
+    portal_id: int | None = Field(default=None, gt=0)  # the account (portalId); webhooks for another are refused
     extra_properties: list[str] = []
     deal_event_types: list[str] = ["deposit", "upgrade"]
 
