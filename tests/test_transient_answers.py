@@ -35,7 +35,7 @@ def test_a_body_that_never_decodes_gives_up_with_the_retry_count():
     sleeps: list[float] = []
     for _ in range(3):
         responses.get(f"{BASE}/x", status=200, body="<html>maintenance</html>")
-    with pytest.raises(RetriableApiError, match="was not JSON.*gave up after 3 attempts"):
+    with pytest.raises(RetriableApiError, match=r"was not JSON.*gave up after 3 attempts"):
         client(sleeps, attempts=3).json("GET", "/x")
     assert len(responses.calls) == 3
 
