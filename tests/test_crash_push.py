@@ -96,3 +96,20 @@ def test_a_rerun_after_a_crash_with_no_change_resends_only_the_lost_batch(make_s
     # The first CRM batch (100 records) was applied but unanswered: only those are re-sent as in flight.
     check_vendor_state(config, sb)
     assert 0 < report["plan"]["in_flight_resent"] <= 100, report["plan"]
+
+
+def test_the_planner_resends_in_flight_records_even_when_unchanged_and_the_guard_ignores_them():
+    from sync.run.plan import Person, build_plan
+    from sync.store.sqlcore import canonical
+
+    people = [Person("c1", "a@x.com", "h1", "m1", "subscribed", True, True),
+              Person("c2", "b@x.com", "h2", "m2", "subscribed", True, True)]
+    last = {CRM: {}, TAGS: {"c1": canonical(["segsync:a"]), "c2": canonical(["segsync:a"])}}
+    kwargs = dict(property_name="segsync_segments", score_names=[], segment_names=["a"], push_scores=False,
+                  esp_tags=True, esp_segments=False, tag_prefix="segsync:", has_esp=True)
+    settled = build_plan("t", people, {"c1": {"a"}, "c2": {"a"}}, {}, last, **kwargs)
+    assert settled.changes[TAGS] == []  # confirmed and unchanged: nothing to send
+    plan = build_plan("t", people, {"c1": {"a"}, "c2": {"a"}}, {}, last, unsure={TAGS: {"c1"}}, **kwargs)
+    (change,) = plan.changes[TAGS]
+    assert change.contact_id == "c1" and change.unsure and change.desired == ["segsync:a"]
+    assert plan.changed_contacts() == 0  # a re-send as is is no change of mind for the guard

@@ -87,10 +87,15 @@ class Plan:
         """Contacts whose pushed state would change, over destinations that already had state.
 
         In the CRM every pushed contact has confirmed state, so a first-time value (``previous``
-        None: a new contact, or the rest of an interrupted first push) is not a change of mind.
+        None: a new contact, or the rest of an interrupted first push) is not a change of mind; nor is
+        re-sending, unchanged, a record a crash left in flight.
         """
         return len({c.contact_id for d, cs in self.changes.items() if d not in self.initial for c in cs
-                    if d != CRM or self._segments_moved(c)})
+                    if not self._resent_as_is(c) and (d != CRM or self._segments_moved(c))})
+
+    @staticmethod
+    def _resent_as_is(c: Change) -> bool:
+        return c.unsure and c.value == (None if c.previous in (None, [], {}) else canonical(c.previous))
 
     def _segments_moved(self, c: Change) -> bool:
         """A CRM change counts for the guard when the person's segments change, not when a score drifts."""
