@@ -47,3 +47,29 @@ def test_a_connection_cut_mid_response_is_retried():
     responses.get(f"{BASE}/x", status=200, json={"n": 1})
     assert client(sleeps).json("GET", "/x") == {"n": 1}
     assert len(sleeps) == 1
+
+
+def test_a_vendor_answer_of_the_wrong_shape_is_a_vendor_error_not_a_usage_error(tmp_path, sqlite_url):
+    """A 200 whose JSON has the wrong shape ends the run as a vendor error (exit 1), never as exit 2."""
+    from core.errors import FatalApiError, InputError
+    from sync.config import load_config_text
+    from sync.run.pipeline import RunOptions, TenantRun
+    from sync.store import open_store
+    from tests.fakes import FakeCrm, make_book
+    from tests.test_pipeline import CONFIG, CONSENT
+
+    class ShapelessCrm(FakeCrm):
+        def pull_contacts(self, cursor, run_started):
+            raise InputError("fakecrm: the answer to GET /contacts has no 'results' list: {'data': []}")
+            yield  # a generator, like the real one
+
+    cfg = load_config_text(CONFIG.format(consent=CONSENT, store=sqlite_url, models=tmp_path / "models"))
+    store = open_store(sqlite_url)
+    try:
+        people, events = make_book()
+        with pytest.raises(FatalApiError, match="no 'results' list") as exc:
+            TenantRun(cfg, cfg.tenants[0], store, ShapelessCrm(people, events), None, RunOptions()).run()
+        assert not isinstance(exc.value, InputError)
+        assert store.runs("acme")[0]["status"] == "error"
+    finally:
+        store.close()

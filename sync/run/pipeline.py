@@ -29,7 +29,7 @@ from connectors.base import Contact, CrmConnector, EspConnector, PullPage
 from connectors.kit.http import redact
 from consent.policy import EMAIL_MARKETING
 from consent.signals import BASIS_FROM_POLICY, ConsentSignal
-from core.errors import ApiError, SegsyncError
+from core.errors import ApiError, FatalApiError, InputError, SegsyncError
 from core.times import now as utcnow
 from core.times import parse_time_or_none
 from sync.config.models import Config, TenantCfg
@@ -123,6 +123,12 @@ class TenantRun:
                 log.error("%s", exc)
                 self.report.error = str(exc)
                 status = STOPPED
+            except InputError as exc:
+                self.report.error = redact(str(exc))
+                if not self._from_a_vendor(exc):
+                    raise  # a local file the user exports (CSV): their input, exit 2
+                # An API answer that makes no sense is the vendor's fault, not the config's: exit 1.
+                raise FatalApiError(f"{self.report.error} (an unexpected answer from the vendor)") from None
             except (SegsyncError, ApiError) as exc:
                 self.report.error = redact(str(exc))
                 raise
@@ -135,6 +141,12 @@ class TenantRun:
                 self.report.api = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
                 self.store.finish_run(self.run_id, status, self.report.to_dict())
         return self.report.to_dict()
+
+    def _from_a_vendor(self, exc: InputError) -> bool:
+        """Whether malformed input came from a vendor's API (every connector but the CSV files)."""
+        if self.crm.name != "csv":
+            return True
+        return self.esp is not None and str(exc).startswith(f"{self.esp.name}:")
 
     def _run(self, run_started: datetime) -> str:
         if not self.opts.dry_run:
