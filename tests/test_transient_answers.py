@@ -71,5 +71,13 @@ def test_a_vendor_answer_of_the_wrong_shape_is_a_vendor_error_not_a_usage_error(
             TenantRun(cfg, cfg.tenants[0], store, ShapelessCrm(people, events), None, RunOptions()).run()
         assert not isinstance(exc.value, InputError)
         assert store.runs("acme")[0]["status"] == "error"
+
+        class BadKeyFileCrm(FakeCrm):  # the user's own input, met during a run: stays a usage error
+            def pull_contacts(self, cursor, run_started):
+                raise InputError("keys.json: not a segsync key file")
+                yield
+
+        with pytest.raises(InputError, match="key file"):
+            TenantRun(cfg, cfg.tenants[0], store, BadKeyFileCrm(people, events), None, RunOptions()).run()
     finally:
         store.close()

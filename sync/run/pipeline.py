@@ -143,10 +143,12 @@ class TenantRun:
         return self.report.to_dict()
 
     def _from_a_vendor(self, exc: InputError) -> bool:
-        """Whether malformed input came from a vendor's API (every connector but the CSV files)."""
-        if self.crm.name != "csv":
-            return True
-        return self.esp is not None and str(exc).startswith(f"{self.esp.name}:")
+        """Whether malformed input came from a vendor's API: the API connectors name themselves first.
+
+        Anything else (a CSV export, the key file, a saved model) is the user's input and keeps exit 2.
+        """
+        apis = [c.name for c in (self.crm, self.esp) if c is not None and c.name != "csv"]
+        return any(str(exc).startswith(f"{name}:") for name in apis)
 
     def _run(self, run_started: datetime) -> str:
         if not self.opts.dry_run:
