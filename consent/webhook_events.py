@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from consent.signals import ConsentSignal
 from core.errors import InputError
 from core.times import NaiveTimeError, parse_time
 
+log = logging.getLogger("segsync.consent")
 SIGNATURE_WINDOW = timedelta(minutes=5)
 MAX_HUBSPOT_EVENTS = 1000
 MAILCHIMP_TYPES = frozenset({"subscribe", "unsubscribe", "profile", "upemail", "cleaned", "campaign"})
@@ -40,6 +42,7 @@ class TenantHooks:
     purposes: Mapping[str, str]
     hubspot_client_secret: str | None = None
     mailchimp_list_id: str | None = None
+    hubspot_portal_id: int | None = None  # when set, events of any other HubSpot account are refused
     destinations: tuple[str, ...] = DESTINATIONS
     resolve: Callable[[str, str], str | None] | None = None
 
@@ -59,6 +62,7 @@ class TenantHooks:
             purposes={p: cfg.basis for p, cfg in tenant.consent.purposes.items()},
             hubspot_client_secret=client_secret.get_secret_value() if client_secret is not None else None,
             mailchimp_list_id=getattr(esp, "list_id", None),
+            hubspot_portal_id=getattr(crm, "portal_id", None),
             destinations=tuple(destinations),
             resolve=resolve,
         )
@@ -162,6 +166,12 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
             raise Reject(400, f"{where} is not an object")
         event_id = _int(event, "eventId", where)
         object_id = _int(event, "objectId", where)
+        if hooks.hubspot_portal_id is not None and _int(event, "portalId", where) != hooks.hubspot_portal_id:
+            # The app's secret signs every account it is installed in: the portal says whose contact this
+            # is. Another account's event is none of this tenant's business - dropped, never recorded
+            # (a 2xx, so HubSpot does not retry it for days).
+            log.warning("hubspot webhook: %s is for portal %s, not ours; ignored", where, event.get("portalId"))
+            continue
         occurred_ms = _int(event, "occurredAt", where)
         if not _MIN_MS <= occurred_ms <= _MAX_MS:
             raise Reject(400, f"{where}: occurredAt is not a millisecond timestamp")
