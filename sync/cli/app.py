@@ -15,11 +15,11 @@ import click
 
 from connectors.errors import ConfigError, InputError, SegsyncError
 from connectors.http import RedactingFilter, redact
+from sync.cli.check_cmd import check_cmd
 from sync.cli.common import console, emit_json, err_console
 from sync.cli.consent_cmds import consent
 from sync.cli.run_cmds import demo_cmd, runs_cmd, sandbox_cmd, serve_cmd, sync_cmd
 from sync.cli.score_cmds import report_group, score_cmd
-from sync.cli.check_cmd import check_cmd
 
 
 def setup_logging(verbose: bool) -> None:
@@ -85,14 +85,20 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def validate(config: Path, as_json: bool) -> None:
-    """Check a config file; print every problem with its path and line (exit 2 if any)."""
+    """Check a config file; print every problem as file:line: tenant ID: ..., sorted by line (exit 2 if any).
+
+    A `defaults:` block is inherited by every tenant; top-level `x-` blocks hold YAML anchors to reuse.
+    """
     from sync.config.models import load_config
+    from sync.config.validate import ConfigProblems
 
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         if as_json:
-            emit_json({"ok": False, "problems": exc.problems})
+            details = [p.to_dict() for p in exc.details] if isinstance(exc, ConfigProblems) else [
+                {"path": None, "line": None, "tenant": None, "message": m} for m in exc.problems]
+            emit_json({"ok": False, "problems": details})
             sys.exit(2)
         raise
     summary = [
