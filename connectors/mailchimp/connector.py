@@ -161,7 +161,7 @@ class MailchimpConnector(EspConnector):
                 total = now_total
                 continue
             total = now_total
-            page = PullPage()
+            page = PullPage(total=total)
             last_changed: str | None = None
             for i, raw in enumerate(items):
                 contact, signal = member_contact(raw, f"{what} member {offset + i}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
 from rich.console import Console, Group
@@ -19,8 +21,21 @@ STATUS_STYLE = {"ok": "green", "dry_run": "cyan", "failed_records": "yellow", "r
 def _table(title: str, columns: list[str]) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, title_style="bold", pad_edge=False)
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
+        # Fold, never ellipsize: two destinations cut to "esp.segm…" would read the same.
+        table.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
     return table
+
+
+def outcome_counts(run: RunReport) -> dict[str, int]:
+    """Sent, suppressed and failed records of a run, counted the way its report lists them.
+
+    Suppressed = what the plan left out for consent or ESP status ("Not sent, by reason") plus what the
+    re-check right before a batch held back; ``runs``, the summary table and the report agree.
+    """
+    totals = run.push.totals if run.push else {}
+    planned = sum(int(n) for n in (run.plan.get("suppressed") or {}).values())
+    return {"sent": int(totals.get("sent", 0)), "suppressed": planned + int(totals.get("suppressed", 0)),
+            "failed": int(totals.get("failed", 0))}
 
 
 def _n(v: Any) -> str:
@@ -42,7 +57,7 @@ def render_run(report: RunReport | Mapping[str, Any]) -> Panel:
 
 def _head(run: RunReport) -> list[Any]:
     parts: list[Any] = [Text.assemble(
-        (f"{run.tenant}", "bold"), f"  run #{run.run_id}  ",
+        (f"{run.tenant}", "bold"), f"  run #{run.run_id}  " if run.run_id is not None else "  (not started)  ",
         (run.status, STATUS_STYLE.get(run.status, "white")), f"  {run.duration_s or 0} s",
         "  (dry run: nothing sent)" if run.dry_run else "",
     )]
@@ -168,18 +183,55 @@ def _short(value: Any) -> str:
 
 
 def print_runs(console: Console, reports: list[dict[str, Any]]) -> None:
-    """Print each run's report panel."""
+    """Print each run's report panel, then (for more than one firm) one summary table of them all."""
     for r in reports:
         console.print(render_run(r))
+    if len(reports) > 1:
+        console.print(summary_table(reports))
 
 
-def runs_table(rows: list[Mapping[str, Any]]) -> Table:
-    """The run log, one line per run (``segsync runs``)."""
+def summary_table(reports: list[Mapping[str, Any]]) -> Table:
+    """One line per firm: status, changes planned, sent/suppressed/failed, duration and the error, if any."""
+    runs = [RunReport.from_dict(dict(r)) for r in reports]
+    bad = sum(1 for r in runs if r.status in ("error", "refused", "failed_records", "stopped", "skipped"))
+    t = _table(f"Summary: {len(runs)} firms, {len(runs) - bad} ok" + (f", {bad} need attention" if bad else ""),
+               ["firm", "status", "changes", "sent", "suppressed", "failed", "seconds", "error"])
+    t.columns[-1].justify = "left"
+    for run in runs:
+        counts = outcome_counts(run)
+        changes = run.plan.get("total_changes") if run.plan else None
+        t.add_row(run.tenant, Text(run.status, style=STATUS_STYLE.get(run.status, "white")), _n(changes),
+                  _n(counts["sent"]), _n(counts["suppressed"]), _n(counts["failed"]), _n(run.duration_s),
+                  Text(run.error or run.refused or ""))
+    return t
+
+
+def local_time(value: Any, zone: str | None) -> str:
+    """A stored time in the tenant's zone, with the zone named (``2026-12-01 08:00:05 America/New_York``)."""
+    if value in (None, ""):
+        return "-"
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # the store writes UTC; SQLite drops the offset
+    name = zone or "UTC"
+    try:
+        tz: tzinfo = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz, name = UTC, "UTC"
+    return f"{when.astimezone(tz):%Y-%m-%d %H:%M:%S} {name}"
+
+
+def runs_table(rows: list[Mapping[str, Any]], zones: Mapping[str, str] | None = None) -> Table:
+    """The run log, one line per run (``segsync runs``), times in each tenant's own zone."""
+    zones = zones or {}
     t = _table("Runs", ["run", "tenant", "started", "status", "pulled", "sent", "suppressed", "failed", "seconds"])
     for r in rows:
         rep = RunReport.from_dict(r.get("report") or {})
         pulled = sum((s or {}).get("records", 0) for s in rep.pull.values())
-        totals = rep.push.totals if rep.push else {}
-        t.add_row(str(r["id"]), r["tenant_id"], str(r["started_at"])[:19], r["status"] + (" (dry)" if r.get("dry_run") else ""),
+        totals = outcome_counts(rep)
+        t.add_row(str(r["id"]), r["tenant_id"], local_time(r["started_at"], zones.get(r["tenant_id"])), r["status"] + (" (dry)" if r.get("dry_run") else ""),
                   _n(pulled), _n(totals.get("sent", 0)), _n(totals.get("suppressed", 0)), _n(totals.get("failed", 0)), _n(rep.duration_s))
     return t

@@ -6,20 +6,31 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors.errors import InputError, SegsyncError
 from connectors.http import redact
 from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
 
+if TYPE_CHECKING:
+    from sync.store.interface import Store
+
+ProgressFn = Callable[[str, int, int | None], None]
+
+
 @contextlib.contextmanager
-def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
-    """Progress on a terminal (never under CI or when piped): one line per pull stream / push destination."""
+def progress_bars(enabled: bool) -> Iterator[Callable[[str], ProgressFn] | None]:
+    """Progress on a terminal (never under CI or when piped): one line per firm and stage.
+
+    Yields a factory: ``bars(firm)`` is the callback for one firm's run, so every line says whose it is
+    (``harbor: pull hubspot.contacts 1,200/3,567``, ``harbor: score``, ``harbor: push esp.tags``).
+    """
+
     from sync.run.pipeline import in_ci
 
     if not enabled or in_ci() or not console.is_terminal:
@@ -29,12 +40,18 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], No
                   console=err_console, transient=True) as bars:
         tasks: dict[str, Any] = {}
 
-        def advance(task: str, n: int, total: int | None) -> None:
-            if task not in tasks:
-                tasks[task] = bars.add_task(task, total=total)
-            bars.advance(tasks[task], n)
+        def for_firm(firm: str) -> ProgressFn:
+            def advance(task: str, n: int, total: int | None) -> None:
+                name = f"{firm}: {task}"
+                if name not in tasks:
+                    tasks[name] = bars.add_task(name, total=total)
+                elif total is not None:
+                    bars.update(tasks[name], total=total)  # a vendor's count can arrive with a later page
+                bars.advance(tasks[name], n)
 
-        yield advance
+            return advance
+
+        yield for_firm
 
 
 @contextlib.contextmanager
@@ -60,7 +77,11 @@ def graceful_stop() -> Iterator[threading.Event]:
 
 
 def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
-                 show_progress: bool = True) -> list[dict[str, Any]]:
+                 show_progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Run each selected firm once; a firm that fails is reported (status, time taken, error) and the next one runs.
+
+    ``options`` go to :class:`~sync.run.pipeline.RunOptions` as they are (full_refresh, select).
+    """
     from sync.run.pipeline import RunOptions, run_tenant
     from sync.run.report import RunReport
     from sync.store.interface import TenantBusy
@@ -70,21 +91,34 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
     try:
         with graceful_stop() as stop, progress_bars(show_progress) as progress:
             for tenant in select_tenants(cfg, tenant_ids):
-                opts = RunOptions(dry_run=dry_run, force=force, retrain=retrain, stop=stop, progress=progress)
+                opts = RunOptions(dry_run=dry_run, force=force, retrain=retrain, stop=stop,
+                                  progress=progress(tenant.id) if progress else None, **options)
+                started = time.monotonic()
+                before = max((r["id"] for r in store.runs(tenant.id, limit=1)), default=0)
                 try:
                     reports.append(run_tenant(cfg, tenant, store, opts, base_dir=config.parent))
                 except TenantBusy as exc:
                     reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
                 except SegsyncError as exc:
                     # One firm's broken token or file must not keep the agency's other firms from syncing.
-                    if len(cfg.tenants) == 1 or tenant_ids and len(tenant_ids) == 1:
+                    if len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1):
                         raise
-                    reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
+                    failed = RunReport(tenant=tenant.id, status="error", error=redact(str(exc)), dry_run=dry_run,
+                                       duration_s=round(time.monotonic() - started, 2))
+                    reports.append(_logged_report(store, tenant.id, before) or failed.to_dict())
                 if stop.is_set():
                     break
     finally:
         store.close()
     return reports
+
+
+def _logged_report(store: Store, tenant_id: str, after_run: int) -> dict[str, Any] | None:
+    """The report the failed run logged itself (with its run number and how far it got), if it got that far."""
+    for row in store.runs(tenant_id, limit=1):
+        if row["id"] > after_run and row.get("report"):
+            return {**row["report"], "run_id": row["id"], "status": row["status"]}
+    return None
 
 
 @click.command("sync")
@@ -100,8 +134,8 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
     retried next run), 2 for a config error or a plan refused by the change guard.
     """
-    from sync.run.pipeline import exit_code
     from sync.cli.report import print_runs
+    from sync.run.pipeline import exit_code
 
     reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
     if as_json:
@@ -121,7 +155,7 @@ def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | Non
     """List past runs (their stored reports), newest first."""
     from sync.cli.report import render_run, runs_table
 
-    _cfg, store = open_config(config)
+    cfg, store = open_config(config)
     try:
         rows = store.runs(tenant_id, limit=10_000 if show_id else limit)
     finally:
@@ -136,7 +170,7 @@ def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | Non
     if as_json:
         emit_json(rows)
     else:
-        console.print(runs_table(rows))
+        console.print(runs_table(rows, {t.id: t.timezone for t in cfg.tenants}))
 
 
 @click.command("sandbox")

@@ -13,7 +13,7 @@ from rich.table import Table
 from sync.cli.common import CONFIG_ARG, console, emit_json, open_config, select_tenants
 
 
-def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
+def _allowed(store, tenant) -> set[str]:
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
     from sync.run.gate import ConsentGate
 

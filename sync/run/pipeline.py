@@ -131,8 +131,11 @@ class TenantRun:
         if self.opts.stop.is_set():
             return STOPPED  # every stored page kept its cursor: the next run goes on from there
         people = self._gate()
+        self._progress("score", 0, None)
         scored = self._score(people)
+        self._progress("score", 1, 1)
         plan = self._plan(people, scored)
+        self._progress("plan", plan.count(), plan.count())
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
@@ -171,7 +174,7 @@ class TenantRun:
                 stats["new"] += result.new
                 stats["changed"] += result.changed
                 stats["events"] += result.events
-                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), None)
+                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), page.total)
                 if self.opts.stop.is_set():
                     break
             if self.opts.stop.is_set():
@@ -319,7 +322,8 @@ class TenantRun:
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
-            progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
+            progress=lambda dest, n: self._progress(f"push {dest}", n, len(plan.changes.get(dest, []))),
+            stop=self.opts.stop,
         )
         self.report.push = summarize(pusher.run(plan))
 

@@ -1,0 +1,71 @@
+"""A multi-firm run ends with one summary table; a failed firm reads as failed (never `run #None`);
+`runs` counts suppressed records the way the report lists them, in the tenant's own time zone."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from sync.cli import cli
+from tests.test_csv_sync import CONFIG, CONSENT, write_book
+
+
+@pytest.fixture
+def two_firms(tmp_path, monkeypatch):
+    """csv-firm syncs; broken-firm's export is missing."""
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.chdir(tmp_path)
+    write_book(tmp_path)
+    broken = CONFIG.split("tenants:\n", 1)[1].replace("id: csv-firm", "id: broken-firm").replace(
+        "contacts: contacts.csv", "contacts: missing.csv").replace("output: segments-out.csv", "output: broken-out.csv")
+    text = CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models") + broken.format(consent=CONSENT)
+    text = text.replace("  - id: csv-firm\n", "  - id: csv-firm\n    timezone: America/New_York\n")
+    (tmp_path / "segsync.yaml").write_text(text)
+    return tmp_path / "segsync.yaml"
+
+
+def test_two_firms_one_failing_end_with_one_summary_table(two_firms):
+    result = CliRunner().invoke(cli, ["sync", str(two_firms)], obj={})
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "run #None" not in out and "Traceback" not in out
+    summary = out[out.index("Summary: 2 firms, 1 ok, 1 need attention"):]
+    rows = {line.split()[0]: line for line in summary.splitlines()[1:] if line.strip() and line.split()[0].endswith("-firm")}
+    assert set(rows) == {"csv-firm", "broken-firm"}
+    ok = rows["csv-firm"].split()
+    assert ok[1] == "ok" and int(ok[2].replace(",", "")) > 0 and int(ok[3].replace(",", "")) > 0  # changes, sent
+    assert ok[5] == "0"  # failed
+    assert re.match(r"\d+(\.\d+)?$", ok[6])  # seconds
+    broken = rows["broken-firm"]
+    assert broken.split()[1] == "error" and "missing.csv" in summary
+    assert re.search(r"broken-firm\s+run #\d+\s+error", out)  # its own report names the logged run
+
+
+def test_json_reports_of_a_failed_firm_carry_its_run_and_duration(two_firms):
+    result = CliRunner().invoke(cli, ["sync", str(two_firms), "--json"], obj={})
+    reports = {r["tenant"]: r for r in json.loads(result.output)}
+    broken = reports["broken-firm"]
+    assert broken["status"] == "error" and isinstance(broken["run_id"], int) and broken["duration_s"] is not None
+    assert "missing.csv" in broken["error"]
+
+
+def test_runs_counts_suppressed_like_the_report_in_the_tenants_zone(two_firms):
+    from sync.cli.report import outcome_counts
+    from sync.run.report import RunReport
+
+    # Profiling needs a recorded opt-in here, and nobody gave one: every contact is suppressed, with its reason.
+    two_firms.write_text(two_firms.read_text().replace("profiling: {basis: legitimate_interest}", "profiling: {basis: consent}", 1))
+    CliRunner().invoke(cli, ["sync", str(two_firms), "--tenant", "csv-firm"], obj={})
+    listing = CliRunner().invoke(cli, ["runs", str(two_firms), "--tenant", "csv-firm", "--json"], obj={})
+    report = RunReport.from_dict(json.loads(listing.output)[0]["report"])
+    counts = outcome_counts(report)
+    not_sent = sum(report.plan["suppressed"].values())
+    assert not_sent > 100
+    assert counts["suppressed"] == not_sent + report.push.totals.get("suppressed", 0)
+    table = CliRunner().invoke(cli, ["runs", str(two_firms), "--tenant", "csv-firm"], obj={}).output
+    line = next(line for line in table.splitlines() if "csv-firm" in line)
+    assert "America/New_York" in line
+    assert f"{counts['suppressed']:,}" in line.split("America/New_York", 1)[1]
