@@ -139,12 +139,23 @@ def _plan(run: RunReport) -> list[Any]:
             t.add_row(reason, _n(n))
         parts.append(t)
     if run.dry_run and plan.get("examples"):
-        t = _table("Examples", ["destination", "contact", "from", "to"])
-        for dest, rows in plan["examples"].items():
-            for r in rows[:3]:
-                t.add_row(dest, r["contact"], _short(r["from"]), _short(r["to"]))
-        parts.append(t)
+        parts.append(_examples(plan["examples"]))
     return parts
+
+
+def _examples(examples: Mapping[str, list[dict[str, Any]]]) -> Table:
+    """A few changes per destination, as a person would look them up: masked email, the vendor's record id, words."""
+    from sync.run.plan_text import in_words
+
+    t = _table("Examples (look them up by the vendor's record id)", ["destination", "email", "vendor id", "change"])
+    t.columns[-1].justify = "left"
+    for dest, rows in examples.items():
+        for r in rows[:3]:
+            if "email" in r:
+                t.add_row(dest, r["email"], str(r.get("vendor_id", "-")), in_words(r))
+            else:  # a report stored before examples were described in words
+                t.add_row(dest, str(r.get("contact", "-")), "-", f"{_short(r.get('from'))} -> {_short(r.get('to'))}")
+    return t
 
 
 def _failures(run: RunReport) -> list[Any]:

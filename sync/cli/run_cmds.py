@@ -86,6 +86,10 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
     from sync.run.report import RunReport
     from sync.store.interface import TenantBusy
 
+    plan_out: Path | None = options.pop("plan_out", None)
+    plan_rows: list[dict[str, Any]] = []
+    if plan_out is not None:
+        options["plan_sink"] = lambda tenant, rows: plan_rows.extend({"tenant": tenant, **r} for r in rows)
     cfg, store = open_config(config)
     reports = []
     try:
@@ -110,6 +114,11 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                     break
     finally:
         store.close()
+        if plan_out is not None:
+            from sync.run.plan_text import write_plan_csv
+
+            n = write_plan_csv(plan_out, plan_rows)
+            err_console.print(f"plan: {n:,} change(s) written to {plan_out}")
     return reports
 
 
@@ -127,8 +136,14 @@ def _logged_report(store: Store, tenant_id: str, after_run: int) -> dict[str, An
 @click.option("--dry-run", is_flag=True, help="Pull and plan, print what would change and what it costs; send nothing.")
 @click.option("--force", is_flag=True, help="Apply a plan even if it changes more than max_change_share of the contacts.")
 @click.option("--retrain", is_flag=True, help="Retrain the models instead of reusing the saved ones.")
+@click.option("--full-refresh", is_flag=True, help="Pull every stream from the beginning (stored cursors are replaced).")
+@click.option("--select", "select", multiple=True, metavar="segment:NAME",
+              help="Push only what concerns this segment (repeatable); consent clearing is always pushed.")
+@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE.csv",
+              help="Write the whole plan (every change, with who, where and what) to a CSV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
-def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bool, retrain: bool, as_json: bool) -> None:
+def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bool, retrain: bool, full_refresh: bool,
+             select: tuple[str, ...], plan_out: Path | None, as_json: bool) -> None:
     """Run the sync once: pull, check consent, score, plan, push.
 
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
@@ -137,7 +152,14 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
     from sync.cli.report import print_runs
     from sync.run.pipeline import exit_code
 
-    reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
+    if select:
+        from sync.config.models import load_config
+        from sync.run.select import parse_select
+
+        cfg = load_config(config)
+        select = parse_select(select, [s.name for t in select_tenants(cfg, tenant_ids) for s in t.segments])
+    reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json,
+                           full_refresh=full_refresh, select=select, plan_out=plan_out)
     if as_json:
         emit_json(reports)
     else:

@@ -32,7 +32,8 @@ from consent.policy import EMAIL_MARKETING
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
-from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
+from sync.run.plan import CRM, SEGMENT, TAGS, Change, Person, Plan, build_plan
+from sync.run.plan_text import describe_change
 from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
@@ -52,6 +53,9 @@ class RunOptions:
     retrain: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[str, int, int | None], None] | None = None  # (task, advance, total)
+    full_refresh: bool = False  # pull every stream from the beginning (stored cursors ignored, then replaced)
+    select: tuple[str, ...] = ()  # "segment:NAME": push only what concerns these segments
+    plan_sink: Callable[[str, list[dict[str, Any]]], None] | None = None  # (tenant, every change in words): --plan-out
     examples: int = 5
 
 
@@ -98,6 +102,7 @@ class TenantRun:
         self.run_id = 0
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
+        self._vendor_ids: dict[str, tuple[str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ the run
 
@@ -136,6 +141,13 @@ class TenantRun:
         self._progress("score", 1, 1)
         plan = self._plan(people, scored)
         self._progress("plan", plan.count(), plan.count())
+        if self.opts.select:
+            from sync.run.select import select_plan
+
+            plan = select_plan(plan, self.opts.select, self.tenant.push.tag_prefix)
+            self.report.plan["selected"] = {"select": list(self.opts.select), "changes": plan.count()}
+        if self.opts.plan_sink:
+            self.opts.plan_sink(self.tenant.id, [self._describe(c) for cs in plan.changes.values() for c in cs])
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
@@ -161,7 +173,8 @@ class TenantRun:
         consent = Counter[str]()
         for stream, pull in streams:
             stats = pulls.setdefault(stream, Counter())
-            for page in pull(self.store.cursor(self.tenant.id, stream), run_started):
+            cursor = None if self.opts.full_refresh else self.store.cursor(self.tenant.id, stream)
+            for page in pull(cursor, run_started):
                 signals = [*page.consent, *optin_grants(page.contacts, page.consent)]
                 recorded = self.gate.record(signals)
                 consent["signals_seen"] += len(signals)
@@ -265,13 +278,19 @@ class TenantRun:
         summary["change_share"] = round(plan.change_share(), 4)
         summary["initial_destinations"] = sorted(plan.initial)
         summary["cost"] = self._cost(plan)
+        self._vendor_ids = {p.contact_id: (p.crm_id, p.esp_id) for p in people}
         summary["examples"] = {
-            dest: [{"contact": c.contact_id, "from": c.previous, "to": c.desired} for c in changes[: self.opts.examples]]
-            for dest, changes in plan.changes.items() if changes
+            dest: [self._describe(c) for c in changes[: self.opts.examples]] for dest, changes in plan.changes.items() if changes
         }
         summary["forget"] = len(plan.forget)
         self.report.plan = summary
         return plan
+
+    def _describe(self, c: Change) -> dict[str, Any]:
+        """A change in words with the masked email and the vendor's own record id (dry-run examples, --plan-out)."""
+        crm_id, esp_id = self._vendor_ids.get(c.contact_id, (None, None))
+        return describe_change(c, crm_id if c.destination == CRM else esp_id,
+                               segment_property=self.tenant.push.crm_property, tag_prefix=self.tenant.push.tag_prefix)
 
     def _cost(self, plan: Plan) -> dict[str, Any]:
         """API write calls the push will cost, per destination, from the connectors' batch limits."""
