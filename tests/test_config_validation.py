@@ -12,7 +12,8 @@ from connectors.errors import ConfigError
 from sync.cli import cli
 from sync.config import load_config_text
 
-CONSENT = "consent: {webhook_secret: 0123456789abcdef-secret, purposes: {email_marketing: {basis: consent}, profiling: {basis: legitimate_interest}}}"
+CONSENT = ("consent: {webhook_secret: 0123456789abcdef-secret, "
+           "purposes: {email_marketing: {basis: consent}, profiling: {basis: legitimate_interest}}}")
 
 # Ten planted mistakes; the comment on each line says which, and the test checks each is reported at its line.
 TEN_MISTAKES = f"""version: 1
@@ -33,7 +34,9 @@ tenants:
     {CONSENT}
   - id: harbor                                       # 9 duplicate tenant id
     crm: {{type: hubspot, access_token: tok-secret-value-789}}
-    consent: {{webhook_secret: 0123456789abcdef-secret, purposes: {{email_marketing: {{basis: concent}}, profiling: {{basis: legitimate_interest}}}}}}   # 10 bad basis
+    consent:
+      webhook_secret: 0123456789abcdef-secret
+      purposes: {{email_marketing: {{basis: concent}}, profiling: {{basis: legitimate_interest}}}}   # 10 bad basis
 """
 
 
@@ -47,20 +50,22 @@ def test_ten_planted_mistakes_are_all_reported_in_one_pass_with_their_lines(tmp_
     path.write_text(TEN_MISTAKES)
     result = CliRunner().invoke(cli, ["validate", str(path)], obj={})
     assert result.exit_code == 2 and "Traceback" not in result.output
-    reported = [line.strip().removeprefix("- ") for line in result.output.splitlines() if line.strip().startswith(f"- {path}:")]
+    lines = [line.strip() for line in result.output.splitlines()]
+    reported = [line.removeprefix("- ") for line in lines if line.startswith(f"- {path}:")]
     at = mistakes_lines(TEN_MISTAKES)
     expected = {
         1: "tenant harbor: timezone: unknown time zone 'America/New_Yrok'",
         2: "tenant harbor: crm.bsae_url: unknown key (did you mean base_url?)",
         3: "tenant harbor: holdout_percent: must be at most 50 (got 80)",
         4: "tenant harbor: scores[0].horizon_days: must be a whole number (got 'soon')",
-        5: "tenant harbor: segments[0].score: refers to score 'churn_rsk', which is not defined (did you mean churn_risk?)",
+        5: "tenant harbor: segments[0].score: refers to score 'churn_rsk', which is not defined "
+           "(did you mean churn_risk?)",
         6: "tenant harbor: segments[1]: give either top_percent or min/max, not both",
         7: "tenant Bad Firm: id: use lower-case letters, digits, '-' and '_'",
         8: "tenant Bad Firm: crm.type: unknown type 'hubspt' (did you mean hubspot?)",
         9: "tenant harbor: id: tenant id 'harbor' is already used (line 4)",
-        10: "tenant harbor: consent.purposes.email_marketing.basis: 'concent' is not one of consent, legitimate_interest "
-            "(did you mean consent?)",
+        10: "tenant harbor: consent.purposes.email_marketing.basis: 'concent' is not one of consent, "
+            "legitimate_interest (did you mean consent?)",
     }
     assert len(reported) == 10, result.output
     for n, text in expected.items():

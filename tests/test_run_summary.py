@@ -21,7 +21,8 @@ def two_firms(tmp_path, monkeypatch):
     write_book(tmp_path)
     broken = CONFIG.split("tenants:\n", 1)[1].replace("id: csv-firm", "id: broken-firm").replace(
         "contacts: contacts.csv", "contacts: missing.csv").replace("output: segments-out.csv", "output: broken-out.csv")
-    text = CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models") + broken.format(consent=CONSENT)
+    text = CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models")
+    text += broken.format(consent=CONSENT)
     text = text.replace("  - id: csv-firm\n", "  - id: csv-firm\n    timezone: America/New_York\n")
     (tmp_path / "segsync.yaml").write_text(text)
     return tmp_path / "segsync.yaml"
@@ -33,7 +34,8 @@ def test_two_firms_one_failing_end_with_one_summary_table(two_firms):
     out = result.output
     assert "run #None" not in out and "Traceback" not in out
     summary = out[out.index("Summary: 2 firms, 1 ok, 1 need attention"):]
-    rows = {line.split()[0]: line for line in summary.splitlines()[1:] if line.strip() and line.split()[0].endswith("-firm")}
+    lines = [line for line in summary.splitlines()[1:] if line.strip()]
+    rows = {line.split()[0]: line for line in lines if line.split()[0].endswith("-firm")}
     assert set(rows) == {"csv-firm", "broken-firm"}
     ok = rows["csv-firm"].split()
     assert ok[1] == "ok" and int(ok[2].replace(",", "")) > 0 and int(ok[3].replace(",", "")) > 0  # changes, sent
@@ -57,7 +59,8 @@ def test_runs_counts_suppressed_like_the_report_in_the_tenants_zone(two_firms):
     from sync.run.report import RunReport
 
     # Profiling needs a recorded opt-in here, and nobody gave one: every contact is suppressed, with its reason.
-    two_firms.write_text(two_firms.read_text().replace("profiling: {basis: legitimate_interest}", "profiling: {basis: consent}", 1))
+    text = two_firms.read_text()
+    two_firms.write_text(text.replace("profiling: {basis: legitimate_interest}", "profiling: {basis: consent}", 1))
     CliRunner().invoke(cli, ["sync", str(two_firms), "--tenant", "csv-firm"], obj={})
     listing = CliRunner().invoke(cli, ["runs", str(two_firms), "--tenant", "csv-firm", "--json"], obj={})
     report = RunReport.from_dict(json.loads(listing.output)[0]["report"])

@@ -26,7 +26,7 @@ def firm(tmp_path, monkeypatch):
     return path
 
 
-def invoke(*args: str, input: str | None = None):  # noqa: A002 - click's own name
+def invoke(*args: str, input: str | None = None):
     return CliRunner().invoke(cli, list(args), obj={}, input=input)
 
 

@@ -7,6 +7,7 @@ User errors print one clear message, never a traceback (``--verbose`` shows it).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,19 @@ from sync.cli.score_cmds import report_group, score_cmd
 from sync.cli.state_cmds import state_group
 
 
-def setup_logging(verbose: bool) -> None:
-    """Log to stderr through the secret-redacting filter; ``--verbose`` shows segsync's INFO and everything's DEBUG."""
+def setup_logging(verbose: bool, log_format: str | None = None) -> None:
+    """Log to stderr through the secret-redacting filter; ``--verbose`` shows segsync's INFO and everything's DEBUG.
+
+    ``log_format`` "json" writes one JSON object per line (and tells the rest of the process, ``serve``
+    included, through the environment).
+    """
+    from sync import logs
+
+    if log_format:
+        os.environ[logs.ENV] = log_format
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logs.formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -68,9 +77,11 @@ class SegsyncGroup(click.Group):
 
 @click.group(cls=SegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens and show tracebacks.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, envvar="SEGSYNC_LOG_FORMAT",
+              help="Log lines as text (default) or one JSON object per line (also server.log_format in the config).")
 @click.version_option(package_name="segsync")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, log_format: str | None) -> None:
     """segsync: consent-first predictive segments for advisors.
 
     Pulls contacts and engagement from your CRM and email platform, checks each contact
@@ -79,7 +90,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
-    setup_logging(verbose)
+    setup_logging(verbose, log_format)
 
 
 @click.command()

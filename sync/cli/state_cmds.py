@@ -54,7 +54,8 @@ def state_show(config: Path, tenant_id: str, as_json: bool) -> None:
 @state_group.command("reset")
 @CONFIG_ARG
 @TENANT_OPT
-@click.option("--stream", "streams", multiple=True, metavar="STREAM", help="Only this stream (repeatable). Default: all.")
+@click.option("--stream", "streams", multiple=True, metavar="STREAM",
+              help="Only this stream (repeatable). Default: all.")
 @click.option("--dry-run", is_flag=True, help="Show what would be reset; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def state_reset(config: Path, tenant_id: str, streams: tuple[str, ...], dry_run: bool, yes: bool) -> None:
@@ -87,7 +88,8 @@ def _targets(streams: tuple[str, ...], known: list[str]) -> list[str]:
     unknown = [s for s in streams if s not in known]
     if unknown:
         hint = suggest(unknown[0], known)
-        raise ConfigError(f"--stream {unknown[0]}: no cursor for that stream{hint} (streams: {', '.join(known) or 'none'})")
+        listing = ", ".join(known) or "none"
+        raise ConfigError(f"--stream {unknown[0]}: no cursor for that stream{hint} (streams: {listing})")
     return list(streams)
 
 

@@ -237,6 +237,7 @@ class ServerCfg(Strict):
     # The login of the status pages (every firm); pages are refused while neither this nor a
     # tenant's pages.status_token is set. Use ${VAR}: it is a secret.
     admin_token: SecretStr | None = Field(None, min_length=16)
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers (like --log-format)
 
     @field_validator("listen")
     @classmethod

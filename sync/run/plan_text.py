@@ -62,7 +62,8 @@ def describe_change(c: Change, vendor_id: str | None, *, segment_property: str, 
     scores = _scores(c.previous, c.desired) if c.destination == CRM else []
     return {
         "destination": c.destination, "action": action, "contact_id": c.contact_id, "email": mask_email(c.email),
-        "vendor_id": vendor_id or "-", "joined": ", ".join(sorted(after - before)), "left": ", ".join(sorted(before - after)),
+        "vendor_id": vendor_id or "-",
+        "joined": ", ".join(sorted(after - before)), "left": ", ".join(sorted(before - after)),
         "scores": "; ".join(scores), "from": _plain(c.previous), "to": _plain(c.desired),
     }
 

@@ -16,7 +16,7 @@ from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan
 
 
 def parse_select(values: Iterable[str], known: Iterable[str]) -> tuple[str, ...]:
-    """``segment:NAME`` selectors -> segment names; an unknown kind or segment is a usage error naming the known ones."""
+    """``segment:NAME`` selectors -> segment names; an unknown kind or segment is a usage error naming known ones."""
     from sync.config.validate import suggest
 
     names = list(known)
