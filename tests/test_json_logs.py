@@ -4,10 +4,10 @@ structured, with the Mailchimp secret in the path masked."""
 from __future__ import annotations
 
 import io
-import os
 import json
 import logging
 import logging.config
+import os
 
 from click.testing import CliRunner
 
