@@ -48,5 +48,8 @@ def select_tenants(cfg: Config, wanted: tuple[str, ...]) -> list[TenantCfg]:
     known = {t.id: t for t in cfg.tenants}
     missing = [w for w in wanted if w not in known]
     if missing:
-        raise ConfigError(f"unknown tenant(s): {', '.join(missing)} (known: {', '.join(known)})")
+        from sync.config.validate import suggest
+
+        hint = suggest(missing[0], list(known))
+        raise ConfigError(f"unknown tenant(s): {', '.join(missing)}{hint} (known: {', '.join(known)})")
     return [known[w] for w in wanted]

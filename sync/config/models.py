@@ -276,8 +276,11 @@ class Config(Strict):
         for t in self.tenants:
             if t.id == tenant_id:
                 return t
+        from sync.config.validate import suggest
+
         known = ", ".join(t.id for t in self.tenants)
-        raise ConfigError(f"no tenant {tenant_id!r} in this config (tenants: {known})")
+        hint = suggest(tenant_id, [t.id for t in self.tenants])
+        raise ConfigError(f"no tenant {tenant_id!r} in this config{hint} (tenants: {known})")
 
 
 def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Config:
