@@ -126,9 +126,12 @@ tenants:
   - id: two
     holdout_percent: 5
     crm: {{type: hubspot, access_token: tok-secret-value-123}}
+  - id: three
+    crm: {{type: hubspot, access_token: tok-secret-value-123}}
 """
     with pytest.raises(ConfigError) as exc:
         load_config_text(text)
+    # said once, under the first tenant it breaks (three inherits it too; two sets its own)
     assert exc.value.problems == ["<config>:4: tenant one: holdout_percent: must be at most 50 (got 99)"]
 
 

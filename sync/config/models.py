@@ -299,7 +299,7 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
         flagged = {p.path for p in problems}
         problems += pydantic_problems(exc.errors(), located, Config, flagged, planned)
     if problems or config is None:
-        raise ConfigProblems(located.source, sort_problems(with_tenants(located, problems)))
+        raise ConfigProblems(located.source, sort_problems(with_tenants(located, problems), located.default_lines))
     for secret in [*(config.alerts.secrets() if config.alerts else []), *(s for t in config.tenants for s in _secrets(t))]:
         register_secret(secret)
     if config.server.admin_token is not None:

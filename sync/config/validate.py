@@ -96,6 +96,7 @@ def apply_defaults(located: Located) -> list[Problem]:
     if "defaults" not in data:
         return []
     defaults = data.pop("defaults")
+    located.default_lines = {line for path, line in located.lines.items() if path[:1] == ("defaults",)}
     if not isinstance(defaults, dict):
         return [Problem(("defaults",), located.line_of(("defaults",)), "must be a mapping of tenant settings")]
     problems = []
@@ -309,9 +310,21 @@ def pydantic_problems(errors: Sequence[Mapping[str, Any]], located: Located, mod
     return problems
 
 
-def sort_problems(problems: list[Problem]) -> list[Problem]:
-    """By file position (problems without a line first, they are about the whole file), then path."""
-    return sorted(problems, key=lambda p: (p.line or 0, format_path(p.path)))
+def sort_problems(problems: list[Problem], default_lines: set[int] | frozenset[int] = frozenset()) -> list[Problem]:
+    """By file position (problems without a line first, they are about the whole file), then path.
+
+    A mistake in ``defaults:`` breaks every tenant that inherits it; it is said once, under the first.
+    """
+    out: list[Problem] = []
+    seen: set[tuple[int, PathKey, str]] = set()
+    for p in sorted(problems, key=lambda p: (p.line or 0, format_path(p.path))):
+        if p.line in default_lines and p.path[:1] == ("tenants",):
+            key = (p.line, p.path[2:], p.message)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(p)
+    return out
 
 
 def located_problems(located: Located) -> list[Problem]:

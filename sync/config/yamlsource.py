@@ -39,6 +39,7 @@ class Located:
                  problems: list[tuple[PathKey, int, str]] | None = None) -> None:
         self.data, self.lines, self.source = data, lines, source
         self.problems: list[tuple[PathKey, int, str]] = problems or []  # (path, line, message), e.g. a key given twice
+        self.default_lines: set[int] = set()  # lines of the `defaults:` block (its mistakes are said once)
 
     def line_of(self, path: PathKey) -> int | None:
         """The line of ``path``, or of its nearest ancestor that has one."""
