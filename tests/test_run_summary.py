@@ -72,3 +72,27 @@ def test_runs_counts_suppressed_like_the_report_in_the_tenants_zone(two_firms):
     line = next(line for line in table.splitlines() if "csv-firm" in line)
     assert "America/New_York" in line
     assert f"{counts['suppressed']:,}" in line.split("America/New_York", 1)[1]
+
+
+def test_progress_has_a_line_per_firm_and_stage_on_a_terminal_and_is_quiet_when_piped(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from sync.cli import run_cmds
+
+    monkeypatch.delenv("CI", raising=False)
+    with run_cmds.progress_bars(True) as bars:
+        assert bars is None  # piped (as under pytest): no bars at all
+    monkeypatch.setattr(run_cmds, "console", Console(file=io.StringIO(), force_terminal=True))
+    screen = io.StringIO()
+    monkeypatch.setattr(run_cmds, "err_console", Console(file=screen, force_terminal=True, width=100))
+    with run_cmds.progress_bars(True) as bars:
+        assert bars is not None
+        harbor = bars("harbor")
+        harbor("pull mailchimp.members", 500, 1200)  # the vendor's total arrives with the page
+        harbor("pull mailchimp.members", 500, 1200)
+        bars("summit")("score", 1, 1)
+    text = screen.getvalue()
+    assert "harbor: pull mailchimp.members" in text and "summit: score" in text
+    assert "1000/1200" in text  # n of the vendor's total

@@ -30,14 +30,15 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str], ProgressFn] | None]
     Yields a factory: ``bars(firm)`` is the callback for one firm's run, so every line says whose it is
     (``harbor: pull hubspot.contacts 1,200/3,567``, ``harbor: score``, ``harbor: push esp.tags``).
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sync.run.pipeline import in_ci
 
     if not enabled or in_ci() or not console.is_terminal:
         yield None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bars:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bars:
         tasks: dict[str, Any] = {}
 
         def for_firm(firm: str) -> ProgressFn:
