@@ -25,11 +25,11 @@ import requests
 import uvicorn
 from rich.console import Console
 
+from sync.cli.report import render_run, summary_table
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import ConsentGate
 from sync.run.pipeline import RunOptions, TenantRun, exit_code
 from sync.run.plan import CRM, TAGS
-from sync.cli.report import render_run, summary_table
 from sync.store import Store, open_store
 
 MARKER = ".segsync-demo"

@@ -34,8 +34,16 @@ class JsonFormatter(logging.Formatter):
         args = record.args
         if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
             client, method, path, version, status = args
-            out.update({"event": "http_request", "client": str(client), "method": method, "path": path,
-                        "http_version": version, "status": int(str(status)) if str(status).isdigit() else status})
+            out.update(
+                {
+                    "event": "http_request",
+                    "client": str(client),
+                    "method": method,
+                    "path": path,
+                    "http_version": version,
+                    "status": int(str(status)) if str(status).isdigit() else status,
+                }
+            )
         if record.exc_info and record.levelno >= logging.ERROR:
             out["error"] = self.formatException(record.exc_info).splitlines()[-1]  # the last line, not a traceback
         return json.dumps(out, default=str)

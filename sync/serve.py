@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import copy
-import os
 import logging
+import os
 import re
 import threading
 import time
@@ -165,7 +165,7 @@ class Service:
             self.metrics.busy.labels(tenant_id).inc()
             log.info("%s", exc)
             return None
-        except Exception as exc:  # noqa: BLE001 - a failed run is logged and counted; the server keeps going
+        except Exception as exc:
             log.error("run of %s failed: %s", tenant_id, redact(str(exc)))
             self.metrics.runs.labels(tenant_id, "error").inc()
             self.alerter.notify(Alert(RUN_FAILED, tenant_id, f"the run failed: {redact(str(exc))}"))
@@ -183,7 +183,7 @@ class Service:
                 crm, esp = self.connectors(tenant_id)
                 propagate(self.store, tenant, crm, esp)
                 self.metrics.outbox_depth.labels(tenant_id).set(queued(self.store, tenant_id))
-            except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
+            except Exception as exc:
                 log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
             self._check_backlog(tenant_id)  # also after a failed drain: that is when opt-outs pile up
 
@@ -192,7 +192,7 @@ class Service:
             return
         try:
             depth, age = self.outbox.depth(tenant_id), oldest_pending_age(self.store.engine, tenant_id)
-        except Exception as exc:  # noqa: BLE001 - the store is down: /healthz says so; the next drain checks again
+        except Exception as exc:
             log.error("outbox backlog check for %s failed: %s", tenant_id, redact(str(exc)))
             return
         alert = outbox_alert(self.cfg.alerts, tenant_id, depth, age)
@@ -278,7 +278,7 @@ class Service:
         service = self
 
         @asynccontextmanager
-        async def lifespan(_app: FastAPI):  # noqa: ANN202
+        async def lifespan(_app: FastAPI):
             if run_scheduler:
                 for job in service.start():
                     log.info("scheduled %s", job)
@@ -290,7 +290,7 @@ class Service:
         app = FastAPI(title="segsync", lifespan=lifespan, docs_url=None, redoc_url=None)
 
         @app.middleware("http")
-        async def time_webhooks(request: Request, call_next):  # noqa: ANN001, ANN202
+        async def time_webhooks(request: Request, call_next):
             started = time.perf_counter()
             response = await call_next(request)
             if request.url.path.startswith("/hooks/"):
@@ -305,7 +305,7 @@ class Service:
                 with service.store.engine.connect() as conn:
                     conn.execute(sa.text("select 1"))
                 db = "ok"
-            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            except Exception as exc:
                 db = f"error: {type(exc).__name__}"
             ok = db == "ok" and (service.scheduler.running or not run_scheduler)
             body: dict[str, Any] = {"status": "ok" if ok else "degraded", "database": db,

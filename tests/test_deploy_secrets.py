@@ -21,7 +21,7 @@ tenants:
 """
 
 
-def secret_file(tmp_path, name: str, text: str):  # noqa: ANN201
+def secret_file(tmp_path, name: str, text: str):
     path = tmp_path / name
     path.write_text(text)
     return str(path)
@@ -63,7 +63,7 @@ def test_a_file_secret_is_masked_like_any_other(tmp_path):
 
 def test_the_sandbox_config_has_a_schedule_that_serve_runs(tmp_path, sandbox):
     from sync.serve import Service
-    from sync.store import Store, open_store
+    from sync.store import open_store
 
     text = sandbox.config_yaml(store=f"sqlite:///{tmp_path / 'x.db'}", schedule="*/15 * * * *")
     cfg = load_config_text(text)

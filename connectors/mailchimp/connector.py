@@ -18,8 +18,8 @@ from typing import Any
 from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
 from connectors.errors import ApiError, ConfigError, FatalApiError
 from connectors.kit.http import DEFAULT_TIMEOUT, RetrySettings
-from connectors.mailchimp import settings as S
 from connectors.kit.paging import OffsetPaginator, paginate
+from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
 from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
 from connectors.mailchimp.push import _EMAIL, Pusher

@@ -113,7 +113,7 @@ def validate(config: Path, as_json: bool) -> None:
             emit_json({"ok": False, "problems": details})
             sys.exit(2)
         raise
-    summary = [
+    summary: list[dict[str, Any]] = [
         {
             "tenant": t.id,
             "crm": t.crm.type,

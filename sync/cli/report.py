@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,7 +15,14 @@ from rich.text import Text
 
 from sync.run.report import RunReport
 
-STATUS_STYLE = {"ok": "green", "dry_run": "cyan", "failed_records": "yellow", "refused": "red", "error": "red", "stopped": "yellow"}
+STATUS_STYLE = {
+    "ok": "green",
+    "dry_run": "cyan",
+    "failed_records": "yellow",
+    "refused": "red",
+    "error": "red",
+    "stopped": "yellow",
+}
 
 
 def _table(title: str, columns: list[str]) -> Table:
@@ -34,8 +41,11 @@ def outcome_counts(run: RunReport) -> dict[str, int]:
     """
     totals = run.push.totals if run.push else {}
     planned = sum(int(n) for n in (run.plan.get("suppressed") or {}).values())
-    return {"sent": int(totals.get("sent", 0)), "suppressed": planned + int(totals.get("suppressed", 0)),
-            "failed": int(totals.get("failed", 0))}
+    return {
+        "sent": int(totals.get("sent", 0)),
+        "suppressed": planned + int(totals.get("suppressed", 0)),
+        "failed": int(totals.get("failed", 0)),
+    }
 
 
 def _n(v: Any) -> str:
@@ -56,11 +66,15 @@ def render_run(report: RunReport | Mapping[str, Any]) -> Panel:
 
 
 def _head(run: RunReport) -> list[Any]:
-    parts: list[Any] = [Text.assemble(
-        (f"{run.tenant}", "bold"), f"  run #{run.run_id}  " if run.run_id is not None else "  (not started)  ",
-        (run.status, STATUS_STYLE.get(run.status, "white")), f"  {run.duration_s or 0} s",
-        "  (dry run: nothing sent)" if run.dry_run else "",
-    )]
+    parts: list[Any] = [
+        Text.assemble(
+            (f"{run.tenant}", "bold"),
+            f"  run #{run.run_id}  " if run.run_id is not None else "  (not started)  ",
+            (run.status, STATUS_STYLE.get(run.status, "white")),
+            f"  {run.duration_s or 0} s",
+            "  (dry run: nothing sent)" if run.dry_run else "",
+        )
+    ]
     if run.error:
         parts.append(Text(f"error: {run.error}", style="red"))
     if run.refused:
@@ -82,13 +96,19 @@ def _contacts(run: RunReport) -> list[Any]:
         return []
     t = _table("Contacts and consent", ["", "count"])
     labels = {
-        "total": "contacts known", "in_crm": "in the CRM", "in_esp": "in the ESP audience",
-        "profiling_allowed": "may be profiled (scored, tagged)", "email_marketing_allowed": "may be emailed (ESP tags, segments)",
+        "total": "contacts known",
+        "in_crm": "in the CRM",
+        "in_esp": "in the ESP audience",
+        "profiling_allowed": "may be profiled (scored, tagged)",
+        "email_marketing_allowed": "may be emailed (ESP tags, segments)",
     }
     for k, label in labels.items():
         if k in run.contacts:
             t.add_row(label, _n(run.contacts[k]))
-    for k, label in (("withdrawals_recorded", "opt-outs seen at vendors (new)"), ("propagations_queued", "opt-out propagations queued")):
+    for k, label in (
+        ("withdrawals_recorded", "opt-outs seen at vendors (new)"),
+        ("propagations_queued", "opt-out propagations queued"),
+    ):
         if run.consent.get(k):
             t.add_row(label, _n(run.consent[k]))
     return [t]
@@ -98,20 +118,28 @@ def _scores(run: RunReport) -> list[Any]:
     parts: list[Any] = []
     scoring = run.scoring
     if scoring is not None:
-        t = _table(f"Scores (as of {scoring.as_of or '-'}; {scoring.scored:,} contacts scored)", ["score", "model", "note"])
+        t = _table(
+            f"Scores (as of {scoring.as_of or '-'}; {scoring.scored:,} contacts scored)", ["score", "model", "note"]
+        )
         for name, m in scoring.models.items():
             if name in scoring.insufficient:
                 continue
             metrics = m.get("metrics") or {}
             auc, base = metrics.get("backtest_roc_auc"), metrics.get("baseline_roc_auc")
-            note = f"out-of-sample ROC AUC {auc:.3f} (naive baseline {base:.3f})" if isinstance(auc, float) and isinstance(base, float) else ""
+            note = (
+                f"out-of-sample ROC AUC {auc:.3f} (naive baseline {base:.3f})"
+                if isinstance(auc, float) and isinstance(base, float)
+                else ""
+            )
             t.add_row(name, "reused" if m.get("reused") else "trained", note)
         for name, verdict in scoring.insufficient.items():
             t.add_row(name, "not used", verdict)
         parts.append(t)
     if run.segments:
         held = scoring.holdout_percent if scoring else 0
-        t = _table(f"Segments (holdout {held}%: kept out of every push)", ["segment", "members", "holdout", "threshold"])
+        t = _table(
+            f"Segments (holdout {held}%: kept out of every push)", ["segment", "members", "holdout", "threshold"]
+        )
         for name, s in run.segments.items():
             t.add_row(name, _n(s.get("members")), _n(s.get("holdout")), _n(s.get("threshold")))
         parts.append(t)
@@ -125,12 +153,22 @@ def _plan(run: RunReport) -> list[Any]:
     push = run.push.by_destination if run.push else {}
     planned: dict[str, dict[str, int]] = plan.get("destinations") or {}
     cost: dict[str, dict[str, Any]] = plan.get("cost") or {}
-    t = _table(f"Plan and push (changes vs. last confirmed state; change share {plan.get('change_share', 0):.1%})",
-               ["destination", "adds", "removes", "updates", "calls", "sent", "suppressed", "failed"])
+    t = _table(
+        f"Plan and push (changes vs. last confirmed state; change share {plan.get('change_share', 0):.1%})",
+        ["destination", "adds", "removes", "updates", "calls", "sent", "suppressed", "failed"],
+    )
     for dest in sorted(set(planned) | set(push)):
         p, o = planned.get(dest, {}), push.get(dest, {})
-        t.add_row(dest, _n(p.get("adds", 0)), _n(p.get("removes", 0)), _n(p.get("updates", 0)), _n(cost.get(dest, {}).get("calls", 0)),
-                  _n(o.get("sent", 0)), _n(o.get("suppressed", 0)), _n(o.get("failed", 0)))
+        t.add_row(
+            dest,
+            _n(p.get("adds", 0)),
+            _n(p.get("removes", 0)),
+            _n(p.get("updates", 0)),
+            _n(cost.get(dest, {}).get("calls", 0)),
+            _n(o.get("sent", 0)),
+            _n(o.get("suppressed", 0)),
+            _n(o.get("failed", 0)),
+        )
     parts: list[Any] = [t]
     reasons = plan.get("suppressed") or {}
     if reasons:
@@ -161,7 +199,9 @@ def _examples(examples: Mapping[str, list[dict[str, Any]]]) -> Table:
 def _failures(run: RunReport) -> list[Any]:
     if run.push is None or not run.push.failures:
         return []
-    t = _table(f"Failed records ({run.push.failures_total}; retried next run)", ["destination", "contact", "vendor's message"])
+    t = _table(
+        f"Failed records ({run.push.failures_total}; retried next run)", ["destination", "contact", "vendor's message"]
+    )
     for f in run.push.failures[:10]:
         t.add_row(f["destination"], f["contact_id"], f["message"][:100])
     return [t]
@@ -169,9 +209,14 @@ def _failures(run: RunReport) -> list[Any]:
 
 def _outbox(run: RunReport) -> list[Any]:
     parts: list[Any] = []
-    for o, title in ((run.outbox_before, "Opt-out propagation (before the run)"), (run.outbox_after, "Opt-out propagation (after the push)")):
+    for o, title in (
+        (run.outbox_before, "Opt-out propagation (before the run)"),
+        (run.outbox_after, "Opt-out propagation (after the push)"),
+    ):
         if o is not None and o.eventful:
-            parts.append(Text(f"{title}: {o.done} confirmed, {o.retrying} retrying, {o.failed} failed, {o.depth} still queued"))
+            parts.append(
+                Text(f"{title}: {o.done} confirmed, {o.retrying} retrying, {o.failed} failed, {o.depth} still queued")
+            )
     return parts
 
 
@@ -184,7 +229,12 @@ def _api(run: RunReport) -> list[Any]:
         for endpoint, n in sorted(calls.items()) if isinstance(calls, Mapping) else []:
             t.add_row(side, endpoint, _n(n))
         if stats:
-            t.add_row(side, "[bold]total[/]", f"{_n(stats.get('total_calls', 0))}  (429s {_n(stats.get('rate_limited', 0))}, retries {_n(stats.get('retries', 0))})")
+            t.add_row(
+                side,
+                "[bold]total[/]",
+                f"{_n(stats.get('total_calls', 0))}  "
+                f"(429s {_n(stats.get('rate_limited', 0))}, retries {_n(stats.get('retries', 0))})",
+            )
     return [t]
 
 
@@ -201,19 +251,28 @@ def print_runs(console: Console, reports: list[dict[str, Any]]) -> None:
         console.print(summary_table(reports))
 
 
-def summary_table(reports: list[Mapping[str, Any]]) -> Table:
+def summary_table(reports: Sequence[Mapping[str, Any]]) -> Table:
     """One line per firm: status, changes planned, sent/suppressed/failed, duration and the error, if any."""
     runs = [RunReport.from_dict(dict(r)) for r in reports]
     bad = sum(1 for r in runs if r.status in ("error", "refused", "failed_records", "stopped", "skipped"))
-    t = _table(f"Summary: {len(runs)} firms, {len(runs) - bad} ok" + (f", {bad} need attention" if bad else ""),
-               ["firm", "status", "changes", "sent", "suppressed", "failed", "seconds", "error"])
+    t = _table(
+        f"Summary: {len(runs)} firms, {len(runs) - bad} ok" + (f", {bad} need attention" if bad else ""),
+        ["firm", "status", "changes", "sent", "suppressed", "failed", "seconds", "error"],
+    )
     t.columns[-1].justify = "left"
     for run in runs:
         counts = outcome_counts(run)
         changes = run.plan.get("total_changes") if run.plan else None
-        t.add_row(run.tenant, Text(run.status, style=STATUS_STYLE.get(run.status, "white")), _n(changes),
-                  _n(counts["sent"]), _n(counts["suppressed"]), _n(counts["failed"]), _n(run.duration_s),
-                  Text(run.error or run.refused or ""))
+        t.add_row(
+            run.tenant,
+            Text(run.status, style=STATUS_STYLE.get(run.status, "white")),
+            _n(changes),
+            _n(counts["sent"]),
+            _n(counts["suppressed"]),
+            _n(counts["failed"]),
+            _n(run.duration_s),
+            Text(run.error or run.refused or ""),
+        )
     return t
 
 
@@ -235,7 +294,7 @@ def local_time(value: Any, zone: str | None) -> str:
     return f"{when.astimezone(tz):%Y-%m-%d %H:%M:%S} {name}"
 
 
-def runs_table(rows: list[Mapping[str, Any]], zones: Mapping[str, str] | None = None) -> Table:
+def runs_table(rows: Sequence[Mapping[str, Any]], zones: Mapping[str, str] | None = None) -> Table:
     """The run log, one line per run (``segsync runs``), times in each tenant's own zone."""
     zones = zones or {}
     t = _table("Runs", ["run", "tenant", "started", "status", "pulled", "sent", "suppressed", "failed", "seconds"])
@@ -243,6 +302,15 @@ def runs_table(rows: list[Mapping[str, Any]], zones: Mapping[str, str] | None = 
         rep = RunReport.from_dict(r.get("report") or {})
         pulled = sum((s or {}).get("records", 0) for s in rep.pull.values())
         totals = outcome_counts(rep)
-        t.add_row(str(r["id"]), r["tenant_id"], local_time(r["started_at"], zones.get(r["tenant_id"])), r["status"] + (" (dry)" if r.get("dry_run") else ""),
-                  _n(pulled), _n(totals.get("sent", 0)), _n(totals.get("suppressed", 0)), _n(totals.get("failed", 0)), _n(rep.duration_s))
+        t.add_row(
+            str(r["id"]),
+            r["tenant_id"],
+            local_time(r["started_at"], zones.get(r["tenant_id"])),
+            r["status"] + (" (dry)" if r.get("dry_run") else ""),
+            _n(pulled),
+            _n(totals.get("sent", 0)),
+            _n(totals.get("suppressed", 0)),
+            _n(totals.get("failed", 0)),
+            _n(rep.duration_s),
+        )
     return t

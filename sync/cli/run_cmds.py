@@ -37,7 +37,13 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str], ProgressFn] | None]
     if not enabled or in_ci() or not console.is_terminal:
         yield None
         return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as bars:
         tasks: dict[str, Any] = {}
 
@@ -77,8 +83,16 @@ def graceful_stop() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
-                 show_progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+def sync_tenants(
+    config: Path,
+    tenant_ids: tuple[str, ...],
+    *,
+    dry_run: bool,
+    force: bool,
+    retrain: bool,
+    show_progress: bool = True,
+    **options: Any,
+) -> list[dict[str, Any]]:
     """Run each selected firm once; a firm that fails is reported (status, time taken, error) and the next one runs.
 
     ``options`` go to :class:`~sync.run.pipeline.RunOptions` as they are (full_refresh, select).
@@ -96,8 +110,14 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
     try:
         with graceful_stop() as stop, progress_bars(show_progress) as progress:
             for tenant in select_tenants(cfg, tenant_ids):
-                opts = RunOptions(dry_run=dry_run, force=force, retrain=retrain, stop=stop,
-                                  progress=progress(tenant.id) if progress else None, **options)
+                opts = RunOptions(
+                    dry_run=dry_run,
+                    force=force,
+                    retrain=retrain,
+                    stop=stop,
+                    progress=progress(tenant.id) if progress else None,
+                    **options,
+                )
                 started = time.monotonic()
                 before = max((r["id"] for r in store.runs(tenant.id, limit=1)), default=0)
                 try:
@@ -108,8 +128,13 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                     # One firm's broken token or file must not keep the agency's other firms from syncing.
                     if len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1):
                         raise
-                    failed = RunReport(tenant=tenant.id, status="error", error=redact(str(exc)), dry_run=dry_run,
-                                       duration_s=round(time.monotonic() - started, 2))
+                    failed = RunReport(
+                        tenant=tenant.id,
+                        status="error",
+                        error=redact(str(exc)),
+                        dry_run=dry_run,
+                        duration_s=round(time.monotonic() - started, 2),
+                    )
                     reports.append(_logged_report(store, tenant.id, before) or failed.to_dict())
                 if stop.is_set():
                     break
@@ -133,18 +158,43 @@ def _logged_report(store: Store, tenant_id: str, after_run: int) -> dict[str, An
 
 @click.command("sync")
 @CONFIG_ARG
-@click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable). Default: all.")
+@click.option(
+    "--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable). Default: all."
+)
 @click.option("--dry-run", is_flag=True, help="Pull and plan, print what would change and what it costs; send nothing.")
-@click.option("--force", is_flag=True, help="Apply a plan even if it changes more than max_change_share of the contacts.")
+@click.option(
+    "--force", is_flag=True, help="Apply a plan even if it changes more than max_change_share of the contacts."
+)
 @click.option("--retrain", is_flag=True, help="Retrain the models instead of reusing the saved ones.")
-@click.option("--full-refresh", is_flag=True, help="Pull every stream from the beginning (stored cursors are replaced).")
-@click.option("--select", "select", multiple=True, metavar="segment:NAME",
-              help="Push only what concerns this segment (repeatable); consent clearing is always pushed.")
-@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE.csv",
-              help="Write the whole plan (every change, with who, where and what) to a CSV file.")
+@click.option(
+    "--full-refresh", is_flag=True, help="Pull every stream from the beginning (stored cursors are replaced)."
+)
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    metavar="segment:NAME",
+    help="Push only what concerns this segment (repeatable); consent clearing is always pushed.",
+)
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.csv",
+    help="Write the whole plan (every change, with who, where and what) to a CSV file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
-def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bool, retrain: bool, full_refresh: bool,
-             select: tuple[str, ...], plan_out: Path | None, as_json: bool) -> None:
+def sync_cmd(
+    config: Path,
+    tenant_ids: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    retrain: bool,
+    full_refresh: bool,
+    select: tuple[str, ...],
+    plan_out: Path | None,
+    as_json: bool,
+) -> None:
     """Run the sync once: pull, check consent, score, plan, push.
 
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
@@ -159,8 +209,17 @@ def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bo
 
         cfg = load_config(config)
         select = parse_select(select, [s.name for t in select_tenants(cfg, tenant_ids) for s in t.segments])
-    reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json,
-                           full_refresh=full_refresh, select=select, plan_out=plan_out)
+    reports = sync_tenants(
+        config,
+        tenant_ids,
+        dry_run=dry_run,
+        force=force,
+        retrain=retrain,
+        show_progress=not as_json,
+        full_refresh=full_refresh,
+        select=select,
+        plan_out=plan_out,
+    )
     if as_json:
         emit_json(reports)
     else:
@@ -205,8 +264,11 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
 
     with start_sandbox(contacts=contacts, seed=seed) as sb:
         console.print(f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n")
-        console.print("# a ready-to-use config (save as sandbox.yaml, then: segsync sync sandbox.yaml, "
-                      "or segsync serve sandbox.yaml)", style="dim")
+        console.print(
+            "# a ready-to-use config (save as sandbox.yaml, then: segsync sync sandbox.yaml, "
+            "or segsync serve sandbox.yaml)",
+            style="dim",
+        )
         # A schedule, so `segsync serve sandbox.yaml` syncs on its own (every 15 minutes) as a hosted firm would.
         click.echo(sb.config_yaml(schedule="*/15 * * * *"))
         console.print("serving; Ctrl-C to stop", style="dim")
@@ -216,9 +278,20 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
 
 
 @click.command("demo")
-@click.option("--contacts", default=2500, show_default=True, help="Contacts in the first firm's synthetic book (the second has half).")
-@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where the demo's config, SQLite store and models go (recreated each time).")
+@click.option(
+    "--contacts",
+    default=2500,
+    show_default=True,
+    help="Contacts in the first firm's synthetic book (the second has half).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo's config, SQLite store and models go (recreated each time).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
 def demo_cmd(contacts: int, out_dir: Path, as_json: bool) -> None:
     """The whole product on your machine: sandbox vendors, two tenants, a mid-run opt-out, a no-op re-run."""
@@ -241,4 +314,3 @@ def serve_cmd(config: Path, listen: str | None) -> None:
     from sync.serve import serve
 
     serve(config, listen)
-

@@ -31,13 +31,29 @@ def _fmt(v: Any) -> str:
 @CONFIG_ARG
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
 @click.option("--backtest", is_flag=True, default=True, help="Evaluate every score out of sample (the default).")
-@click.option("--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event).")
-@click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
+@click.option(
+    "--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event)."
+)
+@click.option(
+    "--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where model cards go (default: <model_dir>/<tenant>/<score>/).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
-def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff: str | None, write_cards: bool,
-              out_dir: Path | None, as_json: bool) -> None:
+def score_cmd(
+    config: Path,
+    tenant_ids: tuple[str, ...],
+    backtest: bool,
+    cutoff: str | None,
+    write_cards: bool,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Backtest each configured score on the stored data and show how good it is against a naive baseline.
 
     Run `segsync sync` first so the store holds contacts and events. Scores that cannot be
@@ -64,8 +80,13 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
                     folder.mkdir(parents=True, exist_ok=True)
                     (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
                     (folder / "card.md").write_text(render_model_card(card))
-                    write_card_html(folder, card, firm=tenant.name or tenant.id, colour=tenant.pages.colour,
-                                    scores=stored_scores(store, tenant.id, sc.name))
+                    write_card_html(
+                        folder,
+                        card,
+                        firm=tenant.name or tenant.id,
+                        colour=tenant.pages.colour,
+                        scores=stored_scores(store, tenant.id, sc.name),
+                    )
                     results[-1]["card_path"] = str(folder / "card.md")
     finally:
         store.close()
@@ -80,13 +101,36 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
         verdict = r.get("verdict") or {}
         note = verdict.get("reason") or verdict.get("verdict") or "ok"
         if r["kind"] == "ltv":
-            table.add_row(r["tenant"], r["score"], r.get("method", ""), "-", "-", "-", "-", "-",
-                          f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})")
+            table.add_row(
+                r["tenant"],
+                r["score"],
+                r.get("method", ""),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})",
+            )
             continue
-        if note == "ok" and isinstance(m.get("roc_auc"), float) and isinstance(b.get("roc_auc"), float) and m["roc_auc"] <= b["roc_auc"]:
+        if (
+            note == "ok"
+            and isinstance(m.get("roc_auc"), float)
+            and isinstance(b.get("roc_auc"), float)
+            and m["roc_auc"] <= b["roc_auc"]
+        ):
             note = "no better than the baseline: do not act on it"
-        table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
-                      _fmt(m.get("lift_top_decile")), _fmt(m.get("brier")), _fmt(b.get("roc_auc")), str(note)[:60])
+        table.add_row(
+            r["tenant"],
+            r["score"],
+            r.get("method", ""),
+            _fmt(m.get("roc_auc")),
+            _fmt(m.get("pr_auc")),
+            _fmt(m.get("lift_top_decile")),
+            _fmt(m.get("brier")),
+            _fmt(b.get("roc_auc")),
+            str(note)[:60],
+        )
     console.print(table)
     for r in results:
         if r.get("card_path"):
@@ -122,7 +166,10 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
                 continue
             assigned = min(pd.Timestamp(r["assigned_at"]) for r in rows)
             assigned = assigned.tz_localize("UTC") if assigned.tzinfo is None else assigned
-            events = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
+            events = pd.DataFrame(
+                list(store.events(tenant.id)),
+                columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"],
+            )
             events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
             after = events[events["occurred_at"] >= assigned]
             scores = {s.name: s for s in tenant.scores}
@@ -133,9 +180,11 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
                 window = pd.Timedelta(days=sc.inactive_days if sc.kind == "churn" else sc.horizon_days)
                 if now < assigned + window:
                     # Outcomes are only known once the window has passed; a rate now would be noise.
-                    result[seg.name] = {"members": sum(1 for r in rows if r["segment"] == seg.name and not r["holdout"]),
-                                        "holdout": sum(1 for r in rows if r["segment"] == seg.name and r["holdout"]),
-                                        "window_open_until": (assigned + window).date().isoformat()}
+                    result[seg.name] = {
+                        "members": sum(1 for r in rows if r["segment"] == seg.name and not r["holdout"]),
+                        "holdout": sum(1 for r in rows if r["segment"] == seg.name and r["holdout"]),
+                        "window_open_until": (assigned + window).date().isoformat(),
+                    }
                     continue
                 members = [r["contact_id"] for r in rows if r["segment"] == seg.name and not r["holdout"]]
                 held = [r["contact_id"] for r in rows if r["segment"] == seg.name and r["holdout"]]
@@ -161,7 +210,9 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
         closed = {k: v for k, v in data["segments"].items() if "window_open_until" not in v}
         for name, v in data["segments"].items():
             if "window_open_until" in v:
-                console.print(f"  {name}: {v['members']} members, {v['holdout']} held out; outcome window open until "
-                              f"{v['window_open_until']} - no lift yet")
+                console.print(
+                    f"  {name}: {v['members']} members, {v['holdout']} held out; outcome window open until "
+                    f"{v['window_open_until']} - no lift yet"
+                )
         if closed:
             console.print(render_lift_report(closed), markup=False)

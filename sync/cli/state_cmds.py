@@ -54,8 +54,9 @@ def state_show(config: Path, tenant_id: str, as_json: bool) -> None:
 @state_group.command("reset")
 @CONFIG_ARG
 @TENANT_OPT
-@click.option("--stream", "streams", multiple=True, metavar="STREAM",
-              help="Only this stream (repeatable). Default: all.")
+@click.option(
+    "--stream", "streams", multiple=True, metavar="STREAM", help="Only this stream (repeatable). Default: all."
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be reset; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def state_reset(config: Path, tenant_id: str, streams: tuple[str, ...], dry_run: bool, yes: bool) -> None:

@@ -117,8 +117,11 @@ def apply_defaults(located: Located) -> list[Problem]:
 def tenant_ids(located: Located) -> dict[int, str]:
     """Index -> id of every tenant that has a usable id (for naming tenants in messages)."""
     tenants = located.data.get("tenants") if isinstance(located.data, dict) else None
-    return {i: t["id"] for i, t in enumerate(tenants if isinstance(tenants, list) else [])
-            if isinstance(t, dict) and isinstance(t.get("id"), str)}
+    return {
+        i: t["id"]
+        for i, t in enumerate(tenants if isinstance(tenants, list) else [])
+        if isinstance(t, dict) and isinstance(t.get("id"), str)
+    }
 
 
 def reference_checks(located: Located) -> list[Problem]:
@@ -173,22 +176,34 @@ def _name_checks(located: Located, i: int, tenant: dict[str, Any]) -> list[Probl
 
 # What each constrained string must look like, said for people (keyed by the pattern the model declares).
 PATTERN_WORDS = {
-    r"^[a-z0-9][a-z0-9_-]{0,62}$":
-        "use lower-case letters, digits, '-' and '_' (starting with a letter or digit, at most 63)",
+    r"^[a-z0-9][a-z0-9_-]{0,62}$": (
+        "use lower-case letters, digits, '-' and '_' (starting with a letter or digit, at most 63)"
+    ),
     r"^[a-z][a-z0-9_]{0,99}$": "use lower-case letters, digits and '_', starting with a letter (at most 100)",
     r"^#[0-9a-fA-F]{6}$": "use a colour like #1f4e79",
     r"^https?://[^/\s]+$": "use a scheme and host only, like https://hooks.example.com (no path)",
 }
 TYPE_WORDS = {
-    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
     "int_from_float": "must be a whole number",
-    "float_parsing": "must be a number", "float_type": "must be a number", "bool_parsing": "must be true or false",
-    "bool_type": "must be true or false", "string_type": "must be text", "list_type": "must be a list",
-    "dict_type": "must be a mapping (key: value)", "model_type": "must be a mapping (key: value)",
-    "model_attributes_type": "must be a mapping (key: value)", "missing": "field required",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "missing": "field required",
 }
-BOUND_WORDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
-               "less_than_equal": "at most"}
+BOUND_WORDS = {
+    "greater_than": "greater than",
+    "greater_than_equal": "at least",
+    "less_than": "less than",
+    "less_than_equal": "at most",
+}
 
 
 def _got(value: Any) -> str:
@@ -283,8 +298,13 @@ def tenant_of(path: PathKey, ids: Mapping[int, str]) -> str | None:
 _ALREADY_CHECKED = ("tenant ids must be unique", "score names must be unique", "segment names must be unique")
 
 
-def pydantic_problems(errors: Sequence[Mapping[str, Any]], located: Located, model: type[BaseModel],
-                      flagged: set[PathKey], planned: Mapping[str, str]) -> list[Problem]:
+def pydantic_problems(
+    errors: Sequence[Mapping[str, Any]],
+    located: Located,
+    model: type[BaseModel],
+    flagged: set[PathKey],
+    planned: Mapping[str, str],
+) -> list[Problem]:
     """Pydantic's errors in plain words, one per path, leaving out what an earlier problem (``flagged``) explains.
 
     ``planned`` maps a type tag that is known but not built yet (e.g. ``salesforce``) to what to say about it.
@@ -319,7 +339,7 @@ def sort_problems(problems: list[Problem], default_lines: set[int] | frozenset[i
     seen: set[tuple[int, PathKey, str]] = set()
     for p in sorted(problems, key=lambda p: (p.line or 0, format_path(p.path))):
         if p.line in default_lines and p.path[:1] == ("tenants",):
-            key = (p.line, p.path[2:], p.message)
+            key = (p.line or 0, p.path[2:], p.message)
             if key in seen:
                 continue
             seen.add(key)

@@ -331,7 +331,7 @@ class TenantRun:
             scores = self.score_names if self.tenant.push.crm_scores else []
             self.crm.ensure_schema(self.tenant.push.crm_property, self.segment_names, scores)
 
-        def recheck(emails):  # noqa: ANN001, ANN202 - consent as of now, over each person's every address
+        def recheck(emails):
             cids = {e: self.contact_of.get(e) for e in emails}
             fresh = self.store.addresses(self.tenant.id, [c for c in cids.values() if c])
             verdicts = self.gate.decide_people({c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c})

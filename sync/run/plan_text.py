@@ -15,8 +15,19 @@ from typing import Any
 from sync.run.plan import CRM, SEGMENT, TAGS, Change
 
 SCORE_PREFIX = "segsync_score_"
-PLAN_COLUMNS = ["tenant", "destination", "action", "contact_id", "email", "vendor_id", "joined", "left", "scores",
-                "from", "to"]
+PLAN_COLUMNS = [
+    "tenant",
+    "destination",
+    "action",
+    "contact_id",
+    "email",
+    "vendor_id",
+    "joined",
+    "left",
+    "scores",
+    "from",
+    "to",
+]
 
 
 def mask_email(email: str | None) -> str:
@@ -61,10 +72,16 @@ def describe_change(c: Change, vendor_id: str | None, *, segment_property: str, 
     action = "add" if c.previous is None else "remove" if c.desired is None else "update"
     scores = _scores(c.previous, c.desired) if c.destination == CRM else []
     return {
-        "destination": c.destination, "action": action, "contact_id": c.contact_id, "email": mask_email(c.email),
+        "destination": c.destination,
+        "action": action,
+        "contact_id": c.contact_id,
+        "email": mask_email(c.email),
         "vendor_id": vendor_id or "-",
-        "joined": ", ".join(sorted(after - before)), "left": ", ".join(sorted(before - after)),
-        "scores": "; ".join(scores), "from": _plain(c.previous), "to": _plain(c.desired),
+        "joined": ", ".join(sorted(after - before)),
+        "left": ", ".join(sorted(before - after)),
+        "scores": "; ".join(scores),
+        "from": _plain(c.previous),
+        "to": _plain(c.desired),
     }
 
 

@@ -39,8 +39,13 @@ def _split(value: Any) -> set[str]:
 def select_plan(plan: Plan, segments: Iterable[str], tag_prefix: str) -> Plan:
     """The part of ``plan`` that moves contacts into or out of ``segments`` (see the module docstring)."""
     names = set(segments)
-    out = Plan(plan.tenant_id, suppressed=plan.suppressed, total_contacts=plan.total_contacts, initial=plan.initial,
-               segment_property=plan.segment_property)
+    out = Plan(
+        plan.tenant_id,
+        suppressed=plan.suppressed,
+        total_contacts=plan.total_contacts,
+        initial=plan.initial,
+        segment_property=plan.segment_property,
+    )
     out.forget = [(d, c) for d, c in plan.forget if d == TAGS or d.removeprefix(SEGMENT) in names]
     for dest, changes in plan.changes.items():
         if dest.startswith(SEGMENT):

@@ -32,16 +32,23 @@ class SentState:
         with self.engine.connect() as conn:
             cursors = conn.execute(
                 sa.select(t.cursors.c.stream, t.cursors.c.value, t.cursors.c.updated_at)
-                .where(t.cursors.c.tenant_id == tenant_id).order_by(t.cursors.c.stream)
+                .where(t.cursors.c.tenant_id == tenant_id)
+                .order_by(t.cursors.c.stream)
             )
             sent = conn.execute(
-                sa.select(t.last_sent.c.destination, sa.func.count().label("records"), sa.func.max(t.last_sent.c.sent_at).label("last_sent_at"))
-                .where(t.last_sent.c.tenant_id == tenant_id).group_by(t.last_sent.c.destination).order_by(t.last_sent.c.destination)
+                sa.select(
+                    t.last_sent.c.destination,
+                    sa.func.count().label("records"),
+                    sa.func.max(t.last_sent.c.sent_at).label("last_sent_at"),
+                )
+                .where(t.last_sent.c.tenant_id == tenant_id)
+                .group_by(t.last_sent.c.destination)
+                .order_by(t.last_sent.c.destination)
             )
             return {"streams": [r._asdict() for r in cursors], "destinations": [r._asdict() for r in sent]}
 
     def reset_cursors(self, tenant_id: str, streams: Sequence[str] | None = None) -> list[str]:
-        """Forget the pull cursors of ``streams`` (all when None), so the next run pulls them in full; returns those reset.
+        """Forget the cursors of ``streams`` (all when None): the next run pulls them in full. Returns those reset.
 
         Only where to pull from is forgotten: last-sent state stays, so the full pull costs reads, not writes.
         """
@@ -49,7 +56,9 @@ class SentState:
         if streams is not None:
             where.append(t.cursors.c.stream.in_(list(streams)))
         with self.engine.begin() as conn:
-            gone = [r.stream for r in conn.execute(sa.select(t.cursors.c.stream).where(*where).order_by(t.cursors.c.stream))]
+            gone = [
+                r.stream for r in conn.execute(sa.select(t.cursors.c.stream).where(*where).order_by(t.cursors.c.stream))
+            ]
             conn.execute(t.cursors.delete().where(*where))
         return gone
 
@@ -68,9 +77,9 @@ class SentState:
     def destinations(self, tenant_id: str, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.last_sent.c.destination).distinct().where(
-                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination.like(prefix + "%")
-                )
+                sa.select(t.last_sent.c.destination)
+                .distinct()
+                .where(t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination.like(prefix + "%"))
             )
             return [r.destination for r in rows]
 
@@ -90,16 +99,40 @@ class SentState:
         now = utcnow()
         confirmed = list(confirmed)
         with self.engine.begin() as conn:
-            keep = [{"tenant_id": tenant_id, "destination": destination, "key": k, "value": v, "run_id": run_id, "sent_at": now} for k, v in confirmed if v is not None]
+            keep = [
+                {
+                    "tenant_id": tenant_id,
+                    "destination": destination,
+                    "key": k,
+                    "value": v,
+                    "run_id": run_id,
+                    "sent_at": now,
+                }
+                for k, v in confirmed
+                if v is not None
+            ]
             upsert(conn, t.last_sent, keep, ["tenant_id", "destination", "key"])
             gone = [k for k, v in confirmed if v is None]
             for chunk in chunks(gone, 500):
                 conn.execute(
                     t.last_sent.delete().where(
-                        t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination == destination, t.last_sent.c.key.in_(chunk)
+                        t.last_sent.c.tenant_id == tenant_id,
+                        t.last_sent.c.destination == destination,
+                        t.last_sent.c.key.in_(chunk),
                     )
                 )
-            rows = [{"run_id": run_id or 0, "tenant_id": tenant_id, "destination": destination, "key": k, "outcome": o, "message": m[:2000], "at": now} for k, o, m in outcomes]
+            rows = [
+                {
+                    "run_id": run_id or 0,
+                    "tenant_id": tenant_id,
+                    "destination": destination,
+                    "key": k,
+                    "outcome": o,
+                    "message": m[:2000],
+                    "at": now,
+                }
+                for k, o, m in outcomes
+            ]
             if rows:
                 conn.execute(t.record_outcomes.insert(), rows)
 
@@ -108,7 +141,9 @@ class SentState:
         with self.engine.begin() as conn:
             conn.execute(
                 t.last_sent.delete().where(
-                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.key == key, t.last_sent.c.destination.like(prefix + "%")
+                    t.last_sent.c.tenant_id == tenant_id,
+                    t.last_sent.c.key == key,
+                    t.last_sent.c.destination.like(prefix + "%"),
                 )
             )
 
@@ -122,8 +157,16 @@ class SentState:
 
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]]) -> None:
         now = utcnow()
-        rows = [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": False, "assigned_at": now} for s, ids in members.items() for c in ids]
-        rows += [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": True, "assigned_at": now} for s, ids in holdout.items() for c in ids]
+        rows = [
+            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": False, "assigned_at": now}
+            for s, ids in members.items()
+            for c in ids
+        ]
+        rows += [
+            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": True, "assigned_at": now}
+            for s, ids in holdout.items()
+            for c in ids
+        ]
         with self.engine.begin() as conn:
             conn.execute(t.segment_members.delete().where(t.segment_members.c.tenant_id == tenant_id))
             for chunk in chunks(rows, 5000):
@@ -131,4 +174,7 @@ class SentState:
 
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [r._asdict() for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))]
+            return [
+                r._asdict()
+                for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))
+            ]
