@@ -73,7 +73,8 @@ def test_missing_field_is_named_with_its_path():
 def test_missing_env_var_is_named():
     with pytest.raises(ConfigError) as exc:
         load_config_text(MINIMAL.replace("tok-secret-value-123", '"${NOT_SET_ANYWHERE}"'), env={})
-    assert exc.value.problems == ["<config>:5: tenant t1: crm.access_token: environment variable NOT_SET_ANYWHERE is not set"]
+    expected = "<config>:5: tenant t1: crm.access_token: environment variable NOT_SET_ANYWHERE is not set"
+    assert exc.value.problems == [expected]
 
 
 def test_yaml_syntax_error_names_the_line():
@@ -113,4 +114,5 @@ def test_duplicate_keys_and_tenants_are_errors():
     doubled = MINIMAL + MINIMAL.split("tenants:\n", 1)[1]
     with pytest.raises(ConfigError) as exc:
         load_config_text(doubled)
-    assert exc.value.problems == ["<config>:9: tenant t1: id: tenant id 't1' is already used (line 4); ids must be unique"]
+    expected = "<config>:9: tenant t1: id: tenant id 't1' is already used (line 4); ids must be unique"
+    assert exc.value.problems == [expected]

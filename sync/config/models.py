@@ -153,7 +153,9 @@ class SegmentCfg(Strict):
             raise ValueError("give top_percent, min/max or cluster")
         # Contradictions: which rule would win is a guess, so say so instead of picking one.
         if self.top_percent is not None and (self.min is not None or self.max is not None):
-            raise ValueError("give either top_percent or min/max, not both (top_percent picks a share, min/max a score range)")
+            raise ValueError(
+                "give either top_percent or min/max, not both (top_percent picks a share, min/max a score range)"
+            )
         if self.cluster is not None and (self.top_percent is not None or self.min is not None or self.max is not None):
             raise ValueError("a cluster segment takes no top_percent or min/max")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -303,7 +305,8 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
         problems += pydantic_problems(exc.errors(), located, Config, flagged, planned)
     if problems or config is None:
         raise ConfigProblems(located.source, sort_problems(with_tenants(located, problems), located.default_lines))
-    for secret in [*(config.alerts.secrets() if config.alerts else []), *(s for t in config.tenants for s in _secrets(t))]:
+    alert_secrets = config.alerts.secrets() if config.alerts else []
+    for secret in [*alert_secrets, *(s for t in config.tenants for s in _secrets(t))]:
         register_secret(secret)
     if config.server.admin_token is not None:
         register_secret(config.server.admin_token.get_secret_value())
@@ -311,7 +314,9 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
 
 
 def _secrets(tenant: TenantCfg) -> list[str]:
-    values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token]
+    values: list[SecretStr | None] = [
+        tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token,
+    ]
     if isinstance(tenant.crm, HubSpotCrm):
         values += [tenant.crm.access_token, tenant.crm.client_secret]
     if tenant.esp is not None:
