@@ -96,3 +96,16 @@ def test_progress_has_a_line_per_firm_and_stage_on_a_terminal_and_is_quiet_when_
     text = screen.getvalue()
     assert "harbor: pull mailchimp.members" in text and "summit: score" in text
     assert "1000/1200" in text  # n of the vendor's total
+
+
+def test_a_report_names_its_start_in_the_tenants_zone():
+    from sync.cli.report import render_run
+
+    report = {"tenant": "harbor", "status": "ok", "run_id": 7, "started_at": "2026-12-01T13:00:00+00:00",
+              "timezone": "America/New_York", "duration_s": 1.5}
+    from rich.console import Console
+
+    console = Console(width=160, record=True)
+    console.print(render_run(report))
+    text = console.export_text()
+    assert "run #7" in text and "started 2026-12-01 08:00:00 America/New_York" in text  # 13:00 UTC, EST

@@ -73,6 +73,7 @@ def _head(run: RunReport) -> list[Any]:
             (run.status, STATUS_STYLE.get(run.status, "white")),
             f"  {run.duration_s or 0} s",
             "  (dry run: nothing sent)" if run.dry_run else "",
+            f"  started {local_time(run.started_at, run.extra.get('timezone'))}" if run.started_at else "",
         )
     ]
     if run.error:

@@ -99,6 +99,7 @@ class TenantRun:
         self.opts = options or RunOptions()
         self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
         self.report = RunReport(tenant=tenant.id, dry_run=self.opts.dry_run)
+        self.report.extra["timezone"] = tenant.timezone  # times in the report are shown in the firm's own zone
         self.run_id = 0
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
