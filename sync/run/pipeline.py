@@ -281,7 +281,8 @@ class TenantRun:
         summary["cost"] = self._cost(plan)
         self._vendor_ids = {p.contact_id: (p.crm_id, p.esp_id) for p in people}
         summary["examples"] = {
-            dest: [self._describe(c) for c in changes[: self.opts.examples]] for dest, changes in plan.changes.items() if changes
+            dest: [self._describe(c) for c in changes[: self.opts.examples]]
+            for dest, changes in plan.changes.items() if changes
         }
         summary["forget"] = len(plan.forget)
         self.report.plan = summary
