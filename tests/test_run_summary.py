@@ -109,3 +109,13 @@ def test_a_report_names_its_start_in_the_tenants_zone():
     console.print(render_run(report))
     text = console.export_text()
     assert "run #7" in text and "started 2026-12-01 08:00:00 America/New_York" in text  # 13:00 UTC, EST
+
+
+def test_an_unreachable_store_is_one_plain_sentence_without_the_password(tmp_path):
+    config = tmp_path / "c.yaml"
+    two = "postgresql+psycopg://segsync:hunter2-db-password@127.0.0.1:1/segsync"  # nothing listens on port 1
+    config.write_text(CONFIG.format(consent=CONSENT, db="x", models=tmp_path / "m").replace("sqlite:///x", two))
+    result = CliRunner().invoke(cli, ["runs", str(config)], obj={})
+    assert result.exit_code == 1
+    assert "store: cannot open postgresql+psycopg://segsync:***@127.0.0.1:1/segsync" in result.output
+    assert "hunter2" not in result.output and "unexpected" not in result.output and "Traceback" not in result.output
