@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -12,8 +12,12 @@ from rich.table import Table
 
 from sync.cli.common import CONFIG_ARG, console, emit_json, open_config, select_tenants
 
+if TYPE_CHECKING:  # annotations only: the CLI starts without loading the store or the config models
+    from sync.config.models import TenantCfg
+    from sync.store.interface import Store
 
-def _allowed(store, tenant) -> set[str]:
+
+def _allowed(store: Store, tenant: TenantCfg) -> set[str]:
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
     from sync.run.gate import ConsentGate
 
@@ -37,23 +41,11 @@ def _fmt(v: Any) -> str:
 @click.option(
     "--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score."
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where model cards go (default: <model_dir>/<tenant>/<score>/).",
-)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
-def score_cmd(
-    config: Path,
-    tenant_ids: tuple[str, ...],
-    backtest: bool,
-    cutoff: str | None,
-    write_cards: bool,
-    out_dir: Path | None,
-    as_json: bool,
-) -> None:
+def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff: str | None, write_cards: bool,
+              out_dir: Path | None, as_json: bool) -> None:
     """Backtest each configured score on the stored data and show how good it is against a naive baseline.
 
     Run `segsync sync` first so the store holds contacts and events. Scores that cannot be
@@ -80,13 +72,8 @@ def score_cmd(
                     folder.mkdir(parents=True, exist_ok=True)
                     (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
                     (folder / "card.md").write_text(render_model_card(card))
-                    write_card_html(
-                        folder,
-                        card,
-                        firm=tenant.name or tenant.id,
-                        colour=tenant.pages.colour,
-                        scores=stored_scores(store, tenant.id, sc.name),
-                    )
+                    write_card_html(folder, card, firm=tenant.name or tenant.id, colour=tenant.pages.colour,
+                                    scores=stored_scores(store, tenant.id, sc.name))
                     results[-1]["card_path"] = str(folder / "card.md")
     finally:
         store.close()
@@ -120,17 +107,8 @@ def score_cmd(
             and m["roc_auc"] <= b["roc_auc"]
         ):
             note = "no better than the baseline: do not act on it"
-        table.add_row(
-            r["tenant"],
-            r["score"],
-            r.get("method", ""),
-            _fmt(m.get("roc_auc")),
-            _fmt(m.get("pr_auc")),
-            _fmt(m.get("lift_top_decile")),
-            _fmt(m.get("brier")),
-            _fmt(b.get("roc_auc")),
-            str(note)[:60],
-        )
+        table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
+                      _fmt(m.get("lift_top_decile")), _fmt(m.get("brier")), _fmt(b.get("roc_auc")), str(note)[:60])
     console.print(table)
     for r in results:
         if r.get("card_path"):
@@ -210,9 +188,7 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
         closed = {k: v for k, v in data["segments"].items() if "window_open_until" not in v}
         for name, v in data["segments"].items():
             if "window_open_until" in v:
-                console.print(
-                    f"  {name}: {v['members']} members, {v['holdout']} held out; outcome window open until "
-                    f"{v['window_open_until']} - no lift yet"
-                )
+                console.print(f"  {name}: {v['members']} members, {v['holdout']} held out; outcome window open until "
+                              f"{v['window_open_until']} - no lift yet")
         if closed:
             console.print(render_lift_report(closed), markup=False)
