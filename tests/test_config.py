@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.cli import cli
 from sync.config import load_config, load_config_text
 
@@ -91,7 +91,7 @@ def test_secrets_never_print(caplog):
         assert "tok-secret-value-123" not in text
         assert "0123456789abcdef-secret" not in text
     # and the redacting log filter masks them even if code logs them by mistake
-    from connectors.http import RedactingFilter
+    from connectors.kit.http import RedactingFilter
 
     logger = logging.getLogger("segsync.test")
     caplog.handler.addFilter(RedactingFilter())

@@ -8,7 +8,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.cli import cli
 from sync.config import load_config_text
 

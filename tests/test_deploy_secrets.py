@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.config.models import load_config_text
 
 CONFIG = """version: 1
@@ -60,7 +60,7 @@ def test_both_var_and_var_file_is_an_error(tmp_path):
 
 
 def test_a_file_secret_is_masked_like_any_other(tmp_path):
-    from connectors.http import redact
+    from connectors.kit.http import redact
 
     env = {"HS_TOKEN_FILE": secret_file(tmp_path, "hs", "pat-na1-masked-from-file-77"), "HOOK_SECRET": "h" * 20}
     load_config_text(CONFIG, env)

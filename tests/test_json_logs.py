@@ -11,7 +11,7 @@ import os
 
 from click.testing import CliRunner
 
-from connectors.http import register_secret
+from connectors.kit.http import register_secret
 from sync.cli import cli
 from sync.config import load_config_text
 from sync.logs import ENV

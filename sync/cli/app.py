@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from connectors.errors import ConfigError, InputError, SegsyncError
-from connectors.http import RedactingFilter, redact
+from connectors.kit.http import RedactingFilter, redact
+from core.errors import ConfigError, InputError, SegsyncError
 from sync.cli.check_cmd import check_cmd
 from sync.cli.common import console, emit_json, err_console
 from sync.cli.consent_cmds import consent

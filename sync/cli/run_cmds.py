@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from connectors.errors import InputError, SegsyncError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import InputError, SegsyncError
 from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.cli.common import CONFIG_ARG, console, emit_json, open_config
 
 TENANT_OPT = click.option("--tenant", "tenant_id", required=True, metavar="ID", help="The tenant (firm) id.")

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from connectors.errors import ConfigError
-from connectors.http import register_secret
+from connectors.kit.http import register_secret
+from core.errors import ConfigError
 from sync.alerts import AlertsCfg
 from sync.config.validate import (
     ConfigProblems,

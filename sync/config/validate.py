@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.config.yamlsource import Located, PathKey, format_path
 
 

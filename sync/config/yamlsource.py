@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 
 PathKey = tuple[str | int, ...]
 _SCALARS = yaml.SafeLoader("")  # used only to construct scalar values from nodes

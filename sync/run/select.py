@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.times import now as utcnow
 from sync.store import schema as t
-from sync.store.sqlcore import chunks, upsert, utcnow
+from sync.store.sqlcore import chunks, upsert
 
 
 class SentState:
