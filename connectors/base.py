@@ -74,6 +74,7 @@ class PullPage:
     events: list[EngagementEvent] = field(default_factory=list)
     consent: list[ConsentSignal] = field(default_factory=list)
     cursor: str | None = None  # opaque; None means "leave the stored cursor as it is"
+    total: int | None = None  # records the whole pull will yield, when the vendor says (progress bars only)
 
 
 @dataclass(frozen=True)

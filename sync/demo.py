@@ -25,7 +25,7 @@ import requests
 import uvicorn
 from rich.console import Console
 
-from sync.cli.report import render_run
+from sync.cli.report import render_run, summary_table
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import ConsentGate
 from sync.run.pipeline import RunOptions, TenantRun, exit_code
@@ -218,6 +218,8 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
                     report = TenantRun(cfg, tenant, store, crm, esp, opts).run()
                 reports.append(report)
                 _print(report, as_json)
+            if not as_json:
+                console.print(summary_table(reports))  # every multi-firm run ends with one line per firm
             if optout.email:
                 _explain_optout(store, harbor.id, optout, sb)
 

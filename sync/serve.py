@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 import threading
 import time
@@ -408,10 +409,14 @@ class AccessLogFilter(logging.Filter):
 
 
 def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging config with secrets masked on both of its handlers."""
+    """uvicorn's own logging config with secrets masked on both of its handlers (JSON lines under --log-format json)."""
     import uvicorn.config
 
+    from sync.logs import JsonFormatter, json_logs
+
     conf = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if json_logs():
+        conf["formatters"] = {name: {"()": JsonFormatter} for name in conf["formatters"]}
     conf.setdefault("filters", {})
     conf["filters"]["segsync_access"] = {"()": AccessLogFilter}
     conf["filters"]["segsync_redact"] = {"()": RedactingFilter}
@@ -437,6 +442,12 @@ def serve(config: Path, listen: str | None = None) -> None:
     import uvicorn
 
     cfg = load_config(config)  # registers every tenant's secrets with the redactor
+    if cfg.server.log_format == "json" and not os.environ.get("SEGSYNC_LOG_FORMAT"):
+        os.environ["SEGSYNC_LOG_FORMAT"] = "json"  # the config's choice, unless --log-format said otherwise
+        from sync.logs import formatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter())
     host, port = parse_listen(listen or cfg.server.listen)
     service = Service(cfg, config.parent)
     logging.getLogger("segsync.serve").setLevel(

@@ -189,7 +189,7 @@ class MailchimpConnector(EspConnector):
         pager = OffsetPaginator(f"{S.VENDOR}: {what}", lambda body: list_items(body, "members", what),
                                 shrinking_window=True, max_pages=10_000)
         for _ in paginate(lambda: self.client.list_members(self.list_id, offset=pager.offset, **params), pager):
-            page = PullPage()
+            page = PullPage(total=pager.total)  # the audience's member count: progress bars show n of total
             last_changed: str | None = None
             for i, raw in enumerate(pager.items):
                 contact, signal = member_contact(raw, f"{what} member {pager.first + i}")

@@ -35,7 +35,8 @@ from core.times import parse_time_or_none
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
-from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
+from sync.run.plan import CRM, SEGMENT, TAGS, Change, Person, Plan, build_plan
+from sync.run.plan_text import describe_change
 from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
@@ -54,6 +55,9 @@ class RunOptions:
     retrain: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[str, int, int | None], None] | None = None  # (task, advance, total)
+    full_refresh: bool = False  # pull every stream from the beginning (stored cursors ignored, then replaced)
+    select: tuple[str, ...] = ()  # "segment:NAME": push only what concerns these segments
+    plan_sink: Callable[[str, list[dict[str, Any]]], None] | None = None  # (tenant, every change in words): --plan-out
     examples: int = 5
 
 
@@ -97,10 +101,12 @@ class TenantRun:
         self.opts = options or RunOptions()
         self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
         self.report = RunReport(tenant=tenant.id, dry_run=self.opts.dry_run)
+        self.report.extra["timezone"] = tenant.timezone  # times in the report are shown in the firm's own zone
         self.run_id = 0
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
         self.lease = TenantLease(tenant.id)  # replaced by the real one when the run takes the lock
+        self._vendor_ids: dict[str, tuple[str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ the run
 
@@ -154,8 +160,18 @@ class TenantRun:
         if self.opts.stop.is_set():
             return STOPPED  # every stored page kept its cursor: the next run goes on from there
         people = self._gate()
+        self._progress("score", 0, None)
         scored = self._score(people)
+        self._progress("score", 1, 1)
         plan = self._plan(people, scored)
+        self._progress("plan", plan.count(), plan.count())
+        if self.opts.select:
+            from sync.run.select import select_plan
+
+            plan = select_plan(plan, self.opts.select, self.tenant.push.tag_prefix)
+            self.report.plan["selected"] = {"select": list(self.opts.select), "changes": plan.count()}
+        if self.opts.plan_sink:
+            self.opts.plan_sink(self.tenant.id, [self._describe(c) for cs in plan.changes.values() for c in cs])
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
@@ -196,7 +212,8 @@ class TenantRun:
         consent = Counter[str]()
         for stream, pull in streams:
             stats = pulls.setdefault(stream, Counter())
-            for page in pull(self.store.cursor(self.tenant.id, stream), run_started):
+            cursor = None if self.opts.full_refresh else self.store.cursor(self.tenant.id, stream)
+            for page in pull(cursor, run_started):
                 signals = [*page.consent, *optin_grants(page.contacts, page.consent)]
                 recorded = self.gate.record(signals)
                 consent["signals_seen"] += len(signals)
@@ -209,7 +226,7 @@ class TenantRun:
                 stats["new"] += result.new
                 stats["changed"] += result.changed
                 stats["events"] += result.events
-                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), None)
+                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), page.total)
                 if self.opts.stop.is_set():
                     break
             if self.opts.stop.is_set():
@@ -323,10 +340,9 @@ class TenantRun:
         summary["change_share"] = round(plan.change_share(), 4)
         summary["initial_destinations"] = sorted(plan.initial)
         summary["cost"] = self._cost(plan)
+        self._vendor_ids = {p.contact_id: (p.crm_id, p.esp_id) for p in people}
         summary["examples"] = {
-            dest: [
-                {"contact": c.contact_id, "from": c.previous, "to": c.desired} for c in changes[: self.opts.examples]
-            ]
+            dest: [self._describe(c) for c in changes[: self.opts.examples]]
             for dest, changes in plan.changes.items()
             if changes
         }
@@ -334,6 +350,12 @@ class TenantRun:
         summary["in_flight_resent"] = sum(1 for cs in plan.changes.values() for c in cs if c.unsure)
         self.report.plan = summary
         return plan
+
+    def _describe(self, c: Change) -> dict[str, Any]:
+        """A change in words with the masked email and the vendor's own record id (dry-run examples, --plan-out)."""
+        crm_id, esp_id = self._vendor_ids.get(c.contact_id, (None, None))
+        return describe_change(c, crm_id if c.destination == CRM else esp_id,
+                               segment_property=self.tenant.push.crm_property, tag_prefix=self.tenant.push.tag_prefix)
 
     def _cost(self, plan: Plan) -> dict[str, Any]:
         """API write calls the push will cost, per destination, from the connectors' batch limits."""
@@ -392,7 +414,8 @@ class TenantRun:
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
             segment_prefix=self.tenant.push.tag_prefix,
-            progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
+            progress=lambda dest, n: self._progress(f"push {dest}", n, len(plan.changes.get(dest, []))),
+            stop=self.opts.stop,
             fence=self.lease.check,
         )
         done = pusher.run(plan)

@@ -121,6 +121,14 @@ class Store(ABC):
         """Where the stream's next pull starts (None: from the beginning)."""
 
     @abstractmethod
+    def stream_state(self, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
+        """``{"streams": [{stream, value, updated_at}], "destinations": [{destination, records, last_sent_at}]}``."""
+
+    @abstractmethod
+    def reset_cursors(self, tenant_id: str, streams: Sequence[str] | None = None) -> list[str]:
+        """Forget pull cursors (all, or the named streams) so the next run pulls in full; returns the streams reset."""
+
+    @abstractmethod
     def last_sent(self, tenant_id: str, destination: str) -> dict[str, str]:
         """key -> canonical value last confirmed by the vendor, for one destination."""
 

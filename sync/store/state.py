@@ -9,7 +9,7 @@ already confirmed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,41 @@ class SentState:
             return conn.execute(
                 sa.select(t.cursors.c.value).where(t.cursors.c.tenant_id == tenant_id, t.cursors.c.stream == stream)
             ).scalar()
+
+    def stream_state(self, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
+        """What a run resumes from: pull cursors (stream, value, updated_at) and last-sent rows per destination."""
+        with self.engine.connect() as conn:
+            cursors = conn.execute(
+                sa.select(t.cursors.c.stream, t.cursors.c.value, t.cursors.c.updated_at)
+                .where(t.cursors.c.tenant_id == tenant_id)
+                .order_by(t.cursors.c.stream)
+            )
+            sent = conn.execute(
+                sa.select(
+                    t.last_sent.c.destination,
+                    sa.func.count().label("records"),
+                    sa.func.max(t.last_sent.c.sent_at).label("last_sent_at"),
+                )
+                .where(t.last_sent.c.tenant_id == tenant_id)
+                .group_by(t.last_sent.c.destination)
+                .order_by(t.last_sent.c.destination)
+            )
+            return {"streams": [r._asdict() for r in cursors], "destinations": [r._asdict() for r in sent]}
+
+    def reset_cursors(self, tenant_id: str, streams: Sequence[str] | None = None) -> list[str]:
+        """Forget the cursors of ``streams`` (all when None): the next run pulls them in full. Returns those reset.
+
+        Only where to pull from is forgotten: last-sent state stays, so the full pull costs reads, not writes.
+        """
+        where = [t.cursors.c.tenant_id == tenant_id]
+        if streams is not None:
+            where.append(t.cursors.c.stream.in_(list(streams)))
+        with self.engine.begin() as conn:
+            gone = [
+                r.stream for r in conn.execute(sa.select(t.cursors.c.stream).where(*where).order_by(t.cursors.c.stream))
+            ]
+            conn.execute(t.cursors.delete().where(*where))
+        return gone
 
     # ------------------------------------------------------------------ last-sent state
 
@@ -75,9 +110,9 @@ class SentState:
     def destinations(self, tenant_id: str, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.last_sent.c.destination).distinct().where(
-                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination.like(prefix + "%")
-                )
+                sa.select(t.last_sent.c.destination)
+                .distinct()
+                .where(t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination.like(prefix + "%"))
             )
             return [r.destination for r in rows]
 
