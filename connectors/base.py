@@ -38,6 +38,7 @@ class Limits:
     page_size: int  # records per read page
     search_per_second: float | None = None  # a separate, lower search bucket (HubSpot)
     max_connections: int | None = None  # simultaneous connections per key (Mailchimp)
+    job_size: int | None = None  # operations per asynchronous batch job (Mailchimp /batches), if the vendor has one
 
 
 @dataclass(frozen=True)

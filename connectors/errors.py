@@ -13,7 +13,7 @@ without breaking the rule that connectors, consent and scoring never import each
     │   └── RejectedRecordError       the vendor refused one record: record it and move on
     └── ConsentRefusedError           consent says no: the record is suppressed, not sent
 
-Messages never contain secrets: build them from redacted URLs (see ``connectors.http.redact``).
+Messages never contain secrets: build them from redacted URLs (see ``connectors.kit.http.redact``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ class ApiError(SegsyncError):
     """A vendor API answered with an error.
 
     ``status`` is the HTTP status (0 when no response arrived), ``vendor`` names the API,
-    ``detail`` is the vendor's own message, decoded from its error body.
+    ``detail`` is the vendor's own message, decoded from its error body, ``code`` the vendor's
+    error code (HubSpot's ``category``, Mailchimp's problem ``title``), ``request_id`` the id the
+    vendor gave the request (quote it to their support) and ``body`` the decoded error body
+    (a batch refusal names its bad inputs there).
     """
 
     def __init__(
@@ -50,12 +53,23 @@ class ApiError(SegsyncError):
         status: int = 0,
         detail: str = "",
         retry_after: float | None = None,
+        code: str = "",
+        request_id: str = "",
+        body: object = None,
     ) -> None:
         super().__init__(message)
         self.vendor = vendor
         self.status = status
         self.detail = detail or message
         self.retry_after = retry_after
+        self.code = code
+        self.request_id = request_id
+        self.body = body
+
+    def fields(self) -> dict[str, object]:
+        """The keyword arguments that rebuild this error with another message (or another class)."""
+        return {"vendor": self.vendor, "status": self.status, "detail": self.detail, "retry_after": self.retry_after,
+                "code": self.code, "request_id": self.request_id, "body": self.body}
 
 
 class RetriableApiError(ApiError):

@@ -24,17 +24,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError, SegsyncError
+from connectors.errors import InputError
 from consent.chain import (
-    GENESIS, VerifyResult, append_rows, canonical_json, lock_head, personal_digest, split_evidence, verify_chains,
+    GENESIS, VerifyResult, append_rows, canonical_json, chain_key, lock_head, personal_digest, split_evidence,
+    key_problem, tenants_in, verify_chains,
 )
+from consent.checkpoint import check_checkpoint, make_checkpoint
+from consent.erasure import erase_subject
+from consent.integrity import check_outbox
 from consent.policy import (
-    GRANTED, PURPOSES, STATES, WITHDRAWN, Decision, PurposeState, check_aware, check_name, current_state,
-    is_allowed, normalize_subject, reason, subject_key,
+    GRANTED, STATES, WITHDRAWN, Decision, PurposeState, bound_time, check_aware, check_name,
+    current_state, is_allowed, normalize_subject, reason, subject_key,
 )
 from consent.records import Alias, ErasureResult, HistoryEvent, RecordedEvent, Signal, recorded_from_row
 from consent.schema import (
-    consent_aliases, consent_chain_heads, consent_events, consent_outbox, insert_ignoring_conflicts,
+    consent_aliases, consent_chain_heads, consent_events, insert_ignoring_conflicts,
 )
 
 ev = consent_events.c
@@ -75,8 +79,16 @@ class Ledger:
             key = self._key_for_tenant(tenant)
             if not isinstance(key, bytes) or len(key) < 16:
                 raise InputError(f"the consent key for tenant {tenant!r} must be at least 16 bytes")
+            with self.engine.connect() as c:
+                problem = key_problem(c, tenant, key)
+            if problem is not None:
+                raise InputError(f"tenant {tenant!r}: {problem}")
             self._keys[tenant] = key
         return key
+
+    def chain_key(self, tenant: str) -> bytes:
+        """The key of the tenant's hash chain and outbox MACs (derived from :meth:`key`)."""
+        return chain_key(self.key(tenant))
 
     def pseudonym(self, tenant: str, email: str) -> str:
         """The subject_key of ``email`` in ``tenant`` (normalised first)."""
@@ -144,7 +156,7 @@ class Ledger:
                         continue
                     seen.add(k)
                 fresh.append(row)
-            appended = append_rows(c, tenant, head, fresh)
+            appended = append_rows(c, tenant, head, fresh, chain_key(key))
         return [recorded_from_row(r) for r in appended]
 
     def _row(self, tenant: str, key: bytes, s: Signal, now: datetime) -> dict[str, Any]:
@@ -158,8 +170,9 @@ class Ledger:
             check_name(s.notice_version, "notice_version")
         if s.evidence is not None and not isinstance(s.evidence, Mapping):
             raise InputError("evidence must be a mapping")
+        occurred, evidence = bound_time(check_aware(s.occurred_at, "occurred_at"), now, s.evidence)
         try:
-            public, personal = split_evidence(dict(s.evidence) if s.evidence else None)
+            public, personal = split_evidence(evidence)
         except (TypeError, ValueError) as exc:
             raise InputError(f"evidence is not JSON-serialisable: {exc}") from None
         text = canonical_json([public, personal])
@@ -177,7 +190,7 @@ class Ledger:
             "state": s.state,
             "basis": check_name(s.basis, "basis"),
             "source": check_name(s.source, "source"),
-            "occurred_at": check_aware(s.occurred_at, "occurred_at"),
+            "occurred_at": occurred,
             "recorded_at": now,
             "notice_version": s.notice_version,
             "evidence": public,
@@ -309,17 +322,43 @@ class Ledger:
             for r in rows
         ]
 
-    def verify(self, tenant: str | None = None) -> VerifyResult:
-        """Check the hash chain of one tenant (or all); names the first broken row."""
+    def verify(self, tenant: str | None = None, *, against: Mapping[str, Any] | None = None) -> VerifyResult:
+        """Check the hash chains and outbox MACs of one tenant (or all); name the first broken row.
+
+        ``against`` is a checkpoint (:func:`consent.checkpoint.load_checkpoint`): its tenants are
+        checked too, so truncation and a deleted tenant are found as well.
+        """
         with self.engine.connect() as c:
-            return verify_chains(c, None if tenant is None else [tenant], self._key_or_none)
+            tenants = None if tenant is None else [tenant]
+            if tenants is None and against is not None:
+                tenants = sorted(set(tenants_in(c)) | set(against["tenants"]))
+            result = verify_chains(c, tenants, self._key_or_none)
+            if not result.ok:
+                return result
+            for name in tenants if tenants is not None else tenants_in(c):
+                key = self._key_or_none(name)
+                broken = check_outbox(c, name, chain_key(key)) if key is not None else None
+                if broken is not None:
+                    return VerifyResult(False, result.checked, broken)
+            if against is not None:
+                doc = against if tenant is None else {**against, "tenants": {
+                    k: v for k, v in against["tenants"].items() if k == tenant}}
+                broken = check_checkpoint(c, doc, self._key_or_none)
+                if broken is not None:
+                    return VerifyResult(False, result.checked, broken)
+            return result
+
+    def checkpoint(self, tenant: str | None = None) -> dict[str, Any]:
+        """A signed checkpoint of the chain heads (see :mod:`consent.checkpoint`): keep it outside the database."""
+        with self.engine.connect() as c:
+            return make_checkpoint(c, None if tenant is None else [tenant], self.key, self._clock())
 
     def _key_or_none(self, tenant: str) -> bytes | None:
         # A tenant no longer configured still has its chain checked; only the keyed checks
         # (email and personal evidence against their digests) need the key.
         try:
             return self.key(tenant)
-        except (SegsyncError, LookupError):
+        except LookupError:  # a wrong key is an error (InputError), not a reason to skip the checks
             return None
 
     # -- identities and erasure -------------------------------------------------------------
@@ -345,7 +384,8 @@ class Ledger:
         conn.execute(
             insert_ignoring_conflicts(conn, consent_aliases).values(
                 tenant_id=tenant, old_subject_key=okey, new_subject_key=nkey, old_email=old, new_email=new,
-                source=check_name(source, "source"), occurred_at=check_aware(occurred_at, "occurred_at"),
+                source=check_name(source, "source"),
+                occurred_at=min(check_aware(occurred_at, "occurred_at"), self._clock()),  # see bound_time
                 recorded_at=self._clock(),
             )
         )
@@ -423,50 +463,8 @@ class Ledger:
         rows lose the email at once unless still pending (a vendor has yet to be told to drop
         the person); those lose it when marked done or failed.
         """
-        key = self.key(tenant)
-        skey = subject_key(key, normalize_subject(email))
-        now = self._clock()
-        ob, al = consent_outbox.c, consent_aliases.c
         with self._tx(conn) as c:
-            head = lock_head(c, tenant)
-            scrubbed = c.execute(
-                sa.update(consent_events)
-                .where(ev.tenant_id == tenant, ev.subject_key == skey, ev.erased_at.is_(None))
-                .values(subject=None, evidence_personal=None, erased_at=now)
-            ).rowcount
-            known = c.execute(
-                sa.select(ev.purpose).where(ev.tenant_id == tenant, ev.subject_key == skey).distinct()
-            ).scalars().all()
-            rows = [
-                {
-                    "tenant_id": tenant, "subject": None, "subject_key": skey, "purpose": purpose,
-                    "state": WITHDRAWN, "basis": "erasure", "source": "erasure", "occurred_at": now,
-                    "recorded_at": now, "notice_version": None, "evidence": {"erasure_requested": True},
-                    "evidence_personal": None, "personal_digest": None, "idempotency_key": None,
-                    "erased_at": now,
-                }
-                for purpose in sorted(set(known) | set(PURPOSES) | {check_name(p, "purpose") for p in purposes})
-            ]
-            appended = append_rows(c, tenant, head, rows)
-            outbox_scrubbed = c.execute(
-                sa.update(consent_outbox)
-                .where(ob.tenant_id == tenant, ob.subject_key == skey, ob.status != "pending", ob.email.is_not(None))
-                .values(email=None)
-            ).rowcount
-            pending = c.execute(
-                sa.update(consent_outbox)
-                .where(ob.tenant_id == tenant, ob.subject_key == skey, ob.status == "pending")
-                .values(scrub_on_done=True)
-            ).rowcount
-            aliases = c.execute(
-                sa.update(consent_aliases).where(al.tenant_id == tenant, al.old_subject_key == skey).values(old_email=None)
-            ).rowcount
-            aliases += c.execute(
-                sa.update(consent_aliases).where(al.tenant_id == tenant, al.new_subject_key == skey).values(new_email=None)
-            ).rowcount
-        return ErasureResult(
-            tenant, skey, scrubbed, tuple(recorded_from_row(r) for r in appended), outbox_scrubbed, pending, aliases
-        )
+            return erase_subject(c, tenant, self.key(tenant), email, purposes, self._clock())
 
 
 __all__ = [

@@ -41,6 +41,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from consent.erasure import redact
+from consent.integrity import outbox_mac
 from consent.schema import consent_outbox, insert_ignoring_conflicts
 
 ob = consent_outbox.c
@@ -92,12 +94,18 @@ def _action(row: Any) -> OutboxAction:
 
 
 class Outbox:
-    """The outbox table over one engine, with retry policy: exponential backoff, capped."""
+    """The outbox table over one engine, with retry policy: exponential backoff, capped.
+
+    ``mac_key`` gives a tenant's chain key (``Ledger.chain_key``): every row is then signed
+    (:mod:`consent.integrity`) and ``Ledger.verify`` detects a status edited by hand. Without it
+    rows are unsigned and ``verify`` reports them.
+    """
 
     def __init__(
         self,
         engine: sa.Engine,
         *,
+        mac_key: Callable[[str], bytes] | None = None,
         max_attempts: int = 8,
         base_delay: timedelta = timedelta(seconds=30),
         max_delay: timedelta = timedelta(hours=1),
@@ -108,6 +116,16 @@ class Outbox:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.lease = lease
+        self.mac_key = mac_key
+
+    def _sign(self, conn: sa.Connection, action_id: int) -> None:
+        """Rewrite the row's MAC after a change (inside the caller's transaction)."""
+        if self.mac_key is None:
+            return
+        row = conn.execute(sa.select(consent_outbox).where(ob.id == action_id)).mappings().one()
+        conn.execute(
+            sa.update(consent_outbox).where(ob.id == action_id).values(mac=outbox_mac(self.mac_key(row["tenant_id"]), row))
+        )
 
     def enqueue(
         self,
@@ -140,9 +158,17 @@ class Outbox:
             }
             for d in dict.fromkeys(destinations)
         ]
+        key = self.mac_key(tenant) if self.mac_key is not None else None
         added = 0
-        for row in rows:  # one by one: rowcount of an executemany with ON CONFLICT is not portable
-            added += conn.execute(insert_ignoring_conflicts(conn, consent_outbox).values(**row)).rowcount
+        for row in rows:
+            if key is not None:
+                row["mac"] = outbox_mac(key, row)
+            # One by one, and counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT
+            # is not portable (psycopg can report -1), and a replay must count as 0.
+            inserted = conn.execute(
+                insert_ignoring_conflicts(conn, consent_outbox).values(**row).returning(ob.id)
+            ).first()
+            added += inserted is not None
         return added
 
     def due(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
@@ -185,6 +211,7 @@ class Outbox:
                     email=sa.case((ob.scrub_on_done, sa.null()), else_=ob.email),
                 )
             )
+            self._sign(c, action_id)
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before attempt ``attempts + 1``: base * 2^(attempts-1), capped."""
@@ -201,19 +228,23 @@ class Outbox:
         when = _now(now)
         with self.engine.begin() as c:
             # A write first (it locks the row, and on SQLite takes the write lock before any read).
-            attempts = c.execute(
+            attempts, email, scrub = c.execute(
                 sa.update(consent_outbox).where(ob.id == action_id).values(attempts=ob.attempts + 1)
-                .returning(ob.attempts)
-            ).scalar_one()
+                .returning(ob.attempts, ob.email, ob.scrub_on_done)
+            ).one()
             final = attempts >= self.max_attempts
+            text = str(error)
+            if scrub and email:  # the person was erased meanwhile: keep no copy of the address
+                text = redact(text, email)
             values: dict[str, Any] = {
-                "last_error": str(error)[:MAX_ERROR],
+                "last_error": text[:MAX_ERROR],
                 "status": FAILED if final else PENDING,
                 "next_attempt_at": retry_at.astimezone(UTC) if retry_at and not final else when + self.backoff(attempts),
             }
             if final:
                 values["email"] = sa.case((ob.scrub_on_done, sa.null()), else_=ob.email)
             c.execute(sa.update(consent_outbox).where(ob.id == action_id).values(**values))
+            self._sign(c, action_id)
         return values["status"]
 
     def depth(self, tenant: str | None = None) -> int:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from connectors.errors import InputError
 
@@ -180,3 +180,26 @@ def destinations_for(purposes: Iterable[str], destinations: Iterable[str]) -> li
     return [
         d for d in destinations if d not in DESTINATION_PURPOSES or DESTINATION_PURPOSES[d] & withdrawn
     ]
+
+
+def bound_time(
+    occurred: datetime, received: datetime, evidence: Mapping[str, Any] | None
+) -> tuple[datetime, dict[str, Any] | None]:
+    """Bound a claimed event time by the time it reached the ledger: a future time is *clamped*.
+
+    Times come from vendors (Mailchimp ``fired_at``, HubSpot ``occurredAt``, pull signals) and
+    preference centers; the ledger orders events by them, so a subscribe dated 2099 would beat
+    every real unsubscribe until then. Clamping (rather than rejecting) keeps a withdrawal with a
+    wrong clock: it still counts, as of its receipt. The preference center, which signs its own
+    requests, is rejected beyond five minutes ahead instead (:mod:`consent.webhook_events`); what
+    is within those minutes is clamped here like everything else. The claimed time stays in the evidence
+    (``claimed_occurred_at``) so the record shows what the sender said.
+    """
+    out = dict(evidence) if evidence else None
+    if occurred <= received:
+        return occurred, out
+    out = out or {}
+    out["claimed_occurred_at"] = occurred.astimezone(UTC).isoformat()
+    # Whole seconds, the vendors' precision (Mailchimp's fired_at): a real event from the same
+    # second then ties with the clamped one, and a withdrawal wins the tie as always.
+    return received.replace(microsecond=0), out

@@ -84,6 +84,12 @@ consent_chain_heads = sa.Table(
     sa.Column("last_id", sa.BigInteger, nullable=False),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("last_hash", sa.String(64), nullable=False),
+    # Rows from this seq on are HMAC-keyed (chains begun before revision 0003 start unkeyed).
+    sa.Column("keyed_from_seq", sa.BigInteger, nullable=False, server_default="1"),
+    # Outbox rows of this tenant from this id on carry a MAC (see consent.integrity).
+    sa.Column("outbox_keyed_from_id", sa.BigInteger, nullable=False, server_default="0"),
+    # Fingerprint of the chain key: a wrong key is refused instead of missing every pseudonym.
+    sa.Column("key_check", sa.String(64), nullable=True),
 )
 
 consent_outbox = sa.Table(
@@ -104,6 +110,8 @@ consent_outbox = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("done_at", UTCDateTime, nullable=True),
     sa.Column("scrub_on_done", sa.Boolean, nullable=False, default=False),
+    # HMAC (chain key) over what the row promises and its status: see consent.integrity.
+    sa.Column("mac", sa.String(64), nullable=True),
     sa.CheckConstraint("status in ('pending', 'done', 'failed')", name="ck_consent_outbox_status"),
     sa.UniqueConstraint("tenant_id", "source_event", "destination", name="uq_consent_outbox_event_dest"),
     sa.Index("ix_consent_outbox_due", "status", "next_attempt_at"),

@@ -78,6 +78,9 @@ from consent.webhook_events import (
 log = logging.getLogger("segsync.consent.webhook")
 
 MAX_BODY = 64 * 1024
+# Headers are parsed strictly, before anything else is done with them: str.isdigit() accepts
+# superscripts and other Unicode digits that int() then refuses (a 500 before authentication).
+_ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
 def _same(a: str, b: str) -> bool:
@@ -156,9 +159,9 @@ class _Hooks:
     async def body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not _ASCII_DIGITS.fullmatch(declared):  # isdigit() takes "²", which int() refuses
                 raise Reject(400, "Content-Length is not a number")
-            if int(declared) > self.max_body:
+            if len(declared) > 12 or int(declared) > self.max_body:
                 raise Reject(413, f"body larger than {self.max_body} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -191,12 +194,13 @@ class _Hooks:
         with self.ledger.engine.begin() as conn:
             fresh = set()
             for key in dict.fromkeys(work.receipts):
+                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
                 inserted = conn.execute(
-                    insert_ignoring_conflicts(conn, webhook_receipts).values(
-                        tenant_id=tenant, key=key, received_at=self.clock()
-                    )
-                ).rowcount
-                if inserted:
+                    insert_ignoring_conflicts(conn, webhook_receipts)
+                    .values(tenant_id=tenant, key=key, received_at=self.clock())
+                    .returning(webhook_receipts.c.key)
+                ).first()
+                if inserted is not None:
                     fresh.add(key)
             if not fresh:
                 return "duplicate", 0, 0
@@ -252,7 +256,7 @@ class _Hooks:
         stamp = request.headers.get("x-hubspot-request-timestamp")
         if not signature or not stamp:
             raise Reject(401, "missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp")
-        if not stamp.isdigit() or len(stamp) > 16:
+        if not _ASCII_DIGITS.fullmatch(stamp) or len(stamp) > 16:
             raise Reject(401, "X-HubSpot-Request-Timestamp is not a millisecond timestamp")
         now_ms = int(self.clock().timestamp() * 1000)
         if abs(now_ms - int(stamp)) > SIGNATURE_WINDOW.total_seconds() * 1000:
@@ -277,7 +281,7 @@ class _Hooks:
         body = await self.body(request)
         signature = request.headers.get("x-segsync-signature", "")
         stamp = request.headers.get("x-segsync-timestamp", "")
-        if not signature.startswith("sha256=") or not stamp.isdigit() or len(stamp) > 12:
+        if not signature.startswith("sha256=") or not _ASCII_DIGITS.fullmatch(stamp) or len(stamp) > 12:
             raise Reject(401, "missing or malformed X-Segsync-Signature / X-Segsync-Timestamp")
         if abs(self.clock().timestamp() - int(stamp)) > SIGNATURE_WINDOW.total_seconds():
             raise Reject(401, "X-Segsync-Timestamp is outside the 5-minute window")

@@ -13,8 +13,10 @@ import logging
 from collections.abc import Callable, Mapping
 
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, TagChange
+from consent.ledger import Ledger
 from consent.outbox import DrainReport, Outbox, OutboxAction, drain
 from sync.config.models import TenantCfg
+from sync.run.gate import key_lookup
 from sync.run.plan import CRM, crm_desired
 from sync.store.interface import Store
 
@@ -24,7 +26,8 @@ log = logging.getLogger("segsync.consent")
 def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: EspConnector | None) -> DrainReport:
     """Drain the tenant's due outbox actions through its connectors (one pass; failures stay queued)."""
     handlers = Propagator(store, tenant, crm, esp).handlers()
-    report = drain(Outbox(store.engine), handlers, tenant=tenant.id)
+    outbox = Outbox(store.engine, mac_key=Ledger(store.engine, key_lookup([tenant])).chain_key)  # status edits re-MACed
+    report = drain(outbox, handlers, tenant=tenant.id)
     if report.done or report.failed or report.retrying:
         log.info("outbox for %s: %d done, %d retrying, %d failed", tenant.id, report.done, report.retrying, report.failed)
     return report

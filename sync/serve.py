@@ -131,7 +131,7 @@ class Service:
         self._lock = threading.Lock()
         self._drain_locks = {t: threading.Lock() for t in self.tenants}
         self.ledger = Ledger(self.store.engine, key_lookup(cfg.tenants))
-        self.outbox = Outbox(self.store.engine)
+        self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
 
     # ------------------------------------------------------------------ connectors
 

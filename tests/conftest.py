@@ -53,6 +53,18 @@ def require_file(path, what: str) -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _consent_keys_file(tmp_path_factory) -> Iterator[None]:
+    """Generated consent keys go to a temporary key file, never the developer's ~/.config/segsync."""
+    old = os.environ.get("SEGSYNC_KEYS_FILE")
+    os.environ["SEGSYNC_KEYS_FILE"] = str(tmp_path_factory.mktemp("segsync-keys") / "keys.json")
+    yield
+    if old is None:
+        os.environ.pop("SEGSYNC_KEYS_FILE", None)
+    else:
+        os.environ["SEGSYNC_KEYS_FILE"] = old
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""

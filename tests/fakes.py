@@ -43,7 +43,7 @@ def make_book(n: int = 900, seed: int = 3) -> tuple[dict[str, dict[str, Any]], l
 
 class FakeCrm(CrmConnector):
     name = "fakecrm"
-    limits = Limits(batch_size=100, requests_per_window=100, window_seconds=10, page_size=100)
+    limits = Limits(batch_size=100, requests_per_window=100, window_seconds=10, page_size=250)
 
     def __init__(self, people: dict[str, dict[str, Any]], events: list[EngagementEvent]) -> None:
         self.people = people
@@ -53,6 +53,7 @@ class FakeCrm(CrmConnector):
         self.calls: Counter[str] = Counter()
         self.fail_keys: dict[str, str] = {}  # vendor id -> error message for push_properties
         self.crash_after_batches: int | None = None
+        self.batch_sizes: list[int] = []  # records per write call, checked against ``limits`` by the contract
 
     def writes(self) -> int:
         return sum(n for k, n in self.calls.items() if k != "read")
@@ -77,8 +78,10 @@ class FakeCrm(CrmConnector):
             if self.crash_after_batches == 0:
                 raise SystemExit("simulated crash in the middle of the push")
             self.crash_after_batches -= 1
-        self.calls["batch_update"] += 1
         out = []
+        for n in range(0, len(updates), self.limits.batch_size):  # one write call per batch, as a vendor counts
+            self.calls["batch_update"] += 1
+            self.batch_sizes.append(len(updates[n:n + self.limits.batch_size]))
         for u in updates:
             if u.key in self.fail_keys:
                 out.append(RecordResult(u.key, "failed", self.fail_keys[u.key]))
@@ -110,7 +113,10 @@ class FakeEsp(EspConnector):
         self.segments: dict[str, set[str]] = {}
         self.calls: Counter[str] = Counter()
         self.status_writes: list[tuple[str, str]] = []
+        self.batch_sizes: list[int] = []  # records per write call, checked against ``limits`` by the contract
         self.before_batch = None  # callable run before each tag batch (mid-run events)
+        self.tagged_unsubscribed: list[str] = []  # tag changes asked for unsubscribed members (refused)
+        self.strict = True  # False (the connector contract): refuse such a change as Mailchimp does, do not assert
 
     def writes(self) -> int:
         return sum(n for k, n in self.calls.items() if k != "read")
@@ -119,25 +125,35 @@ class FakeEsp(EspConnector):
         self.calls["read"] += 1
         if cursor is not None:
             return
-        contacts, consent = [], []
-        for email, m in self.members.items():
-            props = {"timestamp_opt": m["opt"].isoformat()} if m["opt"] else {}
-            contacts.append(Contact("fakeesp", email, email, props, NOW, m["opt"], status=m["status"]))
-            if m["status"] == "unsubscribed":
-                consent.append(ConsentSignal("fakeesp", email, "email_marketing", "withdrawn", NOW - timedelta(days=10), "unsubscribed", {}, f"unsub-{email}"))
-        yield PullPage(contacts=contacts, consent=consent, cursor="members")
+        members = list(self.members.items())
+        size = self.limits.page_size
+        for i in range(0, max(len(members), 1), size):  # pages as declared; the cursor rides on the last one
+            contacts, consent = [], []
+            for email, m in members[i : i + size]:
+                props = {"timestamp_opt": m["opt"].isoformat()} if m["opt"] else {}
+                contacts.append(Contact("fakeesp", email, email, props, NOW, m["opt"], status=m["status"]))
+                if m["status"] == "unsubscribed":
+                    consent.append(ConsentSignal("fakeesp", email, "email_marketing", "withdrawn", NOW - timedelta(days=10), "unsubscribed", {}, f"unsub-{email}"))
+            yield PullPage(contacts=contacts, consent=consent, cursor="members" if i + size >= len(members) else None)
 
     def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:
         if self.before_batch:
             self.before_batch()
-        self.calls["tags_batch"] += 1
         out = []
+        for n in range(0, len(changes), self.limits.batch_size):  # one write call per batch, as a vendor counts
+            self.calls["tags_batch"] += 1
+            self.batch_sizes.append(len(changes[n:n + self.limits.batch_size]))
         for c in changes:
             m = self.members.get(c.email)
             if m is None:
                 out.append(RecordResult(c.email, "suppressed", "not in the audience"))
                 continue
-            assert m["status"] != "unsubscribed" or not c.active, f"tagged an unsubscribed member {c.email}"
+            if m["status"] == "unsubscribed" and c.active:  # as Mailchimp: a member in compliance state gets nothing
+                # Pipeline tests keep the fake strict: the gate must never even ask.
+                assert not self.strict, f"tagged an unsubscribed member {c.email}"
+                self.tagged_unsubscribed.append(c.email)
+                out.append(RecordResult(c.email, "suppressed", "unsubscribed at the ESP"))
+                continue
             m["tags"] |= set(c.active)
             m["tags"] -= set(c.inactive)
             out.append(RecordResult(c.email, "sent"))

@@ -278,7 +278,7 @@ def test_verify_detects_reordered_and_truncated_chains(unguarded: Ledger) -> Non
 
 
 def test_erasure_keeps_pseudonymous_withdrawal_and_the_chain(ledger: Ledger, tenant: str) -> None:
-    outbox = Outbox(ledger.engine)
+    outbox = Outbox(ledger.engine, mac_key=ledger.chain_key)
     ledger.record(tenant, "eve@x.com", "email_marketing", GRANTED, basis=CONSENT, source="import", occurred_at=T0,
                   notice_version="n1", evidence={"ip": "10.1.1.1", "user_agent": "Firefox"})
     record_and_enqueue(ledger, outbox, tenant, [Signal("keep@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST,

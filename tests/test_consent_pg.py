@@ -34,7 +34,8 @@ def key_for(tenant: str) -> bytes:
 
 
 def test_eight_concurrent_writers_on_one_contact_never_fork_the_chain(store) -> None:
-    ledger, outbox = Ledger(store.engine, key_for), Outbox(store.engine)
+    ledger = Ledger(store.engine, key_for)
+    outbox = Outbox(store.engine, mac_key=ledger.chain_key)
     per_writer, errors = 15, []
     barrier = threading.Barrier(8)
 
@@ -121,7 +122,8 @@ def test_bulk_decisions_follow_the_rule_on_postgres(store) -> None:
 
 
 def test_two_drainers_never_deliver_one_action_twice(store) -> None:
-    ledger, outbox = Ledger(store.engine, key_for), Outbox(store.engine)
+    ledger = Ledger(store.engine, key_for)
+    outbox = Outbox(store.engine, mac_key=ledger.chain_key)
     for i in range(30):
         record_and_enqueue(ledger, outbox, "harbor", [
             Signal(f"o{i}@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0)

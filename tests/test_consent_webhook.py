@@ -55,7 +55,7 @@ class Env:
     def __init__(self, url: str, max_body: int = 64 * 1024) -> None:
         self.store = open_store(url)
         self.ledger = Ledger(self.store.engine, key_for)
-        self.outbox = Outbox(self.store.engine)
+        self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
         self.woken: list[str] = []
         tenants = {
             "harbor": TenantHooks(SECRET, POLICY, hubspot_client_secret=HUBSPOT_SECRET, mailchimp_list_id="L1",
@@ -334,7 +334,8 @@ def _sandbox_handlers(sb):
 
 def test_mailchimp_unsubscribe_over_http_reaches_hubspot_and_tags_in_one_drain(sandbox, sqlite_url) -> None:
     store = open_store(sqlite_url)
-    ledger, outbox = Ledger(store.engine, key_for), Outbox(store.engine)
+    ledger = Ledger(store.engine, key_for)
+    outbox = Outbox(store.engine, mac_key=ledger.chain_key)
     hooks = {"harbor": TenantHooks(sandbox.webhook_secret, POLICY, hubspot_client_secret=HUBSPOT_SECRET,
                                    mailchimp_list_id=sandbox.mailchimp_list_id,
                                    destinations=("esp.unsubscribe", "crm.optout", "esp.tags"))}

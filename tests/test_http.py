@@ -112,3 +112,51 @@ def test_parse_retry_after_rejects_garbage():
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("2.5") == 2.5
+
+
+# --------------------------------------------------------------------------- the kit's paginators and batch sender
+
+
+def test_paginators_stop_on_a_repeated_token_or_a_page_that_never_changes():
+    from connectors.kit.paging import OffsetPaginator, PageNumberPaginator, PagingLoopError, TokenPaginator, paginate
+
+    answers = iter([{"items": [1], "next": "a"}, {"items": [2], "next": "b"}, {"items": [3], "next": "a"}])
+    pager = TokenPaginator("v: GET /x", lambda body: (body["items"], body["next"]))
+    with pytest.raises(PagingLoopError, match="repeated the paging token 'a'"):
+        list(paginate(lambda: next(answers), pager))
+    same = PageNumberPaginator("v: GET /y", lambda body: (body, None), per_page=2)
+    with pytest.raises(PagingLoopError, match="page 2 with the same records"):
+        list(paginate(lambda: [1, 2], same))
+    # an offset window that shrinks (records left it mid-pull) steps back instead of skipping
+    totals = iter([(list(range(3)), 10), (list(range(3)), 8), (list(range(3)), 8), (list(range(4)), 8)])
+    offsets: list[int] = []
+    pager = OffsetPaginator("v: GET /z", lambda body: body, shrinking_window=True)
+    pages = list(paginate(lambda: (offsets.append(pager.offset), next(totals))[1], pager))
+    assert offsets == [0, 3, 1, 4] and len(pages) == 3 and pager.done
+    endless = OffsetPaginator("v: GET /w", lambda body: ([1], 10**9), max_pages=5)
+    with pytest.raises(PagingLoopError, match="past 5 pages"):
+        list(paginate(lambda: None, endless))
+
+
+def test_the_batch_sender_isolates_bad_inputs_within_its_call_budget():
+    from connectors.errors import RejectedRecordError
+    from connectors.kit.batch import CallBudget, send_isolating
+
+    calls: list[int] = []
+
+    def send(items):
+        calls.append(len(items))
+        if "bad" in items:
+            raise RejectedRecordError("refused", status=400, body={"bad": ["bad"]})
+        return {i: ("sent", "") for i in items}
+
+    items = [f"k{i}" for i in range(15)] + ["bad"]
+    out = send_isolating(items, send, key=str, budget=CallBudget(None))
+    assert out["bad"] == ("failed", "refused") and sum(v[0] == "sent" for v in out.values()) == 15
+    assert calls == [16, 8, 8, 4, 4, 2, 2, 1, 1]  # halves down to the one bad input
+    calls.clear()
+    named = send_isolating(items, send, key=str, budget=CallBudget(10), named=lambda exc, _: {"bad": "named"})
+    assert named["bad"] == ("failed", "named") and calls == [16, 15]  # the vendor said which: one resend
+    calls.clear()
+    capped = send_isolating(items, send, key=str, budget=CallBudget(2))
+    assert calls == [16, 8, 8] and sum(v[0] == "failed" for v in capped.values()) == 8  # budget spent

@@ -18,12 +18,13 @@ import pytest
 
 from connectors.base import TagChange
 from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
-from connectors.http import RetrySettings
+from connectors.kit import CallBudget, RetrySettings
 from connectors.mailchimp import MailchimpConnector, subscriber_hash
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import error_for, problem_detail
 from connectors.mailchimp.mapping import member_contact
 from connectors.mailchimp.push import _op_verdict
+from tests.contract.sandboxed import subscribed_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # after every seeded change in the book
 FAST = RetrySettings(max_attempts=4, initial_wait=0.0, max_wait=0.0, total_budget=30.0)
@@ -42,27 +43,8 @@ class Clock:
         return self.now
 
 
-def _subscribed_in(value: Any, path: str = "") -> list[str]:
-    """Paths in a request body (JSON strings inside it included) that set a status to subscribed."""
-    found: list[str] = []
-    if isinstance(value, str) and value.strip()[:1] in "{[":
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return found
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("status", "status_if_new") and item == "subscribed":
-                found.append(f"{path}.{key}")
-            found += _subscribed_in(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found += _subscribed_in(item, f"{path}[{i}]")
-    return found
-
-
 def assert_never_subscribed(sb: Any) -> None:
-    bad = [(c.method, c.path, where) for c in sb.calls.writes("mailchimp") for where in _subscribed_in(c.body)]
+    bad = [(c.method, c.path, where) for c in sb.calls.writes("mailchimp") for where in subscribed_in(c.body)]
     assert not bad, f"requests that set subscribed: {bad[:5]}"
     assert list(getattr(sb.mailchimp, "subscribe_attempts", [])) == []  # the simulator's own audit
 
@@ -472,7 +454,7 @@ def test_a_refused_segment_update_is_split_to_isolate_the_bad_record():
     assert fake.calls <= 1 + 2 * 6 + 2  # log2(64) levels, two calls each
     everything = _RefusingClient(set(emails))  # a refusal of the request as a whole is not split forever
     pusher = Pusher(everything, "l", dict)  # type: ignore[arg-type]
-    pusher._splits = 3
+    pusher.budget = CallBudget(6)  # three splits in halves
     assert {v[0] for v in pusher._segment_call(1, [(subscriber_hash(e), e) for e in emails], []).values()} == {"failed"}
     assert everything.calls <= 1 + 2 * 3
 

@@ -66,7 +66,7 @@ def run_once(config: Path) -> dict[str, Any]:
     from sync.store import Store
 
     cfg = load_config(config)
-    store = Store.open(cfg.store)
+    store = open_store(cfg.store)
     try:
         return run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
     finally:

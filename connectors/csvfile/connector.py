@@ -28,6 +28,8 @@ from connectors.base import (Contact, CrmConnector, EngagementEvent, Limits, Pro
 from connectors.csvfile.rows import (check_header, file_digest, parse_number, parse_time, read_rows, summarise,
                                      valid_email)
 from connectors.errors import ConfigError, InputError
+from connectors.kit.paging import chunked
+from connectors.kit.stats import CallStats
 
 log = logging.getLogger("segsync.csv")
 
@@ -72,7 +74,7 @@ class CsvConnector(CrmConnector):
         self.output = Path(output) if output is not None else None
         self.problems: list[str] = []
         self._rows_read = {"contacts": 0, "events": 0}
-        self._writes = 0
+        self.calls = CallStats()  # one "output.write" per atomic rewrite of the output file
         self._quiet: list[str] | None = None
         # The output as last written by us, keyed by the file's (mtime, size): re-read only if
         # something else changed it, so a push in several batches does not re-parse the file each time.
@@ -147,14 +149,9 @@ class CsvConnector(CrmConnector):
         digest = file_digest(self.contacts_path) if self.contacts_path.exists() else None
         if digest is not None and cursor == digest:
             return
-        page: list[Contact] = []
-        for contact in self._contact_rows():
-            page.append(contact)
-            if len(page) >= PAGE_SIZE:
-                yield PullPage(contacts=page)
-                page = []
-        # The cursor rides on the last page only: it covers the whole file.
-        yield PullPage(contacts=page, cursor=digest)
+        for page, last in chunked(self._contact_rows(), PAGE_SIZE):
+            # The cursor rides on the last page only: it covers the whole file.
+            yield PullPage(contacts=page, cursor=digest if last else None)
 
     def _known_ids(self) -> set[str]:
         """Ids of the good contact rows (problems found on the way are not recorded twice)."""
@@ -174,6 +171,11 @@ class CsvConnector(CrmConnector):
         digest = file_digest(path) if path.exists() else None
         if digest is not None and cursor == digest:
             return
+        for page, last in chunked(self._event_rows(path), PAGE_SIZE):
+            yield PullPage(events=page, cursor=digest if last else None)
+
+    def _event_rows(self, path: Path) -> Iterator[EngagementEvent]:
+        """The good event rows of ``path``; a file whose every row is bad is an :class:`InputError`."""
         known = self._known_ids()
         with read_rows(path, self.delimiter) as (header, rows):
             required = {k: v for k, v in self.event_columns.items()
@@ -184,7 +186,6 @@ class CsvConnector(CrmConnector):
             cols.update({k: header.index(v) for k, v in self.event_columns.items() if k not in cols and v in header})
             attr_cols = [(i, h) for i, h in enumerate(header) if i not in set(cols.values()) and h]
             occurrences: dict[str, int] = {}
-            page: list[EngagementEvent] = []
             good = bad = 0
             for line, fields in rows:
                 self._rows_read["events"] += 1
@@ -193,13 +194,9 @@ class CsvConnector(CrmConnector):
                     bad += 1
                     continue
                 good += 1
-                page.append(event)
-                if len(page) >= PAGE_SIZE:
-                    yield PullPage(events=page)
-                    page = []
+                yield event
             if bad and not good:
                 raise InputError(f"{path}: every one of the {bad} event rows is bad:\n  {summarise(self.problems[-bad:])}")
-        yield PullPage(events=page, cursor=digest)
 
     def _event(self, path: Path, line: int, fields: list[str], header: list[str], cols: dict[str, int],
                attr_cols: list[tuple[int, str]], known: set[str], occurrences: dict[str, int]) -> EngagementEvent | None:
@@ -279,7 +276,7 @@ class CsvConnector(CrmConnector):
             raise
         stat = path.stat()
         self._output_cache = ((stat.st_mtime_ns, stat.st_size), list(header), table)
-        self._writes += 1
+        self.calls.count("output.write")
 
     def _merge(self, changes: Sequence[tuple[str, dict[str, str]]]) -> None:
         path = self._output_path()
@@ -315,4 +312,5 @@ class CsvConnector(CrmConnector):
 
     def stats(self) -> dict[str, Any]:
         """Rows read per file, bad rows skipped, output rewrites."""
-        return {"rows_read": dict(self._rows_read), "bad_rows": len(self.problems), "output_writes": self._writes}
+        return self.calls.as_dict(("output.write",), {"rows_read": dict(self._rows_read), "bad_rows": len(self.problems),
+                                                       "output_writes": self.calls.calls["output.write"]})

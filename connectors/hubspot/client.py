@@ -1,7 +1,7 @@
-"""One HubSpot account behind one :class:`~connectors.http.CallPolicy`: the official SDK and raw HTTP.
+"""One HubSpot account behind one :class:`~connectors.kit.http.CallPolicy`: the official SDK and raw HTTP.
 
 The SDK (``hubspot-api-client``, urllib3 underneath) serves the CRM object and property calls;
-:class:`~connectors.http.HttpClient` (requests) serves what the SDK covers poorly (communication
+:class:`~connectors.kit.http.HttpClient` (requests) serves what the SDK covers poorly (communication
 preferences, web analytics events, lists, the OAuth token endpoint). Both go through the same
 policy, so there is one retry loop, one set of rate-limit buckets and one set of counters. The
 SDK's own urllib3 retries are switched off for that reason.
@@ -13,7 +13,6 @@ leak past this module.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,17 +22,18 @@ from typing import Any
 import urllib3
 from hubspot import HubSpot
 
-from connectors.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError, RetriableApiError
-from connectors.http import (
+from connectors.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError
+from connectors.kit.http import (
     CallPolicy,
+    ErrorShape,
     HttpClient,
     RateLimiter,
     RetrySettings,
-    classify_status,
-    parse_retry_after,
+    decode_json,
     redact,
     register_secret,
 )
+from connectors.kit.sdk import SdkAdapter, SdkFailure
 from connectors.hubspot import settings as S
 
 
@@ -86,46 +86,45 @@ def hubspot_detail(body: Any, text: str) -> str:
     return message
 
 
-def _decode(raw: bytes | str | None) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
+class HubSpotSdk(SdkAdapter):
+    """``hubspot-api-client`` under the policy: raw JSON out (``_preload_content=False``), errors into ours."""
 
+    vendor = S.VENDOR
+    shape = ErrorShape(code_keys=("subCategory", "category", "errorType"), request_id_keys=("correlationId",),
+                       request_id_headers=("X-HubSpot-Correlation-Id",))
 
-def error_from_status(status: int, body: Any, text: str, what: str, retry_after: float | None) -> ApiError:
-    """Classify one HubSpot error answer (shared by the SDK and the raw path)."""
-    detail = hubspot_detail(body, text)
-    if status == 429 and isinstance(body, Mapping) and body.get("policyName") == "DAILY":
-        # Retrying inside this run cannot help: the daily quota resets tomorrow.
-        return FatalApiError(
-            redact(f"{S.VENDOR} answered 429 ({what}): {detail}"), vendor=S.VENDOR, status=429, detail=redact(detail)
-        )
-    return classify_status(S.VENDOR, status, detail, what=what, retry_after=retry_after)
+    def __init__(self, policy: CallPolicy, timeout: tuple[float, float],
+                 observe: Callable[[Mapping[str, str] | None], None]) -> None:
+        super().__init__(policy)
+        self.timeout = timeout
+        self.observe = observe
 
-
-def translate_sdk(what: str) -> Callable[[BaseException], BaseException | None]:
-    """Map the SDK's ``ApiException`` (any of its per-package copies) and urllib3 failures to ours."""
-
-    def translate(exc: BaseException) -> BaseException | None:
-        if isinstance(exc, urllib3.exceptions.HTTPError):
-            return RetriableApiError(
-                redact(f"{S.VENDOR}: no response ({what}): {type(exc).__name__}"), vendor=S.VENDOR, status=0
-            )
+    def sdk_failure(self, exc: BaseException, what: str) -> SdkFailure | None:
+        # The SDK has one ApiException class per generated package: recognise any of them by shape.
         if type(exc).__module__.startswith("hubspot.") and hasattr(exc, "status") and hasattr(exc, "body"):
-            raw = exc.body
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or getattr(exc, "reason", ""))
-            headers = getattr(exc, "headers", None) or {}
-            retry_after = parse_retry_after(headers.get("Retry-After")) if hasattr(headers, "get") else None
-            body = _decode(raw)
-            mapped = error_from_status(int(exc.status or 0), body, text, what, retry_after)
-            mapped.hubspot_body = body  # type: ignore[attr-defined]  # a 400 batch names its bad inputs here
-            return mapped
+            return int(exc.status or 0), getattr(exc, "headers", None) or {}, exc.body or getattr(exc, "reason", "")
         return None
 
-    return translate
+    def invoke(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               what: str) -> tuple[int, Any]:
+        response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+        try:
+            self.observe(response.headers)
+            return response.status, decode_json(response.data)
+        finally:
+            response.release_conn()
+
+    def detail(self, body: Any, text: str) -> str:
+        return hubspot_detail(body, text)
+
+    def classify(self, status: int, body: Any, text: str, what: str, retry_after: float | None,
+                 fields: dict[str, Any]) -> ApiError:
+        if status == 429 and isinstance(body, Mapping) and body.get("policyName") == "DAILY":
+            # Retrying inside this run cannot help: the daily quota resets tomorrow.
+            detail = redact(hubspot_detail(body, text))
+            return FatalApiError(redact(f"{S.VENDOR} answered 429 ({what}): {detail}"), vendor=S.VENDOR, status=429,
+                                 detail=detail, **fields)
+        return super().classify(status, body, text, what, retry_after, fields)
 
 
 def build_limiters(plan: str, sleep: Callable[[float], None] = time.sleep, window_seconds: float = S.WINDOW_SECONDS,
@@ -152,13 +151,13 @@ def _with_scope(exc: FatalApiError, endpoint: str) -> FatalApiError:
             S.REQUIRED_SCOPES)
     elif exc.status == 403:
         needed = S.ENDPOINT_SCOPES.get(endpoint)
-        hint = f"the token lacks scope {needed}" if needed else "the token lacks a scope this call needs"
+        hint = f"the access token lacks scope {needed}" if needed else "the access token lacks a scope this call needs"
         hint += f" (segsync needs: {', '.join(S.REQUIRED_SCOPES)})"
     else:
         return exc
     if "missing scope:" in str(exc):  # HubSpot named it already
-        hint = "add that scope to the private app (or OAuth app) and retry"
-    return FatalApiError(redact(f"{exc} - {hint}"), vendor=exc.vendor, status=exc.status, detail=exc.detail)
+        hint = "add that scope to the private app (or OAuth app) behind the access token and retry"
+    return FatalApiError(redact(f"{exc} - {hint}"), **exc.fields())
 
 
 class HubSpotClient:
@@ -187,7 +186,9 @@ class HubSpotClient:
         self._announced: tuple[int, float] | None = None  # the rate limit the portal announced last
         limiters = build_limiters(plan, sleep, window_seconds, search_per_second)
         self.policy = CallPolicy(S.VENDOR, limiters, retry, sleep=sleep)
-        self.http = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=hubspot_detail)
+        self.http = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=hubspot_detail,
+                               shape=HubSpotSdk.shape)
+        self.adapter = HubSpotSdk(self.policy, timeout, self.observe_limits)
         # retry=Retry(0): urllib3 would otherwise retry connection errors on its own, below our policy.
         self._sdk = HubSpot(access_token=access_token, host=self.base_url, retry=urllib3.Retry(0, redirect=0))
         crm = self._sdk.crm
@@ -286,24 +287,8 @@ class HubSpotClient:
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
             limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:
         """Call an SDK method under the policy; return (status, decoded JSON body)."""
-
-        def once() -> tuple[int, Any]:
-            response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-            try:
-                self.observe_limits(response.headers)
-                return response.status, _decode(response.data)
-            finally:
-                response.release_conn()
-
-        def attempt() -> tuple[int, Any]:
-            try:
-                return self.policy.call(once, endpoint=endpoint, limiter=limiter, translate=translate_sdk(what))
-            except ApiError as exc:
-                if exc.status in accept:
-                    return exc.status, getattr(exc, "hubspot_body", None) or {"message": exc.detail}
-                raise
-
-        return self._authed(attempt, endpoint)
+        return self._authed(lambda: self.adapter.call(endpoint, what, fn, *args, limiter=limiter, accept=accept,
+                                                      **kwargs), endpoint)
 
     def json(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call under the policy (see :meth:`HttpClient.json`)."""

@@ -5,7 +5,7 @@ portals). The first pull pages the list endpoint; later pulls search on ``lastmo
 keyset cursor (see :mod:`connectors.hubspot.cursor`); every ``sweep_every`` runs the archived list
 is swept, since archiving does not show up in search. Writes are 100-input batch updates whose 207
 answers are read record by record; a batch HubSpot rejects whole (400) is split to isolate the bad
-input. Every call goes through one :class:`~connectors.http.CallPolicy` (see ``client.py``).
+input. Every call goes through one :class:`~connectors.kit.http.CallPolicy` (see ``client.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from connectors.base import Contact, CrmConnector, PullPage
 from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
-from connectors.http import RetrySettings
+from connectors.kit.http import RetrySettings
 from connectors.hubspot import mapping as M
 from connectors.hubspot import settings as S
 from connectors.hubspot.client import HubSpotClient, OAuthRefresh
@@ -35,6 +35,7 @@ from connectors.hubspot.cursor import (
     to_ms,
 )
 from connectors.hubspot.writes import WriteMixin
+from connectors.kit.paging import TokenPaginator, paginate
 
 log = logging.getLogger("segsync.hubspot")
 
@@ -86,9 +87,7 @@ class HubSpotConnector(WriteMixin, CrmConnector):
 
     def stats(self) -> dict[str, Any]:
         """API calls by endpoint class, 429s, retries and failures; streams skipped and why."""
-        out = self.client.policy.stats.as_dict()
-        out["skipped_streams"] = dict(self.skipped_streams)
-        return out
+        return self.client.policy.stats.as_dict(extra={"skipped_streams": dict(self.skipped_streams)})
 
     def marketing_subscriptions(self) -> list[str]:
         """Ids of the portal's active marketing email subscriptions (one call, cached)."""
@@ -145,23 +144,14 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         what = "GET /crm/v3/objects/contacts"
         if cur.started is None:
             cur.started = started
-        seen: set[str] = set()
-        while True:
-            body = self.client.list_contacts(wanted, cur.after)
-            page = self._page(M.results_of(body, what), wanted, optout_props, what)
-            nxt = M.next_after(body)
-            if nxt is None:
-                first = max(0, cur.started - int(S.CLOCK_SKEW_SECONDS * 1000))
-                cur = ContactCursor(phase="inc", ts=first, last_id=None)
-            else:
-                if nxt in seen or nxt == cur.after:
-                    raise InputError(f"hubspot: {what} repeated the paging token {nxt!r}")
-                seen.add(nxt)
-                cur.after = nxt
+        pager = TokenPaginator(f"hubspot: {what}", _page_of(what), after=cur.after)
+        for _ in paginate(lambda: self.client.list_contacts(wanted, pager.after), pager):
+            page = self._page(pager.items, wanted, optout_props, what)
+            if pager.done:
+                cur = ContactCursor(phase="inc", ts=max(0, cur.started - int(S.CLOCK_SKEW_SECONDS * 1000)))
+            cur.after = pager.after
             page.cursor = encode_contacts(cur)
             yield page
-            if nxt is None:
-                return
 
     def _incremental(self, cur: ContactCursor, started: int, wanted: list[str], optout_props: list[str]) -> Iterator[
             PullPage]:
@@ -193,25 +183,20 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         """Archived contacts (search never returns them; archiving does not touch lastmodifieddate)."""
         what = "GET /crm/v3/objects/contacts?archived=true"
         wanted = ["email", "hs_merged_object_ids", "hs_additional_emails"]
-        while True:
-            body = self.client.list_contacts(wanted, cur.sweep_after, archived=True)
+        pager = TokenPaginator(f"hubspot: {what}", _page_of(what), after=cur.sweep_after)
+        for _ in paginate(lambda: self.client.list_contacts(wanted, pager.after, archived=True), pager):
             page = PullPage()
-            for raw in M.results_of(body, what):
+            for raw in pager.items:
                 contact = M.to_contact(raw, wanted, what)
                 page.contacts.append(Contact(source=contact.source, vendor_id=contact.vendor_id, email=contact.email,
                                              properties=contact.properties, updated_at=contact.updated_at,
                                              created_at=contact.created_at, archived=True,
                                              previous_emails=contact.previous_emails))
-            nxt = M.next_after(body)
-            if nxt is not None and nxt == cur.sweep_after:
-                raise InputError(f"hubspot: {what} repeated the paging token {nxt!r}")
-            cur.sweep_after = nxt
-            if nxt is None:
+            cur.sweep_after = pager.after
+            if pager.done:
                 cur.sweeping, cur.runs = False, 0
             page.cursor = encode_contacts(cur)
             yield page
-            if nxt is None:
-                return
 
     # ----------------------------------------------------------------- engagement
 
@@ -228,27 +213,20 @@ class HubSpotConnector(WriteMixin, CrmConnector):
 
     def _deals(self, cur: EngagementCursor, started: int) -> Iterator[PullPage]:
         what = "GET /crm/v3/objects/deals"
-        after: str | None = None
-        while True:
-            body = self.client.list_deals(after)
+        pager = TokenPaginator(f"hubspot: {what}", _page_of(what))
+        for _ in paginate(lambda: self.client.list_deals(pager.after), pager):
             page = PullPage()
-            for raw in M.results_of(body, what):
+            for raw in pager.items:
                 props = raw.get("properties") or {}
                 changed = M.parse_time(props.get("hs_lastmodifieddate")) or M.parse_time(raw.get("updatedAt"))
                 changed_ms = to_ms(changed) if changed else started
                 if cur.deals < changed_ms <= started:
                     page.events.extend(e for e in M.deal_event(raw, self.event_deal_types)
                                        if to_ms(e.occurred_at) <= started)
-            nxt = M.next_after(body)
-            if nxt is not None and nxt == after:
-                raise InputError(f"hubspot: {what} repeated the paging token {nxt!r}")
-            after = nxt
-            if nxt is None:
+            if pager.done:  # otherwise cursor None: the watermark moves only when every page is stored
                 cur.deals = started
                 page.cursor = encode_engagement(cur)
-                yield page
-                return
-            yield page  # cursor None: the watermark moves only when every page is stored
+            yield page
 
     def _web(self, cur: EngagementCursor, started: int) -> Iterator[PullPage]:
         if "web_events" in self.skipped_streams:
@@ -258,29 +236,27 @@ class HubSpotConnector(WriteMixin, CrmConnector):
                 return
             cur.web_window, cur.web_after = [cur.web, started], None
         low, high = cur.web_window
-        while True:
-            try:
-                body = self.client.web_events(S.PAGE_VIEW_EVENT, from_ms(low).isoformat(),
-                                              from_ms(high + 1).isoformat(), cur.web_after)
-            except (FatalApiError, RejectedRecordError) as exc:
-                # Web analytics events need an Enterprise hub; without them the models use the
-                # page-view and visit counts that every portal keeps as contact properties.
-                self.skipped_streams["web_events"] = str(exc)
-                log.warning("hubspot: skipping web analytics events: %s", exc)
-                return
-            rows = M.results_of(body, "GET /events/v3/events")
-            page = PullPage(events=[e for e in map(M.web_event, rows) if e is not None])
-            nxt = M.next_after(body)
-            if nxt is not None and nxt == cur.web_after:
-                raise InputError(f"hubspot: GET /events/v3/events repeated the paging token {nxt!r}")
-            if nxt is None:
-                cur.web, cur.web_window, cur.web_after = high, [], None
-            else:
-                cur.web_after = nxt
-            page.cursor = encode_engagement(cur)
-            yield page
-            if nxt is None:
-                return
+        what = "GET /events/v3/events"
+        pager = TokenPaginator(f"hubspot: {what}", _page_of(what), after=cur.web_after)
+        try:
+            for _ in paginate(lambda: self.client.web_events(S.PAGE_VIEW_EVENT, from_ms(low).isoformat(),
+                                                             from_ms(high + 1).isoformat(), pager.after), pager):
+                page = PullPage(events=[e for e in map(M.web_event, pager.items) if e is not None])
+                cur.web_after = pager.after
+                if pager.done:
+                    cur.web, cur.web_window = high, []
+                page.cursor = encode_engagement(cur)
+                yield page
+        except (FatalApiError, RejectedRecordError) as exc:
+            # Web analytics events need an Enterprise hub; without them the models use the
+            # page-view and visit counts that every portal keeps as contact properties.
+            self.skipped_streams["web_events"] = str(exc)
+            log.warning("hubspot: skipping web analytics events: %s", exc)
+
+
+def _page_of(what: str) -> Callable[[Any], tuple[list[Any], str | None]]:
+    """Read one HubSpot list answer: its results and the next page's ``after`` token."""
+    return lambda body: (M.results_of(body, what), M.next_after(body))
 
 
 __all__ = ["HubSpotConnector", "OAuthRefresh"]

@@ -1,10 +1,8 @@
 """The HubSpot pull cursors: what has been read, as data, with no I/O.
 
-A contact cursor is a keyset position ``(ts, last_id)`` over ``(lastmodifieddate, hs_object_id)``:
-every contact modified before ``ts`` has been read, and of those modified exactly at ``ts`` every one
-with ``hs_object_id <= last_id`` (``last_id = None``: all of them). The search queries that continue
-from it never use HubSpot's ``after`` offset, so they never hit the 10,000-result stop, and a bulk edit
-that gives 12,000 contacts one timestamp is read in ``hs_object_id`` order within that timestamp.
+A contact cursor holds a keyset position ``(ts, last_id)`` over ``(lastmodifieddate, hs_object_id)``
+(see :class:`connectors.kit.paging.Keyset`); the search queries that continue from it never use
+HubSpot's ``after`` offset, so they never hit the 10,000-result stop.
 
 Cursors are serialised as ``hs1:`` + compact JSON; a stored value that does not parse is an
 :class:`~connectors.errors.InputError` naming the problem, never a traceback.
@@ -18,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from connectors.errors import InputError
+from connectors.kit.paging import Keyset, KeysetStep, keyset_advance, keyset_step
 
 PREFIX = "hs1:"
 
@@ -82,9 +81,12 @@ def _decode(kind: str, text: str, cls: type[Any]) -> Any:
         raise InputError(f"{where}: {exc}") from None
 
 
-def encode_contacts(cursor: ContactCursor) -> str:
+def encode(cursor: ContactCursor | EngagementCursor) -> str:
     """The opaque string the pipeline stores."""
-    return _encode("contacts", cursor)
+    return _encode("contacts" if isinstance(cursor, ContactCursor) else "engagement", cursor)
+
+
+encode_contacts = encode_engagement = encode  # the names the connector and tests use
 
 
 def decode_contacts(text: str | None) -> ContactCursor:
@@ -97,70 +99,43 @@ def decode_contacts(text: str | None) -> ContactCursor:
     return cursor
 
 
-def encode_engagement(cursor: EngagementCursor) -> str:
-    """The opaque string the pipeline stores."""
-    return _encode("engagement", cursor)
-
-
 def decode_engagement(text: str | None) -> EngagementCursor:
     """Parse a stored engagement cursor; None reads all history."""
-    if text is None:
-        return EngagementCursor()
-    cursor: EngagementCursor = _decode("engagement", text, EngagementCursor)
-    return cursor
+    return EngagementCursor() if text is None else _decode("engagement", text, EngagementCursor)
 
 
 @dataclass(frozen=True)
 class SearchStep:
     """The next search to run from a cursor: a tie query within one timestamp, or a range query after it."""
 
-    kind: Literal["tie", "range"]
+    kind: KeysetStep
     body: dict[str, Any]
 
 
 def next_search(cursor: ContactCursor, cap_ms: int, properties: list[str], limit: int) -> SearchStep | None:
     """The search that continues from ``cursor``, bounded above by ``cap_ms`` (exclusive); None when done."""
+    kind = keyset_step(Keyset(cursor.ts, cursor.last_id), cap_ms)
+    if kind is None:
+        return None
     lmd = "lastmodifieddate"
-    if cursor.last_id is not None:
+    if kind == "tie":
         filters = [{"propertyName": lmd, "operator": "EQ", "value": str(cursor.ts)},
                    {"propertyName": "hs_object_id", "operator": "GT", "value": str(cursor.last_id)}]
-        sorts = [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
-        return SearchStep("tie", {"filterGroups": [{"filters": filters}], "sorts": sorts,
-                                  "properties": properties, "limit": limit})
-    if cursor.ts + 1 >= cap_ms:
-        return None
-    filters = [{"propertyName": lmd, "operator": "GT", "value": str(cursor.ts)},
-               {"propertyName": lmd, "operator": "LT", "value": str(cap_ms)}]
-    sorts = [{"propertyName": lmd, "direction": "ASCENDING"}]
-    return SearchStep("range", {"filterGroups": [{"filters": filters}], "sorts": sorts,
-                                "properties": properties, "limit": limit})
+        sort = "hs_object_id"
+    else:
+        filters = [{"propertyName": lmd, "operator": "GT", "value": str(cursor.ts)},
+                   {"propertyName": lmd, "operator": "LT", "value": str(cap_ms)}]
+        sort = lmd
+    return SearchStep(kind, {"filterGroups": [{"filters": filters}], "sorts": [{"propertyName": sort,
+                                                                                "direction": "ASCENDING"}],
+                             "properties": properties, "limit": limit})
 
 
 def advance(cursor: ContactCursor, step: SearchStep, stamps: list[tuple[int, int]], limit: int) -> tuple[
         ContactCursor, set[int]]:
-    """Move the cursor past one search page of ``(lastmodified ms, id)`` rows; return it and the ids to emit.
-
-    A full range page may end inside a timestamp whose other contacts are on later pages (search
-    sorts by one property only, so ties come in no particular order): those are not emitted here
-    but read again by the tie query, in id order. A repeated position is an error, never a loop.
-    """
+    """Move the cursor past one search page of ``(lastmodified ms, id)`` rows; return it and the ids to emit
+    (see :func:`connectors.kit.paging.keyset_advance`)."""
+    pos, ids = keyset_advance(Keyset(cursor.ts, cursor.last_id), step.kind, stamps, limit, "hubspot search")
     out = ContactCursor(**asdict(cursor))
-    if step.kind == "tie":
-        ids = {i for _, i in stamps}
-        if len(stamps) < limit:
-            out.last_id = None
-        else:
-            out.last_id = max(ids)
-            if cursor.last_id is not None and out.last_id <= cursor.last_id:
-                raise InputError(f"hubspot search returned ids at or below {cursor.last_id} for a GT query")
-        return out, ids
-    if not stamps:
-        return out, set()
-    top = max(ts for ts, _ in stamps)
-    if top <= cursor.ts:
-        raise InputError(f"hubspot search returned lastmodifieddate {top} not after {cursor.ts} for a GT query")
-    if len(stamps) < limit:  # the whole range fitted: everything up to top is read
-        out.ts, out.last_id = top, None
-        return out, {i for _, i in stamps}
-    out.ts, out.last_id = top, 0  # continue with the tie query for top
-    return out, {i for ts, i in stamps if ts < top}
+    out.ts, out.last_id = pos.ts, pos.last_id
+    return out, ids

@@ -14,6 +14,7 @@ from connectors.base import PropertyUpdate, RecordResult, normalize_email
 from connectors.errors import ConfigError, InputError, RejectedRecordError, RetriableApiError
 from connectors.hubspot import mapping as M
 from connectors.hubspot import settings as S
+from connectors.kit.batch import CallBudget, Verdict, send_isolating
 
 if TYPE_CHECKING:
     from connectors.hubspot.client import HubSpotClient
@@ -31,6 +32,16 @@ def _error_message(error: Mapping[str, Any]) -> str:
     message = str(error.get("message") or error.get("category") or "rejected by HubSpot")
     category = error.get("subCategory") or error.get("category")
     return f"{message} [{category}]" if category and str(category) not in message else message
+
+
+def _named_inputs(exc: RejectedRecordError, batch: Sequence[tuple[str, dict[str, str]]]) -> dict[str, str]:
+    """The inputs a whole-batch 400 names as bad (HubSpot lists their ids in ``errors[].context.ids``)."""
+    named: dict[str, str] = {}
+    for err in (exc.body.get("errors") or []) if isinstance(exc.body, Mapping) else []:
+        if isinstance(err, Mapping):
+            for i in _error_ids(err):
+                named.setdefault(i, _error_message(err))
+    return named
 
 
 def _nothing_to_clear(message: str) -> bool:
@@ -121,63 +132,43 @@ class WriteMixin:
             if not props:
                 results[k] = RecordResult(k, "skipped", "no properties to write")
         for n in range(0, len(keys), S.BATCH_SIZE):
-            chunk = keys[n:n + S.BATCH_SIZE]
+            chunk = [(k, merged[k]) for k in keys[n:n + S.BATCH_SIZE]]
             try:
-                self._send([(k, merged[k]) for k in chunk], results)
+                sent = send_isolating(chunk, self._send, key=lambda item: item[0], budget=CallBudget(S.SPLIT_CALLS),
+                                      named=_named_inputs, message=lambda exc: exc.detail)
             except RetriableApiError as exc:
                 for k in keys[n:]:
                     results.setdefault(k, RecordResult(k, "failed", str(exc)))
                 break
+            results.update({k: RecordResult(k, outcome, message) for k, (outcome, message) in sent.items()})  # type: ignore[arg-type]
         return [results[str(u.key)] for u in updates]
 
-    def _send(self, batch: list[tuple[str, dict[str, str]]], results: dict[str, RecordResult]) -> None:
-        """Send one batch; on a whole-batch 400, drop the inputs HubSpot names (or halve) and resend the rest."""
-        inputs = [{"id": k, "properties": props} for k, props in batch]
-        try:
-            status, body = self.client.batch_update(inputs)
-        except RejectedRecordError as exc:
-            if len(batch) == 1:
-                results[batch[0][0]] = RecordResult(batch[0][0], "failed", exc.detail)
-                return
-            keys = {k for k, _ in batch}
-            named: dict[str, str] = {}
-            raw = getattr(exc, "hubspot_body", None)
-            for err in (raw.get("errors") or []) if isinstance(raw, Mapping) else []:
-                if isinstance(err, Mapping):
-                    for i in _error_ids(err):
-                        if i in keys:
-                            named.setdefault(i, _error_message(err))
-            if named:  # HubSpot said which inputs are bad: fail those, resend the rest once
-                for k, message in named.items():
-                    results[k] = RecordResult(k, "failed", message)
-                rest = [(k, p) for k, p in batch if k not in named]
-                if rest:
-                    self._send(rest, results)
-                return
-            half = len(batch) // 2
-            self._send(batch[:half], results)
-            self._send(batch[half:], results)
-            return
+    def _send(self, batch: Sequence[tuple[str, dict[str, str]]]) -> dict[str, Verdict]:
+        """One batch/update call; its 207 answer read record by record (a whole-batch 400 raises)."""
+        status, body = self.client.batch_update([{"id": k, "properties": props} for k, props in batch])
         if not isinstance(body, Mapping):
             raise InputError(f"hubspot: batch/update answered {status} without a JSON body")
         failed: dict[str, str] = {}
         loose: list[str] = []
+        keys = {k for k, _ in batch}
         for err in body.get("errors") or []:
             if not isinstance(err, Mapping):
                 continue
-            ids = [i for i in _error_ids(err) if any(i == k for k, _ in batch)]
+            ids = [i for i in _error_ids(err) if i in keys]
             for i in ids:
                 failed[i] = f"{failed[i]}; {_error_message(err)}" if i in failed else _error_message(err)
             if not ids:
                 loose.append(_error_message(err))
         confirmed = {str(r.get("id")) for r in body.get("results") or [] if isinstance(r, Mapping)}
+        out: dict[str, Verdict] = {}
         for k, _ in batch:
             if k in failed:
-                results[k] = RecordResult(k, "failed", failed[k])
+                out[k] = ("failed", failed[k])
             elif loose and k not in confirmed:
-                results[k] = RecordResult(k, "failed", "; ".join(loose))
+                out[k] = ("failed", "; ".join(loose))
             else:
-                results[k] = RecordResult(k, "sent")
+                out[k] = ("sent", "")
+        return out
 
     # ----------------------------------------------------------------- suppress
 

@@ -1,4 +1,4 @@
-"""One Mailchimp account behind one :class:`~connectors.http.CallPolicy`: the official SDK and raw HTTP.
+"""One Mailchimp account behind one :class:`~connectors.kit.http.CallPolicy`: the official SDK and raw HTTP.
 
 The SDK (``mailchimp-marketing``, module-level ``requests`` calls underneath) serves the audience,
 member, segment, batch and report calls. It handles three things badly, fixed here in one place:
@@ -10,7 +10,7 @@ member, segment, batch and report calls. It handles three things badly, fixed he
 - it rewrites the substring "server" anywhere in the URL with the data center: the client gets
   an empty server and the full base URL as host, so nothing is rewritten.
 
-The batch results archive is fetched with :class:`~connectors.http.HttpClient` *without* the API
+The batch results archive is fetched with :class:`~connectors.kit.http.HttpClient` *without* the API
 key: Mailchimp serves it from a pre-signed storage link on another host.
 
 Mailchimp limits concurrency (10 connections per key), not a rate: every call holds a slot of a
@@ -26,7 +26,6 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import mailchimp_marketing
@@ -34,16 +33,18 @@ import requests
 from mailchimp_marketing.api_client import ApiClientError
 
 from connectors.errors import ApiError, FatalApiError, RejectedRecordError, RetriableApiError
-from connectors.http import (
+from connectors.kit.http import (
     DEFAULT_TIMEOUT,
     CallPolicy,
+    ErrorShape,
     HttpClient,
     RetrySettings,
-    classify_status,
+    decode_json,
     redact,
     register_secret,
-    transport_error,
 )
+from connectors.kit.paging import OffsetPaginator, paginate
+from connectors.kit.sdk import SdkAdapter, SdkFailure
 from connectors.mailchimp import settings as S
 
 _SLOTS: dict[str, threading.BoundedSemaphore] = {}
@@ -58,20 +59,6 @@ def connection_slots(api_key: str, size: int = S.MAX_CONNECTIONS) -> threading.B
         if slots is None:
             slots = _SLOTS[digest] = threading.BoundedSemaphore(size)
         return slots
-
-
-def decode_body(raw: Any) -> Any:
-    """A JSON body from whatever the SDK handed over (dict, str, bytes, None)."""
-    if isinstance(raw, (dict, list)):
-        return raw
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    if isinstance(raw, str) and raw.strip()[:1] in ("{", "["):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return None
-    return None
 
 
 def problem_detail(body: Any, text: str) -> str:
@@ -97,44 +84,66 @@ def is_compliance(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and S.COMPLIANCE_TITLE.lower() in str(exc.detail).lower()
 
 
-def error_for(status: int, raw: Any, what: str) -> ApiError:
-    """Classify one Mailchimp error answer (shared by the SDK and the raw path)."""
-    body = decode_body(raw)
-    text = raw if isinstance(raw, str) else ""
-    detail = problem_detail(body, text)
-    if status == 401:
-        detail += " - check esp.api_key (a Mailchimp key ends with -<data center>)"
-        return FatalApiError(redact(f"{S.VENDOR} refused the API key ({what}): {detail}"),
-                             vendor=S.VENDOR, status=status, detail=redact(detail))
-    if status == 400 and S.COMPLIANCE_TITLE.lower() in detail.lower():
-        # Never retried: the member unsubscribed or bounced; only their own double opt-in brings them back.
-        return RejectedRecordError(redact(f"{S.VENDOR} refused ({what}): {detail}"),
-                                   vendor=S.VENDOR, status=status, detail=redact(detail))
-    return classify_status(S.VENDOR, status, detail, what=what)
+class MailchimpSdk(SdkAdapter):
+    """``mailchimp-marketing`` under the policy, holding one of the key's connection slots per call."""
 
+    vendor = S.VENDOR
+    shape = ErrorShape(code_keys=("title",), request_id_keys=("instance",), request_id_headers=("X-Request-Id",))
 
-def translate_sdk(what: str) -> Callable[[BaseException], BaseException | None]:
-    """Map the SDK's ``ApiClientError`` (HTTP errors and wrapped transport failures) to ours."""
+    def __init__(self, policy: CallPolicy, slots: threading.BoundedSemaphore | None = None) -> None:
+        super().__init__(policy)
+        self.slots = slots or threading.BoundedSemaphore(S.MAX_CONNECTIONS)
 
-    def translate(exc: BaseException) -> BaseException | None:
-        if isinstance(exc, requests.RequestException):
-            return transport_error(S.VENDOR, exc, what)
+    def sdk_failure(self, exc: BaseException, what: str) -> SdkFailure | ApiError | None:
         if not isinstance(exc, ApiClientError):
             return None
         if exc.status_code is None:  # the SDK wraps whatever requests raised
             inner = exc.text
             if isinstance(inner, BaseException):
-                mapped = transport_error(S.VENDOR, inner, what)
+                mapped = self.transport_error(inner, what)
                 if mapped is not None:
                     return mapped
-                name = type(inner).__name__
-            else:
-                name = "unknown error"
+            name = type(inner).__name__ if isinstance(inner, BaseException) else "unknown error"
             return FatalApiError(redact(f"{S.VENDOR}: the request could not be sent ({what}): {name}"),
                                  vendor=S.VENDOR, status=0)
-        return error_for(int(exc.status_code), exc.text, what)
+        return int(exc.status_code), {}, exc.text
 
-    return translate
+    def invoke(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               what: str) -> tuple[int, Any]:
+        with self.slots:
+            result = fn(*args, **kwargs)
+        if isinstance(result, requests.Response):  # an answer without a JSON content type
+            if result.status_code >= 400:
+                raise self.error_for(result.status_code, result.text, what, result.headers)
+            return result.status_code, decode_json(result.content) if result.content else None
+        if isinstance(result, str):  # a 2xx the SDK did not decode
+            return 200, decode_json(result)
+        return 200, result
+
+    def detail(self, body: Any, text: str) -> str:
+        return problem_detail(body, text)
+
+    def classify(self, status: int, body: Any, text: str, what: str, retry_after: float | None,
+                 fields: dict[str, Any]) -> ApiError:
+        detail = problem_detail(body, text)
+        if status == 401:
+            detail += " - check esp.api_key (a Mailchimp key ends with -<data center>)"
+            return FatalApiError(redact(f"{S.VENDOR} refused the API key ({what}): {detail}"),
+                                 vendor=S.VENDOR, status=status, detail=redact(detail), **fields)
+        if status == 403:  # an API key has no scopes: its user cannot reach this audience or resource
+            detail += " - check esp.api_key: its user has no access to this audience (or the account is suspended)"
+            return FatalApiError(redact(f"{S.VENDOR} refused the API key ({what}): {detail}"),
+                                 vendor=S.VENDOR, status=status, detail=redact(detail), **fields)
+        if status == 400 and S.COMPLIANCE_TITLE.lower() in detail.lower():
+            # Never retried: the member unsubscribed or bounced; only their own double opt-in brings them back.
+            return RejectedRecordError(redact(f"{S.VENDOR} refused ({what}): {detail}"),
+                                       vendor=S.VENDOR, status=status, detail=redact(detail), **fields)
+        return super().classify(status, body, text, what, retry_after, fields)
+
+
+def error_for(status: int, raw: Any, what: str) -> ApiError:
+    """Classify one Mailchimp error answer (status and raw body) as the client would."""
+    return MailchimpSdk(CallPolicy(S.VENDOR)).error_for(status, raw, what)
 
 
 class MailchimpClient:
@@ -156,8 +165,10 @@ class MailchimpClient:
         self.sleep = sleep
         self.max_connections = max_connections
         self.slots = connection_slots(api_key, max_connections)
+        self.adapter = MailchimpSdk(self.policy, self.slots)
         # No auth on purpose: the results archive lives behind a pre-signed link on another host.
-        self.download = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=problem_detail)
+        self.download = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=problem_detail,
+                                   shape=MailchimpSdk.shape)
         self._sdk = mailchimp_marketing.Client()
         self._sdk.set_config({"api_key": api_key, "server": "", "timeout": timeout})
         self._sdk.api_client.host = self.base_url
@@ -169,28 +180,9 @@ class MailchimpClient:
     def __repr__(self) -> str:  # never print the key
         return f"MailchimpClient(base_url={self.base_url!r})"
 
-    @contextmanager
-    def _slot(self) -> Iterator[None]:
-        with self.slots:
-            yield
-
-    # ----------------------------------------------------------------- transport
-
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call an SDK method under the policy; return the decoded JSON body (None for an empty one)."""
-
-        def once() -> Any:
-            with self._slot():
-                result = fn(*args, **kwargs)
-            if isinstance(result, requests.Response):
-                if result.status_code >= 400:
-                    raise error_for(result.status_code, result.text, what)
-                return decode_body(result.content) if result.content else None
-            if isinstance(result, str):  # a 2xx the SDK did not decode
-                return decode_body(result)
-            return result
-
-        return self.policy.call(once, endpoint=endpoint, translate=translate_sdk(what))
+        return self.adapter.call(endpoint, what, fn, *args, **kwargs)[1]
 
     # ----------------------------------------------------------------- audience and members
 
@@ -275,6 +267,25 @@ class MailchimpClient:
 def malformed(what: str, problem: str) -> RetriableApiError:
     """A 2xx answer segsync cannot read: say which call and what is wrong (retried, then reported)."""
     return RetriableApiError(redact(f"{S.VENDOR}: {what} answered {problem}"), vendor=S.VENDOR, status=200)
+
+
+def list_items(body: Any, key: str, what: str) -> tuple[list[Any], int]:
+    """``body[key]`` and ``total_items`` of a list answer, or a clear error naming the call."""
+    items = body.get(key) if isinstance(body, Mapping) else None
+    if not isinstance(items, list):
+        raise malformed(what, f"without a '{key}' array")
+    try:
+        total = int(body.get("total_items") or 0)
+    except (TypeError, ValueError):
+        raise malformed(what, "a non-numeric total_items") from None
+    return items, total
+
+
+def offset_pages(what: str, key: str, fetch: Callable[[int], Any]) -> Iterator[tuple[int, list[Any]]]:
+    """Every page of an offset-paged list call: ``(offset of the page, its items)``; ``fetch(offset)`` reads one."""
+    pager = OffsetPaginator(f"{S.VENDOR}: {what}", lambda body: list_items(body, key, what))
+    for _ in paginate(lambda: fetch(pager.offset), pager):
+        yield pager.first, pager.items
 
 
 def parse_results_archive(data: bytes) -> list[dict[str, Any]]:

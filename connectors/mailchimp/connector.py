@@ -16,10 +16,11 @@ from itertools import islice
 from typing import Any
 
 from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, ConfigError, FatalApiError, InputError
-from connectors.http import DEFAULT_TIMEOUT, RetrySettings, redact
+from connectors.errors import ApiError, ConfigError, FatalApiError
+from connectors.kit.http import DEFAULT_TIMEOUT, RetrySettings
 from connectors.mailchimp import settings as S
-from connectors.mailchimp.client import MailchimpClient, is_compliance, malformed
+from connectors.kit.paging import OffsetPaginator, paginate
+from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
 from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
 from connectors.mailchimp.push import _EMAIL, Pusher
 
@@ -28,18 +29,6 @@ def _floor(when: datetime) -> datetime:
     if when.tzinfo is None:
         raise ValueError("run_started must be timezone-aware (UTC)")
     return when.astimezone(UTC).replace(microsecond=0)
-
-
-def _items(body: Any, key: str, what: str) -> tuple[list[Any], int]:
-    """``body[key]`` and ``total_items`` of a list answer, or a clear error naming the call."""
-    items = body.get(key) if isinstance(body, Mapping) else None
-    if not isinstance(items, list):
-        raise malformed(what, f"without a '{key}' array")
-    try:
-        total = int(body.get("total_items") or 0)
-    except (TypeError, ValueError):
-        raise malformed(what, "a non-numeric total_items") from None
-    return items, total
 
 
 class MailchimpConnector(EspConnector):
@@ -104,17 +93,13 @@ class MailchimpConnector(EspConnector):
         if self._blocked_index is None or time.monotonic() - self._blocked_at > S.STATUS_INDEX_TTL:
             index: dict[str, str] = {}
             for status in S.BLOCKED_STATUSES:
-                offset = 0
-                while True:
-                    body = self.client.list_members(self.list_id, status=status, count=S.PAGE_SIZE, offset=offset,
-                                                    fields=["members.id", "members.status", "total_items"])
-                    items, total = _items(body, "members", f"GET /lists/{self.list_id}/members?status={status}")
+                what = f"GET /lists/{self.list_id}/members?status={status}"
+                for _, items in offset_pages(what, "members", lambda offset, st=status: self.client.list_members(
+                        self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
+                        fields=["members.id", "members.status", "total_items"])):
                     for m in items:
                         if isinstance(m, Mapping) and m.get("id"):
                             index[str(m["id"])] = str(m.get("status") or status)
-                    offset += len(items)
-                    if not items or offset >= total:
-                        break
             self._blocked_index, self._blocked_at = index, time.monotonic()
         return self._blocked_index
 
@@ -149,22 +134,13 @@ class MailchimpConnector(EspConnector):
         if since is not None:
             params["since_last_changed"] = fmt_time(since)
         seen: set[str] = set()
-        offset, total, rounds = 0, None, 0
-        while True:
-            rounds += 1
-            if rounds > 10_000:
-                raise InputError(f"{S.VENDOR}: {what} kept paging past 10,000 pages; stopping")
-            body = self.client.list_members(self.list_id, offset=offset, **params)
-            items, now_total = _items(body, "members", what)
-            if total is not None and now_total < total:
-                offset = max(0, offset - (total - now_total))  # members left the window behind us
-                total = now_total
-                continue
-            total = now_total
+        pager = OffsetPaginator(f"{S.VENDOR}: {what}", lambda body: list_items(body, "members", what),
+                                shrinking_window=True, max_pages=10_000)
+        for _ in paginate(lambda: self.client.list_members(self.list_id, offset=pager.offset, **params), pager):
             page = PullPage()
             last_changed: str | None = None
-            for i, raw in enumerate(items):
-                contact, signal = member_contact(raw, f"{what} member {offset + i}")
+            for i, raw in enumerate(pager.items):
+                contact, signal = member_contact(raw, f"{what} member {pager.first + i}")
                 last_changed = raw.get("last_changed") or last_changed
                 self._note_status(str(contact.properties["subscriber_hash"]), contact.status or "")
                 if contact.vendor_id in seen:
@@ -173,31 +149,22 @@ class MailchimpConnector(EspConnector):
                 page.contacts.append(contact)
                 if signal is not None:
                     page.consent.append(signal)
-            offset += len(items)
-            done = not items or offset >= total
-            if done:
+            if pager.done:
                 page.cursor = fmt_time(until - S.CURSOR_OVERLAP)
             elif last_changed:
                 page.cursor = fmt_time((parse_time(last_changed) or until) - S.CURSOR_OVERLAP)
             yield page
-            if done:
-                return
 
     def _member_ids(self) -> dict[str, str]:
         """subscriber hash -> unique_email_id for every member (engagement is keyed by the stable id)."""
         out: dict[str, str] = {}
-        offset = 0
-        what = f"GET /lists/{self.list_id}/members"
-        while True:
-            body = self.client.list_members(self.list_id, count=S.PAGE_SIZE, offset=offset,
-                                            fields=["members.id", "members.unique_email_id", "total_items"])
-            items, total = _items(body, "members", what)
+        for _, items in offset_pages(f"GET /lists/{self.list_id}/members", "members", lambda offset: (
+                self.client.list_members(self.list_id, count=S.PAGE_SIZE, offset=offset,
+                                         fields=["members.id", "members.unique_email_id", "total_items"]))):
             for m in items:
                 if isinstance(m, Mapping) and m.get("id") and m.get("unique_email_id"):
                     out[str(m["id"])] = str(m["unique_email_id"])
-            offset += len(items)
-            if not items or offset >= total:
-                return out
+        return out
 
     def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
         """Sends, opens and clicks in [cursor, run_started), from the email activity of sent campaigns.
@@ -220,14 +187,10 @@ class MailchimpConnector(EspConnector):
         if since is not None:
             params["since_send_time"] = fmt_time(since - timedelta(days=S.ENGAGEMENT_LOOKBACK_DAYS))
         campaigns: list[Mapping[str, Any]] = []
-        offset = 0
-        while True:
-            items, total = _items(self.client.list_campaigns(offset=offset, **params), "campaigns", "GET /campaigns")
+        for _, items in offset_pages("GET /campaigns", "campaigns",
+                                     lambda offset: self.client.list_campaigns(offset=offset, **params)):
             campaigns += [c for c in items if isinstance(c, Mapping) and c.get("id")
                           and (c.get("recipients") or {}).get("list_id", self.list_id) == self.list_id]
-            offset += len(items)
-            if not items or offset >= total:
-                break
         # A few campaigns are read at once (well under the key's 10 connections), yielded in send order.
         pool = ThreadPoolExecutor(max_workers=S.ACTIVITY_WORKERS, thread_name_prefix="mailchimp-activity")
         try:
@@ -255,19 +218,15 @@ class MailchimpConnector(EspConnector):
         include_sent = sent_at is not None and (since is None or sent_at >= since) and sent_at < until
         extra = {"since": fmt_time(since)} if since is not None else {}
         pages: list[PullPage] = []
-        offset = 0
-        while True:
-            body = self.client.email_activity(cid, count=S.PAGE_SIZE, offset=offset, **extra)
-            items, total = _items(body, "emails", what)
+        for first, items in offset_pages(what, "emails", lambda offset: self.client.email_activity(
+                cid, count=S.PAGE_SIZE, offset=offset, **extra)):
             page = PullPage()
             for i, raw in enumerate(items):
                 page.events += activity_events(raw, campaign, ids, since=since, until=until,
-                                               include_sent=include_sent, where=f"{what} email {offset + i}")
+                                               include_sent=include_sent, where=f"{what} email {first + i}")
             if page.events:
                 pages.append(page)
-            offset += len(items)
-            if not items or offset >= total:
-                return pages
+        return pages
 
     # ------------------------------------------------------------------ push
 
@@ -321,7 +280,4 @@ class MailchimpConnector(EspConnector):
 
     def stats(self) -> dict[str, Any]:
         """Calls by endpoint class, write calls, 429s, retries and the connection limit."""
-        out = self.client.policy.stats.as_dict()
-        out["write_calls"] = sum(n for ep, n in out["calls"].items() if ep in S.WRITE_ENDPOINTS)
-        out["max_connections"] = self.client.max_connections
-        return {k: redact(v) if isinstance(v, str) else v for k, v in out.items()}
+        return self.client.policy.stats.as_dict(S.WRITE_ENDPOINTS, {"max_connections": self.client.max_connections})

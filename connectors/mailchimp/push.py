@@ -26,12 +26,13 @@ from itertools import zip_longest
 from typing import Any
 
 from connectors.base import RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, FatalApiError, InputError, RejectedRecordError
+from connectors.errors import ApiError, FatalApiError, InputError
 from connectors.mailchimp import settings as S
-from connectors.mailchimp.client import MailchimpClient, decode_body, malformed, problem_detail
+from connectors.kit.batch import CallBudget, Verdict, halves, send_isolating
+from connectors.kit.http import decode_json
+from connectors.mailchimp.client import MailchimpClient, malformed, offset_pages, problem_detail
 from connectors.mailchimp.mapping import subscriber_hash
 
-Verdict = tuple[str, str]  # (outcome, message)
 SENT: Verdict = ("sent", "")
 ABSENT: Verdict = ("suppressed", S.NOT_IN_AUDIENCE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -64,7 +65,7 @@ class Pusher:
         self.add_missing_as_pending = add_missing_as_pending
         self.sleep = sleep
         self._segments: dict[str, int] | None = None
-        self._splits = S.SPLIT_BUDGET
+        self.budget = CallBudget(S.SPLIT_CALLS)  # calls left to isolate refused records in one segment update
 
     # ------------------------------------------------------------------ public
 
@@ -164,18 +165,12 @@ class Pusher:
         """Static segments (and tags) by name, read once per connector."""
         if self._segments is None:
             found: dict[str, int] = {}
-            offset = 0
-            while True:
-                body = self.client.list_segments(self.list_id, offset)
-                items = body.get("segments") if isinstance(body, Mapping) else None
-                if not isinstance(items, list):
-                    raise malformed(f"GET /lists/{self.list_id}/segments", "without a 'segments' array")
+            what = f"GET /lists/{self.list_id}/segments"
+            for _, items in offset_pages(what, "segments", lambda offset: self.client.list_segments(self.list_id,
+                                                                                                    offset)):
                 for seg in items:
                     if isinstance(seg, Mapping) and seg.get("name") is not None and seg.get("id") is not None:
                         found.setdefault(str(seg["name"]), int(seg["id"]))
-                offset += len(items)
-                if not items or offset >= int(body.get("total_items") or 0):
-                    break
             self._segments = found
         return self._segments
 
@@ -204,7 +199,7 @@ class Pusher:
     def _update_segment(self, name: str, adds: Mapping[str, str], removes: Mapping[str, str]) -> dict[str, Verdict]:
         """Apply adds/removes (hash -> email) to one segment; a verdict per hash."""
         verdicts: dict[str, Verdict] = {}
-        self._splits = S.SPLIT_BUDGET
+        self.budget = CallBudget(S.SPLIT_CALLS)
         seg_id = self._segment_id(name, create=bool(adds))
         if seg_id is None:  # nothing to remove from a segment that does not exist
             return {h: ("sent", "not in the segment") for h in removes}
@@ -215,28 +210,17 @@ class Pusher:
         return verdicts
 
     def _segment_call(self, seg_id: int, add: list[tuple[str, str]], remove: list[tuple[str, str]]) -> dict[str, Verdict]:
-        """One segment update; a refused call (400) is split in halves to isolate the record it refused."""
-        by_email = {e: h for h, e in add + remove}
-        try:
-            body = self.client.update_segment(self.list_id, seg_id, [e for _, e in add], [e for _, e in remove])
-        except FatalApiError:
-            raise
-        except RejectedRecordError as exc:
-            if len(by_email) <= 1 or self._splits <= 0:
-                return {h: ("failed", str(exc)) for h in by_email.values()}
-            self._splits -= 1  # a refusal of the whole request would otherwise cost one call per record
-            out: dict[str, Verdict] = {}
-            for part in (slice(None, len(add) // 2), slice(len(add) // 2, None)):
-                if add[part]:
-                    out.update(self._segment_call(seg_id, add[part], []))
-            for part in (slice(None, len(remove) // 2), slice(len(remove) // 2, None)):
-                if remove[part]:
-                    out.update(self._segment_call(seg_id, [], remove[part]))
-            return out
-        except ApiError as exc:
-            return {h: ("failed", str(exc)) for h in by_email.values()}
+        """One segment update; a refused call (400) is split to isolate the record it refused, within the budget."""
+        items = [("add", h, e) for h, e in add] + [("remove", h, e) for h, e in remove]
+        return send_isolating(items, lambda part: self._segment_send(seg_id, part), key=lambda item: item[1],
+                              budget=self.budget, split=_split_segment_items, absorb=(ApiError,))
+
+    def _segment_send(self, seg_id: int, items: Sequence[tuple[str, str, str]]) -> dict[str, Verdict]:
+        by_email = {e: h for _, h, e in items}
+        body = self.client.update_segment(self.list_id, seg_id, [e for op, _, e in items if op == "add"],
+                                          [e for op, _, e in items if op == "remove"])
         verdicts = dict.fromkeys(by_email.values(), SENT)
-        removing = {h for h, _ in remove}
+        removing = {h for op, h, _ in items if op == "remove"}
         for err in body.get("errors") or [] if isinstance(body, Mapping) else []:
             if not isinstance(err, Mapping):
                 continue
@@ -353,6 +337,13 @@ class Pusher:
         return out
 
 
+def _split_segment_items(items: Sequence[tuple[str, str, str]]) -> list[Sequence[tuple[str, str, str]]]:
+    """Halves of the adds, then halves of the removes: each part is one call with one list."""
+    adds = [i for i in items if i[0] == "add"]
+    removes = [i for i in items if i[0] == "remove"]
+    return [*halves(adds), *halves(removes)]
+
+
 def _worse(a: Verdict, b: Verdict) -> Verdict:
     rank = {"sent": 0, "skipped": 1, "suppressed": 2, "failed": 3}
     return b if rank.get(b[0], 3) > rank.get(a[0], 3) else a
@@ -381,7 +372,7 @@ def _op_verdict(result: Mapping[str, Any] | None, batch_id: str) -> Verdict:
     if status == 404:
         return ABSENT
     raw = result.get("response")
-    detail = problem_detail(decode_body(raw), raw if isinstance(raw, str) else "")
+    detail = problem_detail(decode_json(raw), raw if isinstance(raw, str) else "")
     if S.COMPLIANCE_TITLE.lower() in detail.lower():
         return ("suppressed", detail)
     suffix = " (retried next run)" if status in (0, 429) or status >= 500 else ""

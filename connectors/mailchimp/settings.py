@@ -17,7 +17,7 @@ MAX_CONNECTIONS = 10  # simultaneous connections per API key; one more gets a 42
 PAGE_SIZE = 1000  # members / email activity per read page (Mailchimp's maximum)
 BATCH_MEMBERS = 500  # POST /lists/{id} members, segment members_to_add / members_to_remove
 BATCH_OPERATIONS = 5000  # operations per POST /batches job (segsync's own cap; Mailchimp caps payload size)
-SPLIT_BUDGET = 24  # halvings per segment update to isolate a refused record (bounds the cost of a global refusal)
+SPLIT_CALLS = 48  # calls one segment update may spend isolating a refused record (bounds a global refusal's cost)
 BATCH_CALLS = 4  # what one /batches job costs at best: submit, two status polls, the results download
 
 # Polling a /batches job: first wait, growth factor, cap, and a total budget before giving up.
@@ -88,6 +88,7 @@ LIMITS = Limits(
     window_seconds=1.0,
     page_size=PAGE_SIZE,
     max_connections=MAX_CONNECTIONS,
+    job_size=BATCH_OPERATIONS,
 )
 
 

@@ -5,8 +5,11 @@ never imports ``sync``). Every command takes the config file, opens its store (m
 prints a readable summary or, with ``--json``, one JSON document. Exit codes: 0 ok, 1 ``verify``
 found a broken chain, 2 bad usage, config or input (from the ``segsync`` group's error handling).
 
-The tenant's pseudonym key is ``consent.pseudonym_key`` if set, else ``consent.webhook_secret``:
-changing it later makes old pseudonyms unreachable, so set it once.
+The tenant's pseudonym key is ``consent.pseudonym_key`` if set, else a key generated at first use
+in the key file (``consent.keys_file``, default ``~/.config/segsync/keys.json``): changing or losing
+it makes old pseudonyms unreachable and the keyed chain uncheckable, so back it up.
+``checkpoint`` writes signed chain heads to a file to keep outside the database; ``verify
+--against`` checks the ledger against one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 import click
 
 from connectors.errors import InputError
+from consent.checkpoint import load_checkpoint, write_checkpoint
+from consent.erasure import scrub_json_column
 from consent.ledger import Ledger, Signal
 from consent.outbox import Outbox
 from consent.policy import GRANTED, STATES, is_allowed, normalize_subject, reason
@@ -30,6 +35,7 @@ from consent.webhook_events import TenantHooks
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import key_lookup, policy_of
 from sync.store import open_store
+from sync.store.schema import runs
 
 SOURCES = ("cli", "import", "preference_center", "mailchimp", "hubspot")
 
@@ -49,7 +55,8 @@ def _open(config_path: Path) -> Iterator[tuple[Any, Any, Ledger, Outbox]]:
     cfg = load_config(config_path)
     store = open_store(cfg.store)
     try:
-        yield cfg, store, Ledger(store.engine, key_lookup(cfg.tenants)), Outbox(store.engine)
+        ledger = Ledger(store.engine, key_lookup(cfg.tenants))
+        yield cfg, store, ledger, Outbox(store.engine, mac_key=ledger.chain_key)
     finally:
         store.close()
 
@@ -205,13 +212,37 @@ def history(config: Path, tenant_id: str, email: str, as_json: bool) -> None:
 @consent.command()
 @config_arg
 @click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: every tenant in the store).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write the checkpoint to (keep it outside the database).")
 @json_opt
-def verify(config: Path, tenant_id: str | None, as_json: bool) -> None:
-    """Check the hash chains; name the first broken row (exit 1 if any)."""
+def checkpoint(config: Path, tenant_id: str | None, out: Path, as_json: bool) -> None:
+    """Write signed chain heads to a file, for `verify --against` to detect truncation later."""
     with _open(config) as (cfg, _store, ledger, _outbox):
         if tenant_id is not None:
             cfg.tenant(tenant_id)
-        result = ledger.verify(tenant_id)
+        doc = ledger.checkpoint(tenant_id)
+    write_checkpoint(out, doc)
+    heads = {t: e["seq"] for t, e in doc["tenants"].items()}
+    if as_json:
+        _emit({"checkpoint": str(out), "tenants": heads})
+    else:
+        click.echo(f"checkpoint of {len(heads)} tenant(s) written to {out}: "
+                   + ", ".join(f"{t} at seq {n}" for t, n in heads.items()))
+
+
+@consent.command()
+@config_arg
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: every tenant in the store).")
+@click.option("--against", "against", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="A checkpoint file from `segsync consent checkpoint` to check the ledger against.")
+@json_opt
+def verify(config: Path, tenant_id: str | None, against: Path | None, as_json: bool) -> None:
+    """Check the hash chains and outbox MACs (and a checkpoint); name the first broken row (exit 1 if any)."""
+    doc = load_checkpoint(against) if against is not None else None
+    with _open(config) as (cfg, _store, ledger, _outbox):
+        if tenant_id is not None:
+            cfg.tenant(tenant_id)
+        result = ledger.verify(tenant_id, against=doc)
     broken = result.first_broken
     if as_json:
         _emit({"ok": result.ok, "checked": result.checked,
@@ -243,6 +274,8 @@ def erase(config: Path, tenant_id: str, email: str, yes: bool, as_json: bool) ->
         # and running erase again after a crash redoes whatever is left.
         result = erase_and_enqueue(ledger, outbox, tenant_id, subject, tenant_destinations(tenant))
         removed = store.erase(tenant_id, subject)
+        with store.engine.begin() as conn:  # old run reports may quote the address (vendor errors)
+            scrub_json_column(conn, runs, "report", tenant_id, subject)
     erasure = result.erasure
     assert erasure is not None
     data = {

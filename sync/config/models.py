@@ -80,7 +80,10 @@ class PurposeCfg(Strict):
 
 class ConsentCfg(Strict):
     webhook_secret: SecretStr = Field(description="shared secret for the preference-center webhooks")
-    pseudonym_key: SecretStr | None = None  # HMAC key for erasure pseudonyms; defaults to webhook_secret
+    # HMAC key for pseudonyms (and, derived, the ledger's chain). Default: a key generated at first
+    # use in the key file (consent.keys), never the webhook secret, which sits in the Mailchimp URL.
+    pseudonym_key: SecretStr | None = None
+    keys_file: str | None = None  # default: $SEGSYNC_KEYS_FILE or ~/.config/segsync/keys.json
     purposes: dict[Literal["email_marketing", "profiling"], PurposeCfg]
 
     @field_validator("webhook_secret")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from connectors.base import ConsentSignal, normalize_email
+from consent.keys import KeyFile
 from consent.ledger import Ledger, Signal
 from consent.outbox import Outbox
 from consent.policy import DESTINATIONS, EMAIL_MARKETING, PROFILING, WITHDRAWN
@@ -30,9 +31,10 @@ Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed,
 
 
 def tenant_key(tenant: TenantCfg) -> bytes:
-    """The tenant's pseudonym key: ``consent.pseudonym_key``, else the webhook secret."""
-    secret = tenant.consent.pseudonym_key or tenant.consent.webhook_secret
-    return secret.get_secret_value().encode("utf-8")
+    """The tenant's pseudonym key: ``consent.pseudonym_key``, else one generated in the key file."""
+    if tenant.consent.pseudonym_key is not None:
+        return tenant.consent.pseudonym_key.get_secret_value().encode("utf-8")
+    return KeyFile(tenant.consent.keys_file).pseudonym_key(tenant.id)
 
 
 def key_lookup(tenants: Iterable[TenantCfg]) -> Callable[[str], bytes]:
@@ -63,7 +65,7 @@ class ConsentGate:
         self.store = store
         self.tenant = tenant
         self.ledger = Ledger(store.engine, key_lookup([tenant]))
-        self.outbox = Outbox(store.engine)
+        self.outbox = Outbox(store.engine, mac_key=self.ledger.chain_key)
         self.policy = policy_of(tenant)
         self.sources = {"crm": crm_source, "esp": esp_source}
 
