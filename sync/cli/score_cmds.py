@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
 from rich.table import Table
 
 from sync.cli.common import CONFIG_ARG, console, emit_json, open_config, select_tenants
+
+if TYPE_CHECKING:
+    from sync.config.models import TenantCfg
+    from sync.store.interface import Store
 
 
 def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
@@ -27,67 +31,103 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _evaluate(store: Store, tenant: TenantCfg, cutoff: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Backtest and gate every score of one tenant: (model cards, warnings for the reader)."""
+    from connectors.errors import InputError
+    from scoring.backtest import backtest as run_backtest
+    from scoring.card import model_card
+    from scoring.gate import gate
+    from sync.run.scorer import frames, no_email_warning, score_spec, wanted_properties
+
+    if not store.contacts(tenant.id):
+        raise InputError(f"tenant {tenant.id}: the store holds no contacts yet; run `segsync sync CONFIG` first "
+                         "(it pulls the book; `--dry-run` pulls without pushing)")
+    notes = [w for w in (no_email_warning(store, tenant),) if w]
+    contacts, events = frames(store, tenant, _allowed(store, tenant))
+    _, discovered = wanted_properties(tenant, [])
+    cards = []
+    for sc in tenant.scores:
+        spec = score_spec(sc, tenant)
+        report = run_backtest(spec, contacts, events if not events.empty else None, cutoff=cutoff)
+        card = model_card(report, gate=gate(report))
+        if discovered and report.extra.get("property_inputs") is not None:
+            card["extra"]["property_inputs_discovered"] = True
+        cards.append({"tenant": tenant.id, **card})
+    if discovered:
+        inputs = sorted({p for c in cards for p in (c.get("extra") or {}).get("property_inputs", [])})
+        notes.append(f"no features declared: property inputs discovered automatically: {', '.join(inputs) or 'none'} "
+                     "(declare features.numeric_properties / categorical_properties to choose)")
+    return cards, notes
+
+
 @click.command("score")
 @CONFIG_ARG
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
-@click.option("--backtest", is_flag=True, default=True, help="Evaluate every score out of sample (the default).")
 @click.option("--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event).")
 @click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
-def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff: str | None, write_cards: bool,
+def score_cmd(config: Path, tenant_ids: tuple[str, ...], cutoff: str | None, write_cards: bool,
               out_dir: Path | None, as_json: bool) -> None:
-    """Backtest each configured score on the stored data and show how good it is against a naive baseline.
+    """Backtest each configured score on the stored data, against a naive baseline, and gate it.
 
-    Run `segsync sync` first so the store holds contacts and events. Scores that cannot be
-    evaluated honestly say "insufficient data" instead of a number.
+    Run `segsync sync` first so the store holds contacts and events. A score is used for segments
+    only if it passes the gate: better than the baseline out of sample (time-ordered where the data
+    has time) with an interval that excludes zero, no suspected leakage, enough data.
     """
-    from scoring.backtest import backtest as run_backtest
-    from scoring.card import model_card, render_model_card
+    from scoring.card import render_model_card
     from sync.pages.cards import write_card_html
     from sync.pages.status_data import stored_scores
-    from sync.run.scorer import frames, score_spec
 
     cfg, store = open_config(config)
     results: list[dict[str, Any]] = []
+    notes: list[str] = []
     try:
         for tenant in select_tenants(cfg, tenant_ids):
-            contacts, events = frames(store, tenant, _allowed(store, tenant))
-            for sc in tenant.scores:
-                spec = score_spec(sc, tenant)
-                report = run_backtest(spec, contacts, events if not events.empty else None, cutoff=cutoff)
-                card = model_card(report)
-                results.append({"tenant": tenant.id, **card})
+            cards, tenant_notes = _evaluate(store, tenant, cutoff)
+            notes += [f"{tenant.id}: {n}" for n in tenant_notes]
+            for card in cards:
+                results.append(card)
                 if write_cards:
-                    folder = (out_dir / tenant.id / sc.name) if out_dir else (cfg.model_dir / tenant.id / sc.name)
+                    name = card["score"]
+                    folder = (out_dir / tenant.id / name) if out_dir else (cfg.model_dir / tenant.id / name)
                     folder.mkdir(parents=True, exist_ok=True)
-                    (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
-                    (folder / "card.md").write_text(render_model_card(card))
-                    write_card_html(folder, card, firm=tenant.name or tenant.id, colour=tenant.pages.colour,
-                                    scores=stored_scores(store, tenant.id, sc.name))
-                    results[-1]["card_path"] = str(folder / "card.md")
+                    body = {k: v for k, v in card.items() if k != "tenant"}
+                    (folder / "card.json").write_text(json.dumps(body, indent=2, default=str))
+                    (folder / "card.md").write_text(render_model_card(body))
+                    write_card_html(folder, body, firm=tenant.name or tenant.id, colour=tenant.pages.colour,
+                                    scores=stored_scores(store, tenant.id, name))
+                    card["card_path"] = str(folder / "card.md")
     finally:
         store.close()
     if as_json:
-        emit_json(results)
+        emit_json({"scores": results, "notes": notes})
         return
-    table = Table(title="Backtest (out of sample) vs naive baseline", box=box.SIMPLE_HEAD, title_justify="left")
-    for col in ("tenant", "score", "method", "roc_auc", "pr_auc", "lift@10%", "brier", "baseline auc", "verdict"):
+    _print_scores(results, notes)
+
+
+def _print_scores(results: list[dict[str, Any]], notes: list[str]) -> None:
+    table = Table(title="Backtest (out of sample) vs naive baseline, and the gate", box=box.SIMPLE_HEAD,
+                  title_justify="left")
+    for col in ("tenant", "score", "method", "roc_auc", "lift@10%", "baseline auc", "gain (95% CI)", "gate"):
         table.add_column(col, no_wrap=col in ("tenant", "score"))
     for r in results:
         m, b = r.get("model") or {}, r.get("baseline") or {}
-        verdict = r.get("verdict") or {}
-        note = verdict.get("reason") or verdict.get("verdict") or "ok"
-        if r["kind"] == "ltv":
-            table.add_row(r["tenant"], r["score"], r.get("method", ""), "-", "-", "-", "-", "-",
-                          f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})")
-            continue
-        if note == "ok" and isinstance(m.get("roc_auc"), float) and isinstance(b.get("roc_auc"), float) and m["roc_auc"] <= b["roc_auc"]:
-            note = "no better than the baseline: do not act on it"
-        table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
-                      _fmt(m.get("lift_top_decile")), _fmt(m.get("brier")), _fmt(b.get("roc_auc")), str(note)[:60])
+        gain = (r.get("extra") or {}).get("gain_over_baseline") or {}
+        ci = (f"{gain['difference']:+.3f} ({gain['ci_low']:+.3f}, {gain['ci_high']:+.3f})" if gain else "-")
+        verdict = r.get("gate") or {}
+        note = "used" if verdict.get("passed") else "not used: " + "; ".join(verdict.get("reasons") or [])
+        table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")),
+                      _fmt(m.get("lift_top_decile")), _fmt(b.get("roc_auc")), ci, note)
     console.print(table)
+    for r in results:
+        chk = (r.get("extra") or {}).get("later_rows_check")
+        if chk:
+            console.print(f"{r['score']}: cross-validated ROC AUC {_fmt((r.get('model') or {}).get('roc_auc'))}; "
+                          f"time-ordered (last 20% by {chk.get('ordered_by', 'row order')}) {_fmt(chk['roc_auc'])}")
+    for note in notes:
+        console.print(f"[yellow]note[/]: {note}")
     for r in results:
         if r.get("card_path"):
             console.print(f"model card: {r['card_path']}")

@@ -190,6 +190,8 @@ def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFra
     for key in ("silhouette", "stability"):
         if key in report.model:
             out[key] = report.model[key]
+    if report.extra.get("proxies"):
+        out["proxies"] = report.extra["proxies"][:5]
     return out
 
 
@@ -223,6 +225,9 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
             result.verdicts[cfg.name] = f"insufficient data: {model.reason}"
             result.scores[cfg.name] = pd.Series(dtype=float)
             continue
+        for proxy in model.metrics.get("proxies", [])[:3]:
+            result.warnings.append(f"proxy screen: score {cfg.name} uses {proxy['input']}, which alone tells "
+                                   f"{proxy['attribute']} = {proxy['group']} apart (ROC AUC {proxy['roc_auc']})")
         weak = not_used(model.metrics)
         if weak:
             result.verdicts[cfg.name] = weak
