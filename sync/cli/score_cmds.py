@@ -143,65 +143,64 @@ def report_group() -> None:
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
-    """Outcome rate of each segment's members vs. its holdout since the segments were assigned.
+    """Outcome rate of each segment's members vs its holdout, each contact over its own window.
 
-    The outcome is the segment's score's outcome event (propensity) or, for churn, no activity;
-    rates are counted from events pulled after the assignment, so run it after the campaign window.
+    The window starts when a contact was first assigned to the segment (scheduled re-runs do not
+    move it) and lasts the score's horizon (churn: inactive_days); only closed windows count. The
+    outcome is the score's own; the difference comes with a 95% interval and the minimum effect the
+    holdout can detect.
     """
     import pandas as pd
 
-    from scoring.segments import lift_report, render_lift_report
+    from scoring.lift import outcome_for, segment_lift
 
     cfg, store = open_config(config)
     out: dict[str, Any] = {}
+    now = pd.Timestamp.now(tz="UTC")
     try:
         for tenant in select_tenants(cfg, tenant_ids):
-            rows = store.segment_members(tenant.id)
-            if not rows:
+            spells = pd.DataFrame(store.segment_history(tenant.id),
+                                  columns=["segment", "contact_id", "holdout", "first_assigned", "last_assigned", "left_at"])
+            if spells.empty:
                 out[tenant.id] = {}
                 continue
-            assigned = min(pd.Timestamp(r["assigned_at"]) for r in rows)
-            assigned = assigned.tz_localize("UTC") if assigned.tzinfo is None else assigned
             events = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
-            events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
-            after = events[events["occurred_at"] >= assigned]
             scores = {s.name: s for s in tenant.scores}
             result: dict[str, Any] = {}
-            now = pd.Timestamp.now(tz="UTC")
             for seg in tenant.segments:
                 sc = scores[seg.score]
-                window = pd.Timedelta(days=sc.inactive_days if sc.kind == "churn" else sc.horizon_days)
-                if now < assigned + window:
-                    # Outcomes are only known once the window has passed; a rate now would be noise.
-                    result[seg.name] = {"members": sum(1 for r in rows if r["segment"] == seg.name and not r["holdout"]),
-                                        "holdout": sum(1 for r in rows if r["segment"] == seg.name and r["holdout"]),
-                                        "window_open_until": (assigned + window).date().isoformat()}
-                    continue
-                members = [r["contact_id"] for r in rows if r["segment"] == seg.name and not r["holdout"]]
-                held = [r["contact_id"] for r in rows if r["segment"] == seg.name and r["holdout"]]
-                if sc.kind == "propensity" and sc.outcome and sc.outcome.event:
-                    hit = set(after.loc[after["type"] == sc.outcome.event, "contact_id"])
-                elif sc.kind == "churn":
-                    active = set(after["contact_id"])
-                    hit = {c for c in members + held if c not in active}
-                else:
-                    hit = set(after.loc[after["type"] == "deposit", "contact_id"])
-                result.update(lift_report({seg.name: members}, {seg.name: held}, hit))
-            out[tenant.id] = {"since": assigned.isoformat(), "segments": result}
+                window = sc.inactive_days if sc.kind == "churn" else sc.horizon_days
+                outcome = outcome_for(sc.kind, window, event=sc.outcome.event if sc.outcome else None,
+                                      labelled=bool(sc.outcome and sc.outcome.property),
+                                      activity_types=sc.activity_types, transaction_types=sc.transaction_types)
+                result[seg.name] = segment_lift(spells, events, seg.name, outcome, now)
+            out[tenant.id] = {"segments": result}
     finally:
         store.close()
     if as_json:
         emit_json(out)
         return
+    _print_lift(out)
+
+
+def _print_lift(out: dict[str, Any]) -> None:
     for tenant_id, data in out.items():
-        console.print(f"[bold]{tenant_id}[/] (segments assigned {data.get('since', '-')})")
+        console.print(f"[bold]{tenant_id}[/]")
         if not data.get("segments"):
             console.print("  no segments assigned yet: run `segsync sync` first")
             continue
-        closed = {k: v for k, v in data["segments"].items() if "window_open_until" not in v}
         for name, v in data["segments"].items():
-            if "window_open_until" in v:
-                console.print(f"  {name}: {v['members']} members, {v['holdout']} held out; outcome window open until "
-                              f"{v['window_open_until']} - no lift yet")
-        if closed:
-            console.print(render_lift_report(closed), markup=False)
+            status = v.get("status")
+            if status == "not measurable":
+                console.print(f"  {name}: not measured - {v['reason']}")
+            elif status == "window open":
+                console.print(f"  {name}: {v['waiting']} contact(s) still inside their {v['window_days']}-day window"
+                              + (f" (first closes {v['next_window_closes']})" if v.get("next_window_closes") else "")
+                              + " - no lift yet")
+            else:
+                console.print(f"  {name}: members {v['member_rate']:.1%} of {v['members']}, holdout "
+                              f"{v['holdout_rate']:.1%} of {v['holdout']}: difference {v['difference']:+.1%} (95% CI "
+                              f"{v['ci_low']:+.1%} to {v['ci_high']:+.1%}); detectable effect "
+                              f"{v['minimum_detectable_effect']:.1%}" + (f"; {v['waiting']} still waiting" if v["waiting"] else ""))
+            if v.get("advice"):
+                console.print(f"    [yellow]advice[/]: {v['advice']}")
