@@ -47,9 +47,10 @@ def pulled(tmp_path: Path, contacts_csv: Path, events_csv: Path, *, created: str
            scores: str = "[]", segments: str = "[]", features: str = "{}"):  # noqa: ANN201 - (tenant, store)
     """Config + SQLite store holding what the CSV source pulled (the store keeps contacts by hashed id)."""
     url = f"sqlite:///{tmp_path / 'segsync.db'}"
-    cfg = load_config_text(TENANT.format(store=url, contacts=contacts_csv, events=events_csv, output=tmp_path / "o.csv",
-                                         created=created or "null", scores=scores, segments=segments,
-                                         features=features))
+    text = TENANT.format(store=url, contacts=contacts_csv, events=events_csv, output=tmp_path / "o.csv",
+                         created=created or "null", scores=scores, segments=segments, features=features)
+    (tmp_path / "segsync.yaml").write_text(text)  # for tests that go on through the CLI
+    cfg = load_config_text(text)
     tenant = cfg.tenants[0]
     conn = CsvConnector(contacts_csv, events_csv, created_column=created,
                         event_columns={"contact_id": "person", "timestamp": "at"}, output=tmp_path / "o.csv")
