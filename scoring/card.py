@@ -38,7 +38,8 @@ def fairness_verdict(fairness: dict[str, Any]) -> str:
     return "passes the four-fifths rule for every measured attribute"
 
 
-def model_card(report: BacktestReport, model: TrainedModel | None = None, gate: GateVerdict | None = None) -> dict[str, Any]:
+def model_card(report: BacktestReport, model: TrainedModel | None = None,
+               gate: GateVerdict | None = None) -> dict[str, Any]:
     """A JSON-ready model card: what was evaluated, how, how well, against what, for whom, and whether it is used."""
     card: dict[str, Any] = {"score": report.score, "kind": report.kind, "sklearn_version": sklearn.__version__,
                             **report.to_dict()}
@@ -80,7 +81,8 @@ def _use_lines(card: dict[str, Any]) -> list[str]:
                   + ("" if gate.get("passed") else " - " + "; ".join(gate.get("reasons") or [])), ""]
     gain = (card.get("extra") or {}).get("gain_over_baseline")
     if gain:
-        lines += [f"Gain over the naive baseline: ROC AUC {gain['model_roc_auc']:.3f} vs {gain['baseline_roc_auc']:.3f}, "
+        lines += [f"Gain over the naive baseline: ROC AUC {gain['model_roc_auc']:.3f} vs "
+                  f"{gain['baseline_roc_auc']:.3f}, "
                   f"difference {gain['difference']:+.3f} (95% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f}; "
                   f"{gain['method']}; on {gain.get('evaluated_on', 'held-out data')})", ""]
     if card.get("intended_use"):

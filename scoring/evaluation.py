@@ -18,7 +18,7 @@ Z95 = float(norm.ppf(0.975))
 def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
     """Outcome rate among the top ``fraction`` by score over the overall rate."""
     y = np.asarray(y, dtype=float)
-    k = max(int(round(len(y) * fraction)), 1)
+    k = max(round(len(y) * fraction), 1)
     p = np.asarray(p, dtype=float)
     base = y.mean()
     if base == 0:
@@ -38,7 +38,7 @@ def calibration_by_decile(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]
     out = []
     for i, chunk in enumerate(np.array_split(order, 10), start=1):
         if len(chunk):
-            out.append({"decile": i, "n": int(len(chunk)), "mean_predicted": round(float(np.mean(p[chunk])), 4),
+            out.append({"decile": i, "n": len(chunk), "mean_predicted": round(float(np.mean(p[chunk])), 4),
                         "observed_rate": round(float(np.mean(y[chunk])), 4)})
     return out
 
@@ -100,7 +100,7 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
     if not attributes:
         return out
     frame = contacts.set_index(contacts["contact_id"].astype(str))
-    k = max(int(round(len(scores) * top_percent / 100)), 1)
+    k = max(round(len(scores) * top_percent / 100), 1)
     selected = pd.Series(False, index=scores.index)
     selected.iloc[np.argsort(-scores.to_numpy(float), kind="stable")[:k]] = True
     for attr in attributes:
@@ -110,7 +110,7 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
         groups = sensitive_groups(frame[attr].reindex(scores.index))
         rows: list[dict[str, Any]] = []
         for g, idx in groups.groupby(groups).groups.items():
-            row: dict[str, Any] = {"group": str(g), "n": int(len(idx)),
+            row: dict[str, Any] = {"group": str(g), "n": len(idx),
                                    "selection_rate": round(float(selected.loc[idx].mean()), 4)}
             if outcomes is not None:
                 row["outcome_rate"] = round(float(outcomes.reindex(idx).mean()), 4)
@@ -134,7 +134,7 @@ def _placements(pos: np.ndarray, neg: np.ndarray) -> tuple[float, np.ndarray, np
     return auc, v10, v01
 
 
-def auc_difference(y: np.ndarray, model: np.ndarray, baseline: np.ndarray) -> dict[str, float] | None:
+def auc_difference(y: np.ndarray, model: np.ndarray, baseline: np.ndarray) -> dict[str, Any] | None:
     """Paired ROC AUC difference (model - baseline) with a 95% DeLong interval, or None without both classes.
 
     DeLong, DeLong & Clarke-Pearson (1988): the AUCs of two scores on the same people are

@@ -39,7 +39,8 @@ def _attribute_rates(member: pd.Series, score: pd.Series | None, groups: pd.Seri
     rows: list[dict[str, Any]] = []
     for group, row in frame.by_group.iterrows():
         n = int(counts.get(group, 0))
-        entry: dict[str, Any] = {"group": str(group), "n": n, "membership_rate": round(float(row["membership_rate"]), 4)}
+        entry: dict[str, Any] = {"group": str(group), "n": n,
+                                 "membership_rate": round(float(row["membership_rate"]), 4)}
         if score is not None:
             vals = pd.to_numeric(score[groups.to_numpy() == group], errors="coerce").dropna()
             if len(vals):

@@ -89,7 +89,8 @@ def outcomes(cohort: pd.DataFrame, events: pd.DataFrame, outcome: Outcome) -> np
     joined = cohort[["contact_id", "first_assigned"]].reset_index().merge(ev[["contact_id", "occurred_at"]],
                                                                          on="contact_id")
     window = pd.Timedelta(days=outcome.window_days)
-    inside = (joined["occurred_at"] >= joined["first_assigned"]) & (joined["occurred_at"] < joined["first_assigned"] + window)
+    start = joined["first_assigned"]
+    inside = (joined["occurred_at"] >= start) & (joined["occurred_at"] < start + window)
     hit = np.zeros(len(cohort), dtype=int)
     hit[joined.loc[inside, "index"].unique()] = 1
     return 1 - hit if outcome.absence else hit

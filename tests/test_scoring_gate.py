@@ -44,7 +44,7 @@ tenants:
 
 
 def pulled(tmp_path: Path, contacts_csv: Path, events_csv: Path, *, created: str | None = "created",
-           scores: str = "[]", segments: str = "[]", features: str = "{}"):  # noqa: ANN201 - (tenant, store)
+           scores: str = "[]", segments: str = "[]", features: str = "{}"):
     """Config + SQLite store holding what the CSV source pulled (the store keeps contacts by hashed id)."""
     url = f"sqlite:///{tmp_path / 'segsync.db'}"
     text = TENANT.format(store=url, contacts=contacts_csv, events=events_csv, output=tmp_path / "o.csv",

@@ -199,7 +199,7 @@ def rank_checks(report: BacktestReport, bought: np.ndarray, act_v: np.ndarray, p
         total = float(act_v.sum())
         if total <= 0:
             return None
-        k = max(int(round(len(score) * 0.1)), 1)
+        k = max(round(len(score) * 0.1), 1)
         return round(float(act_v[np.argsort(-score, kind="stable")[:k]].sum()) / total, 4)
 
     y = bought.astype(int)

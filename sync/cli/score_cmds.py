@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sync.store.interface import Store
 
 
-def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
+def _allowed(store: Store, tenant: TenantCfg) -> set[str]:
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
     from sync.run.gate import ConsentGate
 
@@ -63,8 +63,10 @@ def _evaluate(store: Store, tenant: TenantCfg, cutoff: str | None) -> tuple[list
 @click.command("score")
 @CONFIG_ARG
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
-@click.option("--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event).")
-@click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score.")
+@click.option("--cutoff", default=None, metavar="DATE",
+              help="Test cutoff (default: one horizon before the newest event).")
+@click.option("--report", "write_cards", is_flag=True,
+              help="Also write a model card (markdown, JSON and HTML) per score.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
@@ -160,11 +162,13 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
     try:
         for tenant in select_tenants(cfg, tenant_ids):
             spells = pd.DataFrame(store.segment_history(tenant.id),
-                                  columns=["segment", "contact_id", "holdout", "first_assigned", "last_assigned", "left_at"])
+                                  columns=["segment", "contact_id", "holdout", "first_assigned", "last_assigned",
+                                           "left_at"])
             if spells.empty:
                 out[tenant.id] = {}
                 continue
-            events = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
+            events = pd.DataFrame(list(store.events(tenant.id)),
+                                  columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
             scores = {s.name: s for s in tenant.scores}
             result: dict[str, Any] = {}
             for seg in tenant.segments:
@@ -201,6 +205,7 @@ def _print_lift(out: dict[str, Any]) -> None:
                 console.print(f"  {name}: members {v['member_rate']:.1%} of {v['members']}, holdout "
                               f"{v['holdout_rate']:.1%} of {v['holdout']}: difference {v['difference']:+.1%} (95% CI "
                               f"{v['ci_low']:+.1%} to {v['ci_high']:+.1%}); detectable effect "
-                              f"{v['minimum_detectable_effect']:.1%}" + (f"; {v['waiting']} still waiting" if v["waiting"] else ""))
+                              f"{v['minimum_detectable_effect']:.1%}"
+                              + (f"; {v['waiting']} still waiting" if v["waiting"] else ""))
             if v.get("advice"):
                 console.print(f"    [yellow]advice[/]: {v['advice']}")

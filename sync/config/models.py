@@ -170,7 +170,8 @@ class FeaturesCfg(Strict):
 
     @model_validator(mode="after")
     def _sensitive_not_inputs(self) -> FeaturesCfg:
-        used = [a for a in self.sensitive_attributes if a in self.numeric_properties or a in self.categorical_properties]
+        inputs = {*self.numeric_properties, *self.categorical_properties}
+        used = [a for a in self.sensitive_attributes if a in inputs]
         if used:
             raise ValueError(f"sensitive attribute(s) {', '.join(used)} listed as model inputs: a sensitive attribute "
                              "is measured for fairness only; remove it from numeric_properties/categorical_properties")

@@ -121,15 +121,17 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
         if allowed is not None and c["contact_id"] not in allowed:
             continue
         props = c["properties"] or {}
-        raw_row = props.get(ORDER_COLUMN)
-        order.append(int(raw_row) if str(raw_row or "").isdigit() else None)
-        rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"], **{k: props.get(k) for k in wanted}})
+        raw_row = str(props.get(ORDER_COLUMN) or "")
+        order.append(int(raw_row) if raw_row.isdigit() else None)
+        rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
+                     **{k: props.get(k) for k in wanted}})
     contacts = pd.DataFrame(rows, columns=["contact_id", "email", "created_at", *sorted(wanted)])
     contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
     contacts = time_order(contacts, tenant, order)
-    ev = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
+    ev = pd.DataFrame(list(store.events(tenant.id)),
+                      columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
     if allowed is not None:
         ev = ev[ev["contact_id"].isin(allowed)]
     ev["occurred_at"] = pd.to_datetime(ev["occurred_at"], utc=True)
@@ -144,7 +146,8 @@ def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:
     return dataclasses.asdict(spec)
 
 
-def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp, retrain: bool) -> tuple[TrainedModel | InsufficientData, bool]:
+def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp,
+              retrain: bool) -> tuple[TrainedModel | InsufficientData, bool]:
     """Reuse the persisted model unless asked to retrain, it is missing, its spec changed or it predates the gate.
 
     A newly trained model is backtested and gated once (:mod:`scoring.gate`); the verdict is kept
@@ -154,12 +157,13 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
     if (directory / "model.pkl").exists():
         try:
             previous = load_model(directory)
-        except Exception as exc:  # noqa: BLE001 - an unreadable model is retrained, and we say so
+        except Exception as exc:
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)
     if previous is not None and not retrain:
         if _spec_fingerprint(previous.spec) == _spec_fingerprint(spec) and "gate" in previous.metrics:
             return previous, True
-        log.info("score %s: the spec changed since the model was trained (or it was never gated); retraining", spec.name)
+        log.info("score %s: the spec changed since the model was trained (or it was never gated); retraining",
+                 spec.name)
     model = train(spec, contacts, events, as_of=as_of)
     if isinstance(model, TrainedModel):
         if spec.kind == "cluster" and previous is not None and previous.spec.kind == "cluster":
@@ -205,7 +209,13 @@ def not_used(metrics: dict[str, Any]) -> str | None:
     return "not used: " + "; ".join(verdict.get("reasons") or ["failed the gate"])
 
 
-def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *, retrain: bool = False) -> ScoreResult:
+def model_info(model: TrainedModel, reused: bool) -> dict[str, Any]:
+    """What a run report says about a model: reused or trained, when, and its metrics (with the gate)."""
+    return {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
+
+
+def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *,
+                 retrain: bool = False) -> ScoreResult:
     """Score every profiling-allowed contact of a tenant and cut the segments (holdout excluded)."""
     result = ScoreResult()
     contacts, events = frames(store, tenant, allowed)
@@ -232,7 +242,7 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         if weak:
             result.verdicts[cfg.name] = weak
             result.scores[cfg.name] = pd.Series(dtype=float)
-            result.models[cfg.name] = {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
+            result.models[cfg.name] = model_info(model, reused)
             continue
         values = predict(model, contacts, events, as_of=as_of)
         values.index = values.index.astype(str)
@@ -240,8 +250,9 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
             result.clusters[cfg.name] = values
         else:
             result.scores[cfg.name] = values.astype(float)
-        result.models[cfg.name] = {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
-    result.assignment = assign_segments(result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent, result.clusters)
+        result.models[cfg.name] = model_info(model, reused)
+    result.assignment = assign_segments(result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent,
+                                        result.clusters)
     result.holdout_ids = {c for c in contacts["contact_id"] if holdout(tenant.id, c, tenant.holdout_percent)}
     check_fairness(tenant, contacts, result)
     result.warnings += empty_segment_warnings(tenant, result)

@@ -65,16 +65,19 @@ class SentState:
         now = utcnow()
         confirmed = list(confirmed)
         with self.engine.begin() as conn:
-            keep = [{"tenant_id": tenant_id, "destination": destination, "key": k, "value": v, "run_id": run_id, "sent_at": now} for k, v in confirmed if v is not None]
+            keep = [{"tenant_id": tenant_id, "destination": destination, "key": k, "value": v, "run_id": run_id,
+                     "sent_at": now} for k, v in confirmed if v is not None]
             upsert(conn, t.last_sent, keep, ["tenant_id", "destination", "key"])
             gone = [k for k, v in confirmed if v is None]
             for chunk in chunks(gone, 500):
                 conn.execute(
                     t.last_sent.delete().where(
-                        t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination == destination, t.last_sent.c.key.in_(chunk)
+                        t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination == destination,
+                        t.last_sent.c.key.in_(chunk)
                     )
                 )
-            rows = [{"run_id": run_id or 0, "tenant_id": tenant_id, "destination": destination, "key": k, "outcome": o, "message": m[:2000], "at": now} for k, o, m in outcomes]
+            rows = [{"run_id": run_id or 0, "tenant_id": tenant_id, "destination": destination, "key": k,
+                     "outcome": o, "message": m[:2000], "at": now} for k, o, m in outcomes]
             if rows:
                 conn.execute(t.record_outcomes.insert(), rows)
 
@@ -83,7 +86,8 @@ class SentState:
         with self.engine.begin() as conn:
             conn.execute(
                 t.last_sent.delete().where(
-                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.key == key, t.last_sent.c.destination.like(prefix + "%")
+                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.key == key,
+                    t.last_sent.c.destination.like(prefix + "%")
                 )
             )
 
@@ -135,4 +139,5 @@ class SentState:
 
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [r._asdict() for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))]
+            query = sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id)
+            return [r._asdict() for r in conn.execute(query)]
