@@ -115,3 +115,36 @@ def test_a_model_no_better_than_the_naive_baseline_makes_no_segment(tmp_path, sq
     assert result.scores["churn_risk"].empty
     assert result.assignment.members["churn_watch"] == [] and result.assignment.holdout["churn_watch"] == []
     store.close()
+
+
+def test_pushed_upgrade_segment_is_graded_against_the_hidden_truth(tmp_path, sqlite_url, record_property):
+    """config.example's upgrade score (aum as the one property; account_tier leaks) through the store and the
+    scorer, as a sync runs it: it passes the gate and ranks against the book's hidden truth at ROC AUC >= 0.75."""
+    from sklearn.metrics import roc_auc_score
+
+    from sandbox.book import generate_book
+    from tests.test_scoring_gate import pulled
+
+    contacts_csv, events_csv = write_book(tmp_path, 3000)
+    tenant, store = pulled(tmp_path, contacts_csv, events_csv,
+                           scores="[{name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, "
+                                  "horizon_days: 90}]",
+                           segments="[{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}]",
+                           features="{numeric_properties: [aum], sensitive_attributes: [age]}")
+    allowed = {c["contact_id"] for c in store.contacts(tenant.id)}
+    result = score_tenant(store, tenant, tmp_path / "models", allowed)
+    contact_of = {c["email"]: c["contact_id"] for c in store.contacts(tenant.id)}
+    store.close()
+    assert result.models["upgrade_propensity"]["metrics"]["gate"]["passed"], result.verdicts
+    book = generate_book(3000, seed=21)
+    truth = {contact_of[p.email.strip().lower()]: int(book.truth[p.key].upgraded_90d) for p in book.people}
+    scores = result.scores["upgrade_propensity"]
+    auc = roc_auc_score([truth[c] for c in scores.index], scores.to_numpy())
+    members = result.assignment.members["high_upgrade_intent"]
+    member_rate = sum(truth[c] for c in members) / len(members)
+    base = sum(truth.values()) / len(truth)
+    print(f"sandbox 3000: pushed upgrade score truth ROC AUC {auc:.3f}; segment truth rate {member_rate:.1%} "
+          f"vs {base:.1%} overall")
+    record_property("upgrade_truth_auc", round(auc, 4))
+    assert auc >= 0.75
+    assert member_rate > 3 * base
