@@ -143,8 +143,8 @@ def render_model_card(card: dict[str, Any]) -> str:
                 lines += [f"- {attr}: {res['error']}"]
                 continue
             lines += [f"### {attr}: disparate impact {_fmt(res['disparate_impact'])}", "",
-                      "| group | n | selection rate | outcome rate |", "|---|---|---|---|"]
-            lines += [f"| {g['group']} | {g['n']} | {g['selection_rate']:.3f} | {_fmt(g.get('outcome_rate'))} |"
-                      for g in res["groups"]]
+                      "| group | n | selection rate | mean predicted | outcome rate |", "|---|---|---|---|---|"]
+            lines += [f"| {g['group']} | {g['n']} | {g['selection_rate']:.3f} | {_fmt(g.get('mean_predicted'))} | "
+                      f"{_fmt(g.get('outcome_rate'))} |" for g in res["groups"]]
             lines.append("")
     return "\n".join(lines) + "\n"

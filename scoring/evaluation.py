@@ -113,6 +113,8 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
             row: dict[str, Any] = {"group": str(g), "n": len(idx),
                                    "selection_rate": round(float(selected.loc[idx].mean()), 4)}
             if outcomes is not None:
+                # Calibration by group: mean predicted next to the observed rate, per group.
+                row["mean_predicted"] = round(float(scores.loc[idx].mean()), 4)
                 row["outcome_rate"] = round(float(outcomes.reindex(idx).mean()), 4)
             rows.append(row)
         rates = [r["selection_rate"] for r in rows if r["n"] >= MIN_GROUP]
