@@ -47,7 +47,8 @@ def _attribute_rates(member: pd.Series, score: pd.Series | None, groups: pd.Seri
                 entry["score_mean"] = round(float(vals.mean()), 4)
                 entry["score_quartiles"] = [round(float(q), 4) for q in vals.quantile([0.25, 0.5, 0.75])]
         rows.append(entry)
-    rates = [r["membership_rate"] for r in rows if r["n"] >= MIN_GROUP]
+    # "unknown" (attribute not recorded) is shown but is no group to compare with.
+    rates = [r["membership_rate"] for r in rows if r["n"] >= MIN_GROUP and r["group"] != "unknown"]
     ratio = round(min(rates) / max(rates), 3) if len(rates) > 1 and max(rates) > 0 else None
     return {"groups": rows, "disparate_impact": ratio,
             "passes_four_fifths": None if ratio is None else bool(ratio >= FOUR_FIFTHS)}
@@ -87,7 +88,8 @@ def breaches(fairness: Mapping[str, Any]) -> list[str]:
     for segment, per_attr in fairness.items():
         for attr, res in per_attr.items():
             if res.get("passes_four_fifths") is False:
-                rates = {g["group"]: g["membership_rate"] for g in res["groups"] if g["n"] >= MIN_GROUP}
+                rates = {g["group"]: g["membership_rate"] for g in res["groups"]
+                         if g["n"] >= MIN_GROUP and g["group"] != "unknown"}
                 low, high = min(rates, key=rates.__getitem__), max(rates, key=rates.__getitem__)
                 lines.append(f"fairness: segment {segment} fails the four-fifths rule by {attr} (disparate impact "
                              f"{res['disparate_impact']}: {low} {rates[low]:.1%} vs {high} {rates[high]:.1%})")

@@ -35,10 +35,10 @@ tenants:
 """
 
 
-def write_book(tmp_path: Path, n: int) -> tuple[Path, Path]:
+def write_book(tmp_path: Path, n: int, seed: int = 21) -> tuple[Path, Path]:
     from sandbox.book import generate_book
 
-    book = generate_book(n, seed=21)
+    book = generate_book(n, seed=seed)
     contacts, events = tmp_path / "contacts.csv", tmp_path / "events.csv"
     with contacts.open("w", newline="") as fh:
         w = csv.writer(fh)
