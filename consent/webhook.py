@@ -54,7 +54,7 @@ import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -65,15 +65,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.errors import InputError
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import normalize_subject
 from consent.propagate import enqueue_withdrawals
 from consent.schema import insert_ignoring_conflicts, webhook_receipts
 from consent.webhook_events import (
-    SIGNATURE_WINDOW, Reject, TenantHooks, Work, parse_hubspot, parse_mailchimp, parse_preferences,
+    SIGNATURE_WINDOW,
+    Reject,
+    TenantHooks,
+    Work,
+    parse_hubspot,
+    parse_mailchimp,
+    parse_preferences,
 )
+from core import times
+from core.errors import InputError
 
 log = logging.getLogger("segsync.consent.webhook")
 
@@ -87,10 +94,6 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     tenants: Mapping[str, TenantHooks],
     ledger: Ledger,
@@ -98,7 +101,7 @@ def create_app(
     *,
     on_enqueued: Callable[[str], None] | None = None,
     max_body: int = MAX_BODY,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = times.now,
     public_url: str | None = None,
 ) -> Starlette:
     """The webhook as an ASGI app. ``public_url`` (e.g. ``https://hooks.example.com``) is the

@@ -7,6 +7,7 @@ from vendor events to consent events is documented in :mod:`consent.webhook`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from connectors.errors import InputError
-from consent.ledger import Signal
 from consent.policy import DESTINATIONS, EMAIL_MARKETING, GRANTED, PROFILING, WITHDRAWN, normalize_subject
+from consent.signals import ConsentSignal
+from core.errors import InputError
+from core.times import NaiveTimeError, parse_time
 
 SIGNATURE_WINDOW = timedelta(minutes=5)
 MAX_HUBSPOT_EVENTS = 1000
@@ -79,7 +81,7 @@ class Work:
     # One receipt key per signal (parallel to ``signals``): one key for the whole body, except for
     # HubSpot, whose events carry their own ids. An alias-only request has one key and no signals.
     receipts: tuple[str, ...]
-    signals: tuple[Signal, ...] = ()
+    signals: tuple[ConsentSignal, ...] = ()
     alias: tuple[str, str, datetime] | None = None
     reason: str = ""
 
@@ -118,11 +120,11 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
     email = _email(_required(fields, "data[email]"), "data[email]")
     evidence: dict[str, Any] = {"vendor": "mailchimp", "webhook": "mailchimp", "type": kind}
     for key in ("list_id", "reason", "action", "campaign_id", "ip_opt", "ip_signup", "id"):
-        value = fields.get(f"data[{key}]")
-        if value:
-            evidence["subscriber_id" if key == "id" else key] = value
+        given = fields.get(f"data[{key}]")
+        if given:
+            evidence["subscriber_id" if key == "id" else key] = given
     state = GRANTED if kind == "subscribe" else WITHDRAWN
-    signal = Signal(
+    signal = ConsentSignal(
         email, EMAIL_MARKETING, state, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,
         evidence=evidence, idempotency_key=f"{receipt}:{EMAIL_MARKETING}",
     )
@@ -140,7 +142,7 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
     if len(events) > MAX_HUBSPOT_EVENTS:
         raise Reject(400, f"more than {MAX_HUBSPOT_EVENTS} events in one request")
     receipts: list[str] = []
-    signals: list[Signal] = []
+    signals: list[ConsentSignal] = []
     for i, event in enumerate(events):
         where = f"event {i}"
         if not isinstance(event, dict):
@@ -168,10 +170,8 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         subject = f"hubspot:{object_id}"
         resolved = hooks.resolve("hubspot", str(object_id)) if hooks.resolve is not None else None
         if isinstance(resolved, str) and "@" in resolved:
-            try:
+            with contextlib.suppress(InputError):  # a bad address in the store: keep the vendor reference
                 subject = normalize_subject(resolved)
-            except InputError:
-                pass  # a bad address in the store: keep the vendor reference
         occurred = datetime.fromtimestamp(occurred_ms / 1000, UTC)
         evidence = {
             "vendor": "hubspot", "webhook": "hubspot", "event_id": event_id, "subscription_type": kind,
@@ -185,7 +185,7 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         for purpose in purposes:
             receipts.append(key)  # one per signal, so write() can drop replayed events
             signals.append(
-                Signal(subject, purpose, WITHDRAWN, _basis(hooks, purpose), "hubspot", occurred,
+                ConsentSignal(subject, purpose, WITHDRAWN, _basis(hooks, purpose), "hubspot", occurred,
                        evidence=evidence, idempotency_key=f"{key}:{purpose}")
             )
     if not signals:
@@ -230,7 +230,7 @@ def parse_preferences(hooks: TenantHooks, body: bytes, receipt: str, now: dateti
             raise Reject(400, f"{key} must be a string of at most 512 characters")
         evidence[key] = value
     signals = tuple(
-        Signal(
+        ConsentSignal(
             email, purpose, GRANTED if allowed else WITHDRAWN, _basis(hooks, purpose), "preference_center",
             occurred, notice, evidence, f"{receipt}:{purpose}",
         )
@@ -267,12 +267,11 @@ def _iso_time(value: Any, where: str) -> datetime:
     if not isinstance(value, str) or len(value) > 40:
         raise Reject(400, f"{where} must be an ISO 8601 time with a zone, e.g. 2026-11-25T18:00:00Z")
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_time(value, naive_ok=False)
+    except NaiveTimeError:
+        raise Reject(400, f"{where} has no time zone (add Z or +00:00)") from None
     except ValueError:
         raise Reject(400, f"{where} must be an ISO 8601 time with a zone, e.g. 2026-11-25T18:00:00Z") from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise Reject(400, f"{where} has no time zone (add Z or +00:00)")
-    return parsed.astimezone(UTC)
 
 
 __all__ = ["MAILCHIMP_TYPES", "Reject", "TenantHooks", "Work", "parse_hubspot", "parse_mailchimp", "parse_preferences"]

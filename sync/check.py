@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import ApiError, ConfigError, SegsyncError
-from connectors.http import RetrySettings, redact
+from connectors.kit.http import RetrySettings, redact
+from core.errors import ApiError, ConfigError, SegsyncError
 from sync.config.models import Config, CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -51,7 +51,7 @@ def check_store(url: str) -> Finding:
     args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
     try:
         engine = sa.create_engine(parsed, connect_args=args)
-    except Exception as exc:  # noqa: BLE001 - a missing driver or bad option is a config problem here
+    except Exception as exc:
         return Finding(None, "store", FAIL, f"{shown}: cannot use it ({redact(exc)})")
     try:
         with engine.connect() as conn:
@@ -59,7 +59,7 @@ def check_store(url: str) -> Finding:
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
         return Finding(None, "store", FAIL, f"{shown}: cannot connect ({redact(reason)})")
-    except Exception as exc:  # noqa: BLE001 - reported in words, never a traceback
+    except Exception as exc:
         return Finding(None, "store", FAIL, f"{shown}: cannot connect ({type(exc).__name__}: {redact(exc)})")
     finally:
         engine.dispose()
@@ -130,8 +130,12 @@ def check_mailchimp(tenant: TenantCfg, esp: MailchimpEsp, connector: Any) -> lis
                             f"esp.list_id {esp.list_id!r}: no such audience for this API key ({exc.detail})")]
         return [_api_failure(tenant.id, "esp mailchimp", "esp.api_key", exc)]
     name = body.get("name") if isinstance(body, dict) else None
-    return [Finding(tenant.id, "esp mailchimp", OK, "API key accepted"),
-            Finding(tenant.id, "esp mailchimp audience", OK, f"{esp.list_id}" + (f" ({name!r})" if name else "") + " exists")]
+    return [
+        Finding(tenant.id, "esp mailchimp", OK, "API key accepted"),
+        Finding(
+            tenant.id, "esp mailchimp audience", OK, f"{esp.list_id}" + (f" ({name!r})" if name else "") + " exists"
+        ),
+    ]
 
 
 def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
@@ -139,8 +143,15 @@ def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
     base = cfg.server.public_url or f"http://{cfg.server.listen}"
     findings = []
     if cfg.server.public_url is None and _local(cfg.server.host):
-        findings.append(Finding(tenant.id, "webhooks", WARN, f"server.listen is {cfg.server.listen} and server.public_url "
-                                "is not set: vendors cannot reach this; set public_url to your proxy's https address"))
+        findings.append(
+            Finding(
+                tenant.id,
+                "webhooks",
+                WARN,
+                f"server.listen is {cfg.server.listen} and server.public_url "
+                "is not set: vendors cannot reach this; set public_url to your proxy's https address",
+            )
+        )
     elif base.startswith("http://"):
         findings.append(Finding(tenant.id, "webhooks", WARN, f"{base} is plain http: the Mailchimp URL carries the "
                                 "webhook secret; serve it over https (see deploy/Caddyfile)"))

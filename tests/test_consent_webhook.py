@@ -1,4 +1,5 @@
-"""The preference-center webhook: each route over ASGI, one end-to-end run over real HTTP with the sandbox, a fuzz run."""
+"""The preference-center webhook: each route over ASGI, one end-to-end run over real HTTP with the sandbox,
+a fuzz run."""
 
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ from consent.schema import consent_aliases, consent_events, consent_outbox, webh
 from consent.webhook import TenantHooks, create_app
 from sandbox.common import ServerThread
 from sandbox.webhooks import (
-    WebhookSender, hubspot_event, hubspot_v3_signature, mailchimp_form, preference_body, segsync_signature,
+    WebhookSender,
+    hubspot_event,
+    hubspot_v3_signature,
+    mailchimp_form,
+    preference_body,
+    segsync_signature,
 )
 from sync.store import open_store
 
@@ -300,7 +306,7 @@ def test_preferences_signature_window_size_and_tenant_checks(env: Env) -> None:
 
 
 def _md5(email: str) -> str:
-    return hashlib.md5(email.lower().encode()).hexdigest()  # noqa: S324 - Mailchimp's subscriber hash
+    return hashlib.md5(email.lower().encode()).hexdigest()
 
 
 def _sandbox_handlers(sb):

@@ -33,7 +33,7 @@ def _fmt(v: Any) -> str:
 
 def _evaluate(store: Store, tenant: TenantCfg, cutoff: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     """Backtest and gate every score of one tenant: (model cards, warnings for the reader)."""
-    from connectors.errors import InputError
+    from core.errors import InputError
     from scoring.backtest import backtest as run_backtest
     from scoring.card import model_card
     from scoring.gate import gate

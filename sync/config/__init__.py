@@ -13,5 +13,13 @@ from sync.config.models import (
 )
 
 __all__ = [
-    "Config", "CsvCrm", "HubSpotCrm", "MailchimpEsp", "ScoreCfg", "ServerCfg", "TenantCfg", "load_config", "load_config_text",
+    "Config",
+    "CsvCrm",
+    "HubSpotCrm",
+    "MailchimpEsp",
+    "ScoreCfg",
+    "ServerCfg",
+    "TenantCfg",
+    "load_config",
+    "load_config_text",
 ]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import overload
 
 from connectors.base import CrmConnector, EspConnector
 from sync.config.models import CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
 
 
+@overload
+def resolve(base: Path, p: Path) -> Path: ...
+@overload
+def resolve(base: Path, p: Path | None) -> Path | None: ...
 def resolve(base: Path, p: Path | None) -> Path | None:
     """Paths in a config are relative to the config file's folder."""
     if p is None:
@@ -26,7 +31,12 @@ def build_crm(tenant: TenantCfg, base_dir: Path = Path(".")) -> CrmConnector:
             plan=crm.plan,
             extra_properties=tuple(
                 dict.fromkeys(
-                    [*crm.extra_properties, *tenant.features.numeric_properties, *tenant.features.categorical_properties, *tenant.features.sensitive_attributes]
+                    [
+                        *crm.extra_properties,
+                        *tenant.features.numeric_properties,
+                        *tenant.features.categorical_properties,
+                        *tenant.features.sensitive_attributes,
+                    ]
                 )
             ),
             event_deal_types=tuple(crm.deal_event_types),

@@ -175,7 +175,7 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
 
 def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:
     """Out-of-sample figures of the model and of the naive baseline, and the gate's verdict on them."""
-    from connectors.errors import InputError
+    from core.errors import InputError
     from scoring.backtest import backtest
 
     try:

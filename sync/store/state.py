@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.store import schema as t
-from sync.store.sqlcore import chunks, upsert, utcnow
+from core.times import now as utcnow
+from sync.store.sqlcore import chunks, upsert
 
 
 class SentState:

@@ -24,7 +24,7 @@ class Hub:
 
     def __init__(self, url: str, subject: Subject, list_id: str) -> None:
         self.store = open_store(url)
-        hooks = TenantHooks(SECRET, POLICY, hubspot_client_secret=getattr(subject, "sb").hubspot_client_secret,
+        hooks = TenantHooks(SECRET, POLICY, hubspot_client_secret=subject.sb.hubspot_client_secret,
                             mailchimp_list_id=list_id, resolve=lambda source, vid: "ann@example.com")
         app = create_app({"t1": hooks}, Ledger(self.store.engine, lambda t: b"contract-pseudonym-key-0123456789"),
                          Outbox(self.store.engine))
@@ -48,7 +48,7 @@ class Hub:
 
 def test_webhook_signature_checked_and_replays_deduplicated(subject: Subject, sqlite_url: str) -> None:
     needs(subject, WEBHOOKS)
-    list_id = getattr(subject, "sb").mailchimp_list_id
+    list_id = subject.sb.mailchimp_list_id
     hub = Hub(sqlite_url, subject, list_id)
     try:
         wrong = hub.post(*subject.webhook("t1", SECRET, list_id, valid=False))
