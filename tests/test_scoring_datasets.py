@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from connectors.csvfile import CsvConnector
 from scoring.backtest import backtest
@@ -89,6 +90,7 @@ def _score_through_cli(tmp_path: Path, contacts_csv: Path, score: str, sensitive
     return json.loads(result.stdout)
 
 
+@pytest.mark.timeout(1200)  # 45,211 rows pulled, then cross-validated and gated through the CLI
 def test_bank_marketing_through_the_cli_with_the_time_ordered_figure_beside_it(tmp_path, record_property):
     require_file(BANK, "the UCI bank marketing data set")
     _with_id_and_email(pd.read_csv(BANK, sep=";").drop(columns=["duration"]), tmp_path / "bank.csv", "b")
@@ -106,6 +108,7 @@ def test_bank_marketing_through_the_cli_with_the_time_ordered_figure_beside_it(t
     assert card["fairness"]["age"]["disparate_impact"] is not None
 
 
+@pytest.mark.timeout(900)
 def test_telco_churn_through_the_cli(tmp_path, record_property):
     require_file(TELCO, "the IBM telco churn data set")
     _with_id_and_email(pd.read_csv(TELCO).drop(columns=["customerID"]), tmp_path / "telco.csv", "t")

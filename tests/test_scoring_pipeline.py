@@ -6,6 +6,8 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from connectors.csvfile import CsvConnector
 from scoring.persist import load_model
 from scoring.segments import holdout
@@ -117,6 +119,7 @@ def test_a_model_no_better_than_the_naive_baseline_makes_no_segment(tmp_path, sq
     store.close()
 
 
+@pytest.mark.timeout(900)  # a 3,000-contact book through the store, trained, backtested and gated
 def test_pushed_upgrade_segment_is_graded_against_the_hidden_truth(tmp_path, sqlite_url, record_property):
     """config.example's upgrade score (aum as the one property; account_tier leaks) through the store and the
     scorer, as a sync runs it: it passes the gate and ranks against the book's hidden truth at ROC AUC >= 0.75."""

@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sync.store import schema as t
 from core.times import now as utcnow
+from sync.store import schema as t
 from sync.store.sqlcore import chunks, upsert
 
 
