@@ -183,6 +183,11 @@ def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFra
     except InputError as exc:
         verdict = GateVerdict(spec.name, False, [f"no out-of-sample test possible: {exc}"])
         return {"backtest": f"not possible: {exc}", "gate": verdict.to_dict()}
+    except Exception as exc:  # fail closed: a score whose test broke is not used, and the run goes on
+        log.warning("score %s: the backtest failed (%s: %s); the score is not used", spec.name,
+                    type(exc).__name__, exc)
+        verdict = GateVerdict(spec.name, False, [f"the out-of-sample test failed: {type(exc).__name__}: {exc}"])
+        return {"backtest": "failed", "gate": verdict.to_dict()}
     verdict = gate(report)
     out: dict[str, Any] = {"gate": verdict.to_dict()}
     if not report.sufficient:
