@@ -63,6 +63,7 @@ TENANT_TEMPLATE = """\
     segments:
       - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
       - {{name: churn_watch, score: churn_risk, top_percent: 15}}
+    features: {{numeric_properties: [aum], sensitive_attributes: [age]}}  # account_tier moves with upgrades: a leak
     holdout_percent: 10
     push: {{crm_property: segsync_segments, crm_scores: true, esp_tags: true, esp_static_segments: true}}
 """

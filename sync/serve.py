@@ -93,6 +93,9 @@ class Metrics:
                                   buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
         self.outbox_age = Gauge("segsync_outbox_oldest_age_seconds", "Age of the oldest unconfirmed opt-out "
                                 "propagation (0 when none waits)", ["tenant"], registry=self.registry)
+        self.disparate_impact = Gauge("segsync_segment_disparate_impact", "Lowest / highest membership rate by "
+                                      "group of a sensitive attribute in a pushed segment (four-fifths rule: "
+                                      "below 0.8 warns)", ["tenant", "segment", "attribute"], registry=self.registry)
 
     def record_run(self, report: dict[str, Any]) -> None:
         """Count one finished run: its status, its records by outcome, its API calls and 429s per vendor."""
@@ -107,6 +110,10 @@ class Metrics:
             stats = stats or {}
             self.api_calls.labels(tenant, side).inc(stats.get("total_calls", 0) or 0)
             self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)
+        for segment, per_attr in (run.scoring.fairness if run.scoring else {}).items():
+            for attr, res in per_attr.items():
+                if isinstance(res.get("disparate_impact"), float):
+                    self.disparate_impact.labels(tenant, segment, attr).set(res["disparate_impact"])
 
 
 class _HeldLock(SqlStore):

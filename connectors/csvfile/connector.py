@@ -150,6 +150,8 @@ class CsvConnector(CrmConnector):
                 return None
         seen[vendor_id] = line
         properties = {name: fields[i].strip() for i, name in props if fields[i].strip()}
+        # The export's row order is often its time order; scoring's time-ordered check needs it back.
+        properties["_source_row"] = str(line)
         return Contact(SOURCE, vendor_id, email, properties, created_at=created)
 
     def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:

@@ -144,6 +144,8 @@ def _scores(run: RunReport) -> list[Any]:
         for name, s in run.segments.items():
             t.add_row(name, _n(s.get("members")), _n(s.get("holdout")), _n(s.get("threshold")))
         parts.append(t)
+    # Why a segment is empty, who could not be scored, four-fifths breaches: shown, never silent.
+    parts += [Text(f"warning: {w}", style="yellow") for w in (scoring.warnings if scoring else [])]
     return parts
 
 

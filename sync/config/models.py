@@ -33,6 +33,7 @@ from sync.config.yamlsource import Located, interpolate, load_yaml, load_yaml_fi
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 SUPPORTED_CRMS = ("hubspot", "csv")
 PLANNED_CRMS = ("salesforce", "wealthbox", "redtail")
+CAMPAIGN_SENDS = ("email_sent", "email_bounce", "campaign_sent")  # done to a contact, never activity by them
 
 
 class Strict(BaseModel):
@@ -134,11 +135,19 @@ class ScoreCfg(Strict):
     horizon_days: int = Field(90, ge=7, le=730)
     inactive_days: int = Field(90, ge=7, le=730)
     clusters: int = Field(4, ge=2, le=12)
+    # What counts as a transaction (ltv) and as activity (churn; lift). Campaign sends are never activity.
+    transaction_types: list[str] = Field(default_factory=lambda: ["deposit"], min_length=1)
+    activity_types: list[str] = Field(
+        default_factory=lambda: ["email_open", "email_click", "page_view", "deposit", "upgrade"], min_length=1)
 
     @model_validator(mode="after")
     def _outcome(self) -> ScoreCfg:
         if self.kind == "propensity" and self.outcome is None:
             raise ValueError("a propensity score needs an outcome: {event: TYPE} or {property: NAME, equals: VALUE}")
+        sends = [t for t in self.activity_types if t in CAMPAIGN_SENDS]
+        if sends:
+            raise ValueError(f"activity_types: {', '.join(sends)} is something segsync or the ESP did to the "
+                             "contact, not activity by them; remove it")
         return self
 
 
@@ -175,9 +184,20 @@ class PushCfg(Strict):
 
 
 class FeaturesCfg(Strict):
-    numeric_properties: list[str] = []
+    numeric_properties: list[str] = []  # none declared (nor categorical): discovered from the stored properties
     categorical_properties: list[str] = []
+    exclude_properties: list[str] = []  # never inputs, also when discovered
     sensitive_attributes: list[str] = []  # reported in fairness checks, never model inputs
+    time_column: str | None = None  # a date property giving the book's time order (for property outcomes)
+
+    @model_validator(mode="after")
+    def _sensitive_not_inputs(self) -> FeaturesCfg:
+        inputs = {*self.numeric_properties, *self.categorical_properties}
+        used = [a for a in self.sensitive_attributes if a in inputs]
+        if used:
+            raise ValueError(f"sensitive attribute(s) {', '.join(used)} listed as model inputs: a sensitive attribute "
+                             "is measured for fairness only; remove it from numeric_properties/categorical_properties")
+        return self
 
 
 class PagesCfg(Strict):
@@ -202,6 +222,7 @@ class TenantCfg(Strict):
     segments: list[SegmentCfg] = []
     features: FeaturesCfg = FeaturesCfg()
     holdout_percent: float = Field(10, ge=0, le=50)
+    fairness: Literal["warn", "block"] = "warn"  # block: a four-fifths breach in a pushed segment stops its push
     max_change_share: float = Field(0.5, gt=0, le=1)  # plans changing more need --force
     push: PushCfg = PushCfg()
     pages: PagesCfg = PagesCfg()

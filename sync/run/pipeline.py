@@ -303,6 +303,7 @@ class TenantRun:
         self.report.scoring = ScoringSummary(
             scored=result.scored, as_of=result.as_of, models=result.models, insufficient=result.verdicts,
             holdout_percent=self.tenant.holdout_percent, holdout_contacts=len(result.holdout_ids),
+            warnings=result.warnings, fairness=result.fairness,
         )
         self.report.segments = assignment.to_dict() if assignment else {}
         return result

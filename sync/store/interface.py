@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -160,8 +160,13 @@ class Store(ABC):
         """Replace the tenant's scores."""
 
     @abstractmethod
-    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]]) -> None:
-        """Replace the tenant's segment members and holdouts."""
+    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
+                      at: datetime | None = None) -> None:
+        """Replace the tenant's segment members and holdouts, and record membership spells (as of ``at``)."""
+
+    @abstractmethod
+    def segment_history(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every spell of segment membership: segment, contact_id, holdout, first/last assigned, left_at."""
 
     @abstractmethod
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:

@@ -137,6 +137,20 @@ segment_members = sa.Table(
     sa.Column("assigned_at", TS, nullable=False),
 )
 
+# One row per spell of membership: a contact who leaves and comes back starts a new spell. Lift is
+# measured from ``first_assigned``, which scheduled re-runs never move (``last_assigned`` does).
+segment_history = sa.Table(
+    "segment_history",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),
+    sa.Column("first_assigned", TS, primary_key=True),
+    sa.Column("last_assigned", TS, nullable=False),
+    sa.Column("left_at", TS, nullable=True),  # NULL while the spell is open
+    sa.Column("holdout", sa.Boolean, nullable=False),
+)
+
 tenant_locks = sa.Table(
     "tenant_locks",
     metadata,

@@ -10,6 +10,7 @@ already confirmed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -151,23 +152,12 @@ class SentState:
             for chunk in chunks(gone, 500):
                 conn.execute(
                     t.last_sent.delete().where(
-                        t.last_sent.c.tenant_id == tenant_id,
-                        t.last_sent.c.destination == destination,
-                        t.last_sent.c.key.in_(chunk),
+                        t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination == destination,
+                        t.last_sent.c.key.in_(chunk)
                     )
                 )
-            rows = [
-                {
-                    "run_id": run_id or 0,
-                    "tenant_id": tenant_id,
-                    "destination": destination,
-                    "key": k,
-                    "outcome": o,
-                    "message": m[:2000],
-                    "at": now,
-                }
-                for k, o, m in outcomes
-            ]
+            rows = [{"run_id": run_id or 0, "tenant_id": tenant_id, "destination": destination, "key": k,
+                     "outcome": o, "message": m[:2000], "at": now} for k, o, m in outcomes]
             if rows:
                 conn.execute(t.record_outcomes.insert(), rows)
 
@@ -176,9 +166,8 @@ class SentState:
         with self.engine.begin() as conn:
             conn.execute(
                 t.last_sent.delete().where(
-                    t.last_sent.c.tenant_id == tenant_id,
-                    t.last_sent.c.key == key,
-                    t.last_sent.c.destination.like(prefix + "%"),
+                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.key == key,
+                    t.last_sent.c.destination.like(prefix + "%")
                 )
             )
 
@@ -190,26 +179,45 @@ class SentState:
             for chunk in chunks(rows, 5000):
                 conn.execute(t.scores.insert(), [{"tenant_id": tenant_id, **r} for r in chunk])
 
-    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]]) -> None:
-        now = utcnow()
-        rows = [
-            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": False, "assigned_at": now}
-            for s, ids in members.items()
-            for c in ids
-        ]
-        rows += [
-            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": True, "assigned_at": now}
-            for s, ids in holdout.items()
-            for c in ids
-        ]
+    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
+                      at: datetime | None = None) -> None:
+        now = at or utcnow()
+        current = {(s, c): False for s, ids in members.items() for c in ids}
+        current.update({(s, c): True for s, ids in holdout.items() for c in ids})
+        hist = t.segment_history
         with self.engine.begin() as conn:
+            # A continuing member keeps the date it was first assigned: re-runs must not restart the lift window.
+            before = {(r.segment, r.contact_id): r.assigned_at for r in conn.execute(
+                sa.select(t.segment_members.c.segment, t.segment_members.c.contact_id, t.segment_members.c.assigned_at)
+                .where(t.segment_members.c.tenant_id == tenant_id))}
+            rows = [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": h,
+                     "assigned_at": before.get((s, c), now)} for (s, c), h in current.items()]
             conn.execute(t.segment_members.delete().where(t.segment_members.c.tenant_id == tenant_id))
             for chunk in chunks(rows, 5000):
                 conn.execute(t.segment_members.insert(), chunk)
+            open_spells = {(r.segment, r.contact_id): r.first_assigned for r in conn.execute(
+                sa.select(hist.c.segment, hist.c.contact_id, hist.c.first_assigned)
+                .where(hist.c.tenant_id == tenant_id, hist.c.left_at.is_(None)))}
+            key = (hist.c.tenant_id == tenant_id, hist.c.segment == sa.bindparam("s"),
+                   hist.c.contact_id == sa.bindparam("c"), hist.c.first_assigned == sa.bindparam("f"))
+            gone = [{"s": s, "c": c, "f": f, "v": now} for (s, c), f in open_spells.items() if (s, c) not in current]
+            stay = [{"s": s, "c": c, "f": f, "v": now} for (s, c), f in open_spells.items() if (s, c) in current]
+            if gone:
+                conn.execute(hist.update().where(*key).values(left_at=sa.bindparam("v")), gone)
+            if stay:
+                conn.execute(hist.update().where(*key).values(last_assigned=sa.bindparam("v")), stay)
+            new = [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "first_assigned": now, "last_assigned": now,
+                    "left_at": None, "holdout": h} for (s, c), h in current.items() if (s, c) not in open_spells]
+            for chunk in chunks(new, 5000):
+                conn.execute(hist.insert(), chunk)
+
+    def segment_history(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every spell of segment membership: segment, contact_id, holdout, first/last assigned, left_at."""
+        hist = t.segment_history
+        with self.engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(sa.select(hist).where(hist.c.tenant_id == tenant_id))]
 
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [
-                r._asdict()
-                for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))
-            ]
+            query = sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id)
+            return [r._asdict() for r in conn.execute(query)]
