@@ -22,13 +22,18 @@ What each vendor event means for the ledger:
 
 ====================================  =============================================================
 Mailchimp ``unsubscribe``, ``cleaned``  ``email_marketing`` withdrawn
-Mailchimp ``subscribe``                 ``email_marketing`` granted: Mailchimp's own opt-in record
-                                        (``ip_opt``/``ip_signup`` kept as evidence), source mailchimp
+Mailchimp ``subscribe``                 ``email_marketing`` granted only with the member's opt-in record
+                                        (``ip_opt``, kept as evidence); without it nothing: the event
+                                        does not say who subscribed the person (they, an admin, the API),
+                                        and the next pull grants only from ``timestamp_opt``
 Mailchimp ``upemail``                   an alias old -> new; the current consent is carried over
 Mailchimp ``profile``, ``campaign``     nothing (answered 200)
-HubSpot ``hs_email_optout`` = true      ``email_marketing`` withdrawn (``false`` records nothing: a
+HubSpot ``hs_email_optout`` or
+``hs_email_optout_<id>`` = true         ``email_marketing`` withdrawn (``false`` records nothing: a
                                         cleared opt-out flag is not consent)
 HubSpot ``contact.deletion``            ``profiling`` withdrawn (the advisor removed the contact)
+HubSpot ``contact.restore``             ``profiling`` granted again under legitimate interest (undoes
+                                        the deletion); nothing under the consent basis
 HubSpot ``contact.privacyDeletion``     every purpose withdrawn (a GDPR deletion request; run
                                         ``segsync consent erase`` to erase the data too)
 ====================================  =============================================================

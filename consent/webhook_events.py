@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from consent.signals import ConsentSignal
 from core.errors import InputError
 from core.times import NaiveTimeError, parse_time
 
+log = logging.getLogger("segsync.consent")
 SIGNATURE_WINDOW = timedelta(minutes=5)
 MAX_HUBSPOT_EVENTS = 1000
 MAILCHIMP_TYPES = frozenset({"subscribe", "unsubscribe", "profile", "upemail", "cleaned", "campaign"})
@@ -40,6 +42,7 @@ class TenantHooks:
     purposes: Mapping[str, str]
     hubspot_client_secret: str | None = None
     mailchimp_list_id: str | None = None
+    hubspot_portal_id: int | None = None  # when set, events of any other HubSpot account are refused
     destinations: tuple[str, ...] = DESTINATIONS
     resolve: Callable[[str, str], str | None] | None = None
 
@@ -59,6 +62,7 @@ class TenantHooks:
             purposes={p: cfg.basis for p, cfg in tenant.consent.purposes.items()},
             hubspot_client_secret=client_secret.get_secret_value() if client_secret is not None else None,
             mailchimp_list_id=getattr(esp, "list_id", None),
+            hubspot_portal_id=getattr(crm, "portal_id", None),
             destinations=tuple(destinations),
             resolve=resolve,
         )
@@ -112,7 +116,10 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
     list_id = fields.get("data[list_id]")
     if hooks.mailchimp_list_id is not None and list_id != hooks.mailchimp_list_id:
         raise Reject(400, "data[list_id] is not this tenant's audience")
-    if kind in ("profile", "campaign"):
+    if kind in ("profile", "campaign") or (kind == "subscribe" and not fields.get("data[ip_opt]")):
+        # ``subscribe`` does not say who subscribed the person (they, an admin or the API): alone it is not
+        # evidence of consent. Only the member's own opt-in record is (``ip_opt``, present when the person
+        # confirmed from a form); without it the next pull reads timestamp_opt/ip_opt and decides.
         return None
     if kind == "upemail":
         old, new = _required(fields, "data[old_email]"), _required(fields, "data[new_email]")
@@ -123,12 +130,22 @@ def parse_mailchimp(hooks: TenantHooks, body: bytes, receipt: str) -> Work | Non
         given = fields.get(f"data[{key}]")
         if given:
             evidence["subscriber_id" if key == "id" else key] = given
-    state = GRANTED if kind == "subscribe" else WITHDRAWN
+    state = GRANTED if kind == "subscribe" else WITHDRAWN  # a subscribe here carries the member's ip_opt
     signal = ConsentSignal(
         email, EMAIL_MARKETING, state, _basis(hooks, EMAIL_MARKETING), "mailchimp", fired,
         evidence=evidence, idempotency_key=f"{receipt}:{EMAIL_MARKETING}",
     )
     return Work((receipt,), (signal,), reason=f"mailchimp {kind}")
+
+
+def _optout_flag(name: Any) -> bool:
+    """``hs_email_optout`` (all email) or ``hs_email_optout_<subscription id>`` (one type).
+
+    A per-type opt-out is taken as an email-marketing withdrawal whatever the type: the webhook cannot
+    tell a marketing type from One-to-One without a call, and when in doubt segsync does not email.
+    """
+    return isinstance(name, str) and (name == "hs_email_optout" or (
+        name.startswith("hs_email_optout_") and name.removeprefix("hs_email_optout_").isdigit()))
 
 
 def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
@@ -149,6 +166,12 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
             raise Reject(400, f"{where} is not an object")
         event_id = _int(event, "eventId", where)
         object_id = _int(event, "objectId", where)
+        if hooks.hubspot_portal_id is not None and _int(event, "portalId", where) != hooks.hubspot_portal_id:
+            # The app's secret signs every account it is installed in: the portal says whose contact this
+            # is. Another account's event is none of this tenant's business - dropped, never recorded
+            # (a 2xx, so HubSpot does not retry it for days).
+            log.warning("hubspot webhook: %s is for portal %s, not ours; ignored", where, event.get("portalId"))
+            continue
         occurred_ms = _int(event, "occurredAt", where)
         if not _MIN_MS <= occurred_ms <= _MAX_MS:
             raise Reject(400, f"{where}: occurredAt is not a millisecond timestamp")
@@ -159,10 +182,15 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         if (name is not None and not isinstance(name, str)) or (value is not None and not isinstance(value, str)):
             raise Reject(400, f"{where}: propertyName and propertyValue must be strings")
         purposes: list[str] = []
-        if kind == "contact.propertyChange" and name == "hs_email_optout" and (value or "").lower() == "true":
+        state = WITHDRAWN
+        if kind == "contact.propertyChange" and _optout_flag(name) and (value or "").lower() == "true":
             purposes = [EMAIL_MARKETING]
         elif kind == "contact.deletion":
             purposes = [PROFILING]
+        elif kind == "contact.restore" and hooks.purposes.get(PROFILING) == "legitimate_interest":
+            # A restore undoes the deletion: profiling on legitimate interest is allowed again. Under the
+            # consent basis it stays refused (a restore is not the person's consent; fail closed).
+            purposes, state = [PROFILING], GRANTED
         elif kind == "contact.privacyDeletion":
             purposes = sorted(set(hooks.purposes) | {EMAIL_MARKETING, PROFILING})
         if not purposes:
@@ -185,7 +213,7 @@ def parse_hubspot(hooks: TenantHooks, body: bytes) -> Work | None:
         for purpose in purposes:
             receipts.append(key)  # one per signal, so write() can drop replayed events
             signals.append(
-                ConsentSignal(subject, purpose, WITHDRAWN, _basis(hooks, purpose), "hubspot", occurred,
+                ConsentSignal(subject, purpose, state, _basis(hooks, purpose), "hubspot", occurred,
                        evidence=evidence, idempotency_key=f"{key}:{purpose}")
             )
     if not signals:

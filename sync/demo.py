@@ -45,6 +45,7 @@ TENANT_TEMPLATE = """\
       access_token: {hs_token}
       base_url: {hs_url}
       plan: professional
+      web_events_lookback_days: 3650
     esp:
       type: mailchimp
       api_key: {mc_key}

@@ -46,7 +46,7 @@ from sync.propagation import propagate, queued
 from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
 from sync.run.report import RunReport
-from sync.store import SqlStore, Store, TenantBusy, open_store
+from sync.store import SqlStore, Store, TenantBusy, TenantLease, open_store
 
 log = logging.getLogger("segsync.serve")
 
@@ -111,17 +111,18 @@ class Metrics:
 class _HeldLock(SqlStore):
     """The store, for a run whose caller already holds the tenant's lock (taking it again would fail)."""
 
-    def __init__(self, engine: sa.Engine, tenant_id: str) -> None:
+    def __init__(self, engine: sa.Engine, tenant_id: str, lease: TenantLease | None = None) -> None:
         super().__init__(engine)
         self.held = tenant_id
+        self.lease = lease or TenantLease(tenant_id)
 
     @contextmanager
-    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
+    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[TenantLease]:
         if tenant_id != self.held:
-            with super().tenant_lock(tenant_id, ttl):
-                yield
+            with super().tenant_lock(tenant_id, ttl) as lease:
+                yield lease
             return
-        yield
+        yield self.lease  # the caller's lease: the run's fencing checks test the lock actually held
 
 
 class Service:
@@ -176,12 +177,12 @@ class Service:
             # The lock is taken here, before the run is logged, so a run skipped because another
             # server holds the tenant leaves no failed run behind; the pipeline's own lock call
             # then finds it already held by this run.
-            with self.store.tenant_lock(tenant_id):
+            with self.store.tenant_lock(tenant_id) as lease:
                 crm, esp = self._connectors(tenant)
                 report = run_tenant(
                     self.cfg,
                     tenant,
-                    _HeldLock(self.store.engine, tenant_id),
+                    _HeldLock(self.store.engine, tenant_id, lease),
                     RunOptions(stop=self.stop),
                     base_dir=self.base_dir,
                     crm=crm,

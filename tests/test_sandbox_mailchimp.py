@@ -366,7 +366,7 @@ def test_auth_and_problem_json_shapes(mc):
 
 
 def test_more_than_ten_simultaneous_connections_get_429(book):
-    for served in _serve(book, delay=1.0):  # long enough that all 14 overlap even on a loaded machine
+    for served in _serve(book, delay=3.0):  # long enough that all 14 overlap even on a loaded machine
         barrier = threading.Barrier(14)
         results: list[requests.Response] = []
         lock = threading.Lock()

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from connectors.base import Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult
 from connectors.csvfile.rows import (
+    MAX_LISTED,
     check_header,
     file_digest,
     parse_number,
@@ -335,6 +336,7 @@ class CsvConnector(CrmConnector):
             {
                 "rows_read": dict(self._rows_read),
                 "bad_rows": len(self.problems),
+                "quarantined": self.problems[:MAX_LISTED],
                 "output_writes": self.calls.calls["output.write"],
             },
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -14,8 +15,10 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors.kit.http import redact
-from core.errors import InputError, SegsyncError
+from core.errors import ConfigError, InputError, SegsyncError
 from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
+
+log = logging.getLogger("segsync.sync")
 
 
 @contextlib.contextmanager
@@ -68,7 +71,12 @@ def graceful_stop() -> Iterator[threading.Event]:
 
 
 def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
-                 show_progress: bool = True) -> list[dict[str, Any]]:
+                 show_progress: bool = True, report_errors: bool = False) -> list[dict[str, Any]]:
+    """Run each selected tenant; one tenant's failure of any kind never stops the others.
+
+    A lone tenant's error is raised (one readable line and its exit code) unless ``report_errors``
+    asks for it as a report (``--json``: the failure is printed like any other run).
+    """
     from sync.run.pipeline import RunOptions, run_tenant
     from sync.run.report import RunReport
     from sync.store.interface import TenantBusy
@@ -83,11 +91,18 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                     reports.append(run_tenant(cfg, tenant, store, opts, base_dir=config.parent))
                 except TenantBusy as exc:
                     reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
-                except SegsyncError as exc:
-                    # One firm's broken token or file must not keep the agency's other firms from syncing.
-                    if len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1):
+                except Exception as exc:
+                    if (len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1)) and not report_errors:
                         raise
-                    reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
+                    message = str(exc) if isinstance(exc, SegsyncError) else f"unexpected {type(exc).__name__}: {exc}"
+                    if not isinstance(exc, SegsyncError):
+                        log.error("tenant %s failed", tenant.id, exc_info=True)
+                    kind = "config" if isinstance(exc, (ConfigError, InputError)) else "run"
+                    reports.append(
+                        RunReport(
+                            tenant=tenant.id, status="error", error=redact(message), extra={"error_kind": kind}
+                        ).to_dict()
+                    )
                 if stop.is_set():
                     break
     finally:
@@ -117,12 +132,18 @@ def sync_cmd(
     from sync.cli.report import print_runs
     from sync.run.pipeline import exit_code
 
-    reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
+    reports = sync_tenants(
+        config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json,
+        report_errors=as_json,
+    )
     if as_json:
         emit_json(reports)
     else:
         print_runs(console, reports)
-    sys.exit(exit_code(reports))
+    code = exit_code(reports)
+    if len(reports) == 1 and reports[0].get("error_kind") == "config":
+        code = 2  # the only tenant's config is wrong: the usage-error code, as without --json
+    sys.exit(code)
 
 
 @click.command("runs")

@@ -37,8 +37,11 @@ class HubSpotCrm(Strict):
     base_url: str = "https://api.hubapi.com"
     plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
     client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
+    portal_id: int | None = Field(default=None, gt=0)  # the account (portalId); webhooks for another are refused
     extra_properties: list[str] = []
     deal_event_types: list[str] = ["deposit", "upgrade"]
+    # How far back the first read of web analytics events reaches (Enterprise portals); later reads are incremental.
+    web_events_lookback_days: int = Field(365, ge=1, le=3650)
 
 
 class CsvCrm(Strict):
@@ -248,6 +251,16 @@ class Config(Strict):
     server: ServerCfg = ServerCfg()
     alerts: AlertsCfg | None = None  # hosted mode: run failures, refused plans, opt-out backlog
     tenants: list[TenantCfg] = Field(min_length=1)
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        # Checked here so `validate` catches it, not the first run: segsync's schema, locks and
+        # migrations are written for these two databases only.
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql"):
+            raise ValueError(f"store must be a sqlite:/// or postgresql+psycopg:// URL, not {scheme}://")
+        return value
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> Config:

@@ -40,6 +40,7 @@ def build_crm(tenant: TenantCfg, base_dir: Path = Path(".")) -> CrmConnector:
                 )
             ),
             event_deal_types=tuple(crm.deal_event_types),
+            web_lookback_days=crm.web_events_lookback_days,
         )
     if isinstance(crm, CsvCrm):
         from connectors.csvfile import CsvConnector

@@ -66,13 +66,19 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], source: str
     if isinstance(node, yaml.SequenceNode):
         return [_walk(child, (*path, i), lines, source) for i, child in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve the type (int, bool, null, str, ...).
-    return _SCALARS.construct_object(node, deep=True)
+    try:
+        return _SCALARS.construct_object(node, deep=True)
+    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: {format_path(path)}: the value cannot be read "
+                          f"({str(exc).split(';')[0]})") from None
 
 
 def load_yaml(text: str, source: str = "<config>") -> Located:
     """Parse YAML text into plain data with line numbers; syntax errors become :class:`ConfigError`."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a segsync config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         started = getattr(exc, "context_mark", None)
@@ -85,7 +91,10 @@ def load_yaml(text: str, source: str = "<config>") -> Located:
             problem += ' - inside {...} or [...], quote values that use ${VAR}: "${VAR}"'
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     lines: dict[PathKey, int] = {}
-    data = {} if node is None else _walk(node, (), lines, source)
+    try:
+        data = {} if node is None else _walk(node, (), lines, source)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a segsync config") from None
     return Located(data, lines, source)
 
 

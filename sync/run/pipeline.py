@@ -29,7 +29,7 @@ from connectors.base import Contact, CrmConnector, EspConnector, PullPage
 from connectors.kit.http import redact
 from consent.policy import EMAIL_MARKETING
 from consent.signals import BASIS_FROM_POLICY, ConsentSignal
-from core.errors import ApiError, SegsyncError
+from core.errors import ApiError, FatalApiError, InputError, SegsyncError
 from core.times import now as utcnow
 from core.times import parse_time_or_none
 from sync.config.models import Config, TenantCfg
@@ -39,7 +39,7 @@ from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
 from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
-from sync.store.interface import Store
+from sync.store.interface import LockLost, Store, TenantLease
 
 log = logging.getLogger("segsync.sync")
 
@@ -60,19 +60,16 @@ class RunOptions:
 def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[ConsentSignal]:
     """Evidence of opt-in from the ESP itself: a subscribed member with its opt-in time.
 
-    Only a member the ESP reports as ``subscribed`` with a known opt-in (or sign-up) time counts;
-    nothing else is ever taken as a grant.
+    Only a member the ESP reports as ``subscribed`` with its own opt-in record (``timestamp_opt``) counts;
+    nothing else is ever taken as a grant: a member an admin or an import added has no opt-in time, and
+    a sign-up time alone does not say the person confirmed.
     """
     have = {(s.email, s.purpose, s.state) for s in seen}
     out = []
     for c in contacts:
         if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
             continue
-        when = (
-            parse_time_or_none(c.properties.get("timestamp_opt"))
-            or parse_time_or_none(c.properties.get("timestamp_signup"))
-            or c.created_at
-        )
+        when = parse_time_or_none(c.properties.get("timestamp_opt"))
         if when is None:
             continue
         evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
@@ -103,12 +100,14 @@ class TenantRun:
         self.run_id = 0
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
+        self.lease = TenantLease(tenant.id)  # replaced by the real one when the run takes the lock
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> dict[str, Any]:
         # The lock first: a run refused because another holds the tenant leaves no trace in the run log.
-        with self.store.tenant_lock(self.tenant.id):
+        with self.store.tenant_lock(self.tenant.id) as lease:
+            self.lease = lease
             started = time.monotonic()
             run_started = utcnow()
             self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
@@ -116,6 +115,17 @@ class TenantRun:
             status = ERROR
             try:
                 status = self._run(run_started)
+            except LockLost as exc:
+                # Another run may own the tenant now: stop cleanly, write nothing more to the vendors.
+                log.error("%s", exc)
+                self.report.error = str(exc)
+                status = STOPPED
+            except InputError as exc:
+                self.report.error = redact(str(exc))
+                if not self._from_a_vendor(exc):
+                    raise  # a local file the user exports (CSV): their input, exit 2
+                # An API answer that makes no sense is the vendor's fault, not the config's: exit 1.
+                raise FatalApiError(f"{self.report.error} (an unexpected answer from the vendor)") from None
             except (SegsyncError, ApiError) as exc:
                 self.report.error = redact(str(exc))
                 raise
@@ -128,6 +138,14 @@ class TenantRun:
                 self.report.api = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
                 self.store.finish_run(self.run_id, status, self.report.to_dict())
         return self.report.to_dict()
+
+    def _from_a_vendor(self, exc: InputError) -> bool:
+        """Whether malformed input came from a vendor's API: the API connectors name themselves first.
+
+        Anything else (a CSV export, the key file, a saved model) is the user's input and keeps exit 2.
+        """
+        apis = [c.name for c in (self.crm, self.esp) if c is not None and c.name != "csv"]
+        return any(str(exc).startswith(f"{name}:") for name in apis)
 
     def _run(self, run_started: datetime) -> str:
         if not self.opts.dry_run:
@@ -143,7 +161,9 @@ class TenantRun:
         if self._guard(plan):
             self.report.outbox_after = self._drain()  # opt-outs never wait for a plan to be approved
             return REFUSED
-        self._push(plan)
+        if lost := self._push(plan):
+            self.report.error = lost
+            return STOPPED
         self.report.outbox_after = self._drain()
         push = self.report.push or PushSummary()
         if push.stopped:
@@ -151,6 +171,14 @@ class TenantRun:
         return FAILED_RECORDS if push.totals.get("failed") else OK
 
     # ------------------------------------------------------------------ pull
+
+    def _esp_members(self) -> dict[str, tuple[str, str | None]]:
+        """email the ESP knows -> (its vendor id, the ESP status last seen), from the store."""
+        assert self.esp is not None
+        ids = self.store.vendor_ids(self.tenant.id, self.esp.name)
+        emails = self.store.identity_emails(self.tenant.id, self.esp.name)
+        status = {c["contact_id"]: c.get("esp_status") for c in self.store.contacts(self.tenant.id)}
+        return {emails[cid]: (vid, status.get(cid)) for cid, vid in ids.items() if emails.get(cid)}
 
     def _pull_all(self, run_started: datetime) -> None:
         streams: list[tuple[str, Callable[[str | None, datetime], Iterator[PullPage]]]] = [
@@ -162,6 +190,8 @@ class TenantRun:
                 (f"{self.esp.name}.members", self.esp.pull_members),
                 (f"{self.esp.name}.engagement", self.esp.pull_engagement),
             ]
+            # What the store holds of the audience: the ESP then reads only what changed.
+            self.esp.known_members(self._esp_members(), self.store.cursor(self.tenant.id, f"{self.esp.name}.members"))
         pulls: dict[str, dict[str, int]] = {}
         consent = Counter[str]()
         for stream, pull in streams:
@@ -279,10 +309,14 @@ class TenantRun:
         segment_names = self.segment_names
         dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
         last = {d: self.store.last_sent(self.tenant.id, d) for d in dests}
+        unsure = {d: self.store.in_flight(self.tenant.id, d) for d in dests}
         plan = build_plan(
-            self.tenant.id, people, segments_of, scores_of, last,
+            self.tenant.id, people, segments_of, scores_of, last, unsure=unsure,
             property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
-            push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments,
+            # A Mailchimp tag IS a static segment: with tags on, a segment of the same name would be the same
+            # object written twice, so static segments are pushed only when tags are off.
+            push_scores=push.crm_scores, esp_tags=push.esp_tags,
+            esp_segments=push.esp_static_segments and not push.esp_tags,
             tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
         )
         summary = plan.summary()
@@ -297,6 +331,7 @@ class TenantRun:
             if changes
         }
         summary["forget"] = len(plan.forget)
+        summary["in_flight_resent"] = sum(1 for cs in plan.changes.values() for c in cs if c.unsure)
         self.report.plan = summary
         return plan
 
@@ -334,7 +369,8 @@ class TenantRun:
             return True
         return False
 
-    def _push(self, plan: Plan) -> None:
+    def _push(self, plan: Plan) -> str:
+        """Send the plan; returns why it stopped early if the tenant lock was lost (else "")."""
         if plan.changes.get(CRM):
             # Create (idempotently) the property group, the segment property with every option, the score properties.
             scores = self.score_names if self.tenant.push.crm_scores else []
@@ -355,11 +391,16 @@ class TenantRun:
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
+            segment_prefix=self.tenant.push.tag_prefix,
             progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
+            fence=self.lease.check,
         )
-        self.report.push = summarize(pusher.run(plan))
+        done = pusher.run(plan)
+        self.report.push = summarize(done)
+        return done.lock_lost
 
     def _drain(self) -> DrainSummary:
+        self.lease.check()  # the drain writes to the vendors too: only while the tenant is ours
         report = propagate(self.store, self.tenant, self.crm, self.esp)
         return DrainSummary(
             report.done,

@@ -83,6 +83,9 @@ last_sent = sa.Table(
     sa.Column("value", sa.Text, nullable=False),  # canonical JSON of what the vendor confirmed
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("sent_at", TS, nullable=False),
+    # Write-ahead: set before the batch is sent (value = what the vendor may now hold), cleared by the
+    # vendor's answer. Still set at the next run = the outcome is unknown: re-send idempotently.
+    sa.Column("in_flight", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 runs = sa.Table(

@@ -1,7 +1,10 @@
 """The sent-state aggregate: pull cursors, what each vendor last confirmed, per-record outcomes, scores and segments.
 
-A confirmed batch writes its last-sent rows and its outcomes in one transaction: a crash resumes
-from the next batch, and a re-run sends nothing that was already confirmed.
+Before a batch is sent its records are written ahead as "in flight" (:meth:`SentState.intend_batch`)
+with the value the vendor may hold afterwards; the vendor's answer then writes the confirmed rows and
+the outcomes in one transaction. A crash in between leaves the rows in flight, so the next run knows
+the vendor may have applied them and re-sends them idempotently; a re-run sends nothing that was
+already confirmed.
 """
 
 from __future__ import annotations
@@ -40,6 +43,35 @@ class SentState:
             )
             return {r.key: r.value for r in rows}
 
+    def in_flight(self, tenant_id: str, destination: str) -> set[str]:
+        """Keys whose last batch was sent but never answered (a crash): the vendor may or may not hold them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.last_sent.c.key).where(
+                    t.last_sent.c.tenant_id == tenant_id,
+                    t.last_sent.c.destination == destination,
+                    t.last_sent.c.in_flight.is_(True),
+                )
+            )
+            return {r.key for r in rows}
+
+    def intend_batch(
+        self, tenant_id: str, run_id: int | None, destination: str, possible: Iterable[tuple[str, str]]
+    ) -> None:
+        """Write-ahead before sending a batch: (key, the value the vendor may hold once the batch applies).
+
+        The value covers both outcomes (before and after the batch), so opt-out handlers that ask
+        "did we put anything there?" answer yes while the outcome is unknown.
+        """
+        now = utcnow()
+        rows = [
+            {"tenant_id": tenant_id, "destination": destination, "key": k, "value": v, "run_id": run_id,
+             "sent_at": now, "in_flight": True}
+            for k, v in possible
+        ]
+        with self.engine.begin() as conn:
+            upsert(conn, t.last_sent, rows, ["tenant_id", "destination", "key"])
+
     def destinations(self, tenant_id: str, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -60,7 +92,8 @@ class SentState:
         """After the vendor answered one batch: write last-sent values and per-record outcomes together.
 
         ``confirmed`` holds (key, value); value None deletes the row (nothing of ours is there any more).
-        ``outcomes`` holds (key, outcome, message).
+        ``outcomes`` holds (key, outcome, message). Confirmed rows are no longer in flight; the rest of
+        a batch (failed, unanswered) stays in flight and is re-sent next run.
         """
         now = utcnow()
         confirmed = list(confirmed)
@@ -73,6 +106,7 @@ class SentState:
                     "value": v,
                     "run_id": run_id,
                     "sent_at": now,
+                    "in_flight": False,
                 }
                 for k, v in confirmed
                 if v is not None
