@@ -25,6 +25,8 @@ FULL = {
         "insufficient": {"churn": "insufficient data: 2 rows"},
         "holdout_percent": 10,
         "holdout_contacts": 0,
+        "warnings": ["segment churn_watch is empty: its score churn is insufficient data: 2 rows"],
+        "fairness": {},
     },
     "segments": {},
     "plan": {"total_changes": 2, "destinations": {"crm.properties": {"adds": 2}}},
