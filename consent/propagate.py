@@ -34,11 +34,8 @@ class Propagation:
     skipped: int = field(default=0)
 
 
-_CRM_VENDORS = frozenset({"hubspot", "salesforce", "wealthbox", "redtail", "csv"})
-
-
 def _vendor_ref(subject: str) -> bool:
-    # "hubspot:123" - a person known only by a vendor id; there is no email to give the vendor.
+    # "vendor:123" - a person known only by a vendor id; there is no email to give the vendor.
     return "@" not in subject and ":" in subject
 
 
@@ -53,11 +50,14 @@ def enqueue_withdrawals(
     reason: str = "",
     scrub_on_done: bool = False,
     now: datetime | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> int:
     """Queue suppression for every subject with a withdrawal in ``recorded`` (inside ``conn``).
 
     ``emails`` maps subject_key to the normalised subject. One group of actions per subject,
     keyed on the subject's first withdrawal in this batch, so a retried batch adds nothing.
+    ``roles`` ({vendor: "crm" | "esp"}) says whose destinations a vendor reference can reach;
+    a vendor not in it is taken for a CRM (an ESP names its members by email).
     """
     by_subject: dict[str, list[RecordedEvent]] = {}
     for event in recorded:
@@ -74,11 +74,11 @@ def enqueue_withdrawals(
         payload: dict[str, object] = {"purposes": purposes, "source": events[0].source, "reason": reason}
         email: str | None = subject
         if subject is not None and _vendor_ref(subject):
-            # Known only by a vendor id (e.g. "hubspot:123"): only that vendor can act on it.
+            # Known only by a vendor id (e.g. "crm:123"): only that vendor can act on it.
             vendor, _, vendor_id = subject.partition(":")
             payload.update(vendor_ref=subject, vendor=vendor, vendor_id=vendor_id)
             email = None
-            prefix = "crm." if vendor in _CRM_VENDORS else "esp."
+            prefix = f"{(roles or {}).get(vendor, 'crm')}."
             targets = [d for d in targets if d.startswith(prefix)]
             if not targets:
                 continue
@@ -145,12 +145,12 @@ def vendor_signal_key(ledger: Ledger, tenant: str, signal: object) -> str:
     of what was seen (so the same fact pulled again maps to the same key, and the key reveals no
     email once the person is erased).
     """
-    source, purpose = getattr(signal, "source"), getattr(signal, "purpose")
+    source, purpose = signal.source, signal.purpose
     event_id = getattr(signal, "vendor_event_id", "") or ""
     if event_id:
         return f"{source}:{event_id}:{purpose}"[:200]
-    when = getattr(signal, "occurred_at")
-    fact = f"{source}|{normalize_subject(getattr(signal, 'email'))}|{purpose}|{getattr(signal, 'state')}|" \
+    when = signal.occurred_at
+    fact = f"{source}|{normalize_subject(signal.email)}|{purpose}|{signal.state}|" \
            f"{when.isoformat() if isinstance(when, datetime) else when}"
     digest = hmac.new(ledger.key(tenant), fact.encode("utf-8"), hashlib.sha256).hexdigest()
     return f"{source}:fact:{digest}"
@@ -174,15 +174,15 @@ def record_vendor_signals(
     """
     converted = []
     for s in signals:
-        purpose = getattr(s, "purpose")
+        purpose = s.purpose
         evidence = dict(getattr(s, "evidence", None) or {})
         if getattr(s, "reason", ""):
-            evidence.setdefault("reason", getattr(s, "reason"))
+            evidence.setdefault("reason", s.reason)
         if getattr(s, "vendor_event_id", ""):
-            evidence.setdefault("vendor_event_id", getattr(s, "vendor_event_id"))
-        evidence.setdefault("vendor", getattr(s, "source"))
+            evidence.setdefault("vendor_event_id", s.vendor_event_id)
+        evidence.setdefault("vendor", s.source)
         converted.append(Signal(
-            getattr(s, "email"), purpose, getattr(s, "state"), policy.get(purpose, "consent"), getattr(s, "source"),
-            getattr(s, "occurred_at"), None, evidence, vendor_signal_key(ledger, tenant, s),
+            s.email, purpose, s.state, policy.get(purpose, "consent"), s.source,
+            s.occurred_at, None, evidence, vendor_signal_key(ledger, tenant, s),
         ))
     return record_and_enqueue(ledger, outbox, tenant, converted, destinations, reason="seen during pull", conn=conn)

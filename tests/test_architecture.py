@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = {"connectors.base", "connectors.errors", "connectors.http"}
+SHARED = {"connectors.base", "connectors.errors", "connectors.http", "connectors.hooks"}
 PACKAGES = ("connectors", "consent", "scoring", "sync", "sandbox")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 
@@ -47,9 +48,39 @@ def test_connectors_consent_and_scoring_never_import_sync_or_each_other():
 
 
 def test_only_the_demo_and_sandbox_commands_import_sandbox():
-    allowed = {"sync/demo.py", "sync/cli/run_cmds.py"}
+    allowed = {"sync/cli/run_cmds.py"}
     bad = [f"{w} imports {m}" for w, m in imports("sync") if m.split(".")[0] == "sandbox" and w not in allowed]
     assert bad == []
+
+
+# ---------------------------------------------------------------------------------------------- vendors
+
+VENDOR_NAMES = re.compile(r"hubspot|mailchimp", re.IGNORECASE)
+
+
+def vendor_mentions(package: str) -> list[str]:
+    """Every line of ``package`` that names a vendor (code, strings, comments, docstrings, templates)."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*")):
+        if path.suffix not in (".py", ".html", ".css", ".mako") or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if VENDOR_NAMES.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    return found
+
+
+def test_the_vendor_scan_sees_a_vendor_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text('"""Talks to HubSpot."""\nx = 1  # and to MAILCHIMP\n')
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert [m.split(":")[1] for m in vendor_mentions("pkg")] == ["1", "2"]
+
+
+@pytest.mark.parametrize("package", ["sync", "consent"])
+def test_no_vendor_names_outside_connectors(package: str) -> None:
+    # Vendor knowledge lives in connectors/<vendor>/ (reached through connectors.registry) and sandbox/.
+    assert vendor_mentions(package) == []
 
 
 # ---------------------------------------------------------------------------------------------- cycles

@@ -11,66 +11,33 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from connectors import registry
 from connectors.errors import ConfigError
 from connectors.http import register_secret
 from sync.alerts import AlertsCfg
 from sync.config.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-SUPPORTED_CRMS = ("hubspot", "csv")
-PLANNED_CRMS = ("salesforce", "wealthbox", "redtail")
+
+
+def _block(role: registry.Role) -> Any:
+    """The ``crm:``/``esp:`` block's type: the union of the registered vendors' config models."""
+    models = tuple(p.config_model for p in registry.for_role(role))
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a union built at run time
+
+
+CrmBlock = _block("crm")
+EspBlock = _block("esp")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HubSpotCrm(Strict):
-    """HubSpot CRM v3 with a private-app token (or an OAuth access token)."""
-
-    type: Literal["hubspot"]
-    access_token: SecretStr
-    base_url: str = "https://api.hubapi.com"
-    plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
-    client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
-    extra_properties: list[str] = []
-    deal_event_types: list[str] = ["deposit", "upgrade"]
-
-
-class CsvCrm(Strict):
-    """A CRM export as CSV files: contacts (and optionally events). Pushes go to ``output``."""
-
-    type: Literal["csv"]
-    contacts: Path
-    events: Path | None = None
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    id_column: str | None = "id"
-    email_column: str | None = "email"
-    created_column: str | None = None
-    event_columns: dict[str, str] = {}
-    output: Path | None = None
-    base_url: str | None = None  # accepted for symmetry; files have no URL
-
-
-class MailchimpEsp(Strict):
-    """Mailchimp Marketing API 3.0; the data center is taken from the key's suffix unless base_url is set."""
-
-    type: Literal["mailchimp"]
-    api_key: SecretStr
-    list_id: str = Field(min_length=1)
-    base_url: str | None = None
-    add_missing_as_pending: bool = False  # only then are absent contacts invited by double opt-in
-
-    @field_validator("api_key")
-    @classmethod
-    def _has_dc(cls, v: SecretStr) -> SecretStr:
-        if "-" not in v.get_secret_value():
-            raise ValueError("a Mailchimp API key ends with -<data center>, e.g. ...-us6")
-        return v
 
 
 class PurposeCfg(Strict):
@@ -80,7 +47,7 @@ class PurposeCfg(Strict):
 class ConsentCfg(Strict):
     webhook_secret: SecretStr = Field(description="shared secret for the preference-center webhooks")
     # HMAC key for pseudonyms (and, derived, the ledger's chain). Default: a key generated at first
-    # use in the key file (consent.keys), never the webhook secret, which sits in the Mailchimp URL.
+    # use in the key file (consent.keys), never the webhook secret, which may sit in a vendor's webhook URL.
     pseudonym_key: SecretStr | None = None
     keys_file: str | None = None  # default: $SEGSYNC_KEYS_FILE or ~/.config/segsync/keys.json
     purposes: dict[Literal["email_marketing", "profiling"], PurposeCfg]
@@ -173,8 +140,8 @@ class TenantCfg(Strict):
     name: str | None = None
     timezone: str = "UTC"
     schedule: str | None = None
-    crm: Annotated[HubSpotCrm | CsvCrm, Field(discriminator="type")]
-    esp: MailchimpEsp | None = None
+    crm: CrmBlock  # type: ignore[valid-type]  # built from the registry
+    esp: EspBlock | None = None  # type: ignore[valid-type]
     consent: ConsentCfg
     scores: list[ScoreCfg] = []
     segments: list[SegmentCfg] = []
@@ -218,7 +185,7 @@ class TenantCfg(Strict):
 class ServerCfg(Strict):
     listen: str = "127.0.0.1:8080"
     # The scheme and host the world calls (e.g. https://hooks.example.com) when segsync sits behind a
-    # proxy: HubSpot signs the public URL, so its v3 signatures are checked against this.
+    # proxy: vendors sign the public URL, so webhook signatures are checked against it.
     public_url: str | None = Field(None, pattern=r"^https?://[^/\s]+$")
     # The login of the status pages (every firm); pages are refused while neither this nor a
     # tenant's pages.status_token is set. Use ${VAR}: it is a secret.
@@ -266,15 +233,12 @@ class Config(Strict):
 
 
 def _describe(err: Mapping[str, Any], located: Located) -> str:
-    # pydantic puts union/discriminator tags into loc (e.g. 'hubspot'); drop those that are not keys.
+    # pydantic puts union/discriminator tags into loc (a vendor's type name); drop those that are not keys.
     loc: list[str | int] = []
     node: Any = located.data
     parts = list(err["loc"])
     for i, part in enumerate(parts):
-        if isinstance(node, dict) and part in node:
-            loc.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
             loc.append(part)
             node = node[part]
         elif i == len(parts) - 1 and err["type"] in ("missing", "extra_forbidden"):
@@ -289,20 +253,22 @@ def _describe(err: Mapping[str, Any], located: Located) -> str:
 
 
 def _raw_checks(located: Located) -> list[str]:
-    """Checks that must run even when pydantic stops early: planned CRM types, dangling references."""
+    """Checks that must run even when pydantic stops early: planned vendor types, dangling references."""
     problems = []
     tenants = located.data.get("tenants") if isinstance(located.data, dict) else None
     for i, tenant in enumerate(tenants if isinstance(tenants, list) else []):
         if not isinstance(tenant, dict):
             continue
-        crm = tenant.get("crm")
-        kind = crm.get("type") if isinstance(crm, dict) else None
-        if kind in PLANNED_CRMS:
-            line = located.line_of(("tenants", i, "crm", "type"))
-            problems.append(
-                f"tenants[{i}].crm.type: {kind} is not supported yet (available: {', '.join(SUPPORTED_CRMS)})"
-                + (f" (line {line})" if line else "")
-            )
+        for role in ("crm", "esp"):
+            block = tenant.get(role)
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in registry.PLANNED[role]:
+                line = located.line_of(("tenants", i, role, "type"))
+                available = ", ".join(p.name for p in registry.for_role(role))
+                problems.append(
+                    f"tenants[{i}].{role}.type: {kind} is not supported yet (available: {available})"
+                    + (f" (line {line})" if line else "")
+                )
         scores = tenant.get("scores") if isinstance(tenant.get("scores"), list) else []
         names = {s.get("name") for s in scores if isinstance(s, dict)}
         segments = tenant.get("segments") if isinstance(tenant.get("segments"), list) else []
@@ -351,11 +317,8 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
 
 def _secrets(tenant: TenantCfg) -> list[str]:
     values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token]
-    if isinstance(tenant.crm, HubSpotCrm):
-        values += [tenant.crm.access_token, tenant.crm.client_secret]
-    if tenant.esp is not None:
-        values.append(tenant.esp.api_key)
-    return [v.get_secret_value() for v in values if v is not None]
+    vendors = [block.secrets() for block in (tenant.crm, tenant.esp) if block is not None]
+    return [v.get_secret_value() for v in values if v is not None] + [s for found in vendors for s in found]
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

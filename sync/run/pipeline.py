@@ -25,10 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from connectors.base import ConsentSignal, Contact, CrmConnector, EspConnector, PullPage
+from connectors import registry
+from connectors.base import CrmConnector, EspConnector, PullPage
 from connectors.errors import ApiError, SegsyncError
 from connectors.http import redact
-from consent.policy import EMAIL_MARKETING
+from connectors.registry import Evidence
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
@@ -55,37 +56,9 @@ class RunOptions:
     examples: int = 5
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        return None
-    if pd.isna(ts):
-        return None
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
-
-
-def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[ConsentSignal]:
-    """Evidence of opt-in from the ESP itself: a subscribed member with its opt-in time.
-
-    Only a member the ESP reports as ``subscribed`` with a known opt-in (or sign-up) time counts;
-    nothing else is ever taken as a grant.
-    """
-    have = {(s.email, s.purpose, s.state) for s in seen}
-    out = []
-    for c in contacts:
-        if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
-            continue
-        when = _parse_time(c.properties.get("timestamp_opt")) or _parse_time(c.properties.get("timestamp_signup")) or c.created_at
-        if when is None:
-            continue
-        evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
-        if c.properties.get("ip_opt"):
-            evidence["ip_opt"] = str(c.properties["ip_opt"])
-        out.append(ConsentSignal(c.source, c.email, EMAIL_MARKETING, "granted", when, "", evidence, f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}"))
-    return out
+def _evidence_hook(block: Any) -> Evidence | None:
+    """The vendor's consent-evidence hook (an ESP's own opt-in record), if it has one."""
+    return registry.plugin_for(block).evidence if block is not None else None
 
 
 class TenantRun:
@@ -152,14 +125,17 @@ class TenantRun:
             (f"{self.crm.name}.contacts", self.crm.pull_contacts),
             (f"{self.crm.name}.engagement", self.crm.pull_engagement),
         ]
+        hooks = {self.crm.name: _evidence_hook(self.tenant.crm)}
         if self.esp is not None:
             streams += [(f"{self.esp.name}.members", self.esp.pull_members), (f"{self.esp.name}.engagement", self.esp.pull_engagement)]
+            hooks[self.esp.name] = _evidence_hook(self.tenant.esp)
         pulls: dict[str, dict[str, int]] = {}
         consent = Counter[str]()
         for stream, pull in streams:
             stats = pulls.setdefault(stream, Counter())
+            evidence = hooks.get(stream.rpartition(".")[0])  # the vendor's own consent evidence in its records
             for page in pull(self.store.cursor(self.tenant.id, stream), run_started):
-                signals = [*page.consent, *optin_grants(page.contacts, page.consent)]
+                signals = [*page.consent, *(evidence(page.contacts, page.consent) if evidence else [])]
                 recorded = self.gate.record(signals)
                 consent["signals_seen"] += len(signals)
                 consent["recorded"] += recorded.recorded
@@ -309,7 +285,7 @@ class TenantRun:
             scores = self.score_names if self.tenant.push.crm_scores else []
             self.crm.ensure_schema(self.tenant.push.crm_property, self.segment_names, scores)
 
-        def recheck(emails):  # noqa: ANN001, ANN202 - consent as of now, over each person's every address
+        def recheck(emails):
             cids = {e: self.contact_of.get(e) for e in emails}
             fresh = self.store.addresses(self.tenant.id, [c for c in cids.values() if c])
             verdicts = self.gate.decide_people({c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c})

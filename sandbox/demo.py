@@ -25,11 +25,11 @@ import requests
 import uvicorn
 from rich.console import Console
 
+from sync.cli.report import render_run
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import ConsentGate
 from sync.run.pipeline import RunOptions, TenantRun, exit_code
 from sync.run.plan import CRM, TAGS
-from sync.cli.report import render_run
 from sync.store import Store, open_store
 
 MARKER = ".segsync-demo"
@@ -65,6 +65,11 @@ TENANT_TEMPLATE = """\
     holdout_percent: 10
     push: {{crm_property: segsync_segments, crm_scores: true, esp_tags: true, esp_static_segments: true}}
 """
+
+
+def sandbox_banner(sb: Any) -> str:
+    """Where `segsync sandbox` serves each simulated vendor."""
+    return f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
 
 
 def _free_port() -> int:

@@ -1,0 +1,27 @@
+"""The ``crm: {type: hubspot, ...}`` block of a tenant."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+
+from connectors.registry import VendorConfig
+
+
+class HubSpotCrm(VendorConfig):
+    """HubSpot CRM v3 with a private-app token (or an OAuth access token)."""
+
+    type: Literal["hubspot"]
+    access_token: SecretStr
+    base_url: str = "https://api.hubapi.com"
+    plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
+    client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
+    extra_properties: list[str] = []
+    deal_event_types: list[str] = ["deposit", "upgrade"]
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.access_token, self.client_secret) if s is not None]
+
+    def webhook_settings(self) -> dict[str, str]:
+        return {"client_secret": self.client_secret.get_secret_value()} if self.client_secret is not None else {}
