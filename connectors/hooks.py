@@ -117,7 +117,7 @@ class WebhookHandler(ABC):
         """Checks before the body is read; True answers the request at once (a validation ping)."""
         return False
 
-    def verify(self, request: HookRequest, body: bytes, context: HookContext) -> None:
+    def verify(self, request: HookRequest, body: bytes, context: HookContext) -> None:  # noqa: B027 - optional hook
         """Raise :class:`Refused` unless the body is authentic (no-op when ``admit`` authenticated it)."""
 
     @abstractmethod

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict
 from connectors.base import ConsentSignal, Contact, Limits
 from connectors.errors import ApiError
 from connectors.hooks import WebhookHandler
-from connectors.http import RetrySettings, redact
+from connectors.kit.http import RetrySettings
+from connectors.kit.redact import redact
 
 #: One line per vendor: the module holding its ``PLUGIN``.
 VENDOR_MODULES: tuple[str, ...] = (

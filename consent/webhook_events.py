@@ -68,7 +68,8 @@ class TenantHooks:
 
     def context(self, vendor: str) -> HookContext:
         """What a vendor's webhook handler may know of this tenant."""
-        return HookContext(self.webhook_secret, self.purposes, self.vendors.get(vendor), self.resolve, normalize_subject)
+        settings = self.vendors.get(vendor)
+        return HookContext(self.webhook_secret, self.purposes, settings, self.resolve, normalize_subject)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ def imports(package: str) -> list[tuple[str, str]]:
 
 def test_connectors_consent_and_scoring_never_import_sync_or_each_other():
     bad = []
-    for package, others in (("connectors", ("consent", "scoring")), ("consent", ("scoring",)), ("scoring", ("consent",))):
+    pairs = (("connectors", ("consent", "scoring")), ("consent", ("scoring",)), ("scoring", ("consent",)))
+    for package, others in pairs:
         for where, module in imports(package):
             top = module.split(".")[0]
             if top in ("sync", "sandbox", *others) and module not in SHARED:

@@ -20,6 +20,6 @@ class CsvCrm(VendorConfig):
     id_column: str | None = "id"
     email_column: str | None = "email"
     created_column: str | None = None
-    event_columns: dict[str, str] = {}
+    event_columns: dict[str, str] = Field(default_factory=dict)
     output: Path | None = None
     base_url: str | None = None  # accepted for symmetry; files have no URL

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from connectors.registry import VendorConfig
 
@@ -17,8 +17,8 @@ class HubSpotCrm(VendorConfig):
     base_url: str = "https://api.hubapi.com"
     plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
     client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
-    extra_properties: list[str] = []
-    deal_event_types: list[str] = ["deposit", "upgrade"]
+    extra_properties: list[str] = Field(default_factory=list)
+    deal_event_types: list[str] = Field(default_factory=lambda: ["deposit", "upgrade"])
 
     def secrets(self) -> list[str]:
         return [s.get_secret_value() for s in (self.access_token, self.client_secret) if s is not None]

@@ -18,6 +18,7 @@ into an email; an unknown id is recorded under ``hubspot:<id>``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -135,10 +136,8 @@ def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSig
     subject = f"{VENDOR}:{object_id}"
     resolved = context.resolve(VENDOR, str(object_id)) if context.resolve is not None else None
     if isinstance(resolved, str) and "@" in resolved:
-        try:
+        with contextlib.suppress(InputError):  # a bad address in the store: keep the vendor reference
             subject = context.normalize(resolved)
-        except InputError:
-            pass  # a bad address in the store: keep the vendor reference
     evidence: dict[str, Any] = {
         "vendor": VENDOR, "webhook": VENDOR, "event_id": event_id, "subscription_type": kind,
         "hubspot_object_id": object_id, "portal_id": event.get("portalId"), "change_source": event.get("changeSource"),

@@ -52,7 +52,8 @@ def optin_grants(contacts: Sequence[Contact], seen: Sequence[ConsentSignal]) -> 
     for c in contacts:
         if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
             continue
-        when = _parse_time(c.properties.get("timestamp_opt")) or _parse_time(c.properties.get("timestamp_signup")) or c.created_at
+        props = c.properties
+        when = _parse_time(props.get("timestamp_opt")) or _parse_time(props.get("timestamp_signup")) or c.created_at
         if when is None:
             continue
         evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
 from connectors.hooks import (
@@ -68,16 +68,17 @@ class MailchimpWebhook(WebhookHandler):
             return None
         if kind == "upemail":
             old, new = _required(fields, "data[old_email]"), _required(fields, "data[new_email]")
-            alias = HookAlias(context.email(old, "data[old_email]"), context.email(new, "data[new_email]"), fired, VENDOR)
-            return HookResult(alias=alias)
+            old_email, new_email = context.email(old, "data[old_email]"), context.email(new, "data[new_email]")
+            return HookResult(alias=HookAlias(old_email, new_email, fired, VENDOR))
         email = context.email(_required(fields, "data[email]"), "data[email]")
         evidence: dict[str, Any] = {"vendor": VENDOR, "webhook": VENDOR, "type": kind}
         for key in ("list_id", "reason", "action", "campaign_id", "ip_opt", "ip_signup", "id"):
             value = fields.get(f"data[{key}]")
             if value:
                 evidence["subscriber_id" if key == "id" else key] = value
-        state = "granted" if kind == "subscribe" else "withdrawn"
-        return HookResult((HookSignal(email, EMAIL_MARKETING, state, VENDOR, fired, evidence),), reason=f"mailchimp {kind}")
+        state: Literal["granted", "withdrawn"] = "granted" if kind == "subscribe" else "withdrawn"
+        signal = HookSignal(email, EMAIL_MARKETING, state, VENDOR, fired, evidence)
+        return HookResult((signal,), reason=f"mailchimp {kind}")
 
 
 def _fields(body: bytes) -> dict[str, str]:

@@ -317,8 +317,11 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
 
 def _secrets(tenant: TenantCfg) -> list[str]:
     values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token]
-    vendors = [block.secrets() for block in (tenant.crm, tenant.esp) if block is not None]
-    return [v.get_secret_value() for v in values if v is not None] + [s for found in vendors for s in found]
+    found = [v.get_secret_value() for v in values if v is not None]
+    for block in (tenant.crm, tenant.esp):
+        if isinstance(block, registry.VendorConfig):
+            found += block.secrets()  # each vendor block knows its own secrets
+    return found
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
