@@ -241,3 +241,18 @@ OVERSIZED_TODAY = {"sandbox"}  # sandbox/mailchimp/routes_lists.py: being restru
 ])
 def test_no_module_over_500_lines_and_no_function_over_80(package: str):
     assert list(oversized(package)) == []
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+def test_every_vendor_folder_with_a_plugin_is_registered() -> None:
+    # Adding a vendor = its folder + one line in VENDOR_MODULES: a plugin.py that is not listed is a
+    # connector nobody can configure.
+    from connectors import registry
+
+    folders = {f"connectors.{p.parent.name}.plugin" for p in (ROOT / "connectors").glob("*/plugin.py")}
+    assert folders == set(registry.VENDOR_MODULES)
+    names = [p.name for p in registry.plugins()]
+    assert len(names) == len(set(names))
+    assert not set(names) & {t for planned in registry.PLANNED.values() for t in planned}
