@@ -115,7 +115,8 @@ def check_tenant(cfg: Config, tenant: TenantCfg, base_dir: Path) -> list[Finding
             def connect(p: registry.VendorPlugin = plugin, b: object = block) -> object:
                 return p.factory(b, context)  # built only when the check needs a connector
 
-            findings += [Finding(tenant.id, c.what, c.status, c.detail) for c in plugin.check(block, connect, context, QUICK)]
+            checks = plugin.check(block, connect, context, QUICK)
+            findings += [Finding(tenant.id, c.what, c.status, c.detail) for c in checks]
     except (ConfigError, SegsyncError) as exc:
         findings.append(Finding(tenant.id, "connectors", FAIL, redact(exc)))
     return findings + webhook_urls(cfg, tenant)

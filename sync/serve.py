@@ -334,12 +334,13 @@ class Service:
         return app
 
 
-_SECRET_IN_PATH = "|".join(f"/hooks/[^/\\s]+/{re.escape(h.vendor)}/" for h in registry.webhook_handlers() if h.secret_in_url)
-_HOOK_SECRET = re.compile(rf"({_SECRET_IN_PATH + '|' if _SECRET_IN_PATH else ''}/p/)[^/\s?#\"]+")  # and preference-link tokens
+# The webhook URLs that carry the secret (vendors that sign nothing), and preference-link tokens.
+_SECRET_PREFIXES = [f"/hooks/[^/\\s]+/{re.escape(h.vendor)}/" for h in registry.webhook_handlers() if h.secret_in_url]
+_HOOK_SECRET = re.compile(rf"({'|'.join([*_SECRET_PREFIXES, '/p/'])})[^/\s?#\"]+")
 
 
 def mask_path(path: str) -> str:
-    """A request path fit for a log: a webhook secret in a URL, a preference link's token and any registered secret masked."""
+    """A request path fit for a log: a webhook secret in a URL, a preference link's token, any registered secret masked."""
     return redact(_HOOK_SECRET.sub(r"\1***", path))
 
 

@@ -512,7 +512,8 @@ tenants:
 """)
     harbor = TenantHooks.from_config(cfg.tenant("harbor"))
     files = TenantHooks.from_config(cfg.tenant("files"))
-    assert (harbor.webhook_secret, harbor.vendors["hubspot"]["client_secret"], harbor.vendors["mailchimp"]["list_id"]) == (
+    vendors = harbor.vendors
+    assert (harbor.webhook_secret, vendors["hubspot"]["client_secret"], vendors["mailchimp"]["list_id"]) == (
         "harbor-secret-0123456789", "app-secret-123", "L9")
     assert harbor.purposes == POLICY and "esp.unsubscribe" in harbor.destinations
     assert "hubspot" not in files.vendors and files.destinations == ("crm.optout", "crm.segments")
@@ -573,7 +574,8 @@ def test_hubspot_signature_over_the_public_url_behind_a_proxy(sqlite_url) -> Non
     env = Env(sqlite_url)
     try:
         tenants = {"harbor": TenantHooks(SECRET, POLICY, vendors={"hubspot": {"client_secret": HUBSPOT_SECRET}})}
-        app = create_app(tenants, env.ledger, env.outbox, public_url="https://hooks.example.com/", vendors=webhook_handlers())
+        app = create_app(tenants, env.ledger, env.outbox, public_url="https://hooks.example.com/",
+                         vendors=webhook_handlers())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
         body = json.dumps([hubspot_event("contact.privacyDeletion", 5, event_id=11)])
         ts = int(time.time() * 1000)
