@@ -20,8 +20,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consent.ledger import Ledger, Signal  # noqa: E402
-from sync.store import open_store  # noqa: E402
+from consent.ledger import Ledger
+from consent.signals import ConsentSignal
+from sync.store import open_store
 
 POLICY = {"email_marketing": "consent", "profiling": "legitimate_interest"}
 
@@ -48,7 +49,7 @@ def main() -> int:
         tenant = f"bench{int(time.time())}"
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         emails = [f"person{i}@example.com" for i in range(n)]
-        signals = [Signal(e, "email_marketing", "withdrawn" if i % 7 == 0 else "granted", "consent", "import",
+        signals = [ConsentSignal(e, "email_marketing", "withdrawn" if i % 7 == 0 else "granted", "consent", "import",
                           t0 + timedelta(seconds=i), None, None, f"import:{i}") for i, e in enumerate(emails)]
         started = time.perf_counter()
         for i in range(0, n, 5000):

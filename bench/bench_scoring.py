@@ -201,8 +201,14 @@ def bench_sandbox_book(n: int) -> dict:
 
     t0 = time.perf_counter()
     book = generate_book(n, seed=5)
-    people = pd.DataFrame({"contact_id": [p.key for p in book.people], "created_at": [p.created_at for p in book.people],
-                           "aum": [p.aum for p in book.people], "age": [p.age for p in book.people]})
+    people = pd.DataFrame(
+        {
+            "contact_id": [p.key for p in book.people],
+            "created_at": [p.created_at for p in book.people],
+            "aum": [p.aum for p in book.people],
+            "age": [p.age for p in book.people],
+        }
+    )
     ev = book.events
     events = pd.DataFrame({"contact_id": [e.person_key for e in ev], "type": [e.type for e in ev],
                            "occurred_at": pd.to_datetime([e.occurred_at for e in ev], utc=True),
@@ -225,7 +231,10 @@ def bench_sandbox_book(n: int) -> dict:
             continue
         scores = predict(model, people, events, as_of=as_of)
         y = truth.loc[scores.index, column].astype(int)
-        out[name] = {"auc_vs_truth": round(float(roc_auc_score(y, scores)), 4), "seconds": round(time.perf_counter() - t0, 2)}
+        out[name] = {
+            "auc_vs_truth": round(float(roc_auc_score(y, scores)), 4),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
     out["upgrade"]["auc_oracle"] = round(float(roc_auc_score(truth["up"].astype(int), truth["p"].astype(float))), 4)
     print(f"sandbox book {n:,}: {out}", flush=True)
     return out

@@ -39,13 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connectors.hubspot import HubSpotConnector  # noqa: E402 - after the path fix for direct runs
+from connectors.hubspot.config import HubSpotCrm  # noqa: E402
 from sandbox import Sandbox, start_sandbox  # noqa: E402
 from sandbox.hubspot.schema import iso  # noqa: E402
-from connectors.hubspot.config import HubSpotCrm  # noqa: E402
 from sync.config import load_config  # noqa: E402
+from sync.config.wiring import build_esp  # noqa: E402
 from sync.run.pipeline import RunOptions, run_tenant  # noqa: E402
 from sync.store import open_store  # noqa: E402
-from sync.config.wiring import build_esp  # noqa: E402
 
 VENDORS = ("hubspot", "mailchimp")
 _DIGITS = re.compile(r"^\d+$")
@@ -98,8 +98,15 @@ def sync(config: Path, window: float) -> dict[str, Any]:
     feats = tenant.features
     extra = tuple(dict.fromkeys([*crm_cfg.extra_properties, *feats.numeric_properties, *feats.categorical_properties,
                                  *feats.sensitive_attributes]))
-    crm = HubSpotConnector(crm_cfg.access_token.get_secret_value(), crm_cfg.base_url, plan=crm_cfg.plan,
-                           extra_properties=extra, event_deal_types=tuple(crm_cfg.deal_event_types), window_seconds=window, settle_seconds=0)
+    crm = HubSpotConnector(
+        crm_cfg.access_token.get_secret_value(),
+        crm_cfg.base_url,
+        plan=crm_cfg.plan,
+        extra_properties=extra,
+        event_deal_types=tuple(crm_cfg.deal_event_types),
+        window_seconds=window,
+        settle_seconds=0,
+    )
     store = open_store(cfg.store)
     try:
         return run_tenant(cfg, tenant, store, RunOptions(), base_dir=config.parent, crm=crm, esp=build_esp(tenant))

@@ -115,7 +115,7 @@ def render(bench: Bench, data: dict[str, Any]) -> list[str]:
     else:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(v)} |" for k, v in flatten(data)]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def summary(outcomes: list[dict[str, Any]], quick: bool, out_dir: Path) -> str:

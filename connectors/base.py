@@ -3,7 +3,8 @@
 A CRM connector and an ESP connector each implement a few methods; everything else
 (cursors, diffing, consent) is the pipeline's job. Records here are plain frozen
 dataclasses so ``sync`` can hand them to ``consent`` and ``scoring`` without those
-packages importing ``connectors``.
+packages importing ``connectors``; the consent fact a pull sees is ``consent.signals.ConsentSignal``,
+the one type ``consent`` owns (connectors may import that module and ``core``, nothing else of ours).
 
 Metadata such as batch sizes and rate limits are class attributes (:class:`Limits`), not
 constants buried in loops, so the planner can cost a push before it is sent.
@@ -17,15 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from consent.signals import ConsentSignal
+
 Outcome = Literal["sent", "failed", "suppressed", "skipped"]
-
-
-def normalize_email(email: str | None) -> str | None:
-    """Lower-case and trim an email address; None (or blank) stays None."""
-    if email is None:
-        return None
-    email = email.strip().lower()
-    return email or None
 
 
 @dataclass(frozen=True)
@@ -69,20 +64,6 @@ class EngagementEvent:
     event_id: str = ""  # stable id for de-duplication across re-pulls
     email: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ConsentSignal:
-    """A consent fact seen at a vendor during a pull (an unsubscribe, an opt-in record)."""
-
-    source: str
-    email: str
-    purpose: str  # "email_marketing" | "profiling"
-    state: Literal["granted", "withdrawn"]
-    occurred_at: datetime
-    reason: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-    vendor_event_id: str = ""  # makes re-pulled signals idempotent
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from connectors.errors import InputError
+from core.errors import InputError
 
 SIGNATURE_WINDOW = timedelta(minutes=5)
 EMAIL_MARKETING, PROFILING = "email_marketing", "profiling"

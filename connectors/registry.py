@@ -21,11 +21,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from connectors.base import ConsentSignal, Contact, Limits
-from connectors.errors import ApiError
+from connectors.base import Contact, Limits
 from connectors.hooks import WebhookHandler
 from connectors.kit.http import RetrySettings
 from connectors.kit.redact import redact
+from consent.signals import ConsentSignal
+from core.errors import ApiError
 
 #: One line per vendor: the module holding its ``PLUGIN``.
 VENDOR_MODULES: tuple[str, ...] = (
@@ -44,6 +45,8 @@ class VendorConfig(BaseModel):
     """Base of every vendor's config block: unknown keys are errors, secrets are ``SecretStr``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str  # each vendor narrows it to its Literal name: the discriminator of the crm:/esp: union
 
     def secrets(self) -> list[str]:
         """The secret values in this block, registered with the redactor when the config loads."""

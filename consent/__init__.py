@@ -8,10 +8,11 @@
     consent.erasure    erasure with its chained proof; scrubbing copies (outbox errors, run reports)
     consent.keys       KeyFile: the per-tenant pseudonym key, generated at first use, outside the database
     consent.outbox     Outbox and drain(): durable suppression actions, retried with backoff
-    consent.propagate  record_and_enqueue(), erase_and_enqueue(), record_vendor_signals(): one transaction each
+    consent.propagate  record_and_enqueue(), erase_and_enqueue(): one transaction each
     consent.webhook    create_app(): the ASGI app for vendor webhooks and custom preference centers
     consent.webhook_events  what each vendor's webhook body means (parsing, validation; no I/O)
-    consent.records    the plain records the ledger takes and returns
+    consent.signals    ConsentSignal: the one consent-fact type (what the ledger records, what a pull sees)
+    consent.records    the plain records the ledger returns
     consent.schema     the tables (Alembic revisions 0002 and 0003 create them)
 
 Nothing here imports ``sync``; the ``segsync consent`` commands live in ``sync.consent_cmds``.

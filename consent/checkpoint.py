@@ -29,9 +29,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.chain import BrokenLink, canonical_json, chain_key, tenants_in
 from consent.schema import consent_chain_heads, consent_events, consent_outbox
+from core.errors import InputError
 
 FORMAT = "segsync-consent-checkpoint"
 _FIELDS = ("seq", "hash", "keyed_from_seq", "outbox_keyed_from_id", "outbox_rows", "outbox_max_id")
@@ -126,8 +126,13 @@ def check_checkpoint(
         if row.hash != cp["hash"]:
             return BrokenLink(tenant, row.id, f"checkpoint: event seq {cp['seq']} has another hash "
                                               "(the chain up to it was rewritten)")
-        if int(head.keyed_from_seq) != cp["keyed_from_seq"] or int(head.outbox_keyed_from_id) != cp["outbox_keyed_from_id"]:
-            return BrokenLink(tenant, None, "checkpoint: the start of the keyed chain moved (a downgrade to unkeyed rows)")
+        if (
+            int(head.keyed_from_seq) != cp["keyed_from_seq"]
+            or int(head.outbox_keyed_from_id) != cp["outbox_keyed_from_id"]
+        ):
+            return BrokenLink(
+                tenant, None, "checkpoint: the start of the keyed chain moved (a downgrade to unkeyed rows)"
+            )
         rows, _ = _outbox_counts(conn, tenant, cp["outbox_max_id"])
         if rows != cp["outbox_rows"]:
             return BrokenLink(tenant, None, f"checkpoint: {cp['outbox_rows']} outbox rows up to id "

@@ -31,7 +31,7 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def outbox_mac(key: bytes, row: Mapping[str, Any]) -> str:
+def outbox_mac(key: bytes, row: Mapping[str, Any] | sa.RowMapping) -> str:
     """The MAC of an outbox row (``key`` is the tenant's chain key)."""
     content = {
         "tenant_id": row["tenant_id"],

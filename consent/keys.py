@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from connectors.errors import InputError
+from core.errors import InputError
 
 KINDS = ("pseudonym",)
 #: Where the key file lives unless the config (``keys_file``) or ``SEGSYNC_KEYS_FILE`` says otherwise.

@@ -18,37 +18,53 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.chain import (
-    GENESIS, VerifyResult, append_rows, canonical_json, chain_key, lock_head, personal_digest, split_evidence,
-    key_problem, tenants_in, verify_chains,
+    GENESIS,
+    VerifyResult,
+    append_rows,
+    canonical_json,
+    chain_key,
+    key_problem,
+    lock_head,
+    personal_digest,
+    split_evidence,
+    tenants_in,
+    verify_chains,
 )
 from consent.checkpoint import check_checkpoint, make_checkpoint
 from consent.erasure import erase_subject
 from consent.integrity import check_outbox
 from consent.policy import (
-    GRANTED, STATES, WITHDRAWN, Decision, PurposeState, bound_time, check_aware, check_name,
-    current_state, is_allowed, normalize_subject, reason, subject_key,
+    GRANTED,
+    STATES,
+    WITHDRAWN,
+    Decision,
+    PurposeState,
+    bound_time,
+    check_aware,
+    check_name,
+    current_state,
+    is_allowed,
+    normalize_subject,
+    reason,
+    subject_key,
 )
-from consent.records import Alias, ErasureResult, HistoryEvent, RecordedEvent, Signal, recorded_from_row
-from consent.schema import (
-    consent_aliases, consent_chain_heads, consent_events, insert_ignoring_conflicts,
-)
+from consent.records import Alias, ErasureResult, HistoryEvent, RecordedEvent, recorded_from_row
+from consent.schema import consent_aliases, consent_chain_heads, consent_events, insert_ignoring_conflicts
+from consent.signals import ConsentSignal
+from core import times
+from core.errors import InputError
 
 ev = consent_events.c
 MAX_IDEMPOTENCY_KEY = 200
 # Up to this many subjects are looked up by key; past it one scan of the tenant is cheaper.
 _KEYED_LOOKUP_LIMIT = 500
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Ledger:
@@ -63,7 +79,7 @@ class Ledger:
         engine: sa.Engine,
         key_for_tenant: Callable[[str], bytes],
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = times.now,
     ) -> None:
         self.engine = engine
         self._key_for_tenant = key_for_tenant
@@ -120,12 +136,13 @@ class Ledger:
         conn: sa.Connection | None = None,
     ) -> RecordedEvent | None:
         """Append one event; None when ``idempotency_key`` was already recorded for the tenant."""
-        signal = Signal(email, purpose, state, basis, source, occurred_at, notice_version, evidence, idempotency_key)
+        signal = ConsentSignal(email, purpose, state, basis, source, occurred_at, notice_version, evidence,
+                               idempotency_key)
         recorded = self.record_many(tenant, [signal], conn=conn)
         return recorded[0] if recorded else None
 
     def record_many(
-        self, tenant: str, signals: Iterable[Signal], *, conn: sa.Connection | None = None
+        self, tenant: str, signals: Iterable[ConsentSignal], *, conn: sa.Connection | None = None
     ) -> list[RecordedEvent]:
         """Append many events in one transaction (bulk vendor signals); skips seen idempotency keys.
 
@@ -159,7 +176,7 @@ class Ledger:
             appended = append_rows(c, tenant, head, fresh, chain_key(key))
         return [recorded_from_row(r) for r in appended]
 
-    def _row(self, tenant: str, key: bytes, s: Signal, now: datetime) -> dict[str, Any]:
+    def _row(self, tenant: str, key: bytes, s: ConsentSignal, now: datetime) -> dict[str, Any]:
         if s.state not in STATES:
             raise InputError(f"state must be one of {', '.join(STATES)}, not {s.state!r}")
         subject = normalize_subject(s.email)
@@ -396,7 +413,7 @@ class Ledger:
             win = max((r for r in mine if r.state == state), key=lambda r: r.occurred_at)
             idem = "carry:" + hashlib.sha256(f"{okey}:{nkey}:{win.id}".encode()).hexdigest()
             signals.append(
-                Signal(new, purpose, win.state, win.basis, source, win.occurred_at, win.notice_version,
+                ConsentSignal(new, purpose, win.state, win.basis, source, win.occurred_at, win.notice_version,
                        {"carried_from": okey, "carried_event": win.id}, idem)
             )
         return self.record_many(tenant, signals, conn=conn)
@@ -444,7 +461,8 @@ class Ledger:
                 sa.select(consent_aliases).where(al.tenant_id == tenant).order_by(al.occurred_at, al.id)
             ).mappings().all()
         return [
-            Alias(r["old_subject_key"], r["new_subject_key"], r["old_email"], r["new_email"], r["source"], r["occurred_at"])
+            Alias(r["old_subject_key"], r["new_subject_key"], r["old_email"], r["new_email"], r["source"],
+                  r["occurred_at"])
             for r in rows
         ]
 
@@ -468,6 +486,5 @@ class Ledger:
 
 
 __all__ = [
-    "Alias", "ErasureResult", "GRANTED", "HistoryEvent", "Ledger", "RecordedEvent", "Signal", "VerifyResult",
-    "WITHDRAWN",
+    "GRANTED", "WITHDRAWN", "Alias", "ErasureResult", "HistoryEvent", "Ledger", "RecordedEvent", "VerifyResult",
 ]

@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from consent.erasure import redact
 from consent.integrity import outbox_mac
 from consent.schema import consent_outbox, insert_ignoring_conflicts
+from core import times
 
 ob = consent_outbox.c
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -80,7 +81,7 @@ class DrainReport:
 
 
 def _now(now: datetime | None) -> datetime:
-    return datetime.now(UTC) if now is None else now.astimezone(UTC)
+    return times.now() if now is None else now.astimezone(UTC)
 
 
 def _action(row: Any) -> OutboxAction:
@@ -124,7 +125,9 @@ class Outbox:
             return
         row = conn.execute(sa.select(consent_outbox).where(ob.id == action_id)).mappings().one()
         conn.execute(
-            sa.update(consent_outbox).where(ob.id == action_id).values(mac=outbox_mac(self.mac_key(row["tenant_id"]), row))
+            sa.update(consent_outbox)
+            .where(ob.id == action_id)
+            .values(mac=outbox_mac(self.mac_key(row["tenant_id"]), row))
         )
 
     def enqueue(
@@ -215,7 +218,8 @@ class Outbox:
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before attempt ``attempts + 1``: base * 2^(attempts-1), capped."""
-        return min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay)
+        delay: timedelta = min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay)
+        return delay
 
     def mark_failed(
         self, action_id: int, error: str, retry_at: datetime | None = None, *, now: datetime | None = None
@@ -239,13 +243,15 @@ class Outbox:
             values: dict[str, Any] = {
                 "last_error": text[:MAX_ERROR],
                 "status": FAILED if final else PENDING,
-                "next_attempt_at": retry_at.astimezone(UTC) if retry_at and not final else when + self.backoff(attempts),
+                "next_attempt_at": retry_at.astimezone(UTC)
+                if retry_at and not final
+                else when + self.backoff(attempts),
             }
             if final:
                 values["email"] = sa.case((ob.scrub_on_done, sa.null()), else_=ob.email)
             c.execute(sa.update(consent_outbox).where(ob.id == action_id).values(**values))
             self._sign(c, action_id)
-        return values["status"]
+        return str(values["status"])
 
     def depth(self, tenant: str | None = None) -> int:
         """How many actions are still pending."""
@@ -304,7 +310,7 @@ def drain(
                 if handler is None:
                     raise LookupError(f"no handler is registered for destination {action.destination!r}")
                 handler(action)
-            except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never raised
+            except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 report.errors[action.id] = message[:MAX_ERROR]
                 if outbox.mark_failed(action.id, message, now=when) == FAILED:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from connectors.errors import InputError
+from core.emails import normalize_email
+from core.errors import InputError
 
 GRANTED = "granted"
 WITHDRAWN = "withdrawn"
@@ -95,7 +96,7 @@ def normalize_subject(email: str | None) -> str:
     """
     if not isinstance(email, str):
         raise InputError("email must be a string")
-    value = email.strip().lower()
+    value = normalize_email(email)  # the one normaliser; what follows only refuses what cannot be a person
     if not value:
         raise InputError("email is empty")
     if len(value) > MAX_EMAIL_LENGTH:

@@ -11,17 +11,16 @@ when it records vendor signals seen during a pull.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from consent.ledger import ErasureResult, Ledger, RecordedEvent, Signal
+from consent.ledger import ErasureResult, Ledger, RecordedEvent
 from consent.outbox import Outbox
 from consent.policy import DESTINATIONS, WITHDRAWN, destinations_for, normalize_subject
+from consent.signals import ConsentSignal
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +91,7 @@ def record_and_enqueue(
     ledger: Ledger,
     outbox: Outbox,
     tenant: str,
-    signals: Sequence[Signal],
+    signals: Sequence[ConsentSignal],
     destinations: Iterable[str] = DESTINATIONS,
     *,
     reason: str = "",
@@ -136,53 +135,3 @@ def erase_and_enqueue(
         reason="erasure", scrub_on_done=True, now=now,
     )
     return Propagation(result.withdrawals, added, result)
-
-
-def vendor_signal_key(ledger: Ledger, tenant: str, signal: object) -> str:
-    """The idempotency key of a consent fact seen at a vendor during a pull.
-
-    ``source:vendor_event_id:purpose`` when the vendor numbers its events; otherwise a keyed hash
-    of what was seen (so the same fact pulled again maps to the same key, and the key reveals no
-    email once the person is erased).
-    """
-    source, purpose = signal.source, signal.purpose
-    event_id = getattr(signal, "vendor_event_id", "") or ""
-    if event_id:
-        return f"{source}:{event_id}:{purpose}"[:200]
-    when = signal.occurred_at
-    fact = f"{source}|{normalize_subject(signal.email)}|{purpose}|{signal.state}|" \
-           f"{when.isoformat() if isinstance(when, datetime) else when}"
-    digest = hmac.new(ledger.key(tenant), fact.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"{source}:fact:{digest}"
-
-
-def record_vendor_signals(
-    ledger: Ledger,
-    outbox: Outbox,
-    tenant: str,
-    signals: Iterable[object],
-    policy: Mapping[str, str],
-    destinations: Iterable[str] = DESTINATIONS,
-    *,
-    conn: sa.Connection | None = None,
-) -> Propagation:
-    """Record ``connectors.base.ConsentSignal``-like facts from a pull; re-pulled facts are recorded once.
-
-    ``policy`` ({purpose: basis}) gives the basis recorded with each; the signal's ``reason`` and
-    ``evidence`` are kept as evidence. Withdrawals are queued for the other vendors in the same
-    transaction.
-    """
-    converted = []
-    for s in signals:
-        purpose = s.purpose
-        evidence = dict(getattr(s, "evidence", None) or {})
-        if getattr(s, "reason", ""):
-            evidence.setdefault("reason", s.reason)
-        if getattr(s, "vendor_event_id", ""):
-            evidence.setdefault("vendor_event_id", s.vendor_event_id)
-        evidence.setdefault("vendor", s.source)
-        converted.append(Signal(
-            s.email, purpose, s.state, policy.get(purpose, "consent"), s.source,
-            s.occurred_at, None, evidence, vendor_signal_key(ledger, tenant, s),
-        ))
-    return record_and_enqueue(ledger, outbox, tenant, converted, destinations, reason="seen during pull", conn=conn)

@@ -9,21 +9,6 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class Signal:
-    """One consent event to record (the arguments of :meth:`Ledger.record` as data)."""
-
-    email: str
-    purpose: str
-    state: str
-    basis: str
-    source: str
-    occurred_at: datetime
-    notice_version: str | None = None
-    evidence: Mapping[str, Any] | None = None
-    idempotency_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RecordedEvent:
     """An event as appended to the chain."""
 
@@ -90,4 +75,4 @@ def recorded_from_row(row: Mapping[str, Any]) -> RecordedEvent:
     )
 
 
-__all__ = ["Alias", "ErasureResult", "HistoryEvent", "RecordedEvent", "Signal", "recorded_from_row"]
+__all__ = ["Alias", "ErasureResult", "HistoryEvent", "RecordedEvent", "recorded_from_row"]

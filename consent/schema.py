@@ -25,7 +25,10 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
-    """A timezone-aware DateTime that refuses naive values and always returns UTC."""
+    """A timezone-aware DateTime that refuses naive values and always returns UTC.
+
+    The one UTC column type: the sync store's tables (``sync.store.schema``) use it too.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -39,7 +42,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         # SQLite keeps text; storing naive UTC keeps the text sortable (the ledger's SQL relies on it).
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:

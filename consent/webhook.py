@@ -34,7 +34,7 @@ import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -45,7 +45,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.errors import InputError
 from connectors.hooks import HookRequest, WebhookHandler
 from consent.ledger import Ledger
 from consent.outbox import Outbox
@@ -53,6 +52,8 @@ from consent.policy import normalize_subject
 from consent.propagate import enqueue_withdrawals
 from consent.schema import insert_ignoring_conflicts, webhook_receipts
 from consent.webhook_events import SIGNATURE_WINDOW, Reject, TenantHooks, Work, parse_preferences, vendor_work
+from core import times
+from core.errors import InputError
 
 log = logging.getLogger("segsync.consent.webhook")
 
@@ -66,10 +67,6 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     tenants: Mapping[str, TenantHooks],
     ledger: Ledger,
@@ -77,7 +74,7 @@ def create_app(
     *,
     on_enqueued: Callable[[str], None] | None = None,
     max_body: int = MAX_BODY,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = times.now,
     public_url: str | None = None,
     vendors: Sequence[WebhookHandler] = (),
 ) -> Starlette:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from connectors.errors import InputError
 from connectors.hooks import SIGNATURE_WINDOW, HookContext, HookResult
 from connectors.hooks import Refused as Reject
-from consent.ledger import Signal
 from consent.policy import DESTINATIONS, GRANTED, WITHDRAWN, normalize_subject
+from consent.signals import ConsentSignal
+from core.errors import InputError
+from core.times import NaiveTimeError, parse_time
 
 PREFERENCE_FIELDS = frozenset({"email", "purposes", "occurred_at", "notice_version", "request_id", "ip", "user_agent"})
 
@@ -79,7 +80,7 @@ class Work:
     # One receipt key per signal (parallel to ``signals``): one key for the whole body, except for
     # vendors whose events carry their own ids. An alias-only request has one key and no signals.
     receipts: tuple[str, ...]
-    signals: tuple[Signal, ...] = ()
+    signals: tuple[ConsentSignal, ...] = ()
     alias: tuple[str, str, datetime] | None = None
     reason: str = ""
     alias_source: str = ""
@@ -89,8 +90,8 @@ def vendor_work(hooks: TenantHooks, result: HookResult, body_receipt: Callable[[
     """The ledger's view of a vendor handler's result: receipts, signals with the tenant's basis, alias."""
     receipts = tuple(s.receipt or body_receipt() for s in result.signals) or (body_receipt(),)
     signals = tuple(
-        Signal(s.subject, s.purpose, s.state, _basis(hooks, s.purpose), s.source, s.occurred_at,
-               evidence=dict(s.evidence), idempotency_key=f"{key}:{s.purpose}")
+        ConsentSignal(s.subject, s.purpose, s.state, _basis(hooks, s.purpose), s.source, s.occurred_at,
+                      evidence=dict(s.evidence), idempotency_key=f"{key}:{s.purpose}")
         for s, key in zip(result.signals, receipts, strict=False)
     )
     alias = (result.alias.old, result.alias.new, result.alias.occurred_at) if result.alias else None
@@ -138,7 +139,7 @@ def parse_preferences(hooks: TenantHooks, body: bytes, receipt: str, now: dateti
             raise Reject(400, f"{key} must be a string of at most 512 characters")
         evidence[key] = value
     signals = tuple(
-        Signal(
+        ConsentSignal(
             email, purpose, GRANTED if allowed else WITHDRAWN, _basis(hooks, purpose), "preference_center",
             occurred, notice, evidence, f"{receipt}:{purpose}",
         )
@@ -161,12 +162,11 @@ def _iso_time(value: Any, where: str) -> datetime:
     if not isinstance(value, str) or len(value) > 40:
         raise Reject(400, f"{where} must be an ISO 8601 time with a zone, e.g. 2026-11-25T18:00:00Z")
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_time(value, naive_ok=False)
+    except NaiveTimeError:
+        raise Reject(400, f"{where} has no time zone (add Z or +00:00)") from None
     except ValueError:
         raise Reject(400, f"{where} must be an ISO 8601 time with a zone, e.g. 2026-11-25T18:00:00Z") from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise Reject(400, f"{where} has no time zone (add Z or +00:00)")
-    return parsed.astimezone(UTC)
 
 
 __all__ = ["SIGNATURE_WINDOW", "Reject", "TenantHooks", "Work", "parse_preferences", "vendor_work"]

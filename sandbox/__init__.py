@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from sandbox.book import Book, BookEvent, Campaign, Person, Truth, generate_book, paused_gc
+from sandbox._book_people import Person
+from sandbox.book import Book, BookEvent, Campaign, Truth, generate_book, paused_gc
 from sandbox.common import Call, CallLog, Faults, ServerThread, instrument
 from sandbox.hubspot import HubSpotSim
 
@@ -183,8 +184,9 @@ def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str =
         if on_ready is not None:
             on_ready(sb)
         try:
-            while not (stop.wait(0.5) if stop is not None else time.sleep(3600)):
-                pass
+            while stop is None or not stop.wait(0.5):
+                if stop is None:
+                    time.sleep(3600)
         except KeyboardInterrupt:
             pass
     return 0

@@ -7,22 +7,167 @@ addresses, people only in one system, case-variant addresses, an email change an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from sandbox.book import Person
 
-FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
-         "Joseph Jessica Thomas Sarah Charles Karen Daniel Lisa Matthew Nancy Anthony Sandra Mark Ashley Paul "
-         "Emily Steven Donna Andrew Michelle Kenneth Carol Joshua Amanda Kevin Melissa Brian Deborah George "
-         "Stephanie Omar Priya Wei Mateo Aisha Hiroshi Sofia Liam Chloe Noah Grace").split()
-LAST = ("Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
-        "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
-        "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
-        "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Patel Kim Chen Okafor Novak").split()
+@dataclass(slots=True)
+class Person:
+    """One person of the book and how each system knows them (``in_crm``/``in_esp``, emails, statuses)."""
+
+    key: str
+    email: str
+    first_name: str
+    last_name: str
+    household_id: str
+    age: int
+    account_tier: str
+    aum: float
+    created_at: datetime
+    in_crm: bool
+    in_esp: bool
+    esp_email: str | None
+    esp_status: str
+    esp_opt_in_at: datetime | None
+    esp_opt_in_ip: str | None
+    esp_unsubscribe_reason: str | None
+    crm_email_optout: bool
+    lifecyclestage: str
+    previous_email: str | None
+    merged_into: str | None
+    esp_left_at: datetime | None = None  # when an unsubscribed/cleaned member left the list
+
+    @property
+    def age_band(self) -> str:
+        """The usual marketing age band ("18-34" ... "75+")."""
+        return age_band(self.age)
+
+
+def age_band(age: int) -> str:
+    """Bucket an age the way advisors' marketing reports do."""
+    for upper, label in ((35, "18-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"), (75, "65-74")):
+        if age < upper:
+            return label
+    return "75+"
+
+
+FIRST = [
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Daniel",
+    "Lisa",
+    "Matthew",
+    "Nancy",
+    "Anthony",
+    "Sandra",
+    "Mark",
+    "Ashley",
+    "Paul",
+    "Emily",
+    "Steven",
+    "Donna",
+    "Andrew",
+    "Michelle",
+    "Kenneth",
+    "Carol",
+    "Joshua",
+    "Amanda",
+    "Kevin",
+    "Melissa",
+    "Brian",
+    "Deborah",
+    "George",
+    "Stephanie",
+    "Omar",
+    "Priya",
+    "Wei",
+    "Mateo",
+    "Aisha",
+    "Hiroshi",
+    "Sofia",
+    "Liam",
+    "Chloe",
+    "Noah",
+    "Grace",
+]
+LAST = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Hall",
+    "Rivera",
+    "Campbell",
+    "Mitchell",
+    "Carter",
+    "Roberts",
+    "Patel",
+    "Kim",
+    "Chen",
+    "Okafor",
+    "Novak",
+]
 DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "icloud.com", "aol.com", "comcast.net", "proton.me")
 REASONS = ("N/A (Unsubscribed by admin)", "I no longer want to receive these emails",
            "I never signed up for this mailing list", "The emails are inappropriate", "The emails are spam",
@@ -66,7 +211,7 @@ def build_people(rng: np.random.Generator, tr: dict[str, Any], tier_final: np.nd
                  person_cls: type[Person]) -> list[Person]:
     """Create the Person records, planting email changes, merges and case variants.
 
-    ``person_cls`` is :class:`sandbox.book.Person`, passed in because ``sandbox.book`` imports this module.
+    ``person_cls`` is the record class to build (:class:`Person`).
     """
 
     n = tr["n"]

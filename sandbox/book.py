@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from sandbox import _book_people as people_mod
+from sandbox._book_people import Person
+from sandbox._book_people import age_band as age_band  # re-exported: part of the book's API
 
 WEEK = timedelta(weeks=1)
 DEFAULT_AS_OF = datetime(2025, 6, 30, tzinfo=UTC)  # fixed so a seed always yields the same book
@@ -29,46 +31,6 @@ HORIZON_WEEKS = 13  # ~90 days
 CALC_WEEKS = 8  # hazard looks at calculator/pricing views in the last 8 weeks
 CLICK_WEEKS = 13
 INTENT_DECAY = 0.94  # weekly; slow enough that behaviour before a cutoff predicts the weeks after
-
-
-@dataclass(slots=True)
-class Person:
-    """One person of the book and how each system knows them (``in_crm``/``in_esp``, emails, statuses)."""
-
-    key: str
-    email: str
-    first_name: str
-    last_name: str
-    household_id: str
-    age: int
-    account_tier: str
-    aum: float
-    created_at: datetime
-    in_crm: bool
-    in_esp: bool
-    esp_email: str | None
-    esp_status: str
-    esp_opt_in_at: datetime | None
-    esp_opt_in_ip: str | None
-    esp_unsubscribe_reason: str | None
-    crm_email_optout: bool
-    lifecyclestage: str
-    previous_email: str | None
-    merged_into: str | None
-    esp_left_at: datetime | None = None  # when an unsubscribed/cleaned member left the list
-
-    @property
-    def age_band(self) -> str:
-        """The usual marketing age band ("18-34" ... "75+")."""
-        return age_band(self.age)
-
-
-def age_band(age: int) -> str:
-    """Bucket an age the way advisors' marketing reports do."""
-    for upper, label in ((35, "18-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"), (75, "65-74")):
-        if age < upper:
-            return label
-    return "75+"
 
 
 @dataclass(slots=True)
@@ -145,7 +107,7 @@ def weekly_upgrade_hazard(
         + 0.35 * log_aum_z
         + hidden
     )
-    return 1.0 / (1.0 + np.exp(-logit))
+    return np.asarray(1.0 / (1.0 + np.exp(-logit)))
 
 
 def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = None, years: float = 2.0) -> Book:
@@ -177,10 +139,10 @@ def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = 
 
 
 def _window(matrix: np.ndarray, t: int, width: int) -> np.ndarray:
-    return matrix[:, max(0, t - width):t].sum(axis=1)
+    return np.asarray(matrix[:, max(0, t - width):t].sum(axis=1))
 
 
-def _simulate(rng: np.random.Generator, tr: dict, weeks: int) -> dict:
+def _simulate(rng: np.random.Generator, tr: dict[str, Any], weeks: int) -> dict[str, Any]:
     """Week-by-week counts (people x weeks) of sends/opens/clicks/sessions/views/deposits/upgrades."""
     n = tr["n"]
     shape = (n, weeks)
@@ -260,7 +222,8 @@ class _Columns:
 
         def lookup(table: list[Any], codes: np.ndarray) -> list[Any]:
             """Map codes (-1 = None) through ``table`` in numpy, without a Python loop."""
-            return np.array([None, *table], dtype=object)[codes[order] + 1].tolist()
+            mapped: list[Any] = np.array([None, *table], dtype=object)[codes[order] + 1].tolist()
+            return mapped
 
         values = col["value"][order].astype(object)
         values[np.isnan(col["value"][order])] = None
@@ -270,14 +233,14 @@ class _Columns:
         return events
 
 
-def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str],
+def _materialise_events(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], keys: list[str],
                         campaigns: list[Campaign], start: datetime) -> list[BookEvent]:
     """Turn the count matrices into timestamped events, sorted by time."""
     cols = _Columns()
     week_s = WEEK.total_seconds()
 
     # Email: sends at the campaign time, opens hours later, clicks minutes after the open.
-    for n, (camp, w) in enumerate(zip(campaigns, sim["campaign_weeks"])):
+    for n, (camp, w) in enumerate(zip(campaigns, sim["campaign_weeks"], strict=False)):
         sent_off = (camp.sent_at - start).total_seconds()
         for kind, mask, lag in (("email_sent", sim["sent"][:, w], 0.0), ("email_open", sim["opened"][:, w], 1.0),
                                 ("email_click", sim["clicked"][:, w], 2.0)):
@@ -313,7 +276,7 @@ def _materialise_events(rng: np.random.Generator, sim: dict, tr: dict, keys: lis
     return cols.build(keys, start, campaigns, urls, session_ids)
 
 
-def _truth(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str]) -> dict[str, Truth]:
+def _truth(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], keys: list[str]) -> dict[str, Truth]:
     """Outcomes after as_of from the same hazard, applied to the state at as_of."""
     t = sim["weeks"]
     h = weekly_upgrade_hazard(_window(sim["calc"], t, CALC_WEEKS), _window(sim["pricing"], t, CALC_WEEKS),
@@ -327,7 +290,7 @@ def _truth(rng: np.random.Generator, sim: dict, tr: dict, keys: list[str]) -> di
     churned = rng.random(tr["n"]) < np.exp(-HORIZON_WEEKS * weekly_activity)
     n_dep = rng.poisson(tr["dep_rate"] * 52)
     dep_value = np.array([float(np.sum(np.round(a * 0.02 * rng.lognormal(0, 0.5, k), -1) + 500)) if k else 0.0
-                          for a, k in zip(tr["aum"], n_dep)])
+                          for a, k in zip(tr["aum"], n_dep, strict=False)])
     return {
         k: Truth(float(propensity[i]), bool(upgraded[i]), bool(churned[i]), float(dep_value[i]))
         for i, k in enumerate(keys)

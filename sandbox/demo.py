@@ -75,7 +75,7 @@ def sandbox_banner(sb: Any) -> str:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def write_config(out: Path, sandboxes: list[Any]) -> Path:
@@ -83,8 +83,11 @@ def write_config(out: Path, sandboxes: list[Any]) -> Path:
         ("harbor-wealth", "Harbor Wealth Partners", "America/New_York", "0 */6 * * *"),
         ("summit-advisors", "Summit Advisors", "America/Chicago", "30 5 * * *"),
     ]
-    body = "version: 1\nstore: sqlite:///{store}\nmodel_dir: {models}\nserver: {{listen: 127.0.0.1:8080}}\ntenants:\n".format(
-        store=(out / "segsync.db").resolve(), models=(out / "models").resolve())
+    body = (
+        "version: 1\nstore: sqlite:///{store}\nmodel_dir: {models}\nserver: {{listen: 127.0.0.1:8080}}\ntenants:\n"
+    ).format(
+        store=(out / "segsync.db").resolve(), models=(out / "models").resolve()
+    )
     for (tid, name, tz, cron), sb in zip(tenants, sandboxes, strict=True):
         body += TENANT_TEMPLATE.format(
             id=tid, name=name, tz=tz, cron=cron, hs_token=sb.hubspot_token, hs_url=sb.hubspot_url,
@@ -101,7 +104,9 @@ class WebServer:
 
     def __init__(self, app: Any) -> None:
         self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> WebServer:
@@ -159,6 +164,23 @@ class MidRunOptOut:
         self.delivered = self.sb.mailchimp.wait_for_webhooks(timeout=10)
 
 
+def _register_webhook(base_url: str, harbor: TenantCfg, sb: Any) -> int:
+    """Register segsync's Mailchimp webhook on the sandbox audience; the HTTP status of the answer."""
+    hook_url = f"{base_url}/hooks/{harbor.id}/mailchimp/{harbor.consent.webhook_secret.get_secret_value()}"
+    r = requests.post(
+        f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/webhooks",
+        json={
+            "url": hook_url,
+            "events": {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True},
+            # not "api": segsync's own API calls must not echo back as webhooks
+            "sources": {"user": True, "admin": True, "api": False},
+        },
+        auth=("demo", sb.mailchimp_key),
+        timeout=10,
+    )
+    return r.status_code
+
+
 def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
     from sandbox import start_sandbox
     from sync.serve import Service
@@ -186,13 +208,10 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
         service = Service(cfg, config.parent, store=store)
         with WebServer(service.app(run_scheduler=False)) as web:
             harbor, sb = cfg.tenants[0], sandboxes[0]
-            hook_url = f"{web.url}/hooks/{harbor.id}/mailchimp/{harbor.consent.webhook_secret.get_secret_value()}"
-            r = requests.post(f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/webhooks",
-                              json={"url": hook_url, "events": {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True},
-                                    # not "api": segsync's own API calls must not echo back as webhooks
-                                    "sources": {"user": True, "admin": True, "api": False}},
-                              auth=("demo", sb.mailchimp_key), timeout=10)
-            console.print(f"Preference-center webhook at {web.url}/hooks/...; Mailchimp list webhook registered ({r.status_code}).")
+            status = _register_webhook(web.url, harbor, sb)
+            console.print(
+                f"Preference-center webhook at {web.url}/hooks/...; Mailchimp list webhook registered ({status})."
+            )
 
             console.rule("[bold]Run 1: full sync of both firms")
             optout = MidRunOptOut(store, harbor, sb)
@@ -206,7 +225,10 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
             if optout.email:
                 _explain_optout(store, harbor.id, optout, sb)
 
-            for number, title in ((2, "the next sync: only what the opt-out changed"), (3, "again, with nothing changed")):
+            for number, title in (
+                (2, "the next sync: only what the opt-out changed"),
+                (3, "again, with nothing changed"),
+            ):
                 console.rule(f"[bold]Run {number}: {title}")
                 for tenant, box in zip(cfg.tenants, sandboxes, strict=True):
                     before = {v: len(_writes(box, v)) for v in ("hubspot", "mailchimp")}
@@ -224,10 +246,12 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
         for box in sandboxes:
             box.stop()
     console.rule()
-    console.print(f"Demo finished in {time.monotonic() - started:.0f} s. Try next:\n"
-                  f"  .venv/bin/segsync runs {config}\n"
-                  f"  .venv/bin/segsync consent verify {config}\n"
-                  f"  .venv/bin/segsync score {config} --tenant harbor-wealth --report   (needs no sandbox: uses the store)")
+    console.print(
+        f"Demo finished in {time.monotonic() - started:.0f} s. Try next:\n"
+        f"  .venv/bin/segsync runs {config}\n"
+        f"  .venv/bin/segsync consent verify {config}\n"
+        f"  .venv/bin/segsync score {config} --tenant harbor-wealth --report   (needs no sandbox: uses the store)"
+    )
     (out / "reports.json").write_text(json.dumps(reports, indent=2, default=str))
     return exit_code(reports)
 
@@ -264,7 +288,8 @@ def _explain_optout(store: Store, tenant_id: str, optout: MidRunOptOut, sb: Any)
         hubspot = f"unsubscribed from {off} of {len(statuses)} email subscription types"
     console.print(
         f"[bold]Mid-run opt-out:[/] {_mask(email)} unsubscribed in Mailchimp while the push was running "
-        f"({'webhook delivered' if optout.delivered else 'webhook NOT delivered'}). The ledger recorded the withdrawal, "
+        f"({'webhook delivered' if optout.delivered else 'webhook NOT delivered'}). "
+        "The ledger recorded the withdrawal, "
         f"the rest of the push {'still had them tagged (batch in flight)' if tagged else 'skipped them'}, and the "
         f"outbox propagated it: in HubSpot they are now {hubspot}."
     )

@@ -37,9 +37,21 @@ from typing import Any
 import requests
 
 __all__ = [
-    "HUBSPOT_CONTACT_TYPES", "MAILCHIMP_TYPES", "WebhookSender", "hubspot_event", "hubspot_v1_signature", "hubspot_v3_signature",
-    "mailchimp_form", "preference_body", "segsync_signature", "send_hubspot", "send_mailchimp", "send_segsync",
-    "validate_mailchimp_url", "verify_hubspot_v3", "verify_segsync",
+    "HUBSPOT_CONTACT_TYPES",
+    "MAILCHIMP_TYPES",
+    "WebhookSender",
+    "hubspot_event",
+    "hubspot_v1_signature",
+    "hubspot_v3_signature",
+    "mailchimp_form",
+    "preference_body",
+    "segsync_signature",
+    "send_hubspot",
+    "send_mailchimp",
+    "send_segsync",
+    "validate_mailchimp_url",
+    "verify_hubspot_v3",
+    "verify_segsync",
 ]
 
 MAILCHIMP_TYPES = ("subscribe", "unsubscribe", "profile", "upemail", "cleaned", "campaign")
@@ -70,7 +82,7 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
 
 def _member_id(email: str) -> str:
     # Mailchimp's data[id] is a short member id; derive a stable one from the address
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()[:10]  # noqa: S324 - an id, not security
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()[:10]
 
 
 def mailchimp_form(type: str, email: str, list_id: str, *, fired_at: datetime | None = None,

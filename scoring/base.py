@@ -25,7 +25,7 @@ import pandas as pd
 import sklearn
 from sklearn.inspection import permutation_importance
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.features import build_features, to_utc
 from scoring.specs import ScoreSpec
 
@@ -83,7 +83,8 @@ class Encoder:
             if col not in frame.columns:
                 continue
             if col in self.levels:
-                codes = pd.Index(self.levels[col]).get_indexer(frame[col].astype("string").fillna("\0").to_numpy())
+                values = pd.Index(frame[col].astype("string").fillna("\0").to_numpy())
+                codes = pd.Index(self.levels[col]).get_indexer(values)
                 out[:, j] = np.where(codes >= 0, codes, np.nan)
             else:
                 out[:, j] = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)

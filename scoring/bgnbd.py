@@ -42,7 +42,7 @@ def rfm_summary(contact_ids: pd.Index, events: pd.DataFrame | None, cutoff: obje
     if events is not None and len(events):
         t = times_ns(events["occurred_at"])
         m = (t < cut) & events["type"].astype(str).isin(list(transaction_types)).to_numpy()
-        codes = contact_ids.get_indexer(events["contact_id"].astype(str).to_numpy()[m])
+        codes = contact_ids.get_indexer(pd.Index(events["contact_id"].astype(str).to_numpy()[m]))
         ok = codes >= 0
         codes, tt = codes[ok], t[m][ok].astype(np.float64)
         val = (pd.to_numeric(events["value"], errors="coerce").to_numpy(np.float64)[m][ok]

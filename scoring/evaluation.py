@@ -36,7 +36,7 @@ def calibration_by_decile(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]
     out = []
     for i, chunk in enumerate(np.array_split(order, 10), start=1):
         if len(chunk):
-            out.append({"decile": i, "n": int(len(chunk)), "mean_predicted": round(float(np.mean(p[chunk])), 4),
+            out.append({"decile": i, "n": len(chunk), "mean_predicted": round(float(np.mean(p[chunk])), 4),
                         "observed_rate": round(float(np.mean(y[chunk])), 4)})
     return out
 
@@ -108,7 +108,7 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
         groups = sensitive_groups(frame[attr].reindex(scores.index))
         rows: list[dict[str, Any]] = []
         for g, idx in groups.groupby(groups).groups.items():
-            row: dict[str, Any] = {"group": str(g), "n": int(len(idx)),
+            row: dict[str, Any] = {"group": str(g), "n": len(idx),
                                    "selection_rate": round(float(selected.loc[idx].mean()), 4)}
             if outcomes is not None:
                 row["outcome_rate"] = round(float(outcomes.reindex(idx).mean()), 4)

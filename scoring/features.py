@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.specs import FeatureSpec
 
 DAY_NS = 86_400 * 10**9
@@ -42,7 +42,8 @@ def times_ns(series: pd.Series) -> np.ndarray:
     pandas 3 infers microsecond resolution from strings, so the unit is normalised here once.
     """
     s = pd.to_datetime(series, utc=True)
-    return np.asarray(s.dt.as_unit("ns").array.asi8, dtype=np.int64)
+    # DatetimeArray.asi8 is public pandas API that pandas-stubs leave out.
+    return np.asarray(s.dt.as_unit("ns").array.asi8, dtype=np.int64)  # type: ignore[attr-defined]
 
 
 def behaviour_columns(extra_types: Sequence[str] = ()) -> list[str]:
@@ -87,7 +88,7 @@ def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
             continue
         if pd.api.types.is_datetime64_any_dtype(s):
             continue
-        text = s.astype("string").str.strip().replace("", pd.NA)
+        text = s.astype("string").str.strip().replace("", pd.NA)  # type: ignore[call-overload]  # stubs lack NA
         present = int(text.notna().sum())
         if present and pd.to_numeric(text, errors="coerce").notna().sum() >= 0.95 * present:
             numeric.append(col)
@@ -102,10 +103,12 @@ def property_frame(contacts: pd.DataFrame, numeric: Sequence[str], categorical: 
     for col in numeric:
         s = contacts[col]
         if not pd.api.types.is_numeric_dtype(s):
-            s = pd.to_numeric(s.astype("string").str.strip().replace("", pd.NA), errors="coerce")
+            blanked = s.astype("string").str.strip().replace("", pd.NA)  # type: ignore[call-overload]  # stubs lack NA
+            s = pd.to_numeric(blanked, errors="coerce")
         out[col] = s.astype("float32")
     for col in categorical:
-        out[col] = contacts[col].astype("string").str.strip().replace("", pd.NA).astype("category")
+        stripped = contacts[col].astype("string").str.strip()
+        out[col] = stripped.replace("", pd.NA).astype("category")  # type: ignore[call-overload]  # stubs lack NA
     frame = pd.DataFrame(out)
     frame.index = pd.Index(contacts["contact_id"].astype(str).to_numpy(), name="contact_id")
     return frame
@@ -173,8 +176,8 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
                 url: pd.Series | None, session: pd.Series | None, device: pd.Series | None, transaction_types: set[str],
                 activity_types: set[str], high_intent: Sequence[str]) -> None:
     n = acc.n
-    tcodes, tnames = pd.factorize(types.astype(str).to_numpy())
-    tnames = [str(t) for t in tnames]
+    tcodes, factorized = pd.factorize(types.astype(str).to_numpy())
+    tnames = [str(t) for t in factorized]
 
     def mask_of(names: set[str]) -> np.ndarray:
         ids = [i for i, t in enumerate(tnames) if t in names]
@@ -268,7 +271,7 @@ def build_features(
         for start in range(0, len(events), chunk_rows):
             ch = events.iloc[start:start + chunk_rows]
             t = times_ns(ch["occurred_at"])
-            codes = ids.get_indexer(ch["contact_id"].astype(str).to_numpy())
+            codes = ids.get_indexer(pd.Index(ch["contact_id"].astype(str).to_numpy()))
             keep = (codes >= 0) & (t < cut.value) & (t != np.iinfo(np.int64).min)
             if not keep.any():
                 continue
@@ -358,7 +361,7 @@ def event_counts(contacts_ids: pd.Index, events: pd.DataFrame | None, types: Seq
             ch = events.iloc[begin:begin + CHUNK_ROWS]
             t = times_ns(ch["occurred_at"])
             m = (t >= s) & (t < e) & ch["type"].astype(str).isin(list(types)).to_numpy()
-            codes = contacts_ids.get_indexer(ch["contact_id"].astype(str).to_numpy()[m])
+            codes = contacts_ids.get_indexer(pd.Index(ch["contact_id"].astype(str).to_numpy()[m]))
             ok = codes >= 0
             w = None
             if value:

@@ -17,7 +17,7 @@ from typing import Any
 import joblib
 import sklearn
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.base import TrainedModel
 
 MODEL_FILE = "model.pkl"  # the name sync.scorer looks for

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.base import Kind
 from scoring.kinds.classifier import Classifier
 from scoring.kinds.cluster import Cluster

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.specs import SegmentSpec
 
 

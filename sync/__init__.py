@@ -1,1 +1,2 @@
-"""segsync's sync, by job: config/, run/ (pull -> gate -> score -> plan -> push), propagation, store/, serve, cli/, demo."""
+"""segsync's sync, by job: config/, run/ (pull -> gate -> score -> plan -> push), propagation, store/, serve, cli/,
+demo."""

@@ -41,12 +41,19 @@ import sqlalchemy as sa
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from connectors.http import redact
-from consent.outbox import PENDING, consent_outbox
+from connectors.kit.http import redact
+from consent.outbox import PENDING
+from consent.schema import consent_outbox
+from core import times
 
 log = logging.getLogger("segsync.alerts")
 
-RUN_FAILED, RECORDS_FAILED, PLAN_REFUSED, OUTBOX_BACKLOG = "run_failed", "records_failed", "plan_refused", "outbox_backlog"
+RUN_FAILED, RECORDS_FAILED, PLAN_REFUSED, OUTBOX_BACKLOG = (
+    "run_failed",
+    "records_failed",
+    "plan_refused",
+    "outbox_backlog",
+)
 FINISHED = ("ok", "failed_records")  # a run that pulled, planned and pushed (failed records are retried)
 DELIVERY_TIMEOUT = 10.0  # seconds per attempt; an alert must not hold a scheduler thread for long
 
@@ -122,7 +129,9 @@ def alerts_for_run(report: Mapping[str, Any]) -> list[Alert]:
         return [Alert(PLAN_REFUSED, tenant, f"{run} pushed nothing: {report.get('refused') or 'plan refused'}")]
     if status == "failed_records":
         failed = ((report.get("push") or {}).get("totals") or {}).get("failed", 0)
-        return [Alert(RECORDS_FAILED, tenant, f"{run} finished with {failed} failed record(s); they are retried next run")]
+        return [
+            Alert(RECORDS_FAILED, tenant, f"{run} finished with {failed} failed record(s); they are retried next run")
+        ]
     return []
 
 
@@ -143,8 +152,8 @@ def oldest_pending_age(engine: sa.Engine, tenant: str, now: datetime | None = No
         oldest = conn.execute(query).scalar_one_or_none()
     if oldest is None:
         return None
-    oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest
-    return max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
+    waited: float = ((now or times.now()) - times.as_utc(oldest)).total_seconds()
+    return max(0.0, waited)
 
 
 def run_history(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -199,11 +208,13 @@ class Alerter:
             self._last[key] = now
         delivered = []
         for channel, send in (("webhook", self._post), ("email", self._mail)):
-            if (channel == "webhook" and self.cfg.webhook_url is None) or (channel == "email" and self.cfg.email is None):
+            if (channel == "webhook" and self.cfg.webhook_url is None) or (
+                channel == "email" and self.cfg.email is None
+            ):
                 continue
             try:
                 send(alert)
-            except Exception as exc:  # noqa: BLE001 - a broken channel is logged; it must not stop the server
+            except Exception as exc:
                 why = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
                 log.error("alert %s to %s not delivered: %s", alert.kind, channel, redact(why))
                 continue

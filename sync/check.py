@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from connectors import registry
-from connectors.errors import ConfigError, SegsyncError
-from connectors.http import RetrySettings, redact
+from connectors.kit.http import RetrySettings, redact
+from core.errors import ConfigError, SegsyncError
 from sync.config.models import Config, TenantCfg
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -52,7 +52,7 @@ def check_store(url: str) -> Finding:
     args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
     try:
         engine = sa.create_engine(parsed, connect_args=args)
-    except Exception as exc:  # noqa: BLE001 - a missing driver or bad option is a config problem here
+    except Exception as exc:
         return Finding(None, "store", FAIL, f"{shown}: cannot use it ({redact(exc)})")
     try:
         with engine.connect() as conn:
@@ -60,7 +60,7 @@ def check_store(url: str) -> Finding:
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
         return Finding(None, "store", FAIL, f"{shown}: cannot connect ({redact(reason)})")
-    except Exception as exc:  # noqa: BLE001 - reported in words, never a traceback
+    except Exception as exc:
         return Finding(None, "store", FAIL, f"{shown}: cannot connect ({type(exc).__name__}: {redact(exc)})")
     finally:
         engine.dispose()
@@ -72,8 +72,15 @@ def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
     base = cfg.server.public_url or f"http://{cfg.server.listen}"
     findings = []
     if cfg.server.public_url is None and _local(cfg.server.host):
-        findings.append(Finding(tenant.id, "webhooks", WARN, f"server.listen is {cfg.server.listen} and server.public_url "
-                                "is not set: vendors cannot reach this; set public_url to your proxy's https address"))
+        findings.append(
+            Finding(
+                tenant.id,
+                "webhooks",
+                WARN,
+                f"server.listen is {cfg.server.listen} and server.public_url "
+                "is not set: vendors cannot reach this; set public_url to your proxy's https address",
+            )
+        )
     elif base.startswith("http://"):
         carriers = [p.title for p in registry.plugins() if p.webhook is not None and p.webhook.secret_in_url]
         what = f"the {' and '.join(carriers)} URL carries" if carriers else "the webhook URLs carry"

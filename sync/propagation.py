@@ -29,7 +29,9 @@ def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: Es
     outbox = Outbox(store.engine, mac_key=Ledger(store.engine, key_lookup([tenant])).chain_key)  # status edits re-MACed
     report = drain(outbox, handlers, tenant=tenant.id)
     if report.done or report.failed or report.retrying:
-        log.info("outbox for %s: %d done, %d retrying, %d failed", tenant.id, report.done, report.retrying, report.failed)
+        log.info(
+            "outbox for %s: %d done, %d retrying, %d failed", tenant.id, report.done, report.retrying, report.failed
+        )
     return report
 
 
@@ -87,7 +89,9 @@ class Propagator:
         assert self.esp is not None
         email = self._need_email(action)
         cid = self._contact(email)
-        if cid is None or not any(cid in self.store.last_sent(self.tenant.id, d) for d in self.store.destinations(self.tenant.id, "esp.")):
+        if cid is None or not any(
+            cid in self.store.last_sent(self.tenant.id, d) for d in self.store.destinations(self.tenant.id, "esp.")
+        ):
             return  # we never put anything there: nothing to remove
         email = self._esp_address(email, cid)
         results = self.esp.push_tags([TagChange(email=email, inactive=tuple(self.tags))])
@@ -117,7 +121,10 @@ class Propagator:
             # Known only by the CRM's own id (a webhook for a contact we had not pulled yet).
             email = self.store.email_for_vendor_id(self.tenant.id, self.crm.name, str(action.payload.get("vendor_id")))
             if email is None:
-                log.info("crm opt-out for %s: the CRM itself reported it and we hold nothing of theirs", action.payload.get("vendor_ref"))
+                log.info(
+                    "crm opt-out for %s: the CRM itself reported it and we hold nothing of theirs",
+                    action.payload.get("vendor_ref"),
+                )
                 return
         email = email or self._need_email(action)
         cid = self._contact(email)
@@ -128,7 +135,9 @@ class Propagator:
         if cid and vendor_id and cid in self._crm_state():
             # and every segsync property we wrote there (segments and scores) is cleared
             cleared = crm_desired([], {}, self.tenant.push.crm_property, self.score_names, self.tenant.push.crm_scores)
-            failed = [r for r in self.crm.push_properties([PropertyUpdate(vendor_id, cleared)]) if r.outcome == "failed"]
+            failed = [
+                r for r in self.crm.push_properties([PropertyUpdate(vendor_id, cleared)]) if r.outcome == "failed"
+            ]
             if failed:
                 raise RuntimeError(failed[0].message or "the CRM refused to clear segsync's properties")
         if cid:

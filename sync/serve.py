@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,11 +36,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from connectors import registry
 from connectors.base import CrmConnector, EspConnector
-from connectors.errors import ConfigError
-from connectors.http import RedactingFilter, redact
+from connectors.kit.http import RedactingFilter, redact
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.webhook import TenantHooks, create_app
+from core.errors import ConfigError
 from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
 from sync.config.models import Config, ServerCfg, TenantCfg, load_config
 from sync.propagation import propagate, queued
@@ -62,13 +62,31 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.runs = Counter("segsync_runs_total", "Finished sync runs", ["tenant", "status"], registry=self.registry)
-        self.records = Counter("segsync_records_total", "Pushed records by outcome", ["tenant", "outcome"], registry=self.registry)
-        self.api_calls = Counter("segsync_api_calls_total", "Vendor API calls", ["tenant", "vendor"], registry=self.registry)
-        self.rate_limited = Counter("segsync_rate_limited_total", "429 answers seen", ["tenant", "vendor"], registry=self.registry)
-        self.webhook_latency = Histogram("segsync_webhook_seconds", "Webhook response time", ["route"], registry=self.registry,
-                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-        self.outbox_depth = Gauge("segsync_outbox_depth", "Opt-out propagations not yet confirmed", ["tenant"], registry=self.registry)
-        self.busy = Counter("segsync_runs_skipped_total", "Runs skipped because another holds the tenant lock", ["tenant"], registry=self.registry)
+        self.records = Counter(
+            "segsync_records_total", "Pushed records by outcome", ["tenant", "outcome"], registry=self.registry
+        )
+        self.api_calls = Counter(
+            "segsync_api_calls_total", "Vendor API calls", ["tenant", "vendor"], registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "segsync_rate_limited_total", "429 answers seen", ["tenant", "vendor"], registry=self.registry
+        )
+        self.webhook_latency = Histogram(
+            "segsync_webhook_seconds",
+            "Webhook response time",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.outbox_depth = Gauge(
+            "segsync_outbox_depth", "Opt-out propagations not yet confirmed", ["tenant"], registry=self.registry
+        )
+        self.busy = Counter(
+            "segsync_runs_skipped_total",
+            "Runs skipped because another holds the tenant lock",
+            ["tenant"],
+            registry=self.registry,
+        )
         # What an operator alerts on: time() - last_success > 2 schedules means the firm is not syncing.
         self.last_success = Gauge("segsync_last_success_timestamp_seconds", "When the last run that finished (ok or "
                                   "failed_records) started, Unix time", ["tenant"], registry=self.registry)
@@ -120,7 +138,9 @@ class Service:
         self.metrics = Metrics()
         self.alerter = Alerter(cfg.alerts)
         self.stop = threading.Event()
-        self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
         self._connectors = connectors or self._build_connectors
         self._cache: dict[str, tuple[CrmConnector, EspConnector | None]] = {}
         self._lock = threading.Lock()
@@ -160,13 +180,20 @@ class Service:
             # then finds it already held by this run.
             with self.store.tenant_lock(tenant_id):
                 crm, esp = self._connectors(tenant)
-                report = run_tenant(self.cfg, tenant, _HeldLock(self.store.engine, tenant_id), RunOptions(stop=self.stop),
-                                    base_dir=self.base_dir, crm=crm, esp=esp)
+                report = run_tenant(
+                    self.cfg,
+                    tenant,
+                    _HeldLock(self.store.engine, tenant_id),
+                    RunOptions(stop=self.stop),
+                    base_dir=self.base_dir,
+                    crm=crm,
+                    esp=esp,
+                )
         except TenantBusy as exc:
             self.metrics.busy.labels(tenant_id).inc()
             log.info("%s", exc)
             return None
-        except Exception as exc:  # noqa: BLE001 - a failed run is logged and counted; the server keeps going
+        except Exception as exc:
             log.error("run of %s failed: %s", tenant_id, redact(str(exc)))
             self.metrics.runs.labels(tenant_id, "error").inc()
             self.alerter.notify(Alert(RUN_FAILED, tenant_id, f"the run failed: {redact(str(exc))}"))
@@ -184,7 +211,7 @@ class Service:
                 crm, esp = self.connectors(tenant_id)
                 propagate(self.store, tenant, crm, esp)
                 self.metrics.outbox_depth.labels(tenant_id).set(queued(self.store, tenant_id))
-            except Exception as exc:  # noqa: BLE001 - the outbox keeps the action; next drain retries
+            except Exception as exc:
                 log.error("drain for %s failed: %s", tenant_id, redact(str(exc)))
             self._check_backlog(tenant_id)  # also after a failed drain: that is when opt-outs pile up
 
@@ -193,7 +220,7 @@ class Service:
             return
         try:
             depth, age = self.outbox.depth(tenant_id), oldest_pending_age(self.store.engine, tenant_id)
-        except Exception as exc:  # noqa: BLE001 - the store is down: /healthz says so; the next drain checks again
+        except Exception as exc:
             log.error("outbox backlog check for %s failed: %s", tenant_id, redact(str(exc)))
             return
         alert = outbox_alert(self.cfg.alerts, tenant_id, depth, age)
@@ -216,13 +243,33 @@ class Service:
                 continue
             tz = zoneinfo.ZoneInfo(tenant.timezone)
             trigger = CronTrigger.from_crontab(tenant.schedule, timezone=tz)
-            job = self.scheduler.add_job(self.run_sync, trigger, args=[tenant.id], id=f"sync:{tenant.id}", replace_existing=True,
-                                         coalesce=True, max_instances=1, misfire_grace_time=None)
+            job = self.scheduler.add_job(
+                self.run_sync,
+                trigger,
+                args=[tenant.id],
+                id=f"sync:{tenant.id}",
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+            )
             missed = self._missed(tenant.id, trigger)
             if missed:
-                self.scheduler.add_job(self.run_sync, args=[tenant.id], id=f"catch-up:{tenant.id}", replace_existing=True)
-            jobs.append({"tenant": tenant.id, "cron": tenant.schedule, "timezone": tenant.timezone, "catch_up": missed, "job": job.id})
-        self.scheduler.add_job(self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True)
+                self.scheduler.add_job(
+                    self.run_sync, args=[tenant.id], id=f"catch-up:{tenant.id}", replace_existing=True
+                )
+            jobs.append(
+                {
+                    "tenant": tenant.id,
+                    "cron": tenant.schedule,
+                    "timezone": tenant.timezone,
+                    "catch_up": missed,
+                    "job": job.id,
+                }
+            )
+        self.scheduler.add_job(
+            self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True
+        )
         return jobs
 
     def _missed(self, tenant_id: str, trigger: CronTrigger) -> bool:
@@ -279,7 +326,7 @@ class Service:
         service = self
 
         @asynccontextmanager
-        async def lifespan(_app: FastAPI):
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             if run_scheduler:
                 for job in service.start():
                     log.info("scheduled %s", job)
@@ -291,7 +338,7 @@ class Service:
         app = FastAPI(title="segsync", lifespan=lifespan, docs_url=None, redoc_url=None)
 
         @app.middleware("http")
-        async def time_webhooks(request: Request, call_next):
+        async def time_webhooks(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
             started = time.perf_counter()
             response = await call_next(request)
             if request.url.path.startswith("/hooks/"):
@@ -306,7 +353,7 @@ class Service:
                 with service.store.engine.connect() as conn:
                     conn.execute(sa.text("select 1"))
                 db = "ok"
-            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            except Exception as exc:
                 db = f"error: {type(exc).__name__}"
             ok = db == "ok" and (service.scheduler.running or not run_scheduler)
             body: dict[str, Any] = {"status": "ok" if ok else "degraded", "database": db,
@@ -319,7 +366,9 @@ class Service:
         def metrics() -> Response:
             for tenant_id in service.tenants:
                 service.metrics.outbox_depth.labels(tenant_id).set(service.outbox.depth(tenant_id))
-                service.metrics.outbox_age.labels(tenant_id).set(oldest_pending_age(service.store.engine, tenant_id) or 0)
+                service.metrics.outbox_age.labels(tenant_id).set(
+                    oldest_pending_age(service.store.engine, tenant_id) or 0
+                )
                 # From the store, so the timestamp survives a restart and counts runs of other servers.
                 last = run_history(service.store.runs(tenant_id, limit=50))["last_success"]
                 if last is not None:
@@ -340,7 +389,8 @@ _HOOK_SECRET = re.compile(rf"({'|'.join([*_SECRET_PREFIXES, '/p/'])})[^/\s?#\"]+
 
 
 def mask_path(path: str) -> str:
-    """A request path fit for a log: a webhook secret in a URL, a preference link's token, any registered secret masked."""
+    """A request path fit for a log: a webhook secret in a URL, a preference link's token and any registered
+    secret masked."""
     return redact(_HOOK_SECRET.sub(r"\1***", path))
 
 
@@ -392,7 +442,9 @@ def serve(config: Path, listen: str | None = None) -> None:
     cfg = load_config(config)  # registers every tenant's secrets with the redactor
     host, port = parse_listen(listen or cfg.server.listen)
     service = Service(cfg, config.parent)
-    logging.getLogger("segsync.serve").setLevel(min(logging.getLogger("segsync.serve").getEffectiveLevel(), logging.INFO))
+    logging.getLogger("segsync.serve").setLevel(
+        min(logging.getLogger("segsync.serve").getEffectiveLevel(), logging.INFO)
+    )
     log.info("segsync serve: %d tenant(s) on %s:%d", len(service.tenants), host, port)
     uvicorn.run(service.app(), host=host, port=port, log_level="info", log_config=uvicorn_log_config(),
                 timeout_graceful_shutdown=60)

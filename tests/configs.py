@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def consent_yaml(secret: str, indent: int = 4, email_basis: str = "consent") -> str:
-    """The ``consent:`` block of a tenant: email marketing under ``email_basis``, profiling under legitimate interest."""
+    """A tenant's ``consent:`` block: email marketing under ``email_basis``, profiling under legitimate interest."""
     block = f"""consent:
   webhook_secret: {secret}
   purposes:

@@ -15,9 +15,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import (
-    ConsentSignal, Contact, CrmConnector, EngagementEvent, EspConnector, Limits, PropertyUpdate, PullPage, RecordResult,
+    Contact,
+    CrmConnector,
+    EngagementEvent,
+    EspConnector,
+    Limits,
+    PropertyUpdate,
+    PullPage,
+    RecordResult,
     TagChange,
 )
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -29,15 +37,33 @@ def make_book(n: int = 900, seed: int = 3) -> tuple[dict[str, dict[str, Any]], l
     for i in range(n):
         vid = str(1000 + i)
         intent = rng.random()
-        people[vid] = {"email": f"person{i}@example.com", "props": {"tier": rng.choice(["core", "plus"])}, "intent": intent}
+        people[vid] = {
+            "email": f"person{i}@example.com",
+            "props": {"tier": rng.choice(["core", "plus"])},
+            "intent": intent,
+        }
         for d in range(0, 360, 15):
             day = NOW - timedelta(days=360 - d)
             if rng.random() < 0.2 + 0.6 * intent:
-                events.append(EngagementEvent("fakecrm", vid, "page_view", day, None, f"pv-{vid}-{d}", attributes={"url": "/pricing" if rng.random() < intent else "/blog"}))
+                events.append(
+                    EngagementEvent(
+                        "fakecrm",
+                        vid,
+                        "page_view",
+                        day,
+                        None,
+                        f"pv-{vid}-{d}",
+                        attributes={"url": "/pricing" if rng.random() < intent else "/blog"},
+                    )
+                )
             if rng.random() < 0.3:
-                events.append(EngagementEvent("fakecrm", vid, "email_open", day + timedelta(hours=2), None, f"eo-{vid}-{d}"))
+                events.append(
+                    EngagementEvent("fakecrm", vid, "email_open", day + timedelta(hours=2), None, f"eo-{vid}-{d}")
+                )
             if rng.random() < 0.04 * intent * 4:
-                events.append(EngagementEvent("fakecrm", vid, "upgrade", day + timedelta(hours=5), 1000.0, f"up-{vid}-{d}"))
+                events.append(
+                    EngagementEvent("fakecrm", vid, "upgrade", day + timedelta(hours=5), 1000.0, f"up-{vid}-{d}")
+                )
     return people, events
 
 
@@ -61,7 +87,10 @@ class FakeCrm(CrmConnector):
     def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
         self.calls["read"] += 1
         start = 0 if cursor is None else int(cursor.removeprefix("page")) + 250  # resume after the stored page
-        contacts = [Contact("fakecrm", vid, p["email"], dict(p["props"]), NOW, NOW - timedelta(days=400)) for vid, p in self.people.items()]
+        contacts = [
+            Contact("fakecrm", vid, p["email"], dict(p["props"]), NOW, NOW - timedelta(days=400))
+            for vid, p in self.people.items()
+        ]
         for i in range(start, len(contacts), 250):
             yield PullPage(contacts=contacts[i : i + 250], cursor=f"page{i}")
 
@@ -103,7 +132,9 @@ class FakeEsp(EspConnector):
     name = "fakeesp"
     limits = Limits(batch_size=500, requests_per_window=10, window_seconds=1, page_size=1000)
 
-    def __init__(self, people: dict[str, dict[str, Any]], unsubscribed: set[str] = frozenset(), missing: set[str] = frozenset()) -> None:
+    def __init__(
+        self, people: dict[str, dict[str, Any]], unsubscribed: set[str] = frozenset(), missing: set[str] = frozenset()
+    ) -> None:
         self.members: dict[str, dict[str, Any]] = {}
         for p in people.values():
             if p["email"] in missing:
@@ -133,7 +164,19 @@ class FakeEsp(EspConnector):
                 props = {"timestamp_opt": m["opt"].isoformat()} if m["opt"] else {}
                 contacts.append(Contact("fakeesp", email, email, props, NOW, m["opt"], status=m["status"]))
                 if m["status"] == "unsubscribed":
-                    consent.append(ConsentSignal("fakeesp", email, "email_marketing", "withdrawn", NOW - timedelta(days=10), "unsubscribed", {}, f"unsub-{email}"))
+                    consent.append(
+                        ConsentSignal(
+                            email,
+                            "email_marketing",
+                            "withdrawn",
+                            BASIS_FROM_POLICY,
+                            "fakeesp",
+                            NOW - timedelta(days=10),
+                            reason="unsubscribed",
+                            evidence={},
+                            vendor_event_id=f"unsub-{email}",
+                        )
+                    )
             yield PullPage(contacts=contacts, consent=consent, cursor="members" if i + size >= len(members) else None)
 
     def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:

@@ -15,8 +15,8 @@ import pytest
 import tenacity
 from aiosmtpd.controller import Controller
 
-from connectors.errors import ConfigError, FatalApiError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import ConfigError, FatalApiError
 from sync.alerts import (
     OUTBOX_BACKLOG,
     PLAN_REFUSED,
@@ -30,7 +30,7 @@ from sync.alerts import (
 )
 from sync.config.models import load_config_text
 from sync.serve import Service
-from sync.store import Store, open_store
+from sync.store import open_store
 from tests.configs import consent_yaml
 
 HOOK_TOKEN = "T000/B000/alert-hook-secret-9f8e7d"
@@ -45,7 +45,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.posts.append((self.path, json.loads(body)))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -79,7 +79,7 @@ class Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], str]] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content.decode("utf-8")))
         return "250 Message accepted for delivery"
 
@@ -156,9 +156,13 @@ def test_which_runs_call_for_an_alert():
     assert alerts_for_run({"tenant": "a", "status": "dry_run", "run_id": 1}) == []
     [failed] = alerts_for_run({"tenant": "a", "status": "error", "run_id": 4, "error": "hubspot refused"})
     assert (failed.kind, failed.message) == (RUN_FAILED, "run #4 failed: hubspot refused")
-    [refused] = alerts_for_run({"tenant": "a", "status": "refused", "run_id": 5, "refused": "the plan would change 90%"})
+    [refused] = alerts_for_run(
+        {"tenant": "a", "status": "refused", "run_id": 5, "refused": "the plan would change 90%"}
+    )
     assert refused.kind == PLAN_REFUSED and "90%" in refused.message
-    [records] = alerts_for_run({"tenant": "a", "status": "failed_records", "run_id": 6, "push": {"totals": {"failed": 3}}})
+    [records] = alerts_for_run(
+        {"tenant": "a", "status": "failed_records", "run_id": 6, "push": {"totals": {"failed": 3}}}
+    )
     assert records.kind == RECORDS_FAILED and "3 failed record(s)" in records.message
 
 
@@ -196,7 +200,7 @@ def test_a_failed_scheduled_run_alerts_and_health_and_metrics_tell(tmp_path, rec
     db = f"sqlite:///{tmp_path / 'segsync.db'}"
     config = load_config_text(minimal_config(f"alerts: {{webhook_url: '{receiver.url}'}}", db, 'schedule: "0 6 * * *"'))
 
-    def refused(_tenant):  # noqa: ANN001, ANN202 - connectors that cannot even be built: a revoked token
+    def refused(_tenant):
         raise FatalApiError("hubspot refused the access token", vendor="hubspot", status=401)
 
     service = Service(config, tmp_path, store=open_store(db), connectors=refused)
@@ -253,7 +257,11 @@ def test_the_example_configs_alerts_block_is_valid_once_uncommented():
     env = {**EXAMPLE_ENV, "SLACK_WEBHOOK_URL": f"https://hooks.slack.com/services/{HOOK_TOKEN}", "SMTP_PASSWORD": "pw"}
     cfg = load_config_text(text[:start] + block + text[block_end:], env)
     assert cfg.alerts is not None and cfg.alerts.email is not None
-    assert (cfg.alerts.email.smtp_port, cfg.alerts.outbox_backlog, cfg.alerts.email.to) == (587, 100, ["ops@example.com"])
+    assert (cfg.alerts.email.smtp_port, cfg.alerts.outbox_backlog, cfg.alerts.email.to) == (
+        587,
+        100,
+        ["ops@example.com"],
+    )
 
 
 def test_an_opt_out_backlog_alerts_even_when_the_drain_itself_fails(tmp_path, sqlite_url, receiver):
@@ -262,7 +270,7 @@ def test_an_opt_out_backlog_alerts_even_when_the_drain_itself_fails(tmp_path, sq
     text = config_text(sqlite_url, tmp_path / "models").replace(
         "tenants:", f"alerts: {{webhook_url: '{receiver.url}', outbox_backlog: 1}}\ntenants:", 1)
 
-    def unreachable(_tenant):  # noqa: ANN001, ANN202 - every vendor down: the drain cannot even start
+    def unreachable(_tenant):
         raise ConnectionError("vendors unreachable")
 
     service = Service(load_config_text(text), tmp_path, store=open_store(sqlite_url), connectors=unreachable)

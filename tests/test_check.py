@@ -16,12 +16,12 @@ from tests.configs import sandbox_config
 SECRET = "e2e-webhook-secret-0123"
 
 
-def run_check(path, *args):  # noqa: ANN001, ANN002, ANN201
+def run_check(path, *args):
 
     return CliRunner().invoke(cli, ["check", str(path), *args])
 
 
-def by_what(findings):  # noqa: ANN001, ANN201
+def by_what(findings):
     return {f.what: f for f in findings}
 
 
@@ -59,7 +59,7 @@ def test_a_revoked_token_fails_naming_the_credential(tmp_path, sandbox):
     assert by_what_json(report)["esp mailchimp audience"]["status"] == OK
 
 
-def by_what_json(report):  # noqa: ANN001, ANN201
+def by_what_json(report):
     return {f["what"]: f for f in report["findings"]}
 
 
@@ -73,7 +73,9 @@ def test_a_missing_scope_is_named_and_the_other_reads_still_run(tmp_path, make_s
     assert "crm.objects.deals.read" in deals.detail
     summary = found["crm hubspot"]
     assert summary.status == WARN
-    assert "crm.objects.contacts.read, crm.schemas.contacts.read, communication_preferences.read_write" in summary.detail
+    assert (
+        "crm.objects.contacts.read, crm.schemas.contacts.read, communication_preferences.read_write" in summary.detail
+    )
 
 
 def test_an_unknown_audience_is_named(tmp_path, sandbox):

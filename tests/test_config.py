@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.cli import cli
 from sync.config import load_config, load_config_text
 
@@ -73,7 +73,9 @@ def test_missing_field_is_named_with_its_path():
 def test_missing_env_var_is_named():
     with pytest.raises(ConfigError) as exc:
         load_config_text(MINIMAL.replace("tok-secret-value-123", '"${NOT_SET_ANYWHERE}"'), env={})
-    assert exc.value.problems == ["tenants[0].crm.access_token: environment variable NOT_SET_ANYWHERE is not set (line 5)"]
+    assert exc.value.problems == [
+        "tenants[0].crm.access_token: environment variable NOT_SET_ANYWHERE is not set (line 5)"
+    ]
 
 
 def test_yaml_syntax_error_names_the_line():
@@ -90,7 +92,7 @@ def test_secrets_never_print(caplog):
         assert "tok-secret-value-123" not in text
         assert "0123456789abcdef-secret" not in text
     # and the redacting log filter masks them even if code logs them by mistake
-    from connectors.http import RedactingFilter
+    from connectors.kit.http import RedactingFilter
 
     logger = logging.getLogger("segsync.test")
     caplog.handler.addFilter(RedactingFilter())

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connectors.base import Contact
-from sync.cli import cli
 from consent.schema import consent_events, consent_outbox
+from sync.cli import cli
 from sync.store import open_store
 
 CONFIG = """

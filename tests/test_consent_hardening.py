@@ -19,19 +19,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.erasure import scrub_json_column
 from consent.keys import KeyFile
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox, drain
 from consent.policy import CONSENT, GRANTED, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_outbox
+from consent.signals import ConsentSignal
+from core.errors import InputError
 from sandbox.webhooks import hubspot_event, preference_body
 from sync.config import load_config_text
 from sync.run.gate import tenant_key
+from sync.store import open_store
 from sync.store.schema import runs
-from sync.store import Store, open_store
 from tests.test_consent_webhook import SECRET, Env
 
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
@@ -69,8 +70,8 @@ def test_pull_signals_and_the_cli_are_bounded_too(sqlite_url) -> None:
     now = datetime(2026, 6, 1, tzinfo=UTC)
     ledger = Ledger(store.engine, lambda t: b"k" * 32, clock=lambda: now)
     ledger.record_many("harbor", [
-        Signal("ann@example.com", "email_marketing", GRANTED, CONSENT, "mailchimp", FUTURE, "n1"),
-        Signal("ann@example.com", "email_marketing", WITHDRAWN, CONSENT, "hubspot", now - timedelta(hours=1)),
+        ConsentSignal("ann@example.com", "email_marketing", GRANTED, CONSENT, "mailchimp", FUTURE, "n1"),
+        ConsentSignal("ann@example.com", "email_marketing", WITHDRAWN, CONSENT, "hubspot", now - timedelta(hours=1)),
     ])
     state = ledger.status("harbor", "ann@example.com")["email_marketing"]
     assert (state.state, state.occurred_at) == (GRANTED, now)  # the grant counts from its receipt, not 2099
@@ -164,9 +165,17 @@ def test_erasure_scrubs_the_address_from_outbox_errors_and_run_reports(db_url) -
     store = open_store(db_url)
     ledger = Ledger(store.engine, lambda t: b"k" * 32)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)
-    record_and_enqueue(ledger, outbox, "harbor", [
-        Signal("ann@example.com", "email_marketing", WITHDRAWN, CONSENT, "cli", datetime(2026, 1, 1, tzinfo=UTC)),
-    ], ["esp.unsubscribe"])
+    record_and_enqueue(
+        ledger,
+        outbox,
+        "harbor",
+        [
+            ConsentSignal(
+                "ann@example.com", "email_marketing", WITHDRAWN, CONSENT, "cli", datetime(2026, 1, 1, tzinfo=UTC)
+            ),
+        ],
+        ["esp.unsubscribe"],
+    )
 
     def refuse(action) -> None:
         raise RuntimeError(f"400 Invalid Resource: {action.email.upper()} looks fake")

@@ -11,14 +11,13 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.errors import InputError
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox
-from consent.policy import (
-    CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN, current_state, is_allowed, sort_key,
-)
+from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN, current_state, is_allowed, sort_key
 from consent.propagate import erase_and_enqueue, record_and_enqueue
 from consent.schema import consent_events
+from consent.signals import ConsentSignal
+from core.errors import InputError
 from sync.store import open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -105,7 +104,7 @@ def test_bulk_decisions_agree_with_the_state_function(engine, events) -> None:
     ledger = Ledger(engine, key_for)
     tenant = f"prop{next(_tenant_ids)}"
     ledger.record_many(tenant, [
-        Signal(f"p{who}@x.com", purpose, state, POLICY[purpose], "import", T0 + timedelta(hours=h))
+        ConsentSignal(f"p{who}@x.com", purpose, state, POLICY[purpose], "import", T0 + timedelta(hours=h))
         for who, purpose, h, state in events
     ])
     emails = [f"P{who}@x.com " for who in range(4)]  # as given by a vendor: case and spaces differ
@@ -131,7 +130,7 @@ def test_record_normalises_and_idempotency_key_records_once(ledger: Ledger, tena
 
 
 def test_repulled_vendor_signals_are_recorded_once(ledger: Ledger, tenant: str) -> None:
-    signals = [Signal(f"m{i}@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0,
+    signals = [ConsentSignal(f"m{i}@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0,
                       idempotency_key=f"mailchimp:unsub:{i}") for i in range(5)]
     assert len(ledger.record_many(tenant, signals)) == 5
     assert ledger.record_many(tenant, signals + signals) == []
@@ -150,8 +149,8 @@ def test_repulled_vendor_signals_are_recorded_once(ledger: Ledger, tenant: str) 
     ids=["state", "naive-time", "blank-email", "blank-purpose", "bad-evidence"],
 )
 def test_bad_signals_are_refused_and_nothing_is_written(ledger: Ledger, tenant: str, change, message) -> None:
-    good = Signal("a@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0)
-    bad = Signal(**{**{f: getattr(good, f) for f in good.__dataclass_fields__}, **change})
+    good = ConsentSignal("a@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0)
+    bad = ConsentSignal(**{**{f: getattr(good, f) for f in good.__dataclass_fields__}, **change})
     with pytest.raises(InputError, match=message):
         ledger.record_many(tenant, [good, bad])
     assert ledger.verify(tenant).checked == 0
@@ -175,14 +174,17 @@ def test_decisions_for_100k_contacts_in_one_bulk_query(engine) -> None:
     assert key == ledger.key(tenant)
     statements: list[str] = []
 
-    def count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+    def count(_conn, _cursor, statement, *_args) -> None:
         statements.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
         start = time.perf_counter()
         decisions = ledger.decisions(tenant, emails, POLICY)
-        print(f"\ndecisions for 100,000 contacts: {(time.perf_counter() - start) * 1000:.0f} ms (informational; see bench/)")
+        print(
+            f"\ndecisions for 100,000 contacts: {(time.perf_counter() - start) * 1000:.0f} ms "
+            "(informational; see bench/)"
+        )
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     assert len(decisions) == 100_000
@@ -223,7 +225,7 @@ def test_the_database_refuses_edits_and_deletes_but_allows_erasure(ledger: Ledge
 
 def _seed(ledger: Ledger, tenant: str, n: int = 6) -> list[int]:
     events = ledger.record_many(tenant, [
-        Signal(f"c{i % 3}@x.com", "email_marketing", GRANTED if i % 2 else WITHDRAWN, CONSENT, "import",
+        ConsentSignal(f"c{i % 3}@x.com", "email_marketing", GRANTED if i % 2 else WITHDRAWN, CONSENT, "import",
                T0 + timedelta(minutes=i), evidence={"ip": f"10.0.0.{i}", "request_id": f"r{i}"})
         for i in range(n)
     ])
@@ -281,7 +283,7 @@ def test_erasure_keeps_pseudonymous_withdrawal_and_the_chain(ledger: Ledger, ten
     outbox = Outbox(ledger.engine, mac_key=ledger.chain_key)
     ledger.record(tenant, "eve@x.com", "email_marketing", GRANTED, basis=CONSENT, source="import", occurred_at=T0,
                   notice_version="n1", evidence={"ip": "10.1.1.1", "user_agent": "Firefox"})
-    record_and_enqueue(ledger, outbox, tenant, [Signal("keep@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST,
+    record_and_enqueue(ledger, outbox, tenant, [ConsentSignal("keep@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST,
                                                        "cli", T0)])
     result = erase_and_enqueue(ledger, outbox, tenant, "Eve@x.com")
     assert result.erasure is not None and result.erasure.events_scrubbed == 1
@@ -315,7 +317,7 @@ def test_email_change_carries_consent_to_the_new_address(ledger: Ledger, tenant:
 def test_a_vendor_reference_is_carried_to_the_email_once_known(ledger: Ledger, tenant: str) -> None:
     # A HubSpot privacy deletion for contact 77 arrived before any pull knew its email.
     ledger.record_many(tenant, [
-        Signal("hubspot:77", purpose, WITHDRAWN, basis, "hubspot", T0, idempotency_key=f"hubspot:9:{purpose}")
+        ConsentSignal("hubspot:77", purpose, WITHDRAWN, basis, "hubspot", T0, idempotency_key=f"hubspot:9:{purpose}")
         for purpose, basis in POLICY.items()
     ])
     assert ledger.decisions(tenant, ["zoe@x.com"], POLICY)["zoe@x.com"].allows("profiling")

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import DONE, FAILED, PENDING, Outbox, drain
 from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_events, consent_outbox
+from consent.signals import ConsentSignal
 from sync.store import open_store
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -30,8 +31,8 @@ def ledger(engine) -> Ledger:
     return Ledger(engine, lambda tenant: b"outbox-test-key-0123456789")
 
 
-def unsubscribe(email: str = "ann@x.com", **kw) -> Signal:
-    return Signal(email, "email_marketing", WITHDRAWN, CONSENT, "mailchimp", NOW - timedelta(minutes=1), **kw)
+def unsubscribe(email: str = "ann@x.com", **kw) -> ConsentSignal:
+    return ConsentSignal(email, "email_marketing", WITHDRAWN, CONSENT, "mailchimp", NOW - timedelta(minutes=1), **kw)
 
 
 def count(engine, table) -> int:
@@ -43,8 +44,8 @@ def test_withdrawal_queues_one_action_per_destination_of_its_purpose(ledger) -> 
     outbox = Outbox(ledger.engine)
     result = record_and_enqueue(ledger, outbox, "harbor", [
         unsubscribe(),
-        Signal("bob@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "preference_center", NOW),
-        Signal("cat@x.com", "email_marketing", GRANTED, CONSENT, "preference_center", NOW, "n1"),
+        ConsentSignal("bob@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "preference_center", NOW),
+        ConsentSignal("cat@x.com", "email_marketing", GRANTED, CONSENT, "preference_center", NOW, "n1"),
     ], ALL, now=NOW)
     assert result.enqueued == 5
     by_email = {}
@@ -116,7 +117,9 @@ def test_a_destination_without_a_handler_is_a_visible_failure(ledger) -> None:
     outbox = Outbox(ledger.engine)
     record_and_enqueue(ledger, outbox, "harbor", [unsubscribe()], ["crm.optout"], now=NOW)
     report = drain(outbox, {}, NOW)
-    assert report.retrying == 1 and "no handler is registered for destination 'crm.optout'" in report.errors.popitem()[1]
+    assert (
+        report.retrying == 1 and "no handler is registered for destination 'crm.optout'" in report.errors.popitem()[1]
+    )
 
 
 def test_a_crashed_drainers_claim_comes_back_after_its_lease(ledger) -> None:
@@ -125,23 +128,3 @@ def test_a_crashed_drainers_claim_comes_back_after_its_lease(ledger) -> None:
     assert len(outbox.claim(now=NOW)) == 1  # ... and the drainer dies here
     assert outbox.claim(now=NOW + timedelta(minutes=1)) == []
     assert len(outbox.claim(now=NOW + timedelta(minutes=6))) == 1
-
-
-def test_vendor_signals_seen_in_a_pull_are_recorded_once_and_propagated(ledger) -> None:
-    from connectors.base import ConsentSignal
-    from consent.propagate import record_vendor_signals
-
-    outbox = Outbox(ledger.engine)
-    pulled = [
-        ConsentSignal("mailchimp", "Ann@x.com", "email_marketing", "withdrawn", NOW, reason="unsubscribed"),
-        ConsentSignal("hubspot", "bob@x.com", "email_marketing", "withdrawn", NOW, vendor_event_id="e-9"),
-        ConsentSignal("mailchimp", "cat@x.com", "email_marketing", "granted", NOW, evidence={"ip_opt": "1.2.3.4"}),
-    ]
-    policy = {"email_marketing": CONSENT, "profiling": LEGITIMATE_INTEREST}
-    first = record_vendor_signals(ledger, outbox, "harbor", pulled, policy, ["esp.unsubscribe", "crm.optout"])
-    again = record_vendor_signals(ledger, outbox, "harbor", pulled, policy, ["esp.unsubscribe", "crm.optout"])
-    assert (len(first.recorded), first.enqueued) == (3, 4)
-    assert (len(again.recorded), again.enqueued) == (0, 0)
-    (event,) = ledger.history("harbor", "cat@x.com")
-    assert event.basis == CONSENT and event.evidence["ip_opt"] == "1.2.3.4"
-    assert outbox.summary("harbor") == {"esp.unsubscribe": {PENDING: 2}, "crm.optout": {PENDING: 2}}

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox, drain
 from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_events
+from consent.signals import ConsentSignal
 from sync.store import open_store
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +45,7 @@ def test_eight_concurrent_writers_on_one_contact_never_fork_the_chain(store) -> 
             barrier.wait()
             for i in range(per_writer):
                 state = WITHDRAWN if (w + i) % 3 == 0 else GRANTED
-                signal = Signal("shared@x.com", "email_marketing", state, CONSENT, "cli",
+                signal = ConsentSignal("shared@x.com", "email_marketing", state, CONSENT, "cli",
                                 T0 + timedelta(seconds=w * 100 + i), notice_version="n1",
                                 evidence={"request_id": f"w{w}-{i}", "ip": f"10.0.{w}.{i}"})
                 if i % 2:
@@ -53,7 +54,7 @@ def test_eight_concurrent_writers_on_one_contact_never_fork_the_chain(store) -> 
                     ledger.record("harbor", signal.email, signal.purpose, signal.state, basis=signal.basis,
                                   source=signal.source, occurred_at=signal.occurred_at,
                                   notice_version="n1", evidence=signal.evidence)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
@@ -76,7 +77,7 @@ def test_eight_concurrent_writers_on_one_contact_never_fork_the_chain(store) -> 
 def test_editing_one_row_makes_verify_fail_and_name_it(store) -> None:
     ledger = Ledger(store.engine, key_for)
     events = ledger.record_many("harbor", [
-        Signal(f"c{i}@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "import", T0 + timedelta(minutes=i))
+        ConsentSignal(f"c{i}@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "import", T0 + timedelta(minutes=i))
         for i in range(10)
     ])
     assert ledger.verify("harbor").ok
@@ -106,13 +107,18 @@ def test_erasure_passes_the_append_only_guard_on_postgres(store) -> None:
 
 def test_bulk_decisions_follow_the_rule_on_postgres(store) -> None:
     ledger = Ledger(store.engine, key_for)
-    ledger.record_many("harbor", [
-        Signal("tie@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0, notice_version="n1"),
-        Signal("tie@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0),
-        Signal("late@x.com", "email_marketing", WITHDRAWN, CONSENT, "cli", T0),
-        Signal("late@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0 + timedelta(days=1), notice_version="n2"),
-        Signal("objector@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "preference_center", T0),
-    ])
+    ledger.record_many(
+        "harbor",
+        [
+            ConsentSignal("tie@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0, notice_version="n1"),
+            ConsentSignal("tie@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0),
+            ConsentSignal("late@x.com", "email_marketing", WITHDRAWN, CONSENT, "cli", T0),
+            ConsentSignal(
+                "late@x.com", "email_marketing", GRANTED, CONSENT, "cli", T0 + timedelta(days=1), notice_version="n2"
+            ),
+            ConsentSignal("objector@x.com", "profiling", WITHDRAWN, LEGITIMATE_INTEREST, "preference_center", T0),
+        ],
+    )
     d = ledger.decisions("harbor", ["tie@x.com", "LATE@x.com", "objector@x.com", "unknown@x.com"], POLICY)
     assert d["tie@x.com"].allowed_purposes == {"profiling"}
     assert d["LATE@x.com"].allowed_purposes == {"email_marketing", "profiling"}
@@ -126,7 +132,7 @@ def test_two_drainers_never_deliver_one_action_twice(store) -> None:
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)
     for i in range(30):
         record_and_enqueue(ledger, outbox, "harbor", [
-            Signal(f"o{i}@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0)
+            ConsentSignal(f"o{i}@x.com", "email_marketing", WITHDRAWN, CONSENT, "mailchimp", T0)
         ], destinations=["esp.unsubscribe", "crm.optout"])
     delivered: list[int] = []
     lock = threading.Lock()

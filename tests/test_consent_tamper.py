@@ -18,12 +18,13 @@ import pytest
 import sqlalchemy as sa
 
 from consent.chain import GENESIS, row_hash
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox, drain
 from consent.policy import CONSENT, GRANTED, LEGITIMATE_INTEREST, WITHDRAWN
 from consent.propagate import record_and_enqueue
 from consent.schema import consent_chain_heads, consent_events, consent_outbox
-from sync.store import Store, open_store
+from consent.signals import ConsentSignal
+from sync.store import open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = {"email_marketing": CONSENT, "profiling": LEGITIMATE_INTEREST}
@@ -35,10 +36,11 @@ def key_for(tenant: str) -> bytes:
     return f"key-file-pseudonym-key-of-{tenant}".encode()
 
 
-def _sig(email: str, purpose: str, state: str, day: int, evidence: dict[str, Any] | None = None) -> Signal:
+def _sig(email: str, purpose: str, state: str, day: int, evidence: dict[str, Any] | None = None) -> ConsentSignal:
     basis = POLICY.get(purpose, CONSENT)
-    return Signal(email, purpose, state, basis, "cli", T0 + timedelta(days=day), "n1" if state == GRANTED else None,
-                  evidence)
+    return ConsentSignal(
+        email, purpose, state, basis, "cli", T0 + timedelta(days=day), "n1" if state == GRANTED else None, evidence
+    )
 
 
 class World:
@@ -49,8 +51,8 @@ class World:
         self.engine = self.store.engine
         self.ledger = Ledger(self.engine, key_for)
         self.outbox = Outbox(self.engine, mac_key=self.ledger.chain_key, max_attempts=1)
-        L, O = self.ledger, self.outbox
-        record_and_enqueue(L, O, "harbor", [
+        L, Q = self.ledger, self.outbox
+        record_and_enqueue(L, Q, "harbor", [
             _sig("ann@example.com", "email_marketing", GRANTED, 1, {"ip": "192.0.2.1"}),
             _sig("bob@example.com", "email_marketing", GRANTED, 2),
             _sig("carol@example.com", "profiling", WITHDRAWN, 3, {"ip": "192.0.2.3", "request_id": "r3"}),
@@ -58,9 +60,9 @@ class World:
             _sig("dave@example.com", "email_marketing", GRANTED, 5),
         ], DESTS)
         L.erase("harbor", "dave@example.com")
-        drain(O, {"esp.unsubscribe": lambda a: None, "crm.optout": self._fail})
-        record_and_enqueue(L, O, "harbor", [_sig("erin@example.com", "email_marketing", WITHDRAWN, 7)], DESTS)
-        record_and_enqueue(L, O, "other", [_sig("zed@example.com", "email_marketing", WITHDRAWN, 1)], DESTS)
+        drain(Q, {"esp.unsubscribe": lambda a: None, "crm.optout": self._fail})
+        record_and_enqueue(L, Q, "harbor", [_sig("erin@example.com", "email_marketing", WITHDRAWN, 7)], DESTS)
+        record_and_enqueue(L, Q, "other", [_sig("zed@example.com", "email_marketing", WITHDRAWN, 1)], DESTS)
         self.checkpoint = json.loads(json.dumps(L.checkpoint()))  # as it would come back from the file
 
     @staticmethod
@@ -199,7 +201,9 @@ def t_fake_erasure_reusing_a_real_erasure_time(w, c):
 
 
 def t_null_subject(w, c):
-    c.execute(sa.update(consent_events).where(ev.id == w.row_of(c, "bob@example.com", GRANTED)["id"]).values(subject=None))
+    c.execute(
+        sa.update(consent_events).where(ev.id == w.row_of(c, "bob@example.com", GRANTED)["id"]).values(subject=None)
+    )
 
 
 def t_swap_email(w, c):

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.chain import GENESIS, row_hash
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import WITHDRAWN, subject_key
 from consent.propagate import record_and_enqueue
-from consent.records import Signal
 from consent.schema import consent_chain_heads, consent_events, consent_outbox
+from consent.signals import ConsentSignal
+from core.errors import InputError
 from sync.store.migrate import upgrade
 from sync.store.sqlcore import make_engine
 
@@ -53,7 +53,7 @@ def test_upgrading_keeps_old_rows_verifiable_and_keys_new_ones(db_url) -> None:
     outbox = Outbox(engine, mac_key=ledger.chain_key)
     assert ledger.verify().ok
     record_and_enqueue(ledger, outbox, "harbor", [
-        Signal("cy@example.com", "profiling", WITHDRAWN, "legitimate_interest", "cli", T)], ["crm.segments"])
+        ConsentSignal("cy@example.com", "profiling", WITHDRAWN, "legitimate_interest", "cli", T)], ["crm.segments"])
     assert ledger.verify().ok and ledger.verify(against=ledger.checkpoint()).ok
     assert ledger.status("harbor", "ann@example.com")["profiling"].state == WITHDRAWN  # old pseudonyms still found
     with engine.connect() as c:

@@ -1,4 +1,5 @@
-"""The preference-center webhook: each route over ASGI, one end-to-end run over real HTTP with the sandbox, a fuzz run."""
+"""The preference-center webhook: each route over ASGI, one end-to-end run over real HTTP with the sandbox,
+a fuzz run."""
 
 from __future__ import annotations
 

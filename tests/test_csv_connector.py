@@ -11,7 +11,7 @@ import pytest
 
 from connectors.base import CrmConnector, PropertyUpdate
 from connectors.csvfile import CsvConnector
-from connectors.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -54,7 +54,9 @@ def segsync(*args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_csv_export_sync_writes_segments_and_reruns_with_no_change(tmp_path):
     write_book(tmp_path)
-    (tmp_path / "segsync.yaml").write_text(CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models"))
+    (tmp_path / "segsync.yaml").write_text(
+        CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models")
+    )
     first = segsync("sync", "segsync.yaml", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     with (tmp_path / "segments-out.csv").open() as f:
@@ -69,7 +71,9 @@ def test_csv_export_sync_writes_segments_and_reruns_with_no_change(tmp_path):
 def test_broken_csv_is_reported_with_file_and_line_and_nothing_is_written(tmp_path):
     write_book(tmp_path)
     (tmp_path / "contacts.csv").write_text("identifier;mail\n1;a@example.com\n")  # wrong header and delimiter
-    (tmp_path / "segsync.yaml").write_text(CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models"))
+    (tmp_path / "segsync.yaml").write_text(
+        CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models")
+    )
     result = segsync("sync", "segsync.yaml", cwd=tmp_path)
     assert result.returncode in (1, 2)
     assert "contacts.csv" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -81,7 +85,10 @@ def test_one_broken_firm_does_not_stop_the_others(tmp_path):
     write_book(tmp_path)
     broken = CONFIG.split("tenants:\n", 1)[1].replace("id: csv-firm", "id: broken-firm").replace(
         "contacts: contacts.csv", "contacts: missing.csv").replace("output: segments-out.csv", "output: broken-out.csv")
-    (tmp_path / "segsync.yaml").write_text(CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models") + broken.format(consent=CONSENT))
+    (tmp_path / "segsync.yaml").write_text(
+        CONFIG.format(consent=CONSENT, db=tmp_path / "s.db", models=tmp_path / "models")
+        + broken.format(consent=CONSENT)
+    )
     result = segsync("sync", "segsync.yaml", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "missing.csv" in result.stdout and "Traceback" not in result.stdout + result.stderr

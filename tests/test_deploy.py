@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connectors.http import redact
+from connectors.kit.http import redact
 from sync.config.models import load_config
 from sync.serve import mask_path
 from tests.conftest import IN_CI

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from sync.config.models import load_config_text
 
 CONFIG = """version: 1
@@ -21,7 +21,7 @@ tenants:
 """
 
 
-def secret_file(tmp_path, name: str, text: str):  # noqa: ANN201
+def secret_file(tmp_path, name: str, text: str):
     path = tmp_path / name
     path.write_text(text)
     return str(path)
@@ -40,8 +40,14 @@ def test_file_secret_problems_are_named_with_path_and_line(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config_text(CONFIG, env)
     problems = exc.value.problems
-    assert f"tenants[0].crm.access_token: HS_TOKEN_FILE names {tmp_path / 'missing'}, which does not exist (line 5)" in problems
-    assert f"tenants[0].consent.webhook_secret: HOOK_SECRET_FILE names {tmp_path / 'empty'}, which is empty (line 7)" in problems
+    assert (
+        f"tenants[0].crm.access_token: HS_TOKEN_FILE names {tmp_path / 'missing'}, which does not exist (line 5)"
+        in problems
+    )
+    assert (
+        f"tenants[0].consent.webhook_secret: HOOK_SECRET_FILE names {tmp_path / 'empty'}, which is empty (line 7)"
+        in problems
+    )
     assert len(problems) == 2  # the emptied values are not reported again as "field required" or "too short"
 
 
@@ -50,11 +56,13 @@ def test_both_var_and_var_file_is_an_error(tmp_path):
            "HOOK_SECRET": "hook-secret-from-env-0001"}
     with pytest.raises(ConfigError) as exc:
         load_config_text(CONFIG, env)
-    assert exc.value.problems == ["tenants[0].crm.access_token: both HS_TOKEN and HS_TOKEN_FILE are set; keep one (line 5)"]
+    assert exc.value.problems == [
+        "tenants[0].crm.access_token: both HS_TOKEN and HS_TOKEN_FILE are set; keep one (line 5)"
+    ]
 
 
 def test_a_file_secret_is_masked_like_any_other(tmp_path):
-    from connectors.http import redact
+    from connectors.kit.http import redact
 
     env = {"HS_TOKEN_FILE": secret_file(tmp_path, "hs", "pat-na1-masked-from-file-77"), "HOOK_SECRET": "h" * 20}
     load_config_text(CONFIG, env)
@@ -63,7 +71,7 @@ def test_a_file_secret_is_masked_like_any_other(tmp_path):
 
 def test_the_sandbox_config_has_a_schedule_that_serve_runs(tmp_path, sandbox):
     from sync.serve import Service
-    from sync.store import Store, open_store
+    from sync.store import open_store
 
     text = sandbox.config_yaml(store=f"sqlite:///{tmp_path / 'x.db'}", schedule="*/15 * * * *")
     cfg = load_config_text(text)

@@ -58,12 +58,19 @@ def mailchimp_members(sb) -> dict[str, tuple[str, set[str]]]:
     """email -> (status, segsync tags), read through Mailchimp's members API."""
     out, offset = {}, 0
     while True:
-        r = requests.get(f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/members", params={"count": 1000, "offset": offset},
-                         auth=("x", sb.mailchimp_key), timeout=10)
+        r = requests.get(
+            f"{sb.mailchimp_url}/lists/{sb.mailchimp_list_id}/members",
+            params={"count": 1000, "offset": offset},
+            auth=("x", sb.mailchimp_key),
+            timeout=10,
+        )
         r.raise_for_status()
         members = r.json()["members"]
         for m in members:
-            out[m["email_address"].lower()] = (m["status"], {t["name"] for t in m.get("tags", []) if t["name"].startswith("segsync:")})
+            out[m["email_address"].lower()] = (
+                m["status"],
+                {t["name"] for t in m.get("tags", []) if t["name"].startswith("segsync:")},
+            )
         offset += len(members)
         if not members:
             return out
@@ -105,7 +112,11 @@ def check_vendor_state(config: Path, sb) -> None:
     for email, (status, tags) in mailchimp_members(sb).items():
         cid = person["mailchimp"].get(email)
         profiling, email_ok, _ = verdicts.get(cid, (False, False, "")) if cid else (False, False, "")
-        want = {f"segsync:{s}" for s in segs.get(cid, set())} if status == "subscribed" and profiling and email_ok else set()
+        want = (
+            {f"segsync:{s}" for s in segs.get(cid, set())}
+            if status == "subscribed" and profiling and email_ok
+            else set()
+        )
         assert tags == want, f"Mailchimp {email} ({status}): {tags} != {want}"
         if status != "subscribed" or not email_ok:
             assert not tags, f"{email} without email consent holds {tags}"
@@ -123,8 +134,10 @@ def test_sync_makes_vendor_state_equal_the_plan_and_rerun_writes_nothing(make_sa
     report = sync_once(config)
     assert report["status"] == "ok"
     after = {v: writes(sb, v) for v in before}
-    assert {v: len(c) for v, c in after.items()} == before, ("a re-run with no change made write calls",
-                                                             [(c.method, c.path) for v in after for c in after[v][before[v]:]])
+    assert {v: len(c) for v, c in after.items()} == before, (
+        "a re-run with no change made write calls",
+        [(c.method, c.path) for v in after for c in after[v][before[v] :]],
+    )
 
 
 def test_sigkill_mid_push_then_resume_converges_without_duplicates(make_sandbox, tmp_path):
@@ -134,7 +147,9 @@ def test_sigkill_mid_push_then_resume_converges_without_duplicates(make_sandbox,
     env = {**os.environ, "CI": "true"}
     log = tmp_path / "killed-run.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync", "sync", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
         deadline = time.monotonic() + 120
         while sb.calls.count("hubspot", "POST", "/crm/v3/objects/contacts/batch/update") < 2:
             assert proc.poll() is None, log.read_text()[-2000:]
@@ -178,8 +193,13 @@ def test_faults_are_survived_and_failures_retried_next_run(make_sandbox, tmp_pat
 def test_sync_cli_exit_code_and_report(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=300, seed=4)
     config = write_config(tmp_path, sb)
-    dry = subprocess.run([sys.executable, "-m", "sync", "sync", str(config), "--dry-run"], capture_output=True, text=True,
-                         env={**os.environ, "CI": "true"}, timeout=300)
+    dry = subprocess.run(
+        [sys.executable, "-m", "sync", "sync", str(config), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "dry run: nothing sent" in dry.stdout and "Plan and push" in dry.stdout
     assert writes(sb, "hubspot") == [] and writes(sb, "mailchimp") == []

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 import requests
 import responses
 
-from connectors.errors import FatalApiError, RateLimitedError, RejectedRecordError, RetriableApiError
-from connectors.http import CallPolicy, HttpClient, RateLimiter, RetrySettings, parse_retry_after, redact, register_secret
+from connectors.kit.http import (
+    CallPolicy,
+    HttpClient,
+    RateLimiter,
+    RetrySettings,
+    parse_retry_after,
+    redact,
+    register_secret,
+)
+from core.errors import FatalApiError, RateLimitedError, RejectedRecordError, RetriableApiError
 
 BASE = "https://api.example.test"
 TOKEN = "pat-na1-supersecret-token-0001"
@@ -18,7 +26,11 @@ TOKEN = "pat-na1-supersecret-token-0001"
 
 def client(sleeps: list[float], **retry) -> HttpClient:
     register_secret(TOKEN)
-    policy = CallPolicy("example", retry=RetrySettings(**{"max_attempts": 4, "initial_wait": 0.5, "max_wait": 30, **retry}), sleep=sleeps.append)
+    policy = CallPolicy(
+        "example",
+        retry=RetrySettings(**{"max_attempts": 4, "initial_wait": 0.5, "max_wait": 30, **retry}),
+        sleep=sleeps.append,
+    )
     return HttpClient("example", BASE, policy, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
@@ -36,7 +48,7 @@ def test_429_then_200_honours_retry_after():
 @responses.activate
 def test_retry_after_as_http_date():
     sleeps: list[float] = []
-    when = datetime.now(timezone.utc) + timedelta(seconds=20)
+    when = datetime.now(UTC) + timedelta(seconds=20)
     responses.get(f"{BASE}/x", status=503, headers={"Retry-After": format_datetime(when, usegmt=True)})
     responses.get(f"{BASE}/x", status=200, json={})
     client(sleeps).json("GET", "/x")
@@ -68,7 +80,14 @@ def test_connection_error_is_retried():
 @responses.activate
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(400, RejectedRecordError), (401, FatalApiError), (403, FatalApiError), (404, RejectedRecordError), (429, RateLimitedError), (502, RetriableApiError)],
+    [
+        (400, RejectedRecordError),
+        (401, FatalApiError),
+        (403, FatalApiError),
+        (404, RejectedRecordError),
+        (429, RateLimitedError),
+        (502, RetriableApiError),
+    ],
     ids=["400-rejected", "401-fatal", "403-fatal", "404-rejected", "429-retriable", "502-retriable"],
 )
 def test_status_classification(status, error):
@@ -139,8 +158,8 @@ def test_paginators_stop_on_a_repeated_token_or_a_page_that_never_changes():
 
 
 def test_the_batch_sender_isolates_bad_inputs_within_its_call_budget():
-    from connectors.errors import RejectedRecordError
     from connectors.kit.batch import CallBudget, send_isolating
+    from core.errors import RejectedRecordError
 
     calls: list[int] = []
 

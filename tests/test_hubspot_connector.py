@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from connectors.base import PropertyUpdate
-from connectors.errors import ConfigError, FatalApiError, InputError
-from connectors.http import RetrySettings
 from connectors.hubspot import HubSpotConnector
 from connectors.hubspot.cursor import decode_contacts
+from connectors.kit.http import RetrySettings
+from core.errors import ConfigError, FatalApiError, InputError
 
 FAST = RetrySettings(max_attempts=6, initial_wait=0.05, max_wait=0.5, total_budget=20)
 PROP = "segsync_segments"
@@ -25,7 +25,7 @@ def connect(sb, **kw) -> HubSpotConnector:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def pull(conn: HubSpotConnector, cursor: str | None, started: datetime | None = None):
@@ -391,7 +391,7 @@ def test_malformed_vendor_answers_are_clear_errors():
         M.results_of({"status": "weird"}, "GET /crm/v3/objects/contacts")
     with pytest.raises(InputError, match="no id"):
         M.to_contact({"properties": {}}, ["email"], "the contacts list")
-    with pytest.raises(InputError, match="contact 7 .* no parseable lastmodifieddate"):
+    with pytest.raises(InputError, match=r"contact 7 .* no parseable lastmodifieddate"):
         M.modified_ms({"id": "7", "properties": {"lastmodifieddate": "yesterday"}}, "the search")
     with pytest.raises(InputError, match="amount that is not a number"):
         M.deal_event({"id": "9", "properties": {"dealtype": "deposit", "closedate": "2025-01-01T00:00:00Z",
@@ -406,7 +406,7 @@ def test_lifecycle_dates_become_events_and_times_parse_both_formats():
         "hs_lifecyclestage_lead_date": "2025-01-01T00:00:00.000Z", "hs_lifecyclestage_customer_date": ""}},
         ["email", "lastmodifieddate", "hs_lifecyclestage_lead_date", "hs_lifecyclestage_customer_date"], "test")
     assert contact.email == "a@b.example"
-    assert contact.updated_at == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert contact.updated_at == datetime(2025, 1, 1, tzinfo=UTC)
     events = M.lifecycle_events(contact)
     assert [(e.type, e.attributes["stage"]) for e in events] == [("lifecycle_stage", "lead")]
     assert events[0].event_id == "hubspot:5:lifecycle:lead:1735689600000"

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from connectors.base import TagChange
-from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
 from connectors.kit import CallBudget, RetrySettings
 from connectors.mailchimp import MailchimpConnector, subscriber_hash
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import error_for, problem_detail
 from connectors.mailchimp.mapping import member_contact
 from connectors.mailchimp.push import _op_verdict
+from core.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
 from tests.contract.sandboxed import subscribed_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # after every seeded change in the book
@@ -269,7 +269,7 @@ def test_case_variant_duplicates_are_one_member(mc):
 def test_absent_members_are_reported_or_invited_as_pending_only_when_asked(mc):
     conn = connect(mc)
     results = conn.push_tags([TagChange("Nobody@Example.com", active=("segsync:a",)), TagChange("not-an-email")])
-    assert [(r.outcome, r.message) for r in results][0] == ("suppressed", "not in the audience")
+    assert next((r.outcome, r.message) for r in results) == ("suppressed", "not in the audience")
     assert results[1].outcome == "failed" and "invalid email" in results[1].message
     assert mc.mailchimp.status("nobody@example.com") is None
     seg = conn.sync_segment("segsync high", ["nobody@example.com"], [])
@@ -401,7 +401,7 @@ def test_never_more_than_ten_connections_per_key(make_sandbox):
         try:
             for _ in range(4):
                 conn.client.get_list(sb.mailchimp_list_id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=hammer, args=(conns[i % 3],)) for i in range(24)]

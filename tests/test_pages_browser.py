@@ -18,15 +18,14 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from sync.cli import cli
-
-from sync.config.models import load_config
 from sandbox.demo import WebServer, fresh_connectors, write_config
+from sync.cli import cli
+from sync.config.models import load_config
 from sync.pages import tokens
 from sync.pages.preferences import link_key
 from sync.run.pipeline import RunOptions, TenantRun
 from sync.serve import Service
-from sync.store import Store, open_store
+from sync.store import open_store
 from tests.conftest import IN_CI
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -180,7 +179,9 @@ def _subscribed_member(world: dict[str, Any]) -> str:
 def test_subscriber_unticks_marketing_email_and_it_reaches_the_ledger_and_the_vendors(browser, world):
     email = _subscribed_member(world)
     config = str(world["config"])
-    out = CliRunner().invoke(cli, ["consent", "link", config, "--tenant", "harbor-wealth", email, "--base-url", world["url"]])
+    out = CliRunner().invoke(
+        cli, ["consent", "link", config, "--tenant", "harbor-wealth", email, "--base-url", world["url"]]
+    )
     assert out.exit_code == 0, out.output
     url = out.stdout.strip().splitlines()[0]
     assert email not in url and email.split("@")[0] not in url
@@ -197,12 +198,16 @@ def test_subscriber_unticks_marketing_email_and_it_reaches_the_ledger_and_the_ve
     _shot(page, "preferences-saved")
     assert errors == []
 
-    status = CliRunner().invoke(cli, ["consent", "status", config, "--tenant", "harbor-wealth", "--email", email, "--json"])
+    status = CliRunner().invoke(
+        cli, ["consent", "status", config, "--tenant", "harbor-wealth", "--email", email, "--json"]
+    )
     rows = {r["purpose"]: r for r in json.loads(status.stdout)["purposes"]}
     assert rows["email_marketing"]["state"] == "withdrawn"
     assert rows["email_marketing"]["source"] == "preference_page"
     assert rows["profiling"]["state"] != "withdrawn"  # only what was unticked
-    history = CliRunner().invoke(cli, ["consent", "history", config, "--tenant", "harbor-wealth", "--email", email, "--json"])
+    history = CliRunner().invoke(
+        cli, ["consent", "history", config, "--tenant", "harbor-wealth", "--email", email, "--json"]
+    )
     assert "privacy-notice-1" in history.stdout  # provenance: the notice shown
 
     service, box_mc = world["service"], world["boxes"][0]
@@ -211,8 +216,12 @@ def test_subscriber_unticks_marketing_email_and_it_reaches_the_ledger_and_the_ve
     assert service.outbox.depth("harbor-wealth") == 0
     import hashlib
 
-    member = requests.get(f"{box_mc.mailchimp_url}/lists/{box_mc.mailchimp_list_id}/members/"
-                          f"{hashlib.md5(email.lower().encode()).hexdigest()}", auth=("t", box_mc.mailchimp_key), timeout=10)
+    member = requests.get(
+        f"{box_mc.mailchimp_url}/lists/{box_mc.mailchimp_list_id}/members/"
+        f"{hashlib.md5(email.lower().encode()).hexdigest()}",
+        auth=("t", box_mc.mailchimp_key),
+        timeout=10,
+    )
     assert member.json()["status"] == "unsubscribed"
     page.close()
 

@@ -73,7 +73,9 @@ def test_first_run_pushes_the_plan_and_gates_consent(world):
     segments = report["segments"]["likely_upgrade"]
     assert segments["members"] > 50 and segments["holdout"] > 0
     # Vendor state equals what the store says was confirmed.
-    members = {r["contact_id"] for r in store.segment_members("acme") if not r["holdout"] and r["segment"] == "likely_upgrade"}
+    members = {
+        r["contact_id"] for r in store.segment_members("acme") if not r["holdout"] and r["segment"] == "likely_upgrade"
+    }
     held = {r["contact_id"] for r in store.segment_members("acme") if r["holdout"]}
     emails = {c["contact_id"]: c["email"] for c in store.contacts("acme")}
     crm_ids = store.vendor_ids("acme", "fakecrm")
@@ -84,7 +86,9 @@ def test_first_run_pushes_the_plan_and_gates_consent(world):
     for email, tags in tagged(esp).items():
         assert esp.members[email]["status"] == "subscribed"
         assert tags == {"segsync:likely_upgrade"}
-    expected_tagged = {emails[c] for c in members if emails[c] in esp.members and esp.members[emails[c]]["status"] == "subscribed"}
+    expected_tagged = {
+        emails[c] for c in members if emails[c] in esp.members and esp.members[emails[c]]["status"] == "subscribed"
+    }
     assert set(tagged(esp)) == expected_tagged
     assert esp.status_writes == [], "a data sync changed a subscription status"
     # Every planned record ended somewhere; nothing silently dropped.
@@ -117,7 +121,9 @@ def test_no_consent_record_means_no_esp_tags(tmp_path, sqlite_url):
     assert report["status"] == "ok"
     assert tagged(esp) == {} and not any(esp.segments.values())
     assert report["plan"]["suppressed"]  # the reason is reported
-    assert any(v.get("segsync_segments") for v in crm.props.values()), "profiling (legitimate interest) still allowed in the CRM"
+    assert any(v.get("segsync_segments") for v in crm.props.values()), (
+        "profiling (legitimate interest) still allowed in the CRM"
+    )
     store.close()
 
 
@@ -132,11 +138,22 @@ def test_opt_out_mid_run_wins_before_the_next_batch(world):
         if len(esp_batches) == 1:
             # An opt-out arrives through the preference center while the push is running.
             members = {r["contact_id"] for r in store.segment_members("acme") if not r["holdout"]}
-            emails = sorted(c["email"] for c in store.contacts("acme") if c["contact_id"] in members and esp.members.get(c["email"], {}).get("status") == "subscribed")
+            emails = sorted(
+                c["email"]
+                for c in store.contacts("acme")
+                if c["contact_id"] in members and esp.members.get(c["email"], {}).get("status") == "subscribed"
+            )
             victims.extend(emails[-3:])
             for e in victims:
-                run_.gate.ledger.record("acme", e, "email_marketing", "withdrawn", basis="consent", source="preference_center",
-                                        occurred_at=datetime.now(UTC))
+                run_.gate.ledger.record(
+                    "acme",
+                    e,
+                    "email_marketing",
+                    "withdrawn",
+                    basis="consent",
+                    source="preference_center",
+                    occurred_at=datetime.now(UTC),
+                )
 
     esp.before_batch = opt_out_someone
     # A tiny ESP batch so there is a "next batch" after the opt-out.
@@ -247,8 +264,11 @@ def test_score_drift_alone_does_not_trip_the_change_guard(world):
         for r in rows:
             value = json.loads(r.value)
             value["segsync_score_upgrade"] = "0.99"  # every score differs, no segment does
-            conn.execute(last_sent.update().where(last_sent.c.tenant_id == r.tenant_id, last_sent.c.destination == CRM,
-                                                  last_sent.c.key == r.key).values(value=json.dumps(value, sort_keys=True)))
+            conn.execute(
+                last_sent.update()
+                .where(last_sent.c.tenant_id == r.tenant_id, last_sent.c.destination == CRM, last_sent.c.key == r.key)
+                .values(value=json.dumps(value, sort_keys=True))
+            )
     report = run(cfg, store, crm, esp)
     assert report["status"] == "ok", report.get("refused")
     assert report["plan"]["destinations"][CRM]["changes"] == len(rows) and report["plan"]["change_share"] == 0

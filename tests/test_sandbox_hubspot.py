@@ -257,7 +257,7 @@ def test_lists_deals_and_web_events(hub):
     made = api(url, "POST", "/crm/v3/lists", json={"name": "segsync: high intent", "objectTypeId": "0-1",
                                                     "processingType": "MANUAL"}).json()["list"]
     ids = [r.id for r in sim.contacts.live()[:3]]
-    added = api(url, "PUT", f"/crm/v3/lists/{made['listId']}/memberships/add", json=ids + ["999999"]).json()
+    added = api(url, "PUT", f"/crm/v3/lists/{made['listId']}/memberships/add", json=[*ids, "999999"]).json()
     assert added["recordIdsAdded"] == ids and added["recordIdsMissing"] == ["999999"]
     assert log.calls[-1].inputs == 4
     found = api(url, "GET", "/crm/v3/lists/object-type-id/0-1/name/segsync: high intent").json()["list"]
@@ -274,7 +274,7 @@ def test_lists_deals_and_web_events(hub):
 
 
 def test_faults_storm_errors_and_reset(hub):
-    sim, url, log, faults = hub
+    _sim, url, log, faults = hub
     faults.set(storm=2)
     codes = [api(url, "GET", "/crm/v3/objects/contacts").status_code for _ in range(3)]
     assert codes == [429, 429, 200]
@@ -598,7 +598,9 @@ def test_gdpr_delete_removes_the_contact_for_good(hub):
     sim, url, _, _ = hub
     rec = sim.contacts.live()[40]
     email = rec.properties["email"]
-    api(url, "POST", "/communication-preferences/v3/unsubscribe", json={"emailAddress": email, "subscriptionId": "7001"})
+    api(
+        url, "POST", "/communication-preferences/v3/unsubscribe", json={"emailAddress": email, "subscriptionId": "7001"}
+    )
     r = api(url, "POST", "/crm/v3/objects/contacts/gdpr-delete", json={"objectId": email, "idProperty": "email"})
     assert r.status_code == 204
     assert api(url, "GET", f"/crm/v3/objects/contacts/{rec.id}").status_code == 404
@@ -644,7 +646,7 @@ def test_the_sandbox_has_no_runtime_import_circle():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                circles.append(stack[stack.index(nxt):] + [nxt])
+                circles.append([*stack[stack.index(nxt):], nxt])
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])
         state[node] = "done"

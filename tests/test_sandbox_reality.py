@@ -59,8 +59,11 @@ def test_deal_pipelines_have_stage_metadata_and_only_won_deals_are_the_truth(sb,
     # The hidden truth: exactly the won deals are the book's deposits and upgrades.
     money = sorted((e.occurred_at, e.type) for e in book.events if e.type in ("deposit", "upgrade")
                    and e.person_key in sb.hubspot.person_ids)
-    won_deals = sorted((datetime.fromisoformat(d.properties["closedate"].replace("Z", "+00:00")), d.properties["dealtype"])
-                       for d in deals if d.properties["dealstage"] in won)
+    won_deals = sorted(
+        (datetime.fromisoformat(d.properties["closedate"].replace("Z", "+00:00")), d.properties["dealtype"])
+        for d in deals
+        if d.properties["dealstage"] in won
+    )
     assert won_deals == money
 
 
@@ -143,7 +146,10 @@ def test_restore_brings_a_deleted_contact_back_under_its_id(sb):
 def test_subscription_types_include_one_to_one_and_a_non_marketing_type(sb):
     defs = hs(sb, "GET", "/communication-preferences/v3/definitions").json()["subscriptionDefinitions"]
     assert {d["name"]: d["purpose"] for d in defs} == {
-        "Marketing Information": "Marketing", "One to One": "Sales", "Account and statement notices": "Customer Service"}
+        "Marketing Information": "Marketing",
+        "One to One": "Sales",
+        "Account and statement notices": "Customer Service",
+    }
 
 
 @pytest.mark.parametrize("sb", [{"hubspot_subscription_types": "legacy"}], indirect=True)
@@ -226,10 +232,11 @@ def test_members_can_be_read_incrementally_by_status(sb):
 
 
 def test_an_admin_subscribe_fires_the_same_subscribe_webhook_without_opt_in_evidence(sb):
-    from sandbox.common import ServerThread
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
+
+    from sandbox.common import ServerThread
 
     received: list[bytes] = []
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.features import behaviour_columns, build_features, select_properties
 from scoring.specs import FeatureSpec
 

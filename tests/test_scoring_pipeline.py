@@ -6,7 +6,6 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 from connectors.csvfile import CsvConnector
 from scoring.persist import load_model
 from scoring.segments import holdout
@@ -55,7 +54,7 @@ def write_book(tmp_path: Path, n: int) -> tuple[Path, Path]:
     return contacts, events
 
 
-def stored_book(tmp_path: Path, sqlite_url: str, n: int):  # noqa: ANN201 - (tenant, store, allowed ids)
+def stored_book(tmp_path: Path, sqlite_url: str, n: int):
     """A generated book written as CSV, pulled through the CSV source into a SQLite store."""
     contacts_csv, events_csv = write_book(tmp_path, n)
     cfg = load_config_text(CONFIG.format(store=sqlite_url, contacts=contacts_csv, events=events_csv,
@@ -80,7 +79,10 @@ def test_csv_book_is_scored_with_holdout_and_models_are_reused(tmp_path, sqlite_
     assert first.verdicts["upgrade"].startswith("insufficient data: ")
     churn = first.scores["churn_risk"]
     assert len(churn) == 1500 and churn.between(0, 1).all()
-    assert first.models["churn_risk"]["metrics"]["backtest_roc_auc"] > first.models["churn_risk"]["metrics"]["baseline_roc_auc"]
+    assert (
+        first.models["churn_risk"]["metrics"]["backtest_roc_auc"]
+        > first.models["churn_risk"]["metrics"]["baseline_roc_auc"]
+    )
     assert first.models["churn_risk"]["reused"] is False
     names = load_model(tmp_path / "models" / "harbor" / "groups").info["names"]
     assert set(first.clusters["groups"]) <= set(names) and len(names) == 3

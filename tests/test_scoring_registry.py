@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.backtest import backtest
 from scoring.kinds.classifier import Classifier
 from scoring.kinds.cluster import Cluster

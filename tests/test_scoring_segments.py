@@ -8,15 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from connectors.errors import InputError
-from scoring.segments import (
-    assign_segments,
-    holdout,
-    holdout_bucket,
-    lift_report,
-    render_lift_report,
-    two_proportion_z,
-)
+from core.errors import InputError
+from scoring.segments import assign_segments, holdout, holdout_bucket, lift_report, render_lift_report, two_proportion_z
 from scoring.specs import SegmentSpec
 
 IDS = [f"c{i:05d}" for i in range(10_000)]

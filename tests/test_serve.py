@@ -35,9 +35,9 @@ from consent.schema import consent_events, webhook_receipts
 from sandbox.webhooks import mailchimp_form, preference_body, segsync_signature
 from sync.config import load_config_text
 from sync.run.plan import CRM
-from sync.store.schema import runs as runs_table
 from sync.serve import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
 from sync.store import Store, open_store
+from sync.store.schema import runs as runs_table
 from tests.configs import consent_yaml, sandbox_config
 from tests.fakes import FakeCrm, FakeEsp, make_book
 
@@ -63,7 +63,9 @@ TENANT = """
 def config_text(store: str, models: Path, acme: str = "acme") -> str:
     tenants = [
         TENANT.format(id=acme, tz="Europe/Paris", schedule='schedule: "0 6 * * *"', consent=consent_yaml(ACME_SECRET)),
-        TENANT.format(id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', consent=consent_yaml(BETA_SECRET)),
+        TENANT.format(
+            id="beta", tz="America/New_York", schedule='schedule: "30 7 * * 1-5"', consent=consent_yaml(BETA_SECRET)
+        ),
         TENANT.format(id="gamma", tz="UTC", schedule="", consent=consent_yaml("gamma-webhook-secret-0003")),
     ]
     return f"version: 1\nstore: {store}\nmodel_dir: {models}\ntenants:{''.join(tenants)}"
@@ -76,7 +78,7 @@ class World:
         self.vendors: dict[str, tuple[FakeCrm, FakeEsp]] = {}
         self.n, self.crm_class = n, crm_class
 
-    def __call__(self, tenant):  # noqa: ANN001, ANN204 - the Service(connectors=...) hook
+    def __call__(self, tenant):
         if tenant.id not in self.vendors:
             people, events = make_book(self.n)
             self.vendors[tenant.id] = (self.crm_class(people, events), FakeEsp(people))
@@ -100,17 +102,17 @@ def served(tmp_path, sqlite_url):
 class Client:
     """A synchronous face on httpx's ASGI transport: requests go straight into the app, no socket."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.loop = asyncio.new_event_loop()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://segsync.test")
 
-    def request(self, method: str, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
         return self.loop.run_until_complete(self.http.request(method, path, **kw))
 
-    def get(self, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def get(self, path: str, **kw) -> httpx.Response:
         return self.request("GET", path, **kw)
 
-    def post(self, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+    def post(self, path: str, **kw) -> httpx.Response:
         return self.request("POST", path, **kw)
 
     def close(self) -> None:
@@ -196,7 +198,7 @@ def test_each_run_reports_and_counts_its_own_api_calls(tmp_path, sqlite_url):
     people, events = make_book(400)
     built: list[CountingCrm] = []
 
-    def connectors(tenant):  # noqa: ANN001, ANN202 - a new client per call, as the real wiring builds
+    def connectors(tenant):
         built.append(CountingCrm(people, events))
         return built[-1], FakeEsp(people)
 
@@ -282,7 +284,9 @@ def _backdate_run(store: Store, tenant: str, started: datetime, dry_run: bool = 
     run_id = store.start_run(tenant, dry_run)
     store.finish_run(run_id, "dry_run" if dry_run else "ok", {"tenant": tenant})
     with store.engine.begin() as conn:
-        conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(started_at=started, finished_at=started))
+        conn.execute(
+            runs_table.update().where(runs_table.c.id == run_id).values(started_at=started, finished_at=started)
+        )
 
 
 def test_schedule_one_cron_job_per_tenant_in_its_timezone(served):
@@ -314,7 +318,9 @@ def test_missed_run_after_downtime_runs_once_at_start(served):
     assert jobs == {"acme": True, "beta": False}
     assert service.scheduler.get_job("catch-up:beta") is None
     deadline = time.monotonic() + 30
-    while not [r for r in service.store.runs("acme") if r["status"] == "ok" and r["started_at"].replace(tzinfo=UTC) > now]:
+    while not [
+        r for r in service.store.runs("acme") if r["status"] == "ok" and r["started_at"].replace(tzinfo=UTC) > now
+    ]:
         assert time.monotonic() < deadline, "the catch-up run did not happen"
         time.sleep(0.05)
     assert world.vendors["acme"][0].calls["batch_update"] > 0
@@ -333,7 +339,7 @@ def unique_tenant() -> str:
 
 
 class SlowCrm(FakeCrm):
-    def pull_contacts(self, cursor, run_started):  # noqa: ANN001, ANN201
+    def pull_contacts(self, cursor, run_started):
         time.sleep(1.0)
         yield from super().pull_contacts(cursor, run_started)
 
@@ -387,8 +393,13 @@ with store.tenant_lock(sys.argv[2]):
 def test_a_lock_held_by_another_process_skips_the_run_and_dies_with_it(tmp_path, pg_url):
     tenant = unique_tenant()
     service, world = make_service(tmp_path, pg_url, World(n=300), tenant)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, pg_url, tenant], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=Path(__file__).parent.parent)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, pg_url, tenant],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert service.run_sync(tenant) is None
@@ -432,7 +443,7 @@ def test_stop_mid_push_finishes_the_batch_then_the_next_run_sends_the_rest(serve
     crm.limits = Limits(batch_size=50, requests_per_window=100, window_seconds=10, page_size=100)
     real_push = crm.push_properties
 
-    def push_then_stop(updates):  # noqa: ANN001, ANN202 - SIGTERM arrives while the first batch is in flight
+    def push_then_stop(updates):
         results = real_push(updates)
         service.stop.set()
         return results
@@ -491,7 +502,7 @@ def run_cli():
 
 
 def test_listen_is_checked(tmp_path, run_cli):
-    from connectors.errors import ConfigError
+    from core.errors import ConfigError
 
     assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_listen("[::1]:8080") == ("::1", 8080)
@@ -538,8 +549,14 @@ def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp
                 except requests.ConnectionError:
                     time.sleep(0.1)
             assert health.status_code == 200 and health.json()["scheduler"] is True
-            assert requests.get(f"http://127.0.0.1:{port}/hooks/acme/mailchimp/{ACME_SECRET}", timeout=5).status_code == 200
-            assert requests.get(f"http://127.0.0.1:{port}/hooks/beta/mailchimp/{ACME_SECRET}", timeout=5).status_code == 401
+            assert (
+                requests.get(f"http://127.0.0.1:{port}/hooks/acme/mailchimp/{ACME_SECRET}", timeout=5).status_code
+                == 200
+            )
+            assert (
+                requests.get(f"http://127.0.0.1:{port}/hooks/beta/mailchimp/{ACME_SECRET}", timeout=5).status_code
+                == 401
+            )
             proc.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then re-raises the signal it caught (a clean stop by SIGTERM)
             assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
@@ -568,9 +585,13 @@ def test_sigterm_mid_push_finishes_the_batch_in_flight_and_the_next_run_sends_th
     sb.faults["hubspot"].set(delay=0.4, only_paths=(BATCH_UPDATE,))
     out = tmp_path / "serve.log"
     with out.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "sync", "serve", str(config), "--listen", f"127.0.0.1:{_free_port()}"],
-                                env={**os.environ, "CI": "true"}, stdout=log_file, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).parent.parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync", "serve", str(config), "--listen", f"127.0.0.1:{_free_port()}"],
+            env={**os.environ, "CI": "true"},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
         try:
             deadline = time.monotonic() + 60
             while sb.calls.count("hubspot", "POST", BATCH_UPDATE) < 1:

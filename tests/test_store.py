@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from connectors.base import Contact, EngagementEvent
-from sync.store.migrate import current
 from sync.store import SqlStore, TenantBusy, open_store
+from sync.store.migrate import current
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -43,7 +43,9 @@ def test_page_and_cursor_are_stored_together(store):
 
 def test_one_person_across_crm_and_esp_by_normalised_email(store):
     store.store_page("t1", [hub("1", "Ann@Example.com ")], [], None)
-    store.store_page("t1", [Contact(source="mailchimp", vendor_id="h1", email="ann@example.com", status="subscribed")], [], None)
+    store.store_page(
+        "t1", [Contact(source="mailchimp", vendor_id="h1", email="ann@example.com", status="subscribed")], [], None
+    )
     contacts = store.contacts("t1")
     assert len(contacts) == 1
     cid = contacts[0]["contact_id"]
@@ -73,7 +75,9 @@ def test_crm_merge_points_the_loser_at_the_survivor(store):
 
 def test_events_are_idempotent_on_event_id(store):
     store.store_page("t1", [hub("1", "a@x.com")], [], None)
-    ev = EngagementEvent(source="hubspot", contact_vendor_id="1", type="deposit", occurred_at=T0, value=10.0, event_id="d1")
+    ev = EngagementEvent(
+        source="hubspot", contact_vendor_id="1", type="deposit", occurred_at=T0, value=10.0, event_id="d1"
+    )
     store.store_page("t1", [], [ev, ev], None)
     store.store_page("t1", [], [ev], None)
     assert store.counts("t1")["events"] == 1
@@ -81,7 +85,9 @@ def test_events_are_idempotent_on_event_id(store):
 
 def test_confirm_batch_writes_state_and_outcomes_and_deletes(store):
     run = store.start_run("t1", dry_run=False)
-    store.confirm_batch("t1", run, "crm.properties", [("c1", '{"a":1}'), ("c2", '{"a":2}')], [("c1", "sent", ""), ("c2", "sent", "")])
+    store.confirm_batch(
+        "t1", run, "crm.properties", [("c1", '{"a":1}'), ("c2", '{"a":2}')], [("c1", "sent", ""), ("c2", "sent", "")]
+    )
     assert store.last_sent("t1", "crm.properties") == {"c1": '{"a":1}', "c2": '{"a":2}'}
     store.confirm_batch("t1", run, "crm.properties", [("c1", None)], [("c3", "failed", "INVALID_EMAIL")])
     assert store.last_sent("t1", "crm.properties") == {"c2": '{"a":2}'}
@@ -93,10 +99,13 @@ def test_confirm_batch_writes_state_and_outcomes_and_deletes(store):
 
 def test_tenant_lock_excludes_a_second_holder(store):
     with store.tenant_lock("t1"):
-        other = SqlStore(store.engine) if store.engine.dialect.name == "sqlite" else open_store(store.engine.url.render_as_string(hide_password=False), migrate=False)
-        with pytest.raises(TenantBusy):
-            with other.tenant_lock("t1"):
-                pass
+        other = (
+            SqlStore(store.engine)
+            if store.engine.dialect.name == "sqlite"
+            else open_store(store.engine.url.render_as_string(hide_password=False), migrate=False)
+        )
+        with pytest.raises(TenantBusy), other.tenant_lock("t1"):
+            pass
         with other.tenant_lock("t2"):  # another tenant is free
             pass
         if other.engine is not store.engine:
@@ -112,14 +121,21 @@ def test_erase_removes_personal_data(store):
     assert store.erase("t1", "GONE@x.com") > 0
     assert [c["email"] for c in store.contacts("t1")] == ["stay@x.com"]
     with store.engine.connect() as conn:
-        text = " ".join(str(r) for table in ("contacts", "identities", "aliases", "events") for r in conn.execute(sa.text(f"select * from {table}")))
+        text = " ".join(
+            str(r)
+            for table in ("contacts", "identities", "aliases", "events")
+            for r in conn.execute(sa.text(f"select * from {table}"))
+        )
     assert "gone@x.com" not in text
 
 
 def test_created_at_is_the_earliest_any_source_reports_whatever_the_pull_order(store):
     """Tenure is a model feature: it must not flip with the order systems are pulled in."""
     mc = Contact(source="mailchimp", vendor_id="m1", email="a@x.com", created_at=T0 + timedelta(days=30))
-    for tenant, pages in (("t1", [[hub("1", "a@x.com", created_at=T0)], [mc]]), ("t2", [[mc], [hub("1", "a@x.com", created_at=T0)]])):
+    for tenant, pages in (
+        ("t1", [[hub("1", "a@x.com", created_at=T0)], [mc]]),
+        ("t2", [[mc], [hub("1", "a@x.com", created_at=T0)]]),
+    ):
         for page in pages:
             store.store_page(tenant, page, [], None)
         # and a re-pull of the later source changes nothing

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def run_once(config: Path) -> dict[str, Any]:
     """One scheduled run of the tenant, as ``segsync sync`` does it."""
     from sync.config.models import load_config
     from sync.run.pipeline import RunOptions, run_tenant
-    from sync.store import Store
+    from sync.store import open_store
 
     cfg = load_config(config)
     store = open_store(cfg.store)
@@ -130,7 +130,9 @@ def calls_since(sb, vendor: str, mark: int) -> list[Any]:
 
 
 def subscriptions_of(sb, email: str) -> dict[str, str]:
-    return requests.get(sb.hubspot_url + "/_sandbox/subscriptions", params={"email": email}, timeout=10).json()["statuses"]
+    return requests.get(sb.hubspot_url + "/_sandbox/subscriptions", params={"email": email}, timeout=10).json()[
+        "statuses"
+    ]
 
 
 def person_in_both(sb, status: str = "subscribed") -> tuple[str, str]:
@@ -195,8 +197,11 @@ def test_3_contact_reads_carry_engagement_counts_and_web_analytics(make_sandbox,
     config = write_config(tmp_path, sb)
     mark = len(sb.calls.calls)
     run_once(config)
-    reads = [c for c in calls_since(sb, "hubspot", mark)
-             if c.path == "/crm/v3/objects/contacts" and c.method == "GET" or c.path == "/crm/v3/objects/contacts/search"]
+    reads = [
+        c
+        for c in calls_since(sb, "hubspot", mark)
+        if (c.path == "/crm/v3/objects/contacts" and c.method == "GET") or c.path == "/crm/v3/objects/contacts/search"
+    ]
     assert reads
     wanted = ("hs_email_open", "hs_email_click", "hs_email_delivered", "hs_analytics_num_page_views",
               "hs_analytics_num_visits", "hs_analytics_last_visit_timestamp")

@@ -23,13 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from connectors.base import (Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult,
-                             normalize_email)
-from connectors.csvfile.rows import (check_header, file_digest, parse_number, parse_time, read_rows, summarise,
-                                     valid_email)
-from connectors.errors import ConfigError, InputError
+from connectors.base import Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult
+from connectors.csvfile.rows import (
+    check_header,
+    file_digest,
+    parse_number,
+    parse_time,
+    read_rows,
+    summarise,
+    valid_email,
+)
 from connectors.kit.paging import chunked
 from connectors.kit.stats import CallStats
+from core.emails import normalize_email
+from core.errors import ConfigError, InputError
 
 log = logging.getLogger("segsync.csv")
 
@@ -196,10 +203,21 @@ class CsvConnector(CrmConnector):
                 good += 1
                 yield event
             if bad and not good:
-                raise InputError(f"{path}: every one of the {bad} event rows is bad:\n  {summarise(self.problems[-bad:])}")
+                raise InputError(
+                    f"{path}: every one of the {bad} event rows is bad:\n  {summarise(self.problems[-bad:])}"
+                )
 
-    def _event(self, path: Path, line: int, fields: list[str], header: list[str], cols: dict[str, int],
-               attr_cols: list[tuple[int, str]], known: set[str], occurrences: dict[str, int]) -> EngagementEvent | None:
+    def _event(
+        self,
+        path: Path,
+        line: int,
+        fields: list[str],
+        header: list[str],
+        cols: dict[str, int],
+        attr_cols: list[tuple[int, str]],
+        known: set[str],
+        occurrences: dict[str, int],
+    ) -> EngagementEvent | None:
         if len(fields) != len(header):
             self._problem(path, line, f"expected {len(header)} fields, found {len(fields)}")
             return None
@@ -256,7 +274,7 @@ class CsvConnector(CrmConnector):
                 if len(fields) != len(header):
                     raise InputError(f"{path}:{line}: expected {len(header)} fields, found {len(fields)}; "
                                      "the output file was edited by hand - fix or remove it")
-                table[fields[0]] = dict(zip(header[1:], fields[1:]))
+                table[fields[0]] = dict(zip(header[1:], fields[1:], strict=False))
         return header, table
 
     def _write_output(self, path: Path, header: list[str], table: dict[str, dict[str, str]]) -> None:
@@ -312,5 +330,11 @@ class CsvConnector(CrmConnector):
 
     def stats(self) -> dict[str, Any]:
         """Rows read per file, bad rows skipped, output rewrites."""
-        return self.calls.as_dict(("output.write",), {"rows_read": dict(self._rows_read), "bad_rows": len(self.problems),
-                                                       "output_writes": self.calls.calls["output.write"]})
+        return self.calls.as_dict(
+            ("output.write",),
+            {
+                "rows_read": dict(self._rows_read),
+                "bad_rows": len(self.problems),
+                "output_writes": self.calls.calls["output.write"],
+            },
+        )

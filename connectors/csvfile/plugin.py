@@ -7,7 +7,7 @@ from typing import Any
 
 from connectors.csvfile.config import CsvCrm
 from connectors.csvfile.connector import CsvConnector
-from connectors.http import RetrySettings
+from connectors.kit.http import RetrySettings
 from connectors.registry import FAIL, OK, BuildContext, Check, VendorPlugin
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from connectors.errors import InputError
+from core.emails import looks_like_email
+from core.errors import InputError
+from core.times import parse_time as parse_time_core
 
-_EPOCH = re.compile(r"^\d{9,13}(\.\d+)?$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_LISTED = 20  # problems quoted in one error message; the rest are counted
 
 
@@ -102,16 +101,10 @@ def parse_time(text: str) -> datetime:
     raw = text.strip()
     if not raw:
         raise ValueError("timestamp is empty")
-    if _EPOCH.match(raw):
-        number = float(raw)
-        if number > 1e11:  # 13 digits: milliseconds
-            number /= 1000.0
-        return datetime.fromtimestamp(number, UTC)
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+        return parse_time_core(raw, epoch="auto")
     except ValueError:
         raise ValueError(f"timestamp {raw!r} is not ISO 8601 (e.g. 2025-03-01T14:30:00Z) or epoch seconds") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def parse_number(text: str) -> float | None:
@@ -130,7 +123,7 @@ def parse_number(text: str) -> float | None:
 
 def valid_email(email: str) -> bool:
     """A plausible address: one @, no spaces, a dot in the domain."""
-    return bool(_EMAIL.match(email))
+    return looks_like_email(email)
 
 
 def summarise(problems: list[str]) -> str:

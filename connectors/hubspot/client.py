@@ -22,7 +22,7 @@ from typing import Any
 import urllib3
 from hubspot import HubSpot
 
-from connectors.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError
+from connectors.hubspot import settings as S
 from connectors.kit.http import (
     CallPolicy,
     ErrorShape,
@@ -34,7 +34,7 @@ from connectors.kit.http import (
     register_secret,
 )
 from connectors.kit.sdk import SdkAdapter, SdkFailure
-from connectors.hubspot import settings as S
+from core.errors import ApiError, ConfigError, FatalApiError, RejectedRecordError
 
 
 @dataclass(frozen=True)
@@ -287,8 +287,9 @@ class HubSpotClient:
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
             limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:
         """Call an SDK method under the policy; return (status, decoded JSON body)."""
-        return self._authed(lambda: self.adapter.call(endpoint, what, fn, *args, limiter=limiter, accept=accept,
-                                                      **kwargs), endpoint)
+        answer: tuple[int, Any] = self._authed(
+            lambda: self.adapter.call(endpoint, what, fn, *args, limiter=limiter, accept=accept, **kwargs), endpoint)
+        return answer
 
     def json(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call under the policy (see :meth:`HttpClient.json`)."""

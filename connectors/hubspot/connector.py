@@ -17,8 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from connectors.base import Contact, CrmConnector, PullPage
-from connectors.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
-from connectors.kit.http import RetrySettings
 from connectors.hubspot import mapping as M
 from connectors.hubspot import settings as S
 from connectors.hubspot.client import HubSpotClient, OAuthRefresh
@@ -35,7 +33,9 @@ from connectors.hubspot.cursor import (
     to_ms,
 )
 from connectors.hubspot.writes import WriteMixin
+from connectors.kit.http import RetrySettings
 from connectors.kit.paging import TokenPaginator, paginate
+from core.errors import ConfigError, FatalApiError, InputError, RejectedRecordError
 
 log = logging.getLogger("segsync.hubspot")
 

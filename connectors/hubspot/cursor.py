@@ -5,18 +5,18 @@ A contact cursor holds a keyset position ``(ts, last_id)`` over ``(lastmodifiedd
 HubSpot's ``after`` offset, so they never hit the 10,000-result stop.
 
 Cursors are serialised as ``hs1:`` + compact JSON; a stored value that does not parse is an
-:class:`~connectors.errors.InputError` naming the problem, never a traceback.
+:class:`~core.errors.InputError` naming the problem, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connectors.errors import InputError
 from connectors.kit.paging import Keyset, KeysetStep, keyset_advance, keyset_step
+from core.errors import InputError
 
 PREFIX = "hs1:"
 
@@ -24,13 +24,13 @@ PREFIX = "hs1:"
 def to_ms(when: datetime) -> int:
     """A timezone-aware datetime as epoch milliseconds (naive ones are taken as UTC)."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
 
 
 def from_ms(ms: int) -> datetime:
     """Epoch milliseconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Works on HubSpot's documented JSON (``SimplePublicObject``, deals with associations, web analytics
 events), whichever client fetched it. A record missing what segsync cannot do without (an id, a
-parseable ``lastmodifieddate``) is an :class:`~connectors.errors.InputError` naming the record and
+parseable ``lastmodifieddate``) is an :class:`~core.errors.InputError` naming the record and
 field; an unparseable optional date is skipped.
 """
 
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from connectors.base import ConsentSignal, Contact, EngagementEvent, normalize_email
-from connectors.errors import InputError
+from connectors.base import Contact, EngagementEvent
 from connectors.hubspot import settings as S
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
+from core.emails import normalize_email
+from core.errors import InputError
+from core.times import now, parse_time_or_none
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # Contact properties that carry an email event's latest time.
@@ -28,16 +31,7 @@ EMAIL_DATE_EVENTS: tuple[tuple[str, str], ...] = (
 
 def parse_time(value: Any) -> datetime | None:
     """A HubSpot timestamp (ISO 8601 with Z, or epoch milliseconds) as aware UTC; None if empty or bad."""
-    if value is None or value == "":
-        return None
-    text = str(value).strip()
-    if _NUMBER.match(text):
-        return datetime.fromtimestamp(float(text) / 1000, tz=timezone.utc)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return parse_time_or_none(value, epoch="ms")
 
 
 def results_of(body: Any, what: str) -> list[Mapping[str, Any]]:
@@ -47,7 +41,8 @@ def results_of(body: Any, what: str) -> list[Mapping[str, Any]]:
     bad = [r for r in body["results"] if not isinstance(r, Mapping)]
     if bad:
         raise InputError(f"hubspot: the answer to {what} has a result that is not an object: {str(bad[0])[:100]!r}")
-    return body["results"]
+    results: list[Mapping[str, Any]] = body["results"]
+    return results
 
 
 def next_after(body: Mapping[str, Any]) -> str | None:
@@ -122,8 +117,8 @@ def optout_signals(contact: Contact, marketing_properties: Iterable[str] = ()) -
         if str(contact.properties.get(name) or "").lower() != "true":
             continue
         out.append(ConsentSignal(
-            source=S.SOURCE, email=contact.email, purpose="email_marketing", state="withdrawn",
-            occurred_at=contact.updated_at or datetime.now(timezone.utc), reason=f"HubSpot: {reason}",
+            source=S.SOURCE, email=contact.email, purpose="email_marketing", state="withdrawn", basis=BASIS_FROM_POLICY,
+            occurred_at=contact.updated_at or now(), reason=f"HubSpot: {reason}",
             evidence={"property": name, "contact_id": contact.vendor_id},
             vendor_event_id=f"hubspot:{name}:{contact.vendor_id}"))
     return out

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from connectors.errors import ApiError
-from connectors.http import RetrySettings
 from connectors.hubspot import settings as S
 from connectors.hubspot.config import HubSpotCrm
 from connectors.hubspot.webhook import HubSpotWebhook
+from connectors.kit.http import RetrySettings
 from connectors.registry import OK, WARN, BuildContext, Check, VendorPlugin, api_failure
+from core.errors import ApiError
 
 
 def build(cfg: HubSpotCrm, context: BuildContext) -> Any:

@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from connectors.errors import InputError
 from connectors.hooks import (
     EMAIL_MARKETING,
     PROFILING,
@@ -39,6 +38,7 @@ from connectors.hooks import (
     Refused,
     WebhookHandler,
 )
+from core.errors import InputError
 
 VENDOR = "hubspot"
 MAX_EVENTS = 1000

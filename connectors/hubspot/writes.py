@@ -10,11 +10,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import PropertyUpdate, RecordResult, normalize_email
-from connectors.errors import ConfigError, InputError, RejectedRecordError, RetriableApiError
+from connectors.base import PropertyUpdate, RecordResult
 from connectors.hubspot import mapping as M
 from connectors.hubspot import settings as S
 from connectors.kit.batch import CallBudget, Verdict, send_isolating
+from core.emails import normalize_email
+from core.errors import ConfigError, InputError, RejectedRecordError, RetriableApiError
 
 if TYPE_CHECKING:
     from connectors.hubspot.client import HubSpotClient

@@ -3,7 +3,7 @@
     http     the one HTTP layer: CallPolicy (one tenacity policy), HttpClient, classification
     redact   register_secret / redact / RedactingFilter: no secret in messages, logs or reports
     ratelimit  RateLimiter: a token bucket per endpoint class
-    sdk      SdkAdapter: an official SDK's calls under the policy, its exceptions into connectors.errors
+    sdk      SdkAdapter: an official SDK's calls under the policy, its exceptions into core.errors
     paging   I/O-free paginators (offset, token, page number, keyset) with loop detection; paginate()
     batch    send_isolating(): split a refused batch to isolate bad inputs within a CallBudget
     stats    CallStats: calls per endpoint class, write calls, 429s, retries

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TypeVar
 
-from connectors.errors import ApiError, FatalApiError, RejectedRecordError
+from core.errors import ApiError, FatalApiError, RejectedRecordError
 
 Item = TypeVar("Item")
 Key = TypeVar("Key", bound=Hashable)

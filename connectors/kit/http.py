@@ -8,7 +8,7 @@ and a function that turns the SDK's exception into one of ours. So there is one 
 not one per SDK: the SDKs' own retries stay off.
 
 A response is classified exactly once (:func:`raise_for_response`); the retry loop looks only
-at exception types (:class:`~connectors.errors.RetriableApiError` is retried, all else is not).
+at exception types (:class:`~core.errors.RetriableApiError` is retried, all else is not).
 """
 
 from __future__ import annotations
@@ -19,22 +19,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
 import tenacity
 
-from connectors.kit.ratelimit import RateLimiter  # noqa: F401 - re-exported
-from connectors.kit.redact import RedactingFilter, redact, register_secret  # noqa: F401 - re-exported
+# ``X as X``: re-exported, so callers import the whole HTTP layer from one place.
+from connectors.kit.ratelimit import RateLimiter as RateLimiter
+from connectors.kit.redact import RedactingFilter as RedactingFilter
+from connectors.kit.redact import redact as redact
+from connectors.kit.redact import register_secret as register_secret
 from connectors.kit.stats import CallStats
-from connectors.errors import (
-    ApiError,
-    FatalApiError,
-    RateLimitedError,
-    RejectedRecordError,
-    RetriableApiError,
-)
+from core import times
+from core.errors import ApiError, FatalApiError, RateLimitedError, RejectedRecordError, RetriableApiError
 
 log = logging.getLogger("segsync.http")
 T = TypeVar("T")
@@ -58,8 +56,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or times.now()
     return max(0.0, (when - now).total_seconds())
 
 
@@ -186,7 +184,7 @@ class CallPolicy:
         backoff = min(self.retry.max_wait, self.retry.initial_wait * 2 ** (state.attempt_number - 1))
         if isinstance(exc, ApiError) and exc.retry_after is not None:
             return min(self.retry.max_wait, max(exc.retry_after, 0.0))
-        return backoff
+        return float(backoff)
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -218,7 +216,7 @@ class CallPolicy:
             except ApiError as exc:
                 self._note(exc)
                 raise
-            except BaseException as exc:  # noqa: BLE001 - translated or re-raised as is
+            except BaseException as exc:
                 mapped = translate(exc) if translate else None
                 if mapped is None:
                     raise

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from connectors.errors import InputError
+from core.errors import InputError
 
 T = TypeVar("T")
 MAX_PAGES = 100_000  # no real pull needs more; a vendor that keeps paging past it is looping

@@ -9,9 +9,9 @@ A vendor adapter says three things and inherits the rest:
 - :meth:`SdkAdapter.classify`: vendor rules on top of :func:`~connectors.kit.http.classify_status`
   (HubSpot's daily 429 is fatal, Mailchimp's compliance refusal is a rejected record).
 
-Every error this produces is an :class:`~connectors.errors.ApiError` carrying the status, the
+Every error this produces is an :class:`~core.errors.ApiError` carrying the status, the
 vendor's error code, the request id and the decoded body; a transport failure inside the SDK
-(urllib3 or requests) is a :class:`~connectors.errors.RetriableApiError` with status 0. The SDKs'
+(urllib3 or requests) is a :class:`~core.errors.RetriableApiError` with status 0. The SDKs'
 own retries stay off: the policy's tenacity loop is the only one.
 """
 
@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 
 import urllib3
 
-from connectors.errors import ApiError, RetriableApiError
 from connectors.kit.http import (
     TRANSPORT_ERRORS,
     CallPolicy,
@@ -34,6 +33,7 @@ from connectors.kit.http import (
     parse_retry_after,
     redact,
 )
+from core.errors import ApiError, RetriableApiError
 
 SdkFailure = tuple[int, Mapping[str, str], Any]  # (status, headers, raw body)
 

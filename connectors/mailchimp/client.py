@@ -32,7 +32,6 @@ import mailchimp_marketing
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
-from connectors.errors import ApiError, FatalApiError, RejectedRecordError, RetriableApiError
 from connectors.kit.http import (
     DEFAULT_TIMEOUT,
     CallPolicy,
@@ -46,6 +45,7 @@ from connectors.kit.http import (
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.kit.sdk import SdkAdapter, SdkFailure
 from connectors.mailchimp import settings as S
+from core.errors import ApiError, FatalApiError, RejectedRecordError, RetriableApiError
 
 _SLOTS: dict[str, threading.BoundedSemaphore] = {}
 _SLOTS_LOCK = threading.Lock()

@@ -15,14 +15,15 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from connectors.base import EspConnector, PullPage, RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, ConfigError, FatalApiError
+from connectors.base import EspConnector, PullPage, RecordResult, TagChange
 from connectors.kit.http import DEFAULT_TIMEOUT, RetrySettings
-from connectors.mailchimp import settings as S
 from connectors.kit.paging import OffsetPaginator, paginate
+from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
 from connectors.mailchimp.mapping import activity_events, fmt_time, member_contact, parse_time, subscriber_hash
-from connectors.mailchimp.push import _EMAIL, Pusher
+from connectors.mailchimp.push import Pusher
+from core.emails import looks_like_email, normalize_email
+from core.errors import ApiError, ConfigError, FatalApiError
 
 
 def _floor(when: datetime) -> datetime:
@@ -94,9 +95,11 @@ class MailchimpConnector(EspConnector):
             index: dict[str, str] = {}
             for status in S.BLOCKED_STATUSES:
                 what = f"GET /lists/{self.list_id}/members?status={status}"
-                for _, items in offset_pages(what, "members", lambda offset, st=status: self.client.list_members(
-                        self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
-                        fields=["members.id", "members.status", "total_items"])):
+                def fetch(offset: int, st: str = status) -> Any:
+                    return self.client.list_members(self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
+                                                    fields=["members.id", "members.status", "total_items"])
+
+                for _, items in offset_pages(what, "members", fetch):
                     for m in items:
                         if isinstance(m, Mapping) and m.get("id"):
                             index[str(m["id"])] = str(m.get("status") or status)
@@ -247,7 +250,7 @@ class MailchimpConnector(EspConnector):
     def suppress(self, email: str, tag_names: Sequence[str]) -> RecordResult:
         """Deactivate segsync's tags, then unsubscribe the member: the one status change segsync makes."""
         address = normalize_email(email)
-        if not address or not _EMAIL.match(address):
+        if not address or not looks_like_email(address):
             return RecordResult(email, "failed", f"invalid email address: {email!r}")
         self.check()
         h = subscriber_hash(address)

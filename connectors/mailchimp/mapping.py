@@ -12,9 +12,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import ConsentSignal, Contact, EngagementEvent, normalize_email
-from connectors.errors import InputError
+from connectors.base import Contact, EngagementEvent
 from connectors.mailchimp import settings as S
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
+from core.emails import normalize_email
+from core.errors import InputError
+from core.times import now
+from core.times import parse_time as parse_time_core
 
 EMAIL_MARKETING = "email_marketing"
 _ACTIONS = {"open": "email_open", "click": "email_click"}
@@ -22,7 +26,7 @@ _ACTIONS = {"open": "email_open", "click": "email_click"}
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: MD5 of the lower-cased, trimmed address."""
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()  # noqa: S324 - the vendor's scheme
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
 
 
 def parse_time(value: Any, where: str = "") -> datetime | None:
@@ -30,12 +34,9 @@ def parse_time(value: Any, where: str = "") -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_time_core(str(value))
     except ValueError:
         raise InputError(f"{S.VENDOR}: {where or 'a timestamp'} is not an ISO 8601 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def fmt_time(value: datetime) -> str:
@@ -56,7 +57,8 @@ def member_contact(raw: Any, where: str) -> tuple[Contact, ConsentSignal | None]
     status = str(raw.get("status") or "")
     changed = parse_time(raw.get("last_changed"), f"{where}.last_changed")
     tags = [str(t.get("name")) for t in raw.get("tags") or [] if isinstance(t, Mapping) and t.get("name")]
-    merge = raw.get("merge_fields") if isinstance(raw.get("merge_fields"), Mapping) else {}
+    merge_raw = raw.get("merge_fields")
+    merge: Mapping[str, Any] = merge_raw if isinstance(merge_raw, Mapping) else {}
     properties: dict[str, Any] = {
         "subscriber_hash": raw.get("id") or subscriber_hash(email),
         "merge_fields": dict(merge),
@@ -85,13 +87,14 @@ def member_contact(raw: Any, where: str) -> tuple[Contact, ConsentSignal | None]
     )
     signal = None
     if status in S.WITHDRAWN_STATUSES:
-        when = changed or datetime.now(UTC)
+        when = changed or now()
         reason = str(raw.get("unsubscribe_reason") or "") if status == "unsubscribed" else "cleaned (address bounced)"
         signal = ConsentSignal(
             source=S.SOURCE,
             email=email,
             purpose=EMAIL_MARKETING,
             state="withdrawn",
+            basis=BASIS_FROM_POLICY,
             occurred_at=when,
             reason=reason or f"{status} at Mailchimp",
             evidence={"status": status, "last_changed": raw.get("last_changed") or "", "unique_email_id": str(uid)},
@@ -103,7 +106,7 @@ def member_contact(raw: Any, where: str) -> tuple[Contact, ConsentSignal | None]
 
 def event_id(*parts: Any) -> str:
     """A stable id for an engagement event from what identifies it at Mailchimp."""
-    return "mc:" + hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:24]  # noqa: S324
+    return "mc:" + hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:24]
 
 
 def activity_events(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
-from connectors.base import ConsentSignal, Contact
-from connectors.errors import ApiError
-from connectors.http import RetrySettings
+from connectors.base import Contact
+from connectors.kit.http import RetrySettings
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.config import MailchimpEsp
 from connectors.mailchimp.webhook import MailchimpWebhook
 from connectors.registry import FAIL, OK, BuildContext, Check, VendorPlugin, api_failure
+from consent.signals import BASIS_FROM_POLICY, ConsentSignal
+from core.errors import ApiError
+from core.times import parse_time_or_none
 
 EMAIL_MARKETING = "email_marketing"
 
@@ -24,21 +25,6 @@ def build(cfg: MailchimpEsp, context: BuildContext) -> Any:
     return MailchimpConnector(
         cfg.api_key.get_secret_value(), cfg.list_id, cfg.base_url, add_missing_as_pending=cfg.add_missing_as_pending,
     )
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    import pandas as pd  # only a sync (which has pandas loaded already) pulls members
-
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        return None
-    if pd.isna(ts):
-        return None
-    when: datetime = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
-    return when
 
 
 def optin_grants(contacts: Sequence[Contact], seen: Sequence[ConsentSignal]) -> list[ConsentSignal]:
@@ -53,14 +39,16 @@ def optin_grants(contacts: Sequence[Contact], seen: Sequence[ConsentSignal]) -> 
         if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
             continue
         props = c.properties
-        when = _parse_time(props.get("timestamp_opt")) or _parse_time(props.get("timestamp_signup")) or c.created_at
+        opted = parse_time_or_none(props.get("timestamp_opt")) or parse_time_or_none(props.get("timestamp_signup"))
+        when = opted or c.created_at
         if when is None:
             continue
         evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
         if c.properties.get("ip_opt"):
             evidence["ip_opt"] = str(c.properties["ip_opt"])
-        out.append(ConsentSignal(c.source, c.email, EMAIL_MARKETING, "granted", when, "", evidence,
-                                 f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}"))
+        event_id = f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}"
+        out.append(ConsentSignal(c.email, EMAIL_MARKETING, "granted", BASIS_FROM_POLICY, c.source, when,
+                                 evidence=evidence, vendor_event_id=event_id))
     return out
 
 

@@ -19,23 +19,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import zip_longest
 from typing import Any
 
-from connectors.base import RecordResult, TagChange, normalize_email
-from connectors.errors import ApiError, FatalApiError, InputError
-from connectors.mailchimp import settings as S
+from connectors.base import RecordResult, TagChange
 from connectors.kit.batch import CallBudget, Verdict, halves, send_isolating
 from connectors.kit.http import decode_json
+from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, malformed, offset_pages, problem_detail
 from connectors.mailchimp.mapping import subscriber_hash
+from core.emails import looks_like_email, normalize_email
+from core.errors import ApiError, FatalApiError, InputError
 
 SENT: Verdict = ("sent", "")
 ABSENT: Verdict = ("suppressed", S.NOT_IN_AUDIENCE)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def blocked_reason(status: str) -> str:
@@ -79,7 +78,7 @@ class Pusher:
         blocked = self.blocked() if changes else {}
         for i, change in enumerate(changes):
             email = normalize_email(change.email)
-            if not email or not _EMAIL.match(email):
+            if not email or not looks_like_email(email):
                 settled[i] = ("failed", f"invalid email address: {change.email!r}")
                 keys.append((change.email, None))
                 continue
@@ -104,8 +103,8 @@ class Pusher:
                 verdicts.update(self._tags_by_batches(tags))
             verdicts.update(self._invite_absent(verdicts, tags, emails))
         out = []
-        for i, (key, h) in enumerate(keys):
-            outcome, message = settled.get(i) or verdicts.get(h or "", ("failed", "no result for this member"))
+        for i, (key, member) in enumerate(keys):
+            outcome, message = settled.get(i) or verdicts.get(member or "", ("failed", "no result for this member"))
             out.append(RecordResult(key, outcome, message))  # type: ignore[arg-type]
         return out
 
@@ -120,7 +119,7 @@ class Pusher:
         hashes: dict[str, str] = {}
         for key, target in [(k, adds) for k in add] + [(k, removes) for k in remove]:
             email = normalize_email(key)
-            if not email or not _EMAIL.match(email):
+            if not email or not looks_like_email(email):
                 settled[key] = ("failed", f"invalid email address: {key!r}")
                 continue
             h = hashes[key] = subscriber_hash(email)
@@ -209,7 +208,9 @@ class Pusher:
             verdicts.update(self._segment_call(seg_id, list(add_chunk), list(remove_chunk)))
         return verdicts
 
-    def _segment_call(self, seg_id: int, add: list[tuple[str, str]], remove: list[tuple[str, str]]) -> dict[str, Verdict]:
+    def _segment_call(
+        self, seg_id: int, add: list[tuple[str, str]], remove: list[tuple[str, str]]
+    ) -> dict[str, Verdict]:
         """One segment update; a refused call (400) is split to isolate the record it refused, within the budget."""
         items = [("add", h, e) for h, e in add] + [("remove", h, e) for h, e in remove]
         return send_isolating(items, lambda part: self._segment_send(seg_id, part), key=lambda item: item[1],

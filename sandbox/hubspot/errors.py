@@ -24,7 +24,8 @@ def correlation_id() -> str:
 
 
 def error_body(message: str, category: str, sub_category: str | None = None,
-               context: dict[str, list[str]] | None = None, errors: list[dict[str, Any]] | None = None) -> dict:
+               context: dict[str, list[str]] | None = None,
+               errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``{status:"error", message, correlationId, category, ...}`` as HubSpot sends it."""
     body: dict[str, Any] = {"status": "error", "message": message, "correlationId": correlation_id(),
                             "category": category}
@@ -43,7 +44,7 @@ def error_response(exc: HubSpotError) -> JSONResponse:
                         status_code=exc.status)
 
 
-def batch_error(message: str, category: str, ids: list[str], sub_category: str | None = None) -> dict:
+def batch_error(message: str, category: str, ids: list[str], sub_category: str | None = None) -> dict[str, Any]:
     """One entry of a 207 ``errors`` list (shape of the SDK's StandardError: all fields present)."""
     entry: dict[str, Any] = {"status": "error", "category": category, "message": message,
                              "context": {"ids": ids}, "links": {}, "errors": []}

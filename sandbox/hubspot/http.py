@@ -107,7 +107,7 @@ def endpoint(sim: HubSpotSim, handler: Handler, search: bool = False) -> Callabl
             result = await handler(sim, request)
         except HubSpotError as exc:
             result = error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - a simulator bug must still answer like HubSpot, not hang up
+        except Exception as exc:
             result = JSONResponse(error_body(f"internal error in the HubSpot sandbox: {type(exc).__name__}: {exc}",
                                              "INTERNAL_ERROR"), status_code=500)
         if isinstance(result, tuple):

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.hubspot.http import json_object
 from sandbox.hubspot.errors import validation
+from sandbox.hubspot.http import json_object
 from sandbox.hubspot.schema import EMAIL_RE, iso
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.hubspot.http import json_body, json_object, store_for
 from sandbox.hubspot.errors import HubSpotError, int_param, not_found, validation
+from sandbox.hubspot.http import json_body, json_object, store_for
 from sandbox.hubspot.schema import iso, new_property, option, to_millis
 
 if TYPE_CHECKING:

@@ -24,7 +24,9 @@ async def list_objects(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
     archived = q.get("archived", "false").lower() == "true"
     with sim.lock:
         page, more = store.page(after, limit, archived)
-        results = [store.serialise(r, csv_param(q.getlist("properties")), csv_param(q.getlist("associations"))) for r in page]
+        results = [
+            store.serialise(r, csv_param(q.getlist("properties")), csv_param(q.getlist("associations"))) for r in page
+        ]
     body: dict[str, Any] = {"results": results}
     if more:
         nxt = page[-1].id
@@ -68,7 +70,7 @@ async def create_object(sim: HubSpotSim, request: Request) -> tuple[int, Any]:
                    store.object_type, "")
 
 
-def _single(outcome: tuple[int, dict], object_type: str, ref: str) -> tuple[int, Any]:
+def _single(outcome: tuple[int, dict[str, Any]], object_type: str, ref: str) -> tuple[int, Any]:
     """Turn a one-input batch outcome into the single-object answer (or its error)."""
     status, body = outcome
     if status == 207:

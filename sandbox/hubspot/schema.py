@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,7 +176,7 @@ def validate_value(prop: dict[str, Any] | None, name: str, value: Any) -> str:
     return text
 
 
-def new_property(body: dict[str, Any], groups: dict[str, dict], now: datetime) -> dict[str, Any]:
+def new_property(body: dict[str, Any], groups: Mapping[Any, dict[str, Any]], now: datetime) -> dict[str, Any]:
     """Validate a POST /properties body and build the stored definition."""
     for required in ("name", "label", "type", "fieldType", "groupName"):
         if not body.get(required):

@@ -20,12 +20,18 @@ from sandbox.hubspot.app import build_app
 from sandbox.hubspot.errors import HubSpotError, batch_error, error_body, validation
 from sandbox.hubspot.events import WebEvents
 from sandbox.hubspot.faults import BatchFailures
+from sandbox.hubspot.http import rate_limited
 from sandbox.hubspot.inspection import Inspection
 from sandbox.hubspot.merges import Merges
-from sandbox.hubspot.http import rate_limited
 from sandbox.hubspot.ratelimit import OAUTH_APP_LIMIT, PLAN_DAILY, PLAN_LIMITS, TIERS, RollingLimiter
-from sandbox.hubspot.schema import (CONTACT_GROUPS, READ_ONLY, default_contact_properties, default_deal_properties,
-                                    iso, validate_value)
+from sandbox.hubspot.schema import (
+    CONTACT_GROUPS,
+    READ_ONLY,
+    default_contact_properties,
+    default_deal_properties,
+    iso,
+    validate_value,
+)
 from sandbox.hubspot.store import ObjectStore, Record
 
 if TYPE_CHECKING:
@@ -167,7 +173,7 @@ class HubSpotSim(Merges, Inspection):
         rec = store.records.get(rid) if rid else None
         return rec if rec and not rec.archived else None
 
-    def batch_write(self, store: ObjectStore, action: str, inputs: list[dict[str, Any]]) -> tuple[int, dict]:
+    def batch_write(self, store: ObjectStore, action: str, inputs: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         """create/update/upsert: validate every input, apply the good ones, report the bad (207)."""
         if not isinstance(inputs, list) or not inputs:
             raise validation("inputs must be a non-empty array")
@@ -240,7 +246,7 @@ class HubSpotSim(Merges, Inspection):
             return 207, body
         return (201 if action == "create" else 200), body
 
-    def batch_read(self, store: ObjectStore, body: dict[str, Any]) -> tuple[int, dict]:
+    def batch_read(self, store: ObjectStore, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """batch/read: merged-away ids resolve to their survivor, as HubSpot does."""
         inputs = body.get("inputs") or []
         if len(inputs) > BATCH_MAX:

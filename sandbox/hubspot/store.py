@@ -145,13 +145,13 @@ class ObjectStore:
             return have is not None and low is not None and high is not None and low <= have <= high
         want = self._typed(name, flt.get("value"))
         if op == "NEQ":
-            return have != want
+            return bool(have != want)
         if have is None or want is None:
             return False
         ops = {"EQ": have == want, "LT": have < want, "LTE": have <= want, "GT": have > want, "GTE": have >= want}
         if op not in ops:
             raise validation(f"Unknown filter operator {op}")
-        return ops[op]
+        return bool(ops[op])
 
     def search(self, body: dict[str, Any], indexed_before: datetime | None = None) -> dict[str, Any]:
         """POST .../search: filterGroups (OR of ANDs), sorts, limit<=200, after (an offset, as HubSpot's is)."""

@@ -143,7 +143,7 @@ class BatchRunner:
             raw = body.encode() if isinstance(body, str) else body
             try:
                 status, text = await call_internal(self.target, op["method"], op["path"], op.get("params"), raw)
-            except Exception as exc:  # noqa: BLE001 - one broken operation must not sink the batch
+            except Exception as exc:
                 status, text = 500, json.dumps(problem_body(500, "Internal Server Error",
                                                             f"The operation failed: {type(exc).__name__}."))
             job.results.append({"status_code": status, "operation_id": op.get("operation_id"), "response": text})

@@ -81,7 +81,7 @@ class WebhookRegistry:
         state.listeners.append(self._on_event)
 
     # ---- registration ------------------------------------------------------------------
-    def register(self, url: str, events: Any = None, sources: Any = None) -> ListWebhook:
+    def register(self, url: object, events: Any = None, sources: Any = None) -> ListWebhook:
         """Store a webhook (no URL check; the HTTP route checks first). Call under the state lock."""
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise invalid("The resource submitted could not be validated.",
@@ -179,8 +179,8 @@ class WebhookRegistry:
                 return ok(request, {"webhooks": items, "list_id": state.list_id, "total_items": len(items)})
             body = await read_json(request)
             url = body.get("url")
-            if self.validate_urls and isinstance(url, str) and url.startswith(("http://", "https://")):
-                if not await run_in_threadpool(_url_answers, url):
+            if (self.validate_urls and isinstance(url, str) and url.startswith(("http://", "https://"))
+                    and not await run_in_threadpool(_url_answers, url)):
                     raise invalid("The resource submitted could not be validated.",
                                   [{"field": "url", "message": "We couldn't verify the URL is working. "
                                                                "Please double check and try again."}])

@@ -9,6 +9,7 @@ Every body asking for ``subscribed`` is recorded in ``state.subscribe_attempts``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -34,11 +35,26 @@ _SORT_FIELDS = {"last_changed", "timestamp_opt", "timestamp_signup"}
 
 
 def list_routes(state: ListState) -> list[Route]:
-    """The routes of one audience, bound to its state (relative to the API root, no ``/3.0``)."""
+    """The routes of one audience, bound to its state (relative to the API root, no ``/3.0``).
+
+    Starlette tries routes in order; the groups keep the order the routes always had."""
+    return [*_audience_routes(state), *_member_routes(state), *_member_detail_routes(state),
+            *_segment_routes(state), *_segment_member_routes(state)]
+
+
+def _checker(state: ListState) -> Callable[[Request], None]:
+    """A check that the request names this audience."""
 
     def check_list(request: Request) -> None:
         if request.path_params["list_id"] != state.list_id:
             raise not_found()  # Mailchimp's exact body: it does not echo the unknown id
+
+    return check_list
+
+
+def _audience_routes(state: ListState) -> list[Route]:
+    """The audience itself, its member listing and batch subscribe."""
+    check_list = _checker(state)
 
     @endpoint
     async def get_list(request: Request) -> Response:
@@ -77,6 +93,35 @@ def list_routes(state: ListState) -> list[Route]:
             return ok(request, body)
 
     @endpoint
+    async def batch_subscribe(request: Request) -> Response:
+        check_list(request)
+        body = await read_json(request)
+        members = body.get("members")
+        if not isinstance(members, list):
+            raise invalid("The resource submitted could not be validated.",
+                          [{"field": "members", "message": "This value should not be blank."}])
+        if len(members) > MAX_BATCH_MEMBERS:
+            raise invalid(f"You may only add up to {MAX_BATCH_MEMBERS} members per batch; {len(members)} were sent.",
+                          [{"field": "members", "message": f"Expected at most {MAX_BATCH_MEMBERS} items."}])
+        with state.lock:
+            for item in members:
+                state.audit(item, api_path(request))
+            result = _batch_subscribe(state, members, bool(body.get("update_existing")), bool(body.get("sync_tags")))
+            return ok(request, result)
+
+    base = "/lists/{list_id}"
+    return [
+        Route(base, get_list, methods=["GET"]),
+        Route(base, batch_subscribe, methods=["POST"]),
+        Route(base + "/members", list_members, methods=["GET"]),
+    ]
+
+
+def _member_routes(state: ListState) -> list[Route]:
+    """One member: read, upsert, archive, delete permanently, create."""
+    check_list = _checker(state)
+
+    @endpoint
     async def get_member(request: Request) -> Response:
         check_list(request)
         with state.lock:
@@ -113,13 +158,27 @@ def list_routes(state: ListState) -> list[Route]:
         body = await read_json(request)
         with state.lock:
             state.audit(body, api_path(request))
-            email = body.get("email_address")
-            validate_email(email)
+            email = validate_email(body.get("email_address"))
             if state.find(email) is not None:
                 raise SimError(400, "Member Exists",
                                f"{email} is already a list member. Use PUT to insert or update list members.")
             member, _ = state.upsert(email, body, patch=False)
             return ok(request, member_json(state, member))
+
+    base = "/lists/{list_id}"
+    member = base + "/members/{member}"
+    return [
+        Route(base + "/members", post_member, methods=["POST"]),
+        Route(member, get_member, methods=["GET"]),
+        Route(member, put_member, methods=["PUT", "PATCH"]),
+        Route(member, archive_member, methods=["DELETE"]),
+        Route(member + "/actions/delete-permanent", delete_permanent, methods=["POST"]),
+    ]
+
+
+def _member_detail_routes(state: ListState) -> list[Route]:
+    """A member's tags and activity."""
+    check_list = _checker(state)
 
     @endpoint
     async def member_tags(request: Request) -> Response:
@@ -131,7 +190,7 @@ def list_routes(state: ListState) -> list[Route]:
                         if member.unique_email_id in s.members]
                 return ok(request, {"tags": tags, "total_items": len(tags)})
         body = await read_json(request)
-        tags = body.get("tags")
+        tags = body.get("tags")  # type: ignore[assignment]  # a body value, checked on the next line
         if not isinstance(tags, list):
             raise invalid("The resource submitted could not be validated.",
                           [{"field": "tags", "message": "Schema describes array, object found instead"}])
@@ -167,22 +226,18 @@ def list_routes(state: ListState) -> list[Route]:
             return ok(request, {"activity": out, "email_id": member.id, "list_id": state.list_id,
                                 "total_items": len(out)})
 
-    @endpoint
-    async def batch_subscribe(request: Request) -> Response:
-        check_list(request)
-        body = await read_json(request)
-        members = body.get("members")
-        if not isinstance(members, list):
-            raise invalid("The resource submitted could not be validated.",
-                          [{"field": "members", "message": "This value should not be blank."}])
-        if len(members) > MAX_BATCH_MEMBERS:
-            raise invalid(f"You may only add up to {MAX_BATCH_MEMBERS} members per batch; {len(members)} were sent.",
-                          [{"field": "members", "message": f"Expected at most {MAX_BATCH_MEMBERS} items."}])
-        with state.lock:
-            for item in members:
-                state.audit(item, api_path(request))
-            result = _batch_subscribe(state, members, bool(body.get("update_existing")), bool(body.get("sync_tags")))
-            return ok(request, result)
+    base = "/lists/{list_id}"
+    member = base + "/members/{member}"
+    return [
+        Route(member + "/tags", member_tags, methods=["GET", "POST"]),
+        Route(member + "/activity-feed", activity_feed, methods=["GET"]),
+        Route(member + "/activity", activity, methods=["GET"]),
+    ]
+
+
+def _segment_routes(state: ListState) -> list[Route]:
+    """Segments and tags: list, create, read, update, delete."""
+    check_list = _checker(state)
 
     @endpoint
     async def segments(request: Request) -> Response:
@@ -235,6 +290,17 @@ def list_routes(state: ListState) -> list[Route]:
                 return Response(status_code=204)
             return ok(request, segment_json(state, seg))
 
+    base = "/lists/{list_id}"
+    return [
+        Route(base + "/segments", segments, methods=["GET", "POST"]),
+        Route(base + "/segments/{segment_id}", segment, methods=["GET", "POST", "PATCH", "DELETE"]),
+    ]
+
+
+def _segment_member_routes(state: ListState) -> list[Route]:
+    """Segment membership and tag search."""
+    check_list = _checker(state)
+
     @endpoint
     async def segment_member(request: Request) -> Response:
         """``DELETE /segments/{id}/members/{hash}``: take one member out of a static segment."""
@@ -254,8 +320,7 @@ def list_routes(state: ListState) -> list[Route]:
             body = await read_json(request)
             with state.lock:
                 seg = state.segment(request.path_params["segment_id"])
-                email = body.get("email_address")
-                validate_email(email)
+                email = validate_email(body.get("email_address"))
                 member = state.get(email)
                 state.update_segment(seg, [member.email], [])
                 return ok(request, member_json(state, member))
@@ -279,25 +344,12 @@ def list_routes(state: ListState) -> list[Route]:
         return ok(request, {"tags": tags, "total_items": len(tags)})
 
     base = "/lists/{list_id}"
-    member = base + "/members/{member}"
     return [
-        Route(base, get_list, methods=["GET"]),
-        Route(base, batch_subscribe, methods=["POST"]),
-        Route(base + "/members", list_members, methods=["GET"]),
-        Route(base + "/members", post_member, methods=["POST"]),
-        Route(member, get_member, methods=["GET"]),
-        Route(member, put_member, methods=["PUT", "PATCH"]),
-        Route(member, archive_member, methods=["DELETE"]),
-        Route(member + "/actions/delete-permanent", delete_permanent, methods=["POST"]),
-        Route(member + "/tags", member_tags, methods=["GET", "POST"]),
-        Route(member + "/activity-feed", activity_feed, methods=["GET"]),
-        Route(member + "/activity", activity, methods=["GET"]),
-        Route(base + "/segments", segments, methods=["GET", "POST"]),
-        Route(base + "/segments/{segment_id}", segment, methods=["GET", "POST", "PATCH", "DELETE"]),
         Route(base + "/segments/{segment_id}/members", segment_members, methods=["GET", "POST"]),
         Route(base + "/segments/{segment_id}/members/{member}", segment_member, methods=["DELETE"]),
         Route(base + "/tag-search", tag_search, methods=["GET"]),
     ]
+
 
 
 def _sort_key(m: Member, field: str) -> Any:

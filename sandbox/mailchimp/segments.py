@@ -17,12 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sandbox.mailchimp.problems import invalid, not_found
 
-if TYPE_CHECKING:
-    from sandbox.mailchimp.state import Member
+
+class Tagged(Protocol):
+    """What segments need of a member (:class:`sandbox.mailchimp.state.Member` is one); no import of state."""
+
+    @property
+    def unique_email_id(self) -> str: ...
+
 
 MAX_BATCH_MEMBERS = 500  # POST /lists/{id} and segment add/remove, per Mailchimp
 
@@ -45,7 +50,7 @@ class SegmentOps:
     _next_segment_id: int
 
     # provided by ListState, which mixes this class in
-    find: Callable[[Any], Member | None]
+    find: Callable[[Any], Tagged | None]
     stamp: Callable[[], datetime]
 
     def segment_by_name(self, name: str) -> Segment | None:
@@ -60,7 +65,7 @@ class SegmentOps:
         except (KeyError, ValueError):
             raise not_found() from None
 
-    def tag_names(self, member: Member) -> list[str]:
+    def tag_names(self, member: Tagged) -> list[str]:
         """The member's active tags, by segment id order (Mailchimp lists them in creation order)."""
         return [seg.name for seg in self.segments.values() if member.unique_email_id in seg.members]
 
@@ -74,7 +79,7 @@ class SegmentOps:
             self.segments[seg.id] = seg
         return seg
 
-    def apply_tags(self, member: Member, tags: Iterable[Any]) -> None:
+    def apply_tags(self, member: Tagged, tags: Iterable[Any]) -> None:
         """``POST .../tags``: activate or deactivate named tags; unknown names become tags."""
         tags = list(tags)
         if not all(isinstance(t, dict) for t in tags):
@@ -91,12 +96,12 @@ class SegmentOps:
                 seg.members.add(member.unique_email_id)
                 seg.updated_at = self.stamp()
             else:
-                seg = self.segment_by_name(name)
-                if seg is not None and member.unique_email_id in seg.members:
-                    seg.members.discard(member.unique_email_id)
-                    seg.updated_at = self.stamp()
+                found = self.segment_by_name(name)
+                if found is not None and member.unique_email_id in found.members:
+                    found.members.discard(member.unique_email_id)
+                    found.updated_at = self.stamp()
 
-    def sync_tags(self, member: Member, names: Any, *, replace: bool) -> None:
+    def sync_tags(self, member: Tagged, names: Any, *, replace: bool) -> None:
         """Add these tags; with ``replace`` also drop every tag not named (batch ``sync_tags``)."""
         check_strings(names, "tags")
         wanted = {str(n) for n in names}
@@ -145,8 +150,8 @@ class SegmentOps:
             check_strings(items, label)
             if len(items) > MAX_BATCH_MEMBERS:
                 raise invalid(f"{label} accepts at most {MAX_BATCH_MEMBERS} emails per call, got {len(items)}.")
-        added: list[Member] = []
-        removed: list[Member] = []
+        added: list[Tagged] = []
+        removed: list[Tagged] = []
         missing: list[str] = []
         for email in add:
             member = self.find(email)

@@ -32,7 +32,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: MD5 of the lower-cased address."""
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()  # noqa: S324 - the vendor's scheme
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
 
 
 def compliance_error(email: str) -> SimError:
@@ -182,7 +182,7 @@ class ListState(SegmentOps):
         ip = ip if isinstance(ip, str) else ""
         now = self.stamp() if last_changed is None else last_changed
         # an id, not security
-        uid = hashlib.sha1(f"{self.list_id}:{email.lower()}".encode()).hexdigest()[:10]  # noqa: S324
+        uid = hashlib.sha1(f"{self.list_id}:{email.lower()}".encode()).hexdigest()[:10]
         member = Member(
             unique_email_id=uid,
             email=email,
@@ -316,10 +316,11 @@ class ListState(SegmentOps):
         self.sync_tags(member, body.get("tags") or [], replace=False)
         return member, True
 
-def validate_email(email: Any) -> None:
-    """400 "Invalid Resource" for a missing or malformed address, in Mailchimp's words."""
+def validate_email(email: Any) -> str:
+    """``email`` itself; 400 "Invalid Resource" for a missing or malformed address, in Mailchimp's words."""
     if not isinstance(email, str) or not _EMAIL.match(email.strip()):
         raise invalid(f"{email} looks fake or invalid, please enter a real email address.")
+    return email
 
 
 def validate_status(status: Any) -> None:

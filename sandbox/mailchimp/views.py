@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.mailchimp.problems import SimError, error_response, filter_fields, fmt_time, invalid
-from sandbox.mailchimp.state import ListState, Member, Segment
+from sandbox.mailchimp.segments import Segment
+from sandbox.mailchimp.state import ListState, Member
 
 MAX_COUNT = 1000
 DEFAULT_COUNT = 10
@@ -32,7 +33,7 @@ def endpoint(fn: Handler) -> Handler:
             return await fn(request)
         except SimError as exc:
             return error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - the client must get a problem body, not a dropped connection
+        except Exception as exc:
             return error_response(SimError(500, "Internal Server Error",
                                            f"Sandbox bug in {fn.__name__}: {type(exc).__name__}: {exc}"))
 

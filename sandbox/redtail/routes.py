@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox.redtail.state import Contact, iso
+from sandbox.redtail.state import Contact, Database, iso
 
-if TYPE_CHECKING:
-    from sandbox.redtail.app import RedtailSim
+
+class RedtailSim(Protocol):
+    """What the routes need of :class:`sandbox.redtail.app.RedtailSim` (a protocol: routes never import app)."""
+
+    db: Database
+    page_size: int
+    max_page_size: int
+    clock: Callable[[], datetime]
 
 Handler = Callable[[Request], Awaitable[Response]]
 KNOWN_INCLUDES = {"addresses", "phones", "emails", "urls", "family", "tag_memberships", "important_information",

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox.wealthbox.state import CONTACT_TYPES, HOUSEHOLD_TITLES, Record
+from sandbox.wealthbox.state import CONTACT_TYPES, HOUSEHOLD_TITLES, Record, Workspace
 
-if TYPE_CHECKING:
-    from sandbox.wealthbox.app import WealthboxSim
+
+class WealthboxSim(Protocol):
+    """What the routes need of :class:`sandbox.wealthbox.app.WealthboxSim` (a protocol: routes never import app)."""
+
+    ws: Workspace
+    clock: Callable[[], datetime]
+
+    def per_page(self, raw: str | None) -> int: ...
 
 UPDATABLE = {"first_name", "last_name", "name", "contact_type", "birth_date", "status"}
 

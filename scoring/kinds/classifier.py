@@ -30,7 +30,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from connectors.errors import InputError
+from core.errors import InputError
 from scoring.base import (
     BacktestReport,
     Encoder,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -79,7 +80,7 @@ def fit_regressors(X: pd.DataFrame, y: pd.DataFrame, spec: ScoreSpec, seed: int 
     return encoder, regs
 
 
-def rmse(a: np.ndarray, b: np.ndarray) -> float:
+def rmse(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """Root mean squared error."""
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
@@ -132,7 +133,9 @@ def predict_ltv(model: TrainedModel, contacts: pd.DataFrame, events: pd.DataFram
         return pd.DataFrame({"expected_transactions": regs["transactions"].predict(M),
                              "expected_value": regs["value"].predict(M)}, index=X.index)
     ids = pd.Index(eligible_contacts(contacts, cut)["contact_id"].astype(str).to_numpy(), name="contact_id")
-    return model.estimator["probabilistic"].predict(rfm_summary(ids, events, cut, spec.transaction_types))
+    predicted: pd.DataFrame = model.estimator["probabilistic"].predict(
+        rfm_summary(ids, events, cut, spec.transaction_types))
+    return predicted
 
 
 def regression_metrics_of(pred_tx: object, pred_v: object, act_tx: np.ndarray, act_v: np.ndarray) -> dict[str, float]:

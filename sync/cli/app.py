@@ -13,13 +13,13 @@ from typing import Any
 
 import click
 
-from connectors.errors import ConfigError, InputError, SegsyncError
-from connectors.http import RedactingFilter, redact
+from connectors.kit.http import RedactingFilter, redact
+from core.errors import ConfigError, InputError, SegsyncError
+from sync.cli.check_cmd import check_cmd
 from sync.cli.common import console, emit_json, err_console
 from sync.cli.consent_cmds import consent
 from sync.cli.run_cmds import demo_cmd, runs_cmd, sandbox_cmd, serve_cmd, sync_cmd
 from sync.cli.score_cmds import report_group, score_cmd
-from sync.cli.check_cmd import check_cmd
 
 
 def setup_logging(verbose: bool) -> None:
@@ -95,7 +95,7 @@ def validate(config: Path, as_json: bool) -> None:
             emit_json({"ok": False, "problems": exc.problems})
             sys.exit(2)
         raise
-    summary = [
+    summary: list[dict[str, Any]] = [
         {
             "tenant": t.id,
             "crm": t.crm.type,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from sync.config.models import Config, TenantCfg

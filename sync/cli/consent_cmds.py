@@ -18,21 +18,23 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from connectors import registry
-from connectors.errors import InputError
 from consent.checkpoint import load_checkpoint, write_checkpoint
 from consent.erasure import scrub_json_column
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import GRANTED, STATES, is_allowed, normalize_subject, reason
 from consent.propagate import erase_and_enqueue, record_and_enqueue
+from consent.signals import ConsentSignal
 from consent.webhook_events import TenantHooks
+from core import times
+from core.errors import InputError
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import key_lookup, policy_of
 from sync.store import open_store
@@ -69,14 +71,13 @@ def _emit(data: Any) -> None:
 
 def _when(value: str | None) -> datetime:
     if value is None:
-        return datetime.now(UTC)
+        return times.now()
     try:
-        parsed = datetime.fromisoformat(value)
+        return times.parse_time(value, naive_ok=False)
+    except times.NaiveTimeError:
+        raise InputError("--occurred-at needs a time zone (add Z or +00:00)") from None
     except ValueError:
         raise InputError(f"--occurred-at {value!r} is not an ISO 8601 time (e.g. 2026-11-25T18:00:00Z)") from None
-    if parsed.tzinfo is None:
-        raise InputError("--occurred-at needs a time zone (add Z or +00:00)")
-    return parsed.astimezone(UTC)
 
 
 def _evidence(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -125,11 +126,13 @@ def record(
             basis = policy[purpose]
         if state == GRANTED and not notice_version:
             raise InputError("a grant needs --notice-version (the notice the person was shown)")
-        signal = Signal(email, purpose, state, basis, source, when, notice_version,
+        signal = ConsentSignal(email, purpose, state, basis, source, when, notice_version,
                         _evidence(evidence) | {"operator": "cli"}, idempotency_key)
         result = record_and_enqueue(ledger, outbox, tenant_id, [signal], tenant_destinations(tenant),
                                     reason=f"{source} via CLI")
-    events = [{"id": e.id, "seq": e.seq, "purpose": e.purpose, "state": e.state, "hash": e.hash} for e in result.recorded]
+    events = [
+        {"id": e.id, "seq": e.seq, "purpose": e.purpose, "state": e.state, "hash": e.hash} for e in result.recorded
+    ]
     if as_json:
         _emit({"recorded": events, "duplicate": not events, "enqueued": result.enqueued})
         return
@@ -204,7 +207,9 @@ def history(config: Path, tenant_id: str, email: str, as_json: bool) -> None:
     for r in ev_rows:
         erased = " [erased]" if r["erased"] else ""
         notice = f" notice {r['notice_version']}" if r["notice_version"] else ""
-        click.echo(f"  {r['occurred_at']}  {r['purpose']:<16} {r['state']:<9} {r['source']} ({r['basis']}){notice}{erased}")
+        click.echo(
+            f"  {r['occurred_at']}  {r['purpose']:<16} {r['state']:<9} {r['source']} ({r['basis']}){notice}{erased}"
+        )
     for a in ac_rows:
         error = f" - {a['last_error']}" if a["last_error"] else ""
         click.echo(f"  -> {a['destination']}: {a['status']} after {a['attempts']} failed attempt(s){error}"
@@ -312,4 +317,7 @@ def link(config: Path, tenant_id: str, email: str, base_url: str | None, as_json
         _emit({"tenant": tenant_id, "url": url, "expires_at": expires.isoformat()})
         return
     click.echo(url)
-    click.echo(f"(valid until {expires:%Y-%m-%d %H:%M} UTC; anyone with the link can change this person's preferences)", err=True)
+    click.echo(
+        f"(valid until {expires:%Y-%m-%d %H:%M} UTC; anyone with the link can change this person's preferences)",
+        err=True,
+    )

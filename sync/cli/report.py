@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
@@ -13,7 +13,14 @@ from rich.text import Text
 
 from sync.run.report import RunReport
 
-STATUS_STYLE = {"ok": "green", "dry_run": "cyan", "failed_records": "yellow", "refused": "red", "error": "red", "stopped": "yellow"}
+STATUS_STYLE = {
+    "ok": "green",
+    "dry_run": "cyan",
+    "failed_records": "yellow",
+    "refused": "red",
+    "error": "red",
+    "stopped": "yellow",
+}
 
 
 def _table(title: str, columns: list[str]) -> Table:
@@ -67,13 +74,19 @@ def _contacts(run: RunReport) -> list[Any]:
         return []
     t = _table("Contacts and consent", ["", "count"])
     labels = {
-        "total": "contacts known", "in_crm": "in the CRM", "in_esp": "in the ESP audience",
-        "profiling_allowed": "may be profiled (scored, tagged)", "email_marketing_allowed": "may be emailed (ESP tags, segments)",
+        "total": "contacts known",
+        "in_crm": "in the CRM",
+        "in_esp": "in the ESP audience",
+        "profiling_allowed": "may be profiled (scored, tagged)",
+        "email_marketing_allowed": "may be emailed (ESP tags, segments)",
     }
     for k, label in labels.items():
         if k in run.contacts:
             t.add_row(label, _n(run.contacts[k]))
-    for k, label in (("withdrawals_recorded", "opt-outs seen at vendors (new)"), ("propagations_queued", "opt-out propagations queued")):
+    for k, label in (
+        ("withdrawals_recorded", "opt-outs seen at vendors (new)"),
+        ("propagations_queued", "opt-out propagations queued"),
+    ):
         if run.consent.get(k):
             t.add_row(label, _n(run.consent[k]))
     return [t]
@@ -83,20 +96,28 @@ def _scores(run: RunReport) -> list[Any]:
     parts: list[Any] = []
     scoring = run.scoring
     if scoring is not None:
-        t = _table(f"Scores (as of {scoring.as_of or '-'}; {scoring.scored:,} contacts scored)", ["score", "model", "note"])
+        t = _table(
+            f"Scores (as of {scoring.as_of or '-'}; {scoring.scored:,} contacts scored)", ["score", "model", "note"]
+        )
         for name, m in scoring.models.items():
             if name in scoring.insufficient:
                 continue
             metrics = m.get("metrics") or {}
             auc, base = metrics.get("backtest_roc_auc"), metrics.get("baseline_roc_auc")
-            note = f"out-of-sample ROC AUC {auc:.3f} (naive baseline {base:.3f})" if isinstance(auc, float) and isinstance(base, float) else ""
+            note = (
+                f"out-of-sample ROC AUC {auc:.3f} (naive baseline {base:.3f})"
+                if isinstance(auc, float) and isinstance(base, float)
+                else ""
+            )
             t.add_row(name, "reused" if m.get("reused") else "trained", note)
         for name, verdict in scoring.insufficient.items():
             t.add_row(name, "not used", verdict)
         parts.append(t)
     if run.segments:
         held = scoring.holdout_percent if scoring else 0
-        t = _table(f"Segments (holdout {held}%: kept out of every push)", ["segment", "members", "holdout", "threshold"])
+        t = _table(
+            f"Segments (holdout {held}%: kept out of every push)", ["segment", "members", "holdout", "threshold"]
+        )
         for name, s in run.segments.items():
             t.add_row(name, _n(s.get("members")), _n(s.get("holdout")), _n(s.get("threshold")))
         parts.append(t)
@@ -114,8 +135,16 @@ def _plan(run: RunReport) -> list[Any]:
                ["destination", "adds", "removes", "updates", "calls", "sent", "suppressed", "failed"])
     for dest in sorted(set(planned) | set(push)):
         p, o = planned.get(dest, {}), push.get(dest, {})
-        t.add_row(dest, _n(p.get("adds", 0)), _n(p.get("removes", 0)), _n(p.get("updates", 0)), _n(cost.get(dest, {}).get("calls", 0)),
-                  _n(o.get("sent", 0)), _n(o.get("suppressed", 0)), _n(o.get("failed", 0)))
+        t.add_row(
+            dest,
+            _n(p.get("adds", 0)),
+            _n(p.get("removes", 0)),
+            _n(p.get("updates", 0)),
+            _n(cost.get(dest, {}).get("calls", 0)),
+            _n(o.get("sent", 0)),
+            _n(o.get("suppressed", 0)),
+            _n(o.get("failed", 0)),
+        )
     parts: list[Any] = [t]
     reasons = plan.get("suppressed") or {}
     if reasons:
@@ -135,7 +164,9 @@ def _plan(run: RunReport) -> list[Any]:
 def _failures(run: RunReport) -> list[Any]:
     if run.push is None or not run.push.failures:
         return []
-    t = _table(f"Failed records ({run.push.failures_total}; retried next run)", ["destination", "contact", "vendor's message"])
+    t = _table(
+        f"Failed records ({run.push.failures_total}; retried next run)", ["destination", "contact", "vendor's message"]
+    )
     for f in run.push.failures[:10]:
         t.add_row(f["destination"], f["contact_id"], f["message"][:100])
     return [t]
@@ -143,9 +174,14 @@ def _failures(run: RunReport) -> list[Any]:
 
 def _outbox(run: RunReport) -> list[Any]:
     parts: list[Any] = []
-    for o, title in ((run.outbox_before, "Opt-out propagation (before the run)"), (run.outbox_after, "Opt-out propagation (after the push)")):
+    for o, title in (
+        (run.outbox_before, "Opt-out propagation (before the run)"),
+        (run.outbox_after, "Opt-out propagation (after the push)"),
+    ):
         if o is not None and o.eventful:
-            parts.append(Text(f"{title}: {o.done} confirmed, {o.retrying} retrying, {o.failed} failed, {o.depth} still queued"))
+            parts.append(
+                Text(f"{title}: {o.done} confirmed, {o.retrying} retrying, {o.failed} failed, {o.depth} still queued")
+            )
     return parts
 
 
@@ -158,7 +194,12 @@ def _api(run: RunReport) -> list[Any]:
         for endpoint, n in sorted(calls.items()) if isinstance(calls, Mapping) else []:
             t.add_row(side, endpoint, _n(n))
         if stats:
-            t.add_row(side, "[bold]total[/]", f"{_n(stats.get('total_calls', 0))}  (429s {_n(stats.get('rate_limited', 0))}, retries {_n(stats.get('retries', 0))})")
+            t.add_row(
+                side,
+                "[bold]total[/]",
+                f"{_n(stats.get('total_calls', 0))}  (429s {_n(stats.get('rate_limited', 0))}, "
+                f"retries {_n(stats.get('retries', 0))})",
+            )
     return [t]
 
 
@@ -173,13 +214,22 @@ def print_runs(console: Console, reports: list[dict[str, Any]]) -> None:
         console.print(render_run(r))
 
 
-def runs_table(rows: list[Mapping[str, Any]]) -> Table:
+def runs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """The run log, one line per run (``segsync runs``)."""
     t = _table("Runs", ["run", "tenant", "started", "status", "pulled", "sent", "suppressed", "failed", "seconds"])
     for r in rows:
         rep = RunReport.from_dict(r.get("report") or {})
         pulled = sum((s or {}).get("records", 0) for s in rep.pull.values())
         totals = rep.push.totals if rep.push else {}
-        t.add_row(str(r["id"]), r["tenant_id"], str(r["started_at"])[:19], r["status"] + (" (dry)" if r.get("dry_run") else ""),
-                  _n(pulled), _n(totals.get("sent", 0)), _n(totals.get("suppressed", 0)), _n(totals.get("failed", 0)), _n(rep.duration_s))
+        t.add_row(
+            str(r["id"]),
+            r["tenant_id"],
+            str(r["started_at"])[:19],
+            r["status"] + (" (dry)" if r.get("dry_run") else ""),
+            _n(pulled),
+            _n(totals.get("sent", 0)),
+            _n(totals.get("suppressed", 0)),
+            _n(totals.get("failed", 0)),
+            _n(rep.duration_s),
+        )
     return t

@@ -13,9 +13,10 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from connectors.errors import InputError, SegsyncError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import InputError, SegsyncError
 from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
+
 
 @contextlib.contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
@@ -25,8 +26,15 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], No
     if not enabled or in_ci() or not console.is_terminal:
         yield None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bars:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bars:
         tasks: dict[str, Any] = {}
 
         def advance(task: str, n: int, total: int | None) -> None:
@@ -77,7 +85,7 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
                     reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
                 except SegsyncError as exc:
                     # One firm's broken token or file must not keep the agency's other firms from syncing.
-                    if len(cfg.tenants) == 1 or tenant_ids and len(tenant_ids) == 1:
+                    if len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1):
                         raise
                     reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
                 if stop.is_set():
@@ -89,19 +97,25 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
 
 @click.command("sync")
 @CONFIG_ARG
-@click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable). Default: all.")
+@click.option(
+    "--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable). Default: all."
+)
 @click.option("--dry-run", is_flag=True, help="Pull and plan, print what would change and what it costs; send nothing.")
-@click.option("--force", is_flag=True, help="Apply a plan even if it changes more than max_change_share of the contacts.")
+@click.option(
+    "--force", is_flag=True, help="Apply a plan even if it changes more than max_change_share of the contacts."
+)
 @click.option("--retrain", is_flag=True, help="Retrain the models instead of reusing the saved ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
-def sync_cmd(config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bool, retrain: bool, as_json: bool) -> None:
+def sync_cmd(
+    config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bool, retrain: bool, as_json: bool
+) -> None:
     """Run the sync once: pull, check consent, score, plan, push.
 
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
     retried next run), 2 for a config error or a plan refused by the change guard.
     """
-    from sync.run.pipeline import exit_code
     from sync.cli.report import print_runs
+    from sync.run.pipeline import exit_code
 
     reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
     if as_json:
@@ -160,9 +174,20 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
 
 
 @click.command("demo")
-@click.option("--contacts", default=2500, show_default=True, help="Contacts in the first firm's synthetic book (the second has half).")
-@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where the demo's config, SQLite store and models go (recreated each time).")
+@click.option(
+    "--contacts",
+    default=2500,
+    show_default=True,
+    help="Contacts in the first firm's synthetic book (the second has half).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo's config, SQLite store and models go (recreated each time).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
 def demo_cmd(contacts: int, out_dir: Path, as_json: bool) -> None:
     """The whole product on your machine: sandbox vendors, two tenants, a mid-run opt-out, a no-op re-run."""

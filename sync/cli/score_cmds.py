@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -12,8 +12,12 @@ from rich.table import Table
 
 from sync.cli.common import CONFIG_ARG, console, emit_json, open_config, select_tenants
 
+if TYPE_CHECKING:  # annotations only: the CLI starts without loading the store or the config models
+    from sync.config.models import TenantCfg
+    from sync.store.interface import Store
 
-def _allowed(store, tenant) -> set[str]:  # noqa: ANN001
+
+def _allowed(store: Store, tenant: TenantCfg) -> set[str]:
     """Profiling-allowed contact ids: the same gate the sync applies (consent is checked here too)."""
     from sync.run.gate import ConsentGate
 
@@ -31,8 +35,12 @@ def _fmt(v: Any) -> str:
 @CONFIG_ARG
 @click.option("--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable).")
 @click.option("--backtest", is_flag=True, default=True, help="Evaluate every score out of sample (the default).")
-@click.option("--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event).")
-@click.option("--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score.")
+@click.option(
+    "--cutoff", default=None, metavar="DATE", help="Test cutoff (default: one horizon before the newest event)."
+)
+@click.option(
+    "--report", "write_cards", is_flag=True, help="Also write a model card (markdown, JSON and HTML) per score."
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where model cards go (default: <model_dir>/<tenant>/<score>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest results as JSON.")
@@ -80,10 +88,24 @@ def score_cmd(config: Path, tenant_ids: tuple[str, ...], backtest: bool, cutoff:
         verdict = r.get("verdict") or {}
         note = verdict.get("reason") or verdict.get("verdict") or "ok"
         if r["kind"] == "ltv":
-            table.add_row(r["tenant"], r["score"], r.get("method", ""), "-", "-", "-", "-", "-",
-                          f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})")
+            table.add_row(
+                r["tenant"],
+                r["score"],
+                r.get("method", ""),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                f"{note}; rmse tx {_fmt(m.get('rmse_transactions'))} (baseline {_fmt(b.get('rmse_transactions'))})",
+            )
             continue
-        if note == "ok" and isinstance(m.get("roc_auc"), float) and isinstance(b.get("roc_auc"), float) and m["roc_auc"] <= b["roc_auc"]:
+        if (
+            note == "ok"
+            and isinstance(m.get("roc_auc"), float)
+            and isinstance(b.get("roc_auc"), float)
+            and m["roc_auc"] <= b["roc_auc"]
+        ):
             note = "no better than the baseline: do not act on it"
         table.add_row(r["tenant"], r["score"], r.get("method", ""), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
                       _fmt(m.get("lift_top_decile")), _fmt(m.get("brier")), _fmt(b.get("roc_auc")), str(note)[:60])
@@ -122,7 +144,10 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
                 continue
             assigned = min(pd.Timestamp(r["assigned_at"]) for r in rows)
             assigned = assigned.tz_localize("UTC") if assigned.tzinfo is None else assigned
-            events = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
+            events = pd.DataFrame(
+                list(store.events(tenant.id)),
+                columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"],
+            )
             events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
             after = events[events["occurred_at"] >= assigned]
             scores = {s.name: s for s in tenant.scores}
@@ -133,9 +158,11 @@ def lift_cmd(config: Path, tenant_ids: tuple[str, ...], as_json: bool) -> None:
                 window = pd.Timedelta(days=sc.inactive_days if sc.kind == "churn" else sc.horizon_days)
                 if now < assigned + window:
                     # Outcomes are only known once the window has passed; a rate now would be noise.
-                    result[seg.name] = {"members": sum(1 for r in rows if r["segment"] == seg.name and not r["holdout"]),
-                                        "holdout": sum(1 for r in rows if r["segment"] == seg.name and r["holdout"]),
-                                        "window_open_until": (assigned + window).date().isoformat()}
+                    result[seg.name] = {
+                        "members": sum(1 for r in rows if r["segment"] == seg.name and not r["holdout"]),
+                        "holdout": sum(1 for r in rows if r["segment"] == seg.name and r["holdout"]),
+                        "window_open_until": (assigned + window).date().isoformat(),
+                    }
                     continue
                 members = [r["contact_id"] for r in rows if r["segment"] == seg.name and not r["holdout"]]
                 held = [r["contact_id"] for r in rows if r["segment"] == seg.name and r["holdout"]]

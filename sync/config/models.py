@@ -11,13 +11,13 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from connectors import registry
-from connectors.errors import ConfigError
-from connectors.http import register_secret
+from connectors.kit.http import register_secret
+from core.errors import ConfigError
 from sync.alerts import AlertsCfg
 from sync.config.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
 
@@ -32,8 +32,12 @@ def _block(role: registry.Role) -> Any:
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a union built at run time
 
 
-CrmBlock = _block("crm")
-EspBlock = _block("esp")
+if TYPE_CHECKING:  # type checkers see the common base; validation uses the registered union
+    CrmBlock = registry.VendorConfig
+    EspBlock = registry.VendorConfig
+else:
+    CrmBlock = _block("crm")
+    EspBlock = _block("esp")
 
 
 class Strict(BaseModel):
@@ -140,8 +144,8 @@ class TenantCfg(Strict):
     name: str | None = None
     timezone: str = "UTC"
     schedule: str | None = None
-    crm: CrmBlock  # type: ignore[valid-type]  # built from the registry
-    esp: EspBlock | None = None  # type: ignore[valid-type]
+    crm: CrmBlock  # the union of the registered CRM config models
+    esp: EspBlock | None = None
     consent: ConsentCfg
     scores: list[ScoreCfg] = []
     segments: list[SegmentCfg] = []
@@ -238,7 +242,9 @@ def _describe(err: Mapping[str, Any], located: Located) -> str:
     node: Any = located.data
     parts = list(err["loc"])
     for i, part in enumerate(parts):
-        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             loc.append(part)
             node = node[part]
         elif i == len(parts) - 1 and err["type"] in ("missing", "extra_forbidden"):
@@ -269,9 +275,10 @@ def _raw_checks(located: Located) -> list[str]:
                     f"tenants[{i}].{role}.type: {kind} is not supported yet (available: {available})"
                     + (f" (line {line})" if line else "")
                 )
-        scores = tenant.get("scores") if isinstance(tenant.get("scores"), list) else []
+        raw_scores, raw_segments = tenant.get("scores"), tenant.get("segments")
+        scores: list[Any] = raw_scores if isinstance(raw_scores, list) else []
         names = {s.get("name") for s in scores if isinstance(s, dict)}
-        segments = tenant.get("segments") if isinstance(tenant.get("segments"), list) else []
+        segments: list[Any] = raw_segments if isinstance(raw_segments, list) else []
         for j, seg in enumerate(segments):
             if isinstance(seg, dict) and isinstance(seg.get("score"), str) and seg["score"] not in names:
                 line = located.line_of(("tenants", i, "segments", j, "score"))
@@ -308,7 +315,10 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
             f"{located.source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the config",
             problems,
         )
-    for secret in [*(config.alerts.secrets() if config.alerts else []), *(s for t in config.tenants for s in _secrets(t))]:
+    for secret in [
+        *(config.alerts.secrets() if config.alerts else []),
+        *(s for t in config.tenants for s in _secrets(t)),
+    ]:
         register_secret(secret)
     if config.server.admin_token is not None:
         register_secret(config.server.admin_token.get_secret_value())
@@ -316,7 +326,11 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
 
 
 def _secrets(tenant: TenantCfg) -> list[str]:
-    values: list[SecretStr | None] = [tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token]
+    values: list[SecretStr | None] = [
+        tenant.consent.webhook_secret,
+        tenant.consent.pseudonym_key,
+        tenant.pages.status_token,
+    ]
     found = [v.get_secret_value() for v in values if v is not None]
     for block in (tenant.crm, tenant.esp):
         if isinstance(block, registry.VendorConfig):

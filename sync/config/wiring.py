@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import overload
 
 from connectors import registry
 from connectors.base import CrmConnector, EspConnector
 from sync.config.models import TenantCfg
 
 
+@overload
+def resolve(base: Path, p: Path) -> Path: ...
+@overload
+def resolve(base: Path, p: Path | None) -> Path | None: ...
 def resolve(base: Path, p: Path | None) -> Path | None:
     """Paths in a config are relative to the config file's folder."""
     return registry.BuildContext(base).path(p)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 
 PathKey = tuple[str | int, ...]
 _SCALARS = yaml.SafeLoader("")  # used only to construct scalar values from nodes
@@ -58,13 +58,13 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], source: str
                 raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: mapping keys must be plain words")
             if key in out:
                 raise ConfigError(
-                    f"{source}:{key_node.start_mark.line + 1}: {format_path(path + (key,))} is given twice"
+                    f"{source}:{key_node.start_mark.line + 1}: {format_path((*path, key))} is given twice"
                 )
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, path + (key,), lines, source)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _walk(value_node, (*path, key), lines, source)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(child, path + (i,), lines, source) for i, child in enumerate(node.value)]
+        return [_walk(child, (*path, i), lines, source) for i, child in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve the type (int, bool, null, str, ...).
     return _SCALARS.construct_object(node, deep=True)
 
@@ -80,8 +80,8 @@ def load_yaml(text: str, source: str = "<config>") -> Located:
         problem = getattr(exc, "problem", None) or str(exc)
         if started is not None and mark is not None and started.line != mark.line:
             problem += f" (the value started at line {started.line + 1})"
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+        text_lines = text.splitlines()
+        if mark is not None and mark.line < len(text_lines) and "${" in text_lines[mark.line]:
             problem += ' - inside {...} or [...], quote values that use ${VAR}: "${VAR}"'
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     lines: dict[PathKey, int] = {}
@@ -132,9 +132,9 @@ def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[
 
     def sub(value: Any, path: PathKey) -> Any:
         if isinstance(value, dict):
-            return {k: sub(v, path + (k,)) for k, v in value.items()}
+            return {k: sub(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [sub(v, path + (i,)) for i, v in enumerate(value)]
+            return [sub(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
 

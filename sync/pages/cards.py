@@ -33,7 +33,9 @@ def auc_interval(auc: Any, positives: Any, negatives: Any) -> tuple[float, float
     if positives < 1 or negatives < 1:
         return None
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (positives * negatives)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives
+    )
     se = math.sqrt(max(var, 0.0))
     return max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)
 
@@ -91,8 +93,11 @@ def features_chart(features: Sequence[dict[str, Any]]) -> Markup:
     """The top features by permutation importance."""
     if not features:
         return svg.empty("Top features", "no feature importance in the card")
-    return svg.hbar_chart("Top features (permutation importance)", [(f["feature"], float(f["importance"])) for f in features],
-                          x_label="drop in score when the feature is shuffled")
+    return svg.hbar_chart(
+        "Top features (permutation importance)",
+        [(f["feature"], float(f["importance"])) for f in features],
+        x_label="drop in score when the feature is shuffled",
+    )
 
 
 def backtest_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,7 +107,13 @@ def backtest_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
     for key, label in METRIC_ROWS:
         if key not in model and key not in base:
             continue
-        row = {"metric": label, "model": model.get(key), "baseline": base.get(key), "model_ci": None, "baseline_ci": None}
+        row = {
+            "metric": label,
+            "model": model.get(key),
+            "baseline": base.get(key),
+            "model_ci": None,
+            "baseline_ci": None,
+        }
         if key == "roc_auc":
             row["model_ci"] = auc_interval(model.get(key), model.get("positives"), model.get("negatives"))
             row["baseline_ci"] = auc_interval(base.get(key), base.get("positives", model.get("positives")),
@@ -130,10 +141,18 @@ def card_context(card: dict[str, Any], scores: Sequence[float] | None) -> dict[s
     calibration = (card.get("model") or {}).get("calibration") or []
     short, why = verdict_text(card)
     return {
-        "card": card, "verdict_short": short, "verdict_why": why, "rows": backtest_rows(card),
-        "charts": {"calibration": calibration_chart(calibration), "gains": gains_chart(calibration),
-                   "distribution": distribution_chart(scores), "features": features_chart(card.get("top_features") or [])},
-        "fairness": card.get("fairness") or {}, "caveats": (card.get("extra") or {}).get("caveats") or [],
+        "card": card,
+        "verdict_short": short,
+        "verdict_why": why,
+        "rows": backtest_rows(card),
+        "charts": {
+            "calibration": calibration_chart(calibration),
+            "gains": gains_chart(calibration),
+            "distribution": distribution_chart(scores),
+            "features": features_chart(card.get("top_features") or []),
+        },
+        "fairness": card.get("fairness") or {},
+        "caveats": (card.get("extra") or {}).get("caveats") or [],
         "window": card.get("window") or {},
     }
 
@@ -144,7 +163,9 @@ def render_card_html(card: dict[str, Any], *, firm: str, colour: str = "#1f4e79"
     return render("card.html", nonce=nonce, colour=colour, firm=firm, back=back, **card_context(card, scores))
 
 
-def write_card_html(folder: Path, card: dict[str, Any], *, firm: str, colour: str, scores: Sequence[float] | None) -> Path:
+def write_card_html(
+    folder: Path, card: dict[str, Any], *, firm: str, colour: str, scores: Sequence[float] | None
+) -> Path:
     """``card.html`` in ``folder`` (for ``segsync score --report``)."""
     path = folder / "card.html"
     path.write_text(render_card_html(card, firm=firm, colour=colour, scores=scores), encoding="utf-8")

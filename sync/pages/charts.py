@@ -36,7 +36,9 @@ def lift_chart(data: dict[str, Any]) -> Markup:
     """Cumulative outcome rate of members and holdout since assignment, with 95% bands."""
     points = data.get("points") or []
     if not points:
-        return svg.empty("Members vs holdout", data.get("missing") or "no outcome data since the segments were assigned")
+        return svg.empty(
+            "Members vs holdout", data.get("missing") or "no outcome data since the segments were assigned"
+        )
     series = [svg.Series("segment members", [(p["day"], p["member_rate"]) for p in points],
                          [(p["day"], *p["member_band"]) for p in points])]
     if data.get("holdout"):

@@ -10,9 +10,10 @@ window has passed the numbers are partial, and the page says so instead of decla
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
+from core import times
 from scoring.segments import lift_report
 from sync.config.models import ScoreCfg, SegmentCfg, TenantCfg
 from sync.store import Store
@@ -40,8 +41,8 @@ def minimum_detectable_effect(n_members: int, n_holdout: int, base_rate: float) 
     return (Z95 + Z_POWER80) * math.sqrt(p * (1 - p) * (1 / n_members + 1 / n_holdout))
 
 
-def _aware(value: Any) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _aware(value: datetime) -> datetime:
+    return times.as_utc(value)  # value: what the driver returns for a timestamp column (a datetime)
 
 
 def _outcome(score: ScoreCfg) -> tuple[str, str | None]:
@@ -91,16 +92,28 @@ def segment_lift(store: Store, tenant: TenantCfg, segment: SegmentCfg, now: date
         else:
             hit = {c for c, w in first_hit.items() if w <= t}
         m_hits, h_hits = len(members & hit), len(held & hit)
-        points.append({"day": (t - assigned).total_seconds() / 86400, "date": t.date().isoformat(),
-                       "member_rate": m_hits / len(members) if members else 0.0, "member_band": wilson(m_hits, len(members)),
-                       "holdout_rate": h_hits / len(held) if held else 0.0, "holdout_band": wilson(h_hits, len(held))})
+        points.append(
+            {
+                "day": (t - assigned).total_seconds() / 86400,
+                "date": t.date().isoformat(),
+                "member_rate": m_hits / len(members) if members else 0.0,
+                "member_band": wilson(m_hits, len(members)),
+                "holdout_rate": h_hits / len(held) if held else 0.0,
+                "holdout_band": wilson(h_hits, len(held)),
+            }
+        )
     final = points[-1] if points else None
     hits_now = ({c for c in members | held if c not in first_activity} if score.kind == "churn" else set(first_hit))
     summary = lift_report({segment.name: members}, {segment.name: held}, hits_now)[segment.name]
-    base_rate = summary["holdout_rate"] if summary["holdout_rate"] is not None else (final["member_rate"] if final else 0.1)
+    base_rate = (
+        summary["holdout_rate"] if summary["holdout_rate"] is not None else (final["member_rate"] if final else 0.1)
+    )
     out = {**base, "assigned": assigned, "closes": closes, "open": now < closes, "members": len(members),
            "holdout": len(held), "points": points, "summary": summary,
-           "mde": minimum_detectable_effect(len(members), len(held), base_rate), "base_rate": base_rate}
+           "mde": minimum_detectable_effect(len(members), len(held), cast(float, base_rate)), "base_rate": base_rate}
     if not held:
-        out["missing"] = "no held-out contacts in this segment (holdout_percent is 0 or the segment is tiny): lift cannot be measured"
+        out["missing"] = (
+            "no held-out contacts in this segment (holdout_percent is 0 or the segment is tiny): "
+            "lift cannot be measured"
+        )
     return out

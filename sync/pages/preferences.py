@@ -17,26 +17,28 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.errors import InputError
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import WITHDRAWN, is_allowed, normalize_subject
 from consent.propagate import enqueue_withdrawals
 from consent.schema import consent_events, insert_ignoring_conflicts, webhook_receipts
 from consent.webhook_events import TenantHooks, parse_preferences
+from core.errors import InputError
 from sync.config.models import TenantCfg
-from sync.run.gate import policy_of
 from sync.pages import tokens
+from sync.run.gate import policy_of
 from sync.store import Store
 
 SOURCE = "preference_page"
 FORM_TTL = timedelta(hours=2)
 PURPOSE_TITLES = {"email_marketing": "Marketing email", "profiling": "Personalised recommendations"}
 DEFAULT_NOTICES = {
-    "email_marketing": "Newsletters, market updates and invitations from {firm} by email. You can stop them at any time.",
+    "email_marketing": (
+        "Newsletters, market updates and invitations from {firm} by email. You can stop them at any time."
+    ),
     "profiling": "{firm} uses your activity (emails opened, pages visited, account events) to estimate which of its "
-                 "services may interest you, so what you receive is more relevant. Nothing is inferred about your "
-                 "health, religion or other sensitive traits.",
+    "services may interest you, so what you receive is more relevant. Nothing is inferred about your "
+    "health, religion or other sensitive traits.",
 }
 
 
@@ -95,8 +97,17 @@ def purposes_of(tenant: TenantCfg, ledger: Ledger, email: str) -> list[Purpose]:
     for name, basis in sorted(policy_of(tenant).items()):
         state = states.get(name)
         notice = tenant.pages.notices.get(name) or DEFAULT_NOTICES.get(name, name).format(firm=firm)  # type: ignore[call-overload]
-        out.append(Purpose(name, PURPOSE_TITLES.get(name, name), notice, basis, is_allowed(state.state if state else None, basis),
-                           state.occurred_at if state else None, state.source if state else None))
+        out.append(
+            Purpose(
+                name,
+                PURPOSE_TITLES.get(name, name),
+                notice,
+                basis,
+                is_allowed(state.state if state else None, basis),
+                state.occurred_at if state else None,
+                state.source if state else None,
+            )
+        )
     return out
 
 
@@ -135,6 +146,8 @@ def record_choices(tenant: TenantCfg, ledger: Ledger, outbox: Outbox, email: str
             return Outcome("duplicate", 0, 0, ())
         recorded = ledger.record_many(tenant.id, signals, conn=conn)
         emails = {ledger.pseudonym(tenant.id, email): normalize_subject(email)}
-        enqueued = enqueue_withdrawals(conn, outbox, tenant.id, recorded, emails, hooks.destinations, reason="preference page")
+        enqueued = enqueue_withdrawals(
+            conn, outbox, tenant.id, recorded, emails, hooks.destinations, reason="preference page"
+        )
     withdrawn = tuple(sorted(e.purpose for e in recorded if e.state == WITHDRAWN))
     return Outcome("recorded", len(recorded), enqueued, withdrawn)

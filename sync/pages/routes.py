@@ -27,7 +27,17 @@ from sync.pages.cards import render_card_html
 from sync.pages.charts import consent_chart, lift_chart, segments_chart
 from sync.pages.lift_data import segment_lift
 from sync.pages.preferences import find_subject, link_key, purposes_of, record_choices
-from sync.pages.security import ALL, SESSION_COOKIE, SESSION_TTL, Login, RateLimiter, client_ip, headers, page, read_form
+from sync.pages.security import (
+    ALL,
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Login,
+    RateLimiter,
+    client_ip,
+    headers,
+    page,
+    read_form,
+)
 from sync.pages.status_data import firm_status, load_cards, mask_email, run_detail, stored_scores
 from sync.store import Store
 
@@ -81,7 +91,9 @@ class _Pages:
         if scope is None:
             return page("login.html", status=401, next=request.url.path, error=None)
         if tenant_id is not None and (tenant_id not in self.tenants or scope not in (ALL, tenant_id)):
-            return page("message.html", status=404, title="Not found", message="No such firm for this login.", error=True)
+            return page(
+                "message.html", status=404, title="Not found", message="No such firm for this login.", error=True
+            )
         return scope
 
     def login_form(self, request: Request) -> Response:
@@ -91,8 +103,14 @@ class _Pages:
 
     async def login_post(self, request: Request) -> Response:
         if not self.limiter.allow("login:" + client_ip(request)):
-            return page("message.html", status=429, title="Too many attempts", error=True,
-                        message="Too many sign-in attempts. Wait a minute and try again.", extra_headers={"Retry-After": "60"})
+            return page(
+                "message.html",
+                status=429,
+                title="Too many attempts",
+                error=True,
+                message="Too many sign-in attempts. Wait a minute and try again.",
+                extra_headers={"Retry-After": "60"},
+            )
         if not self.login.configured:
             return self._gate(request)  # type: ignore[return-value]
         try:
@@ -122,7 +140,9 @@ class _Pages:
             return scope
         now = datetime.now(UTC)
         h = self.host
-        firms = [firm_status(h.cfg, h.base_dir, h.store, h.outbox, t, now) for t in h.cfg.tenants if scope in (ALL, t.id)]
+        firms = [
+            firm_status(h.cfg, h.base_dir, h.store, h.outbox, t, now) for t in h.cfg.tenants if scope in (ALL, t.id)
+        ]
         colour = firms[0]["tenant"].pages.colour if len(firms) == 1 else "#1f4e79"
         return page("status.html", colour=colour, firms=firms, now=now, charts=_firm_charts(firms))
 
@@ -133,7 +153,9 @@ class _Pages:
         detail = run_detail(self.host.store, tenant_id, run_id)
         tenant = self.tenants[tenant_id]
         if detail is None:
-            return page("message.html", status=404, title="Not found", message=f"No run {run_id} for this firm.", error=True)
+            return page(
+                "message.html", status=404, title="Not found", message=f"No run {run_id} for this firm.", error=True
+            )
         return page("run.html", colour=tenant.pages.colour, firm=tenant.name or tenant.id, tenant=tenant, **detail)
 
     def card(self, request: Request, tenant_id: str, score: str) -> Response:
@@ -161,7 +183,9 @@ class _Pages:
         if seg is None:
             return page("message.html", status=404, title="Not found", message=f"No segment {segment!r}.", error=True)
         data = segment_lift(self.host.store, tenant, seg, datetime.now(UTC))
-        return page("lift.html", colour=tenant.pages.colour, firm=tenant.name or tenant.id, chart=lift_chart(data), **data)
+        return page(
+            "lift.html", colour=tenant.pages.colour, firm=tenant.name or tenant.id, chart=lift_chart(data), **data
+        )
 
     # -- preference page --------------------------------------------------------------------
 
@@ -171,7 +195,8 @@ class _Pages:
             claims = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "==="))
         except (ValueError, IndexError):
             raise tokens.BadToken from None
-        tenant = self.tenants.get(claims.get("t")) if isinstance(claims, dict) and isinstance(claims.get("t"), str) else None
+        name = claims.get("t") if isinstance(claims, dict) else None
+        tenant = self.tenants.get(name) if isinstance(name, str) else None
         if tenant is None:
             raise tokens.BadToken
         claims = tokens.verify(link_key(tenant, tokens.LINK), tokens.LINK, token)

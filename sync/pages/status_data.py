@@ -19,8 +19,8 @@ from apscheduler.triggers.cron import CronTrigger
 from consent.outbox import Outbox
 from consent.schema import consent_events
 from sync.config.models import Config, TenantCfg
-from sync.store.schema import scores as scores_table
 from sync.store import Store
+from sync.store.schema import scores as scores_table
 
 RUN_HISTORY = 30
 CONSENT_DAYS = 30
@@ -46,7 +46,8 @@ def next_run(tenant: TenantCfg, now: datetime) -> datetime | None:
     if not tenant.schedule:
         return None
     trigger = CronTrigger.from_crontab(tenant.schedule, timezone=zoneinfo.ZoneInfo(tenant.timezone))
-    return trigger.get_next_fire_time(None, now)
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
 
 
 def model_dirs(cfg: Config, base_dir: Path) -> list[Path]:
@@ -59,7 +60,9 @@ def load_cards(cfg: Config, base_dir: Path, tenant: TenantCfg) -> dict[str, dict
     """``{score: card}`` for the tenant's scores that have a card.json on disk."""
     cards = {}
     for sc in tenant.scores:
-        path = next((p for d in model_dirs(cfg, base_dir) if (p := d / tenant.id / sc.name / "card.json").is_file()), None)
+        path = next(
+            (p for d in model_dirs(cfg, base_dir) if (p := d / tenant.id / sc.name / "card.json").is_file()), None
+        )
         if path is not None:
             try:
                 cards[sc.name] = json.loads(path.read_text(encoding="utf-8"))
@@ -73,7 +76,9 @@ def consent_per_day(engine: sa.Engine, tenant_id: str, now: datetime, days: int 
     since = now - timedelta(days=days)
     ev = consent_events.c
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(ev.recorded_at, ev.state).where(ev.tenant_id == tenant_id, ev.recorded_at >= since)).all()
+        rows = conn.execute(
+            sa.select(ev.recorded_at, ev.state).where(ev.tenant_id == tenant_id, ev.recorded_at >= since)
+        ).all()
     counts: dict[str, dict[str, int]] = {}
     for recorded_at, state in rows:
         day = _aware(recorded_at).date().isoformat()  # type: ignore[union-attr]
@@ -91,7 +96,9 @@ def _totals(report: dict[str, Any] | None) -> dict[str, int]:
     return {k: int(totals.get(k, 0) or 0) for k in ("sent", "suppressed", "failed")}
 
 
-def firm_status(cfg: Config, base_dir: Path, store: Store, outbox: Outbox, tenant: TenantCfg, now: datetime) -> dict[str, Any]:
+def firm_status(
+    cfg: Config, base_dir: Path, store: Store, outbox: Outbox, tenant: TenantCfg, now: datetime
+) -> dict[str, Any]:
     """The status card of one firm."""
     runs = store.runs(tenant.id, limit=RUN_HISTORY)
     real = [r for r in runs if not r.get("dry_run")]
@@ -99,8 +106,16 @@ def firm_status(cfg: Config, base_dir: Path, store: Store, outbox: Outbox, tenan
     history = []
     for r in reversed(runs):
         report = r.get("report") or {}
-        history.append({"id": r["id"], "started_at": _aware(r["started_at"]), "status": r["status"], "dry_run": r["dry_run"],
-                        "segments": report.get("segments") or {}, **_totals(report)})
+        history.append(
+            {
+                "id": r["id"],
+                "started_at": _aware(r["started_at"]),
+                "status": r["status"],
+                "dry_run": r["dry_run"],
+                "segments": report.get("segments") or {},
+                **_totals(report),
+            }
+        )
     cards = load_cards(cfg, base_dir, tenant)
     verdicts = []
     scoring = ((last or {}).get("report") or {}).get("scoring") or {}
@@ -113,13 +128,26 @@ def firm_status(cfg: Config, base_dir: Path, store: Store, outbox: Outbox, tenan
             verdicts.append({"score": sc.name, "kind": sc.kind, "verdict": verdict, "note": note, "card": True})
         else:
             why = insufficient.get(sc.name) if isinstance(insufficient, dict) else None
-            verdicts.append({"score": sc.name, "kind": sc.kind, "verdict": "insufficient_data" if why else "no model card yet",
-                             "note": (why.get("reason") if isinstance(why, dict) else why) or
-                             f"run `segsync score CONFIG --tenant {tenant.id} --report` to write one", "card": False})
+            verdicts.append(
+                {
+                    "score": sc.name,
+                    "kind": sc.kind,
+                    "verdict": "insufficient_data" if why else "no model card yet",
+                    "note": (why.get("reason") if isinstance(why, dict) else why)
+                    or f"run `segsync score CONFIG --tenant {tenant.id} --report` to write one",
+                    "card": False,
+                }
+            )
     return {
-        "tenant": tenant, "name": tenant.name or tenant.id, "last": last, "last_totals": _totals((last or {}).get("report")),
-        "last_started": _aware(last["started_at"]) if last else None, "next_run": next_run(tenant, now),
-        "outbox_depth": outbox.depth(tenant.id), "history": history, "verdicts": verdicts,
+        "tenant": tenant,
+        "name": tenant.name or tenant.id,
+        "last": last,
+        "last_totals": _totals((last or {}).get("report")),
+        "last_started": _aware(last["started_at"]) if last else None,
+        "next_run": next_run(tenant, now),
+        "outbox_depth": outbox.depth(tenant.id),
+        "history": history,
+        "verdicts": verdicts,
         "consent_days": consent_per_day(store.engine, tenant.id, now),
         "segments": [s.name for s in tenant.segments],
     }
@@ -141,8 +169,16 @@ def run_detail(store: Store, tenant_id: str, run_id: int) -> dict[str, Any] | No
         return None
     emails = {c["contact_id"]: c.get("email") for c in store.contacts(tenant_id)}
     outcomes = store.outcomes(run_id)
-    rows = [{"destination": o["destination"], "who": mask_email(emails.get(o["key"])) if o["key"] in emails else "(erased or unknown)",
-             "outcome": o["outcome"], "message": o["message"], "at": _aware(o["at"])} for o in outcomes[:MAX_OUTCOME_ROWS]]
+    rows = [
+        {
+            "destination": o["destination"],
+            "who": mask_email(emails.get(o["key"])) if o["key"] in emails else "(erased or unknown)",
+            "outcome": o["outcome"],
+            "message": o["message"],
+            "at": _aware(o["at"]),
+        }
+        for o in outcomes[:MAX_OUTCOME_ROWS]
+    ]
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o["outcome"]] = counts.get(o["outcome"], 0) + 1

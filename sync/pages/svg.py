@@ -52,12 +52,21 @@ class _Frame:
         for i in range(5):
             v = self.y0 + (self.y1 - self.y0) * i / 4
             out.append(f'<line x1="{PAD_L}" y1="{self.y(v):.1f}" x2="{W - PAD_R}" y2="{self.y(v):.1f}" stroke="#ddd"/>')
-            out.append(f'<text x="{PAD_L - 6}" y="{self.y(v) + 4:.1f}" text-anchor="end" font-size="11" fill="#222">{_fmt(v)}</text>')
+            out.append(
+                f'<text x="{PAD_L - 6}" y="{self.y(v) + 4:.1f}" text-anchor="end" font-size="11" '
+                f'fill="#222">{_fmt(v)}</text>'
+            )
         ticks = x_ticks if x_ticks is not None else [(self.x0 + (self.x1 - self.x0) * i / 4, "") for i in range(5)]
         for v, label in ticks:
             text = escape(label) if label else _fmt(v)
-            out.append(f'<text x="{self.x(v):.1f}" y="{H - PAD_B + 15}" text-anchor="middle" font-size="11" fill="#222">{text}</text>')
-        out.append(f'<text x="{(PAD_L + W - PAD_R) / 2}" y="{H - 6}" text-anchor="middle" font-size="12" fill="#222">{escape(x_label)}</text>')
+            out.append(
+                f'<text x="{self.x(v):.1f}" y="{H - PAD_B + 15}" text-anchor="middle" font-size="11" '
+                f'fill="#222">{text}</text>'
+            )
+        out.append(
+            f'<text x="{(PAD_L + W - PAD_R) / 2}" y="{H - 6}" text-anchor="middle" font-size="12" '
+            f'fill="#222">{escape(x_label)}</text>'
+        )
         out.append(f'<text x="12" y="{(PAD_T + H - PAD_B) / 2}" text-anchor="middle" font-size="12" fill="#222" '
                    f'transform="rotate(-90 12 {(PAD_T + H - PAD_B) / 2})">{escape(y_label)}</text>')
         return out
@@ -69,8 +78,10 @@ def _svg(title: str, desc: str, body: list[str], legend: Sequence[str] = ()) -> 
     for i, name in enumerate(legend):
         lx, ly = PAD_L + (i % 3) * 170, H + 12 + 18 * (i // 3)
         dash = f' stroke-dasharray="{DASHES[i % len(DASHES)]}"' if DASHES[i % len(DASHES)] else ""
-        parts.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" stroke="{PALETTE[i % len(PALETTE)]}" '
-                     f'stroke-width="2.5"{dash}/><text x="{lx + 28}" y="{ly}" font-size="12" fill="#222">{escape(name)}</text>')
+        parts.append(
+            f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" stroke="{PALETTE[i % len(PALETTE)]}" '
+            f'stroke-width="2.5"{dash}/><text x="{lx + 28}" y="{ly}" font-size="12" fill="#222">{escape(name)}</text>'
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -124,8 +135,10 @@ def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, x_label: str, y_
     width = (W - PAD_L - PAD_R) / len(bars)
     for i, (label, v) in enumerate(bars):
         x, y = f.x(i) + width * 0.1, f.y(v)
-        body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{width * 0.8:.1f}" height="{H - PAD_B - y:.1f}" fill="{colour}">'
-                    f'<title>{escape(label)}: {_fmt(v)}</title></rect>')
+        body.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width * 0.8:.1f}" height="{H - PAD_B - y:.1f}" fill="{colour}">'
+            f"<title>{escape(label)}: {_fmt(v)}</title></rect>"
+        )
     desc = ", ".join(f"{label}: {_fmt(v)}" for label, v in bars[:40])
     return _svg(title, desc, body)
 
@@ -143,8 +156,13 @@ def hbar_chart(title: str, bars: Sequence[tuple[str, float]], *, x_label: str) -
     for i, (name, v) in enumerate(bars):
         y = PAD_T + i * row
         width = max(abs(v) / top * (W - left - 60), 1)
-        body.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12" fill="#222">{escape(name[:28])}</text>'
-                    f'<rect x="{left}" y="{y + 3}" width="{width:.1f}" height="{row - 6}" fill="{PALETTE[0]}"/>'
-                    f'<text x="{left + width + 4:.1f}" y="{y + 14}" font-size="11" fill="#222">{_fmt(v)}</text>')
-    body.append(f'<text x="{(left + W) / 2}" y="{height - 8}" text-anchor="middle" font-size="12" fill="#222">{escape(x_label)}</text></svg>')
+        body.append(
+            f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12" fill="#222">{escape(name[:28])}</text>'
+            f'<rect x="{left}" y="{y + 3}" width="{width:.1f}" height="{row - 6}" fill="{PALETTE[0]}"/>'
+            f'<text x="{left + width + 4:.1f}" y="{y + 14}" font-size="11" fill="#222">{_fmt(v)}</text>'
+        )
+    body.append(
+        f'<text x="{(left + W) / 2}" y="{height - 8}" text-anchor="middle" font-size="12" '
+        f'fill="#222">{escape(x_label)}</text></svg>'
+    )
     return Markup("".join(body))

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from connectors.base import ConsentSignal, normalize_email
 from consent.keys import KeyFile
-from consent.ledger import Ledger, Signal
+from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import DESTINATIONS, EMAIL_MARKETING, PROFILING, WITHDRAWN
 from consent.propagate import record_and_enqueue
+from consent.signals import ConsentSignal
+from core.emails import normalize_email
 from sync.config.models import TenantCfg
 from sync.store.interface import Store
-
 
 Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
 
@@ -74,31 +74,46 @@ class ConsentGate:
     def record(self, signals: Sequence[ConsentSignal]) -> RecordStats:
         """Append vendor signals; enqueue propagation of fresh withdrawals to the *other* systems."""
         stats = RecordStats()
-        by_source: dict[str, list[Signal]] = {}
+        by_source: dict[str, list[ConsentSignal]] = {}
         for s in signals:
             email = normalize_email(s.email)
             if not email or s.purpose not in self.policy:
                 continue
-            evidence = dict(s.evidence)
+            evidence = dict(s.evidence or {})
             if s.reason:
                 evidence["reason"] = s.reason
             by_source.setdefault(s.source, []).append(
-                Signal(email, s.purpose, s.state, self.policy[s.purpose], s.source, s.occurred_at, None, evidence or None,
-                       f"{s.source}:{s.vendor_event_id}:{s.purpose}" if s.vendor_event_id else None)
+                ConsentSignal(
+                    email,
+                    s.purpose,
+                    s.state,
+                    self.policy[s.purpose],
+                    s.source,
+                    s.occurred_at,
+                    None,
+                    evidence or None,
+                    f"{s.source}:{s.vendor_event_id}:{s.purpose}" if s.vendor_event_id else None,
+                )
             )
         # A vendor repeats what it knows on every re-pull (often under a new event id, e.g. when a
         # member's last_changed moves): only a change of state is recorded and propagated.
         emails = sorted({r.email for rows in by_source.values() for r in rows})
         current = self.ledger.decisions(self.tenant.id, emails, self.policy) if emails else {}
         for source in list(by_source):
-            by_source[source] = [r for r in by_source[source] if (current[r.email].reasons.get(r.purpose) if r.email in current else None) != r.state]
+            by_source[source] = [
+                r
+                for r in by_source[source]
+                if (current[r.email].reasons.get(r.purpose) if r.email in current else None) != r.state
+            ]
         for source, rows in by_source.items():
             if not rows:
                 continue
             # The vendor that told us already has it: propagate only to the other side.
             side = next((k for k, v in self.sources.items() if v == source), None)
             dests = [d for d in DESTINATIONS if self._has(d) and (side is None or not d.startswith(side + "."))]
-            result = record_and_enqueue(self.ledger, self.outbox, self.tenant.id, rows, dests, reason=f"opt-out seen at {source}")
+            result = record_and_enqueue(
+                self.ledger, self.outbox, self.tenant.id, rows, dests, reason=f"opt-out seen at {source}"
+            )
             stats.recorded += len(result.recorded)
             stats.withdrawals += sum(1 for e in result.recorded if e.state == WITHDRAWN)
             stats.enqueued += result.enqueued
@@ -136,7 +151,9 @@ class ConsentGate:
         out: dict[str, tuple[Verdict, bool]] = {}
         for email in wanted:
             d = decisions[email]
-            refused = "; ".join(f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p))
+            refused = "; ".join(
+                f"{p}: {d.reasons.get(p, 'refused')}" for p in (PROFILING, EMAIL_MARKETING) if not d.allows(p)
+            )
             profiling = d.allows(PROFILING) if PROFILING in self.policy else False
             email_ok = d.allows(EMAIL_MARKETING) if EMAIL_MARKETING in self.policy else False
             out[email] = ((profiling, email_ok, refused), d.reasons.get(EMAIL_MARKETING) == WITHDRAWN)

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,9 +27,10 @@ import pandas as pd
 
 from connectors import registry
 from connectors.base import CrmConnector, EspConnector, PullPage
-from connectors.errors import ApiError, SegsyncError
-from connectors.http import redact
+from connectors.kit.http import redact
 from connectors.registry import Evidence
+from core.errors import ApiError, SegsyncError
+from core.times import now as utcnow
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
@@ -38,7 +39,6 @@ from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
 from sync.store.interface import Store
-from sync.store.sqlcore import utcnow
 
 log = logging.getLogger("segsync.sync")
 
@@ -127,7 +127,10 @@ class TenantRun:
         ]
         hooks = {self.crm.name: _evidence_hook(self.tenant.crm)}
         if self.esp is not None:
-            streams += [(f"{self.esp.name}.members", self.esp.pull_members), (f"{self.esp.name}.engagement", self.esp.pull_engagement)]
+            streams += [
+                (f"{self.esp.name}.members", self.esp.pull_members),
+                (f"{self.esp.name}.engagement", self.esp.pull_engagement),
+            ]
             hooks[self.esp.name] = _evidence_hook(self.tenant.esp)
         pulls: dict[str, dict[str, int]] = {}
         consent = Counter[str]()
@@ -164,14 +167,29 @@ class TenantRun:
         esp_ids = self.store.vendor_ids(self.tenant.id, self.esp.name) if self.esp else {}
         esp_emails = self.store.identity_emails(self.tenant.id, self.esp.name) if self.esp else {}
         self.addresses = self.store.addresses(self.tenant.id)
-        verdicts = self.gate.decide_people({c["contact_id"]: self.addresses.get(c["contact_id"], set()) for c in contacts})
+        verdicts = self.gate.decide_people(
+            {c["contact_id"]: self.addresses.get(c["contact_id"], set()) for c in contacts}
+        )
         self.contact_of = {c["email"]: c["contact_id"] for c in contacts if c["email"]}
         people = []
         for c in contacts:
             email = c["email"]
-            profiling, email_ok, reason = verdicts[c["contact_id"]] if email else (False, False, "no email to check consent against")
-            people.append(Person(c["contact_id"], email, crm_ids.get(c["contact_id"]), esp_ids.get(c["contact_id"]), c["esp_status"], profiling, email_ok, reason,
-                                 esp_emails.get(c["contact_id"])))
+            profiling, email_ok, reason = (
+                verdicts[c["contact_id"]] if email else (False, False, "no email to check consent against")
+            )
+            people.append(
+                Person(
+                    c["contact_id"],
+                    email,
+                    crm_ids.get(c["contact_id"]),
+                    esp_ids.get(c["contact_id"]),
+                    c["esp_status"],
+                    profiling,
+                    email_ok,
+                    reason,
+                    esp_emails.get(c["contact_id"]),
+                )
+            )
         counts = self.store.counts(self.tenant.id)
         self.report.contacts = {
             "total": len(people),
@@ -201,7 +219,11 @@ class TenantRun:
             ]
             self.store.save_scores(self.tenant.id, rows)
             if assignment is not None:
-                self.store.save_segments(self.tenant.id, {k: set(v) for k, v in assignment.members.items()}, {k: set(v) for k, v in assignment.holdout.items()})
+                self.store.save_segments(
+                    self.tenant.id,
+                    {k: set(v) for k, v in assignment.members.items()},
+                    {k: set(v) for k, v in assignment.holdout.items()},
+                )
         self.report.scoring = ScoringSummary(
             scored=result.scored, as_of=result.as_of, models=result.models, insufficient=result.verdicts,
             holdout_percent=self.tenant.holdout_percent, holdout_contacts=len(result.holdout_ids),
@@ -221,9 +243,9 @@ class TenantRun:
         score_names = self.score_names
         scores_of: dict[str, dict[str, float | None]] = {}
         for name in score_names:
-            for cid, v in scored.scores.get(name, pd.Series(dtype=float)).items():
-                if cid not in held and pd.notna(v):
-                    scores_of.setdefault(str(cid), {})[name] = float(v)
+            for row_id, v in scored.scores.get(name, pd.Series(dtype=float)).items():
+                if row_id not in held and pd.notna(v):
+                    scores_of.setdefault(str(row_id), {})[name] = float(v)
         push = self.tenant.push
         segment_names = self.segment_names
         dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
@@ -239,8 +261,11 @@ class TenantRun:
         summary["initial_destinations"] = sorted(plan.initial)
         summary["cost"] = self._cost(plan)
         summary["examples"] = {
-            dest: [{"contact": c.contact_id, "from": c.previous, "to": c.desired} for c in changes[: self.opts.examples]]
-            for dest, changes in plan.changes.items() if changes
+            dest: [
+                {"contact": c.contact_id, "from": c.previous, "to": c.desired} for c in changes[: self.opts.examples]
+            ]
+            for dest, changes in plan.changes.items()
+            if changes
         }
         summary["forget"] = len(plan.forget)
         self.report.plan = summary
@@ -261,7 +286,8 @@ class TenantRun:
                 "records": len(changes),
                 "calls": calls,
                 "vendor": conn.name,
-                "limit": f"{limits.requests_per_window} requests / {limits.window_seconds:g} s, {limits.batch_size} per batch",
+                "limit": f"{limits.requests_per_window} requests / {limits.window_seconds:g} s, "
+                f"{limits.batch_size} per batch",
             }
         return out
 
@@ -285,11 +311,16 @@ class TenantRun:
             scores = self.score_names if self.tenant.push.crm_scores else []
             self.crm.ensure_schema(self.tenant.push.crm_property, self.segment_names, scores)
 
-        def recheck(emails):
+        def recheck(emails: Sequence[str]) -> dict[str, tuple[bool, bool, str]]:
             cids = {e: self.contact_of.get(e) for e in emails}
             fresh = self.store.addresses(self.tenant.id, [c for c in cids.values() if c])
-            verdicts = self.gate.decide_people({c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c})
-            return {e: verdicts.get(c, (False, False, "unknown contact")) if c else (False, False, "unknown contact") for e, c in cids.items()}
+            verdicts = self.gate.decide_people(
+                {c: fresh.get(c, set()) | self.addresses.get(c, set()) for c in cids.values() if c}
+            )
+            return {
+                e: verdicts.get(c, (False, False, "unknown contact")) if c else (False, False, "unknown contact")
+                for e, c in cids.items()
+            }
 
         pusher = PlanPusher(
             self.store, self.tenant.id, self.run_id, recheck,
@@ -301,16 +332,29 @@ class TenantRun:
 
     def _drain(self) -> DrainSummary:
         report = propagate(self.store, self.tenant, self.crm, self.esp)
-        return DrainSummary(report.done, report.retrying, report.failed, [redact(m) for m in list(report.errors.values())[:10]],
-                            queued(self.store, self.tenant.id))
+        return DrainSummary(
+            report.done,
+            report.retrying,
+            report.failed,
+            [redact(m) for m in list(report.errors.values())[:10]],
+            queued(self.store, self.tenant.id),
+        )
 
     def _progress(self, task: str, n: int, total: int | None) -> None:
         if self.opts.progress:
             self.opts.progress(task, n, total)
 
 
-def run_tenant(cfg: Config, tenant: TenantCfg, store: Store, options: RunOptions | None = None, *,
-               base_dir: Path = Path("."), crm: CrmConnector | None = None, esp: EspConnector | None = None) -> dict[str, Any]:
+def run_tenant(
+    cfg: Config,
+    tenant: TenantCfg,
+    store: Store,
+    options: RunOptions | None = None,
+    *,
+    base_dir: Path = Path("."),
+    crm: CrmConnector | None = None,
+    esp: EspConnector | None = None,
+) -> dict[str, Any]:
     """Build the tenant's connectors (unless given) and run it once."""
     from sync.config.wiring import build_crm, build_esp
 

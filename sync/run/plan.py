@@ -58,7 +58,9 @@ class Plan:
     tenant_id: str
     changes: dict[str, list[Change]] = field(default_factory=dict)
     suppressed: list[tuple[str, str, str]] = field(default_factory=list)  # (destination, contact id, reason)
-    forget: list[tuple[str, str]] = field(default_factory=list)  # (destination, contact id): drop local state, send nothing
+    forget: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (destination, contact id): drop local state, send nothing
     total_contacts: int = 0
     initial: set[str] = field(default_factory=set)  # destinations with no confirmed state yet
     segment_property: str = "segsync_segments"
@@ -81,7 +83,7 @@ class Plan:
             return False
         before = (c.previous or {}).get(self.segment_property, "")
         after = (c.desired or {}).get(self.segment_property, "")
-        return before != after
+        return bool(before != after)
 
     def change_share(self) -> float:
         return self.changed_contacts() / self.total_contacts if self.total_contacts else 0.0
@@ -91,13 +93,22 @@ class Plan:
         for dest, changes in sorted(self.changes.items()):
             adds = sum(1 for c in changes if c.previous is None)
             removes = sum(1 for c in changes if c.desired is None)
-            out[dest] = {"changes": len(changes), "adds": adds, "removes": removes, "updates": len(changes) - adds - removes}
+            out[dest] = {
+                "changes": len(changes),
+                "adds": adds,
+                "removes": removes,
+                "updates": len(changes) - adds - removes,
+            }
         reasons = Counter(r for _, _, r in self.suppressed)
         return {"destinations": out, "suppressed": dict(reasons), "total_changes": self.count()}
 
 
 def crm_desired(
-    segments: Iterable[str], scores: Mapping[str, float | None], property_name: str, score_names: Iterable[str], push_scores: bool
+    segments: Iterable[str],
+    scores: Mapping[str, float | None],
+    property_name: str,
+    score_names: Iterable[str],
+    push_scores: bool,
 ) -> dict[str, str]:
     """The CRM property values for one contact. Empty strings clear a property."""
     values = {property_name: ";".join(sorted(segments))}
@@ -139,7 +150,11 @@ def build_plan(
     plan = Plan(tenant_id, segment_property=property_name)
     people = list(people)
     plan.total_contacts = len(people)
-    dests = [CRM] + ([TAGS] if has_esp and esp_tags else []) + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else [])
+    dests = (
+        [CRM]
+        + ([TAGS] if has_esp and esp_tags else [])
+        + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else [])
+    )
     plan.initial = {d for d in dests if not last.get(d)}
     for d in dests:
         plan.changes[d] = []

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import CrmConnector, EspConnector, PropertyUpdate, RecordResult, TagChange
-from connectors.errors import ApiError, FatalApiError
-from connectors.http import redact
+from connectors.kit.http import redact
+from core.errors import ApiError, FatalApiError
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
 from sync.run.report import PushSummary
 from sync.store.interface import Store
@@ -74,7 +74,13 @@ class PlanPusher:
 
     def run(self, plan: Plan) -> PushReport:
         for dest, contact_id in plan.forget:
-            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [(contact_id, None)], [(contact_id, "suppressed", "consent withdrawn: local state dropped, nothing sent")])
+            self.store.confirm_batch(
+                self.tenant_id,
+                self.run_id,
+                dest,
+                [(contact_id, None)],
+                [(contact_id, "suppressed", "consent withdrawn: local state dropped, nothing sent")],
+            )
             self.report.add(dest, "suppressed")
         for dest, changes in plan.changes.items():
             if not changes:
@@ -89,7 +95,9 @@ class PlanPusher:
 
     # ------------------------------------------------------------------ one destination
 
-    def _run_dest(self, dest: str, changes: list[Change], size: int, send: Callable[[str, list[Change]], list[RecordResult]]) -> None:
+    def _run_dest(
+        self, dest: str, changes: list[Change], size: int, send: Callable[[str, list[Change]], list[RecordResult]]
+    ) -> None:
         for i in range(0, len(changes), size):
             if self.stop.is_set():
                 # Graceful shutdown: the batch in flight finished; the rest is retried next run.
@@ -130,7 +138,10 @@ class PlanPusher:
             else:
                 suppressed.append((c, reason))
         if suppressed:
-            outcomes = [(c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}") for c, reason in suppressed]
+            outcomes = [
+                (c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}")
+                for c, reason in suppressed
+            ]
             # For the ESP we also drop local state: a withdrawn member gets no further change from us.
             forget = [(c.contact_id, None) for c, _ in suppressed if dest != CRM and c.previous is not None]
             self.store.confirm_batch(self.tenant_id, self.run_id, dest, forget, outcomes)
@@ -147,7 +158,9 @@ class PlanPusher:
             if r.outcome == "sent":
                 confirmed.append((c.contact_id, c.value))
             elif r.outcome == "failed":
-                self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": redact(r.message)})
+                self.report.failures.append(
+                    {"destination": dest, "contact_id": c.contact_id, "message": redact(r.message)}
+                )
             outcomes.append((c.contact_id, r.outcome, redact(r.message)))
             self.report.add(dest, r.outcome)
         self.store.confirm_batch(self.tenant_id, self.run_id, dest, confirmed, outcomes)
@@ -158,14 +171,19 @@ class PlanPusher:
             self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": message})
         self.report.add(dest, "failed", len(changes))
         if persist:
-            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [], [(c.contact_id, "failed", message) for c in changes])
+            self.store.confirm_batch(
+                self.tenant_id, self.run_id, dest, [], [(c.contact_id, "failed", message) for c in changes]
+            )
 
     # ------------------------------------------------------------------ vendor calls
 
     def _send_crm(self, _dest: str, batch: list[Change]) -> list[RecordResult]:
         assert self.crm is not None
         cleared = crm_desired([], {}, self.property_name, self.score_names, self.push_scores)
-        updates = [PropertyUpdate(key=c.vendor_key or "", properties=c.desired if c.desired is not None else cleared) for c in batch]
+        updates = [
+            PropertyUpdate(key=c.vendor_key or "", properties=c.desired if c.desired is not None else cleared)
+            for c in batch
+        ]
         return self.crm.push_properties(updates)
 
     def _send_tags(self, _dest: str, batch: list[Change]) -> list[RecordResult]:
@@ -173,7 +191,11 @@ class PlanPusher:
         changes = []
         for c in batch:
             want, had = set(c.desired or []), set(c.previous or [])
-            changes.append(TagChange(email=c.vendor_key or "", active=tuple(sorted(want - had)), inactive=tuple(sorted(had - want))))
+            changes.append(
+                TagChange(
+                    email=c.vendor_key or "", active=tuple(sorted(want - had)), inactive=tuple(sorted(had - want))
+                )
+            )
         return self.esp.push_tags(changes)
 
     def _send_segment(self, dest: str, batch: list[Change]) -> list[RecordResult]:

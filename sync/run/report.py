@@ -91,7 +91,10 @@ class RunReport:
             elif f.name in ("tenant", "dry_run", "status"):
                 out[f.name] = value
             elif value is not None and not (f.name in ("pull", "consent", "contacts", "plan", "api") and not value):
-                out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+                out[f.name] = (
+                    dataclasses.asdict(value)
+                    if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+                )
         if "segments" in out and "scoring" not in out:
             del out["segments"]  # segments are reported with the scores they come from
         return out

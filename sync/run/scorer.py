@@ -64,19 +64,32 @@ def segment_specs(tenant: TenantCfg) -> list[SegmentSpec]:
 
 def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Contacts and events as the scoring package expects them (see scoring.features)."""
-    wanted = set(tenant.features.numeric_properties) | set(tenant.features.categorical_properties) | set(tenant.features.sensitive_attributes)
+    wanted = (
+        set(tenant.features.numeric_properties)
+        | set(tenant.features.categorical_properties)
+        | set(tenant.features.sensitive_attributes)
+    )
     wanted |= {s.outcome.property for s in tenant.scores if s.outcome and s.outcome.property}
     rows = []
     for c in store.contacts(tenant.id):
         if allowed is not None and c["contact_id"] not in allowed:
             continue
         props = c["properties"] or {}
-        rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"], **{k: props.get(k) for k in wanted}})
+        rows.append(
+            {
+                "contact_id": c["contact_id"],
+                "email": c["email"],
+                "created_at": c["created_at"],
+                **{k: props.get(k) for k in wanted},
+            }
+        )
     contacts = pd.DataFrame(rows, columns=["contact_id", "email", "created_at", *sorted(wanted)])
     contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
-    ev = pd.DataFrame(list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
+    ev = pd.DataFrame(
+        list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"]
+    )
     if allowed is not None:
         ev = ev[ev["contact_id"].isin(allowed)]
     ev["occurred_at"] = pd.to_datetime(ev["occurred_at"], utc=True)
@@ -88,15 +101,17 @@ def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:
     return dataclasses.asdict(spec)
 
 
-def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp, retrain: bool) -> tuple[TrainedModel | InsufficientData, bool]:
+def model_for(
+    spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp, retrain: bool
+) -> tuple[TrainedModel | InsufficientData, bool]:
     """Reuse the persisted model unless asked to retrain, it is missing, or its spec changed."""
     if not retrain and (directory / "model.pkl").exists():
         try:
-            model = load_model(directory)
-            if _spec_fingerprint(model.spec) == _spec_fingerprint(spec):
-                return model, True
+            saved = load_model(directory)
+            if _spec_fingerprint(saved.spec) == _spec_fingerprint(spec):
+                return saved, True
             log.info("score %s: the spec changed since the model was trained; retraining", spec.name)
-        except Exception as exc:  # noqa: BLE001 - an unreadable model is retrained, and we say so
+        except Exception as exc:
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)
     model = train(spec, contacts, events, as_of=as_of)
     if isinstance(model, TrainedModel):
@@ -108,7 +123,7 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
 
 def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:
     """Out-of-sample AUC of the model and of the naive baseline, measured once when a model is trained."""
-    from connectors.errors import InputError
+    from core.errors import InputError
     from scoring.backtest import backtest
 
     try:
@@ -129,7 +144,9 @@ def no_better_than_baseline(metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *, retrain: bool = False) -> ScoreResult:
+def score_tenant(
+    store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *, retrain: bool = False
+) -> ScoreResult:
     """Score every profiling-allowed contact of a tenant and cut the segments (holdout excluded)."""
     result = ScoreResult()
     contacts, events = frames(store, tenant, allowed)
@@ -150,7 +167,11 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         if weak:
             result.verdicts[cfg.name] = weak
             result.scores[cfg.name] = pd.Series(dtype=float)
-            result.models[cfg.name] = {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
+            result.models[cfg.name] = {
+                "reused": reused,
+                "trained_at": model.trained_at.isoformat(),
+                "metrics": model.metrics,
+            }
             continue
         values = predict(model, contacts, events, as_of=as_of)
         values.index = values.index.astype(str)
@@ -158,7 +179,13 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
             result.clusters[cfg.name] = values
         else:
             result.scores[cfg.name] = values.astype(float)
-        result.models[cfg.name] = {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
-    result.assignment = assign_segments(result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent, result.clusters)
+        result.models[cfg.name] = {
+            "reused": reused,
+            "trained_at": model.trained_at.isoformat(),
+            "metrics": model.metrics,
+        }
+    result.assignment = assign_segments(
+        result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent, result.clusters
+    )
     result.holdout_ids = {c for c in contacts["contact_id"] if holdout(tenant.id, c, tenant.holdout_percent)}
     return result

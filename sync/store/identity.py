@@ -15,15 +15,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from connectors.base import Contact, EngagementEvent, normalize_email
+from connectors.base import Contact, EngagementEvent
+from core.emails import normalize_email
+from core.times import as_utc
+from core.times import now as utcnow
 from sync.store import schema as t
 from sync.store.interface import PageResult
-from sync.store.sqlcore import as_utc, canonical, chunks, upsert, utcnow
+from sync.store.sqlcore import canonical, chunks, upsert
 
 
 def contact_id_for(tenant_id: str, source: str, vendor_id: str) -> str:
     """Deterministic id for a new contact, so a rebuilt store gives the same ids (and holdouts)."""
     return "c" + hashlib.sha256(f"{tenant_id}|{source}|{vendor_id}".encode()).hexdigest()[:15]
+
+
+def _email_change(tenant_id: str, old_email: str | None, contact_id: str, now: datetime) -> dict[str, Any]:
+    """An alias row: ``old_email`` now belongs to ``contact_id``."""
+    return {"tenant_id": tenant_id, "email": old_email, "contact_id": contact_id, "reason": "email_change",
+            "created_at": now}
+
+
+def _earliest(*values: datetime | None) -> datetime | None:
+    """The earliest of the known times, in UTC (None when none is known)."""
+    known = [as_utc(v) for v in values if v is not None]
+    return min(known) if known else None
 
 
 class IdentityTables:
@@ -55,7 +70,9 @@ class IdentityTables:
                 )
         return result
 
-    def _lookup(self, conn: Connection, tenant_id: str, source: str, vendor_ids: set[str], emails: set[str]) -> tuple[dict, dict]:
+    def _lookup(
+        self, conn: Connection, tenant_id: str, source: str, vendor_ids: set[str], emails: set[str]
+    ) -> tuple[dict[str, tuple[str, str | None]], dict[str, str]]:
         by_vendor: dict[str, tuple[str, str | None]] = {}
         for chunk in chunks(sorted(vendor_ids), 500):
             rows = conn.execute(
@@ -82,10 +99,14 @@ class IdentityTables:
             by_email.update({r.email: r.contact_id for r in rows})
         return by_vendor, by_email
 
-    def _resolve(self, conn: Connection, tenant_id: str, contacts: Sequence[Contact], now: datetime, result: PageResult) -> None:
+    def _resolve(
+        self, conn: Connection, tenant_id: str, contacts: Sequence[Contact], now: datetime, result: PageResult
+    ) -> None:
         """Identity resolution: vendor id, then normalised email or alias, else a new contact."""
         source = contacts[0].source
-        emails = {e for c in contacts for e in [normalize_email(c.email), *map(normalize_email, c.previous_emails)] if e}
+        emails = {
+            e for c in contacts for e in [normalize_email(c.email), *map(normalize_email, c.previous_emails)] if e
+        }
         merged = {c.merged_into for c in contacts if c.merged_into}
         by_vendor, by_email = self._lookup(conn, tenant_id, source, {c.vendor_id for c in contacts} | merged, emails)
         contact_rows: dict[str, dict[str, Any]] = {}
@@ -101,7 +122,7 @@ class IdentityTables:
                 contact_id = by_email[email]
             else:
                 contact_id = next(
-                    (by_email[normalize_email(p)] for p in c.previous_emails if normalize_email(p) in by_email),
+                    (by_email[e] for e in map(normalize_email, c.previous_emails) if e and e in by_email),
                     contact_id_for(tenant_id, source, c.vendor_id),
                 )
             if known is None:
@@ -109,10 +130,10 @@ class IdentityTables:
             else:
                 result.changed += 1
             if known and known[1] and email and known[1] != email:
-                alias_rows.append({"tenant_id": tenant_id, "email": known[1], "contact_id": contact_id, "reason": "email_change", "created_at": now})
+                alias_rows.append(_email_change(tenant_id, known[1], contact_id, now))
             for old in c.previous_emails:
                 if normalize_email(old):
-                    alias_rows.append({"tenant_id": tenant_id, "email": normalize_email(old), "contact_id": contact_id, "reason": "email_change", "created_at": now})
+                    alias_rows.append(_email_change(tenant_id, normalize_email(old), contact_id, now))
             identity_rows.append(
                 {
                     "tenant_id": tenant_id,
@@ -130,7 +151,9 @@ class IdentityTables:
             if email:
                 by_email[email] = contact_id
             by_vendor[c.vendor_id] = (contact_id, email)
-            row = contact_rows.setdefault(contact_id, {"tenant_id": tenant_id, "contact_id": contact_id, "properties": {}})
+            row = contact_rows.setdefault(
+                contact_id, {"tenant_id": tenant_id, "contact_id": contact_id, "properties": {}}
+            )
             if known or contact_id == contact_id_for(tenant_id, source, c.vendor_id):
                 # Only a record's own source may change its address; a match by alias must not undo a change.
                 row["email"] = email or row.get("email")
@@ -151,8 +174,10 @@ class IdentityTables:
             return
         existing: dict[str, dict[str, Any]] = {}
         for chunk in chunks([r["contact_id"] for r in rows], 500):
-            for r in conn.execute(sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))):
-                existing[r.contact_id] = r._asdict()
+            for found in conn.execute(
+                sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))
+            ):
+                existing[found.contact_id] = found._asdict()
         out = []
         for r in rows:
             old = existing.get(r["contact_id"], {})
@@ -163,7 +188,7 @@ class IdentityTables:
                     "email": r.get("email") or old.get("email"),
                     "properties": {**(old.get("properties") or {}), **r["properties"]},
                     # The earliest creation any system reports: stable whichever source is pulled last.
-                    "created_at": min((d for d in (as_utc(r.get("created_at")), as_utc(old.get("created_at"))) if d), default=None),
+                    "created_at": _earliest(r.get("created_at"), old.get("created_at")),
                     "updated_at": r["updated_at"],
                     "esp_status": r.get("esp_status", old.get("esp_status")),
                     "archived": False,
@@ -181,7 +206,8 @@ class IdentityTables:
             contact = by_vendor.get(e.contact_vendor_id, (None,))[0] or by_email.get(normalize_email(e.email) or "")
             if contact is None:
                 continue  # an event for someone we do not know (yet); the next pull of contacts brings them
-            key = f"{e.source}:{e.event_id or hashlib.sha1(canonical([e.contact_vendor_id, e.type, e.occurred_at]).encode()).hexdigest()}"
+            fallback = hashlib.sha1(canonical([e.contact_vendor_id, e.type, e.occurred_at]).encode()).hexdigest()
+            key = f"{e.source}:{e.event_id or fallback}"
             rows[key] = {
                 "tenant_id": tenant_id,
                 "event_key": key[:200],
@@ -209,7 +235,9 @@ class IdentityTables:
         out: dict[str, set[str]] = {}
         with self.engine.connect() as conn:
             for table in (t.contacts, t.identities, t.aliases):
-                query = sa.select(table.c.contact_id, table.c.email).where(table.c.tenant_id == tenant_id, table.c.email.is_not(None))
+                query = sa.select(table.c.contact_id, table.c.email).where(
+                    table.c.tenant_id == tenant_id, table.c.email.is_not(None)
+                )
                 if contact_ids is not None:
                     query = query.where(table.c.contact_id.in_(sorted(set(contact_ids))))
                 rows = conn.execute(query)
@@ -222,11 +250,15 @@ class IdentityTables:
         email = normalize_email(email) or ""
         with self.engine.connect() as conn:
             found = conn.execute(
-                sa.select(t.contacts.c.contact_id).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.email == email)
+                sa.select(t.contacts.c.contact_id).where(
+                    t.contacts.c.tenant_id == tenant_id, t.contacts.c.email == email
+                )
             ).scalar()
             if found is None:
                 found = conn.execute(
-                    sa.select(t.aliases.c.contact_id).where(t.aliases.c.tenant_id == tenant_id, t.aliases.c.email == email)
+                    sa.select(t.aliases.c.contact_id).where(
+                        t.aliases.c.tenant_id == tenant_id, t.aliases.c.email == email
+                    )
                 ).scalar()
             return found
 
@@ -235,8 +267,18 @@ class IdentityTables:
         with self.engine.connect() as conn:
             return conn.execute(
                 sa.select(t.contacts.c.email)
-                .join(t.identities, sa.and_(t.identities.c.tenant_id == t.contacts.c.tenant_id, t.identities.c.contact_id == t.contacts.c.contact_id))
-                .where(t.identities.c.tenant_id == tenant_id, t.identities.c.source == source, t.identities.c.vendor_id == vendor_id)
+                .join(
+                    t.identities,
+                    sa.and_(
+                        t.identities.c.tenant_id == t.contacts.c.tenant_id,
+                        t.identities.c.contact_id == t.contacts.c.contact_id,
+                    ),
+                )
+                .where(
+                    t.identities.c.tenant_id == tenant_id,
+                    t.identities.c.source == source,
+                    t.identities.c.vendor_id == vendor_id,
+                )
             ).scalar()
 
     def vendor_ids(self, tenant_id: str, source: str) -> dict[str, str]:
@@ -247,7 +289,7 @@ class IdentityTables:
         """contact id -> the email a vendor has for the person (live identities with an email)."""
         return self._live_identities(tenant_id, source, t.identities.c.email)
 
-    def _live_identities(self, tenant_id: str, source: str, column: sa.Column) -> dict[str, str]:
+    def _live_identities(self, tenant_id: str, source: str, column: sa.Column[Any]) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.identities.c.contact_id, column).where(
@@ -273,6 +315,12 @@ class IdentityTables:
     def counts(self, tenant_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {
-                "contacts": conn.execute(sa.select(sa.func.count()).select_from(t.contacts).where(t.contacts.c.tenant_id == tenant_id)).scalar() or 0,
-                "events": conn.execute(sa.select(sa.func.count()).select_from(t.events).where(t.events.c.tenant_id == tenant_id)).scalar() or 0,
+                "contacts": conn.execute(
+                    sa.select(sa.func.count()).select_from(t.contacts).where(t.contacts.c.tenant_id == tenant_id)
+                ).scalar()
+                or 0,
+                "events": conn.execute(
+                    sa.select(sa.func.count()).select_from(t.events).where(t.events.c.tenant_id == tenant_id)
+                ).scalar()
+                or 0,
             }

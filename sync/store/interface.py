@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from connectors.base import Contact, EngagementEvent
-from connectors.errors import SegsyncError
+from core.errors import SegsyncError
 
 
 class TenantBusy(SegsyncError):

@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.times import now as utcnow
 from sync.store import schema as t
 from sync.store.interface import TenantBusy
-from sync.store.sqlcore import canonical, insert_for, utcnow
+from sync.store.sqlcore import canonical, insert_for
 
 log = logging.getLogger("segsync.store")
 
@@ -32,16 +33,18 @@ class RunLog:
 
     def start_run(self, tenant_id: str, dry_run: bool) -> int:
         with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    t.runs.insert().values(tenant_id=tenant_id, started_at=utcnow(), status="running", dry_run=dry_run)
-                ).inserted_primary_key[0]
-            )
+            key = conn.execute(
+                t.runs.insert().values(tenant_id=tenant_id, started_at=utcnow(), status="running", dry_run=dry_run)
+            ).inserted_primary_key
+            assert key is not None  # an INSERT of one row always reports its key
+            return int(key[0])
 
     def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                t.runs.update().where(t.runs.c.id == run_id).values(finished_at=utcnow(), status=status, report=json.loads(canonical(report)))
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
+                .values(finished_at=utcnow(), status=status, report=json.loads(canonical(report)))
             )
 
     def runs(self, tenant_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -53,21 +56,30 @@ class RunLog:
 
     def outcomes(self, run_id: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [r._asdict() for r in conn.execute(sa.select(t.record_outcomes).where(t.record_outcomes.c.run_id == run_id))]
+            return [
+                r._asdict()
+                for r in conn.execute(sa.select(t.record_outcomes).where(t.record_outcomes.c.run_id == run_id))
+            ]
 
     # ------------------------------------------------------------------ locks
 
     def _clear_dead_holder(self, tenant_id: str) -> None:
         """SQLite: a lock left by a process on this host that no longer exists (killed) is released."""
         with self.engine.begin() as conn:
-            owner = conn.execute(sa.select(t.tenant_locks.c.holder).where(t.tenant_locks.c.tenant_id == tenant_id)).scalar()
+            owner = conn.execute(
+                sa.select(t.tenant_locks.c.holder).where(t.tenant_locks.c.tenant_id == tenant_id)
+            ).scalar()
             if not owner:
                 return
             host, _, rest = owner.partition(":")
             pid = rest.partition(":")[0]
             if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
                 log.warning("tenant %s: releasing the lock of process %s, which no longer runs", tenant_id, pid)
-                conn.execute(t.tenant_locks.delete().where(t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == owner))
+                conn.execute(
+                    t.tenant_locks.delete().where(
+                        t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == owner
+                    )
+                )
 
     @contextmanager
     def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
@@ -82,7 +94,9 @@ class RunLog:
                 # Advisory locks are database-wide: the schema is part of the key, so two segsync
                 # stores in one database (or parallel test schemas) never block each other.
                 schema = conn.execute(sa.text("select current_schema()")).scalar()
-                key = int.from_bytes(hashlib.sha256(f"segsync:{schema}:{tenant_id}".encode()).digest()[:8], "big", signed=True)
+                key = int.from_bytes(
+                    hashlib.sha256(f"segsync:{schema}:{tenant_id}".encode()).digest()[:8], "big", signed=True
+                )
                 got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar()
                 conn.commit()
                 if not got:
@@ -99,21 +113,29 @@ class RunLog:
         self._clear_dead_holder(tenant_id)
         now = utcnow()
         with self.engine.begin() as conn:
-            upsert_stmt = insert_for(conn, t.tenant_locks).values(tenant_id=tenant_id, holder=holder, expires_at=now + ttl)
+            upsert_stmt = insert_for(conn, t.tenant_locks).values(
+                tenant_id=tenant_id, holder=holder, expires_at=now + ttl
+            )
             upsert_stmt = upsert_stmt.on_conflict_do_update(
                 index_elements=["tenant_id"],
                 set_={"holder": holder, "expires_at": now + ttl},
                 where=t.tenant_locks.c.expires_at < now,
             )
             conn.execute(upsert_stmt)
-            owner = conn.execute(sa.select(t.tenant_locks.c.holder).where(t.tenant_locks.c.tenant_id == tenant_id)).scalar()
+            owner = conn.execute(
+                sa.select(t.tenant_locks.c.holder).where(t.tenant_locks.c.tenant_id == tenant_id)
+            ).scalar()
         if owner != holder:
             raise TenantBusy(f"tenant {tenant_id}: another run holds its lock ({owner})")
         try:
             yield
         finally:
             with self.engine.begin() as conn:
-                conn.execute(t.tenant_locks.delete().where(t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == holder))
+                conn.execute(
+                    t.tenant_locks.delete().where(
+                        t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == holder
+                    )
+                )
 
 
 def _pid_alive(pid: int) -> bool:

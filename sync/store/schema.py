@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from consent.schema import UTCDateTime
+
 metadata = sa.MetaData()
-TS = sa.DateTime(timezone=True)
+# The consent tables' column type: aware UTC in, aware UTC out on SQLite too, naive values refused.
+TS = UTCDateTime()
 
 contacts = sa.Table(
     "contacts",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectors.base import normalize_email
+from core.emails import normalize_email
 from sync.store import schema as t
 from sync.store.identity import IdentityTables
 from sync.store.interface import Store
@@ -47,13 +47,34 @@ class SqlStore(IdentityTables, SentState, RunLog, Store):
     # ------------------------------------------------------------------ erasure
 
     def erase(self, tenant_id: str, email: str) -> int:
-        """Delete a person's personal data (contact, identities, aliases, events, scores, state). Returns rows removed."""
+        """Delete a person's data (contact, identities, aliases, events, scores, state); return rows removed."""
         email = normalize_email(email) or ""
         removed = 0
         with self.engine.begin() as conn:
-            ids = {r.contact_id for r in conn.execute(sa.select(t.contacts.c.contact_id).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.email == email))}
-            ids |= {r.contact_id for r in conn.execute(sa.select(t.aliases.c.contact_id).where(t.aliases.c.tenant_id == tenant_id, t.aliases.c.email == email))}
-            ids |= {r.contact_id for r in conn.execute(sa.select(t.identities.c.contact_id).where(t.identities.c.tenant_id == tenant_id, t.identities.c.email == email))}
+            ids = {
+                r.contact_id
+                for r in conn.execute(
+                    sa.select(t.contacts.c.contact_id).where(
+                        t.contacts.c.tenant_id == tenant_id, t.contacts.c.email == email
+                    )
+                )
+            }
+            ids |= {
+                r.contact_id
+                for r in conn.execute(
+                    sa.select(t.aliases.c.contact_id).where(
+                        t.aliases.c.tenant_id == tenant_id, t.aliases.c.email == email
+                    )
+                )
+            }
+            ids |= {
+                r.contact_id
+                for r in conn.execute(
+                    sa.select(t.identities.c.contact_id).where(
+                        t.identities.c.tenant_id == tenant_id, t.identities.c.email == email
+                    )
+                )
+            }
             for table, col in (
                 (t.contacts, t.contacts.c.contact_id),
                 (t.identities, t.identities.c.contact_id),
@@ -65,5 +86,10 @@ class SqlStore(IdentityTables, SentState, RunLog, Store):
                 (t.record_outcomes, t.record_outcomes.c.key),
             ):
                 if ids:
-                    removed += conn.execute(table.delete().where(table.c.tenant_id == tenant_id, col.in_(sorted(ids)))).rowcount or 0
+                    removed += (
+                        conn.execute(
+                            table.delete().where(table.c.tenant_id == tenant_id, col.in_(sorted(ids)))
+                        ).rowcount
+                        or 0
+                    )
         return removed

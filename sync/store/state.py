@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.times import now as utcnow
 from sync.store import schema as t
-from sync.store.sqlcore import chunks, upsert, utcnow
+from sync.store.sqlcore import chunks, upsert
 
 
 class SentState:
@@ -64,16 +65,40 @@ class SentState:
         now = utcnow()
         confirmed = list(confirmed)
         with self.engine.begin() as conn:
-            keep = [{"tenant_id": tenant_id, "destination": destination, "key": k, "value": v, "run_id": run_id, "sent_at": now} for k, v in confirmed if v is not None]
+            keep = [
+                {
+                    "tenant_id": tenant_id,
+                    "destination": destination,
+                    "key": k,
+                    "value": v,
+                    "run_id": run_id,
+                    "sent_at": now,
+                }
+                for k, v in confirmed
+                if v is not None
+            ]
             upsert(conn, t.last_sent, keep, ["tenant_id", "destination", "key"])
             gone = [k for k, v in confirmed if v is None]
             for chunk in chunks(gone, 500):
                 conn.execute(
                     t.last_sent.delete().where(
-                        t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination == destination, t.last_sent.c.key.in_(chunk)
+                        t.last_sent.c.tenant_id == tenant_id,
+                        t.last_sent.c.destination == destination,
+                        t.last_sent.c.key.in_(chunk),
                     )
                 )
-            rows = [{"run_id": run_id or 0, "tenant_id": tenant_id, "destination": destination, "key": k, "outcome": o, "message": m[:2000], "at": now} for k, o, m in outcomes]
+            rows = [
+                {
+                    "run_id": run_id or 0,
+                    "tenant_id": tenant_id,
+                    "destination": destination,
+                    "key": k,
+                    "outcome": o,
+                    "message": m[:2000],
+                    "at": now,
+                }
+                for k, o, m in outcomes
+            ]
             if rows:
                 conn.execute(t.record_outcomes.insert(), rows)
 
@@ -82,7 +107,9 @@ class SentState:
         with self.engine.begin() as conn:
             conn.execute(
                 t.last_sent.delete().where(
-                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.key == key, t.last_sent.c.destination.like(prefix + "%")
+                    t.last_sent.c.tenant_id == tenant_id,
+                    t.last_sent.c.key == key,
+                    t.last_sent.c.destination.like(prefix + "%"),
                 )
             )
 
@@ -96,8 +123,16 @@ class SentState:
 
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]]) -> None:
         now = utcnow()
-        rows = [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": False, "assigned_at": now} for s, ids in members.items() for c in ids]
-        rows += [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": True, "assigned_at": now} for s, ids in holdout.items() for c in ids]
+        rows = [
+            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": False, "assigned_at": now}
+            for s, ids in members.items()
+            for c in ids
+        ]
+        rows += [
+            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": True, "assigned_at": now}
+            for s, ids in holdout.items()
+            for c in ids
+        ]
         with self.engine.begin() as conn:
             conn.execute(t.segment_members.delete().where(t.segment_members.c.tenant_id == tenant_id))
             for chunk in chunks(rows, 5000):
@@ -105,4 +140,7 @@ class SentState:
 
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [r._asdict() for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))]
+            return [
+                r._asdict()
+                for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))
+            ]

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.contract.subject import (
-    ARCHIVE, HTTP, INCREMENTAL, LIVE_SOURCE, MERGE, NO_HTTP, NO_WEBHOOKS, PARTIAL_FAILURE, RETRY_AFTER, WEBHOOKS,
+    ARCHIVE,
+    HTTP,
+    INCREMENTAL,
+    LIVE_SOURCE,
+    MERGE,
+    NO_HTTP,
+    NO_WEBHOOKS,
+    PARTIAL_FAILURE,
+    RETRY_AFTER,
+    WEBHOOKS,
     Subject,
 )
 

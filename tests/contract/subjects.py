@@ -10,7 +10,18 @@ from __future__ import annotations
 from tests.contract.local import CsvSubject, FakeCrmSubject, FakeEspSubject
 from tests.contract.sandboxed import HubSpotSubject, MailchimpSubject
 from tests.contract.subject import (  # noqa: F401 - what the cases import from here
-    ARCHIVE, HTTP, INCREMENTAL, LIVE_SOURCE, MERGE, PARTIAL_FAILURE, PROP, RETRY_AFTER, TAG, WEBHOOKS, Subject, needs,
+    ARCHIVE,
+    HTTP,
+    INCREMENTAL,
+    LIVE_SOURCE,
+    MERGE,
+    PARTIAL_FAILURE,
+    PROP,
+    RETRY_AFTER,
+    TAG,
+    WEBHOOKS,
+    Subject,
+    needs,
 )
 
 SUBJECTS: list[type[Subject]] = [HubSpotSubject, MailchimpSubject, CsvSubject, FakeCrmSubject, FakeEspSubject]

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from connectors.errors import FatalApiError, RetriableApiError, SegsyncError
 from connectors.kit import CallPolicy, RetrySettings
+from core.errors import FatalApiError, RetriableApiError, SegsyncError
 from tests.contract.scripted import CUT_JSON, HTML_502, ScriptedVendor
 from tests.contract.subjects import HTTP, RETRY_AFTER, Subject, needs
 

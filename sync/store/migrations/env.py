@@ -24,7 +24,10 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:  # migrate.py always sets it; a bare `alembic upgrade` without one cannot know the store
+        raise RuntimeError("sqlalchemy.url is not set: run migrations through segsync (sync.store.migrate)")
+    engine = sa.create_engine(url)
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():

@@ -9,9 +9,8 @@ it ships. Timestamps are plain ``DateTime(timezone=True)``; ``consent.schema.UTC
 adds the UTC conversion in Python.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"

@@ -15,9 +15,8 @@ access could recompute them and lower the markers. Take a checkpoint right after
 --against FILE`` then detects any such rewrite.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"
