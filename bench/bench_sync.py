@@ -106,6 +106,7 @@ def sync(config: Path, window: float) -> dict[str, Any]:
         event_deal_types=tuple(crm_cfg.deal_event_types),
         window_seconds=window,
         settle_seconds=0,
+        web_lookback_days=crm_cfg.web_events_lookback_days,
     )
     store = open_store(cfg.store)
     try:

@@ -13,7 +13,7 @@ constants buried in loops, so the planner can cost a push before it is sent.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -74,6 +74,7 @@ class PullPage:
     events: list[EngagementEvent] = field(default_factory=list)
     consent: list[ConsentSignal] = field(default_factory=list)
     cursor: str | None = None  # opaque; None means "leave the stored cursor as it is"
+    total: int | None = None  # records the whole pull will yield, when the vendor says (progress bars only)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,12 @@ class CrmConnector(ABC):
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
         """Opt the person out of email at the CRM and clear segsync's segment property."""
 
+    def unsubscribe_many(self, people: Sequence[tuple[str, str | None]]) -> dict[str, RecordResult]:
+        """Opt many people, ``(email, vendor id or None)``, out of email at the CRM (nothing else); a result
+        per email. Default: one :meth:`suppress` each; a CRM with a batch write overrides it to spend fewer calls.
+        """
+        return {email: self.suppress(email, vendor_id, "") for email, vendor_id in dict(people).items()}
+
     def stats(self) -> dict[str, Any]:
         """API calls made so far, by endpoint class, plus 429s and retries."""
         return {}
@@ -149,6 +156,11 @@ class EspConnector(ABC):
     def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
         """Yield pages of engagement events since ``cursor``. Default: none."""
         return iter(())
+
+    def known_members(self, members: Mapping[str, tuple[str, str | None]], cursor: str | None) -> None:
+        """What segsync already holds of the audience: email -> (vendor id, status), current as of the stored
+        members ``cursor``. A connector may use it to read only what changed since. Default: ignored."""
+        return None
 
     @abstractmethod
     def push_tags(self, changes: Sequence[TagChange]) -> list[RecordResult]:

@@ -34,7 +34,8 @@ LOCKED`` and several drainers may run at once; on SQLite run one drainer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,8 +47,11 @@ from consent.integrity import outbox_mac
 from consent.schema import consent_outbox, insert_ignoring_conflicts
 from core import times
 
+log = logging.getLogger("segsync.consent")
+
 ob = consent_outbox.c
 PENDING, DONE, FAILED = "pending", "done", "failed"
+SUPERSEDED = "not propagated: superseded"  # the note on an action a later grant made unnecessary
 MAX_ERROR = 500
 
 
@@ -78,6 +82,7 @@ class DrainReport:
     retrying: int = 0
     failed: int = 0
     errors: dict[int, str] = field(default_factory=dict)
+    superseded: int = 0  # of ``done``: confirmed without a vendor call, a later grant made them moot
 
 
 def _now(now: datetime | None) -> datetime:
@@ -203,14 +208,15 @@ class Outbox:
             rows = c.execute(stmt).all()
         return sorted((_action(r) for r in rows), key=lambda a: a.id)
 
-    def mark_done(self, action_id: int, *, now: datetime | None = None) -> None:
-        """The destination confirmed; clears the email if the subject was erased meanwhile."""
+    def mark_done(self, action_id: int, *, now: datetime | None = None, note: str | None = None) -> None:
+        """The destination confirmed (or, with ``note``, nothing had to be sent and why); clears the email if
+        the subject was erased meanwhile."""
         with self.engine.begin() as c:
             c.execute(
                 sa.update(consent_outbox)
                 .where(ob.id == action_id)
                 .values(
-                    status=DONE, done_at=_now(now), last_error=None,
+                    status=DONE, done_at=_now(now), last_error=note[:MAX_ERROR] if note else None,
                     email=sa.case((ob.scrub_on_done, sa.null()), else_=ob.email),
                 )
             )
@@ -285,18 +291,22 @@ class Outbox:
 
 def drain(
     outbox: Outbox,
-    handlers: Mapping[str, Callable[[OutboxAction], None]],
+    handlers: Mapping[str, Callable[[OutboxAction], str | None]],
     now: datetime | None = None,
     *,
     limit: int = 100,
     tenant: str | None = None,
     max_rounds: int = 1000,
+    prepare: Callable[[Sequence[OutboxAction]], None] | None = None,
 ) -> DrainReport:
     """Hand every due action to its destination's handler until none is due.
 
-    A handler returns to confirm and raises to fail (its message is recorded). A destination
+    A handler returns to confirm and raises to fail (its message is recorded); a string it returns is kept
+    with the confirmation (why nothing was sent, e.g. a later grant superseded the withdrawal). A destination
     without a handler counts as a failed attempt, so a wiring mistake shows up as ``failed``
-    rows instead of a queue that silently never empties.
+    rows instead of a queue that silently never empties. ``prepare`` sees each claimed batch first, so
+    handlers can act on many actions in one vendor call (a batch write) and then confirm each; if it
+    raises, every handler runs on its own.
     """
     report = DrainReport()
     when = _now(now)
@@ -304,12 +314,17 @@ def drain(
         batch = outbox.claim(limit, now=when, tenant=tenant)
         if not batch:
             break
+        if prepare is not None:
+            try:
+                prepare(batch)
+            except Exception:  # the handlers then act one by one and record their own failures
+                log.warning("outbox: preparing a batch of %d failed; acting one by one", len(batch), exc_info=True)
         for action in batch:
             handler = handlers.get(action.destination)
             try:
                 if handler is None:
                     raise LookupError(f"no handler is registered for destination {action.destination!r}")
-                handler(action)
+                note = handler(action)
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 report.errors[action.id] = message[:MAX_ERROR]
@@ -318,6 +333,8 @@ def drain(
                 else:
                     report.retrying += 1
             else:
-                outbox.mark_done(action.id, now=when)
+                outbox.mark_done(action.id, now=when, note=note if isinstance(note, str) else None)
                 report.done += 1
+                if isinstance(note, str) and note.startswith(SUPERSEDED):
+                    report.superseded += 1
     return report

@@ -117,6 +117,7 @@ tenants:
       base_url: {self.hubspot_url}
       plan: {self.hubspot_plan}
       client_secret: {self.hubspot_client_secret}
+      web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
     esp:
       type: mailchimp
       api_key: {self.mailchimp_key}
@@ -152,9 +153,10 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
     ``search_lag_seconds``, ``portal_id``, ``clock`` (or any ``hubspot_*`` key) go to :class:`HubSpotSim`;
     ``mailchimp_*`` keys go to ``MailchimpSim``. Vendor-reality switches: ``hubspot_tier`` (below
     "enterprise" the events API answers 403), ``hubspot_app_type`` ("oauth": a public app's own limit),
-    ``hubspot_deal_noise`` (open and lost deals besides the won ones), ``hubspot_merge_new_id``
-    (merges make a new record, as HubSpot does now), ``hubspot_subscription_types`` ("legacy": no purpose on
-    any type), ``mailchimp_customer_tags`` (the advisor's own tags, e.g. one named like a segsync segment).
+    ``hubspot_deal_noise`` (on by default: open and lost deals besides the won ones),
+    ``hubspot_merge_new_id`` (on by default: merges make a new record, as HubSpot does now),
+    ``hubspot_subscription_types`` ("legacy": no purpose on any type), ``mailchimp_customer_tags`` (the
+    advisor's own tags, e.g. one named like a segsync segment).
     """
     return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)
 

@@ -25,7 +25,7 @@ import requests
 import uvicorn
 from rich.console import Console
 
-from sync.cli.report import render_run
+from sync.cli.report import render_run, summary_table
 from sync.config.models import TenantCfg, load_config
 from sync.run.gate import ConsentGate
 from sync.run.pipeline import RunOptions, TenantRun, exit_code
@@ -45,6 +45,7 @@ TENANT_TEMPLATE = """\
       access_token: {hs_token}
       base_url: {hs_url}
       plan: professional
+      web_events_lookback_days: 3650
     esp:
       type: mailchimp
       api_key: {mc_key}
@@ -62,6 +63,7 @@ TENANT_TEMPLATE = """\
     segments:
       - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
       - {{name: churn_watch, score: churn_risk, top_percent: 15}}
+    features: {{numeric_properties: [aum], sensitive_attributes: [age]}}  # account_tier moves with upgrades: a leak
     holdout_percent: 10
     push: {{crm_property: segsync_segments, crm_scores: true, esp_tags: true, esp_static_segments: true}}
 """
@@ -222,6 +224,8 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
                     report = TenantRun(cfg, tenant, store, crm, esp, opts).run()
                 reports.append(report)
                 _print(report, as_json)
+            if not as_json:
+                console.print(summary_table(reports))  # every multi-firm run ends with one line per firm
             if optout.email:
                 _explain_optout(store, harbor.id, optout, sb)
 

@@ -9,6 +9,10 @@ Entry points (plain pandas frames in, plain data out; see each module):
 - :mod:`scoring.card` ``model_card(report, model=None)`` -> JSON-ready dict; ``render_model_card(card)`` -> markdown
 - :mod:`scoring.persist` ``save_model(model, dir)`` / ``load_model(dir)``
 - :mod:`scoring.segments` ``assign_segments(...)``, ``holdout(tenant, contact, pct)``, ``lift_report(...)``
+- :mod:`scoring.gate` ``gate(report)`` -> ``GateVerdict``: the one test every score passes before it cuts
+  a pushed segment (gain over the baseline with a DeLong interval, no leakage, enough data, stable clusters)
+- :mod:`scoring.fairness` ``segment_fairness(...)``, ``breaches(...)``, ``proxy_screen(...)`` - pushed segments
+- :mod:`scoring.lift` ``segment_lift(spells, events, segment, outcome, now)`` - lift from membership history
 
 Layout, bottom up (each layer imports only those below it; ``tests/test_scoring_layout.py`` checks):
 
@@ -19,5 +23,6 @@ Layout, bottom up (each layer imports only those below it; ``tests/test_scoring_
 - ``kinds/classifier`` (propensity, churn), ``kinds/ltv``, ``kinds/cluster`` - one kind each:
   train / predict / backtest;
 - ``registry`` - kind name -> implementation, the only place kinds are chosen;
+- ``gate``, ``fairness`` (over ``base``/``evaluation``), ``lift`` (over ``segments``);
 - ``models``, ``backtest``, ``card``, ``persist``, ``segments`` - what callers use.
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from scoring.base import MIN_NEGATIVES, MIN_POSITIVES, BacktestReport, Options
+from scoring.fairness import proxy_screen
 from scoring.features import select_properties
 from scoring.registry import kind_for
 from scoring.specs import ScoreSpec
@@ -41,6 +42,15 @@ def describe_property_inputs(report: BacktestReport, spec: ScoreSpec, contacts: 
     report.extra["property_inputs"] = [*numeric, *categorical]
     report.extra["sensitive_attributes_excluded"] = [a for a in spec.features.sensitive_attributes
                                                      if a not in numeric and a not in categorical]
+    proxies = proxy_screen(contacts.set_index(contacts["contact_id"].astype(str))[[*numeric, *categorical]],
+                           contacts, spec.features.sensitive_attributes) if (numeric or categorical) else []
+    if proxies:
+        report.extra["proxies"] = proxies
+        top = proxies[0]
+        report.extra.setdefault("caveats", []).append(
+            f"proxy screen: {len(proxies)} input/group pair(s) tell a sensitive group apart on their own, e.g. "
+            f"{top['input']} for {top['attribute']} = {top['group']} (ROC AUC {top['roc_auc']}); the model can "
+            "reproduce the attribute it does not see - check the fairness section, or exclude the input")
     if report.method == "time_split" and (numeric or categorical):
         report.extra.setdefault("caveats", []).append(
             "contact properties are the values stored now, not as of the cutoff: a property that changes "

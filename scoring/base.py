@@ -32,6 +32,7 @@ from scoring.specs import ScoreSpec
 MIN_POSITIVES = 100
 MIN_NEGATIVES = 100
 IMPORTANCE_ROWS = 3000
+MIN_PRESENT_ROWS = 50  # rows with a value before a column is a model input
 TOP_FEATURES = 10
 
 
@@ -67,8 +68,12 @@ class Encoder:
         """
         levels = {}
         columns = []
+        # A column seen on only a handful of rows (a property few contacts have) can be entirely
+        # missing inside a calibration fold, which histogram binning cannot take: it carries
+        # too little to learn from anyway.
+        min_present = min(MIN_PRESENT_ROWS, max(len(frame) // 2, 1))
         for col in frame.columns:
-            if frame[col].nunique(dropna=True) < 2:
+            if frame[col].nunique(dropna=True) < 2 or int(frame[col].notna().sum()) < min_present:
                 continue
             columns.append(col)
             if isinstance(frame[col].dtype, pd.CategoricalDtype):

@@ -7,17 +7,48 @@ from typing import Any
 import sklearn
 
 from scoring.base import BacktestReport, TrainedModel
+from scoring.gate import GateVerdict
 
 _METRIC_KEYS = ("roc_auc", "pr_auc", "lift_top_decile", "brier", "positives", "negatives",
                 "total_predicted_transactions", "total_actual_transactions", "rmse_transactions", "mae_transactions",
                 "total_predicted_value", "total_actual_value", "rmse_value", "mae_value")
 
 
-def model_card(report: BacktestReport, model: TrainedModel | None = None) -> dict[str, Any]:
-    """A JSON-ready model card: what was evaluated, how, how well, against what, and for whom."""
+INTENDED_USE = {
+    "propensity": "rank contacts by how likely the configured outcome is within the horizon, to choose whom an "
+                  "advisor contacts first; not for decisions about credit, eligibility or pricing",
+    "churn": "rank active contacts by risk of going quiet (or of the configured churn event), to choose whom to "
+             "check in with; not for decisions about service levels or eligibility",
+    "ltv": "rank contacts by expected transaction value over the horizon, to prioritise outreach; not a forecast "
+           "of any one person's money",
+    "cluster": "group contacts by engagement behaviour for messaging; groups carry no judgement about people",
+}
+LIMITS = ("trained on this firm's own book only; contact properties are the values stored now, not as of the "
+          "cutoff; scores say nothing about people with little or no recorded activity; the sensitive attributes "
+          "listed are measured for fairness, never used as inputs or inferred")
+
+
+def fairness_verdict(fairness: dict[str, Any]) -> str:
+    """One line: which sensitive attributes fail the four-fifths rule in the backtest's top scores."""
+    failing = [a for a, r in fairness.items() if isinstance(r, dict) and r.get("passes_four_fifths") is False]
+    if not fairness:
+        return "not measured: no sensitive attributes configured"
+    if failing:
+        return f"fails the four-fifths rule by {', '.join(failing)} (a warning; see the fairness section)"
+    return "passes the four-fifths rule for every measured attribute"
+
+
+def model_card(report: BacktestReport, model: TrainedModel | None = None,
+               gate: GateVerdict | None = None) -> dict[str, Any]:
+    """A JSON-ready model card: what was evaluated, how, how well, against what, for whom, and whether it is used."""
     card: dict[str, Any] = {"score": report.score, "kind": report.kind, "sklearn_version": sklearn.__version__,
                             **report.to_dict()}
     card["verdict"] = report.verdict or {"verdict": "ok"}
+    card["intended_use"] = INTENDED_USE.get(report.kind, "")
+    card["limits"] = LIMITS
+    card["fairness_verdict"] = fairness_verdict(report.fairness)
+    if gate is not None:
+        card["gate"] = gate.to_dict()
     if model is not None:
         card["trained"] = {"trained_at": model.trained_at.isoformat(), "cutoff": model.cutoff.isoformat(),
                            "features": model.feature_names, "info": model.info, "metrics": model.metrics}
@@ -42,6 +73,25 @@ def _metric_table(model: dict[str, Any], baseline: dict[str, Any], extra_cols: d
     return lines
 
 
+def _use_lines(card: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    gate = card.get("gate")
+    if gate:
+        lines += [f"**Used for segments: {'yes' if gate.get('passed') else 'no'}**"
+                  + ("" if gate.get("passed") else " - " + "; ".join(gate.get("reasons") or [])), ""]
+    gain = (card.get("extra") or {}).get("gain_over_baseline")
+    if gain:
+        lines += [f"Gain over the naive baseline: ROC AUC {gain['model_roc_auc']:.3f} vs "
+                  f"{gain['baseline_roc_auc']:.3f}, "
+                  f"difference {gain['difference']:+.3f} (95% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f}; "
+                  f"{gain['method']}; on {gain.get('evaluated_on', 'held-out data')})", ""]
+    if card.get("intended_use"):
+        lines += [f"Intended use: {card['intended_use']}.", "", f"Limits: {card.get('limits', '')}.", ""]
+    if card.get("fairness_verdict"):
+        lines += [f"Fairness: {card['fairness_verdict']}.", ""]
+    return lines
+
+
 def render_model_card(card: dict[str, Any]) -> str:
     """Markdown for one model card."""
     lines = [f"# Model card: {card['score']} ({card['kind']})", ""]
@@ -50,6 +100,7 @@ def render_model_card(card: dict[str, Any]) -> str:
         lines += ["**Verdict: insufficient data, no scores produced.**", "", f"Reason: {verdict.get('reason')}", ""]
         return "\n".join(lines)
     lines += [f"Evaluation: `{card.get('method')}`", ""]
+    lines += _use_lines(card)
     extra = card.get("extra") or {}
     for caveat in extra.get("caveats", []):
         lines += [f"> **Caveat:** {caveat}", ""]
@@ -62,6 +113,8 @@ def render_model_card(card: dict[str, Any]) -> str:
     if card["kind"] == "cluster":
         lines += ["## Clusters", "", "| cluster | size |", "|---|---|"]
         lines += [f"| {c['name']} | {c['size']} |" for c in model.get("clusters", [])]
+        lines += ["", f"Stability across refits (adjusted Rand index): {_fmt(model.get('stability'))}; "
+                      f"silhouette: {_fmt(model.get('silhouette'))}"]
         return "\n".join(lines) + "\n"
     methods = model.get("methods", {})
     extra = {f"{name}" + (" (winner)" if name == model.get("winner") else ""): m for name, m in methods.items()}
@@ -90,8 +143,8 @@ def render_model_card(card: dict[str, Any]) -> str:
                 lines += [f"- {attr}: {res['error']}"]
                 continue
             lines += [f"### {attr}: disparate impact {_fmt(res['disparate_impact'])}", "",
-                      "| group | n | selection rate | outcome rate |", "|---|---|---|---|"]
-            lines += [f"| {g['group']} | {g['n']} | {g['selection_rate']:.3f} | {_fmt(g.get('outcome_rate'))} |"
-                      for g in res["groups"]]
+                      "| group | n | selection rate | mean predicted | outcome rate |", "|---|---|---|---|---|"]
+            lines += [f"| {g['group']} | {g['n']} | {g['selection_rate']:.3f} | {_fmt(g.get('mean_predicted'))} | "
+                      f"{_fmt(g.get('outcome_rate'))} |" for g in res["groups"]]
             lines.append("")
     return "\n".join(lines) + "\n"

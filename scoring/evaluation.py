@@ -7,16 +7,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm, rankdata
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 FOUR_FIFTHS = 0.8
 MIN_GROUP = 30  # groups smaller than this are listed but not used for the ratio
+Z95 = float(norm.ppf(0.975))
 
 
 def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
     """Outcome rate among the top ``fraction`` by score over the overall rate."""
     y = np.asarray(y, dtype=float)
-    k = max(int(round(len(y) * fraction)), 1)
+    k = max(round(len(y) * fraction), 1)
     p = np.asarray(p, dtype=float)
     base = y.mean()
     if base == 0:
@@ -98,7 +100,7 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
     if not attributes:
         return out
     frame = contacts.set_index(contacts["contact_id"].astype(str))
-    k = max(int(round(len(scores) * top_percent / 100)), 1)
+    k = max(round(len(scores) * top_percent / 100), 1)
     selected = pd.Series(False, index=scores.index)
     selected.iloc[np.argsort(-scores.to_numpy(float), kind="stable")[:k]] = True
     for attr in attributes:
@@ -111,6 +113,8 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
             row: dict[str, Any] = {"group": str(g), "n": len(idx),
                                    "selection_rate": round(float(selected.loc[idx].mean()), 4)}
             if outcomes is not None:
+                # Calibration by group: mean predicted next to the observed rate, per group.
+                row["mean_predicted"] = round(float(scores.loc[idx].mean()), 4)
                 row["outcome_rate"] = round(float(outcomes.reindex(idx).mean()), 4)
             rows.append(row)
         rates = [r["selection_rate"] for r in rows if r["n"] >= MIN_GROUP]
@@ -118,3 +122,36 @@ def fairness(scores: pd.Series, contacts: pd.DataFrame, attributes: Sequence[str
         out[attr] = {"groups": rows, "disparate_impact": ratio, "top_percent": top_percent,
                      "passes_four_fifths": None if ratio is None else bool(ratio >= FOUR_FIFTHS)}
     return out
+
+
+def _placements(pos: np.ndarray, neg: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AUC and DeLong's structural components (per positive, per negative) for one score."""
+    m, n = len(pos), len(neg)
+    both = np.concatenate([pos, neg])
+    r_all = rankdata(both)
+    r_pos, r_neg = rankdata(pos), rankdata(neg)
+    v10 = (r_all[:m] - r_pos) / n  # share of negatives each positive beats (ties count half)
+    v01 = 1.0 - (r_all[m:] - r_neg) / m  # share of positives that beat each negative
+    auc = float(v10.mean())
+    return auc, v10, v01
+
+
+def auc_difference(y: np.ndarray, model: np.ndarray, baseline: np.ndarray) -> dict[str, Any] | None:
+    """Paired ROC AUC difference (model - baseline) with a 95% DeLong interval, or None without both classes.
+
+    DeLong, DeLong & Clarke-Pearson (1988): the AUCs of two scores on the same people are
+    correlated, so the variance of their difference comes from the shared placement values.
+    """
+    y = np.asarray(y, dtype=int)
+    pos, neg = y == 1, y == 0
+    if pos.sum() < 2 or neg.sum() < 2:
+        return None
+    a1, v10a, v01a = _placements(np.asarray(model, float)[pos], np.asarray(model, float)[neg])
+    a2, v10b, v01b = _placements(np.asarray(baseline, float)[pos], np.asarray(baseline, float)[neg])
+    s10 = np.cov(np.vstack([v10a, v10b]))
+    s01 = np.cov(np.vstack([v01a, v01b]))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / pos.sum() + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / neg.sum()
+    se = float(np.sqrt(max(var, 0.0)))
+    diff = a1 - a2
+    return {"model_roc_auc": round(a1, 4), "baseline_roc_auc": round(a2, 4), "difference": round(diff, 4),
+            "ci_low": round(diff - Z95 * se, 4), "ci_high": round(diff + Z95 * se, 4), "method": "DeLong, paired"}

@@ -80,7 +80,8 @@ def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
     categorical: list[str] = []
     n = max(len(contacts), 1)
     for col in contacts.columns:
-        if col in skip or str(col).lower().startswith("segsync"):
+        # "_"-prefixed columns are segsync's bookkeeping (a source's row number), never behaviour.
+        if col in skip or str(col).lower().startswith(("segsync", "_")):
             continue
         s = contacts[col]
         if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):

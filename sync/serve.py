@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 import threading
 import time
@@ -47,7 +48,7 @@ from sync.propagation import propagate, queued
 from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
 from sync.run.report import RunReport
-from sync.store import SqlStore, Store, TenantBusy, open_store
+from sync.store import SqlStore, Store, TenantBusy, TenantLease, open_store
 
 log = logging.getLogger("segsync.serve")
 
@@ -94,6 +95,9 @@ class Metrics:
                                   buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
         self.outbox_age = Gauge("segsync_outbox_oldest_age_seconds", "Age of the oldest unconfirmed opt-out "
                                 "propagation (0 when none waits)", ["tenant"], registry=self.registry)
+        self.disparate_impact = Gauge("segsync_segment_disparate_impact", "Lowest / highest membership rate by "
+                                      "group of a sensitive attribute in a pushed segment (four-fifths rule: "
+                                      "below 0.8 warns)", ["tenant", "segment", "attribute"], registry=self.registry)
 
     def record_run(self, report: dict[str, Any]) -> None:
         """Count one finished run: its status, its records by outcome, its API calls and 429s per vendor."""
@@ -108,22 +112,27 @@ class Metrics:
             stats = stats or {}
             self.api_calls.labels(tenant, side).inc(stats.get("total_calls", 0) or 0)
             self.rate_limited.labels(tenant, side).inc(stats.get("rate_limited", 0) or 0)
+        for segment, per_attr in (run.scoring.fairness if run.scoring else {}).items():
+            for attr, res in per_attr.items():
+                if isinstance(res.get("disparate_impact"), float):
+                    self.disparate_impact.labels(tenant, segment, attr).set(res["disparate_impact"])
 
 
 class _HeldLock(SqlStore):
     """The store, for a run whose caller already holds the tenant's lock (taking it again would fail)."""
 
-    def __init__(self, engine: sa.Engine, tenant_id: str) -> None:
+    def __init__(self, engine: sa.Engine, tenant_id: str, lease: TenantLease | None = None) -> None:
         super().__init__(engine)
         self.held = tenant_id
+        self.lease = lease or TenantLease(tenant_id)
 
     @contextmanager
-    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
+    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[TenantLease]:
         if tenant_id != self.held:
-            with super().tenant_lock(tenant_id, ttl):
-                yield
+            with super().tenant_lock(tenant_id, ttl) as lease:
+                yield lease
             return
-        yield
+        yield self.lease  # the caller's lease: the run's fencing checks test the lock actually held
 
 
 class Service:
@@ -178,12 +187,12 @@ class Service:
             # The lock is taken here, before the run is logged, so a run skipped because another
             # server holds the tenant leaves no failed run behind; the pipeline's own lock call
             # then finds it already held by this run.
-            with self.store.tenant_lock(tenant_id):
+            with self.store.tenant_lock(tenant_id) as lease:
                 crm, esp = self._connectors(tenant)
                 report = run_tenant(
                     self.cfg,
                     tenant,
-                    _HeldLock(self.store.engine, tenant_id),
+                    _HeldLock(self.store.engine, tenant_id, lease),
                     RunOptions(stop=self.stop),
                     base_dir=self.base_dir,
                     crm=crm,
@@ -411,10 +420,14 @@ class AccessLogFilter(logging.Filter):
 
 
 def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging config with secrets masked on both of its handlers."""
+    """uvicorn's own logging config with secrets masked on both of its handlers (JSON lines under --log-format json)."""
     import uvicorn.config
 
+    from sync.logs import JsonFormatter, json_logs
+
     conf = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if json_logs():
+        conf["formatters"] = {name: {"()": JsonFormatter} for name in conf["formatters"]}
     conf.setdefault("filters", {})
     conf["filters"]["segsync_access"] = {"()": AccessLogFilter}
     conf["filters"]["segsync_redact"] = {"()": RedactingFilter}
@@ -440,6 +453,12 @@ def serve(config: Path, listen: str | None = None) -> None:
     import uvicorn
 
     cfg = load_config(config)  # registers every tenant's secrets with the redactor
+    if cfg.server.log_format == "json" and not os.environ.get("SEGSYNC_LOG_FORMAT"):
+        os.environ["SEGSYNC_LOG_FORMAT"] = "json"  # the config's choice, unless --log-format said otherwise
+        from sync.logs import formatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter())
     host, port = parse_listen(listen or cfg.server.listen)
     service = Service(cfg, config.parent)
     logging.getLogger("segsync.serve").setLevel(

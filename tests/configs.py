@@ -22,7 +22,8 @@ model_dir: {models}
 tenants:
   - id: firm
     {schedule}
-    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited}}
+    crm: {{type: hubspot, access_token: {hs_token}, base_url: {hs_url}, plan: unlimited,
+           web_events_lookback_days: 3650}}
     esp: {{type: mailchimp, api_key: {mc_key}, list_id: {mc_list}, base_url: {mc_url}}}
     {consent}
     scores:

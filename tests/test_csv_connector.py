@@ -64,9 +64,9 @@ def test_contacts_are_read_with_normalised_email_and_properties(files, tmp_path)
     assert set(got) == {"c1", "c2", "c3"}
     c1 = got["c1"]
     assert (c1.source, c1.email) == ("csv", "ann@example.com")
-    assert c1.properties == {"tier": "core", "age": "44"}
+    assert c1.properties == {"tier": "core", "age": "44", "_source_row": "2"}  # the row: time order for scoring
     assert c1.created_at == datetime(2024, 1, 5, tzinfo=UTC)
-    assert got["c2"].properties == {"tier": "premier"}  # blanks are absent, not ""
+    assert got["c2"].properties == {"tier": "premier", "_source_row": "3"}  # blanks are absent, not ""
     assert got["c3"].email is None
     assert conn.problems == []
 
@@ -177,7 +177,8 @@ def test_contacts_come_in_pages_of_a_thousand(tmp_path):
 def test_semicolon_delimiter_and_email_as_key(tmp_path):
     path = write(tmp_path / "c.csv", "email;age\nA@x.org;30\nb@x.org;40\n")
     got = contacts_of(CsvConnector(path, delimiter=";", id_column=None))
-    assert [(c.vendor_id, c.properties) for c in got] == [("a@x.org", {"age": "30"}), ("b@x.org", {"age": "40"})]
+    assert [(c.vendor_id, c.properties) for c in got] == [("a@x.org", {"age": "30", "_source_row": "2"}),
+                                                            ("b@x.org", {"age": "40", "_source_row": "3"})]
 
 
 def test_push_writes_merges_and_suppress_records(files, tmp_path):
@@ -206,7 +207,8 @@ def test_line_numbers_stay_right_after_a_quoted_multi_line_field(tmp_path):
     path = write(tmp_path / "c.csv", 'id,email,note\nq1,q1@x.org,"two\nlines"\nq2,,\n,q3@x.org,x\n')
     conn = CsvConnector(path)
     got = contacts_of(conn)
-    assert got[0].properties == {"note": "two\nlines"} and [c.vendor_id for c in got] == ["q1", "q2"]
+    assert got[0].properties == {"note": "two\nlines", "_source_row": "2"}
+    assert [c.vendor_id for c in got] == ["q1", "q2"]
     assert conn.problems == [f"{path}:5: no id (column 'id' is blank)"]
 
 

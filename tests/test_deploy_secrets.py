@@ -40,13 +40,12 @@ def test_file_secret_problems_are_named_with_path_and_line(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config_text(CONFIG, env)
     problems = exc.value.problems
-    assert (
-        f"tenants[0].crm.access_token: HS_TOKEN_FILE names {tmp_path / 'missing'}, which does not exist (line 5)"
-        in problems
+    missing, empty = tmp_path / "missing", tmp_path / "empty"
+    assert f"<config>:5: tenant harbor: crm.access_token: HS_TOKEN_FILE names {missing}, which does not exist" in (
+        problems
     )
-    assert (
-        f"tenants[0].consent.webhook_secret: HOOK_SECRET_FILE names {tmp_path / 'empty'}, which is empty (line 7)"
-        in problems
+    assert f"<config>:7: tenant harbor: consent.webhook_secret: HOOK_SECRET_FILE names {empty}, which is empty" in (
+        problems
     )
     assert len(problems) == 2  # the emptied values are not reported again as "field required" or "too short"
 
@@ -56,9 +55,8 @@ def test_both_var_and_var_file_is_an_error(tmp_path):
            "HOOK_SECRET": "hook-secret-from-env-0001"}
     with pytest.raises(ConfigError) as exc:
         load_config_text(CONFIG, env)
-    assert exc.value.problems == [
-        "tenants[0].crm.access_token: both HS_TOKEN and HS_TOKEN_FILE are set; keep one (line 5)"
-    ]
+    expected = "<config>:5: tenant harbor: crm.access_token: both HS_TOKEN and HS_TOKEN_FILE are set; keep one"
+    assert exc.value.problems == [expected]
 
 
 def test_a_file_secret_is_masked_like_any_other(tmp_path):

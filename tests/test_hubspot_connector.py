@@ -14,6 +14,7 @@ from connectors.hubspot import HubSpotConnector
 from connectors.hubspot.cursor import decode_contacts
 from connectors.kit.http import RetrySettings
 from core.errors import ConfigError, FatalApiError, InputError
+from sandbox.hubspot.deals import won_stages
 
 FAST = RetrySettings(max_attempts=6, initial_wait=0.05, max_wait=0.5, total_budget=20)
 PROP = "segsync_segments"
@@ -122,20 +123,22 @@ def test_archived_and_merged_contacts_are_handled(sandbox):
     live = sim.contacts.live()
     survivor, loser, gone = live[0].id, live[1].id, live[2].id
     loser_email = live[1].properties["email"].lower()
-    sim.merge(survivor, loser)
+    merged = sim.merge(survivor, loser).id  # HubSpot now merges both into a new record with a new id
+    assert merged not in (survivor, loser)
     sim.archive(sim.contacts, [gone])
     time.sleep(0.002)  # the run starts after the merge (search reads lastmodifieddate < run start)
-    pages, cursor = pull(conn, cursor)  # run 1: search sees the survivor, not the archived one
+    pages, cursor = pull(conn, cursor)  # run 1: search sees the merged record, not the archived one
     contacts = [c for p in pages for c in p.contacts]
-    alias = [c for c in contacts if c.vendor_id == loser]
-    assert alias and alias[0].merged_into == survivor and alias[0].archived
-    surv = next(c for c in contacts if c.vendor_id == survivor)
-    assert loser_email in surv.previous_emails
+    for old in (survivor, loser):  # both old ids now point at the new record
+        alias = [c for c in contacts if c.vendor_id == old]
+        assert alias and alias[0].merged_into == merged and alias[0].archived
+    new = next(c for c in contacts if c.vendor_id == merged)
+    assert loser_email in new.previous_emails
     assert gone not in {c.vendor_id for c in contacts}
     pages, cursor = pull(conn, cursor)  # run 2: the periodic sweep of archived contacts
     swept = {c.vendor_id: c for p in pages for c in p.contacts}
     assert swept[gone].archived and swept[gone].merged_into is None
-    assert loser not in swept  # merged-away records are not listed as archived; the survivor told us
+    assert not {survivor, loser} & set(swept)  # merged-away records are not listed as archived; the new one told us
     assert decode_contacts(cursor).runs == 0 and not decode_contacts(cursor).sweeping
 
 
@@ -152,14 +155,22 @@ def test_opt_outs_become_stable_consent_signals(sandbox):
 
 def test_engagement_deals_and_page_views_with_stable_ids(sandbox):
     sim = sandbox.hubspot
-    conn = connect(sandbox, event_deal_types=("deposit",))
+    conn = connect(sandbox, event_deal_types=("deposit",), web_lookback_days=3650)  # the book is historical
     started = now()
     pages = list(conn.pull_engagement(None, started))
     events = [e for p in pages for e in p.events]
     kinds = Counter(e.type for e in events)
-    deposits = sum(1 for d in sim.deals.live() if d.properties.get("dealtype") == "deposit")
+    # Only won deals count (closed with probability 1.0, in any pipeline); the portal also holds open deals
+    # whose expected close date has passed and lost ones, in the default and a custom pipeline.
+    won = won_stages()
+    deposits = sum(len(d.associations.get("contacts", [])) for d in sim.deals.live()
+                   if d.properties.get("dealtype") == "deposit" and d.properties.get("dealstage") in won)
+    assert any(d.properties.get("dealstage") not in won for d in sim.deals.live())
     assert kinds["deposit"] == deposits > 0 and kinds["upgrade"] == 0
-    assert kinds["page_view"] == len(sim.web_events)
+    # The first web-events window reaches back web_lookback_days, not to 1970.
+    low = (started - timedelta(days=3650)).timestamp() * 1000
+    lo, hi = sim.web_events.window(low, started.timestamp() * 1000 + 1)
+    assert kinds["page_view"] == hi - lo > 0
     assert len({e.event_id for e in events}) == len(events)
     assert pages[-1].cursor is not None
     # Email events ride on the contact pull (HubSpot keeps them as contact properties).
@@ -395,7 +406,8 @@ def test_malformed_vendor_answers_are_clear_errors():
         M.modified_ms({"id": "7", "properties": {"lastmodifieddate": "yesterday"}}, "the search")
     with pytest.raises(InputError, match="amount that is not a number"):
         M.deal_event({"id": "9", "properties": {"dealtype": "deposit", "closedate": "2025-01-01T00:00:00Z",
-                                                 "amount": "lots"}}, ["deposit"])
+                                                 "dealstage": "closedwon", "amount": "lots"}},
+                     ["deposit"], {"closedwon"})
 
 
 def test_lifecycle_dates_become_events_and_times_parse_both_formats():
@@ -437,3 +449,20 @@ def test_the_client_paces_to_the_limit_the_portal_announces(make_sandbox):
     assert conn.client.policy.limiters["default"].per == pytest.approx(10 / (190 * 0.95))
     pull(conn, None)
     assert conn.client.policy.limiters["default"].per == pytest.approx(2.0 / (100 * 0.95))
+
+
+def test_unsubscribe_many_is_one_batch_write_per_hundred_and_leaves_non_marketing_types_alone(sandbox):
+    sim = sandbox.hubspot
+    conn = connect(sandbox)
+    live = sim.contacts.live()
+    emails = [r.properties["email"] for r in live if r.properties["email"].lower() not in sim.optouts][:99]
+    conn.marketing_subscriptions()  # the definitions read (one GET, cached)
+    mark = len(sandbox.calls.calls)
+    results = conn.unsubscribe_many([(e, None) for e in [*emails, "not-an-address"]])
+    writes = [c for c in sandbox.calls.calls[mark:] if c.vendor == "hubspot" and c.method != "GET"]
+    assert [c.path for c in writes] == ["/communication-preferences/v4/statuses/batch/write"]  # ceil(99/100)
+    assert {results[e].outcome for e in emails} == {"sent"} and results["not-an-address"].outcome == "failed"
+    for email in emails[:5]:
+        assert sim.sub_status[email.lower()]["7001"]["status"] == "NOT_SUBSCRIBED"
+        assert "7002" not in sim.sub_status[email.lower()] and "7003" not in sim.sub_status[email.lower()]
+    assert conn.stats()["subscription_types"] == ["7001"]

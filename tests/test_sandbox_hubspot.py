@@ -314,23 +314,24 @@ def test_merge_helper_hides_the_loser_everywhere(hub):
     sim, url, _, _ = hub
     winner, loser = sim.contacts.live()[10], sim.contacts.live()[11]
     loser_email = loser.properties["email"]
-    sim.merge_contacts(winner.id, loser.id)
+    merged = sim.merge_contacts(winner.id, loser.id)  # HubSpot now merges both into a new record
+    assert merged.id not in (winner.id, loser.id)
     client = HubSpot(access_token=TOKEN, host=url)
-    assert client.crm.contacts.basic_api.get_by_id(loser.id).id == winner.id
+    assert client.crm.contacts.basic_api.get_by_id(loser.id).id == merged.id
     read = api(url, "POST", "/crm/v3/objects/contacts/batch/read", json={"inputs": [{"id": loser.id}]}).json()
-    assert [x["id"] for x in read["results"]] == [winner.id]
+    assert [x["id"] for x in read["results"]] == [merged.id]
     found = api(url, "POST", "/crm/v3/objects/contacts/search", json={"filterGroups": [{"filters": [
         {"propertyName": "email", "operator": "EQ", "value": loser_email}]}]}).json()
     assert found["total"] == 0
     listed = [x["id"] for x in api(url, "GET", "/crm/v3/objects/contacts", params={"limit": 100}).json()["results"]]
     archived = api(url, "GET", "/crm/v3/objects/contacts", params={"limit": 100, "archived": "true"}).json()
     assert loser.id not in listed and loser.id not in {x["id"] for x in archived["results"]}
-    props = sim.properties_of(winner.id)
+    props = sim.properties_of(merged.id)
     assert loser.id in props["hs_merged_object_ids"].split(";")
     assert loser_email in props["hs_additional_emails"].split(";")
     by_old_email = api(url, "GET", f"/crm/v3/objects/contacts/{loser_email}", params={"idProperty": "email"})
-    assert by_old_email.json()["id"] == winner.id
-    sim.archive_contacts([winner.id])
+    assert by_old_email.json()["id"] == merged.id
+    sim.archive_contacts([merged.id])
     assert api(url, "GET", f"/crm/v3/objects/contacts/{loser.id}").status_code == 404
     again = api(url, "POST", "/crm/v3/objects/contacts", json={"properties": {"email": loser_email}})
     assert again.status_code == 201  # archived records free their addresses

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from connectors.csvfile import CsvConnector
 from scoring.backtest import backtest
@@ -59,3 +60,61 @@ def test_telco_churn_from_the_csv_source():
     assert (m["positives"], m["negatives"]) == (1869, 5174)
     assert set(card["fairness"]) == {"gender", "SeniorCitizen"}
     assert card["extra"]["sensitive_attributes_excluded"] == ["gender", "SeniorCitizen"]
+
+
+def _with_id_and_email(frame: pd.DataFrame, path: Path, prefix: str) -> None:
+    """The data set as a CRM export: an id and an email per row (consent is checked by email), rows in file order."""
+    out = frame.copy()
+    out.insert(0, "email", [f"{prefix}{i}@example.invalid" for i in range(len(out))])
+    out.insert(0, "id", [f"{prefix}{i}" for i in range(len(out))])
+    out.to_csv(path, index=False)
+
+
+def _score_through_cli(tmp_path: Path, contacts_csv: Path, score: str, sensitive: str) -> dict:
+    """Pull the export into a store with the CSV source, then run `segsync score --json` on it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_scoring_gate import pulled
+
+    (tmp_path / "events.csv").write_text("person,type,at\n")
+    _, store = pulled(tmp_path, contacts_csv, tmp_path / "events.csv", created=None, scores=score,
+                      features=f"{{sensitive_attributes: [{sensitive}]}}")
+    store.close()
+    config = tmp_path / "segsync.yaml"
+    result = subprocess.run([sys.executable, "-m", "sync", "score", str(config), "--json"], capture_output=True,
+                            text=True, env={**os.environ, "CI": "true"}, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.timeout(1200)  # 45,211 rows pulled, then cross-validated and gated through the CLI
+def test_bank_marketing_through_the_cli_with_the_time_ordered_figure_beside_it(tmp_path, record_property):
+    require_file(BANK, "the UCI bank marketing data set")
+    _with_id_and_email(pd.read_csv(BANK, sep=";").drop(columns=["duration"]), tmp_path / "bank.csv", "b")
+    out = _score_through_cli(tmp_path, tmp_path / "bank.csv",
+                             "[{name: term_deposit, kind: propensity, outcome: {property: y, equals: 'yes'}}]", "age")
+    card = out["scores"][0]
+    cv, ordered = card["model"]["roc_auc"], card["extra"]["later_rows_check"]
+    print(f"bank marketing via the CLI: cross-validated ROC AUC {cv}, time-ordered {ordered['roc_auc']} "
+          f"(last 20% by {ordered['ordered_by']}); gate {card['gate']}")
+    record_property("bank_cv_roc_auc", cv)
+    record_property("bank_time_ordered_roc_auc", ordered["roc_auc"])
+    assert cv >= 0.79 and card["model"]["positives"] == 5289
+    assert ordered["ordered_by"] == "source row order" and ordered["roc_auc"] < cv  # the rows are in date order
+    assert "age" not in card["extra"]["property_inputs"] and "y" not in card["extra"]["property_inputs"]
+    assert card["fairness"]["age"]["disparate_impact"] is not None
+
+
+@pytest.mark.timeout(900)
+def test_telco_churn_through_the_cli(tmp_path, record_property):
+    require_file(TELCO, "the IBM telco churn data set")
+    _with_id_and_email(pd.read_csv(TELCO).drop(columns=["customerID"]), tmp_path / "telco.csv", "t")
+    out = _score_through_cli(tmp_path, tmp_path / "telco.csv",
+                             "[{name: churn_risk, kind: churn, outcome: {property: Churn, equals: 'Yes'}}]", "gender")
+    card = out["scores"][0]
+    print(f"telco churn via the CLI: ROC AUC {card['model']['roc_auc']}; gate {card['gate']['passed']}")
+    record_property("telco_cv_roc_auc", card["model"]["roc_auc"])
+    assert card["model"]["roc_auc"] >= 0.84 and card["gate"]["passed"]

@@ -154,8 +154,6 @@ def parse(ts: str) -> datetime:
 
 # ------------------------------------------------------------------ 1. deals
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1: the connector counts open deals (past expected close "
-                   "date) and lost deals of a custom pipeline as deposits/upgrades; it never reads the pipelines")
 def test_1_only_won_deals_in_any_pipeline_become_deposits_and_upgrades(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=150, seed=31, hubspot_deal_noise=True)
     config = write_config(tmp_path, sb)
@@ -174,8 +172,6 @@ def test_1_only_won_deals_in_any_pipeline_become_deposits_and_upgrades(make_sand
 
 # ------------------------------------------------------------------ 2. one namespace for tags and static segments
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2: the static segment takes the bare segment name and "
-                   "silently reuses (and fills) the customer's own tag of that name")
 def test_2_a_customer_tag_named_like_a_segment_is_never_touched(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=600, seed=32, mailchimp_customer_tags=("churn_watch",))  # enough to score
     config = write_config(tmp_path, sb)
@@ -190,8 +186,6 @@ def test_2_a_customer_tag_named_like_a_segment_is_never_touched(make_sandbox, tm
 
 # ------------------------------------------------------------------ 3. engagement counts and web analytics
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: contact reads ask only for hs_email_last_*_date, not the "
-                   "open/click/delivered counts, so a contact yields at most one open, click and send per run")
 def test_3_contact_reads_carry_engagement_counts_and_web_analytics(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=150, seed=33)
     config = write_config(tmp_path, sb)
@@ -214,8 +208,6 @@ def test_3_contact_reads_carry_engagement_counts_and_web_analytics(make_sandbox,
 
 # ------------------------------------------------------------------ 4. web analytics events below Enterprise
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 4: the connector forgets the 403 and asks the Enterprise-only "
-                   "events API again on every run")
 def test_4_a_professional_portal_is_asked_for_web_events_at_most_once(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=150, seed=34, hubspot_plan="professional", hubspot_tier="professional")
     config = write_config(tmp_path, sb, plan="professional")
@@ -226,8 +218,6 @@ def test_4_a_professional_portal_is_asked_for_web_events_at_most_once(make_sandb
     assert len(asked) <= 1, f"{len(asked)} refused calls to the events API over two runs"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 4: the first run asks for web events since 1970 instead of "
-                   "a bounded lookback")
 def test_4_the_first_web_events_window_is_bounded(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=150, seed=34)
     config = write_config(tmp_path, sb)
@@ -240,8 +230,6 @@ def test_4_the_first_web_events_window_is_bounded(make_sandbox, tmp_path):
 
 # ------------------------------------------------------------------ 5. merges make a new id
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5: after a merge gives the record a new id, the withdrawal's "
-                   "segment clear goes to the merged-away id and the merged record keeps the segments")
 def test_5_a_withdrawal_after_a_merge_clears_the_merged_record(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=600, seed=35, hubspot_merge_new_id=True)  # enough people to score and segment
     config = write_config(tmp_path, sb)
@@ -272,8 +260,6 @@ def hooked(make_sandbox, tmp_path):
     server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: contact.restore is ignored, so a deleted-then-restored "
-                   "contact stays withdrawn from profiling for good")
 def test_6_contact_restore_undoes_contact_deletion(hooked):
     sb, config, server = hooked
     email, cid = person_in_both(sb)
@@ -286,8 +272,6 @@ def test_6_contact_restore_undoes_contact_deletion(hooked):
     assert consent_status(config, email)["profiling"]["allowed"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: a Mailchimp subscribe webhook is recorded as a consent "
-                   "grant although it does not say who subscribed (here: an admin, with no opt-in record)")
 def test_6_an_admin_subscribe_webhook_is_not_consent(hooked):
     sb, config, server = hooked
     sb.mailchimp.add_webhook(server.url + f"/hooks/{TENANT}/mailchimp/{SECRET}")
@@ -297,8 +281,6 @@ def test_6_an_admin_subscribe_webhook_is_not_consent(hooked):
     assert not consent_status(config, "walk.in@example.org")["email_marketing"]["allowed"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: per-subscription opt-outs (hs_email_optout_<id>) are not "
-                   "honoured on the webhook path")
 def test_6_a_marketing_subscription_opt_out_webhook_withdraws_email_marketing(hooked):
     sb, config, server = hooked
     email, cid = person_in_both(sb)
@@ -312,8 +294,6 @@ def test_6_a_marketing_subscription_opt_out_webhook_withdraws_email_marketing(ho
 
 # ------------------------------------------------------------------ 7. subscription types
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: when no subscription type says it is marketing, opt-out "
-                   "propagation unsubscribes from every type, One-to-One and account notices included")
 def test_7_opt_out_propagation_leaves_one_to_one_and_notices_alone(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=200, seed=37, hubspot_subscription_types="legacy")
     config = write_config(tmp_path, sb)
@@ -339,8 +319,6 @@ def test_7_opt_out_propagation_reaches_the_marketing_type(make_sandbox, tmp_path
 
 # ------------------------------------------------------------------ 8. rate limits
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: the connector paces by the configured plan instead of "
-                   "HubSpot's X-HubSpot-RateLimit-* headers, so an OAuth app's own lower limit answers 429s")
 def test_8_a_run_stays_inside_the_limit_the_headers_announce(make_sandbox, tmp_path):
     # A public OAuth app's limit differs from the plan's; the burst is lowered so the test stays fast.
     sb = make_sandbox(contacts=300, seed=38, hubspot_plan="professional", hubspot_app_type="oauth",
@@ -353,8 +331,6 @@ def test_8_a_run_stays_inside_the_limit_the_headers_announce(make_sandbox, tmp_p
 
 # ------------------------------------------------------------------ 9. incremental reads
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 9: every run re-lists every deal instead of searching "
-                   "hs_lastmodifieddate since the cursor")
 def test_9_a_no_change_run_reads_deals_incrementally(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=300, seed=39)
     config = write_config(tmp_path, sb)
@@ -366,8 +342,6 @@ def test_9_a_no_change_run_reads_deals_incrementally(make_sandbox, tmp_path):
     assert len(deal_reads) <= 1, f"{len(deal_reads)} deal reads in a run with no change"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 9: unsubscribed/cleaned members and every member id are "
-                   "re-listed on each run instead of read with since_last_changed")
 def test_9_a_no_change_run_reads_mailchimp_members_incrementally(make_sandbox, tmp_path):
     sb = make_sandbox(contacts=300, seed=39)
     config = write_config(tmp_path, sb)

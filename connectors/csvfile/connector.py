@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from connectors.base import Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult
 from connectors.csvfile.rows import (
+    MAX_LISTED,
     check_header,
     file_digest,
     parse_number,
@@ -149,6 +150,8 @@ class CsvConnector(CrmConnector):
                 return None
         seen[vendor_id] = line
         properties = {name: fields[i].strip() for i, name in props if fields[i].strip()}
+        # The export's row order is often its time order; scoring's time-ordered check needs it back.
+        properties["_source_row"] = str(line)
         return Contact(SOURCE, vendor_id, email, properties, created_at=created)
 
     def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
@@ -335,6 +338,7 @@ class CsvConnector(CrmConnector):
             {
                 "rows_read": dict(self._rows_read),
                 "bad_rows": len(self.problems),
+                "quarantined": self.problems[:MAX_LISTED],
                 "output_writes": self.calls.calls["output.write"],
             },
         )

@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.emails import looks_like_email
@@ -102,9 +102,27 @@ def parse_time(text: str) -> datetime:
     if not raw:
         raise ValueError("timestamp is empty")
     try:
-        return parse_time_core(raw, epoch="auto")
-    except ValueError:
+        value = parse_time_core(raw, epoch="auto")
+    except (ValueError, OverflowError, OSError):
         raise ValueError(f"timestamp {raw!r} is not ISO 8601 (e.g. 2025-03-01T14:30:00Z) or epoch seconds") from None
+    return bounded(value, raw)
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # clocks and time zones of exporting systems; beyond that, a bad value
+
+
+def bounded(value: datetime, raw: str) -> datetime:
+    """``value`` if it is a time an export can hold: not before 1900, not more than a day ahead of now.
+
+    A placeholder such as 9999-12-31 is rejected here, at the edge, so it is never stored and never
+    reaches scoring (where it would not even fit a timestamp).
+    """
+    if value < EARLIEST:
+        raise ValueError(f"timestamp {raw!r} is before 1900")
+    if value > datetime.now(UTC) + FUTURE_SLACK:
+        raise ValueError(f"timestamp {raw!r} is in the future")
+    return value
 
 
 def parse_number(text: str) -> float | None:

@@ -102,6 +102,7 @@ class HubSpotSdk(SdkAdapter):
     def sdk_failure(self, exc: BaseException, what: str) -> SdkFailure | None:
         # The SDK has one ApiException class per generated package: recognise any of them by shape.
         if type(exc).__module__.startswith("hubspot.") and hasattr(exc, "status") and hasattr(exc, "body"):
+            self.observe(getattr(exc, "headers", None))  # a 429's headers announce the limit too
             return int(exc.status or 0), getattr(exc, "headers", None) or {}, exc.body or getattr(exc, "reason", "")
         return None
 
@@ -183,11 +184,16 @@ class HubSpotClient:
         self.timeout = timeout
         self.oauth = oauth
         self._sleep = sleep
-        self._announced: tuple[int, float] | None = None  # the rate limit the portal announced last
+        self._announced: dict[str, tuple[int, float]] = {}  # bucket -> the rate limit the portal announced last
+        self._calling = threading.local()  # which bucket the current call is paced by (for its headers)
         limiters = build_limiters(plan, sleep, window_seconds, search_per_second)
+        if oauth is not None and S.PLAN_RATES[plan] is not None:
+            # A public OAuth app is limited per app and account (about 100 per 10 s) whatever the tier.
+            rate = min(S.PLAN_RATES[plan] or S.OAUTH_APP_RATE, S.OAUTH_APP_RATE)
+            limiters["default"] = RateLimiter(1, window_seconds / (rate * 0.95), sleep=sleep)
         self.policy = CallPolicy(S.VENDOR, limiters, retry, sleep=sleep)
         self.http = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=hubspot_detail,
-                               shape=HubSpotSdk.shape)
+                               shape=HubSpotSdk.shape, observe=self.observe_limits)
         self.adapter = HubSpotSdk(self.policy, timeout, self.observe_limits)
         # retry=Retry(0): urllib3 would otherwise retry connection errors on its own, below our policy.
         self._sdk = HubSpot(access_token=access_token, host=self.base_url, retry=urllib3.Retry(0, redirect=0))
@@ -268,9 +274,10 @@ class HubSpotClient:
     def observe_limits(self, headers: Mapping[str, str] | None) -> None:
         """Follow the portal's own ``X-HubSpot-RateLimit-Max``/``-Interval-Milliseconds`` headers.
 
-        A portal on a different plan than configured (or with the API add-on) announces its real
-        limit on every answer; pacing to it avoids a 429 storm when the config says "professional"
-        for a Starter portal.
+        A portal on a different plan than configured (or with the API add-on), and a public OAuth app
+        (limited per app, about 100 per 10 s whatever the tier), announce their real limit on every
+        answer, raw calls and errors included; pacing to it avoids a 429 storm when the configured plan
+        is not the limit that applies.
         """
         if not headers:
             return
@@ -279,24 +286,29 @@ class HubSpotClient:
             interval = float(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds") or 0) / 1000.0
         except (TypeError, ValueError):
             return
-        if limit <= 0 or interval <= 0 or (limit, interval) == self._announced:
+        # Search answers announce search's own per-second limit: it paces the search bucket, not the rest.
+        bucket = getattr(self._calling, "bucket", None) or "default"
+        if limit <= 0 or interval <= 0 or self._announced.get(bucket) == (limit, interval):
             return
-        self._announced = (limit, interval)
-        self.policy.limiters["default"] = RateLimiter(1, interval / (limit * 0.95), sleep=self._sleep)
+        self._announced[bucket] = (limit, interval)
+        self.policy.limiters[bucket] = RateLimiter(1, interval / (limit * 0.95), sleep=self._sleep)
 
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
             limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:
         """Call an SDK method under the policy; return (status, decoded JSON body)."""
+        self._calling.bucket = limiter
         answer: tuple[int, Any] = self._authed(
             lambda: self.adapter.call(endpoint, what, fn, *args, limiter=limiter, accept=accept, **kwargs), endpoint)
         return answer
 
     def json(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call under the policy (see :meth:`HttpClient.json`)."""
+        self._calling.bucket = kwargs.get("limiter")
         return self._authed(lambda: self.http.json(method, path, endpoint=endpoint, **kwargs), endpoint)
 
     def request(self, method: str, path: str, *, endpoint: str, **kwargs: Any) -> Any:
         """A raw HTTP call returning the ``requests.Response`` (for ``accept``-ed statuses)."""
+        self._calling.bucket = kwargs.get("limiter")
         return self._authed(lambda: self.http.request(method, path, endpoint=endpoint, **kwargs), endpoint)
 
     # ----------------------------------------------------------------- CRM objects
@@ -326,6 +338,20 @@ class HubSpotClient:
             params["after"] = after
         return self.json("GET", "/crm/v3/objects/deals", endpoint=S.EP_DEALS, params=params)
 
+    def search_deals(self, body: Mapping[str, Any]) -> Any:
+        """POST /crm/v3/objects/deals/search (the search bucket; answers carry no associations)."""
+        return self.json("POST", "/crm/v3/objects/deals/search", endpoint=S.EP_DEALS_SEARCH, json=dict(body),
+                         limiter="search")
+
+    def get_deal(self, deal_id: str) -> Any:
+        """GET /crm/v3/objects/deals/{id} with its contact associations."""
+        params = {"properties": ",".join(S.DEAL_PROPERTIES), "associations": "contacts"}
+        return self.json("GET", f"/crm/v3/objects/deals/{deal_id}", endpoint=S.EP_DEALS, params=params)
+
+    def deal_pipelines(self) -> Any:
+        """GET /crm/v3/pipelines/deals: every deal pipeline with its stages (one call)."""
+        return self.json("GET", "/crm/v3/pipelines/deals", endpoint=S.EP_PIPELINES)
+
     # ----------------------------------------------------------------- properties
 
     def contact_properties(self) -> Any:
@@ -354,11 +380,11 @@ class HubSpotClient:
         """GET /communication-preferences/v3/definitions."""
         return self.json("GET", "/communication-preferences/v3/definitions", endpoint=S.EP_COMM_PREFS)
 
-    def unsubscribe(self, email: str, subscription_id: str) -> Any:
-        """POST /communication-preferences/v3/unsubscribe with segsync's legal basis note."""
-        return self.json("POST", "/communication-preferences/v3/unsubscribe", endpoint=S.EP_COMM_PREFS, json={
-            "emailAddress": email, "subscriptionId": subscription_id,
-            "legalBasis": S.UNSUBSCRIBE_LEGAL_BASIS, "legalBasisExplanation": S.UNSUBSCRIBE_EXPLANATION})
+    def write_statuses(self, inputs: Sequence[Mapping[str, Any]]) -> tuple[int, Any]:
+        """POST /communication-preferences/v4/statuses/batch/write (up to 100 inputs); 207 is returned."""
+        response = self.request("POST", "/communication-preferences/v4/statuses/batch/write",
+                                endpoint=S.EP_COMM_PREFS_WRITE, json={"inputs": list(inputs)}, accept=(207,))
+        return response.status_code, decode_json(response.content) if response.content else None
 
     def web_events(self, event_type: str, occurred_after: str, occurred_before: str, after: str | None) -> Any:
         """GET /events/v3/events for contacts: one page of web analytics events in a time window."""

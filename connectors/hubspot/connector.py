@@ -46,7 +46,8 @@ class HubSpotConnector(WriteMixin, CrmConnector):
     Keyword knobs past the pipeline's contract are for the sandbox, tests and benchmarks:
     ``window_seconds`` and ``search_per_second`` (the simulator's limits when shortened),
     ``settle_seconds`` (how far behind the run start a search reads; HubSpot indexes with a lag),
-    ``sweep_every`` (incremental runs between archived sweeps), ``retry`` and ``sleep``.
+    ``sweep_every`` (incremental runs between archived sweeps), ``web_lookback_days`` (how far back the first
+    web-events window reaches), ``retry`` and ``sleep``.
     """
 
     name = "hubspot"
@@ -65,6 +66,7 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         search_per_second: float | None = S.SEARCH_PER_SECOND,
         settle_seconds: float = S.SEARCH_SETTLE_SECONDS,
         sweep_every: int = S.SWEEP_EVERY_RUNS,
+        web_lookback_days: int = S.WEB_EVENTS_LOOKBACK_DAYS,
         retry: RetrySettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -80,17 +82,27 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         self.event_deal_types = tuple(event_deal_types)
         self.settle_ms = int(settle_seconds * 1000)
         self.sweep_every = max(1, int(sweep_every))
+        self.web_lookback_days = max(1, int(web_lookback_days))
         self._marketing: list[str] | None = None  # marketing subscription ids, read once
         self.skipped_streams: dict[str, str] = {}
 
     # ----------------------------------------------------------------- helpers
 
     def stats(self) -> dict[str, Any]:
-        """API calls by endpoint class, 429s, retries and failures; streams skipped and why."""
-        return self.client.policy.stats.as_dict(extra={"skipped_streams": dict(self.skipped_streams)})
+        """API calls by endpoint class, 429s, retries and failures; streams skipped and why; the marketing
+        subscription type ids segsync unsubscribes from (never One-to-One or transactional ones)."""
+        extra: dict[str, Any] = {"skipped_streams": dict(self.skipped_streams)}
+        if self._marketing is not None:  # the subscription types opt-outs were (or would be) sent to
+            extra["subscription_types"] = list(self._marketing)
+        return self.client.policy.stats.as_dict(extra=extra)
 
     def marketing_subscriptions(self) -> list[str]:
-        """Ids of the portal's active marketing email subscriptions (one call, cached)."""
+        """Ids of the portal's active marketing email subscriptions (one call, cached).
+
+        Types whose ``purpose`` says marketing; when no type carries a purpose (older portals), every active
+        type except One-to-One and transactional/service ones (by name). Never One-to-One, never
+        transactional: an opt-out of marketing must not stop a client's statements or an advisor's emails.
+        """
         if self._marketing is None:
             body = self.client.subscription_definitions() or {}
             defs = body.get("subscriptionDefinitions") if isinstance(body, Mapping) else None
@@ -98,9 +110,10 @@ class HubSpotConnector(WriteMixin, CrmConnector):
                 raise InputError("hubspot: GET /communication-preferences/v3/definitions answered without "
                                  "subscriptionDefinitions")
             active = [d for d in defs if isinstance(d, Mapping) and d.get("isActive", True)
-                      and not d.get("isInternal")]
-            marketing = [d for d in active if str(d.get("purpose") or "").lower() == "marketing"]
-            self._marketing = [str(d["id"]) for d in (marketing or active) if d.get("id")]
+                      and not d.get("isInternal") and not M.non_marketing(d)]
+            if any(d.get("purpose") for d in active):
+                active = [d for d in active if str(d.get("purpose") or "").lower() == "marketing"]
+            self._marketing = [str(d["id"]) for d in active if d.get("id")]
         return self._marketing
 
     def _optout_properties(self) -> list[str]:
@@ -211,7 +224,45 @@ class HubSpotConnector(WriteMixin, CrmConnector):
             yield from self._deals(cur, started)
         yield from self._web(cur, started)
 
+    def won_stages(self) -> frozenset[str]:
+        """Stage ids that mean "won", in every deal pipeline (one call per run; stage ids are per pipeline)."""
+        return M.won_stages(self.client.deal_pipelines(), "GET /crm/v3/pipelines/deals")
+
     def _deals(self, cur: EngagementCursor, started: int) -> Iterator[PullPage]:
+        won = self.won_stages()
+        # Search lags writes (HubSpot indexes asynchronously): read only what settled; the next run takes the rest.
+        cap = max(cur.deals, started - self.settle_ms)
+        changed = self._changed_deals(cur, cap) if cur.deals else None
+        if changed is None:  # the first run, or too many changes: page through every deal with its contacts
+            yield from self._all_deals(cur, started, won)
+            return
+        page = PullPage()
+        for deal_id in changed:
+            raw = self.client.get_deal(deal_id)
+            if isinstance(raw, Mapping):
+                page.events.extend(e for e in M.deal_event(raw, self.event_deal_types, won)
+                                   if to_ms(e.occurred_at) <= started)
+        cur.deals = cap
+        page.cursor = encode_engagement(cur)
+        yield page
+
+    def _changed_deals(self, cur: EngagementCursor, started: int) -> list[str] | None:
+        """Ids of deals modified in (cursor, run start] by search; None when re-listing them all is cheaper."""
+        what = "POST /crm/v3/objects/deals/search"
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": [
+                {"propertyName": "hs_lastmodifieddate", "operator": "GT", "value": str(cur.deals)},
+                {"propertyName": "hs_lastmodifieddate", "operator": "LTE", "value": str(started)}]}],
+            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": ["hs_lastmodifieddate"], "limit": S.SEARCH_PAGE_SIZE}
+        answer = self.client.search_deals(body)
+        ids = [M.record_id(raw, what) for raw in M.results_of(answer, what)]
+        total = answer.get("total") if isinstance(answer, Mapping) else None
+        if len(ids) > S.DEAL_CHANGES_PER_RUN or (isinstance(total, int) and total > len(ids)):
+            return None
+        return ids
+
+    def _all_deals(self, cur: EngagementCursor, started: int, won: frozenset[str]) -> Iterator[PullPage]:
         what = "GET /crm/v3/objects/deals"
         pager = TokenPaginator(f"hubspot: {what}", _page_of(what))
         for _ in paginate(lambda: self.client.list_deals(pager.after), pager):
@@ -221,7 +272,7 @@ class HubSpotConnector(WriteMixin, CrmConnector):
                 changed = M.parse_time(props.get("hs_lastmodifieddate")) or M.parse_time(raw.get("updatedAt"))
                 changed_ms = to_ms(changed) if changed else started
                 if cur.deals < changed_ms <= started:
-                    page.events.extend(e for e in M.deal_event(raw, self.event_deal_types)
+                    page.events.extend(e for e in M.deal_event(raw, self.event_deal_types, won)
                                        if to_ms(e.occurred_at) <= started)
             if pager.done:  # otherwise cursor None: the watermark moves only when every page is stored
                 cur.deals = started
@@ -231,10 +282,15 @@ class HubSpotConnector(WriteMixin, CrmConnector):
     def _web(self, cur: EngagementCursor, started: int) -> Iterator[PullPage]:
         if "web_events" in self.skipped_streams:
             return
+        if cur.web_refused and started - cur.web_refused < S.WEB_EVENTS_RECHECK_DAYS * DAY_MS:
+            # The portal refused the events API (not Enterprise) recently: asking every run only costs a call.
+            self.skipped_streams["web_events"] = "the portal refused the web analytics events API (Enterprise only)"
+            return
         if not cur.web_window:
             if cur.web >= started:
                 return
-            cur.web_window, cur.web_after = [cur.web, started], None
+            low = max(cur.web, started - self.web_lookback_days * DAY_MS)
+            cur.web_window, cur.web_after = [low, started], None
         low, high = cur.web_window
         what = "GET /events/v3/events"
         pager = TokenPaginator(f"hubspot: {what}", _page_of(what), after=cur.web_after)
@@ -244,14 +300,21 @@ class HubSpotConnector(WriteMixin, CrmConnector):
                 page = PullPage(events=[e for e in map(M.web_event, pager.items) if e is not None])
                 cur.web_after = pager.after
                 if pager.done:
-                    cur.web, cur.web_window = high, []
+                    cur.web, cur.web_window, cur.web_refused = high, [], 0
                 page.cursor = encode_engagement(cur)
                 yield page
         except (FatalApiError, RejectedRecordError) as exc:
             # Web analytics events need an Enterprise hub; without them the models use the
-            # page-view and visit counts that every portal keeps as contact properties.
+            # page-view and visit counts that every portal keeps as contact properties. The refusal
+            # is remembered in the cursor so later runs do not ask again (until the recheck is due).
             self.skipped_streams["web_events"] = str(exc)
             log.warning("hubspot: skipping web analytics events: %s", exc)
+            if exc.status in (402, 403):
+                cur.web_refused, cur.web_window, cur.web_after = started, [], None
+                yield PullPage(cursor=encode_engagement(cur))
+
+
+DAY_MS = 86_400_000
 
 
 def _page_of(what: str) -> Callable[[Any], tuple[list[Any], str | None]]:

@@ -55,6 +55,7 @@ class EngagementCursor:
     web: int = 0  # ms: web events that occurred at or before this were emitted
     web_window: list[int] = field(default_factory=list)  # [after_ms, before_ms] of a window being paged
     web_after: str | None = None  # its paging token
+    web_refused: int = 0  # ms when the portal last refused the events API (0: never); not asked again for a while
 
 
 def _encode(kind: str, obj: Any) -> str:

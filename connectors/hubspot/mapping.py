@@ -21,11 +21,11 @@ from core.errors import InputError
 from core.times import now, parse_time_or_none
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
-# Contact properties that carry an email event's latest time.
-EMAIL_DATE_EVENTS: tuple[tuple[str, str], ...] = (
-    ("hs_email_last_send_date", "email_sent"),
-    ("hs_email_last_open_date", "email_open"),
-    ("hs_email_last_click_date", "email_click"),
+# Contact properties that carry an email event's latest time, its kind, and the count of such emails.
+EMAIL_DATE_EVENTS: tuple[tuple[str, str, str], ...] = (
+    ("hs_email_last_send_date", "email_sent", "hs_email_delivered"),
+    ("hs_email_last_open_date", "email_open", "hs_email_open"),
+    ("hs_email_last_click_date", "email_click", "hs_email_click"),
 )
 
 
@@ -125,17 +125,37 @@ def optout_signals(contact: Contact, marketing_properties: Iterable[str] = ()) -
 
 
 def property_events(contact: Contact) -> list[EngagementEvent]:
-    """Email events HubSpot keeps as "last ... date" contact properties, with stable ids."""
+    """Email events HubSpot keeps as contact properties, with stable ids.
+
+    With a count property (``hs_email_delivered``/``_open``/``_click``) a contact yields one event per
+    counted email, ids ``...:n1..nN``: a re-pull repeats the same ids and a new email adds exactly one.
+    HubSpot does not say when the older ones happened, so each new one is dated at the property's last
+    date (the newest is exact; a backlog lands on that date). Without a count, the last date is one event.
+    """
     out = []
-    for prop, kind in EMAIL_DATE_EVENTS:
+    for prop, kind, count_prop in EMAIL_DATE_EVENTS:
         when = parse_time(contact.properties.get(prop))
         if when is None:
             continue
-        out.append(EngagementEvent(
+        count = _count(contact.properties.get(count_prop))
+        if not count:
+            out.append(EngagementEvent(
+                source=S.SOURCE, contact_vendor_id=contact.vendor_id, type=kind, occurred_at=when,
+                event_id=f"hubspot:{contact.vendor_id}:{kind}:{int(when.timestamp() * 1000)}", email=contact.email,
+                attributes={"property": prop}))
+            continue
+        out.extend(EngagementEvent(
             source=S.SOURCE, contact_vendor_id=contact.vendor_id, type=kind, occurred_at=when,
-            event_id=f"hubspot:{contact.vendor_id}:{kind}:{int(when.timestamp() * 1000)}", email=contact.email,
-            attributes={"property": prop}))
+            event_id=f"hubspot:{contact.vendor_id}:{kind}:n{n}", email=contact.email,
+            attributes={"property": count_prop}) for n in range(1, count + 1))
     return out
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, min(int(float(str(value))), S.MAX_COUNT_EVENTS)) if value not in (None, "") else 0
+    except ValueError:
+        return 0
 
 
 def lifecycle_events(contact: Contact) -> list[EngagementEvent]:
@@ -151,12 +171,40 @@ def lifecycle_events(contact: Contact) -> list[EngagementEvent]:
     return out
 
 
-def deal_event(raw: Mapping[str, Any], types: Iterable[str]) -> list[EngagementEvent]:
-    """A won deal of a configured ``dealtype`` as one event per associated contact (value = amount)."""
+def _won(stage: Mapping[str, Any]) -> bool:
+    meta = stage.get("metadata")
+    if not isinstance(meta, Mapping):
+        return False
+    if str(meta.get("isWon") or "").lower() == "true":
+        return True
+    try:
+        probability = float(meta.get("probability"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return str(meta.get("isClosed") or "").lower() == "true" and probability == 1.0
+
+
+def won_stages(body: Any, what: str) -> frozenset[str]:
+    """Ids of deal stages that are won (closed with probability 1.0, or flagged won), in every pipeline."""
+    won: set[str] = set()
+    for pipeline in results_of(body, what):
+        stages = pipeline.get("stages")
+        if not isinstance(stages, list):
+            raise InputError(f"hubspot: pipeline {pipeline.get('id')!r} in {what} has no 'stages' list")
+        won.update(str(st["id"]) for st in stages if isinstance(st, Mapping) and st.get("id") and _won(st))
+    return frozenset(won)
+
+
+def deal_event(raw: Mapping[str, Any], types: Iterable[str], won: Iterable[str]) -> list[EngagementEvent]:
+    """A won deal of a configured ``dealtype`` as one event per associated contact (value = amount).
+
+    Only a deal in a won stage counts: an open deal's ``closedate`` is its *expected* close date, and
+    custom pipelines have their own (numeric) stage ids, lost ones included.
+    """
     vid = record_id(raw, "the deals list")
     props = raw.get("properties") or {}
     kind = str(props.get("dealtype") or "")
-    if kind not in set(types) or str(props.get("dealstage") or "") in S.DEAL_LOST_STAGES:
+    if kind not in set(types) or str(props.get("dealstage") or "") not in set(won):
         return []
     when = parse_time(props.get("closedate"))
     if when is None:
@@ -170,6 +218,21 @@ def deal_event(raw: Mapping[str, Any], types: Iterable[str]) -> list[EngagementE
                             value=value, event_id=f"hubspot:deal:{vid}:{c.get('id')}",
                             attributes={"deal_id": vid, "dealstage": props.get("dealstage")})
             for c in contacts if isinstance(c, Mapping) and c.get("id")]
+
+
+_NOT_MARKETING = re.compile(r"one[ -]?to[ -]?one|transactional|notice|statement|receipt|confirmation|billing|"
+                            r"service|account|security|legal|operational", re.IGNORECASE)
+
+
+def non_marketing(definition: Mapping[str, Any]) -> bool:
+    """A subscription type segsync must never touch: One-to-One, transactional, service notices.
+
+    By ``purpose`` when HubSpot gives one (anything but "Marketing"), else by its name.
+    """
+    purpose = str(definition.get("purpose") or "")
+    if purpose:
+        return purpose.lower() != "marketing"
+    return bool(_NOT_MARKETING.search(str(definition.get("name") or "")))
 
 
 def web_event(raw: Mapping[str, Any]) -> EngagementEvent | None:

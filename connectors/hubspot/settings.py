@@ -23,6 +23,7 @@ PLAN_RATES: dict[str, int | None] = {
     "unlimited": None,
 }
 WINDOW_SECONDS = 10.0
+OAUTH_APP_RATE = 100  # a public OAuth app's own limit per account, on any tier (private apps: by plan)
 SEARCH_PER_SECOND = 4  # search has its own, per-second bucket (about 4-5 requests/s)
 
 BATCH_SIZE = 100  # inputs per batch write call
@@ -42,8 +43,10 @@ EP_UPDATE = "contacts.update"
 EP_PROPERTIES = "properties"
 EP_EVENTS = "events"
 EP_DEALS = "deals.list"
+EP_DEALS_SEARCH = "deals.search"
+EP_PIPELINES = "pipelines"
 EP_COMM_PREFS = "communication_preferences"
-EP_LISTS = "lists"
+EP_COMM_PREFS_WRITE = "communication_preferences.batch_write"
 EP_OAUTH = "oauth"
 
 # The contact properties every pull asks for (never "all properties": a long list makes a 414).
@@ -61,6 +64,11 @@ CONTACT_PROPERTIES: tuple[str, ...] = (
     "hs_email_last_open_date",
     "hs_email_last_click_date",
     "hs_email_last_send_date",
+    # Counts of marketing emails delivered, opened and clicked (HubSpot's "Email information" properties):
+    # the last dates alone give at most one event of each kind per run.
+    "hs_email_delivered",
+    "hs_email_open",
+    "hs_email_click",
     "hs_analytics_num_page_views",
     "hs_analytics_num_visits",
     "hs_analytics_last_visit_timestamp",
@@ -71,8 +79,17 @@ LIFECYCLE_STAGES: tuple[str, ...] = ("subscriber", "lead", "marketingqualifiedle
 LIFECYCLE_DATE_PROPERTIES: tuple[str, ...] = tuple(f"hs_lifecyclestage_{s}_date" for s in LIFECYCLE_STAGES)
 MODIFIED_PROPERTY = "lastmodifieddate"
 DEAL_PROPERTIES: tuple[str, ...] = ("dealtype", "amount", "closedate", "dealstage", "hs_lastmodifieddate")
-DEAL_LOST_STAGES = frozenset({"closedlost"})  # a lost deposit is not a deposit
+# Deals changed since the last run are searched; past this many, re-listing them all (100 per page, with
+# their contact associations) is cheaper than reading each changed deal's associations one call at a time.
+DEAL_CHANGES_PER_RUN = 100
+# A count property at most this high becomes that many events (a guard against a corrupt value).
+MAX_COUNT_EVENTS = 1000
 PAGE_VIEW_EVENT = "e_visited_page"
+# The first web-events window reaches this far back (HubSpot keeps analytics events for a limited time, and
+# asking since 1970 pages through everything); later windows start where the last one ended.
+WEB_EVENTS_LOOKBACK_DAYS = 365
+# A portal that refused the events API (below Enterprise) is asked again only after this long (an upgrade).
+WEB_EVENTS_RECHECK_DAYS = 30
 
 # What segsync writes: a group, a multi-select segment property, one number property per score.
 PROPERTY_GROUP = "segsync"
@@ -102,13 +119,10 @@ REQUIRED_SCOPES: tuple[str, ...] = (
     "crm.objects.contacts.write",  # push segment/score properties, clear them on opt-out
     "crm.schemas.contacts.read",  # read property definitions (ensure_schema)
     "crm.schemas.contacts.write",  # create the segsync group and properties
-    "crm.objects.deals.read",  # deposits and upgrades as engagement
-    "crm.lists.read",  # find segsync's MANUAL lists
-    "crm.lists.write",  # create lists and change memberships
-    "communication_preferences.read_write",  # read subscription status, unsubscribe on opt-out
-    # Reading web analytics events (GET /events/v3/events) needs only the basic "oauth" scope
-    # (and an Enterprise hub); analytics.behavioral_events.send is for *sending* events, not needed.
-    "oauth",
+    "crm.objects.deals.read",  # won deposits and upgrades as engagement; deal pipelines (which stages are won)
+    "communication_preferences.read_write",  # read the subscription types (which are marketing)
+    "communication_preferences.statuses.batch.write",  # unsubscribe opted-out people, 100 per v4 batch write
+    # Web analytics events (GET /events/v3/events) need an Enterprise hub, not an extra scope.
 )
 
 
@@ -120,9 +134,10 @@ ENDPOINT_SCOPES: dict[str, str] = {
     EP_UPDATE: "crm.objects.contacts.write",
     EP_PROPERTIES: "crm.schemas.contacts.write",
     EP_DEALS: "crm.objects.deals.read",
+    EP_DEALS_SEARCH: "crm.objects.deals.read",
+    EP_PIPELINES: "crm.objects.deals.read",
     EP_COMM_PREFS: "communication_preferences.read_write",
-    EP_LISTS: "crm.lists.write",
-    EP_EVENTS: "oauth",
+    EP_COMM_PREFS_WRITE: "communication_preferences.statuses.batch.write",
 }
 
 

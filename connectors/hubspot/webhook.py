@@ -4,12 +4,17 @@ Signature v3: ``X-HubSpot-Signature-v3`` = base64 HMAC-SHA256(client secret, met
 timestamp), ``X-HubSpot-Request-Timestamp`` in milliseconds, within five minutes. What the events mean:
 
 =====================================  =============================================================
-``hs_email_optout`` = true             ``email_marketing`` withdrawn (``false`` records nothing: a
-                                       cleared opt-out flag is not consent)
+``hs_email_optout`` or                 ``email_marketing`` withdrawn (``false`` records nothing: a
+``hs_email_optout_<id>`` = true        cleared opt-out flag is not consent)
 ``contact.deletion``                   ``profiling`` withdrawn (the advisor removed the contact)
+``contact.restore``                    ``profiling`` granted again under legitimate interest (undoes
+                                       the deletion); nothing under the consent basis
 ``contact.privacyDeletion``            every purpose withdrawn (a GDPR deletion request; run
                                        ``segsync consent erase`` to erase the data too)
 =====================================  =============================================================
+
+With ``crm.portal_id`` set (the ``portal_id`` webhook setting), events of any other HubSpot account
+are dropped unrecorded: the app's secret signs every account it is installed in.
 
 Events name contacts by id: ``context.resolve("hubspot", id)`` (wired to the sync store) turns one
 into an email; an unknown id is recorded under ``hubspot:<id>``.
@@ -22,10 +27,11 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from connectors.hooks import (
     EMAIL_MARKETING,
@@ -40,6 +46,7 @@ from connectors.hooks import (
 )
 from core.errors import InputError
 
+log = logging.getLogger("segsync.consent")
 VENDOR = "hubspot"
 MAX_EVENTS = 1000
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
@@ -115,6 +122,13 @@ def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSig
         raise Refused(400, f"{where} is not an object")
     event_id = _int(event, "eventId", where)
     object_id = _int(event, "objectId", where)
+    portal = (context.settings or {}).get("portal_id")
+    if portal and str(_int(event, "portalId", where)) != portal:
+        # The app's secret signs every account it is installed in: the portal says whose contact this
+        # is. Another account's event is none of this tenant's business - dropped, never recorded
+        # (a 2xx, so HubSpot does not retry it for days).
+        log.warning("hubspot webhook: %s is for portal %s, not ours; ignored", where, event.get("portalId"))
+        return []
     occurred_ms = _int(event, "occurredAt", where)
     if not _MIN_MS <= occurred_ms <= _MAX_MS:
         raise Refused(400, f"{where}: occurredAt is not a millisecond timestamp")
@@ -125,10 +139,15 @@ def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSig
     if (name is not None and not isinstance(name, str)) or (value is not None and not isinstance(value, str)):
         raise Refused(400, f"{where}: propertyName and propertyValue must be strings")
     purposes: list[str] = []
-    if kind == "contact.propertyChange" and name == "hs_email_optout" and (value or "").lower() == "true":
+    state: Literal["granted", "withdrawn"] = "withdrawn"
+    if kind == "contact.propertyChange" and _optout_flag(name) and (value or "").lower() == "true":
         purposes = [EMAIL_MARKETING]
     elif kind == "contact.deletion":
         purposes = [PROFILING]
+    elif kind == "contact.restore" and context.purposes.get(PROFILING) == "legitimate_interest":
+        # A restore undoes the deletion: profiling on legitimate interest is allowed again. Under the
+        # consent basis it stays refused (a restore is not the person's consent; fail closed).
+        purposes, state = [PROFILING], "granted"
     elif kind == "contact.privacyDeletion":
         purposes = sorted(set(context.purposes) | {EMAIL_MARKETING, PROFILING})
     if not purposes:
@@ -146,8 +165,18 @@ def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSig
         evidence.update(property_name=name, property_value=value)
     evidence = {k: v for k, v in evidence.items() if isinstance(v, (str, int)) and not isinstance(v, bool)}
     occurred = datetime.fromtimestamp(occurred_ms / 1000, UTC)
-    return [HookSignal(subject, purpose, "withdrawn", VENDOR, occurred, evidence, receipt=f"{VENDOR}:{event_id}")
+    return [HookSignal(subject, purpose, state, VENDOR, occurred, evidence, receipt=f"{VENDOR}:{event_id}")
             for purpose in purposes]
+
+
+def _optout_flag(name: Any) -> bool:
+    """``hs_email_optout`` (all email) or ``hs_email_optout_<subscription id>`` (one type).
+
+    A per-type opt-out is taken as an email-marketing withdrawal whatever the type: the webhook cannot
+    tell a marketing type from One-to-One without a call, and when in doubt segsync does not email.
+    """
+    return isinstance(name, str) and (name == "hs_email_optout" or (
+        name.startswith("hs_email_optout_") and name.removeprefix("hs_email_optout_").isdigit()))
 
 
 def _int(event: Mapping[str, Any], name: str, where: str) -> int:

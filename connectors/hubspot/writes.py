@@ -142,7 +142,38 @@ class WriteMixin:
                     results.setdefault(k, RecordResult(k, "failed", str(exc)))
                 break
             results.update({k: RecordResult(k, outcome, message) for k, (outcome, message) in sent.items()})  # type: ignore[arg-type]
+        gone = [k for k, r in results.items() if r.outcome == "failed" and "OBJECT_NOT_FOUND" in r.message]
+        if gone:
+            results.update(self._resend_merged(gone, merged))
         return [results[str(u.key)] for u in updates]
+
+    def merged_ids(self, ids: Sequence[str]) -> dict[str, str]:
+        """old id -> the id of the record it was merged into, for ids HubSpot no longer has as live records.
+
+        HubSpot merges now make a new record; reading an old id answers with the merged record (its new id).
+        An id that is really gone (deleted) maps to nothing. One read per id, remembered.
+        """
+        moved: dict[str, str] = getattr(self, "_moved", {})
+        self._moved = moved
+        for old in ids:
+            if old in moved:
+                continue
+            response = self.client.request("GET", f"/crm/v3/objects/contacts/{old}", endpoint=S.EP_LIST,
+                                           params={"properties": "hs_object_id"}, accept=(404,))
+            body = response.json() if response.status_code == 200 and response.content else None
+            new = str(body.get("id") or "") if isinstance(body, Mapping) else ""
+            if new and new != old:
+                moved[old] = new
+        return {old: moved[old] for old in ids if old in moved}
+
+    def _resend_merged(self, gone: Sequence[str], merged: Mapping[str, dict[str, str]]) -> dict[str, RecordResult]:
+        """Send updates that failed because their record was merged away again, to the merged record."""
+        moved = self.merged_ids(gone)
+        if not moved:
+            return {}
+        again = self.push_properties([PropertyUpdate(new, merged[old]) for old, new in moved.items()])
+        return {old: RecordResult(old, r.outcome, f"{r.message} (contact {old} was merged into {new})".strip())
+                for (old, new), r in zip(moved.items(), again, strict=True)}
 
     def _send(self, batch: Sequence[tuple[str, dict[str, str]]]) -> dict[str, Verdict]:
         """One batch/update call; its 207 answer read record by record (a whole-batch 400 raises)."""
@@ -174,33 +205,76 @@ class WriteMixin:
     # ----------------------------------------------------------------- suppress
 
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
-        """Unsubscribe the address from every marketing subscription (with segsync's legal basis note)
-        and clear segsync's segment property. "Already unsubscribed", "no such contact" and "no such
+        """Unsubscribe the address from every marketing subscription (one v4 batch write, with segsync's legal
+        basis note) and clear segsync's segment property. "Already unsubscribed", "no such contact" and "no such
         property yet" are success."""
         address = normalize_email(email)
         key = vendor_id or address or ""
         if address is None:
             return RecordResult(key, "failed", "no email address to unsubscribe")
         problems: list[str] = []
-        subscriptions = self.marketing_subscriptions()
-        if not subscriptions:
-            problems.append("the portal has no active email subscription type to unsubscribe from")
-        for sub_id in subscriptions:
-            try:
-                self.client.unsubscribe(address, sub_id)
-            except RejectedRecordError as exc:
-                if "already" not in exc.detail.lower():
-                    problems.append(f"unsubscribe from {sub_id}: {exc.detail}")
+        unsubscribed = self.unsubscribe_many([(address, vendor_id)])[address]
+        if unsubscribed.outcome == "failed":
+            problems.append(unsubscribed.message)
         if property_name:  # empty: segsync never wrote a segment there, so there is nothing to clear
             self._clear(address, vendor_id, property_name, problems)
         if problems:
             return RecordResult(key, "failed", "; ".join(problems))
         return RecordResult(key, "sent")
 
+    def unsubscribe_many(self, people: Sequence[tuple[str, str | None]]) -> dict[str, RecordResult]:
+        """Unsubscribe many addresses from every marketing subscription type in v4 batch writes of 100.
+
+        One call per 100 (address, type) pairs instead of one per pair; an input HubSpot refuses fails that
+        address with HubSpot's message ("already unsubscribed" is success).
+        """
+        results: dict[str, RecordResult] = {}
+        addresses: dict[str, str] = {}
+        for email in dict(people):  # by address: communication preferences know people by email
+            address = normalize_email(email)
+            if address is None:
+                results[email] = RecordResult(email, "failed", "no email address to unsubscribe")
+            else:
+                addresses[address] = email
+        subscriptions = self.marketing_subscriptions()
+        if not subscriptions:
+            problem = "the portal has no active marketing subscription type to unsubscribe from"
+            return results | {e: RecordResult(e, "failed", problem) for e in addresses.values()}
+        inputs = [{"subscriberIdString": a, "subscriptionId": sid, "statusState": "UNSUBSCRIBED", "channel": "EMAIL",
+                   "legalBasis": S.UNSUBSCRIBE_LEGAL_BASIS, "legalBasisExplanation": S.UNSUBSCRIBE_EXPLANATION}
+                  for a in addresses for sid in subscriptions]
+        problems: dict[str, list[str]] = {}
+        for n in range(0, len(inputs), S.BATCH_SIZE):
+            chunk = inputs[n:n + S.BATCH_SIZE]
+            try:
+                _, body = self.client.write_statuses(chunk)
+            except RejectedRecordError as exc:  # the whole batch refused: every address in it fails, retried later
+                for item in chunk:
+                    problems.setdefault(str(item["subscriberIdString"]), []).append(exc.detail)
+                continue
+            for err in (body or {}).get("errors") or [] if isinstance(body, Mapping) else []:
+                if not isinstance(err, Mapping) or "already" in str(err.get("message") or "").lower():
+                    continue
+                context = err.get("context")
+                named = context.get("subscriberIdString") if isinstance(context, Mapping) else None
+                for address in named if isinstance(named, list) else []:
+                    key = normalize_email(str(address)) or str(address)
+                    problems.setdefault(key, []).append(_error_message(err))
+        for address, email in addresses.items():
+            if address in problems:
+                results[email] = RecordResult(email, "failed", "; ".join(problems[address]))
+            else:
+                results[email] = RecordResult(email, "sent", f"unsubscribed from {', '.join(subscriptions)}")
+        return results
+
     def _clear(self, address: str, vendor_id: str | None, property_name: str, problems: list[str]) -> None:
-        item: dict[str, Any] = {"id": vendor_id, "properties": {property_name: ""}}
-        if not vendor_id:
-            item = {"id": address, "idProperty": "email", "properties": {property_name: ""}}
+        if vendor_id:  # by id, following a merge (a clear sent to a merged-away id is not done)
+            for result in self.push_properties([PropertyUpdate(vendor_id, {property_name: ""})]):
+                if result.outcome == "failed" and not _nothing_to_clear(result.message) and not (
+                        "OBJECT_NOT_FOUND" in result.message and not self.merged_ids([vendor_id])):
+                    problems.append(f"clear {property_name}: {result.message}")
+            return
+        item: dict[str, Any] = {"id": address, "idProperty": "email", "properties": {property_name: ""}}
         try:
             _, body = self.client.batch_update([item])
         except RejectedRecordError as exc:

@@ -273,8 +273,10 @@ class HttpClient:
         detail: Callable[[Any, str], str] = default_detail,
         shape: ErrorShape = ErrorShape(),
         session: requests.Session | None = None,
+        observe: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         self.vendor = vendor
+        self.observe = observe  # sees every answer's headers (a vendor's announced rate limit), errors included
         self.base_url = base_url.rstrip("/")
         self.policy = policy
         self.timeout = timeout
@@ -299,10 +301,36 @@ class HttpClient:
         accept: tuple[int, ...] = (),
     ) -> requests.Response:
         """Send one request under the policy; statuses in ``accept`` are returned, not raised."""
+        response: requests.Response = self._call(
+            method, path, endpoint=endpoint, limiter=limiter, params=params, json=json, data=data, accept=accept
+        )
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Like :meth:`request`, decoding the JSON body (None for an empty body).
+
+        The body is decoded inside the retry loop: an HTML error page or a body cut short under a 2xx
+        is a transient fault of the vendor's edge, retried like a 503, not an error after the fact.
+        """
+        return self._call(method, path, decode=True, **kwargs)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str = "default",
+        limiter: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        accept: tuple[int, ...] = (),
+        decode: bool = False,
+    ) -> Any:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         what = f"{method} {redact(url.split('?')[0])}"
 
-        def send() -> requests.Response:
+        def send() -> Any:
             try:
                 response = self.session.request(
                     method, url, params=params, json=json, data=data, timeout=self.timeout
@@ -312,17 +340,17 @@ class HttpClient:
                 if mapped is None:
                     raise
                 raise mapped from None
+            if self.observe is not None:
+                self.observe(response.headers)
             if response.status_code in accept:
                 return response
             if response.status_code >= 400:
                 raise response_error(self.vendor, response, what, self.detail, self.shape)
-            return response
+            return self._decode(response, method, path) if decode else response
 
         return self.policy.call(send, endpoint=endpoint, limiter=limiter)
 
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Like :meth:`request`, decoding the JSON body (None for an empty body)."""
-        response = self.request(method, path, **kwargs)
+    def _decode(self, response: requests.Response, method: str, path: str) -> Any:
         if not response.content:
             return None
         try:

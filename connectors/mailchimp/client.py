@@ -32,16 +32,7 @@ import mailchimp_marketing
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
-from connectors.kit.http import (
-    DEFAULT_TIMEOUT,
-    CallPolicy,
-    ErrorShape,
-    HttpClient,
-    RetrySettings,
-    decode_json,
-    redact,
-    register_secret,
-)
+from connectors.kit.http import CallPolicy, ErrorShape, HttpClient, RetrySettings, decode_json, redact, register_secret
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.kit.sdk import SdkAdapter, SdkFailure
 from connectors.mailchimp import settings as S
@@ -155,7 +146,7 @@ class MailchimpClient:
         base_url: str,
         *,
         retry: RetrySettings | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] = S.TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         max_connections: int = S.MAX_CONNECTIONS,
     ) -> None:

@@ -12,11 +12,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from connectors.base import EspConnector, PullPage, RecordResult, TagChange
-from connectors.kit.http import DEFAULT_TIMEOUT, RetrySettings
+from connectors.kit.http import RetrySettings
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.mailchimp import settings as S
 from connectors.mailchimp.client import MailchimpClient, is_compliance, list_items, offset_pages
@@ -24,6 +25,7 @@ from connectors.mailchimp.mapping import activity_events, fmt_time, member_conta
 from connectors.mailchimp.push import Pusher
 from core.emails import looks_like_email, normalize_email
 from core.errors import ApiError, ConfigError, FatalApiError
+from core.times import now
 
 
 def _floor(when: datetime) -> datetime:
@@ -46,7 +48,7 @@ class MailchimpConnector(EspConnector):
         *,
         add_missing_as_pending: bool = False,
         retry: RetrySettings | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] = S.TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not api_key:
@@ -64,7 +66,10 @@ class MailchimpConnector(EspConnector):
         self.pusher = Pusher(self.client, list_id, self._blocked, add_missing_as_pending=add_missing_as_pending,
                              sleep=sleep)
         self._list_checked = False
-        self._blocked_index: dict[str, str] | None = None
+        self._index: dict[str, tuple[str, str]] | None = None  # subscriber hash -> (unique_email_id, status)
+        self._index_as_of: datetime | None = None  # Mailchimp's changes up to here are in the index
+        self._index_at: float | None = None  # monotonic time of the last read (None: read before trusting it)
+        self._blocked_only: dict[str, str] | None = None  # without an index: unsubscribed/cleaned members only
         self._blocked_at = 0.0
 
     def __repr__(self) -> str:
@@ -88,31 +93,75 @@ class MailchimpConnector(EspConnector):
             raise
         self._list_checked = True
 
-    def _blocked(self) -> dict[str, str]:
-        """subscriber hash -> status of every unsubscribed or cleaned member (cached a few minutes)."""
+    def known_members(self, members: Mapping[str, tuple[str, str | None]], cursor: str | None) -> None:
+        """Seed the member index (email -> (unique_email_id, status)) from what segsync stored, current as of
+        the members ``cursor``: later reads ask Mailchimp only for members changed since (``since_last_changed``).
+        Without a cursor (nothing pulled yet) the seed is not trusted and the first read lists every member."""
+        as_of = parse_time(cursor, "the stored members cursor") if cursor else None
+        if as_of is None or not members:
+            return
+        self._index = {subscriber_hash(email): (uid, status or "") for email, (uid, status) in members.items()}
+        self._index_as_of, self._index_at = as_of, None
+
+    def _members(self) -> dict[str, tuple[str, str]]:
+        """subscriber hash -> (unique_email_id, status) of every member (re-read after a few minutes).
+
+        Seeded (see :meth:`known_members`) or read once: later reads ask only for members changed since the
+        last one, so an unchanged audience costs one call, not a page per thousand members.
+        """
         self.check()
-        if self._blocked_index is None or time.monotonic() - self._blocked_at > S.STATUS_INDEX_TTL:
-            index: dict[str, str] = {}
+        if self._index is not None and self._index_at is not None \
+                and time.monotonic() - self._index_at <= S.STATUS_INDEX_TTL:
+            return self._index
+        index = dict(self._index or {})
+        params: dict[str, Any] = {"count": S.PAGE_SIZE,
+                                  "fields": ["members.id", "members.unique_email_id", "members.status", "total_items"]}
+        if self._index is not None and self._index_as_of is not None:
+            params["since_last_changed"] = fmt_time(self._index_as_of - S.CURSOR_OVERLAP)
+        read_at = now()
+        for _, items in offset_pages(f"GET /lists/{self.list_id}/members", "members", lambda offset: (
+                self.client.list_members(self.list_id, offset=offset, **params))):
+            for m in items:
+                if isinstance(m, Mapping) and m.get("id"):
+                    index[str(m["id"])] = (str(m.get("unique_email_id") or m["id"]), str(m.get("status") or ""))
+        self._index, self._index_as_of, self._index_at = index, read_at, time.monotonic()
+        return index
+
+    def _blocked(self) -> dict[str, str]:
+        """subscriber hash -> status of every unsubscribed or cleaned member.
+
+        From the member index when there is one (changes only); otherwise only those two statuses are
+        listed (a fraction of the audience), kept a few minutes and updated by what this connector sees.
+        """
+        if self._index is not None:
+            return {h: status for h, (_, status) in self._members().items() if status in S.BLOCKED_STATUSES}
+        self.check()
+        if self._blocked_only is None or time.monotonic() - self._blocked_at > S.STATUS_INDEX_TTL:
+            found: dict[str, str] = {}
             for status in S.BLOCKED_STATUSES:
                 what = f"GET /lists/{self.list_id}/members?status={status}"
-                def fetch(offset: int, st: str = status) -> Any:
-                    return self.client.list_members(self.list_id, status=st, count=S.PAGE_SIZE, offset=offset,
-                                                    fields=["members.id", "members.status", "total_items"])
+                for _, items in offset_pages(what, "members", partial(self._members_with, status)):
+                    found.update({str(m["id"]): str(m.get("status") or status) for m in items
+                                  if isinstance(m, Mapping) and m.get("id")})
+            self._blocked_only, self._blocked_at = found, time.monotonic()
+        return self._blocked_only
 
-                for _, items in offset_pages(what, "members", fetch):
-                    for m in items:
-                        if isinstance(m, Mapping) and m.get("id"):
-                            index[str(m["id"])] = str(m.get("status") or status)
-            self._blocked_index, self._blocked_at = index, time.monotonic()
-        return self._blocked_index
+    def _members_with(self, status: str, offset: int) -> Any:
+        """One page of members with this status (id and status only)."""
+        return self.client.list_members(self.list_id, status=status, count=S.PAGE_SIZE, offset=offset,
+                                        fields=["members.id", "members.status", "total_items"])
 
-    def _note_status(self, subscriber: str, status: str) -> None:
-        if self._blocked_index is None:
+    def _note_status(self, subscriber: str, status: str, uid: str | None = None) -> None:
+        if self._blocked_only is not None:
+            if status in S.BLOCKED_STATUSES:
+                self._blocked_only[subscriber] = status
+            else:
+                self._blocked_only.pop(subscriber, None)
+        if self._index is None:
             return
-        if status in S.BLOCKED_STATUSES:
-            self._blocked_index[subscriber] = status
-        else:
-            self._blocked_index.pop(subscriber, None)
+        known = self._index.get(subscriber)
+        if known is not None or uid:
+            self._index[subscriber] = (uid or (known[0] if known else subscriber), status)
 
     # ------------------------------------------------------------------ pull
 
@@ -140,12 +189,12 @@ class MailchimpConnector(EspConnector):
         pager = OffsetPaginator(f"{S.VENDOR}: {what}", lambda body: list_items(body, "members", what),
                                 shrinking_window=True, max_pages=10_000)
         for _ in paginate(lambda: self.client.list_members(self.list_id, offset=pager.offset, **params), pager):
-            page = PullPage()
+            page = PullPage(total=pager.total)  # the audience's member count: progress bars show n of total
             last_changed: str | None = None
             for i, raw in enumerate(pager.items):
                 contact, signal = member_contact(raw, f"{what} member {pager.first + i}")
                 last_changed = raw.get("last_changed") or last_changed
-                self._note_status(str(contact.properties["subscriber_hash"]), contact.status or "")
+                self._note_status(str(contact.properties["subscriber_hash"]), contact.status or "", contact.vendor_id)
                 if contact.vendor_id in seen:
                     continue
                 seen.add(contact.vendor_id)
@@ -160,14 +209,7 @@ class MailchimpConnector(EspConnector):
 
     def _member_ids(self) -> dict[str, str]:
         """subscriber hash -> unique_email_id for every member (engagement is keyed by the stable id)."""
-        out: dict[str, str] = {}
-        for _, items in offset_pages(f"GET /lists/{self.list_id}/members", "members", lambda offset: (
-                self.client.list_members(self.list_id, count=S.PAGE_SIZE, offset=offset,
-                                         fields=["members.id", "members.unique_email_id", "total_items"]))):
-            for m in items:
-                if isinstance(m, Mapping) and m.get("id") and m.get("unique_email_id"):
-                    out[str(m["id"])] = str(m["unique_email_id"])
-        return out
+        return {h: uid for h, (uid, _) in self._members().items()}
 
     def pull_engagement(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:
         """Sends, opens and clicks in [cursor, run_started), from the email activity of sent campaigns.

@@ -30,17 +30,16 @@ def build(cfg: MailchimpEsp, context: BuildContext) -> Any:
 def optin_grants(contacts: Sequence[Contact], seen: Sequence[ConsentSignal]) -> list[ConsentSignal]:
     """Evidence of opt-in from Mailchimp itself: a subscribed member with its opt-in time (and IP).
 
-    Only a member Mailchimp reports as ``subscribed`` with a known opt-in (or sign-up) time counts;
-    nothing else is ever taken as a grant.
+    Only a member Mailchimp reports as ``subscribed`` with its own opt-in record (``timestamp_opt``) counts;
+    nothing else is ever taken as a grant: a member an admin or an import added has no opt-in time, and
+    a sign-up time alone does not say the person confirmed.
     """
     have = {(s.email, s.purpose, s.state) for s in seen}
     out = []
     for c in contacts:
         if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
             continue
-        props = c.properties
-        opted = parse_time_or_none(props.get("timestamp_opt")) or parse_time_or_none(props.get("timestamp_signup"))
-        when = opted or c.created_at
+        when = parse_time_or_none(c.properties.get("timestamp_opt"))
         if when is None:
             continue
         evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}

@@ -13,6 +13,8 @@ VENDOR = "mailchimp"
 SOURCE = "mailchimp"
 DEFAULT_BASE_URL = "https://{dc}.api.mailchimp.com/3.0"
 
+# Mailchimp allows a request up to 120 s; a shorter read timeout makes slow 1,000-row pages fail and retry.
+TIMEOUT = (5.0, 120.0)  # (connect, read) seconds
 MAX_CONNECTIONS = 10  # simultaneous connections per API key; one more gets a 429
 PAGE_SIZE = 1000  # members / email activity per read page (Mailchimp's maximum)
 BATCH_MEMBERS = 500  # POST /lists/{id} members, segment members_to_add / members_to_remove

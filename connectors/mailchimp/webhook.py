@@ -5,8 +5,10 @@ compared in constant time; the GET is Mailchimp's validation ping and answers 20
 
 ===========================  ==================================================================
 ``unsubscribe``, ``cleaned``  ``email_marketing`` withdrawn
-``subscribe``                 ``email_marketing`` granted: Mailchimp's own opt-in record
-                              (``ip_opt``/``ip_signup`` kept as evidence), source mailchimp
+``subscribe``                 ``email_marketing`` granted only with the member's opt-in record
+                              (``ip_opt``, kept as evidence); without it nothing: the event
+                              does not say who subscribed the person (they, an admin, the API),
+                              and the next pull grants only from ``timestamp_opt``
 ``upemail``                   an alias old -> new; the current consent is carried over
 ``profile``, ``campaign``     nothing (answered 200)
 ===========================  ==================================================================
@@ -64,7 +66,10 @@ class MailchimpWebhook(WebhookHandler):
         expected = (context.settings or {}).get("list_id")
         if expected is not None and list_id != expected:
             raise Refused(400, "data[list_id] is not this tenant's audience")
-        if kind in ("profile", "campaign"):
+        if kind in ("profile", "campaign") or (kind == "subscribe" and not fields.get("data[ip_opt]")):
+            # ``subscribe`` does not say who subscribed the person (they, an admin or the API): alone it is
+            # not evidence of consent. Only the member's own opt-in record is (``ip_opt``, present when the
+            # person confirmed from a form); without it the next pull reads timestamp_opt/ip_opt and decides.
             return None
         if kind == "upemail":
             old, new = _required(fields, "data[old_email]"), _required(fields, "data[new_email]")
@@ -76,6 +81,7 @@ class MailchimpWebhook(WebhookHandler):
             value = fields.get(f"data[{key}]")
             if value:
                 evidence["subscriber_id" if key == "id" else key] = value
+        # A subscribe that got here carries the member's ip_opt.
         state: Literal["granted", "withdrawn"] = "granted" if kind == "subscribe" else "withdrawn"
         signal = HookSignal(email, EMAIL_MARKETING, state, VENDOR, fired, evidence)
         return HookResult((signal,), reason=f"mailchimp {kind}")

@@ -199,7 +199,8 @@ def _write_one(sim: HubSpotSim, item: Any) -> tuple[dict[str, Any] | None, dict[
                         "legalBasisExplanation": item.get("legalBasisExplanation"),
                         "sourceOfStatus": "SUBSCRIPTION_STATUS"}
     (sim.unsubscribe_calls if state == "UNSUBSCRIBED" else sim.subscribe_calls).append(
-        {"emailAddress": email, "subscriptionId": sub_id, "legalBasis": item.get("legalBasis"), "api": "v4"})
+        {"emailAddress": email, "subscriptionId": sub_id, "legalBasis": item.get("legalBasis"),
+         "legalBasisExplanation": item.get("legalBasisExplanation"), "api": "v4"})
     contact = sim.resolve(sim.contacts, email, "email")
     if contact is not None and status is not None:
         contact.properties[f"hs_email_optout_{sub_id}"] = "true" if status == "NOT_SUBSCRIBED" else "false"

@@ -51,8 +51,9 @@ class HubSpotSim(Merges, Inspection):
     token's private-app scopes (None = all). ``clock`` replaces "now" for timestamps. ``tier``: the hub tier
     (below "enterprise" the web analytics events API answers 403); ``app_type``: "private" (limits by plan)
     or "oauth" (a public app's own 110 per 10 s, no daily headers); ``burst_limit`` overrides the burst
-    for fast tests; ``deal_noise``: open and lost deals besides the won ones; ``merge_new_id``: a merge
-    makes a new record (HubSpot's current behaviour); ``subscription_types``: "standard" or "legacy"
+    for fast tests; ``deal_noise`` (default on, as a real portal): open and lost deals besides the won ones;
+    ``merge_new_id`` (default on): a merge makes a new record (HubSpot's current behaviour);
+    ``subscription_types``: "standard" or "legacy"
     (no ``purpose`` on any type). ``search_lag_seconds``:
     records written more recently than this are not yet found by search (HubSpot's index lags writes).
     """
@@ -61,7 +62,7 @@ class HubSpotSim(Merges, Inspection):
                  search_per_second: float | None = 5, daily_limit: int | None = None, portal_id: int = 4_242_424,
                  batch_errors: str = "partial", clock: Callable[[], datetime] | None = None,
                  scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0, tier: str = "enterprise",
-                 app_type: str = "private", deal_noise: bool = False, merge_new_id: bool = False,
+                 app_type: str = "private", deal_noise: bool = True, merge_new_id: bool = True,
                  subscription_types: str = "standard", burst_limit: int | None = None) -> None:
         if plan not in PLAN_LIMITS:
             raise ValueError(f"unknown HubSpot plan {plan!r}; one of {sorted(PLAN_LIMITS)}")

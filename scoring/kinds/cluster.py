@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -33,6 +35,8 @@ NEVER_DAYS = 3650.0  # "never active" sorts as ten years ago
 MAX_FIT_ROWS = 200_000
 THRESHOLD = 0.25  # standard deviations before a group counts as high/low
 MIN_PER_CLUSTER = 20  # contacts per requested cluster before clustering means anything
+MIN_BEHAVIOUR_COLUMNS = 2  # behaviour features that vary; fewer and there is nothing to group people by
+QUALITY_ROWS = 5000  # rows sampled for silhouette and stability (both are quadratic or refit-heavy)
 
 
 def cluster_matrix(features: pd.DataFrame) -> np.ndarray:
@@ -90,10 +94,60 @@ def assign_clusters(pipe: Pipeline, info: dict[str, Any], features: pd.DataFrame
     return pd.Series(np.asarray(info["names"], dtype=object)[labels], index=features.index)
 
 
-def too_few(spec: ScoreSpec, rows: int) -> str | None:
-    """Why ``rows`` contacts cannot be split into ``spec.n_clusters`` groups, or None."""
+def too_few(spec: ScoreSpec, features: pd.DataFrame) -> str | None:
+    """Why these contacts cannot be split into ``spec.n_clusters`` groups, or None.
+
+    Too few rows, or no behaviour: with no events every contact has the same features and KMeans
+    would put everyone in one cluster and report the others as empty - a refusal, not a result.
+    """
+    rows = len(features)
     need = spec.n_clusters * MIN_PER_CLUSTER
-    return None if rows >= need else f"{rows} contacts; clustering into {spec.n_clusters} groups needs at least {need}"
+    if rows < need:
+        return f"{rows} contacts; clustering into {spec.n_clusters} groups needs at least {need}"
+    varying = int((cluster_matrix(features).std(axis=0) > 0).sum())
+    if varying < MIN_BEHAVIOUR_COLUMNS:
+        return (f"no behaviour to cluster on: {varying} behaviour feature(s) vary across contacts, need "
+                f"{MIN_BEHAVIOUR_COLUMNS} (pull email or web events first)")
+    return None
+
+
+def align_names(info: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Give each new cluster the name of the previous model's nearest cluster (one-to-one).
+
+    Names are generated from centroids, and a refit on slightly different data can reorder or
+    rename them, which would silently empty a segment defined by cluster name. Matching centroids
+    (Hungarian assignment on standardised distance) keeps a cluster's name while it stays itself.
+    """
+    old = previous.get("centroids_z") or {}
+    current = info["centroids_z"]
+    if len(old) != len(current) or list(old) == list(current):
+        return
+    centers = np.array([[current[n][f] for f in FEATURES] for n in info["names"]])
+    old_names = list(old)
+    old_centers = np.array([[old[n][f] for f in FEATURES] for n in old_names])
+    cost = np.linalg.norm(centers[:, None, :] - old_centers[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    names = list(info["names"])
+    for r, c in zip(rows, cols, strict=True):
+        names[r] = old_names[c]
+    info["centroids_z"] = {names[k]: info["centroids_z"][info["names"][k]] for k in range(len(names))}
+    info["names"] = names
+
+
+def quality(X: pd.DataFrame, n_clusters: int, seed: int) -> dict[str, float]:
+    """Silhouette of the fitted clusters and their stability across refits on resamples (adjusted Rand)."""
+    rng = np.random.default_rng(seed)
+    sample = X.iloc[np.sort(rng.choice(len(X), min(len(X), QUALITY_ROWS), replace=False))]
+    pipe, _ = fit_clusters(sample, n_clusters, seed)
+    M = cluster_matrix(sample)
+    labels = pipe.predict(M)
+    sil = float(silhouette_score(pipe[:-1].transform(M), labels)) if len(set(labels)) > 1 else 0.0
+    aris = []
+    for i in range(1, 4):
+        half = sample.iloc[np.sort(rng.choice(len(sample), len(sample) // 2, replace=False))]
+        refit, _ = fit_clusters(half, n_clusters, seed + i)
+        aris.append(float(adjusted_rand_score(labels, refit.predict(M))))
+    return {"silhouette": round(sil, 4), "stability": round(float(np.mean(aris)), 4)}
 
 
 def describe_clusters(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, *,
@@ -101,14 +155,14 @@ def describe_clusters(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFr
     """Clusters have no outcome to backtest: report names, sizes and standardised centroids."""
     cut = to_utc(cutoff) if cutoff is not None else default_as_of(events)
     report = BacktestReport(spec.name, spec.kind, "none", window={"features_as_of": cut.isoformat()})
-    X = features_for(spec, contacts, events, cut)
-    if too_few(spec, len(X)):
-        report.verdict = InsufficientData(spec.name, f"{len(X)} contacts; too few for {spec.n_clusters} "
-                                                     "clusters").to_dict()
+    X = features_for(spec, contacts, events, cut).sort_index()
+    reason = too_few(spec, X)
+    if reason:
+        report.verdict = InsufficientData(spec.name, reason).to_dict()
         return report
     _, info = fit_clusters(X, spec.n_clusters, seed)
     report.model = {"clusters": [{"name": n, "size": s} for n, s in zip(info["names"], info["sizes"], strict=True)],
-                    "centroids_z": info["centroids_z"]}
+                    "centroids_z": info["centroids_z"], **quality(X, spec.n_clusters, seed)}
     return report
 
 
@@ -122,8 +176,9 @@ class Cluster:
               options: Options) -> TrainedModel | InsufficientData:
         """Scaler + KMeans on behaviour as of ``cut``; too few contacts is a verdict."""
         now = datetime.now(UTC)
-        X = features_for(spec, contacts, events, cut)
-        reason = too_few(spec, len(X))
+        # Sorted by id: KMeans depends on row order, and the store's order is not the source's.
+        X = features_for(spec, contacts, events, cut).sort_index()
+        reason = too_few(spec, X)
         if reason:
             return InsufficientData(spec.name, reason)
         est, info = fit_clusters(X, spec.n_clusters, options.seed)

@@ -7,6 +7,7 @@ User errors print one clear message, never a traceback (``--verbose`` shows it).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,22 @@ from sync.cli.common import console, emit_json, err_console
 from sync.cli.consent_cmds import consent
 from sync.cli.run_cmds import demo_cmd, runs_cmd, sandbox_cmd, serve_cmd, sync_cmd
 from sync.cli.score_cmds import report_group, score_cmd
+from sync.cli.state_cmds import state_group
 
 
-def setup_logging(verbose: bool) -> None:
-    """Log to stderr through the secret-redacting filter; ``--verbose`` shows segsync's INFO and everything's DEBUG."""
+def setup_logging(verbose: bool, log_format: str | None = None) -> None:
+    """Log to stderr through the secret-redacting filter; ``--verbose`` shows segsync's INFO and everything's DEBUG.
+
+    ``log_format`` "json" writes one JSON object per line (and tells the rest of the process, ``serve``
+    included, through the environment).
+    """
+    from sync import logs
+
+    if log_format:
+        os.environ[logs.ENV] = log_format
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logs.formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -67,9 +77,11 @@ class SegsyncGroup(click.Group):
 
 @click.group(cls=SegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens and show tracebacks.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, envvar="SEGSYNC_LOG_FORMAT",
+              help="Log lines as text (default) or one JSON object per line (also server.log_format in the config).")
 @click.version_option(package_name="segsync")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, log_format: str | None) -> None:
     """segsync: consent-first predictive segments for advisors.
 
     Pulls contacts and engagement from your CRM and email platform, checks each contact
@@ -78,21 +90,27 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
-    setup_logging(verbose)
+    setup_logging(verbose, log_format)
 
 
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def validate(config: Path, as_json: bool) -> None:
-    """Check a config file; print every problem with its path and line (exit 2 if any)."""
+    """Check a config file; print every problem as file:line: tenant ID: ..., sorted by line (exit 2 if any).
+
+    A `defaults:` block is inherited by every tenant; top-level `x-` blocks hold YAML anchors to reuse.
+    """
     from sync.config.models import load_config
+    from sync.config.validate import ConfigProblems
 
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         if as_json:
-            emit_json({"ok": False, "problems": exc.problems})
+            details = [p.to_dict() for p in exc.details] if isinstance(exc, ConfigProblems) else [
+                {"path": None, "line": None, "tenant": None, "message": m} for m in exc.problems]
+            emit_json({"ok": False, "problems": details})
             sys.exit(2)
         raise
     summary: list[dict[str, Any]] = [
@@ -122,6 +140,7 @@ def validate(config: Path, as_json: bool) -> None:
 # The command modules defer their heavy imports (pandas, scikit-learn, the store) into the commands.
 COMMANDS: tuple[click.Command, ...] = (
     validate, sync_cmd, check_cmd, runs_cmd, score_cmd, report_group, serve_cmd, sandbox_cmd, demo_cmd, consent,
+    state_group,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

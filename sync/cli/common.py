@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from core.errors import ConfigError
+from core.errors import ConfigError, SegsyncError
 
 if TYPE_CHECKING:
     from sync.config.models import Config, TenantCfg
@@ -35,10 +35,26 @@ def emit_json(data: Any) -> None:
 def open_config(config: Path) -> tuple[Config, Store]:
     """Load and validate the config, then open (and migrate) its store. The caller closes the store."""
     from sync.config.models import load_config
-    from sync.store import open_store
 
     cfg = load_config(config)
-    return cfg, open_store(cfg.store)
+    return cfg, open_store_plainly(cfg.store)
+
+
+def open_store_plainly(url: str) -> Store:
+    """Open (and migrate) the store; an unreachable database is one plain sentence, never "unexpected ... report it"."""
+    import sqlalchemy as sa
+
+    from sync.store import open_store
+
+    try:
+        return open_store(url)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        try:
+            where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            where = "the configured store"
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SegsyncError(f"store: cannot open {where}: {reason} (is the database running and reachable?)") from None
 
 
 def select_tenants(cfg: Config, wanted: tuple[str, ...]) -> list[TenantCfg]:
@@ -48,5 +64,8 @@ def select_tenants(cfg: Config, wanted: tuple[str, ...]) -> list[TenantCfg]:
     known = {t.id: t for t in cfg.tenants}
     missing = [w for w in wanted if w not in known]
     if missing:
-        raise ConfigError(f"unknown tenant(s): {', '.join(missing)} (known: {', '.join(known)})")
+        from sync.config.validate import suggest
+
+        hint = suggest(missing[0], list(known))
+        raise ConfigError(f"unknown tenant(s): {', '.join(missing)}{hint} (known: {', '.join(known)})")
     return [known[w] for w in wanted]

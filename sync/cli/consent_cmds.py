@@ -213,7 +213,7 @@ def history(config: Path, tenant_id: str, email: str, as_json: bool) -> None:
     for a in ac_rows:
         error = f" - {a['last_error']}" if a["last_error"] else ""
         click.echo(f"  -> {a['destination']}: {a['status']} after {a['attempts']} failed attempt(s){error}"
-                   if a["attempts"] else f"  -> {a['destination']}: {a['status']}")
+                   if a["attempts"] else f"  -> {a['destination']}: {a['status']}{error}")
 
 
 @consent.command()

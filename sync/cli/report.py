@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
 from rich.console import Console, Group
@@ -26,8 +28,24 @@ STATUS_STYLE = {
 def _table(title: str, columns: list[str]) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, title_style="bold", pad_edge=False)
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
+        # Fold, never ellipsize: two destinations cut to "esp.segm…" would read the same.
+        table.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
     return table
+
+
+def outcome_counts(run: RunReport) -> dict[str, int]:
+    """Sent, suppressed and failed records of a run, counted the way its report lists them.
+
+    Suppressed = what the plan left out for consent or ESP status ("Not sent, by reason") plus what the
+    re-check right before a batch held back; ``runs``, the summary table and the report agree.
+    """
+    totals = run.push.totals if run.push else {}
+    planned = sum(int(n) for n in (run.plan.get("suppressed") or {}).values())
+    return {
+        "sent": int(totals.get("sent", 0)),
+        "suppressed": planned + int(totals.get("suppressed", 0)),
+        "failed": int(totals.get("failed", 0)),
+    }
 
 
 def _n(v: Any) -> str:
@@ -48,11 +66,16 @@ def render_run(report: RunReport | Mapping[str, Any]) -> Panel:
 
 
 def _head(run: RunReport) -> list[Any]:
-    parts: list[Any] = [Text.assemble(
-        (f"{run.tenant}", "bold"), f"  run #{run.run_id}  ",
-        (run.status, STATUS_STYLE.get(run.status, "white")), f"  {run.duration_s or 0} s",
-        "  (dry run: nothing sent)" if run.dry_run else "",
-    )]
+    parts: list[Any] = [
+        Text.assemble(
+            (f"{run.tenant}", "bold"),
+            f"  run #{run.run_id}  " if run.run_id is not None else "  (not started)  ",
+            (run.status, STATUS_STYLE.get(run.status, "white")),
+            f"  {run.duration_s or 0} s",
+            "  (dry run: nothing sent)" if run.dry_run else "",
+            f"  started {local_time(run.started_at, run.extra.get('timezone'))}" if run.started_at else "",
+        )
+    ]
     if run.error:
         parts.append(Text(f"error: {run.error}", style="red"))
     if run.refused:
@@ -121,6 +144,8 @@ def _scores(run: RunReport) -> list[Any]:
         for name, s in run.segments.items():
             t.add_row(name, _n(s.get("members")), _n(s.get("holdout")), _n(s.get("threshold")))
         parts.append(t)
+    # Why a segment is empty, who could not be scored, four-fifths breaches: shown, never silent.
+    parts += [Text(f"warning: {w}", style="yellow") for w in (scoring.warnings if scoring else [])]
     return parts
 
 
@@ -131,8 +156,10 @@ def _plan(run: RunReport) -> list[Any]:
     push = run.push.by_destination if run.push else {}
     planned: dict[str, dict[str, int]] = plan.get("destinations") or {}
     cost: dict[str, dict[str, Any]] = plan.get("cost") or {}
-    t = _table(f"Plan and push (changes vs. last confirmed state; change share {plan.get('change_share', 0):.1%})",
-               ["destination", "adds", "removes", "updates", "calls", "sent", "suppressed", "failed"])
+    t = _table(
+        f"Plan and push (changes vs. last confirmed state; change share {plan.get('change_share', 0):.1%})",
+        ["destination", "adds", "removes", "updates", "calls", "sent", "suppressed", "failed"],
+    )
     for dest in sorted(set(planned) | set(push)):
         p, o = planned.get(dest, {}), push.get(dest, {})
         t.add_row(
@@ -153,12 +180,23 @@ def _plan(run: RunReport) -> list[Any]:
             t.add_row(reason, _n(n))
         parts.append(t)
     if run.dry_run and plan.get("examples"):
-        t = _table("Examples", ["destination", "contact", "from", "to"])
-        for dest, rows in plan["examples"].items():
-            for r in rows[:3]:
-                t.add_row(dest, r["contact"], _short(r["from"]), _short(r["to"]))
-        parts.append(t)
+        parts.append(_examples(plan["examples"]))
     return parts
+
+
+def _examples(examples: Mapping[str, list[dict[str, Any]]]) -> Table:
+    """A few changes per destination, as a person would look them up: masked email, the vendor's record id, words."""
+    from sync.run.plan_text import in_words
+
+    t = _table("Examples (look them up by the vendor's record id)", ["destination", "email", "vendor id", "change"])
+    t.columns[-1].justify = "left"
+    for dest, rows in examples.items():
+        for r in rows[:3]:
+            if "email" in r:
+                t.add_row(dest, r["email"], str(r.get("vendor_id", "-")), in_words(r))
+            else:  # a report stored before examples were described in words
+                t.add_row(dest, str(r.get("contact", "-")), "-", f"{_short(r.get('from'))} -> {_short(r.get('to'))}")
+    return t
 
 
 def _failures(run: RunReport) -> list[Any]:
@@ -197,8 +235,8 @@ def _api(run: RunReport) -> list[Any]:
             t.add_row(
                 side,
                 "[bold]total[/]",
-                f"{_n(stats.get('total_calls', 0))}  (429s {_n(stats.get('rate_limited', 0))}, "
-                f"retries {_n(stats.get('retries', 0))})",
+                f"{_n(stats.get('total_calls', 0))}  "
+                f"(429s {_n(stats.get('rate_limited', 0))}, retries {_n(stats.get('retries', 0))})",
             )
     return [t]
 
@@ -209,22 +247,68 @@ def _short(value: Any) -> str:
 
 
 def print_runs(console: Console, reports: list[dict[str, Any]]) -> None:
-    """Print each run's report panel."""
+    """Print each run's report panel, then (for more than one firm) one summary table of them all."""
     for r in reports:
         console.print(render_run(r))
+    if len(reports) > 1:
+        console.print(summary_table(reports))
 
 
-def runs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """The run log, one line per run (``segsync runs``)."""
+def summary_table(reports: Sequence[Mapping[str, Any]]) -> Table:
+    """One line per firm: status, changes planned, sent/suppressed/failed, duration and the error, if any."""
+    runs = [RunReport.from_dict(dict(r)) for r in reports]
+    bad = sum(1 for r in runs if r.status in ("error", "refused", "failed_records", "stopped", "skipped"))
+    t = _table(
+        f"Summary: {len(runs)} firms, {len(runs) - bad} ok" + (f", {bad} need attention" if bad else ""),
+        ["firm", "status", "changes", "sent", "suppressed", "failed", "seconds", "error"],
+    )
+    t.columns[-1].justify = "left"
+    for run in runs:
+        counts = outcome_counts(run)
+        changes = run.plan.get("total_changes") if run.plan else None
+        t.add_row(
+            run.tenant,
+            Text(run.status, style=STATUS_STYLE.get(run.status, "white")),
+            _n(changes),
+            _n(counts["sent"]),
+            _n(counts["suppressed"]),
+            _n(counts["failed"]),
+            _n(run.duration_s),
+            Text(run.error or run.refused or ""),
+        )
+    return t
+
+
+def local_time(value: Any, zone: str | None) -> str:
+    """A stored time in the tenant's zone, with the zone named (``2026-12-01 08:00:05 America/New_York``)."""
+    if value in (None, ""):
+        return "-"
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # the store writes UTC; SQLite drops the offset
+    name = zone or "UTC"
+    try:
+        tz: tzinfo = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz, name = UTC, "UTC"
+    return f"{when.astimezone(tz):%Y-%m-%d %H:%M:%S} {name}"
+
+
+def runs_table(rows: Sequence[Mapping[str, Any]], zones: Mapping[str, str] | None = None) -> Table:
+    """The run log, one line per run (``segsync runs``), times in each tenant's own zone."""
+    zones = zones or {}
     t = _table("Runs", ["run", "tenant", "started", "status", "pulled", "sent", "suppressed", "failed", "seconds"])
     for r in rows:
         rep = RunReport.from_dict(r.get("report") or {})
         pulled = sum((s or {}).get("records", 0) for s in rep.pull.values())
-        totals = rep.push.totals if rep.push else {}
+        totals = outcome_counts(rep)
         t.add_row(
             str(r["id"]),
             r["tenant_id"],
-            str(r["started_at"])[:19],
+            local_time(r["started_at"], zones.get(r["tenant_id"])),
             r["status"] + (" (dry)" if r.get("dry_run") else ""),
             _n(pulled),
             _n(totals.get("sent", 0)),

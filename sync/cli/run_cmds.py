@@ -3,46 +3,65 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors.kit.http import redact
-from core.errors import InputError, SegsyncError
+from core.errors import ConfigError, InputError, SegsyncError
 from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
+
+log = logging.getLogger("segsync.sync")
+
+if TYPE_CHECKING:
+    from sync.store.interface import Store
+
+ProgressFn = Callable[[str, int, int | None], None]
 
 
 @contextlib.contextmanager
-def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
-    """Progress on a terminal (never under CI or when piped): one line per pull stream / push destination."""
+def progress_bars(enabled: bool) -> Iterator[Callable[[str], ProgressFn] | None]:
+    """Progress on a terminal (never under CI or when piped): one line per firm and stage.
+
+    Yields a factory: ``bars(firm)`` is the callback for one firm's run, so every line says whose it is
+    (``harbor: pull crm.contacts 1,200/3,567``, ``harbor: score``, ``harbor: push esp.tags``).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from sync.run.pipeline import in_ci
 
     if not enabled or in_ci() or not console.is_terminal:
         yield None
         return
-    with Progress(
+    columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bars:
+    )
+    with Progress(*columns, console=err_console, transient=True) as bars:
         tasks: dict[str, Any] = {}
 
-        def advance(task: str, n: int, total: int | None) -> None:
-            if task not in tasks:
-                tasks[task] = bars.add_task(task, total=total)
-            bars.advance(tasks[task], n)
+        def for_firm(firm: str) -> ProgressFn:
+            def advance(task: str, n: int, total: int | None) -> None:
+                name = f"{firm}: {task}"
+                if name not in tasks:
+                    tasks[name] = bars.add_task(name, total=total)
+                elif total is not None:
+                    bars.update(tasks[name], total=total)  # a vendor's count can arrive with a later page
+                bars.advance(tasks[name], n)
 
-        yield advance
+            return advance
+
+        yield for_firm
 
 
 @contextlib.contextmanager
@@ -67,32 +86,85 @@ def graceful_stop() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, force: bool, retrain: bool,
-                 show_progress: bool = True) -> list[dict[str, Any]]:
+def sync_tenants(
+    config: Path,
+    tenant_ids: tuple[str, ...],
+    *,
+    dry_run: bool,
+    force: bool,
+    retrain: bool,
+    show_progress: bool = True,
+    report_errors: bool = False,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Run each selected firm once; a firm that fails, of any kind, is reported (status, time taken, error) and the
+    next one runs. A lone firm's error is raised (one readable line and its exit code) unless ``report_errors`` asks
+    for it as a report (``--json``: the failure is printed like any other run).
+
+    ``options`` go to :class:`~sync.run.pipeline.RunOptions` as they are (full_refresh, select).
+    """
     from sync.run.pipeline import RunOptions, run_tenant
     from sync.run.report import RunReport
     from sync.store.interface import TenantBusy
 
+    plan_out: Path | None = options.pop("plan_out", None)
+    plan_rows: list[dict[str, Any]] = []
+    if plan_out is not None:
+        options["plan_sink"] = lambda tenant, rows: plan_rows.extend({"tenant": tenant, **r} for r in rows)
     cfg, store = open_config(config)
     reports = []
     try:
         with graceful_stop() as stop, progress_bars(show_progress) as progress:
             for tenant in select_tenants(cfg, tenant_ids):
-                opts = RunOptions(dry_run=dry_run, force=force, retrain=retrain, stop=stop, progress=progress)
+                opts = RunOptions(
+                    dry_run=dry_run,
+                    force=force,
+                    retrain=retrain,
+                    stop=stop,
+                    progress=progress(tenant.id) if progress else None,
+                    **options,
+                )
+                started = time.monotonic()
+                before = max((r["id"] for r in store.runs(tenant.id, limit=1)), default=0)
                 try:
                     reports.append(run_tenant(cfg, tenant, store, opts, base_dir=config.parent))
                 except TenantBusy as exc:
                     reports.append(RunReport(tenant=tenant.id, status="skipped", error=str(exc)).to_dict())
-                except SegsyncError as exc:
-                    # One firm's broken token or file must not keep the agency's other firms from syncing.
-                    if len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1):
+                except Exception as exc:
+                    if (len(cfg.tenants) == 1 or (tenant_ids and len(tenant_ids) == 1)) and not report_errors:
                         raise
-                    reports.append(RunReport(tenant=tenant.id, status="error", error=redact(str(exc))).to_dict())
+                    message = str(exc) if isinstance(exc, SegsyncError) else f"unexpected {type(exc).__name__}: {exc}"
+                    if not isinstance(exc, SegsyncError):
+                        log.error("tenant %s failed", tenant.id, exc_info=True)
+                    kind = "config" if isinstance(exc, (ConfigError, InputError)) else "run"
+                    failed = RunReport(
+                        tenant=tenant.id,
+                        status="error",
+                        error=redact(message),
+                        dry_run=dry_run,
+                        duration_s=round(time.monotonic() - started, 2),
+                        extra={"error_kind": kind},
+                    )
+                    logged = _logged_report(store, tenant.id, before)
+                    reports.append({**logged, "error_kind": kind} if logged is not None else failed.to_dict())
                 if stop.is_set():
                     break
     finally:
         store.close()
+        if plan_out is not None:
+            from sync.run.plan_text import write_plan_csv
+
+            n = write_plan_csv(plan_out, plan_rows)
+            err_console.print(f"plan: {n:,} change(s) written to {plan_out}")
     return reports
+
+
+def _logged_report(store: Store, tenant_id: str, after_run: int) -> dict[str, Any] | None:
+    """The report the failed run logged itself (with its run number and how far it got), if it got that far."""
+    for row in store.runs(tenant_id, limit=1):
+        if row["id"] > after_run and row.get("report"):
+            return {**row["report"], "run_id": row["id"], "status": row["status"]}
+    return None
 
 
 @click.command("sync")
@@ -105,9 +177,34 @@ def sync_tenants(config: Path, tenant_ids: tuple[str, ...], *, dry_run: bool, fo
     "--force", is_flag=True, help="Apply a plan even if it changes more than max_change_share of the contacts."
 )
 @click.option("--retrain", is_flag=True, help="Retrain the models instead of reusing the saved ones.")
+@click.option(
+    "--full-refresh", is_flag=True, help="Pull every stream from the beginning (stored cursors are replaced)."
+)
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    metavar="segment:NAME",
+    help="Push only what concerns this segment (repeatable); consent clearing is always pushed.",
+)
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.csv",
+    help="Write the whole plan (every change, with who, where and what) to a CSV file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
 def sync_cmd(
-    config: Path, tenant_ids: tuple[str, ...], dry_run: bool, force: bool, retrain: bool, as_json: bool
+    config: Path,
+    tenant_ids: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    retrain: bool,
+    full_refresh: bool,
+    select: tuple[str, ...],
+    plan_out: Path | None,
+    as_json: bool,
 ) -> None:
     """Run the sync once: pull, check consent, score, plan, push.
 
@@ -117,12 +214,32 @@ def sync_cmd(
     from sync.cli.report import print_runs
     from sync.run.pipeline import exit_code
 
-    reports = sync_tenants(config, tenant_ids, dry_run=dry_run, force=force, retrain=retrain, show_progress=not as_json)
+    if select:
+        from sync.config.models import load_config
+        from sync.run.select import parse_select
+
+        cfg = load_config(config)
+        select = parse_select(select, [s.name for t in select_tenants(cfg, tenant_ids) for s in t.segments])
+    reports = sync_tenants(
+        config,
+        tenant_ids,
+        dry_run=dry_run,
+        force=force,
+        retrain=retrain,
+        show_progress=not as_json,
+        full_refresh=full_refresh,
+        select=select,
+        plan_out=plan_out,
+        report_errors=as_json,
+    )
     if as_json:
         emit_json(reports)
     else:
         print_runs(console, reports)
-    sys.exit(exit_code(reports))
+    code = exit_code(reports)
+    if len(reports) == 1 and reports[0].get("error_kind") == "config":
+        code = 2  # the only tenant's config is wrong: the usage-error code, as without --json
+    sys.exit(code)
 
 
 @click.command("runs")
@@ -135,7 +252,7 @@ def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | Non
     """List past runs (their stored reports), newest first."""
     from sync.cli.report import render_run, runs_table
 
-    _cfg, store = open_config(config)
+    cfg, store = open_config(config)
     try:
         rows = store.runs(tenant_id, limit=10_000 if show_id else limit)
     finally:
@@ -150,7 +267,7 @@ def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | Non
     if as_json:
         emit_json(rows)
     else:
-        console.print(runs_table(rows))
+        console.print(runs_table(rows, {t.id: t.timezone for t in cfg.tenants}))
 
 
 @click.command("sandbox")
@@ -210,4 +327,3 @@ def serve_cmd(config: Path, listen: str | None) -> None:
     from sync.serve import serve
 
     serve(config, listen)
-

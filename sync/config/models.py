@@ -19,7 +19,17 @@ from connectors import registry
 from connectors.kit.http import register_secret
 from core.errors import ConfigError
 from sync.alerts import AlertsCfg
-from sync.config.yamlsource import Located, format_path, interpolate, load_yaml, load_yaml_file
+from sync.config.validate import (
+    ConfigProblems,
+    Problem,
+    apply_defaults,
+    located_problems,
+    pydantic_problems,
+    reference_checks,
+    sort_problems,
+    with_tenants,
+)
+from sync.config.yamlsource import Located, interpolate, load_yaml, load_yaml_file
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -38,6 +48,7 @@ if TYPE_CHECKING:  # type checkers see the common base; validation uses the regi
 else:
     CrmBlock = _block("crm")
     EspBlock = _block("esp")
+CAMPAIGN_SENDS = ("email_sent", "email_bounce", "campaign_sent")  # done to a contact, never activity by them
 
 
 class Strict(BaseModel):
@@ -92,11 +103,19 @@ class ScoreCfg(Strict):
     horizon_days: int = Field(90, ge=7, le=730)
     inactive_days: int = Field(90, ge=7, le=730)
     clusters: int = Field(4, ge=2, le=12)
+    # What counts as a transaction (ltv) and as activity (churn; lift). Campaign sends are never activity.
+    transaction_types: list[str] = Field(default_factory=lambda: ["deposit"], min_length=1)
+    activity_types: list[str] = Field(
+        default_factory=lambda: ["email_open", "email_click", "page_view", "deposit", "upgrade"], min_length=1)
 
     @model_validator(mode="after")
     def _outcome(self) -> ScoreCfg:
         if self.kind == "propensity" and self.outcome is None:
             raise ValueError("a propensity score needs an outcome: {event: TYPE} or {property: NAME, equals: VALUE}")
+        sends = [t for t in self.activity_types if t in CAMPAIGN_SENDS]
+        if sends:
+            raise ValueError(f"activity_types: {', '.join(sends)} is something segsync or the ESP did to the "
+                             "contact, not activity by them; remove it")
         return self
 
 
@@ -112,6 +131,15 @@ class SegmentCfg(Strict):
     def _rule(self) -> SegmentCfg:
         if self.top_percent is None and self.min is None and self.max is None and self.cluster is None:
             raise ValueError("give top_percent, min/max or cluster")
+        # Contradictions: which rule would win is a guess, so say so instead of picking one.
+        if self.top_percent is not None and (self.min is not None or self.max is not None):
+            raise ValueError(
+                "give either top_percent or min/max, not both (top_percent picks a share, min/max a score range)"
+            )
+        if self.cluster is not None and (self.top_percent is not None or self.min is not None or self.max is not None):
+            raise ValueError("a cluster segment takes no top_percent or min/max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g}): no score can match")
         return self
 
 
@@ -124,9 +152,20 @@ class PushCfg(Strict):
 
 
 class FeaturesCfg(Strict):
-    numeric_properties: list[str] = []
+    numeric_properties: list[str] = []  # none declared (nor categorical): discovered from the stored properties
     categorical_properties: list[str] = []
+    exclude_properties: list[str] = []  # never inputs, also when discovered
     sensitive_attributes: list[str] = []  # reported in fairness checks, never model inputs
+    time_column: str | None = None  # a date property giving the book's time order (for property outcomes)
+
+    @model_validator(mode="after")
+    def _sensitive_not_inputs(self) -> FeaturesCfg:
+        inputs = {*self.numeric_properties, *self.categorical_properties}
+        used = [a for a in self.sensitive_attributes if a in inputs]
+        if used:
+            raise ValueError(f"sensitive attribute(s) {', '.join(used)} listed as model inputs: a sensitive attribute "
+                             "is measured for fairness only; remove it from numeric_properties/categorical_properties")
+        return self
 
 
 class PagesCfg(Strict):
@@ -151,6 +190,7 @@ class TenantCfg(Strict):
     segments: list[SegmentCfg] = []
     features: FeaturesCfg = FeaturesCfg()
     holdout_percent: float = Field(10, ge=0, le=50)
+    fairness: Literal["warn", "block"] = "warn"  # block: a four-fifths breach in a pushed segment stops its push
     max_change_share: float = Field(0.5, gt=0, le=1)  # plans changing more need --force
     push: PushCfg = PushCfg()
     pages: PagesCfg = PagesCfg()
@@ -194,6 +234,7 @@ class ServerCfg(Strict):
     # The login of the status pages (every firm); pages are refused while neither this nor a
     # tenant's pages.status_token is set. Use ${VAR}: it is a secret.
     admin_token: SecretStr | None = Field(None, min_length=16)
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers (like --log-format)
 
     @field_validator("listen")
     @classmethod
@@ -220,6 +261,16 @@ class Config(Strict):
     alerts: AlertsCfg | None = None  # hosted mode: run failures, refused plans, opt-out backlog
     tenants: list[TenantCfg] = Field(min_length=1)
 
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        # Checked here so `validate` catches it, not the first run: segsync's schema, locks and
+        # migrations are written for these two databases only.
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql"):
+            raise ValueError(f"store must be a sqlite:/// or postgresql+psycopg:// URL, not {scheme}://")
+        return value
+
     @model_validator(mode="after")
     def _unique_tenants(self) -> Config:
         ids = [t.id for t in self.tenants]
@@ -232,93 +283,35 @@ class Config(Strict):
         for t in self.tenants:
             if t.id == tenant_id:
                 return t
+        from sync.config.validate import suggest
+
         known = ", ".join(t.id for t in self.tenants)
-        raise ConfigError(f"no tenant {tenant_id!r} in this config (tenants: {known})")
-
-
-def _describe(err: Mapping[str, Any], located: Located) -> str:
-    # pydantic puts union/discriminator tags into loc (a vendor's type name); drop those that are not keys.
-    loc: list[str | int] = []
-    node: Any = located.data
-    parts = list(err["loc"])
-    for i, part in enumerate(parts):
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and part < len(node)
-        ):
-            loc.append(part)
-            node = node[part]
-        elif i == len(parts) - 1 and err["type"] in ("missing", "extra_forbidden"):
-            loc.append(part)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "missing":
-        msg = "field required"
-    elif err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling)"
-    line = located.line_of(tuple(loc))
-    return f"{format_path(tuple(loc))}: {msg}" + (f" (line {line})" if line else "")
-
-
-def _raw_checks(located: Located) -> list[str]:
-    """Checks that must run even when pydantic stops early: planned vendor types, dangling references."""
-    problems = []
-    tenants = located.data.get("tenants") if isinstance(located.data, dict) else None
-    for i, tenant in enumerate(tenants if isinstance(tenants, list) else []):
-        if not isinstance(tenant, dict):
-            continue
-        for role in ("crm", "esp"):
-            block = tenant.get(role)
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind in registry.PLANNED[role]:
-                line = located.line_of(("tenants", i, role, "type"))
-                available = ", ".join(p.name for p in registry.for_role(role))
-                problems.append(
-                    f"tenants[{i}].{role}.type: {kind} is not supported yet (available: {available})"
-                    + (f" (line {line})" if line else "")
-                )
-        raw_scores, raw_segments = tenant.get("scores"), tenant.get("segments")
-        scores: list[Any] = raw_scores if isinstance(raw_scores, list) else []
-        names = {s.get("name") for s in scores if isinstance(s, dict)}
-        segments: list[Any] = raw_segments if isinstance(raw_segments, list) else []
-        for j, seg in enumerate(segments):
-            if isinstance(seg, dict) and isinstance(seg.get("score"), str) and seg["score"] not in names:
-                line = located.line_of(("tenants", i, "segments", j, "score"))
-                problems.append(
-                    f"tenants[{i}].segments[{j}].score: refers to score {seg['score']!r}, which is not defined"
-                    + (f" (line {line})" if line else "")
-                )
-    return problems
+        hint = suggest(tenant_id, [t.id for t in self.tenants])
+        raise ConfigError(f"no tenant {tenant_id!r} in this config{hint} (tenants: {known})")
 
 
 def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Config:
-    """Validate parsed YAML; raise one :class:`ConfigError` listing every problem with its path."""
+    """Validate parsed YAML; raise one :class:`ConfigProblems` listing every problem, sorted by line."""
     if not isinstance(located.data, dict):
         raise ConfigError(f"{located.source}: the config must be a mapping (version, store, tenants, ...)")
-    problems = interpolate(located, env)
-    problems += _raw_checks(located)
+    problems = located_problems(located) + apply_defaults(located)
+    problems += [Problem(path, located.line_of(path), msg) for path, msg in interpolate(located, env)]
+    problems += reference_checks(located)
     config: Config | None = None
     try:
         config = Config.model_validate(located.data)
     except ValidationError as exc:
-        # One message per path: a missing ${VAR} or an unsupported type explains the rest there.
-        flagged = {p.split(": ", 1)[0] for p in problems}
-        for err in exc.errors():
-            text = _describe(err, located)
-            path = text.split(": ", 1)[0]
-            covered = any(path == f or path.startswith(f + ".") for f in flagged)
-            if err["type"] == "union_tag_invalid":  # already said as "not supported yet"
-                covered = covered or any(f.startswith(path + ".") for f in flagged)
-            if not covered:
-                problems.append(text)
-                flagged.add(path)
+        # One message per path: a missing ${VAR} explains the rest there.
+        planned = {
+            kind: f"{kind} is not supported yet (available: {', '.join(p.name for p in registry.for_role(role))})"
+            for role in ("crm", "esp") for kind in registry.PLANNED[role]
+        }
+        flagged = {p.path for p in problems}
+        problems += pydantic_problems(exc.errors(), located, Config, flagged, planned)
     if problems or config is None:
-        raise ConfigError(
-            f"{located.source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the config",
-            problems,
-        )
-    for secret in [
-        *(config.alerts.secrets() if config.alerts else []),
-        *(s for t in config.tenants for s in _secrets(t)),
-    ]:
+        raise ConfigProblems(located.source, sort_problems(with_tenants(located, problems), located.default_lines))
+    alert_secrets = config.alerts.secrets() if config.alerts else []
+    for secret in [*alert_secrets, *(s for t in config.tenants for s in _secrets(t))]:
         register_secret(secret)
     if config.server.admin_token is not None:
         register_secret(config.server.admin_token.get_secret_value())
@@ -327,9 +320,7 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
 
 def _secrets(tenant: TenantCfg) -> list[str]:
     values: list[SecretStr | None] = [
-        tenant.consent.webhook_secret,
-        tenant.consent.pseudonym_key,
-        tenant.pages.status_token,
+        tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token,
     ]
     found = [v.get_secret_value() for v in values if v is not None]
     for block in (tenant.crm, tenant.esp):

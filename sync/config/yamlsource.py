@@ -33,10 +33,13 @@ def format_path(path: PathKey) -> str:
 
 
 class Located:
-    """Parsed YAML data plus the 1-based line of every path in it."""
+    """Parsed YAML data plus the 1-based line of every path in it, and the problems found while reading it."""
 
-    def __init__(self, data: Any, lines: dict[PathKey, int], source: str) -> None:
+    def __init__(self, data: Any, lines: dict[PathKey, int], source: str,
+                 problems: list[tuple[PathKey, int, str]] | None = None) -> None:
         self.data, self.lines, self.source = data, lines, source
+        self.problems: list[tuple[PathKey, int, str]] = problems or []  # (path, line, message), e.g. a key given twice
+        self.default_lines: set[int] = set()  # lines of the `defaults:` block (its mistakes are said once)
 
     def line_of(self, path: PathKey) -> int | None:
         """The line of ``path``, or of its nearest ancestor that has one."""
@@ -48,31 +51,59 @@ class Located:
         return self.lines.get(())
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], source: str) -> Any:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _merged_pairs(node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+    """The mapping's own pairs, then those ``<<: *anchor`` brings in for keys it does not set itself."""
+    own = [(k, v) for k, v in node.value if k.tag != _MERGE_TAG]
+    keys = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+    for k, v in node.value:
+        if k.tag != _MERGE_TAG:
+            continue
+        sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+        for src in sources:
+            for mk, mv in _merged_pairs(src) if isinstance(src, yaml.MappingNode) else []:
+                if isinstance(mk, yaml.ScalarNode) and mk.value not in keys:
+                    own.append((mk, mv))
+                    keys.add(mk.value)
+    return own
+
+
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], problems: list[tuple[PathKey, int, str]]) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in _merged_pairs(node):
+            line = key_node.start_mark.line + 1
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key is None:
-                raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: mapping keys must be plain words")
+                problems.append((path, line, "mapping keys must be plain words"))
+                continue
             if key in out:
-                raise ConfigError(
-                    f"{source}:{key_node.start_mark.line + 1}: {format_path((*path, key))} is given twice"
-                )
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, (*path, key), lines, source)
+                # Reported, and the first value kept, so every other problem is still found in the same pass.
+                first = lines.get((*path, key))
+                problems.append(((*path, key), line, f"{key} is given twice (first at line {first})"))
+                continue
+            lines[(*path, key)] = line
+            out[key] = _walk(value_node, (*path, key), lines, problems)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(child, (*path, i), lines, source) for i, child in enumerate(node.value)]
+        return [_walk(child, (*path, i), lines, problems) for i, child in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve the type (int, bool, null, str, ...).
-    return _SCALARS.construct_object(node, deep=True)
+    try:
+        return _SCALARS.construct_object(node, deep=True)
+    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
+        problems.append((path, node.start_mark.line + 1, f"the value cannot be read ({str(exc).split(';')[0]})"))
+        return None
 
 
 def load_yaml(text: str, source: str = "<config>") -> Located:
     """Parse YAML text into plain data with line numbers; syntax errors become :class:`ConfigError`."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a segsync config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         started = getattr(exc, "context_mark", None)
@@ -85,8 +116,12 @@ def load_yaml(text: str, source: str = "<config>") -> Located:
             problem += ' - inside {...} or [...], quote values that use ${VAR}: "${VAR}"'
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     lines: dict[PathKey, int] = {}
-    data = {} if node is None else _walk(node, (), lines, source)
-    return Located(data, lines, source)
+    problems: list[tuple[PathKey, int, str]] = []
+    try:
+        data = {} if node is None else _walk(node, (), lines, problems)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a segsync config") from None
+    return Located(data, lines, source, problems)
 
 
 def load_yaml_file(path: str | Path) -> Located:
@@ -121,14 +156,14 @@ def read_secret_file(variable: str, filename: str) -> tuple[str, str | None]:
     return value, None
 
 
-def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[str]:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string, in place; return the problems.
+def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[tuple[PathKey, str]]:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string, in place; return the problems (path, message).
 
     ``VAR`` comes from the environment or, when ``VAR_FILE`` is set instead, from the file it names
     (Docker/compose secrets). Setting both is an error: which one wins would be a guess.
     """
     env = os.environ if env is None else env
-    problems: list[str] = []
+    problems: list[tuple[PathKey, str]] = []
 
     def sub(value: Any, path: PathKey) -> Any:
         if isinstance(value, dict):
@@ -140,22 +175,19 @@ def interpolate(located: Located, env: Mapping[str, str] | None = None) -> list[
 
         def one(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            line = located.line_of(path)
-            where = f"{format_path(path)}: "
-            at = f" (line {line})" if line else ""
             if name in env and f"{name}_FILE" in env:
-                problems.append(f"{where}both {name} and {name}_FILE are set; keep one{at}")
+                problems.append((path, f"both {name} and {name}_FILE are set; keep one"))
                 return ""
             if name in env:
                 return env[name]
             if f"{name}_FILE" in env:
                 value, problem = read_secret_file(f"{name}_FILE", env[f"{name}_FILE"])
                 if problem:
-                    problems.append(f"{where}{problem}{at}")
+                    problems.append((path, problem))
                 return value
             if default is not None:
                 return default
-            problems.append(f"{where}environment variable {name} is not set{at}")
+            problems.append((path, f"environment variable {name} is not set"))
             return ""
 
         return _VAR.sub(one, value)

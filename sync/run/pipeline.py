@@ -29,16 +29,17 @@ from connectors import registry
 from connectors.base import CrmConnector, EspConnector, PullPage
 from connectors.kit.http import redact
 from connectors.registry import Evidence
-from core.errors import ApiError, SegsyncError
+from core.errors import ApiError, FatalApiError, InputError, SegsyncError
 from core.times import now as utcnow
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
-from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, build_plan
+from sync.run.plan import CRM, SEGMENT, TAGS, Change, Person, Plan, build_plan
+from sync.run.plan_text import describe_change
 from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
-from sync.store.interface import Store
+from sync.store.interface import LockLost, Store, TenantLease
 
 log = logging.getLogger("segsync.sync")
 
@@ -53,6 +54,9 @@ class RunOptions:
     retrain: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[str, int, int | None], None] | None = None  # (task, advance, total)
+    full_refresh: bool = False  # pull every stream from the beginning (stored cursors ignored, then replaced)
+    select: tuple[str, ...] = ()  # "segment:NAME": push only what concerns these segments
+    plan_sink: Callable[[str, list[dict[str, Any]]], None] | None = None  # (tenant, every change in words): --plan-out
     examples: int = 5
 
 
@@ -68,15 +72,19 @@ class TenantRun:
         self.opts = options or RunOptions()
         self.gate = ConsentGate(store, tenant, crm.name, esp.name if esp else None)
         self.report = RunReport(tenant=tenant.id, dry_run=self.opts.dry_run)
+        self.report.extra["timezone"] = tenant.timezone  # times in the report are shown in the firm's own zone
         self.run_id = 0
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
+        self.lease = TenantLease(tenant.id)  # replaced by the real one when the run takes the lock
+        self._vendor_ids: dict[str, tuple[str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> dict[str, Any]:
         # The lock first: a run refused because another holds the tenant leaves no trace in the run log.
-        with self.store.tenant_lock(self.tenant.id):
+        with self.store.tenant_lock(self.tenant.id) as lease:
+            self.lease = lease
             started = time.monotonic()
             run_started = utcnow()
             self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
@@ -84,6 +92,17 @@ class TenantRun:
             status = ERROR
             try:
                 status = self._run(run_started)
+            except LockLost as exc:
+                # Another run may own the tenant now: stop cleanly, write nothing more to the vendors.
+                log.error("%s", exc)
+                self.report.error = str(exc)
+                status = STOPPED
+            except InputError as exc:
+                self.report.error = redact(str(exc))
+                if not self._from_a_vendor(exc):
+                    raise  # a local file the user exports (CSV): their input, exit 2
+                # An API answer that makes no sense is the vendor's fault, not the config's: exit 1.
+                raise FatalApiError(f"{self.report.error} (an unexpected answer from the vendor)") from None
             except (SegsyncError, ApiError) as exc:
                 self.report.error = redact(str(exc))
                 raise
@@ -97,6 +116,14 @@ class TenantRun:
                 self.store.finish_run(self.run_id, status, self.report.to_dict())
         return self.report.to_dict()
 
+    def _from_a_vendor(self, exc: InputError) -> bool:
+        """Whether malformed input came from a vendor's API: the API connectors name themselves first.
+
+        Anything else (a CSV export, the key file, a saved model) is the user's input and keeps exit 2.
+        """
+        apis = [c.name for c in (self.crm, self.esp) if c is not None and c.name != "csv"]
+        return any(str(exc).startswith(f"{name}:") for name in apis)
+
     def _run(self, run_started: datetime) -> str:
         if not self.opts.dry_run:
             self.report.outbox_before = self._drain()
@@ -104,14 +131,26 @@ class TenantRun:
         if self.opts.stop.is_set():
             return STOPPED  # every stored page kept its cursor: the next run goes on from there
         people = self._gate()
+        self._progress("score", 0, None)
         scored = self._score(people)
+        self._progress("score", 1, 1)
         plan = self._plan(people, scored)
+        self._progress("plan", plan.count(), plan.count())
+        if self.opts.select:
+            from sync.run.select import select_plan
+
+            plan = select_plan(plan, self.opts.select, self.tenant.push.tag_prefix)
+            self.report.plan["selected"] = {"select": list(self.opts.select), "changes": plan.count()}
+        if self.opts.plan_sink:
+            self.opts.plan_sink(self.tenant.id, [self._describe(c) for cs in plan.changes.values() for c in cs])
         if self.opts.dry_run:
             return DRY_RUN
         if self._guard(plan):
             self.report.outbox_after = self._drain()  # opt-outs never wait for a plan to be approved
             return REFUSED
-        self._push(plan)
+        if lost := self._push(plan):
+            self.report.error = lost
+            return STOPPED
         self.report.outbox_after = self._drain()
         push = self.report.push or PushSummary()
         if push.stopped:
@@ -119,6 +158,14 @@ class TenantRun:
         return FAILED_RECORDS if push.totals.get("failed") else OK
 
     # ------------------------------------------------------------------ pull
+
+    def _esp_members(self) -> dict[str, tuple[str, str | None]]:
+        """email the ESP knows -> (its vendor id, the ESP status last seen), from the store."""
+        assert self.esp is not None
+        ids = self.store.vendor_ids(self.tenant.id, self.esp.name)
+        emails = self.store.identity_emails(self.tenant.id, self.esp.name)
+        status = {c["contact_id"]: c.get("esp_status") for c in self.store.contacts(self.tenant.id)}
+        return {emails[cid]: (vid, status.get(cid)) for cid, vid in ids.items() if emails.get(cid)}
 
     def _pull_all(self, run_started: datetime) -> None:
         streams: list[tuple[str, Callable[[str | None, datetime], Iterator[PullPage]]]] = [
@@ -132,12 +179,15 @@ class TenantRun:
                 (f"{self.esp.name}.engagement", self.esp.pull_engagement),
             ]
             hooks[self.esp.name] = _evidence_hook(self.tenant.esp)
+            # What the store holds of the audience: the ESP then reads only what changed.
+            self.esp.known_members(self._esp_members(), self.store.cursor(self.tenant.id, f"{self.esp.name}.members"))
         pulls: dict[str, dict[str, int]] = {}
         consent = Counter[str]()
         for stream, pull in streams:
             stats = pulls.setdefault(stream, Counter())
             evidence = hooks.get(stream.rpartition(".")[0])  # the vendor's own consent evidence in its records
-            for page in pull(self.store.cursor(self.tenant.id, stream), run_started):
+            cursor = None if self.opts.full_refresh else self.store.cursor(self.tenant.id, stream)
+            for page in pull(cursor, run_started):
                 signals = [*page.consent, *(evidence(page.contacts, page.consent) if evidence else [])]
                 recorded = self.gate.record(signals)
                 consent["signals_seen"] += len(signals)
@@ -150,7 +200,7 @@ class TenantRun:
                 stats["new"] += result.new
                 stats["changed"] += result.changed
                 stats["events"] += result.events
-                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), None)
+                self._progress(f"pull {stream}", len(page.contacts) + len(page.events), page.total)
                 if self.opts.stop.is_set():
                     break
             if self.opts.stop.is_set():
@@ -227,6 +277,7 @@ class TenantRun:
         self.report.scoring = ScoringSummary(
             scored=result.scored, as_of=result.as_of, models=result.models, insufficient=result.verdicts,
             holdout_percent=self.tenant.holdout_percent, holdout_contacts=len(result.holdout_ids),
+            warnings=result.warnings, fairness=result.fairness,
         )
         self.report.segments = assignment.to_dict() if assignment else {}
         return result
@@ -250,26 +301,36 @@ class TenantRun:
         segment_names = self.segment_names
         dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
         last = {d: self.store.last_sent(self.tenant.id, d) for d in dests}
+        unsure = {d: self.store.in_flight(self.tenant.id, d) for d in dests}
         plan = build_plan(
-            self.tenant.id, people, segments_of, scores_of, last,
+            self.tenant.id, people, segments_of, scores_of, last, unsure=unsure,
             property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
-            push_scores=push.crm_scores, esp_tags=push.esp_tags, esp_segments=push.esp_static_segments,
+            # An ESP's tag may BE a static segment: with tags on, a segment of the same name would be the
+            # same object written twice, so static segments are pushed only when tags are off.
+            push_scores=push.crm_scores, esp_tags=push.esp_tags,
+            esp_segments=push.esp_static_segments and not push.esp_tags,
             tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
         )
         summary = plan.summary()
         summary["change_share"] = round(plan.change_share(), 4)
         summary["initial_destinations"] = sorted(plan.initial)
         summary["cost"] = self._cost(plan)
+        self._vendor_ids = {p.contact_id: (p.crm_id, p.esp_id) for p in people}
         summary["examples"] = {
-            dest: [
-                {"contact": c.contact_id, "from": c.previous, "to": c.desired} for c in changes[: self.opts.examples]
-            ]
+            dest: [self._describe(c) for c in changes[: self.opts.examples]]
             for dest, changes in plan.changes.items()
             if changes
         }
         summary["forget"] = len(plan.forget)
+        summary["in_flight_resent"] = sum(1 for cs in plan.changes.values() for c in cs if c.unsure)
         self.report.plan = summary
         return plan
+
+    def _describe(self, c: Change) -> dict[str, Any]:
+        """A change in words with the masked email and the vendor's own record id (dry-run examples, --plan-out)."""
+        crm_id, esp_id = self._vendor_ids.get(c.contact_id, (None, None))
+        return describe_change(c, crm_id if c.destination == CRM else esp_id,
+                               segment_property=self.tenant.push.crm_property, tag_prefix=self.tenant.push.tag_prefix)
 
     def _cost(self, plan: Plan) -> dict[str, Any]:
         """API write calls the push will cost, per destination, from the connectors' batch limits."""
@@ -305,7 +366,8 @@ class TenantRun:
             return True
         return False
 
-    def _push(self, plan: Plan) -> None:
+    def _push(self, plan: Plan) -> str:
+        """Send the plan; returns why it stopped early if the tenant lock was lost (else "")."""
         if plan.changes.get(CRM):
             # Create (idempotently) the property group, the segment property with every option, the score properties.
             scores = self.score_names if self.tenant.push.crm_scores else []
@@ -326,11 +388,17 @@ class TenantRun:
             self.store, self.tenant.id, self.run_id, recheck,
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
-            progress=lambda dest, n: self._progress(f"push {dest}", n, None), stop=self.opts.stop,
+            segment_prefix=self.tenant.push.tag_prefix,
+            progress=lambda dest, n: self._progress(f"push {dest}", n, len(plan.changes.get(dest, []))),
+            stop=self.opts.stop,
+            fence=self.lease.check,
         )
-        self.report.push = summarize(pusher.run(plan))
+        done = pusher.run(plan)
+        self.report.push = summarize(done)
+        return done.lock_lost
 
     def _drain(self) -> DrainSummary:
+        self.lease.check()  # the drain writes to the vendors too: only while the tenant is ours
         report = propagate(self.store, self.tenant, self.crm, self.esp)
         return DrainSummary(
             report.done,

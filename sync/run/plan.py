@@ -46,11 +46,26 @@ class Change:
     vendor_key: str | None  # CRM id for properties, email for the ESP
     desired: Any  # what we want there (dict / sorted list / True); None = nothing of ours
     previous: Any  # what the vendor last confirmed; None = nothing
+    unsure: bool = False  # a crash left the last batch unanswered: ``previous`` is what the vendor MAY hold
 
     @property
     def value(self) -> str | None:
         """The last-sent value to store once the vendor confirms (None deletes the row)."""
         return None if self.desired in (None, [], {}) else canonical(self.desired)
+
+    def possible(self) -> str | None:
+        """What the vendor may hold while this change is in flight (applied or not), for the write-ahead.
+
+        Tags: the union of before and after; a segment: a member if either is; CRM properties: the
+        values sent (or, for a clear, those there before). None when there is nothing of ours either way.
+        """
+        if self.destination == TAGS:
+            tags = sorted(set(self.previous or []) | set(self.desired or []))
+            return canonical(tags) if tags else None
+        if self.destination.startswith(SEGMENT):
+            return canonical(True) if (self.previous or self.desired) else None
+        value = self.desired if self.desired not in (None, [], {}) else self.previous
+        return None if value in (None, [], {}) else canonical(value)
 
 
 @dataclass
@@ -72,10 +87,15 @@ class Plan:
         """Contacts whose pushed state would change, over destinations that already had state.
 
         In the CRM every pushed contact has confirmed state, so a first-time value (``previous``
-        None: a new contact, or the rest of an interrupted first push) is not a change of mind.
+        None: a new contact, or the rest of an interrupted first push) is not a change of mind; nor is
+        re-sending, unchanged, a record a crash left in flight.
         """
         return len({c.contact_id for d, cs in self.changes.items() if d not in self.initial for c in cs
-                    if d != CRM or self._segments_moved(c)})
+                    if not self._resent_as_is(c) and (d != CRM or self._segments_moved(c))})
+
+    @staticmethod
+    def _resent_as_is(c: Change) -> bool:
+        return c.unsure and c.value == (None if c.previous in (None, [], {}) else canonical(c.previous))
 
     def _segments_moved(self, c: Change) -> bool:
         """A CRM change counts for the guard when the person's segments change, not when a score drifts."""
@@ -137,6 +157,7 @@ def build_plan(
     scores_of: Mapping[str, Mapping[str, float | None]],  # contact id -> score name -> value
     last: Mapping[str, Mapping[str, str]],  # destination -> contact id -> canonical value
     *,
+    unsure: Mapping[str, set[str]] | None = None,  # destination -> contact ids in flight at a crash
     property_name: str,
     score_names: list[str],
     segment_names: list[str],
@@ -146,7 +167,12 @@ def build_plan(
     tag_prefix: str,
     has_esp: bool,
 ) -> Plan:
-    """Compute the diff for every destination. Consent and ESP status gate what is desired."""
+    """Compute the diff for every destination. Consent and ESP status gate what is desired.
+
+    A record left in flight by a crash is re-sent whatever its value: the vendor may hold either the
+    old or the new state, and only sending the wanted state (idempotently) makes it certain.
+    """
+    unsure = unsure or {}
     plan = Plan(tenant_id, segment_property=property_name)
     people = list(people)
     plan.total_contacts = len(people)
@@ -162,8 +188,9 @@ def build_plan(
     def add(dest: str, p: Person, vendor_key: str | None, desired: Any) -> None:
         prev_text = last.get(dest, {}).get(p.contact_id)
         previous = json.loads(prev_text) if prev_text is not None else None
-        if (None if desired in ([], {}, None) else canonical(desired)) != prev_text:
-            plan.changes[dest].append(Change(dest, p.contact_id, p.email, vendor_key, desired, previous))
+        in_flight = p.contact_id in unsure.get(dest, ())
+        if in_flight or (None if desired in ([], {}, None) else canonical(desired)) != prev_text:
+            plan.changes[dest].append(Change(dest, p.contact_id, p.email, vendor_key, desired, previous, in_flight))
 
     for p in people:
         segs = segments_of.get(p.contact_id, set()) if p.profiling else set()

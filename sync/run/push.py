@@ -1,7 +1,9 @@
 """Push: send a plan's changes in vendor-sized batches, re-checking consent right before each.
 
-After the vendor answers a batch, its confirmed values and per-record outcomes are written in
-one transaction (:meth:`Store.confirm_batch`), so a crash resumes from the next batch and a
+Before a batch is sent, its records are written ahead as in flight (:meth:`Store.intend_batch`);
+after the vendor answers, its confirmed values and per-record outcomes are written in one
+transaction (:meth:`Store.confirm_batch`). A crash between the two leaves the records in flight:
+the next run treats them as possibly applied and re-sends the wanted state, clears included, and a
 re-run sends nothing that was already confirmed. Every change ends as sent, suppressed (with
 the consent reason) or failed (with the vendor's message); none is silently dropped.
 """
@@ -19,7 +21,7 @@ from connectors.kit.http import redact
 from core.errors import ApiError, FatalApiError
 from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, crm_desired
 from sync.run.report import PushSummary
-from sync.store.interface import Store
+from sync.store.interface import LockLost, Store
 
 log = logging.getLogger("segsync.push")
 
@@ -34,6 +36,7 @@ class PushReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     batches: Counter[str] = field(default_factory=Counter)
     stopped: bool = False
+    lock_lost: str = ""  # why the push stopped early because the tenant lock was lost
 
     def add(self, destination: str, outcome: str, n: int = 1) -> None:
         if n:
@@ -61,15 +64,19 @@ class PlanPusher:
         property_name: str,
         score_names: list[str],
         push_scores: bool,
+        segment_prefix: str = "",
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.store, self.tenant_id, self.run_id = store, tenant_id, run_id
         self.recheck = recheck
         self.crm, self.esp = crm, esp
         self.property_name, self.score_names, self.push_scores = property_name, score_names, push_scores
+        self.segment_prefix = segment_prefix  # ESP segments share the tags' namespace (never a customer's name)
         self.progress = progress or (lambda _d, _n: None)
         self.stop = stop or threading.Event()
+        self.fence = fence or (lambda: None)  # raises LockLost once the tenant lock is not ours
         self.report = PushReport()
 
     def run(self, plan: Plan) -> PushReport:
@@ -83,7 +90,7 @@ class PlanPusher:
             )
             self.report.add(dest, "suppressed")
         for dest, changes in plan.changes.items():
-            if not changes:
+            if not changes or self.report.lock_lost:
                 continue
             if dest == CRM and self.crm is not None:
                 self._run_dest(dest, changes, self.crm.limits.batch_size, self._send_crm)
@@ -104,9 +111,18 @@ class PlanPusher:
                 self.report.stopped = True
                 self._fail(dest, changes[i:], "not sent: shutdown requested (retried next run)", persist=False)
                 return
+            try:
+                self.fence()  # the fencing check: never send a batch once another run may own the tenant
+            except LockLost as exc:
+                self.report.stopped, self.report.lock_lost = True, str(exc)
+                self._fail(dest, changes[i:], "not sent: the tenant lock was lost (retried next run)", persist=False)
+                return
             batch = self._gate(dest, changes[i : i + size])
             if not batch:
                 continue
+            # Write-ahead: should the process die before the answer, the next run knows these may be applied.
+            ahead = [(c.contact_id, v) for c in batch if (v := c.possible()) is not None]
+            self.store.intend_batch(self.tenant_id, self.run_id, dest, ahead)
             try:
                 results = send(dest, batch)
             except FatalApiError as exc:
@@ -142,9 +158,9 @@ class PlanPusher:
                 (c.contact_id, "suppressed", f"consent re-check before send: {reason or 'not allowed'}")
                 for c, reason in suppressed
             ]
-            # For the ESP we also drop local state: a withdrawn member gets no further change from us.
-            forget = [(c.contact_id, None) for c, _ in suppressed if dest != CRM and c.previous is not None]
-            self.store.confirm_batch(self.tenant_id, self.run_id, dest, forget, outcomes)
+            # Local state is kept: the opt-out's own outbox action needs it to clear what we put there,
+            # and the next plan drops it once that has run.
+            self.store.confirm_batch(self.tenant_id, self.run_id, dest, [], outcomes)
             self.report.add(dest, "suppressed", len(suppressed))
         return keep
 
@@ -191,16 +207,16 @@ class PlanPusher:
         changes = []
         for c in batch:
             want, had = set(c.desired or []), set(c.previous or [])
+            # In flight at a crash: ``had`` is only what may be there, so every wanted tag is set again.
+            active = want if c.unsure else want - had
             changes.append(
-                TagChange(
-                    email=c.vendor_key or "", active=tuple(sorted(want - had)), inactive=tuple(sorted(had - want))
-                )
+                TagChange(email=c.vendor_key or "", active=tuple(sorted(active)), inactive=tuple(sorted(had - want)))
             )
         return self.esp.push_tags(changes)
 
     def _send_segment(self, dest: str, batch: list[Change]) -> list[RecordResult]:
         assert self.esp is not None
-        name = dest[len(SEGMENT) :]
+        name = self.segment_prefix + dest[len(SEGMENT) :]
         add = [c.vendor_key or "" for c in batch if c.desired]
         remove = [c.vendor_key or "" for c in batch if not c.desired]
         return self.esp.sync_segment(name, add, remove)

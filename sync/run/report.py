@@ -51,6 +51,8 @@ class ScoringSummary:
     insufficient: dict[str, str] = field(default_factory=dict)
     holdout_percent: float = 0
     holdout_contacts: int = 0
+    warnings: list[str] = field(default_factory=list)  # empty segments and why, contacts that cannot be scored
+    fairness: dict[str, Any] = field(default_factory=dict)  # pushed segment -> attribute -> rates, ratio, verdict
 
 
 _SECTIONS: dict[str, Any] = {"push": PushSummary, "scoring": ScoringSummary, "outbox_before": DrainSummary,

@@ -16,6 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from scoring.fairness import breaches, segment_fairness
+from scoring.gate import GateVerdict, gate
+from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
 from scoring.persist import load_model, save_model
 from scoring.segments import SegmentAssignment, assign_segments, holdout
@@ -36,6 +39,8 @@ class ScoreResult:
     holdout_ids: set[str] = field(default_factory=set)
     as_of: str = ""
     scored: int = 0
+    warnings: list[str] = field(default_factory=list)  # empty segments and why, contacts that cannot be scored
+    fairness: dict[str, Any] = field(default_factory=dict)  # pushed segment -> attribute -> rates by group
 
 
 def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
@@ -50,9 +55,12 @@ def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
         outcome_equals=outcome.equals if outcome else None,
         inactive_days=cfg.inactive_days,
         n_clusters=cfg.clusters,
+        activity_types=tuple(cfg.activity_types),
+        transaction_types=tuple(cfg.transaction_types),
         features=FeatureSpec(
             numeric_properties=tuple(tenant.features.numeric_properties),
             categorical_properties=tuple(tenant.features.categorical_properties),
+            exclude_properties=tuple(tenant.features.exclude_properties),
             sensitive_attributes=tuple(tenant.features.sensitive_attributes),
         ),
     )
@@ -62,95 +70,164 @@ def segment_specs(tenant: TenantCfg) -> list[SegmentSpec]:
     return [SegmentSpec(s.name, s.score, s.top_percent, s.min, s.max, s.cluster) for s in tenant.segments]
 
 
-def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Contacts and events as the scoring package expects them (see scoring.features)."""
-    wanted = (
-        set(tenant.features.numeric_properties)
-        | set(tenant.features.categorical_properties)
-        | set(tenant.features.sensitive_attributes)
-    )
+ORDER_COLUMN = "_source_row"  # a source's own row number, when it has one (CSV exports): its time order
+
+
+def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple[set[str], bool]:
+    """Property names to read, and whether they were discovered (no ``features:`` declared).
+
+    With no declared features every stored property is read and :func:`scoring.features.select_properties`
+    keeps the numeric-looking and the low-cardinality text ones; the model card lists which.
+    """
+    feats = tenant.features
+    wanted = set(feats.numeric_properties) | set(feats.categorical_properties) | set(feats.sensitive_attributes)
     wanted |= {s.outcome.property for s in tenant.scores if s.outcome and s.outcome.property}
+    if feats.time_column:
+        wanted.add(feats.time_column)
+    discovered = not (feats.numeric_properties or feats.categorical_properties)
+    if discovered:
+        wanted |= {k for c in records for k in (c["properties"] or {}) if not k.startswith("_")}
+    return wanted, discovered
+
+
+def time_order(contacts: pd.DataFrame, tenant: TenantCfg, rows: list[int | None]) -> pd.DataFrame:
+    """Contacts in their source's time order, and what that order is (``attrs["time_order"]``).
+
+    The store returns contacts by hashed id, which is a shuffle: a "later rows" check on it would
+    be a random split. A declared date column wins, then creation dates, then the export's row order.
+    """
+    col = tenant.features.time_column
+    if col and col in contacts.columns:
+        key, name = pd.to_datetime(contacts[col], utc=True, errors="coerce", format="mixed"), f"column {col}"
+    elif contacts["created_at"].notna().mean() > 0.95 and contacts["created_at"].nunique() > 1:
+        key, name = contacts["created_at"], "creation date"
+    elif rows and all(r is not None for r in rows):
+        key, name = pd.Series(rows, index=contacts.index), "source row order"
+    else:
+        contacts.attrs["time_order"] = "none known (store order)"
+        return contacts
+    contacts = contacts.assign(_key=key.to_numpy()).sort_values("_key", kind="stable").drop(columns="_key")
+    contacts.attrs["time_order"] = name
+    return contacts
+
+
+def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Contacts (in time order) and events as the scoring package expects them (see scoring.features)."""
+    records = store.contacts(tenant.id)
+    wanted, _ = wanted_properties(tenant, records)
     rows = []
-    for c in store.contacts(tenant.id):
+    order: list[int | None] = []
+    for c in records:
         if allowed is not None and c["contact_id"] not in allowed:
             continue
         props = c["properties"] or {}
-        rows.append(
-            {
-                "contact_id": c["contact_id"],
-                "email": c["email"],
-                "created_at": c["created_at"],
-                **{k: props.get(k) for k in wanted},
-            }
-        )
+        raw_row = str(props.get(ORDER_COLUMN) or "")
+        order.append(int(raw_row) if raw_row.isdigit() else None)
+        rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
+                     **{k: props.get(k) for k in wanted}})
     contacts = pd.DataFrame(rows, columns=["contact_id", "email", "created_at", *sorted(wanted)])
     contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
-    ev = pd.DataFrame(
-        list(store.events(tenant.id)), columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"]
-    )
+    contacts = time_order(contacts, tenant, order)
+    ev = pd.DataFrame(list(store.events(tenant.id)),
+                      columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
     if allowed is not None:
         ev = ev[ev["contact_id"].isin(allowed)]
     ev["occurred_at"] = pd.to_datetime(ev["occurred_at"], utc=True)
     ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
-    return contacts.reset_index(drop=True), ev.reset_index(drop=True)
+    attrs = dict(contacts.attrs)
+    contacts = contacts.reset_index(drop=True)
+    contacts.attrs.update(attrs)
+    return contacts, ev.reset_index(drop=True)
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:
     return dataclasses.asdict(spec)
 
 
-def model_for(
-    spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp, retrain: bool
-) -> tuple[TrainedModel | InsufficientData, bool]:
-    """Reuse the persisted model unless asked to retrain, it is missing, or its spec changed."""
-    if not retrain and (directory / "model.pkl").exists():
+def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp,
+              retrain: bool) -> tuple[TrainedModel | InsufficientData, bool]:
+    """Reuse the persisted model unless asked to retrain, it is missing, its spec changed or it predates the gate.
+
+    A newly trained model is backtested and gated once (:mod:`scoring.gate`); the verdict is kept
+    in its metrics so a reused model carries it too.
+    """
+    previous: TrainedModel | None = None
+    if (directory / "model.pkl").exists():
         try:
-            saved = load_model(directory)
-            if _spec_fingerprint(saved.spec) == _spec_fingerprint(spec):
-                return saved, True
-            log.info("score %s: the spec changed since the model was trained; retraining", spec.name)
+            previous = load_model(directory)
         except Exception as exc:
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)
+    if previous is not None and not retrain:
+        if _spec_fingerprint(previous.spec) == _spec_fingerprint(spec) and "gate" in previous.metrics:
+            return previous, True
+        log.info("score %s: the spec changed since the model was trained (or it was never gated); retraining",
+                 spec.name)
     model = train(spec, contacts, events, as_of=as_of)
     if isinstance(model, TrainedModel):
-        if spec.kind in ("propensity", "churn"):
-            model.metrics.update(backtest_summary(spec, contacts, events))
+        if spec.kind == "cluster" and previous is not None and previous.spec.kind == "cluster":
+            align_names(model.info, previous.info)  # a cluster keeps its name across refits
+        model.metrics.update(backtest_summary(spec, contacts, events))
         save_model(model, directory)
     return model, False
 
 
 def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:
-    """Out-of-sample AUC of the model and of the naive baseline, measured once when a model is trained."""
+    """Out-of-sample figures of the model and of the naive baseline, and the gate's verdict on them."""
     from core.errors import InputError
     from scoring.backtest import backtest
 
     try:
         report = backtest(spec, contacts, events if not events.empty else None)
     except InputError as exc:
-        return {"backtest": f"not possible: {exc}"}
+        verdict = GateVerdict(spec.name, False, [f"no out-of-sample test possible: {exc}"])
+        return {"backtest": f"not possible: {exc}", "gate": verdict.to_dict()}
+    except Exception as exc:  # fail closed: a score whose test broke is not used, and the run goes on
+        log.warning("score %s: the backtest failed (%s: %s); the score is not used", spec.name,
+                    type(exc).__name__, exc)
+        verdict = GateVerdict(spec.name, False, [f"the out-of-sample test failed: {type(exc).__name__}: {exc}"])
+        return {"backtest": "failed", "gate": verdict.to_dict()}
+    verdict = gate(report)
+    out: dict[str, Any] = {"gate": verdict.to_dict()}
     if not report.sufficient:
-        return {"backtest": "insufficient data for an out-of-sample test"}
-    return {"backtest_roc_auc": report.model.get("roc_auc"), "baseline_roc_auc": report.baseline.get("roc_auc"),
-            "backtest_lift_top_decile": report.model.get("lift_top_decile")}
+        out["backtest"] = "insufficient data for an out-of-sample test"
+        return out
+    out.update({"backtest_roc_auc": report.model.get("roc_auc"), "baseline_roc_auc": report.baseline.get("roc_auc"),
+                "backtest_lift_top_decile": report.model.get("lift_top_decile"),
+                "gain_over_baseline": report.extra.get("gain_over_baseline")})
+    for key in ("silhouette", "stability"):
+        if key in report.model:
+            out[key] = report.model[key]
+    if report.extra.get("proxies"):
+        out["proxies"] = report.extra["proxies"][:5]
+    return out
 
 
-def no_better_than_baseline(metrics: dict[str, Any]) -> str | None:
-    """The reason not to act on a classifier, or None. Confident noise is worse than no segment."""
-    auc, base = metrics.get("backtest_roc_auc"), metrics.get("baseline_roc_auc")
-    if isinstance(auc, float) and isinstance(base, float) and auc <= base:
-        return f"no better than the naive baseline out of sample (ROC AUC {auc:.3f} vs {base:.3f})"
-    return None
+def not_used(metrics: dict[str, Any]) -> str | None:
+    """Why a trained model must not cut segments (the gate's reasons), or None. Confident noise is worse than none."""
+    verdict = metrics.get("gate")
+    if not isinstance(verdict, dict):
+        return "not gated: retrain the model"
+    if verdict.get("passed"):
+        return None
+    return "not used: " + "; ".join(verdict.get("reasons") or ["failed the gate"])
 
 
-def score_tenant(
-    store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *, retrain: bool = False
-) -> ScoreResult:
+def model_info(model: TrainedModel, reused: bool) -> dict[str, Any]:
+    """What a run report says about a model: reused or trained, when, and its metrics (with the gate)."""
+    return {"reused": reused, "trained_at": model.trained_at.isoformat(), "metrics": model.metrics}
+
+
+def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *,
+                 retrain: bool = False) -> ScoreResult:
     """Score every profiling-allowed contact of a tenant and cut the segments (holdout excluded)."""
     result = ScoreResult()
     contacts, events = frames(store, tenant, allowed)
     result.scored = len(contacts)
+    missing = no_email_warning(store, tenant)
+    if missing:
+        result.warnings.append(missing)
     if contacts.empty or not tenant.scores:
         result.assignment = SegmentAssignment(holdout_percent=tenant.holdout_percent)
         return result
@@ -163,15 +240,14 @@ def score_tenant(
             result.verdicts[cfg.name] = f"insufficient data: {model.reason}"
             result.scores[cfg.name] = pd.Series(dtype=float)
             continue
-        weak = no_better_than_baseline(model.metrics)
+        for proxy in model.metrics.get("proxies", [])[:3]:
+            result.warnings.append(f"proxy screen: score {cfg.name} uses {proxy['input']}, which alone tells "
+                                   f"{proxy['attribute']} = {proxy['group']} apart (ROC AUC {proxy['roc_auc']})")
+        weak = not_used(model.metrics)
         if weak:
             result.verdicts[cfg.name] = weak
             result.scores[cfg.name] = pd.Series(dtype=float)
-            result.models[cfg.name] = {
-                "reused": reused,
-                "trained_at": model.trained_at.isoformat(),
-                "metrics": model.metrics,
-            }
+            result.models[cfg.name] = model_info(model, reused)
             continue
         values = predict(model, contacts, events, as_of=as_of)
         values.index = values.index.astype(str)
@@ -179,13 +255,62 @@ def score_tenant(
             result.clusters[cfg.name] = values
         else:
             result.scores[cfg.name] = values.astype(float)
-        result.models[cfg.name] = {
-            "reused": reused,
-            "trained_at": model.trained_at.isoformat(),
-            "metrics": model.metrics,
-        }
-    result.assignment = assign_segments(
-        result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent, result.clusters
-    )
+        result.models[cfg.name] = model_info(model, reused)
+    result.assignment = assign_segments(result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent,
+                                        result.clusters)
     result.holdout_ids = {c for c in contacts["contact_id"] if holdout(tenant.id, c, tenant.holdout_percent)}
+    check_fairness(tenant, contacts, result)
+    result.warnings += empty_segment_warnings(tenant, result)
+    for warning in result.warnings:
+        log.warning("tenant %s: %s", tenant.id, warning)
     return result
+
+
+def check_fairness(tenant: TenantCfg, contacts: pd.DataFrame, result: ScoreResult) -> None:
+    """Fairness of the segments about to be pushed; with ``fairness: block`` a breaching segment is emptied."""
+    attrs = tenant.features.sensitive_attributes
+    if not attrs or result.assignment is None:
+        return
+    ids = contacts["contact_id"].astype(str)
+    population = pd.Index(ids[~ids.isin(result.holdout_ids)].to_numpy())
+    result.fairness = segment_fairness(result.assignment.members, population, contacts, attrs, result.scores,
+                                       {s.name: s.score for s in tenant.segments})
+    for line in breaches(result.fairness):
+        result.warnings.append(line)
+    if tenant.fairness != "block":
+        return
+    for segment, per_attr in result.fairness.items():
+        if any(res.get("passes_four_fifths") is False for res in per_attr.values()):
+            result.assignment.members[segment] = []
+            result.warnings.append(f"fairness: segment {segment} is not pushed this run (fairness: block)")
+
+
+def no_email_warning(store: Store, tenant: TenantCfg) -> str | None:
+    """Contacts without an email cannot be checked against consent, so they are never scored: say how many."""
+    missing = sum(1 for c in store.contacts(tenant.id) if not c["email"])
+    if not missing:
+        return None
+    return (f"{missing} contact(s) have no email address: consent cannot be checked for them, so they are not "
+            "scored or pushed")
+
+
+def empty_segment_warnings(tenant: TenantCfg, result: ScoreResult) -> list[str]:
+    """One warning per segment that selects nobody, with the reason (an unused score, a threshold, a cluster name)."""
+    out: list[str] = []
+    members = result.assignment.members if result.assignment else {}
+    for seg in tenant.segments:
+        if members.get(seg.name):
+            continue
+        why: str
+        if seg.score in result.verdicts:
+            why = f"its score {seg.score} is {result.verdicts[seg.score]}"
+        elif seg.cluster is not None:
+            names = sorted({str(v) for v in result.clusters.get(seg.score, pd.Series(dtype=object))})
+            why = f"no contact is in cluster {seg.cluster!r}; the clusters are: {', '.join(names) or 'none'}"
+        else:
+            values = result.scores.get(seg.score, pd.Series(dtype=float))
+            top = f"{values.max():.3f}" if len(values) else "none"
+            why = (f"no contact passes the rule (min {seg.min}, max {seg.max}, top {seg.top_percent}%); "
+                   f"the highest {seg.score} score is {top}")
+        out.append(f"segment {seg.name} is empty: {why}")
+    return out

@@ -1,7 +1,7 @@
 """The sync store: the :class:`Store` interface, its SQLAlchemy implementation by aggregate
 (``identity``, ``state``, ``runs``, composed in ``sql``), the schema and the Alembic migrations."""
 
-from sync.store.interface import PageResult, Store, TenantBusy
+from sync.store.interface import LockLost, PageResult, Store, TenantBusy, TenantLease
 from sync.store.sql import SqlStore
 
 
@@ -10,4 +10,4 @@ def open_store(url: str, migrate: bool = True) -> Store:
     return SqlStore.open(url, migrate=migrate)
 
 
-__all__ = ["PageResult", "SqlStore", "Store", "TenantBusy", "open_store"]
+__all__ = ["LockLost", "PageResult", "SqlStore", "Store", "TenantBusy", "TenantLease", "open_store"]

@@ -9,10 +9,10 @@ values, per-record outcomes, scores, segments) and runs (run log, tenant lock).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -23,6 +23,34 @@ from core.errors import SegsyncError
 
 class TenantBusy(SegsyncError):
     """Another run of this tenant is in progress."""
+
+
+class LockLost(SegsyncError):
+    """The tenant's run lock is no longer held (its database session ended, or the lease was taken over)."""
+
+
+class TenantLease:
+    """A held tenant lock. :meth:`check` (the fencing check) raises :class:`LockLost` once it is not held.
+
+    The run calls it before every batch it sends, so a run that lost its lock stops before writing
+    anything more, and a second run that took the tenant over never overlaps it beyond one batch.
+    """
+
+    def __init__(self, tenant_id: str, still_held: Callable[[], bool] | None = None) -> None:
+        self.tenant_id = tenant_id
+        self._still_held = still_held or (lambda: True)
+        self.lost = False
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` unless the lock is still ours."""
+        if not self.lost:
+            try:
+                self.lost = not self._still_held()
+            except Exception:
+                self.lost = True
+        if self.lost:
+            raise LockLost(f"tenant {self.tenant_id}: the run lock was lost; stopping before sending more "
+                           "(the rest is sent by the next run)")
 
 
 @dataclass
@@ -93,8 +121,26 @@ class Store(ABC):
         """Where the stream's next pull starts (None: from the beginning)."""
 
     @abstractmethod
+    def stream_state(self, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
+        """``{"streams": [{stream, value, updated_at}], "destinations": [{destination, records, last_sent_at}]}``."""
+
+    @abstractmethod
+    def reset_cursors(self, tenant_id: str, streams: Sequence[str] | None = None) -> list[str]:
+        """Forget pull cursors (all, or the named streams) so the next run pulls in full; returns the streams reset."""
+
+    @abstractmethod
     def last_sent(self, tenant_id: str, destination: str) -> dict[str, str]:
         """key -> canonical value last confirmed by the vendor, for one destination."""
+
+    @abstractmethod
+    def in_flight(self, tenant_id: str, destination: str) -> set[str]:
+        """Keys sent to ``destination`` whose vendor answer never arrived (the run died): outcome unknown."""
+
+    @abstractmethod
+    def intend_batch(
+        self, tenant_id: str, run_id: int | None, destination: str, possible: Iterable[tuple[str, str]]
+    ) -> None:
+        """Write-ahead before a batch is sent: (key, value the vendor may hold either way), marked in flight."""
 
     @abstractmethod
     def destinations(self, tenant_id: str, prefix: str) -> list[str]:
@@ -114,8 +160,13 @@ class Store(ABC):
         """Replace the tenant's scores."""
 
     @abstractmethod
-    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]]) -> None:
-        """Replace the tenant's segment members and holdouts."""
+    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
+                      at: datetime | None = None) -> None:
+        """Replace the tenant's segment members and holdouts, and record membership spells (as of ``at``)."""
+
+    @abstractmethod
+    def segment_history(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every spell of segment membership: segment, contact_id, holdout, first/last assigned, left_at."""
 
     @abstractmethod
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
@@ -140,8 +191,9 @@ class Store(ABC):
         """Per-record outcomes of one run."""
 
     @abstractmethod
-    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> AbstractContextManager[None]:
-        """Hold the tenant's run lock, or raise :class:`TenantBusy`."""
+    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> AbstractContextManager[TenantLease]:
+        """Hold the tenant's run lock, or raise :class:`TenantBusy`; runs left "running" by a dead holder
+        are marked "interrupted". The lease's :meth:`~TenantLease.check` says whether it is still held."""
 
     # ---- erasure
 

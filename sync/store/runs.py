@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.times import as_utc
 from core.times import now as utcnow
 from sync.store import schema as t
-from sync.store.interface import TenantBusy
+from sync.store.interface import TenantBusy, TenantLease
 from sync.store.sqlcore import canonical, insert_for
 
 log = logging.getLogger("segsync.store")
@@ -81,33 +82,29 @@ class RunLog:
                     )
                 )
 
+    def _mark_interrupted(self, tenant_id: str) -> None:
+        """With the lock just taken, any run of the tenant still "running" died without finishing."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                t.runs.update()
+                .where(t.runs.c.tenant_id == tenant_id, t.runs.c.status == "running")
+                .values(status="interrupted", finished_at=utcnow())
+            ).rowcount
+        if done:
+            log.warning("tenant %s: %d earlier run(s) never finished (killed); marked interrupted", tenant_id, done)
+
     @contextmanager
-    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
+    def tenant_lock(self, tenant_id: str, ttl: timedelta = timedelta(hours=2)) -> Iterator[TenantLease]:
         """Hold the tenant's run lock, or raise :class:`TenantBusy`. Never two runs of one tenant at once.
 
-        PostgreSQL: a session advisory lock on a dedicated connection (released if the process dies).
-        SQLite: a row with an expiry, taken with a conditional insert/update.
+        PostgreSQL: a session advisory lock on a connection of its own (not pooled, TCP keepalives on),
+        released by the server if the process dies; the lease checks that very session still holds it.
+        SQLite: a row with an expiry, taken with a conditional insert/update; the lease checks the row.
         """
         if self.engine.dialect.name == "postgresql":
-            conn = self.engine.connect()
-            try:
-                # Advisory locks are database-wide: the schema is part of the key, so two segsync
-                # stores in one database (or parallel test schemas) never block each other.
-                schema = conn.execute(sa.text("select current_schema()")).scalar()
-                key = int.from_bytes(
-                    hashlib.sha256(f"segsync:{schema}:{tenant_id}".encode()).digest()[:8], "big", signed=True
-                )
-                got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-                conn.commit()
-                if not got:
-                    raise TenantBusy(f"tenant {tenant_id}: another run holds its lock")
-                try:
-                    yield
-                finally:
-                    conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-            finally:
-                conn.close()
+            with self._pg_lock(tenant_id) as lease:
+                self._mark_interrupted(tenant_id)
+                yield lease
             return
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._clear_dead_holder(tenant_id)
@@ -127,8 +124,20 @@ class RunLog:
             ).scalar()
         if owner != holder:
             raise TenantBusy(f"tenant {tenant_id}: another run holds its lock ({owner})")
+
+        def still_held() -> bool:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(t.tenant_locks.c.holder, t.tenant_locks.c.expires_at).where(
+                        t.tenant_locks.c.tenant_id == tenant_id
+                    )
+                ).first()
+            expires = as_utc(row.expires_at) if row else None
+            return row is not None and row.holder == holder and expires is not None and expires > utcnow()
+
         try:
-            yield
+            self._mark_interrupted(tenant_id)
+            yield TenantLease(tenant_id, still_held)
         finally:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -136,6 +145,65 @@ class RunLog:
                         t.tenant_locks.c.tenant_id == tenant_id, t.tenant_locks.c.holder == holder
                     )
                 )
+
+    @contextmanager
+    def _pg_lock(self, tenant_id: str) -> Iterator[TenantLease]:
+        # A connection of its own, outside the pool: nothing else runs on it, it is never recycled
+        # while held, and keepalives make a dead peer (or a cut network) end the session - and so
+        # free the lock - within about a minute instead of hours.
+        engine = sa.create_engine(self.engine.url, poolclass=sa.pool.NullPool, connect_args=KEEPALIVES)
+        conn = engine.connect()
+        try:
+            schema = conn.execute(sa.text("select current_schema()")).scalar()
+            key = advisory_key(str(schema), tenant_id)
+            got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            conn.commit()
+            if not got:
+                raise TenantBusy(f"tenant {tenant_id}: another run holds its lock")
+
+            def still_held() -> bool:
+                # The fencing check: this very session still holds this very lock.
+                held = conn.execute(
+                    sa.text(
+                        "select count(*) from pg_locks where locktype = 'advisory' and granted "
+                        "and pid = pg_backend_pid() and classid = :hi and objid = :lo and objsubid = 1"
+                    ),
+                    split_key(key),
+                ).scalar()
+                conn.commit()
+                return bool(held)
+
+            lease = TenantLease(tenant_id, still_held)
+            try:
+                yield lease
+            finally:
+                if not lease.lost:  # a lost lock died with its session; a new session holds nothing
+                    try:
+                        conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": key})
+                        conn.commit()
+                    except sa.exc.SQLAlchemyError:
+                        log.warning("tenant %s: the lock's session was already gone at release", tenant_id)
+        finally:
+            try:
+                conn.close()
+            finally:
+                engine.dispose()
+
+
+# libpq TCP keepalives for the lock's connection: first probe after 30 s idle, then every 10 s, 3 misses.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def advisory_key(schema: str, tenant_id: str) -> int:
+    """The advisory lock key of a tenant. Advisory locks are database-wide: the schema is part of the
+    key, so two segsync stores in one database (or parallel test schemas) never block each other."""
+    return int.from_bytes(hashlib.sha256(f"segsync:{schema}:{tenant_id}".encode()).digest()[:8], "big", signed=True)
+
+
+def split_key(key: int) -> dict[str, int]:
+    """pg_locks shows a bigint advisory key as two unsigned 32-bit halves (classid, objid)."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}
 
 
 def _pid_alive(pid: int) -> bool:

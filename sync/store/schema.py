@@ -83,6 +83,9 @@ last_sent = sa.Table(
     sa.Column("value", sa.Text, nullable=False),  # canonical JSON of what the vendor confirmed
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("sent_at", TS, nullable=False),
+    # Write-ahead: set before the batch is sent (value = what the vendor may now hold), cleared by the
+    # vendor's answer. Still set at the next run = the outcome is unknown: re-send idempotently.
+    sa.Column("in_flight", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 runs = sa.Table(
@@ -132,6 +135,20 @@ segment_members = sa.Table(
     sa.Column("contact_id", sa.String(64), primary_key=True),
     sa.Column("holdout", sa.Boolean, nullable=False),
     sa.Column("assigned_at", TS, nullable=False),
+)
+
+# One row per spell of membership: a contact who leaves and comes back starts a new spell. Lift is
+# measured from ``first_assigned``, which scheduled re-runs never move (``last_assigned`` does).
+segment_history = sa.Table(
+    "segment_history",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),
+    sa.Column("first_assigned", TS, primary_key=True),
+    sa.Column("last_assigned", TS, nullable=False),
+    sa.Column("left_at", TS, nullable=True),  # NULL while the spell is open
+    sa.Column("holdout", sa.Boolean, nullable=False),
 )
 
 tenant_locks = sa.Table(

@@ -9,6 +9,8 @@ last-sent rows and outcomes. That is what makes a crash resumable without loss o
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -92,4 +94,31 @@ class SqlStore(IdentityTables, SentState, RunLog, Store):
                         ).rowcount
                         or 0
                     )
+            if ids:
+                _scrub_run_reports(conn, tenant_id, ids)
         return removed
+
+
+ERASED_ID = "[erased]"
+
+
+def _scrub_run_reports(conn: sa.Connection, tenant_id: str, ids: set[str]) -> int:
+    """Older run reports name contacts by id (failures, plan examples): an erased person's ids go too."""
+    changed = 0
+    for row in conn.execute(sa.select(t.runs.c.id, t.runs.c.report).where(t.runs.c.tenant_id == tenant_id)):
+        clean = _without_ids(row.report, ids)
+        if clean != row.report:
+            conn.execute(t.runs.update().where(t.runs.c.id == row.id).values(report=clean))
+            changed += 1
+    return changed
+
+
+def _without_ids(value: Any, ids: set[str]) -> Any:
+    # Exact matches only: an id is an opaque token, and a substring match could hit someone else's.
+    if isinstance(value, str):
+        return ERASED_ID if value in ids else value
+    if isinstance(value, list):
+        return [_without_ids(v, ids) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_ids(v, ids) for k, v in value.items() if k not in ids}
+    return value

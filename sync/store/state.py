@@ -1,12 +1,16 @@
 """The sent-state aggregate: pull cursors, what each vendor last confirmed, per-record outcomes, scores and segments.
 
-A confirmed batch writes its last-sent rows and its outcomes in one transaction: a crash resumes
-from the next batch, and a re-run sends nothing that was already confirmed.
+Before a batch is sent its records are written ahead as "in flight" (:meth:`SentState.intend_batch`)
+with the value the vendor may hold afterwards; the vendor's answer then writes the confirmed rows and
+the outcomes in one transaction. A crash in between leaves the rows in flight, so the next run knows
+the vendor may have applied them and re-sends them idempotently; a re-run sends nothing that was
+already confirmed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +32,41 @@ class SentState:
                 sa.select(t.cursors.c.value).where(t.cursors.c.tenant_id == tenant_id, t.cursors.c.stream == stream)
             ).scalar()
 
+    def stream_state(self, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
+        """What a run resumes from: pull cursors (stream, value, updated_at) and last-sent rows per destination."""
+        with self.engine.connect() as conn:
+            cursors = conn.execute(
+                sa.select(t.cursors.c.stream, t.cursors.c.value, t.cursors.c.updated_at)
+                .where(t.cursors.c.tenant_id == tenant_id)
+                .order_by(t.cursors.c.stream)
+            )
+            sent = conn.execute(
+                sa.select(
+                    t.last_sent.c.destination,
+                    sa.func.count().label("records"),
+                    sa.func.max(t.last_sent.c.sent_at).label("last_sent_at"),
+                )
+                .where(t.last_sent.c.tenant_id == tenant_id)
+                .group_by(t.last_sent.c.destination)
+                .order_by(t.last_sent.c.destination)
+            )
+            return {"streams": [r._asdict() for r in cursors], "destinations": [r._asdict() for r in sent]}
+
+    def reset_cursors(self, tenant_id: str, streams: Sequence[str] | None = None) -> list[str]:
+        """Forget the cursors of ``streams`` (all when None): the next run pulls them in full. Returns those reset.
+
+        Only where to pull from is forgotten: last-sent state stays, so the full pull costs reads, not writes.
+        """
+        where = [t.cursors.c.tenant_id == tenant_id]
+        if streams is not None:
+            where.append(t.cursors.c.stream.in_(list(streams)))
+        with self.engine.begin() as conn:
+            gone = [
+                r.stream for r in conn.execute(sa.select(t.cursors.c.stream).where(*where).order_by(t.cursors.c.stream))
+            ]
+            conn.execute(t.cursors.delete().where(*where))
+        return gone
+
     # ------------------------------------------------------------------ last-sent state
 
     def last_sent(self, tenant_id: str, destination: str) -> dict[str, str]:
@@ -40,12 +79,41 @@ class SentState:
             )
             return {r.key: r.value for r in rows}
 
+    def in_flight(self, tenant_id: str, destination: str) -> set[str]:
+        """Keys whose last batch was sent but never answered (a crash): the vendor may or may not hold them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.last_sent.c.key).where(
+                    t.last_sent.c.tenant_id == tenant_id,
+                    t.last_sent.c.destination == destination,
+                    t.last_sent.c.in_flight.is_(True),
+                )
+            )
+            return {r.key for r in rows}
+
+    def intend_batch(
+        self, tenant_id: str, run_id: int | None, destination: str, possible: Iterable[tuple[str, str]]
+    ) -> None:
+        """Write-ahead before sending a batch: (key, the value the vendor may hold once the batch applies).
+
+        The value covers both outcomes (before and after the batch), so opt-out handlers that ask
+        "did we put anything there?" answer yes while the outcome is unknown.
+        """
+        now = utcnow()
+        rows = [
+            {"tenant_id": tenant_id, "destination": destination, "key": k, "value": v, "run_id": run_id,
+             "sent_at": now, "in_flight": True}
+            for k, v in possible
+        ]
+        with self.engine.begin() as conn:
+            upsert(conn, t.last_sent, rows, ["tenant_id", "destination", "key"])
+
     def destinations(self, tenant_id: str, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.last_sent.c.destination).distinct().where(
-                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination.like(prefix + "%")
-                )
+                sa.select(t.last_sent.c.destination)
+                .distinct()
+                .where(t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination.like(prefix + "%"))
             )
             return [r.destination for r in rows]
 
@@ -60,7 +128,8 @@ class SentState:
         """After the vendor answered one batch: write last-sent values and per-record outcomes together.
 
         ``confirmed`` holds (key, value); value None deletes the row (nothing of ours is there any more).
-        ``outcomes`` holds (key, outcome, message).
+        ``outcomes`` holds (key, outcome, message). Confirmed rows are no longer in flight; the rest of
+        a batch (failed, unanswered) stays in flight and is re-sent next run.
         """
         now = utcnow()
         confirmed = list(confirmed)
@@ -73,6 +142,7 @@ class SentState:
                     "value": v,
                     "run_id": run_id,
                     "sent_at": now,
+                    "in_flight": False,
                 }
                 for k, v in confirmed
                 if v is not None
@@ -82,23 +152,12 @@ class SentState:
             for chunk in chunks(gone, 500):
                 conn.execute(
                     t.last_sent.delete().where(
-                        t.last_sent.c.tenant_id == tenant_id,
-                        t.last_sent.c.destination == destination,
-                        t.last_sent.c.key.in_(chunk),
+                        t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.destination == destination,
+                        t.last_sent.c.key.in_(chunk)
                     )
                 )
-            rows = [
-                {
-                    "run_id": run_id or 0,
-                    "tenant_id": tenant_id,
-                    "destination": destination,
-                    "key": k,
-                    "outcome": o,
-                    "message": m[:2000],
-                    "at": now,
-                }
-                for k, o, m in outcomes
-            ]
+            rows = [{"run_id": run_id or 0, "tenant_id": tenant_id, "destination": destination, "key": k,
+                     "outcome": o, "message": m[:2000], "at": now} for k, o, m in outcomes]
             if rows:
                 conn.execute(t.record_outcomes.insert(), rows)
 
@@ -107,9 +166,8 @@ class SentState:
         with self.engine.begin() as conn:
             conn.execute(
                 t.last_sent.delete().where(
-                    t.last_sent.c.tenant_id == tenant_id,
-                    t.last_sent.c.key == key,
-                    t.last_sent.c.destination.like(prefix + "%"),
+                    t.last_sent.c.tenant_id == tenant_id, t.last_sent.c.key == key,
+                    t.last_sent.c.destination.like(prefix + "%")
                 )
             )
 
@@ -121,26 +179,45 @@ class SentState:
             for chunk in chunks(rows, 5000):
                 conn.execute(t.scores.insert(), [{"tenant_id": tenant_id, **r} for r in chunk])
 
-    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]]) -> None:
-        now = utcnow()
-        rows = [
-            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": False, "assigned_at": now}
-            for s, ids in members.items()
-            for c in ids
-        ]
-        rows += [
-            {"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": True, "assigned_at": now}
-            for s, ids in holdout.items()
-            for c in ids
-        ]
+    def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
+                      at: datetime | None = None) -> None:
+        now = at or utcnow()
+        current = {(s, c): False for s, ids in members.items() for c in ids}
+        current.update({(s, c): True for s, ids in holdout.items() for c in ids})
+        hist = t.segment_history
         with self.engine.begin() as conn:
+            # A continuing member keeps the date it was first assigned: re-runs must not restart the lift window.
+            before = {(r.segment, r.contact_id): r.assigned_at for r in conn.execute(
+                sa.select(t.segment_members.c.segment, t.segment_members.c.contact_id, t.segment_members.c.assigned_at)
+                .where(t.segment_members.c.tenant_id == tenant_id))}
+            rows = [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "holdout": h,
+                     "assigned_at": before.get((s, c), now)} for (s, c), h in current.items()]
             conn.execute(t.segment_members.delete().where(t.segment_members.c.tenant_id == tenant_id))
             for chunk in chunks(rows, 5000):
                 conn.execute(t.segment_members.insert(), chunk)
+            open_spells = {(r.segment, r.contact_id): r.first_assigned for r in conn.execute(
+                sa.select(hist.c.segment, hist.c.contact_id, hist.c.first_assigned)
+                .where(hist.c.tenant_id == tenant_id, hist.c.left_at.is_(None)))}
+            key = (hist.c.tenant_id == tenant_id, hist.c.segment == sa.bindparam("s"),
+                   hist.c.contact_id == sa.bindparam("c"), hist.c.first_assigned == sa.bindparam("f"))
+            gone = [{"s": s, "c": c, "f": f, "v": now} for (s, c), f in open_spells.items() if (s, c) not in current]
+            stay = [{"s": s, "c": c, "f": f, "v": now} for (s, c), f in open_spells.items() if (s, c) in current]
+            if gone:
+                conn.execute(hist.update().where(*key).values(left_at=sa.bindparam("v")), gone)
+            if stay:
+                conn.execute(hist.update().where(*key).values(last_assigned=sa.bindparam("v")), stay)
+            new = [{"tenant_id": tenant_id, "segment": s, "contact_id": c, "first_assigned": now, "last_assigned": now,
+                    "left_at": None, "holdout": h} for (s, c), h in current.items() if (s, c) not in open_spells]
+            for chunk in chunks(new, 5000):
+                conn.execute(hist.insert(), chunk)
+
+    def segment_history(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every spell of segment membership: segment, contact_id, holdout, first/last assigned, left_at."""
+        hist = t.segment_history
+        with self.engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(sa.select(hist).where(hist.c.tenant_id == tenant_id))]
 
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [
-                r._asdict()
-                for r in conn.execute(sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id))
-            ]
+            query = sa.select(t.segment_members).where(t.segment_members.c.tenant_id == tenant_id)
+            return [r._asdict() for r in conn.execute(query)]

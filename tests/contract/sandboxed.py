@@ -54,9 +54,10 @@ class HubSpotSubject(Subject):
         self.sim.archive_contacts([vendor_id])
         time.sleep(0.002)
 
-    def merge(self, survivor: str, loser: str) -> None:
-        self.sim.merge(survivor, loser)
+    def merge(self, survivor: str, loser: str) -> str:
+        merged = self.sim.merge(survivor, loser).id
         time.sleep(0.002)
+        return str(merged)
 
     def prepare(self, conn: Any) -> None:
         conn.ensure_schema(PROP, ["a"], [])

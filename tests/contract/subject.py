@@ -74,7 +74,8 @@ class Subject:
     def archive(self, vendor_id: str) -> None:
         raise NotImplementedError
 
-    def merge(self, survivor: str, loser: str) -> None:
+    def merge(self, survivor: str, loser: str) -> str:
+        """Merge ``loser`` into ``survivor``; return the merged record's id (HubSpot now gives it a new one)."""
         raise NotImplementedError
 
     # ---- pushing

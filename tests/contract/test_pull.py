@@ -86,10 +86,10 @@ def test_archived_and_merged_records_are_reported_as_such(subject: Subject) -> N
     subject.archive(gone)
     if MERGE not in subject.lacks:
         survivor, loser = ids[1], ids[2]
-        subject.merge(survivor, loser)
+        merged = subject.merge(survivor, loser)
     contacts = [c for p in subject.pull(conn, cursor, subject.started()) for c in p.contacts]
     reported = {c.vendor_id: c for c in contacts if c.archived or c.status == "archived"}
     assert gone in reported and reported[gone].merged_into is None
     if MERGE not in subject.lacks:
-        assert reported[loser].merged_into == survivor and reported[loser].archived
-        assert survivor in ids_of([PullPage(contacts=contacts)])
+        assert reported[loser].merged_into == merged and reported[loser].archived
+        assert merged in ids_of([PullPage(contacts=contacts)])
