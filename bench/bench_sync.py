@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connectors.hubspot import HubSpotConnector  # noqa: E402 - after the path fix for direct runs
+from connectors.hubspot.config import HubSpotCrm  # noqa: E402
 from sandbox import Sandbox, start_sandbox  # noqa: E402
 from sandbox.hubspot.schema import iso  # noqa: E402
-from sync.config import HubSpotCrm, load_config  # noqa: E402
+from sync.config import load_config  # noqa: E402
 from sync.config.wiring import build_esp  # noqa: E402
 from sync.run.pipeline import RunOptions, run_tenant  # noqa: E402
 from sync.store import open_store  # noqa: E402

@@ -9,7 +9,7 @@
     consent.keys       KeyFile: the per-tenant pseudonym key, generated at first use, outside the database
     consent.outbox     Outbox and drain(): durable suppression actions, retried with backoff
     consent.propagate  record_and_enqueue(), erase_and_enqueue(): one transaction each
-    consent.webhook    create_app(): the ASGI app for Mailchimp, HubSpot and custom preference centers
+    consent.webhook    create_app(): the ASGI app for vendor webhooks and custom preference centers
     consent.webhook_events  what each vendor's webhook body means (parsing, validation; no I/O)
     consent.signals    ConsentSignal: the one consent-fact type (what the ledger records, what a pull sees)
     consent.records    the plain records the ledger returns

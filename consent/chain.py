@@ -44,11 +44,17 @@ GENESIS = "0" * 64
 NON_PERSONAL_EVIDENCE = frozenset(
     {
         "request_id", "vendor", "vendor_event_id", "event_id", "subscription_type", "object_id",
-        "hubspot_object_id", "portal_id", "app_id", "list_id", "reason", "type", "action",
+        "portal_id", "app_id", "list_id", "reason", "type", "action",
         "change_source", "notice_url", "receipt", "carried_from", "carried_event", "erasure_requested",
         "property_name", "property_value", "webhook", "import_batch", "operator", "claimed_occurred_at",
     }
 )
+#: A vendor's own record id (``<vendor>_object_id``) is pseudonymous like ``object_id``: kept on erasure.
+NON_PERSONAL_SUFFIX = "_object_id"
+
+
+def _public(key: str) -> bool:
+    return key in NON_PERSONAL_EVIDENCE or key.endswith(NON_PERSONAL_SUFFIX)
 
 
 def canonical_json(value: Any) -> str:
@@ -69,8 +75,8 @@ def split_evidence(evidence: dict[str, Any] | None) -> tuple[dict[str, Any] | No
     if not evidence:
         return None, None
     normal = json.loads(canonical_json(evidence))
-    public = {k: v for k, v in normal.items() if k in NON_PERSONAL_EVIDENCE}
-    personal = {k: v for k, v in normal.items() if k not in NON_PERSONAL_EVIDENCE}
+    public = {k: v for k, v in normal.items() if _public(k)}
+    personal = {k: v for k, v in normal.items() if not _public(k)}
     return public or None, personal or None
 
 

@@ -3,7 +3,7 @@
 One key per tenant, 32 random bytes, generated the first time the tenant needs it: the
 *pseudonym* key, which turns an email into the tenant's pseudonym (``subject_key``, the proof that
 survives erasure) and from which the hash-chain key is derived (:func:`consent.chain.chain_key`).
-It is *not* the webhook secret, which sits in the Mailchimp webhook URL. Someone who can write to
+It is *not* the webhook secret, which sits in an ESP's webhook URL. Someone who can write to
 the database but cannot read this file can neither forge a ledger row nor recompute the chain
 after an edit, nor sign a checkpoint, nor test guessed emails against pseudonyms.
 

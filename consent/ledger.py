@@ -431,7 +431,7 @@ class Ledger:
         """Carry what was recorded under ``"<vendor>:<id>"`` (a webhook for a contact not yet pulled)
         over to the email the store now knows for it. Idempotent; returns the carried events.
 
-        Call it when a pull first resolves a vendor id to an email, so e.g. a HubSpot privacy
+        Call it when a pull first resolves a vendor id to an email, so e.g. a CRM's privacy
         deletion received before the contact was ever pulled still gates that email.
         """
         ref = f"{check_name(vendor, 'vendor')}:{vendor_id}"

@@ -22,7 +22,7 @@ destination        on withdrawal of            what its handler must do
 =================  ==========================  =================================================
 
 Every action's ``payload`` is ``{"purposes": [...withdrawn...], "source": ..., "reason": ...}``
-plus ``"vendor_ref"`` (e.g. ``"hubspot:123"``) when the person is known only by a vendor id;
+plus ``"vendor_ref"`` (e.g. ``"crm:123"``) when the person is known only by a vendor id;
 ``email`` is the normalised address (None after erasure, once the action is done or failed).
 A handler returns to confirm and raises to fail; the exception's message is recorded
 (handlers must redact secrets first).

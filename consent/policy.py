@@ -89,7 +89,7 @@ class Decision:
 
 
 def normalize_subject(email: str | None) -> str:
-    """Lower-case and trim an email (or a vendor reference such as ``hubspot:123``).
+    """Lower-case and trim an email (or a vendor reference such as ``crm:123``).
 
     Raises :class:`InputError` for a blank, oversized or NUL-bearing value, because such a value
     cannot be a person and would only poison the ledger.
@@ -188,7 +188,7 @@ def bound_time(
 ) -> tuple[datetime, dict[str, Any] | None]:
     """Bound a claimed event time by the time it reached the ledger: a future time is *clamped*.
 
-    Times come from vendors (Mailchimp ``fired_at``, HubSpot ``occurredAt``, pull signals) and
+    Times come from vendors (an ESP's webhook fire time, a CRM's event time, pull signals) and
     preference centers; the ledger orders events by them, so a subscribe dated 2099 would beat
     every real unsubscribe until then. Clamping (rather than rejecting) keeps a withdrawal with a
     wrong clock: it still counts, as of its receipt. The preference center, which signs its own
@@ -201,6 +201,6 @@ def bound_time(
         return occurred, out
     out = out or {}
     out["claimed_occurred_at"] = occurred.astimezone(UTC).isoformat()
-    # Whole seconds, the vendors' precision (Mailchimp's fired_at): a real event from the same
+    # Whole seconds, the vendors' precision (an ESP's webhook fire time): a real event from the same
     # second then ties with the clamped one, and a withdrawal wins the tie as always.
     return received.replace(microsecond=0), out

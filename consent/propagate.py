@@ -11,7 +11,7 @@ when it records vendor signals seen during a pull.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,11 +33,8 @@ class Propagation:
     skipped: int = field(default=0)
 
 
-_CRM_VENDORS = frozenset({"hubspot", "salesforce", "wealthbox", "redtail", "csv"})
-
-
 def _vendor_ref(subject: str) -> bool:
-    # "hubspot:123" - a person known only by a vendor id; there is no email to give the vendor.
+    # "vendor:123" - a person known only by a vendor id; there is no email to give the vendor.
     return "@" not in subject and ":" in subject
 
 
@@ -52,11 +49,14 @@ def enqueue_withdrawals(
     reason: str = "",
     scrub_on_done: bool = False,
     now: datetime | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> int:
     """Queue suppression for every subject with a withdrawal in ``recorded`` (inside ``conn``).
 
     ``emails`` maps subject_key to the normalised subject. One group of actions per subject,
     keyed on the subject's first withdrawal in this batch, so a retried batch adds nothing.
+    ``roles`` ({vendor: "crm" | "esp"}) says whose destinations a vendor reference can reach;
+    a vendor not in it is taken for a CRM (an ESP names its members by email).
     """
     by_subject: dict[str, list[RecordedEvent]] = {}
     for event in recorded:
@@ -73,11 +73,11 @@ def enqueue_withdrawals(
         payload: dict[str, object] = {"purposes": purposes, "source": events[0].source, "reason": reason}
         email: str | None = subject
         if subject is not None and _vendor_ref(subject):
-            # Known only by a vendor id (e.g. "hubspot:123"): only that vendor can act on it.
+            # Known only by a vendor id (e.g. "crm:123"): only that vendor can act on it.
             vendor, _, vendor_id = subject.partition(":")
             payload.update(vendor_ref=subject, vendor=vendor, vendor_id=vendor_id)
             email = None
-            prefix = "crm." if vendor in _CRM_VENDORS else "esp."
+            prefix = f"{(roles or {}).get(vendor, 'crm')}."
             targets = [d for d in targets if d.startswith(prefix)]
             if not targets:
                 continue

@@ -57,7 +57,7 @@ class ErasureResult:
 
 @dataclass(frozen=True, slots=True)
 class Alias:
-    """An email change (Mailchimp upemail, a CRM merge): old -> new, per tenant."""
+    """An email change (an ESP's email-change event, a CRM merge): old -> new, per tenant."""
 
     old_subject_key: str
     new_subject_key: str

@@ -2,12 +2,10 @@
 
 Routes (``{tenant}`` is a tenant id from the config):
 
-* ``GET|POST /hooks/{tenant}/mailchimp/{secret}`` - Mailchimp's form-encoded events. Mailchimp signs
-  nothing, so the tenant's ``webhook_secret`` is part of the URL and compared in constant time;
-  the GET is Mailchimp's validation ping and answers 200.
-* ``POST /hooks/{tenant}/hubspot`` - HubSpot's JSON array, signature v3 (``X-HubSpot-Signature-v3``,
-  base64 HMAC-SHA256 of method + URI + body + timestamp with the app's client secret) and
-  ``X-HubSpot-Request-Timestamp`` within five minutes.
+* ``/hooks/{tenant}/{vendor}{suffix}`` - one route per suffix of each vendor handler given to
+  :func:`create_app` (``connectors.registry.webhook_handlers()``). The handler, in the vendor's
+  folder, authenticates the request and says what its body means (:mod:`connectors.hooks`); this
+  module does the rest, the same for every vendor.
 * ``POST /hooks/{tenant}/preferences`` - a custom preference center's JSON, signed with
   ``X-Segsync-Signature: sha256=<hex HMAC-SHA256(webhook_secret, timestamp + "." + body)>`` and
   ``X-Segsync-Timestamp`` (Unix seconds, within five minutes)::
@@ -18,31 +16,9 @@ Routes (``{tenant}`` is a tenant id from the config):
 
   ``notice_version`` is required when any purpose is granted (what the person was shown).
 
-What each vendor event means for the ledger:
-
-====================================  =============================================================
-Mailchimp ``unsubscribe``, ``cleaned``  ``email_marketing`` withdrawn
-Mailchimp ``subscribe``                 ``email_marketing`` granted only with the member's opt-in record
-                                        (``ip_opt``, kept as evidence); without it nothing: the event
-                                        does not say who subscribed the person (they, an admin, the API),
-                                        and the next pull grants only from ``timestamp_opt``
-Mailchimp ``upemail``                   an alias old -> new; the current consent is carried over
-Mailchimp ``profile``, ``campaign``     nothing (answered 200)
-HubSpot ``hs_email_optout`` or
-``hs_email_optout_<id>`` = true         ``email_marketing`` withdrawn (``false`` records nothing: a
-                                        cleared opt-out flag is not consent)
-HubSpot ``contact.deletion``            ``profiling`` withdrawn (the advisor removed the contact)
-HubSpot ``contact.restore``             ``profiling`` granted again under legitimate interest (undoes
-                                        the deletion); nothing under the consent basis
-HubSpot ``contact.privacyDeletion``     every purpose withdrawn (a GDPR deletion request; run
-                                        ``segsync consent erase`` to erase the data too)
-====================================  =============================================================
-
-The parsing lives in :mod:`consent.webhook_events` (pure functions, no I/O); this module holds the
-routes, the size cap, the signature checks and the one-transaction write.
-
-HubSpot names contacts by id; ``TenantHooks.resolve("hubspot", id)`` (wired to the sync store)
-turns it into an email, and an unknown id is recorded under ``hubspot:<id>``.
+What each vendor's events mean for the ledger is documented in its ``connectors/<vendor>/webhook.py``.
+The preference center's parsing lives in :mod:`consent.webhook_events` (pure functions, no I/O); this
+module holds the routes, the size cap, the signature check and the one-transaction write.
 
 Every accepted request is written in one transaction: a receipt (the vendor's event id, or a
 keyed hash of the body), the ledger events and the outbox actions. A replay finds its receipt and
@@ -53,12 +29,11 @@ response only waits for the commit, then ``on_enqueued(tenant)`` runs in the bac
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -70,20 +45,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.hooks import HookRequest, WebhookHandler
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import normalize_subject
 from consent.propagate import enqueue_withdrawals
 from consent.schema import insert_ignoring_conflicts, webhook_receipts
-from consent.webhook_events import (
-    SIGNATURE_WINDOW,
-    Reject,
-    TenantHooks,
-    Work,
-    parse_hubspot,
-    parse_mailchimp,
-    parse_preferences,
-)
+from consent.webhook_events import SIGNATURE_WINDOW, Reject, TenantHooks, Work, parse_preferences, vendor_work
 from core import times
 from core.errors import InputError
 
@@ -108,15 +76,20 @@ def create_app(
     max_body: int = MAX_BODY,
     clock: Callable[[], datetime] = times.now,
     public_url: str | None = None,
+    vendors: Sequence[WebhookHandler] = (),
 ) -> Starlette:
-    """The webhook as an ASGI app. ``public_url`` (e.g. ``https://hooks.example.com``) is the
-    scheme and host HubSpot signs when segsync sits behind a proxy."""
+    """The webhook as an ASGI app, with a route for each of ``vendors``' handlers.
+
+    ``public_url`` (e.g. ``https://hooks.example.com``) is the scheme and host a vendor signs when
+    segsync sits behind a proxy."""
     hooks = _Hooks(dict(tenants), ledger, outbox, on_enqueued, max_body, clock, public_url)
     routes = [
-        Route("/hooks/{tenant}/mailchimp/{secret}", hooks.guard(hooks.mailchimp), methods=["GET", "POST"]),
-        Route("/hooks/{tenant}/hubspot", hooks.guard(hooks.hubspot), methods=["POST"]),
-        Route("/hooks/{tenant}/preferences", hooks.guard(hooks.preferences), methods=["POST"]),
+        Route(f"/hooks/{{tenant}}/{handler.vendor}{suffix}", hooks.guard(hooks.vendor_endpoint(handler)),
+              methods=list(methods))
+        for handler in vendors
+        for suffix, methods in handler.routes
     ]
+    routes.append(Route("/hooks/{tenant}/preferences", hooks.guard(hooks.preferences), methods=["POST"]))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
 
@@ -212,75 +185,56 @@ class _Hooks:
                     fresh.add(key)
             if not fresh:
                 return "duplicate", 0, 0
-            if work.signals:  # keep the signals whose receipt is new (a partly replayed HubSpot batch)
+            if work.signals:  # keep the signals whose receipt is new (a partly replayed batch of vendor events)
                 signals = [s for s, key in zip(work.signals, work.receipts, strict=True) if key in fresh]
             else:
                 signals = []
             recorded = []
             if work.alias is not None:
                 old, new, when = work.alias
-                recorded += self.ledger.add_alias(conn, tenant, old, new, source="mailchimp", occurred_at=when)
+                recorded += self.ledger.add_alias(conn, tenant, old, new, source=work.alias_source, occurred_at=when)
             if signals:
                 recorded += self.ledger.record_many(tenant, signals, conn=conn)
             emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals}
             if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
                 emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
             enqueued = enqueue_withdrawals(
-                conn, self.outbox, tenant, recorded, emails, hooks.destinations, reason=work.reason
+                conn, self.outbox, tenant, recorded, emails, hooks.destinations, reason=work.reason,
+                roles=hooks.roles,
             )
         if recorded:
             log.info("webhook for tenant %s: %d events recorded, %d actions queued", tenant, len(recorded), enqueued)
         return ("recorded" if recorded else "ignored"), len(recorded), enqueued
 
-    # -- Mailchimp --------------------------------------------------------------------------
+    # -- vendors ----------------------------------------------------------------------------
 
-    async def mailchimp(self, request: Request) -> Response:
-        tenant, hooks = self.tenant(request)
-        if not _same(request.path_params["secret"], hooks.webhook_secret):
-            raise Reject(401, "bad secret")
-        if request.method == "GET":
-            return JSONResponse({"status": "ok"})
-        body = await self.body(request)
-        work = parse_mailchimp(hooks, body, self.body_key("mailchimp", tenant, body))
-        if work is None:
-            return JSONResponse({"status": "ignored", "recorded": 0, "enqueued": 0})
-        return await self.commit(tenant, hooks, work)
+    def vendor_endpoint(self, handler: WebhookHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            tenant, hooks = self.tenant(request)
+            context = hooks.context(handler.vendor)
+            parts = HookRequest(request.method, self.urls(request), dict(request.path_params),
+                                request.headers, self.clock())
+            if handler.admit(parts, context):
+                return JSONResponse({"status": "ok"})
+            body = await self.body(request)
+            handler.verify(parts, body, context)
+            if handler.parse_in_thread:
+                result = await run_in_threadpool(handler.parse, body, context)
+            else:
+                result = handler.parse(body, context)
+            if result is None:
+                return JSONResponse({"status": "ignored", "recorded": 0, "enqueued": 0})
+            work = vendor_work(hooks, result, lambda: self.body_key(handler.vendor, tenant, body))
+            return await self.commit(tenant, hooks, work)
 
-    # -- HubSpot ----------------------------------------------------------------------------
+        return endpoint
 
-    async def hubspot(self, request: Request) -> Response:
-        tenant, hooks = self.tenant(request)
-        if not hooks.hubspot_client_secret:
-            raise Reject(404, "HubSpot webhooks are not configured for this tenant")
-        body = await self.body(request)
-        self.check_hubspot_signature(request, hooks.hubspot_client_secret, body)
-        work = await run_in_threadpool(parse_hubspot, hooks, body)
-        if work is None:
-            return JSONResponse({"status": "ignored", "recorded": 0, "enqueued": 0})
-        return await self.commit(tenant, hooks, work)
-
-    def check_hubspot_signature(self, request: Request, secret: str, body: bytes) -> None:
-        signature = request.headers.get("x-hubspot-signature-v3")
-        stamp = request.headers.get("x-hubspot-request-timestamp")
-        if not signature or not stamp:
-            raise Reject(401, "missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp")
-        if not _ASCII_DIGITS.fullmatch(stamp) or len(stamp) > 16:
-            raise Reject(401, "X-HubSpot-Request-Timestamp is not a millisecond timestamp")
-        now_ms = int(self.clock().timestamp() * 1000)
-        if abs(now_ms - int(stamp)) > SIGNATURE_WINDOW.total_seconds() * 1000:
-            raise Reject(401, "X-HubSpot-Request-Timestamp is outside the 5-minute window")
+    def urls(self, request: Request) -> tuple[str, ...]:
+        """The URL as received and, behind a proxy, as the vendor called it (what it signed)."""
         urls = [str(request.url)]
         if self.public_url is not None:
             urls.append(self.public_url + request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        candidates = {u for url in urls for u in (url, _hubspot_uri(url))}
-        raw = body.decode("utf-8", "surrogateescape")
-        ok = False
-        for uri in candidates:  # every candidate is checked: no early exit on a match
-            message = f"{request.method}{uri}{raw}{stamp}".encode("utf-8", "surrogateescape")
-            expected = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
-            ok |= _same(expected, signature)
-        if not ok:
-            raise Reject(401, "bad signature")
+        return tuple(urls)
 
     # -- custom preference center -----------------------------------------------------------
 
@@ -298,15 +252,5 @@ class _Hooks:
             raise Reject(401, "bad signature")
         work = parse_preferences(hooks, body, self.body_key("preferences", tenant, body), self.clock())
         return await self.commit(tenant, hooks, work)
-
-# HubSpot decodes these escapes (and only these) in the URI before signing with v3.
-_HUBSPOT_DECODED = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
-                    "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
-_HUBSPOT_ESCAPE = re.compile("|".join(_HUBSPOT_DECODED), re.IGNORECASE)
-
-
-def _hubspot_uri(uri: str) -> str:
-    return _HUBSPOT_ESCAPE.sub(lambda m: _HUBSPOT_DECODED[m.group(0).upper()], uri)
-
 
 __all__ = ["MAX_BODY", "Reject", "TenantHooks", "create_app"]

@@ -1,8 +1,9 @@
 """``segsync check CONFIG``: are the connections right? (like ``dbt debug``)
 
 For each firm: every credential with a cheap authenticated read (a 401/403 names the credential's
-config path and the scope it lacks), the Mailchimp audience, and the webhook URLs as the vendors will
-call them. Once: the store answers. Nothing is written anywhere. Any failure -> exit 2.
+config path and the scope it lacks) and the resources the config names (an ESP's audience, a CSV's
+files) - each vendor's checks are its plugin's (:mod:`connectors.registry`) - and the webhook URLs as
+the vendors will call them. Once: the store answers. Nothing is written anywhere. Any failure -> exit 2.
 
 Checks fail fast: one retry at most, so a wrong host or a firewall shows up in seconds, not after
 the sync's three-minute retry budget.
@@ -11,16 +12,16 @@ the sync's three-minute retry budget.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from connectors import registry
 from connectors.kit.http import RetrySettings, redact
-from core.errors import ApiError, ConfigError, SegsyncError
-from sync.config.models import Config, CsvCrm, HubSpotCrm, MailchimpEsp, TenantCfg
+from core.errors import ConfigError, SegsyncError
+from sync.config.models import Config, TenantCfg
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 QUICK = RetrySettings(max_attempts=2, initial_wait=0.5, max_wait=2.0, total_budget=20.0)
@@ -66,78 +67,6 @@ def check_store(url: str) -> Finding:
     return Finding(None, "store", OK, f"{shown} answers")
 
 
-def _api_failure(tenant: str, what: str, credential: str, exc: ApiError) -> Finding:
-    if exc.status in (401, 403):
-        why = "refused the credential" if exc.status == 401 else "lacks a permission (scope)"
-        return Finding(tenant, what, FAIL, f"{credential} {why}: {redact(exc)}")
-    if exc.status == 0:
-        return Finding(tenant, what, FAIL, f"no answer - check base_url and the network: {redact(exc)}")
-    return Finding(tenant, what, FAIL, redact(exc))
-
-
-def check_hubspot(tenant: TenantCfg, connector: Any) -> list[Finding]:
-    """One read per scope class; stop at the first 401 (every further call would say the same)."""
-    client = connector.client
-    client.policy.retry = QUICK
-    reads: list[tuple[str, Callable[[], Any]]] = [
-        ("crm.objects.contacts.read", lambda: client.list_contacts(["email"], None)),
-        ("crm.schemas.contacts.read", client.contact_properties),
-        ("crm.objects.deals.read", lambda: client.list_deals(None)),
-        ("communication_preferences.read_write", client.subscription_definitions),
-    ]
-    passed, findings = [], []
-    for scope, read in reads:
-        try:
-            read()
-        except ApiError as exc:
-            findings.append(_api_failure(tenant.id, f"crm hubspot ({scope})", "crm.access_token", exc))
-            if exc.status != 403:
-                return findings
-            continue
-        passed.append(scope)
-    if passed:
-        findings.insert(0, Finding(tenant.id, "crm hubspot", OK if not findings else WARN,
-                                   f"token accepted; read with scopes {', '.join(passed)} (write scopes cannot be "
-                                   "checked without writing: a sync names any it lacks)"))
-    return findings
-
-
-def check_csv(tenant: TenantCfg, crm: CsvCrm, base_dir: Path) -> list[Finding]:
-    """The export files exist and can be read."""
-    findings = []
-    for name, path in (("contacts", crm.contacts), ("events", crm.events)):
-        if path is None:
-            continue
-        full = path if path.is_absolute() else base_dir / path
-        try:
-            with full.open("rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            findings.append(Finding(tenant.id, f"crm csv {name}", FAIL, f"crm.{name}: {full}: {exc.strerror}"))
-        else:
-            findings.append(Finding(tenant.id, f"crm csv {name}", OK, f"{full} is readable"))
-    return findings
-
-
-def check_mailchimp(tenant: TenantCfg, esp: MailchimpEsp, connector: Any) -> list[Finding]:
-    """The key is accepted and the audience (list id) exists for it."""
-    connector.client.policy.retry = QUICK
-    try:
-        body = connector.client.get_list(esp.list_id) or {}
-    except ApiError as exc:
-        if exc.status == 404:
-            return [Finding(tenant.id, "esp mailchimp audience", FAIL,
-                            f"esp.list_id {esp.list_id!r}: no such audience for this API key ({exc.detail})")]
-        return [_api_failure(tenant.id, "esp mailchimp", "esp.api_key", exc)]
-    name = body.get("name") if isinstance(body, dict) else None
-    return [
-        Finding(tenant.id, "esp mailchimp", OK, "API key accepted"),
-        Finding(
-            tenant.id, "esp mailchimp audience", OK, f"{esp.list_id}" + (f" ({name!r})" if name else "") + " exists"
-        ),
-    ]
-
-
 def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
     """The URLs to give each vendor, as they will call them (the secret shown as a placeholder, never its value)."""
     base = cfg.server.public_url or f"http://{cfg.server.listen}"
@@ -153,11 +82,15 @@ def webhook_urls(cfg: Config, tenant: TenantCfg) -> list[Finding]:
             )
         )
     elif base.startswith("http://"):
-        findings.append(Finding(tenant.id, "webhooks", WARN, f"{base} is plain http: the Mailchimp URL carries the "
+        carriers = [p.title for p in registry.plugins() if p.webhook is not None and p.webhook.secret_in_url]
+        what = f"the {' and '.join(carriers)} URL carries" if carriers else "the webhook URLs carry"
+        findings.append(Finding(tenant.id, "webhooks", WARN, f"{base} is plain http: {what} the "
                                 "webhook secret; serve it over https (see deploy/Caddyfile)"))
-    urls = {"mailchimp": f"{base}/hooks/{tenant.id}/mailchimp/<consent.webhook_secret>"} if tenant.esp else {}
-    if isinstance(tenant.crm, HubSpotCrm):
-        urls["hubspot"] = f"{base}/hooks/{tenant.id}/hubspot"
+    urls = {}
+    for block in (tenant.esp, tenant.crm):  # the ESP's first: it is the one every firm registers
+        plugin = registry.plugin_for(block) if block is not None else None
+        if plugin is not None and plugin.webhook is not None:
+            urls[plugin.name] = f"{base}/hooks/{tenant.id}/{plugin.name}{plugin.webhook.url_hint}"
     urls["preferences"] = f"{base}/hooks/{tenant.id}/preferences"
     findings += [Finding(tenant.id, f"webhook {kind}", OK, url) for kind, url in urls.items()]
     return findings
@@ -176,16 +109,21 @@ def _local(host: str) -> bool:
 
 def check_tenant(cfg: Config, tenant: TenantCfg, base_dir: Path) -> list[Finding]:
     """Every check of one firm; a connector that cannot even be built is one failure, not a crash."""
-    from sync.config.wiring import build_crm, build_esp
+    from sync.config.wiring import build_context
 
     findings: list[Finding] = []
+    context = build_context(tenant, base_dir)
     try:
-        if isinstance(tenant.crm, HubSpotCrm):
-            findings += check_hubspot(tenant, build_crm(tenant, base_dir))
-        elif isinstance(tenant.crm, CsvCrm):
-            findings += check_csv(tenant, tenant.crm, base_dir)
-        if isinstance(tenant.esp, MailchimpEsp):
-            findings += check_mailchimp(tenant, tenant.esp, build_esp(tenant))
+        for block in (tenant.crm, tenant.esp):
+            plugin = registry.plugin_for(block) if block is not None else None
+            if plugin is None or plugin.check is None:
+                continue
+
+            def connect(p: registry.VendorPlugin = plugin, b: object = block) -> object:
+                return p.factory(b, context)  # built only when the check needs a connector
+
+            checks = plugin.check(block, connect, context, QUICK)
+            findings += [Finding(tenant.id, c.what, c.status, c.detail) for c in checks]
     except (ConfigError, SegsyncError) as exc:
         findings.append(Finding(tenant.id, "connectors", FAIL, redact(exc)))
     return findings + webhook_urls(cfg, tenant)

@@ -2,7 +2,7 @@
 
 Every record is rendered from its final message, after the redacting filters ran, so a secret masked in
 text is masked in JSON too. uvicorn's access lines become structured (client, method, path, status) with
-the path already masked by :class:`sync.serve.AccessLogFilter` (the Mailchimp webhook secret, link tokens).
+the path already masked by :class:`sync.serve.AccessLogFilter` (webhook secrets in URLs, link tokens).
 """
 
 from __future__ import annotations

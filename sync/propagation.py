@@ -29,7 +29,7 @@ def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: Es
     ledger = Ledger(store.engine, key_lookup([tenant]))
     propagator = Propagator(store, tenant, crm, esp, ledger)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)  # status edits re-MACed
-    # Claims of up to 500: a batch of opt-outs reaches HubSpot in a few batch calls, not one per person.
+    # Claims of up to 500: a batch of opt-outs reaches the CRM in a few batch calls, not one per person.
     report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare, limit=500)
     if report.done or report.failed or report.retrying:
         log.info("outbox for %s: %d done (%d superseded), %d retrying, %d failed", tenant.id, report.done,

@@ -9,7 +9,7 @@
   without waiting for a sync.
 - Shutdown (SIGTERM / Ctrl-C) asks running syncs to stop after the batch in flight and waits;
   the changes not sent are sent by the next run.
-- Logs never show a secret: the Mailchimp webhook's secret (in its URL path) is masked in
+- Logs never show a secret: a webhook secret in a URL path (vendors that sign nothing) is masked in
   uvicorn's access log, and every other log line goes through the redacting filter.
 """
 
@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from connectors import registry
 from connectors.base import CrmConnector, EspConnector
 from connectors.kit.http import RedactingFilter, redact
 from consent.ledger import Ledger
@@ -52,7 +53,8 @@ from sync.store import SqlStore, Store, TenantBusy, TenantLease, open_store
 log = logging.getLogger("segsync.serve")
 
 DRAIN_EVERY_SECONDS = 30
-WEBHOOK_KINDS = ("mailchimp", "hubspot", "preferences")  # the only webhook_latency labels (bounded)
+# The only webhook_latency labels (bounded): each vendor with a webhook, and the preference center.
+WEBHOOK_KINDS = (*(h.vendor for h in registry.webhook_handlers()), "preferences")
 
 
 class Metrics:
@@ -386,15 +388,17 @@ class Service:
 
         mount_pages(app, self)  # status, model cards, lift, preference page (before the webhook's catch-all)
         app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain,
-                                  public_url=self.cfg.server.public_url))
+                                  public_url=self.cfg.server.public_url, vendors=registry.webhook_handlers()))
         return app
 
 
-_HOOK_SECRET = re.compile(r"(/hooks/[^/\s]+/mailchimp/|/p/)[^/\s?#\"]+")  # and preference-link tokens
+# The webhook URLs that carry the secret (vendors that sign nothing), and preference-link tokens.
+_SECRET_PREFIXES = [f"/hooks/[^/\\s]+/{re.escape(h.vendor)}/" for h in registry.webhook_handlers() if h.secret_in_url]
+_HOOK_SECRET = re.compile(rf"({'|'.join([*_SECRET_PREFIXES, '/p/'])})[^/\s?#\"]+")
 
 
 def mask_path(path: str) -> str:
-    """A request path fit for a log: the Mailchimp webhook secret, a preference link's token and any registered
+    """A request path fit for a log: a webhook secret in a URL, a preference link's token and any registered
     secret masked."""
     return redact(_HOOK_SECRET.sub(r"\1***", path))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = {"consent.signals", "connectors.base"}
+SHARED = {"consent.signals", "connectors.base", "connectors.hooks"}
 PACKAGES = ("core", "connectors", "consent", "scoring", "sync", "sandbox")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 
@@ -71,9 +72,39 @@ def test_connectors_consent_and_scoring_never_import_sync_or_each_other():
 
 
 def test_only_the_demo_and_sandbox_commands_import_sandbox():
-    allowed = {"sync/demo.py", "sync/cli/run_cmds.py"}
+    allowed = {"sync/cli/run_cmds.py"}
     bad = [f"{w} imports {m}" for w, m in imports("sync") if m.split(".")[0] == "sandbox" and w not in allowed]
     assert bad == []
+
+
+# ---------------------------------------------------------------------------------------------- vendors
+
+VENDOR_NAMES = re.compile(r"hubspot|mailchimp", re.IGNORECASE)
+
+
+def vendor_mentions(package: str) -> list[str]:
+    """Every line of ``package`` that names a vendor (code, strings, comments, docstrings, templates)."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*")):
+        if path.suffix not in (".py", ".html", ".css", ".mako") or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if VENDOR_NAMES.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    return found
+
+
+def test_the_vendor_scan_sees_a_vendor_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text('"""Talks to HubSpot."""\nx = 1  # and to MAILCHIMP\n')
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert [m.split(":")[1] for m in vendor_mentions("pkg")] == ["1", "2"]
+
+
+@pytest.mark.parametrize("package", ["sync", "consent"])
+def test_no_vendor_names_outside_connectors(package: str) -> None:
+    # Vendor knowledge lives in connectors/<vendor>/ (reached through connectors.registry) and sandbox/.
+    assert vendor_mentions(package) == []
 
 
 # ---------------------------------------------------------------------------------------------- cycles
@@ -231,3 +262,18 @@ def oversized(package: str) -> Iterator[str]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_module_over_500_lines_and_no_function_over_80(package: str):
     assert list(oversized(package)) == []
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+def test_every_vendor_folder_with_a_plugin_is_registered() -> None:
+    # Adding a vendor = its folder + one line in VENDOR_MODULES: a plugin.py that is not listed is a
+    # connector nobody can configure.
+    from connectors import registry
+
+    folders = {f"connectors.{p.parent.name}.plugin" for p in (ROOT / "connectors").glob("*/plugin.py")}
+    assert folders == set(registry.VENDOR_MODULES)
+    names = [p.name for p in registry.plugins()]
+    assert len(names) == len(set(names))
+    assert not set(names) & {t for planned in registry.PLANNED.values() for t in planned}

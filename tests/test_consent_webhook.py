@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.registry import webhook_handlers
 from consent.ledger import Ledger
 from consent.outbox import Outbox, drain
 from consent.policy import GRANTED, WITHDRAWN
@@ -64,11 +65,13 @@ class Env:
         self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
         self.woken: list[str] = []
         tenants = {
-            "harbor": TenantHooks(SECRET, POLICY, hubspot_client_secret=HUBSPOT_SECRET, mailchimp_list_id="L1",
+            "harbor": TenantHooks(SECRET, POLICY, vendors={"hubspot": {"client_secret": HUBSPOT_SECRET},
+                                                            "mailchimp": {"list_id": "L1"}},
                                   resolve=lambda source, vid: HUBSPOT_IDS.get(vid) if source == "hubspot" else None),
             "other": TenantHooks(OTHER_SECRET, POLICY),
         }
-        self.app = create_app(tenants, self.ledger, self.outbox, on_enqueued=self.woken.append, max_body=max_body)
+        self.app = create_app(tenants, self.ledger, self.outbox, on_enqueued=self.woken.append, max_body=max_body,
+                              vendors=webhook_handlers())
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=BASE)
 
@@ -342,10 +345,11 @@ def test_mailchimp_unsubscribe_over_http_reaches_hubspot_and_tags_in_one_drain(s
     store = open_store(sqlite_url)
     ledger = Ledger(store.engine, key_for)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)
-    hooks = {"harbor": TenantHooks(sandbox.webhook_secret, POLICY, hubspot_client_secret=HUBSPOT_SECRET,
-                                   mailchimp_list_id=sandbox.mailchimp_list_id,
+    hooks = {"harbor": TenantHooks(sandbox.webhook_secret, POLICY,
+                                   vendors={"hubspot": {"client_secret": HUBSPOT_SECRET},
+                                            "mailchimp": {"list_id": sandbox.mailchimp_list_id}},
                                    destinations=("esp.unsubscribe", "crm.optout", "esp.tags"))}
-    server = ServerThread(create_app(hooks, ledger, outbox))
+    server = ServerThread(create_app(hooks, ledger, outbox, vendors=webhook_handlers()))
     try:
         mc = sandbox.mailchimp
         email = next(m.email for m in mc.state.members.values()
@@ -509,10 +513,11 @@ tenants:
 """)
     harbor = TenantHooks.from_config(cfg.tenant("harbor"))
     files = TenantHooks.from_config(cfg.tenant("files"))
-    assert (harbor.webhook_secret, harbor.hubspot_client_secret, harbor.mailchimp_list_id) == (
+    vendors = harbor.vendors
+    assert (harbor.webhook_secret, vendors["hubspot"]["client_secret"], vendors["mailchimp"]["list_id"]) == (
         "harbor-secret-0123456789", "app-secret-123", "L9")
     assert harbor.purposes == POLICY and "esp.unsubscribe" in harbor.destinations
-    assert files.hubspot_client_secret is None and files.destinations == ("crm.optout", "crm.segments")
+    assert "hubspot" not in files.vendors and files.destinations == ("crm.optout", "crm.segments")
     assert "secret" not in repr(harbor).lower()
 
 
@@ -569,8 +574,9 @@ def test_concurrent_webhooks_and_a_drainer_on_sqlite(sqlite_url) -> None:
 def test_hubspot_signature_over_the_public_url_behind_a_proxy(sqlite_url) -> None:
     env = Env(sqlite_url)
     try:
-        tenants = {"harbor": TenantHooks(SECRET, POLICY, hubspot_client_secret=HUBSPOT_SECRET)}
-        app = create_app(tenants, env.ledger, env.outbox, public_url="https://hooks.example.com/")
+        tenants = {"harbor": TenantHooks(SECRET, POLICY, vendors={"hubspot": {"client_secret": HUBSPOT_SECRET}})}
+        app = create_app(tenants, env.ledger, env.outbox, public_url="https://hooks.example.com/",
+                         vendors=webhook_handlers())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
         body = json.dumps([hubspot_event("contact.privacyDeletion", 5, event_id=11)])
         ts = int(time.time() * 1000)

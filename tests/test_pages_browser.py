@@ -18,9 +18,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from sandbox.demo import WebServer, fresh_connectors, write_config
 from sync.cli import cli
 from sync.config.models import load_config
-from sync.demo import WebServer, fresh_connectors, write_config
 from sync.pages import tokens
 from sync.pages.preferences import link_key
 from sync.run.pipeline import RunOptions, TenantRun

@@ -1,10 +1,12 @@
 """HubSpot webhook ``portalId`` (issue 20, low): with ``crm.portal_id`` set, another account's events are
-dropped unrecorded (one app secret signs every account the app is installed in)."""
+dropped unrecorded (one app secret signs every account the app is installed in). The HubSpot vendor
+setting ``portal_id`` (from ``HubSpotCrm.webhook_settings()``) carries it."""
 
 from __future__ import annotations
 
 import httpx
 
+from connectors.registry import webhook_handlers
 from consent.policy import WITHDRAWN
 from consent.webhook import TenantHooks, create_app
 from sandbox.webhooks import hubspot_event
@@ -14,9 +16,10 @@ from tests.test_consent_webhook import BASE, HUBSPOT_IDS, HUBSPOT_SECRET, POLICY
 def test_events_of_another_portal_are_ignored_and_ours_recorded(sqlite_url) -> None:
     env = Env(sqlite_url)
     try:
-        hooks = TenantHooks(SECRET, POLICY, hubspot_client_secret=HUBSPOT_SECRET, hubspot_portal_id=62515,
+        settings = {"client_secret": HUBSPOT_SECRET, "portal_id": "62515"}
+        hooks = TenantHooks(SECRET, POLICY, vendors={"hubspot": settings},
                             resolve=lambda source, vid: HUBSPOT_IDS.get(vid) if source == "hubspot" else None)
-        env.app = create_app({"harbor": hooks}, env.ledger, env.outbox)
+        env.app = create_app({"harbor": hooks}, env.ledger, env.outbox, vendors=webhook_handlers())
         env.loop.run_until_complete(env.client.aclose())
         env.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=env.app), base_url=BASE)
         before = env.counts()

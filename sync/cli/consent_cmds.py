@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from connectors import registry
 from consent.checkpoint import load_checkpoint, write_checkpoint
 from consent.erasure import scrub_json_column
 from consent.ledger import Ledger
@@ -39,7 +40,8 @@ from sync.run.gate import key_lookup, policy_of
 from sync.store import open_store
 from sync.store.schema import runs
 
-SOURCES = ("cli", "import", "preference_center", "mailchimp", "hubspot")
+# Where a consent fact can come from: segsync itself, or a vendor that reports consent (one with a webhook).
+SOURCES = ("cli", "import", "preference_center", *(h.vendor for h in registry.webhook_handlers()))
 
 
 def tenant_destinations(tenant: TenantCfg) -> tuple[str, ...]:

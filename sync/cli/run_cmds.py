@@ -31,7 +31,7 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str], ProgressFn] | None]
     """Progress on a terminal (never under CI or when piped): one line per firm and stage.
 
     Yields a factory: ``bars(firm)`` is the callback for one firm's run, so every line says whose it is
-    (``harbor: pull hubspot.contacts 1,200/3,567``, ``harbor: score``, ``harbor: push esp.tags``).
+    (``harbor: pull crm.contacts 1,200/3,567``, ``harbor: score``, ``harbor: push esp.tags``).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -274,16 +274,14 @@ def runs_cmd(config: Path, tenant_id: str | None, limit: int, show_id: int | Non
 @click.option("--contacts", default=2000, show_default=True, help="Size of the synthetic advisor book.")
 @click.option("--seed", default=7, show_default=True, help="Random seed of the book.")
 def sandbox_cmd(contacts: int, seed: int) -> None:
-    """Serve local HubSpot and Mailchimp simulators and print a config that uses them (Ctrl-C stops)."""
+    """Serve local simulators of the supported vendors and print a config that uses them (Ctrl-C stops)."""
     from sandbox import start_sandbox
+    from sandbox.demo import sandbox_banner
 
     with start_sandbox(contacts=contacts, seed=seed) as sb:
-        console.print(f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n")
-        console.print(
-            "# a ready-to-use config (save as sandbox.yaml, then: segsync sync sandbox.yaml, "
-            "or segsync serve sandbox.yaml)",
-            style="dim",
-        )
+        console.print(sandbox_banner(sb))
+        console.print("# a ready-to-use config (save as sandbox.yaml, then: segsync sync sandbox.yaml, "
+                      "or segsync serve sandbox.yaml)", style="dim")
         # A schedule, so `segsync serve sandbox.yaml` syncs on its own (every 15 minutes) as a hosted firm would.
         click.echo(sb.config_yaml(schedule="*/15 * * * *"))
         console.print("serving; Ctrl-C to stop", style="dim")
@@ -310,7 +308,7 @@ def sandbox_cmd(contacts: int, seed: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
 def demo_cmd(contacts: int, out_dir: Path, as_json: bool) -> None:
     """The whole product on your machine: sandbox vendors, two tenants, a mid-run opt-out, a no-op re-run."""
-    from sync.demo import run_demo
+    from sandbox.demo import run_demo
 
     sys.exit(run_demo(out_dir, contacts, as_json=as_json))
 
@@ -323,7 +321,7 @@ def serve_cmd(config: Path, listen: str | None) -> None:
 
     Runs each tenant's schedule (cron in its time zone; a run missed while down runs once at
     start; never two runs of a tenant at once, across servers sharing PostgreSQL), takes consent
-    webhooks (POST /hooks/TENANT/preferences, /hooks/TENANT/mailchimp/SECRET, /hooks/TENANT/hubspot)
+    webhooks (POST /hooks/TENANT/preferences, /hooks/TENANT/VENDOR/..., as `segsync check` lists them)
     and serves GET /healthz and /metrics. SIGTERM/Ctrl-C: running syncs stop after the batch in flight.
     """
     from sync.serve import serve

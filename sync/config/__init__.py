@@ -1,25 +1,9 @@
-"""The config: pydantic models, the YAML source (line numbers, ``${VAR}``), and wiring config to connectors."""
+"""The config: pydantic models, the YAML source (line numbers, ``${VAR}``), and wiring config to connectors.
 
-from sync.config.models import (
-    Config,
-    CsvCrm,
-    HubSpotCrm,
-    MailchimpEsp,
-    ScoreCfg,
-    ServerCfg,
-    TenantCfg,
-    load_config,
-    load_config_text,
-)
+Each vendor's block (``crm:``/``esp:``) is its own model, in its folder under ``connectors/``; the
+registry (:mod:`connectors.registry`) puts them into the schema.
+"""
 
-__all__ = [
-    "Config",
-    "CsvCrm",
-    "HubSpotCrm",
-    "MailchimpEsp",
-    "ScoreCfg",
-    "ServerCfg",
-    "TenantCfg",
-    "load_config",
-    "load_config_text",
-]
+from sync.config.models import Config, ScoreCfg, ServerCfg, TenantCfg, load_config, load_config_text
+
+__all__ = ["Config", "ScoreCfg", "ServerCfg", "TenantCfg", "load_config", "load_config_text"]

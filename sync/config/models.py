@@ -11,10 +11,11 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from connectors import registry
 from connectors.kit.http import register_secret
 from core.errors import ConfigError
 from sync.alerts import AlertsCfg
@@ -31,60 +32,27 @@ from sync.config.validate import (
 from sync.config.yamlsource import Located, interpolate, load_yaml, load_yaml_file
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-SUPPORTED_CRMS = ("hubspot", "csv")
-PLANNED_CRMS = ("salesforce", "wealthbox", "redtail")
+
+
+def _block(role: registry.Role) -> Any:
+    """The ``crm:``/``esp:`` block's type: the union of the registered vendors' config models."""
+    models = tuple(p.config_model for p in registry.for_role(role))
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a union built at run time
+
+
+if TYPE_CHECKING:  # type checkers see the common base; validation uses the registered union
+    CrmBlock = registry.VendorConfig
+    EspBlock = registry.VendorConfig
+else:
+    CrmBlock = _block("crm")
+    EspBlock = _block("esp")
 CAMPAIGN_SENDS = ("email_sent", "email_bounce", "campaign_sent")  # done to a contact, never activity by them
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HubSpotCrm(Strict):
-    """HubSpot CRM v3 with a private-app token (or an OAuth access token)."""
-
-    type: Literal["hubspot"]
-    access_token: SecretStr
-    base_url: str = "https://api.hubapi.com"
-    plan: Literal["free", "starter", "professional", "enterprise", "unlimited"] = "starter"
-    client_secret: SecretStr | None = None  # the app's secret, to check v3 webhook signatures
-    portal_id: int | None = Field(default=None, gt=0)  # the account (portalId); webhooks for another are refused
-    extra_properties: list[str] = []
-    deal_event_types: list[str] = ["deposit", "upgrade"]
-    # How far back the first read of web analytics events reaches (Enterprise portals); later reads are incremental.
-    web_events_lookback_days: int = Field(365, ge=1, le=3650)
-
-
-class CsvCrm(Strict):
-    """A CRM export as CSV files: contacts (and optionally events). Pushes go to ``output``."""
-
-    type: Literal["csv"]
-    contacts: Path
-    events: Path | None = None
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    id_column: str | None = "id"
-    email_column: str | None = "email"
-    created_column: str | None = None
-    event_columns: dict[str, str] = {}
-    output: Path | None = None
-    base_url: str | None = None  # accepted for symmetry; files have no URL
-
-
-class MailchimpEsp(Strict):
-    """Mailchimp Marketing API 3.0; the data center is taken from the key's suffix unless base_url is set."""
-
-    type: Literal["mailchimp"]
-    api_key: SecretStr
-    list_id: str = Field(min_length=1)
-    base_url: str | None = None
-    add_missing_as_pending: bool = False  # only then are absent contacts invited by double opt-in
-
-    @field_validator("api_key")
-    @classmethod
-    def _has_dc(cls, v: SecretStr) -> SecretStr:
-        if "-" not in v.get_secret_value():
-            raise ValueError("a Mailchimp API key ends with -<data center>, e.g. ...-us6")
-        return v
 
 
 class PurposeCfg(Strict):
@@ -94,7 +62,7 @@ class PurposeCfg(Strict):
 class ConsentCfg(Strict):
     webhook_secret: SecretStr = Field(description="shared secret for the preference-center webhooks")
     # HMAC key for pseudonyms (and, derived, the ledger's chain). Default: a key generated at first
-    # use in the key file (consent.keys), never the webhook secret, which sits in the Mailchimp URL.
+    # use in the key file (consent.keys), never the webhook secret, which may sit in a vendor's webhook URL.
     pseudonym_key: SecretStr | None = None
     keys_file: str | None = None  # default: $SEGSYNC_KEYS_FILE or ~/.config/segsync/keys.json
     purposes: dict[Literal["email_marketing", "profiling"], PurposeCfg]
@@ -215,8 +183,8 @@ class TenantCfg(Strict):
     name: str | None = None
     timezone: str = "UTC"
     schedule: str | None = None
-    crm: Annotated[HubSpotCrm | CsvCrm, Field(discriminator="type")]
-    esp: MailchimpEsp | None = None
+    crm: CrmBlock  # the union of the registered CRM config models
+    esp: EspBlock | None = None
     consent: ConsentCfg
     scores: list[ScoreCfg] = []
     segments: list[SegmentCfg] = []
@@ -261,7 +229,7 @@ class TenantCfg(Strict):
 class ServerCfg(Strict):
     listen: str = "127.0.0.1:8080"
     # The scheme and host the world calls (e.g. https://hooks.example.com) when segsync sits behind a
-    # proxy: HubSpot signs the public URL, so its v3 signatures are checked against this.
+    # proxy: vendors sign the public URL, so webhook signatures are checked against it.
     public_url: str | None = Field(None, pattern=r"^https?://[^/\s]+$")
     # The login of the status pages (every firm); pages are refused while neither this nor a
     # tenant's pages.status_token is set. Use ${VAR}: it is a secret.
@@ -334,7 +302,10 @@ def parse_config(located: Located, env: Mapping[str, str] | None = None) -> Conf
         config = Config.model_validate(located.data)
     except ValidationError as exc:
         # One message per path: a missing ${VAR} explains the rest there.
-        planned = {k: f"{k} is not supported yet (available: {', '.join(SUPPORTED_CRMS)})" for k in PLANNED_CRMS}
+        planned = {
+            kind: f"{kind} is not supported yet (available: {', '.join(p.name for p in registry.for_role(role))})"
+            for role in ("crm", "esp") for kind in registry.PLANNED[role]
+        }
         flagged = {p.path for p in problems}
         problems += pydantic_problems(exc.errors(), located, Config, flagged, planned)
     if problems or config is None:
@@ -351,11 +322,11 @@ def _secrets(tenant: TenantCfg) -> list[str]:
     values: list[SecretStr | None] = [
         tenant.consent.webhook_secret, tenant.consent.pseudonym_key, tenant.pages.status_token,
     ]
-    if isinstance(tenant.crm, HubSpotCrm):
-        values += [tenant.crm.access_token, tenant.crm.client_secret]
-    if tenant.esp is not None:
-        values.append(tenant.esp.api_key)
-    return [v.get_secret_value() for v in values if v is not None]
+    found = [v.get_secret_value() for v in values if v is not None]
+    for block in (tenant.crm, tenant.esp):
+        if isinstance(block, registry.VendorConfig):
+            found += block.secrets()  # each vendor block knows its own secrets
+    return found
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -92,7 +92,7 @@ def apply_defaults(located: Located) -> list[Problem]:
     if not isinstance(data, dict):
         return []
     for key in [k for k in data if isinstance(k, str) and k.startswith("x-")]:
-        del data[key]  # anchors' home: `x-hubspot: &hubspot {...}` then `crm: *hubspot`
+        del data[key]  # anchors' home: `x-crm: &crm {...}` then `crm: *crm`
     if "defaults" not in data:
         return []
     defaults = data.pop("defaults")
@@ -244,7 +244,7 @@ def plain_message(err: Mapping[str, Any], fields: Sequence[str] = ()) -> str:
 
 
 def data_path(err: Mapping[str, Any], data: Any) -> PathKey:
-    """The error's location in the data: pydantic's union tags (e.g. ``hubspot``) are not keys and are dropped."""
+    """The error's location in the data: pydantic's union tags (a vendor's ``type``) are not keys and are dropped."""
     loc: list[str | int] = []
     node = data
     parts = list(err["loc"])

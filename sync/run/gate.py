@@ -124,8 +124,8 @@ class ConsentGate:
         return self.sources.get(side) is not None
 
     def link_vendor_refs(self) -> int:
-        """Consent recorded for a vendor id before we knew the person (a HubSpot webhook for a contact
-        not pulled yet, stored as ``hubspot:<id>``) is carried over to the email the store now has."""
+        """Consent recorded for a vendor id before we knew the person (a CRM webhook for a contact
+        not pulled yet, stored as ``<vendor>:<id>``) is carried over to the email the store now has."""
         from consent.schema import consent_events
 
         linked = 0

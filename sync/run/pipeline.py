@@ -25,13 +25,12 @@ from typing import Any
 
 import pandas as pd
 
-from connectors.base import Contact, CrmConnector, EspConnector, PullPage
+from connectors import registry
+from connectors.base import CrmConnector, EspConnector, PullPage
 from connectors.kit.http import redact
-from consent.policy import EMAIL_MARKETING
-from consent.signals import BASIS_FROM_POLICY, ConsentSignal
+from connectors.registry import Evidence
 from core.errors import ApiError, FatalApiError, InputError, SegsyncError
 from core.times import now as utcnow
-from core.times import parse_time_or_none
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
 from sync.run.gate import ConsentGate
@@ -61,37 +60,9 @@ class RunOptions:
     examples: int = 5
 
 
-def optin_grants(contacts: list[Contact], seen: list[ConsentSignal]) -> list[ConsentSignal]:
-    """Evidence of opt-in from the ESP itself: a subscribed member with its opt-in time.
-
-    Only a member the ESP reports as ``subscribed`` with its own opt-in record (``timestamp_opt``) counts;
-    nothing else is ever taken as a grant: a member an admin or an import added has no opt-in time, and
-    a sign-up time alone does not say the person confirmed.
-    """
-    have = {(s.email, s.purpose, s.state) for s in seen}
-    out = []
-    for c in contacts:
-        if c.status != "subscribed" or not c.email or (c.email, EMAIL_MARKETING, "granted") in have:
-            continue
-        when = parse_time_or_none(c.properties.get("timestamp_opt"))
-        if when is None:
-            continue
-        evidence = {"status": "subscribed", "timestamp_opt": when.isoformat()}
-        if c.properties.get("ip_opt"):
-            evidence["ip_opt"] = str(c.properties["ip_opt"])
-        out.append(
-            ConsentSignal(
-                c.email,
-                EMAIL_MARKETING,
-                "granted",
-                BASIS_FROM_POLICY,
-                c.source,
-                when,
-                evidence=evidence,
-                vendor_event_id=f"{c.source}:optin:{c.vendor_id}:{when.isoformat()}",
-            )
-        )
-    return out
+def _evidence_hook(block: Any) -> Evidence | None:
+    """The vendor's consent-evidence hook (an ESP's own opt-in record), if it has one."""
+    return registry.plugin_for(block).evidence if block is not None else None
 
 
 class TenantRun:
@@ -201,20 +172,23 @@ class TenantRun:
             (f"{self.crm.name}.contacts", self.crm.pull_contacts),
             (f"{self.crm.name}.engagement", self.crm.pull_engagement),
         ]
+        hooks = {self.crm.name: _evidence_hook(self.tenant.crm)}
         if self.esp is not None:
             streams += [
                 (f"{self.esp.name}.members", self.esp.pull_members),
                 (f"{self.esp.name}.engagement", self.esp.pull_engagement),
             ]
+            hooks[self.esp.name] = _evidence_hook(self.tenant.esp)
             # What the store holds of the audience: the ESP then reads only what changed.
             self.esp.known_members(self._esp_members(), self.store.cursor(self.tenant.id, f"{self.esp.name}.members"))
         pulls: dict[str, dict[str, int]] = {}
         consent = Counter[str]()
         for stream, pull in streams:
             stats = pulls.setdefault(stream, Counter())
+            evidence = hooks.get(stream.rpartition(".")[0])  # the vendor's own consent evidence in its records
             cursor = None if self.opts.full_refresh else self.store.cursor(self.tenant.id, stream)
             for page in pull(cursor, run_started):
-                signals = [*page.consent, *optin_grants(page.contacts, page.consent)]
+                signals = [*page.consent, *(evidence(page.contacts, page.consent) if evidence else [])]
                 recorded = self.gate.record(signals)
                 consent["signals_seen"] += len(signals)
                 consent["recorded"] += recorded.recorded
@@ -331,8 +305,8 @@ class TenantRun:
         plan = build_plan(
             self.tenant.id, people, segments_of, scores_of, last, unsure=unsure,
             property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
-            # A Mailchimp tag IS a static segment: with tags on, a segment of the same name would be the same
-            # object written twice, so static segments are pushed only when tags are off.
+            # An ESP's tag may BE a static segment: with tags on, a segment of the same name would be the
+            # same object written twice, so static segments are pushed only when tags are off.
             push_scores=push.crm_scores, esp_tags=push.esp_tags,
             esp_segments=push.esp_static_segments and not push.esp_tags,
             tag_prefix=push.tag_prefix, has_esp=self.esp is not None,

@@ -69,7 +69,7 @@ cursors = sa.Table(
     "cursors",
     metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
-    sa.Column("stream", sa.String(64), primary_key=True),  # e.g. "hubspot.contacts"
+    sa.Column("stream", sa.String(64), primary_key=True),  # "<connector name>.contacts", ".engagement", ...
     sa.Column("value", sa.Text, nullable=True),
     sa.Column("updated_at", TS, nullable=False),
 )

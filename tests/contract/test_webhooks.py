@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import sqlalchemy as sa
 
+from connectors.registry import webhook_handlers
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.schema import consent_events, consent_outbox, webhook_receipts
@@ -24,10 +25,11 @@ class Hub:
 
     def __init__(self, url: str, subject: Subject, list_id: str) -> None:
         self.store = open_store(url)
-        hooks = TenantHooks(SECRET, POLICY, hubspot_client_secret=subject.sb.hubspot_client_secret,
-                            mailchimp_list_id=list_id, resolve=lambda source, vid: "ann@example.com")
+        vendors = {"hubspot": {"client_secret": subject.sb.hubspot_client_secret},
+                   "mailchimp": {"list_id": list_id}}
+        hooks = TenantHooks(SECRET, POLICY, vendors=vendors, resolve=lambda source, vid: "ann@example.com")
         app = create_app({"t1": hooks}, Ledger(self.store.engine, lambda t: b"contract-pseudonym-key-0123456789"),
-                         Outbox(self.store.engine))
+                         Outbox(self.store.engine), vendors=webhook_handlers())
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 

@@ -69,6 +69,11 @@ TENANT_TEMPLATE = """\
 """
 
 
+def sandbox_banner(sb: Any) -> str:
+    """Where `segsync sandbox` serves each simulated vendor."""
+    return f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
