@@ -67,6 +67,7 @@ def test_deal_pipelines_have_stage_metadata_and_only_won_deals_are_the_truth(sb,
     assert won_deals == money
 
 
+@pytest.mark.parametrize("sb", [{"hubspot_deal_noise": False}], indirect=True)
 def test_without_deal_noise_every_deal_is_won(sb):
     assert {d.properties["dealstage"] for d in sb.hubspot.deals.records.values()} <= won_stages()
 
@@ -128,6 +129,7 @@ def test_a_merge_makes_a_new_record_and_both_old_ids_lead_to_it(sb):
     assert a.id not in listed and b.id not in listed
 
 
+@pytest.mark.parametrize("sb", [{"hubspot_merge_new_id": False}], indirect=True)
 def test_merges_keep_the_primary_id_unless_asked(sb):
     a, b = sb.hubspot.contacts.live()[3], sb.hubspot.contacts.live()[4]
     assert sb.hubspot.merge_contacts(a.id, b.id).id == a.id
