@@ -14,6 +14,7 @@ paging, and a vendor that repeats a paging token, or never stops, gets a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -28,8 +29,8 @@ class PagingLoopError(InputError):
     """A vendor repeated a paging position or never stopped paging."""
 
 
-class Paginator:
-    """Base: counts pages and stops a pull that never ends."""
+class Paginator(ABC):
+    """Base: counts pages and stops a pull that never ends. Each strategy implements :meth:`update`."""
 
     def __init__(self, what: str, max_pages: int = MAX_PAGES) -> None:
         self.what = what
@@ -42,9 +43,9 @@ class Paginator:
         if self.pages > self.max_pages:
             raise PagingLoopError(f"{self.what} kept paging past {self.max_pages:,} pages; stopping")
 
+    @abstractmethod
     def update(self, body: Any) -> bool:
         """Take one answer; return False when the page must be dropped and asked for again."""
-        raise NotImplementedError
 
 
 class OffsetPaginator(Paginator):

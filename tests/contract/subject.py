@@ -41,7 +41,12 @@ class Clock:
 
 
 class Subject:
-    """Base adapter. ``kind`` is "crm" or "esp"; keys are vendor ids (CRM) or emails (ESP)."""
+    """Base adapter. ``kind`` is "crm" or "esp"; keys are vendor ids (CRM) or emails (ESP).
+
+    Methods that raise ``NotImplementedError`` here are per-subject: every subject implements the pull and
+    push ones; a capability a vendor does not have (archive, merge, webhooks, a live source) is declared in
+    ``lacks`` with its reason, and the contract skips those cases instead of calling the method.
+    """
 
     name: ClassVar[str]
     kind: ClassVar[str]
@@ -52,9 +57,13 @@ class Subject:
         self.make_sandbox = make_sandbox
         self.tmp_path = tmp_path
 
+    def _missing(self, method: str) -> NotImplementedError:
+        return NotImplementedError(f"{self.name} does not implement {method}(): implement it, or declare the "
+                                   "capability in `lacks` so the contract skips the case")
+
     # ---- building and pulling
     def connect(self, **options: Any) -> CrmConnector | EspConnector:
-        raise NotImplementedError
+        raise self._missing("connect")
 
     def started(self) -> datetime:
         """A run start: now, on the simulator's clock."""
@@ -65,25 +74,25 @@ class Subject:
 
     def live_ids(self) -> set[str]:
         """Vendor ids of every record a full pull must return."""
-        raise NotImplementedError
+        raise self._missing("live_ids")
 
     def modify(self, ids: Sequence[str]) -> None:
         """Change these records at the vendor, after the run started."""
         raise NotImplementedError(self.lacks.get(LIVE_SOURCE, ""))
 
     def archive(self, vendor_id: str) -> None:
-        raise NotImplementedError
+        raise self._missing("archive")
 
     def merge(self, survivor: str, loser: str) -> str:
         """Merge ``loser`` into ``survivor``; return the merged record's id (HubSpot now gives it a new one)."""
-        raise NotImplementedError
+        raise self._missing("merge")
 
     # ---- pushing
     def prepare(self, conn: Any) -> None:
         """Create what pushes write to (idempotent)."""
 
     def push_keys(self, n: int) -> list[str]:
-        raise NotImplementedError
+        raise self._missing("push_keys")
 
     def email_of(self, key: str) -> str:
         """The email address of the record ``key`` (an ESP's keys are emails)."""
@@ -96,14 +105,14 @@ class Subject:
 
     def refuse(self, keys: Sequence[str]) -> None:
         """Make the vendor refuse these records inside an otherwise accepted batch."""
-        raise NotImplementedError
+        raise self._missing("refuse")
 
     def mark(self) -> None:
         """Forget the write calls so far."""
 
     def write_sizes(self, conn: Any) -> list[tuple[str, int, int]]:
         """(what, records carried, declared limit for that call) per write call since :meth:`mark`."""
-        raise NotImplementedError
+        raise self._missing("write_sizes")
 
     def subscribe_requests(self) -> list[str]:
         """Requests that set anyone subscribed (or resubscribed) at the vendor."""
@@ -114,7 +123,7 @@ class Subject:
 
     def connect_to(self, base_url: str, **options: Any) -> Any:
         """The connector against any server (a scripted one that misbehaves)."""
-        raise NotImplementedError
+        raise self._missing("connect_to")
 
     def probe(self, conn: Any) -> None:
         """One pull through the connector's public interface (the scripted server answers it)."""
@@ -122,7 +131,7 @@ class Subject:
 
     def webhook(self, tenant: str, secret: str, list_id: str, valid: bool) -> tuple[str, bytes, dict[str, str]]:
         """One opt-out webhook as the vendor sends it: (path, body, headers); ``valid=False`` signs it wrongly."""
-        raise NotImplementedError
+        raise self._missing("webhook")
 
     paced_options: ClassVar[dict[str, Any]] = {}  # connect() options under which the client paces to a real plan
     probe_routes: ClassVar[dict[str, Any]] = {}  # path -> happy JSON answer, for the scripted server
