@@ -22,6 +22,12 @@ from consent.signals import ConsentSignal
 
 Outcome = Literal["sent", "failed", "suppressed", "skipped"]
 
+#: The property a CRM connector sets to the contact's household (family) id, as a string, when its vendor
+#: groups people into households (Wealthbox households, Redtail families). Features (household size,
+#: household activity and value) and consent (never email a household through a member who opted out)
+#: read it from here, so no code outside ``connectors/`` needs to know which vendor grouped them.
+HOUSEHOLD_PROPERTY = "household_id"
+
 
 @dataclass(frozen=True)
 class Limits:
