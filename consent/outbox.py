@@ -306,6 +306,7 @@ def drain(
     tenant: str | None = None,
     max_rounds: int = 1000,
     prepare: Callable[[Sequence[OutboxAction]], None] | None = None,
+    abort_on: tuple[type[BaseException], ...] = (),
 ) -> DrainReport:
     """Hand every due action to its destination's handler until none is due.
 
@@ -314,7 +315,9 @@ def drain(
     without a handler counts as a failed attempt, so a wiring mistake shows up as ``failed``
     rows instead of a queue that silently never empties. ``prepare`` sees each claimed batch first, so
     handlers can act on many actions in one vendor call (a batch write) and then confirm each; if it
-    raises, every handler runs on its own.
+    raises, every handler runs on its own. An exception of a type in ``abort_on`` (the run's tenant lock was
+    lost) is no failure of the action: it stops the drain at once and propagates, and the claimed actions
+    come back when their lease ends, their attempts untouched.
     """
     report = DrainReport()
     when = _now(now)
@@ -325,6 +328,8 @@ def drain(
         if prepare is not None:
             try:
                 prepare(batch)
+            except abort_on:
+                raise
             except Exception:  # the handlers then act one by one and record their own failures
                 log.warning("outbox: preparing a batch of %d failed; acting one by one", len(batch), exc_info=True)
         for action in batch:
@@ -333,6 +338,8 @@ def drain(
                 if handler is None:
                     raise LookupError(f"no handler is registered for destination {action.destination!r}")
                 note = handler(action)
+            except abort_on:
+                raise
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 report.errors[action.id] = message[:MAX_ERROR]

@@ -181,3 +181,51 @@ def test_a_lock_lost_mid_batch_stops_the_retry_unsent(make_sandbox, tmp_path):
         store.close()
     assert resumed["status"] == "ok", resumed
     check_vendor_state(config, sb)
+
+
+def test_a_lock_lost_while_draining_opt_outs_fails_none_of_them(make_sandbox, tmp_path):
+    """The drain's vendor calls are fenced too; a lost lock stops it without counting a failed attempt
+    against any opt-out (they would otherwise run out of attempts and stay undelivered)."""
+    from click.testing import CliRunner
+
+    from consent.schema import consent_outbox
+    from sync.cli.app import cli
+
+    sb, config = small_book(make_sandbox, tmp_path)
+    emails = sorted(p.email for p in sb.book.people if p.in_crm and p.in_esp)[:3]
+    for email in emails:
+        result = CliRunner().invoke(cli, ["consent", "record", str(config), "--tenant", "firm", "--email", email,
+                                          "--purpose", "email_marketing", "--state", "withdrawn"])
+        assert result.exit_code == 0, result.output
+    cfg = load_config(config)
+    store = open_store(cfg.store)
+    with store.engine.connect() as conn:
+        queued = conn.execute(sa.select(sa.func.count()).select_from(consent_outbox)).scalar_one()
+    assert queued >= 3, "the opt-outs queued nothing to drain"
+    sb.calls.clear()
+    sb.faults["hubspot"].set(delay=0.3)
+    sb.faults["mailchimp"].set(delay=0.3)
+
+    def steal_at_the_first_call() -> None:
+        deadline = time.monotonic() + 60
+        while not sb.calls.calls and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with store.engine.begin() as conn:
+            conn.execute(t.tenant_locks.update().values(holder="elsewhere:1:x"))
+
+    thief = threading.Thread(target=steal_at_the_first_call)
+    thief.start()
+    try:
+        report = run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
+    finally:
+        thief.join()
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(consent_outbox)).mappings().all()
+    finally:
+        store.close()
+    assert report["status"] == STOPPED and "lock was lost" in (report.get("error") or ""), report
+    assert len(sb.calls.calls) <= 2, "calls were made after the lock was lost"  # the one(s) already on the wire
+    assert [r["status"] for r in rows if r["status"] != "done"], "the drain finished: the test proved nothing"
+    assert all(r["status"] in ("pending", "done") for r in rows), [(r["status"], r["last_error"]) for r in rows]
+    assert not any("lock" in (r["last_error"] or "") for r in rows), [r["last_error"] for r in rows]
