@@ -139,6 +139,27 @@ def test_terminating_the_lock_session_mid_run_stops_it_and_no_two_runs_overlap(m
     check_vendor_state(config, sb)
 
 
+def run_losing_the_lease(cfg, config, store, when) -> tuple[dict[str, Any], bool]:
+    """Run the tenant on a SQLite store while a thread hands its lease to another holder once ``when()``."""
+    stolen = threading.Event()
+
+    def steal() -> None:
+        deadline = time.monotonic() + 120
+        while not when() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with store.engine.begin() as conn:  # another process's lease now (as after an expiry and a takeover)
+            conn.execute(t.tenant_locks.update().values(holder="elsewhere:1:x"))
+        stolen.set()
+
+    thief = threading.Thread(target=steal)
+    thief.start()
+    try:
+        report = run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
+    finally:
+        thief.join()
+    return report, stolen.is_set()
+
+
 def test_a_lock_lost_mid_batch_stops_the_retry_unsent(make_sandbox, tmp_path):
     """The fencing check runs before every vendor call, not only before every batch (issue 20, item 4).
 
@@ -150,24 +171,12 @@ def test_a_lock_lost_mid_batch_stops_the_retry_unsent(make_sandbox, tmp_path):
     sb.faults["hubspot"].set(storm=1, only_paths=(HUBSPOT_BATCH,))
     cfg = load_config(config)
     store = open_store(cfg.store)
-    stolen = threading.Event()
-
-    def steal_after_the_first_batch() -> None:
-        deadline = time.monotonic() + 120
-        while sb.calls.count("hubspot", "POST", HUBSPOT_BATCH) < 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        with store.engine.begin() as conn:  # another process's lease now (as after an expiry and a takeover)
-            conn.execute(t.tenant_locks.update().values(holder="elsewhere:1:x"))
-        stolen.set()
-
-    thief = threading.Thread(target=steal_after_the_first_batch)
-    thief.start()
     try:
-        report = run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
+        report, stolen = run_losing_the_lease(cfg, config, store, lambda: sb.calls.count("hubspot", "POST",
+                                                                                          HUBSPOT_BATCH) >= 1)
     finally:
-        thief.join()
         store.close()
-    assert stolen.is_set()
+    assert stolen
     assert report["status"] == STOPPED and "lock was lost" in (report.get("error") or ""), report
     assert sb.calls.count("hubspot", "POST", HUBSPOT_BATCH) == 1, "a call was sent after the lock was lost"
     assert [c for c in sb.calls.writes("mailchimp")] == [], "the ESP was written to after the lock was lost"
@@ -205,21 +214,9 @@ def test_a_lock_lost_while_draining_opt_outs_fails_none_of_them(make_sandbox, tm
     sb.calls.clear()
     sb.faults["hubspot"].set(delay=0.3)
     sb.faults["mailchimp"].set(delay=0.3)
-
-    def steal_at_the_first_call() -> None:
-        deadline = time.monotonic() + 60
-        while not sb.calls.calls and time.monotonic() < deadline:
-            time.sleep(0.005)
-        with store.engine.begin() as conn:
-            conn.execute(t.tenant_locks.update().values(holder="elsewhere:1:x"))
-
-    thief = threading.Thread(target=steal_at_the_first_call)
-    thief.start()
     try:
-        report = run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
-    finally:
-        thief.join()
-    try:
+        report, stolen = run_losing_the_lease(cfg, config, store, lambda: bool(sb.calls.calls))
+        assert stolen
         with store.engine.connect() as conn:
             rows = conn.execute(sa.select(consent_outbox)).mappings().all()
     finally:
