@@ -29,7 +29,8 @@ def credential_hint(status: int, auth: Auth) -> str:
                 "API Access and put it in the config")
     if auth == "oauth":
         return "crm.access_token lacks a permission: the OAuth token needs the 'data' scope (segsync asks login, data)"
-    return "crm.access_token lacks a permission: its Wealthbox user cannot read or edit contacts in this workspace"
+    return ("crm.access_token lacks a permission: its Wealthbox user may not read or edit contacts in this "
+            "workspace (with auth: oauth the token needs scope data)")
 
 
 class WealthboxClient:
