@@ -71,7 +71,9 @@ TENANT_TEMPLATE = """\
 
 def sandbox_banner(sb: Any) -> str:
     """Where `segsync sandbox` serves each simulated vendor."""
-    return f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
+    return (f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
+            f"Wealthbox {sb.wealthbox.url}  (ACCESS_TOKEN {sb.wealthbox.access_token}; same book, "
+            "custom fields for the scores made)\n")
 
 
 def _free_port() -> int:
