@@ -140,16 +140,42 @@ class Sandbox:
       web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
 """
 
+    @staticmethod
+    def scores_yaml(crm: str = "hubspot") -> str:
+        """The tenant's scores, segments (and, for Wealthbox, features): what each CRM's data supports.
+
+        Wealthbox keeps won upgrades as opportunities (``opportunity_won``) and reviews as events
+        (``meeting``), which count as activity; its tags, record types and household titles move with the
+        outcome (the scoring gate blocks them as suspected leakage), so only assets under management is an input.
+        """
+        if crm == "wealthbox":
+            return """    scores:
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: opportunity_won}, horizon_days: 120}
+      - {name: churn_risk, kind: churn, inactive_days: 90,
+         activity_types: [email_open, email_click, meeting, opportunity_won]}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365, transaction_types: [opportunity_won]}
+    segments:
+      - {name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, top_percent: 15}
+    features: {numeric_properties: [assets_under_management], sensitive_attributes: [age]}
+"""
+        return """    scores:
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 90}
+      - {name: churn_risk, kind: churn, inactive_days: 90}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365}
+    segments:
+      - {name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, min: 0.6}
+"""
+
     def config_yaml(self, store: str = "sqlite:///segsync.db", schedule: str | None = None,
                     crm: str = "hubspot") -> str:
         """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets).
 
         ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync; ``crm``
-        is "hubspot" or "wealthbox" (Wealthbox keeps won upgrades as opportunities: the outcome is
-        ``opportunity_won``).
+        is "hubspot" or "wealthbox" (see :meth:`scores_yaml`).
         """
         cron = f'\n    schedule: "{schedule}"' if schedule else ""
-        outcome = "opportunity_won" if crm == "wealthbox" else "upgrade"
         return f"""version: 1
 store: {store}
 server: {{listen: 127.0.0.1:8080}}
@@ -166,14 +192,7 @@ tenants:
       purposes:
         email_marketing: {{basis: consent}}
         profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: {outcome}}}, horizon_days: 90}}
-      - {{name: churn_risk, kind: churn, inactive_days: 90}}
-      - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
-    segments:
-      - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
-      - {{name: churn_watch, score: churn_risk, min: 0.6}}
-    holdout_percent: 10
+{self.scores_yaml(crm)}    holdout_percent: 10
     push:
       crm_property: segsync_segments
       crm_scores: true

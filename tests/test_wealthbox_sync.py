@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,12 @@ from sync.store import open_store
 
 pytestmark = pytest.mark.slow
 
-# Scores on the CRM's neutral properties only: tags, record and contact types, titles and the ESP's member
-# fields move with the outcome (the scoring gate blocks them as suspected leakage).
-FEATURES = "    features: {numeric_properties: [assets_under_management], sensitive_attributes: [age]}\n"
-
 
 def write_config(tmp_path: Path, sb: Sandbox) -> Path:
     text = sb.config_yaml(store=f"sqlite:///{tmp_path / 'segsync.db'}", crm="wealthbox")
     text = text.replace("tenants:", f"model_dir: {tmp_path / 'models'}\ntenants:", 1)
-    text = text.replace("    holdout_percent: 10\n", FEATURES + "    holdout_percent: 10\n    max_change_share: 1.0\n")
+    # The sandbox's Wealthbox scores (Sandbox.scores_yaml): churn_risk passes the scoring gate on this book.
+    text = text.replace("    holdout_percent: 10\n", "    holdout_percent: 10\n    max_change_share: 1.0\n")
     path = tmp_path / "segsync.yaml"
     path.write_text(text)
     return path
@@ -128,3 +126,70 @@ def test_a_household_is_never_emailed_through_a_member_who_opted_out(tmp_path: P
             assert verdict[1] is False
         finally:
             store.close()
+
+
+# --------------------------------------------------------------------------- a 5,000-contact book
+
+OWN_TAG = "Client Appreciation 2025"  # an advisor's own tag: segsync never removes it
+
+
+def _tags_by_person(sb: Sandbox) -> dict[int, list[str]]:
+    ws = sb.wealthbox.sim.ws
+    with ws.lock:
+        return {r.id: list(r.tags) for r in ws.contacts.values() if r.type == "Person"}
+
+
+def test_a_5000_contact_book_once_tags_a_quiet_rerun_and_an_unsubscribe_reaching_wealthbox(tmp_path: Path) -> None:
+    with start_sandbox(contacts=5000, seed=7) as sb:
+        ws = sb.wealthbox.sim.ws
+        people = sorted(r.id for r in ws.contacts.values() if r.type == "Person")
+        with ws.lock:  # an advisor tagged every tenth person in Wealthbox's web app
+            ws.tag_id(OWN_TAG)
+            for pid in people[::10]:
+                ws.contacts[pid].tags.append(OWN_TAG)
+        config = write_config(tmp_path, sb)
+
+        code, report = sync(config)
+        assert code == 0, report["push"]
+        # Every contact read once: about one list call per 100 records (a page boundary inside records that share
+        # an updated_at second re-reads those few), each person stored once; no contact read twice by id.
+        lists = [c for c in sb.calls.calls if c.vendor == "wealthbox" and c.method == "GET"
+                 and c.path == "/v1/contacts" and c.query.get("order") == "updated"]
+        assert len(ws.contacts) / 100 <= len(lists) <= len(ws.contacts) / 100 * 1.05 + 1
+        pulled = report["pull"]["wealthbox.contacts"]
+        assert pulled["new"] == pulled["records"] == len(people)
+        reads = Counter(c.path for c in sb.calls.calls if c.vendor == "wealthbox" and c.method == "GET"
+                        and c.path.startswith("/v1/contacts/"))
+        assert max(reads.values(), default=1) == 1
+
+        tags = _tags_by_person(sb)
+        tagged = {pid for pid, t in tags.items() if any(x.startswith("segsync:") for x in t)}
+        cfg = load_config(config)
+        store = open_store(cfg.store)
+        try:
+            members = {r["contact_id"] for r in store.segment_members("sandbox-advisors") if not r["holdout"]}
+            ids = store.vendor_ids("sandbox-advisors", "wealthbox")
+        finally:
+            store.close()
+        assert tagged, f"no segment tag pushed: {report['scoring']['insufficient']}"
+        assert tagged == {int(ids[c]) for c in members if c in ids and int(ids[c]) in tagged}
+        assert all(OWN_TAG in tags[pid] for pid in people[::10])  # the advisor's tags survive every write
+        assert any(k.startswith("segsync_score_") for pid in list(tagged)[:1]
+                   for k in sb.wealthbox.sim.custom_values(sb.wealthbox.sim.ws.contacts[pid].person_key or ""))
+
+        before = {v: len(sb.calls.writes(v)) for v in ("wealthbox", "mailchimp")}
+        code, report = sync(config)
+        assert code == 0
+        assert {v: len(sb.calls.writes(v)) - before[v] for v in before} == {"wealthbox": 0, "mailchimp": 0}
+
+        # A tagged subscriber unsubscribes in Mailchimp: Wealthbox gets its own mark, segsync's tags go, the
+        # advisor's stay.
+        gone = next(pid for pid in sorted(tagged) if OWN_TAG in tags[pid]
+                    and sb.mailchimp.status(_email(ws.contacts[pid])) == "subscribed")
+        sb.mailchimp.unsubscribe(_email(ws.contacts[gone]))
+        time.sleep(1.1)  # Mailchimp times are whole seconds: a run reads changes from seconds before its start
+        code, report = sync(config)
+        assert code == 0
+        after = _tags_by_person(sb)[gone]
+        assert DO_NOT_EMAIL in after and OWN_TAG in after
+        assert not any(t.startswith("segsync:") for t in after)
