@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from sandbox.mailchimp import MailchimpSim
     from sandbox.wealthbox import RunningWealthbox
 
-SANDBOX_SCORES = ("upgrade_propensity", "churn_risk", "ltv_12m")  # the scores of :meth:`Sandbox.config_yaml`
+# The scores of :meth:`Sandbox.config_yaml`, HubSpot's and Wealthbox's (custom fields exist for them).
+SANDBOX_SCORES = ("upgrade_propensity", "review_propensity", "churn_risk", "ltv_12m")
 
 __all__ = ["Book", "BookEvent", "Call", "CallLog", "Campaign", "Faults", "HubSpotSim", "Person", "Sandbox", "Truth",
            "generate_book", "run_sandbox_forever", "start_sandbox"]
@@ -144,18 +145,19 @@ class Sandbox:
     def scores_yaml(crm: str = "hubspot") -> str:
         """The tenant's scores, segments (and, for Wealthbox, features): what each CRM's data supports.
 
-        Wealthbox keeps won upgrades as opportunities (``opportunity_won``) and reviews as events
-        (``meeting``), which count as activity; its tags, record types and household titles move with the
-        outcome (the scoring gate blocks them as suspected leakage), so only assets under management is an input.
+        Wealthbox keeps reviews as events (``meeting``) and won upgrades as opportunities (``opportunity_won``),
+        both activity; its tags, record types and household titles move with the outcome (the scoring gate
+        blocks them as suspected leakage), so only assets under management is an input. On the sandbox books
+        (seeds 7 and 9, 1,250 and 5,000 contacts) ``review_propensity`` passes the gate, ``churn_risk`` at 5,000.
         """
         if crm == "wealthbox":
             return """    scores:
-      - {name: upgrade_propensity, kind: propensity, outcome: {event: opportunity_won}, horizon_days: 120}
+      - {name: review_propensity, kind: propensity, outcome: {event: meeting}, horizon_days: 90}
       - {name: churn_risk, kind: churn, inactive_days: 90,
          activity_types: [email_open, email_click, meeting, opportunity_won]}
       - {name: ltv_12m, kind: ltv, horizon_days: 365, transaction_types: [opportunity_won]}
     segments:
-      - {name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}
+      - {name: review_soon, score: review_propensity, top_percent: 10}
       - {name: churn_watch, score: churn_risk, top_percent: 15}
     features: {numeric_properties: [assets_under_management], sensitive_attributes: [age]}
 """
