@@ -6,10 +6,13 @@ Prints a table and writes bench/out/bench_wealthbox.json. The simulator runs unl
 rate limit would only stretch the clock, not change the counts); calls are counted by its call log.
 
 The minimum the API allows (v1 as documented): a pull reads 100 contacts a page (``per_page`` maximum),
-so a pull of N changed contacts needs ceil(N / 100) list calls, 0.01 per contact, plus one empty deleted-
-contacts page on incremental runs; there is no batch write, so a push needs one ``PUT /contacts/{id}`` per
-changed contact (1.0), and since ``tags`` replaces the whole list, keeping the advisor's own tags costs a
-read of the contact unless its tags were read in this run (2.0 at worst). A score-only change needs no read.
+so a pull of N changed contacts needs ceil(N / 100) list calls, 0.01 per contact (segsync adds one
+deleted-contacts page per incremental run and re-reads the few records sharing the second a page ends on);
+there is no batch write, so a push needs one ``PUT /contacts/{id}`` per changed contact (1.0). segsync
+spends 2.0 on a tag change: ``tags`` replaces the whole list, so it reads the contact right before writing
+(an advisor's tag added since the pull is kept). A score-only change is the minimum, 1.0, when the contact's
+tags were read in this run (pulled, or written); otherwise segsync reads it to see that its tags need no
+change (2.0): the pipeline hands the connector the desired segments, not what changed.
 """
 
 from __future__ import annotations
@@ -74,16 +77,16 @@ def main() -> int:
         conn.ensure_schema(PROP, ["high_intent"], ["upgrade_propensity"])
         ids = [str(cid) for _, cid in changed]
         tags = [PropertyUpdate(i, {PROP: "high_intent", "segsync_score_upgrade_propensity": "0.81"}) for i in ids]
-        rows.append(_measure(wb, "push tags + score (tags read this run)", len(ids), 1.0,
+        rows.append(_measure(wb, "push tags + score", len(ids), 1.0,
                              lambda: sum(r.outcome == "sent" for r in conn.push_properties(tags))))
-        fresh = WealthboxConnector(wb.access_token, wb.url, rate_limit=None)  # a process that did not pull
+        fresh = WealthboxConnector(wb.access_token, wb.url, rate_limit=None)  # a later run: nothing cached
         fresh.ensure_schema(PROP, ["high_intent", "churn_watch"], ["upgrade_propensity"])
-        moved = [PropertyUpdate(i, {PROP: "churn_watch", "segsync_score_upgrade_propensity": "0.42"}) for i in ids]
-        rows.append(_measure(wb, "push tags + score (tags not read this run)", len(ids), 1.0,
-                             lambda: sum(r.outcome == "sent" for r in fresh.push_properties(moved))))
-        score = [PropertyUpdate(i, {PROP: "churn_watch", "segsync_score_upgrade_propensity": "0.5"}) for i in ids]
-        rows.append(_measure(wb, "push score only", len(ids), 1.0,
-                             lambda: sum(r.outcome == "sent" for r in fresh.push_properties(score))))
+        score = [PropertyUpdate(i, {PROP: "high_intent", "segsync_score_upgrade_propensity": "0.5"}) for i in ids]
+        rows.append(_measure(wb, "push score only (tags known this run)", len(ids), 1.0,
+                             lambda: sum(r.outcome == "sent" for r in conn.push_properties(score))))
+        later = [PropertyUpdate(i, {PROP: "high_intent", "segsync_score_upgrade_propensity": "0.6"}) for i in ids]
+        rows.append(_measure(wb, "push score only (a later run, not pulled)", len(ids), 1.0,
+                             lambda: sum(r.outcome == "sent" for r in fresh.push_properties(later))))
         rows.append(_measure(wb, "push nothing", 0, 0.0, lambda: len(fresh.push_properties([]))))
     print(f"{'scenario':46} {'records':>8} {'changed':>8} {'calls':>6} {'writes':>6} {'per chg':>8} {'minimum':>8}")
     for r in rows:
