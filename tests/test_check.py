@@ -120,18 +120,3 @@ def test_public_url_is_what_the_vendors_see(tmp_path, sandbox):
                     "webhook hubspot": "https://hooks.example.com/hooks/firm/hubspot",
                     "webhook preferences": "https://hooks.example.com/hooks/firm/preferences"}
     assert not [f for f in found if f.what == "webhooks"]  # https and public: no warning
-
-
-def test_check_on_wealthbox_reads_only_and_names_a_refused_token(tmp_path, sandbox):
-    path = tmp_path / "wb.yaml"
-    path.write_text(sandbox.config_yaml(store=f"sqlite:///{tmp_path / 's.db'}", crm="wealthbox"))
-    result = run_check(path)
-    assert result.exit_code == 0, result.output
-    assert "token accepted (api_token" in result.output and "for segsync scores" in result.output
-    assert sandbox.wealthbox.access_token not in result.output
-    assert sandbox.calls.writes("wealthbox") == []
-    path.write_text(path.read_text().replace(sandbox.wealthbox.access_token, "revoked-wealthbox-token-0000"))
-    result = run_check(path)
-    assert result.exit_code == 2
-    assert "crm.access_token refused the credential" in result.output and "API Access" in result.output
-    assert "revoked-wealthbox-token-0000" not in result.output
