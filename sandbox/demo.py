@@ -85,8 +85,9 @@ FIRMS = (  # (id, name, time zone, cron, CRM)
 def sandbox_banner(sb: Any) -> str:
     """Where `segsync sandbox` serves each simulated vendor."""
     return (f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
-            f"Wealthbox {sb.wealthbox.url}  (ACCESS_TOKEN {sb.wealthbox.access_token}; same book, "
-            "custom fields for the scores made)\n")
+            f"Wealthbox {sb.wealthbox.url}  (same book; custom fields for the scores exist)\n"
+            "# a firm on Wealthbox: this crm: block instead (its events are meeting and opportunity_won)\n"
+            + str(sb.crm_yaml("wealthbox")))
 
 
 def _free_port() -> int:
