@@ -60,6 +60,9 @@ BENCHES = (
     Bench("mailchimp", ("--members", "1000")),
     Bench("scoring", ("--contacts", "50000", "--book", "2000"), out_is_dir=True),
     Bench("consent", ("--contacts", "10000")),
+    Bench("wealthbox", ("--contacts", "1000", "--changed", "200"),
+          columns=("scenario", "records", "changed", "calls", "writes", "calls_per_changed",
+                   "api_minimum_per_changed")),
 )
 
 

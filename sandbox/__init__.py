@@ -10,6 +10,8 @@
         sb.hubspot.merge_contacts(a, b); sb.hubspot.archive_contacts([c]); sb.hubspot.touch_contacts(ids, at)
         sb.book.truth                           # hidden outcomes: for tests and benchmarks only
         load_config_text(sb.config_yaml())      # a config ``segsync validate`` accepts
+        sb.wealthbox.url, sb.wealthbox.access_token   # Wealthbox on the same book, started on first use
+        sb.config_yaml(crm="wealthbox")         # the same tenant with Wealthbox as its CRM
 
 ``run_sandbox_forever(contacts, seed)`` is what ``segsync sandbox`` calls. Only tests, benchmarks and
 the CLI's ``sandbox``/``demo`` commands import this package.
@@ -31,6 +33,10 @@ from sandbox.hubspot import HubSpotSim
 
 if TYPE_CHECKING:
     from sandbox.mailchimp import MailchimpSim
+    from sandbox.wealthbox import RunningWealthbox
+
+# The scores of :meth:`Sandbox.config_yaml`, HubSpot's and Wealthbox's (custom fields exist for them).
+SANDBOX_SCORES = ("upgrade_propensity", "review_propensity", "churn_risk", "ltv_12m")
 
 __all__ = ["Book", "BookEvent", "Call", "CallLog", "Campaign", "Faults", "HubSpotSim", "Person", "Sandbox", "Truth",
            "generate_book", "run_sandbox_forever", "start_sandbox"]
@@ -74,6 +80,7 @@ class Sandbox:
             self.hubspot.load(book)
             self.mailchimp.load(book)
         self._servers: list[ServerThread] = []
+        self._wealthbox: RunningWealthbox | None = None
         try:
             hs = ServerThread(instrument(self.hubspot.app(), "hubspot", self.calls, self.faults["hubspot"],
                                          self.hubspot.rate_limited_response, self.hubspot.server_error_response))
@@ -88,10 +95,26 @@ class Sandbox:
         self.hubspot_url = hs.url
         self.mailchimp_url = mc.url + "/3.0"
 
+    @property
+    def wealthbox(self) -> RunningWealthbox:
+        """The Wealthbox simulator on the same book, sharing the call log (started on first use: most tests
+        never need it). Its contact custom fields for the config's scores exist, as an admin would make them."""
+        if self._wealthbox is None:
+            from sandbox.wealthbox import start_wealthbox
+
+            self.faults["wealthbox"] = Faults(seed=self.seed + 2)
+            self._wealthbox = start_wealthbox(book=self.book, seed=self.seed, calls=self.calls,
+                                              faults=self.faults["wealthbox"])
+            for score in SANDBOX_SCORES:
+                self._wealthbox.sim.define_custom_field(f"segsync_score_{score}")
+        return self._wealthbox
+
     def stop(self) -> None:
-        """Stop both servers (idempotent)."""
+        """Stop every server (idempotent)."""
         while self._servers:
             self._servers.pop().stop()
+        if self._wealthbox is not None:
+            self._wealthbox.stop()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -99,10 +122,60 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def config_yaml(self, store: str = "sqlite:///segsync.db", schedule: str | None = None) -> str:
+    def crm_yaml(self, crm: str = "hubspot") -> str:
+        """The tenant's ``crm:`` block for the sandbox HubSpot or Wealthbox (indented for a tenant)."""
+        if crm == "wealthbox":
+            wb = self.wealthbox
+            return f"""    crm:
+      type: wealthbox
+      access_token: {wb.access_token}
+      base_url: {wb.url}
+      rate_limit: 0                    # the sandbox does not limit; leave it out for a real workspace
+"""
+        return f"""    crm:
+      type: hubspot
+      access_token: {self.hubspot_token}
+      base_url: {self.hubspot_url}
+      plan: {self.hubspot_plan}
+      client_secret: {self.hubspot_client_secret}
+      web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
+"""
+
+    @staticmethod
+    def scores_yaml(crm: str = "hubspot") -> str:
+        """The tenant's scores, segments (and, for Wealthbox, features): what each CRM's data supports.
+
+        Wealthbox keeps reviews as events (``meeting``) and won upgrades as opportunities (``opportunity_won``),
+        both activity; its tags, record types and household titles move with the outcome (the scoring gate
+        blocks them as suspected leakage), so only assets under management is an input. On the sandbox books
+        (seeds 7 and 9, 1,250 and 5,000 contacts) ``review_propensity`` passes the gate, ``churn_risk`` at 5,000.
+        """
+        if crm == "wealthbox":
+            return """    scores:
+      - {name: review_propensity, kind: propensity, outcome: {event: meeting}, horizon_days: 90}
+      - {name: churn_risk, kind: churn, inactive_days: 90,
+         activity_types: [email_open, email_click, meeting, opportunity_won]}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365, transaction_types: [opportunity_won]}
+    segments:
+      - {name: review_soon, score: review_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, top_percent: 15}
+    features: {numeric_properties: [assets_under_management], sensitive_attributes: [age]}
+"""
+        return """    scores:
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 90}
+      - {name: churn_risk, kind: churn, inactive_days: 90}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365}
+    segments:
+      - {name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, min: 0.6}
+"""
+
+    def config_yaml(self, store: str = "sqlite:///segsync.db", schedule: str | None = None,
+                    crm: str = "hubspot") -> str:
         """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets).
 
-        ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync.
+        ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync; ``crm``
+        is "hubspot" or "wealthbox" (see :meth:`scores_yaml`).
         """
         cron = f'\n    schedule: "{schedule}"' if schedule else ""
         return f"""version: 1
@@ -111,14 +184,7 @@ server: {{listen: 127.0.0.1:8080}}
 tenants:
   - id: sandbox-advisors
     timezone: America/New_York{cron}
-    crm:
-      type: hubspot
-      access_token: {self.hubspot_token}
-      base_url: {self.hubspot_url}
-      plan: {self.hubspot_plan}
-      client_secret: {self.hubspot_client_secret}
-      web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
-    esp:
+{self.crm_yaml(crm)}    esp:
       type: mailchimp
       api_key: {self.mailchimp_key}
       list_id: {self.mailchimp_list_id}
@@ -128,14 +194,7 @@ tenants:
       purposes:
         email_marketing: {{basis: consent}}
         profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
-      - {{name: churn_risk, kind: churn, inactive_days: 90}}
-      - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
-    segments:
-      - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
-      - {{name: churn_watch, score: churn_risk, min: 0.6}}
-    holdout_percent: 10
+{self.scores_yaml(crm)}    holdout_percent: 10
     push:
       crm_property: segsync_segments
       crm_scores: true
@@ -168,6 +227,8 @@ def describe(sb: Sandbox) -> str:
     return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan}, "
             f"{sb.hubspot.tier} tier)\n"
             f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})\n"
+            f"Wealthbox {sb.wealthbox.url}  (ACCESS_TOKEN {sb.wealthbox.access_token}; "
+            "config_yaml(crm='wealthbox'))\n"
             f"Book      {len(sb.book.people)} people, seed {sb.seed}, as of {sb.book.as_of:%Y-%m-%d}\n\n"
             f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")
 

@@ -116,3 +116,15 @@ def test_duplicate_keys_and_tenants_are_errors():
         load_config_text(doubled)
     expected = "<config>:9: tenant t1: id: tenant id 't1' is already used (line 4); ids must be unique"
     assert exc.value.problems == [expected]
+
+
+def test_a_wealthbox_block_validates_and_its_typos_and_limits_are_reported():
+    wb = "type: wealthbox, access_token: wb-secret-token-123"
+    tenant = load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123", wb)).tenants[0]
+    assert tenant.crm.type == "wealthbox" and tenant.crm.per_page == 100 and tenant.crm.auth == "api_token"
+    with pytest.raises(ConfigError) as exc:  # a typo, a per_page above the documented 100, an unknown auth
+        load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123",
+                                         wb + ", tag_prefx: x, per_page: 101, auth: password"))
+    text = "\n".join(exc.value.problems)
+    assert "tag_prefx" in text and "per_page" in text and "100" in text and "auth" in text
+    assert "wb-secret-token-123" not in text
