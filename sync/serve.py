@@ -139,7 +139,8 @@ class Service:
     """Everything ``segsync serve`` runs, without the HTTP listener (tests drive it directly)."""
 
     def __init__(self, cfg: Config, base_dir: Path = Path("."), *, store: Store | None = None,
-                 connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None) -> None:
+                 connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None,
+                 external_workers: bool = False) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
         self.store = store or open_store(cfg.store)
@@ -156,6 +157,14 @@ class Service:
         self._drain_locks = {t: threading.Lock() for t in self.tenants}
         self.ledger = Ledger(self.store.engine, key_lookup(cfg.tenants))
         self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
+        # --workers external: `segsync worker` processes run the schedules and drains; this one queues drains.
+        self.queue: Any = None
+        if external_workers:
+            from sync.workers.engine import QueueGauges, ensure_schema, make_app
+
+            ensure_schema(self.store.engine)
+            self.queue = make_app(cfg, pool_size=2)
+            self.queue_gauges = QueueGauges(self.metrics.registry)
 
     # ------------------------------------------------------------------ connectors
 
@@ -241,14 +250,18 @@ class Service:
             self.drain(tenant_id)
 
     def trigger_drain(self, tenant_id: str) -> None:
-        """Right after a webhook: drain that tenant's outbox now (in the scheduler's threads)."""
-        if tenant_id in self.tenants and self.scheduler.running:
+        """Right after a webhook: drain that tenant's outbox now (in the scheduler's threads, or by a worker)."""
+        if tenant_id in self.tenants and self.queue is not None:
+            from sync.workers.engine import enqueue_drain
+
+            enqueue_drain(self.queue, tenant_id)
+        elif tenant_id in self.tenants and self.scheduler.running:
             self.scheduler.add_job(self.drain, args=[tenant_id], id=f"drain-now:{tenant_id}", replace_existing=True)
 
     def schedule(self) -> list[dict[str, Any]]:
         jobs = []
         for tenant in self.tenants.values():
-            if not tenant.schedule:
+            if not tenant.schedule or self.queue is not None:  # external workers queue the schedule ticks
                 continue
             tz = zoneinfo.ZoneInfo(tenant.timezone)
             trigger = CronTrigger.from_crontab(tenant.schedule, timezone=tz)
@@ -276,9 +289,10 @@ class Service:
                     "job": job.id,
                 }
             )
-        self.scheduler.add_job(
-            self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True
-        )
+        if self.queue is None:
+            self.scheduler.add_job(
+                self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True
+            )
         return jobs
 
     def _missed(self, tenant_id: str, trigger: CronTrigger) -> bool:
@@ -308,6 +322,8 @@ class Service:
         return out
 
     def start(self) -> list[dict[str, Any]]:
+        if self.queue is not None:
+            self.queue.open()
         jobs = self.schedule()
         self.scheduler.start()
         return jobs
@@ -319,6 +335,8 @@ class Service:
         self.stop.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.queue is not None:
+            self.queue.close()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -382,6 +400,11 @@ class Service:
                 last = run_history(service.store.runs(tenant_id, limit=50))["last_success"]
                 if last is not None:
                     service.metrics.last_success.labels(tenant_id).set(datetime.fromisoformat(last["started_at"]).timestamp())
+            if service.queue is not None:
+                from sync.workers.engine import queue_stats
+
+                stalled = service.cfg.workers.stalled_after_seconds
+                service.queue_gauges.update(queue_stats(service.store.engine, stalled))
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         from sync.pages import mount as mount_pages
@@ -448,7 +471,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, server.port
 
 
-def serve(config: Path, listen: str | None = None) -> None:
+def serve(config: Path, listen: str | None = None, *, external_workers: bool = False) -> None:
     """Run hosted mode until SIGTERM/Ctrl-C: load the config, then uvicorn with the service's app."""
     import uvicorn
 
@@ -460,7 +483,11 @@ def serve(config: Path, listen: str | None = None) -> None:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(formatter())
     host, port = parse_listen(listen or cfg.server.listen)
-    service = Service(cfg, config.parent)
+    if external_workers:
+        from sync.workers.engine import require_postgres
+
+        require_postgres(cfg)
+    service = Service(cfg, config.parent, external_workers=external_workers)
     logging.getLogger("segsync.serve").setLevel(
         min(logging.getLogger("segsync.serve").getEffectiveLevel(), logging.INFO)
     )
