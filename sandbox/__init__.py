@@ -145,7 +145,7 @@ tenants:
 
 
 def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None, hubspot_plan: str = "unlimited",
-                  **options: Any) -> Sandbox:
+                  signal: float = 0.0, **options: Any) -> Sandbox:
     """Generate (or take) a book, load both simulators and serve them on free loopback ports.
 
     ``hubspot_plan``: "starter"/"free" (100 per 10 s), "professional"/"enterprise" (190), "unlimited".
@@ -157,8 +157,10 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
     ``hubspot_merge_new_id`` (on by default: merges make a new record, as HubSpot does now),
     ``hubspot_subscription_types`` ("legacy": no purpose on any type), ``mailchimp_customer_tags`` (the
     advisor's own tags, e.g. one named like a segsync segment).
+    ``signal`` plants the book's learnable churn pattern (:func:`sandbox.book.generate_book`), so a small
+    book's churn score can pass the scoring gate.
     """
-    return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)
+    return Sandbox(book or generate_book(contacts=contacts, seed=seed, signal=signal), seed, hubspot_plan, options)
 
 
 def describe(sb: Sandbox) -> str:
