@@ -321,6 +321,18 @@ class Service:
                               **run_history(self.store.runs(tenant_id, limit=50))}
         return out
 
+    def queue_summary(self) -> dict[str, Any] | None:
+        """The task engine's queue for the status page (None when this process runs the syncs itself)."""
+        if self.queue is None:
+            return None
+        from sync.workers.engine import DRAIN_TASK, RUN_TASK, queue_stats
+
+        q = queue_stats(self.store.engine, self.cfg.workers.stalled_after_seconds)
+        return {"workers": q.workers, "runs_running": q.running.get(RUN_TASK, 0),
+                "runs_waiting": q.waiting.get(RUN_TASK, 0), "drains_running": q.running.get(DRAIN_TASK, 0),
+                "drains_waiting": q.waiting.get(DRAIN_TASK, 0), "oldest_waiting_s": q.oldest_waiting_s,
+                "retries": q.retries, "failed": q.failed}
+
     def start(self) -> list[dict[str, Any]]:
         if self.queue is not None:
             self.queue.open()

@@ -179,9 +179,8 @@ def test_runs_of_firms_on_one_vendor_account_are_capped(pg_url):
     store = open_store(pg_url)
     try:
         one = AccountSlots(store.engine, per_account=1)
-        with one.hold(a), one.hold(d):  # another account is not held up
-            with pytest.raises(AccountBusy), one.hold(b):
-                pass
+        with one.hold(a), one.hold(d), pytest.raises(AccountBusy), one.hold(b):  # d: another account, not held up
+            pass
         with one.hold(b):  # released when the run ended
             pass
         two = AccountSlots(store.engine, per_account=2)
@@ -221,7 +220,9 @@ def test_the_job_of_a_silent_worker_goes_back_to_the_queue(pg_url):
 
 @pytest.mark.postgres
 def test_serve_with_external_workers_queues_the_opt_out_drain_and_a_worker_runs_it(tmp_path, pg_url):
-    cfg = load_config_text(config_text(pg_url, tmp_path / "models"))
+    admin = "admin-token-0123456789abcdef"
+    cfg = load_config_text(config_text(pg_url, tmp_path / "models").replace(
+        "tenants:", f"server: {{admin_token: {admin}}}\ntenants:", 1))
     world = World()
     service = Service(cfg, tmp_path, store=open_store(pg_url), connectors=world, external_workers=True)
     client = Client(service.app(run_scheduler=False))
@@ -229,7 +230,7 @@ def test_serve_with_external_workers_queues_the_opt_out_drain_and_a_worker_runs_
         assert service.schedule() == []  # the workers queue the schedule ticks, not this process
         assert service.run_sync("acme")["status"] == "ok"  # a first run, so there are tags to clear
         service.queue.open()
-        crm, esp = world.vendors["acme"]
+        _crm, esp = world.vendors["acme"]
         email = tagged_subscriber(esp)
         body, headers = signed(ACME_SECRET, email, {"email_marketing": False})
         assert client.post("/hooks/acme/preferences", content=body, headers=headers).status_code == 200
@@ -238,6 +239,9 @@ def test_serve_with_external_workers_queues_the_opt_out_drain_and_a_worker_runs_
         with service.store.engine.connect() as conn:
             assert conn.execute(sa.text("select priority from procrastinate_jobs")).scalar() == PRIORITY_DRAIN
         assert esp.members[email]["status"] == "subscribed"  # this process sent nothing
+        status_page = client.get("/", headers={"Authorization": f"Bearer {admin}"})
+        assert status_page.status_code == 200 and "Workers and queue" in status_page.text
+        assert "0 running, 1 waiting" in status_page.text  # the drain
 
         runtime = Runtime(cfg=cfg, base_dir=tmp_path, store=service.store,
                           slots=AccountSlots(service.store.engine, 1), connectors=world)
