@@ -38,26 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from sandbox import Sandbox, start_sandbox  # noqa: E402 - after the path fix for direct runs
 from sandbox.hubspot.sim import PLAN_LIMITS  # noqa: E402
-from tests.configs import consent_yaml  # noqa: E402
+from tests.configs import sandbox_tenant  # noqa: E402
 
 PG = os.environ.get("SEGSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SEGSYNC = str(Path(sys.executable).parent / "segsync")
 WINDOW_SECONDS = 10.0  # HubSpot's rate window
-
-
-def tenant_yaml(tenant_id: str, sb: Sandbox, plan: str) -> str:
-    return f"""  - id: {tenant_id}
-    crm: {{type: hubspot, access_token: {sb.hubspot_token}, base_url: {sb.hubspot_url}, plan: {plan},
-           web_events_lookback_days: 3650}}
-    esp: {{type: mailchimp, api_key: {sb.mailchimp_key}, list_id: {sb.mailchimp_list_id}, base_url: {sb.mailchimp_url}}}
-    {consent_yaml("bench-webhook-secret-0123")}
-    scores:
-      - {{name: churn_risk, kind: churn, inactive_days: 60}}
-    segments:
-      - {{name: churn_watch, score: churn_risk, top_percent: 20}}
-    holdout_percent: 10
-    max_change_share: 1
-"""
 
 
 def one_round(workers: int, sandboxes: dict[str, Sandbox], plan: str, tmp: Path) -> dict[str, Any]:
@@ -68,7 +53,7 @@ def one_round(workers: int, sandboxes: dict[str, Sandbox], plan: str, tmp: Path)
     url = f"{PG}?options=-csearch_path%3D{schema}"
     config = tmp / f"segsync-{workers}.yaml"
     config.write_text(f"version: 1\nstore: {url}\nmodel_dir: {tmp / f'models-{workers}'}\ntenants:\n"
-                      + "".join(tenant_yaml(t, sb, plan) for t, sb in sandboxes.items()))
+                      + "".join(sandbox_tenant(t, sb, plan=plan) for t, sb in sandboxes.items()))
     for sb in sandboxes.values():
         sb.calls.clear()
     engine = sa.create_engine(url)

@@ -25,10 +25,10 @@ import sqlalchemy as sa
 
 from sync.store import open_store
 from sync.store.runs import advisory_key, split_key
-from tests.configs import SIGNAL_BOOK, SIGNAL_INACTIVE_DAYS, consent_yaml
+from tests.configs import SIGNAL_BOOK, SIGNAL_INACTIVE_DAYS, sandbox_tenant
 from tests.test_e2e_sandbox import check_vendor_state
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 
 FIRMS = 30
 WORKERS = 3
@@ -41,20 +41,8 @@ SEGSYNC = str(Path(sys.executable).parent / "segsync")
 def tenant_yaml(tenant_id: str, sb, zone: str) -> str:
     """One firm on its own sandbox; its cron names the minute that just began, in its own zone."""
     local = datetime.now(UTC).astimezone(zoneinfo.ZoneInfo(zone))
-    return f"""  - id: {tenant_id}
-    timezone: {zone}
-    schedule: "{local.minute} {local.hour} * * *"
-    crm: {{type: hubspot, access_token: {sb.hubspot_token}, base_url: {sb.hubspot_url}, plan: unlimited,
-           web_events_lookback_days: 3650}}
-    esp: {{type: mailchimp, api_key: {sb.mailchimp_key}, list_id: {sb.mailchimp_list_id}, base_url: {sb.mailchimp_url}}}
-    {consent_yaml("workers-webhook-secret-0123")}
-    scores:
-      - {{name: churn_risk, kind: churn, inactive_days: {SIGNAL_INACTIVE_DAYS}}}
-    segments:
-      - {{name: churn_watch, score: churn_risk, top_percent: 20}}
-    holdout_percent: 10
-    max_change_share: 0.9
-"""
+    return sandbox_tenant(tenant_id, sb, zone=zone, schedule=f"{local.minute} {local.hour} * * *",
+                          inactive_days=SIGNAL_INACTIVE_DAYS)
 
 
 def write_config(path: Path, store: str, tenants: str, workers: str = "") -> Path:
