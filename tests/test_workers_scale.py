@@ -171,3 +171,42 @@ def test_three_workers_thirty_firms_one_killed_mid_push(make_sandbox, tmp_path, 
     # (seen without any worker or kill: run 2 wrote 0, run 3 forty seconds on wrote 178 changes), which is the
     # scoring's business, not the queue's.
     assert again["status"] == "ok" and again["report"]["plan"]["in_flight_resent"] == 0, again["report"]["plan"]
+
+
+def test_a_stopped_worker_checkpoints_its_run_and_another_worker_finishes_it(make_sandbox, tmp_path, pg_url):
+    """SIGTERM mid-push: the run stops after the batch in flight (logged ``stopped``), its job goes back to the
+    queue at once, the worker exits 0, and the next worker resumes the firm to a vendor state equal to the plan."""
+    sb = make_sandbox(**SIGNAL_BOOK, seed=6)
+    tenant = sandbox_tenant(VICTIM, sb, inactive_days=SIGNAL_INACTIVE_DAYS)
+    config = write_config(tmp_path / "segsync.yaml", pg_url, tenant)
+    sb.faults["hubspot"].set(delay=0.5, only_paths=HUBSPOT_WRITES)
+    enqueue = subprocess.run([SEGSYNC, "sync", str(config), "--enqueue"], capture_output=True, text=True, timeout=120)
+    assert enqueue.returncode == 0, enqueue.stderr
+    engine = sa.create_engine(pg_url)
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen([SEGSYNC, "worker", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for("the first HubSpot batch write", lambda: sb.calls.count("hubspot", "POST", HUBSPOT_WRITES[0]) >= 1,
+                     240, [first])
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(120) == 0
+        finally:
+            if first.poll() is None:
+                first.kill()
+    sb.faults["hubspot"].reset()
+    assert run_jobs(engine) == [(VICTIM, "todo")]  # back in the queue, not failed
+    with open(tmp_path / "second.log", "w") as log:
+        second = subprocess.Popen([SEGSYNC, "worker", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for("the resumed run", lambda: run_jobs(engine) == [(VICTIM, "succeeded")], 300, [second])
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(120)
+    engine.dispose()
+    store = open_store(pg_url)
+    try:
+        statuses = [r["status"] for r in sorted(store.runs(VICTIM), key=lambda r: r["id"])]
+    finally:
+        store.close()
+    assert statuses == ["stopped", "ok"], statuses
+    check_vendor_state(config, sb)
