@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -49,6 +49,9 @@ from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
 from sync.run.report import RunReport
 from sync.store import SqlStore, Store, TenantBusy, TenantLease, open_store
+
+if TYPE_CHECKING:
+    from sync.workers.engine import ExternalQueue
 
 log = logging.getLogger("segsync.serve")
 
@@ -158,13 +161,11 @@ class Service:
         self.ledger = Ledger(self.store.engine, key_lookup(cfg.tenants))
         self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
         # --workers external: `segsync worker` processes run the schedules and drains; this one queues drains.
-        self.queue: Any = None
+        self.queue: ExternalQueue | None = None
         if external_workers:
-            from sync.workers.engine import QueueGauges, ensure_schema, make_app
+            from sync.workers.engine import ExternalQueue
 
-            ensure_schema(self.store.engine)
-            self.queue = make_app(cfg, pool_size=2)
-            self.queue_gauges = QueueGauges(self.metrics.registry)
+            self.queue = ExternalQueue(cfg, self.store.engine, self.metrics.registry)  # closed by shutdown()
 
     # ------------------------------------------------------------------ connectors
 
@@ -252,9 +253,7 @@ class Service:
     def trigger_drain(self, tenant_id: str) -> None:
         """Right after a webhook: drain that tenant's outbox now (in the scheduler's threads, or by a worker)."""
         if tenant_id in self.tenants and self.queue is not None:
-            from sync.workers.engine import enqueue_drain
-
-            enqueue_drain(self.queue, tenant_id)
+            self.queue.drain(tenant_id)
         elif tenant_id in self.tenants and self.scheduler.running:
             self.scheduler.add_job(self.drain, args=[tenant_id], id=f"drain-now:{tenant_id}", replace_existing=True)
 
@@ -323,19 +322,9 @@ class Service:
 
     def queue_summary(self) -> dict[str, Any] | None:
         """The task engine's queue for the status page (None when this process runs the syncs itself)."""
-        if self.queue is None:
-            return None
-        from sync.workers.engine import DRAIN_TASK, RUN_TASK, queue_stats
-
-        q = queue_stats(self.store.engine, self.cfg.workers.stalled_after_seconds)
-        return {"workers": q.workers, "runs_running": q.running.get(RUN_TASK, 0),
-                "runs_waiting": q.waiting.get(RUN_TASK, 0), "drains_running": q.running.get(DRAIN_TASK, 0),
-                "drains_waiting": q.waiting.get(DRAIN_TASK, 0), "oldest_waiting_s": q.oldest_waiting_s,
-                "retries": q.retries, "failed": q.failed}
+        return self.queue.summary() if self.queue is not None else None
 
     def start(self) -> list[dict[str, Any]]:
-        if self.queue is not None:
-            self.queue.open()
         jobs = self.schedule()
         self.scheduler.start()
         return jobs
@@ -349,6 +338,7 @@ class Service:
             self.scheduler.shutdown(wait=True)
         if self.queue is not None:
             self.queue.close()
+            self.queue = None
 
     # ------------------------------------------------------------------ HTTP
 
@@ -413,10 +403,7 @@ class Service:
                 if last is not None:
                     service.metrics.last_success.labels(tenant_id).set(datetime.fromisoformat(last["started_at"]).timestamp())
             if service.queue is not None:
-                from sync.workers.engine import queue_stats
-
-                stalled = service.cfg.workers.stalled_after_seconds
-                service.queue_gauges.update(queue_stats(service.store.engine, stalled))
+                service.queue.refresh_metrics()
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         from sync.pages import mount as mount_pages
@@ -495,10 +482,6 @@ def serve(config: Path, listen: str | None = None, *, external_workers: bool = F
         for handler in logging.getLogger().handlers:
             handler.setFormatter(formatter())
     host, port = parse_listen(listen or cfg.server.listen)
-    if external_workers:
-        from sync.workers.engine import require_postgres
-
-        require_postgres(cfg)
     service = Service(cfg, config.parent, external_workers=external_workers)
     logging.getLogger("segsync.serve").setLevel(
         min(logging.getLogger("segsync.serve").getEffectiveLevel(), logging.INFO)

@@ -17,18 +17,8 @@ from sync.cli.app import cli
 from sync.config import load_config_text
 from sync.serve import Service
 from sync.store import TenantBusy, open_store
-from sync.workers.engine import (
-    DRAIN_TASK,
-    PRIORITY_DRAIN,
-    PRIORITY_MANUAL,
-    PRIORITY_SCHEDULED,
-    QUEUE,
-    RUN_TASK,
-    enqueue_run,
-    ensure_schema,
-    make_app,
-    queue_stats,
-)
+from sync.workers import DRAIN_TASK, PRIORITY_DRAIN, PRIORITY_MANUAL, PRIORITY_SCHEDULED, QUEUE, RUN_TASK
+from sync.workers.engine import enqueue_run, ensure_schema, make_app, queue_stats
 from sync.workers.slots import AccountBusy, AccountSlots, account_fingerprint, tenant_accounts
 from sync.workers.tasks import MAX_ERROR_ATTEMPTS, FailedRecords, Interrupted, RunRetry, Runtime
 from sync.workers.ticks import Maintenance, ticks_between
@@ -229,7 +219,6 @@ def test_serve_with_external_workers_queues_the_opt_out_drain_and_a_worker_runs_
     try:
         assert service.schedule() == []  # the workers queue the schedule ticks, not this process
         assert service.run_sync("acme")["status"] == "ok"  # a first run, so there are tags to clear
-        service.queue.open()
         _crm, esp = world.vendors["acme"]
         email = tagged_subscriber(esp)
         body, headers = signed(ACME_SECRET, email, {"email_marketing": False})

@@ -256,7 +256,7 @@ class ServerCfg(Strict):
 class WorkersCfg(Strict):
     """The task engine (``segsync worker``; PostgreSQL stores only). The embedded ``segsync serve`` ignores it."""
 
-    # Concurrent runs of tenants that share one vendor account (same HubSpot portal token, same Mailchimp key):
+    # Concurrent runs of tenants that share one vendor account (same CRM token, same email-platform API key):
     # they share its rate limit, so more at once only makes each slower.
     per_account: int = Field(1, ge=1, le=50)
     # A worker silent (no heartbeat) this long is dead: its job goes back to the queue for another worker.

@@ -5,3 +5,8 @@ retried), ``slots`` (a cap on concurrent runs per shared vendor account), ``tick
 workers' jobs, opt-out drains), ``process`` (``segsync worker``). The embedded default - SQLite, one
 ``segsync serve`` process with APScheduler - does not use this package.
 """
+
+QUEUE = "segsync"
+RUN_TASK, DRAIN_TASK = "segsync.run", "segsync.drain"
+PRIORITY_SCHEDULED, PRIORITY_MANUAL, PRIORITY_DRAIN = 0, 10, 20  # higher runs first
+SCHEDULED, MANUAL = "scheduled", "manual"  # why a run was queued

@@ -23,16 +23,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from connectors.kit.http import redact
 from core.errors import ConfigError
 from sync.config.models import Config
 from sync.store.runs import advisory_key
+from sync.workers import DRAIN_TASK, MANUAL, PRIORITY_DRAIN, PRIORITY_MANUAL, PRIORITY_SCHEDULED, QUEUE, RUN_TASK
 
 log = logging.getLogger("segsync.workers")
 
-QUEUE = "segsync"
-RUN_TASK, DRAIN_TASK = "segsync.run", "segsync.drain"
-PRIORITY_SCHEDULED, PRIORITY_MANUAL, PRIORITY_DRAIN = 0, 10, 20
-SCHEDULED, MANUAL, RETRY = "scheduled", "manual", "retry"
 
 
 def require_postgres(cfg: Config) -> None:
@@ -169,3 +167,35 @@ class QueueGauges:
         self.retries.set(stats.retries)
         self.failed.set(stats.failed)
         self.workers.set(stats.workers)
+
+
+class ExternalQueue:
+    """What ``segsync serve --workers external`` does with the queue: queue drains, show it in /metrics and pages."""
+
+    def __init__(self, cfg: Config, engine: sa.Engine, registry: Any) -> None:
+        require_postgres(cfg)
+        ensure_schema(engine)
+        self.engine, self.stalled = engine, cfg.workers.stalled_after_seconds
+        self.app = make_app(cfg, pool_size=2).open()
+        self.gauges = QueueGauges(registry)
+
+    def drain(self, tenant_id: str) -> None:
+        """Queue a drain of the tenant's outbox (right after a webhook); a failure is logged, not raised."""
+        try:
+            enqueue_drain(self.app, tenant_id)
+        except Exception as exc:  # the opt-out is recorded: the workers' 30-second outbox scan queues it
+            log.error("could not queue the drain of %s: %s", tenant_id, redact(str(exc)))
+
+    def refresh_metrics(self) -> None:
+        self.gauges.update(queue_stats(self.engine, self.stalled))
+
+    def summary(self) -> dict[str, Any]:
+        """The queue for the status page."""
+        q = queue_stats(self.engine, self.stalled)
+        return {"workers": q.workers, "runs_running": q.running.get(RUN_TASK, 0),
+                "runs_waiting": q.waiting.get(RUN_TASK, 0), "drains_running": q.running.get(DRAIN_TASK, 0),
+                "drains_waiting": q.waiting.get(DRAIN_TASK, 0), "oldest_waiting_s": q.oldest_waiting_s,
+                "retries": q.retries, "failed": q.failed}
+
+    def close(self) -> None:
+        self.app.close()

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 
 from sync.config.models import Config, load_config
 from sync.store import open_store
-from sync.workers.engine import QUEUE, ensure_schema, make_app, require_postgres
+from sync.workers import QUEUE
+from sync.workers.engine import ensure_schema, make_app, require_postgres
 from sync.workers.slots import AccountSlots
 from sync.workers.tasks import Runtime
 from sync.workers.ticks import Maintenance

@@ -1,6 +1,6 @@
 """Vendor accounts shared by tenants, and a cap on the runs that use one account at the same time.
 
-Several firms of an agency can sit on one HubSpot portal or one Mailchimp account: their runs share that
+Several firms of an agency can sit on one CRM portal or one email-platform account: their runs share that
 account's rate limit, so running all of them at once only makes each slower (and risks a 429 storm). A
 run holds one of ``per_account`` slots of every account it uses; a slot is a PostgreSQL session advisory
 lock, taken with ``pg_try_advisory_lock`` on a connection of its own, so a worker that dies frees its

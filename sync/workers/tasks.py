@@ -38,7 +38,7 @@ from core.errors import RetriableApiError, SegsyncError
 from sync.config.models import Config, TenantCfg
 from sync.run.pipeline import FAILED_RECORDS, STOPPED, RunOptions, run_tenant
 from sync.store.interface import Store, TenantBusy
-from sync.workers.engine import DRAIN_TASK, QUEUE, RUN_TASK
+from sync.workers import DRAIN_TASK, QUEUE, RUN_TASK
 from sync.workers.slots import AccountBusy, AccountSlots, tenant_accounts
 
 log = logging.getLogger("segsync.workers")

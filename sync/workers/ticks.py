@@ -27,7 +27,8 @@ import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
 from sync.config.models import Config, TenantCfg
-from sync.workers.engine import PRIORITY_SCHEDULED, QUEUE, RUN_TASK, SCHEDULED, drain_deferrer
+from sync.workers import PRIORITY_SCHEDULED, QUEUE, RUN_TASK, SCHEDULED
+from sync.workers.engine import drain_deferrer
 
 log = logging.getLogger("segsync.workers")
 
