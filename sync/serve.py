@@ -44,6 +44,7 @@ from consent.webhook import TenantHooks, create_app
 from core.errors import ConfigError
 from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
 from sync.config.models import Config, ServerCfg, TenantCfg, load_config
+from sync.pages.status_data import next_run
 from sync.propagation import propagate, queued
 from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
@@ -314,7 +315,8 @@ class Service:
             job = self.scheduler.get_job(f"sync:{tenant_id}")
             # Before the scheduler starts a job has no next_run_time yet; its trigger knows.
             next_at = getattr(job, "next_run_time", None) or (
-                job.trigger.get_next_fire_time(None, datetime.now(UTC)) if job is not None else None)
+                job.trigger.get_next_fire_time(None, datetime.now(UTC)) if job is not None else None) or (
+                next_run(tenant, datetime.now(UTC)) if self.queue is not None else None)  # the workers' tick
             out[tenant_id] = {"schedule": tenant.schedule, "timezone": tenant.timezone,
                               "next_run": next_at.isoformat() if next_at else None,
                               **run_history(self.store.runs(tenant_id, limit=50))}

@@ -218,6 +218,7 @@ def test_serve_with_external_workers_queues_the_opt_out_drain_and_a_worker_runs_
     client = Client(service.app(run_scheduler=False))
     try:
         assert service.schedule() == []  # the workers queue the schedule ticks, not this process
+        assert service.firms()["acme"]["next_run"] is not None  # /healthz still says when the next tick is
         assert service.run_sync("acme")["status"] == "ok"  # a first run, so there are tags to clear
         _crm, esp = world.vendors["acme"]
         email = tagged_subscriber(esp)
