@@ -5,6 +5,7 @@ and `segsync serve --workers external`. The 3-worker acceptance test is tests/te
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -246,3 +247,40 @@ def test_serve_with_external_workers_queues_the_opt_out_drain_and_a_worker_runs_
         client.close()
         service.shutdown()
         service.store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_firms_on_one_vendor_account_never_run_together_even_with_a_free_worker(tmp_path, pg_url):
+    """acme and beta share one email-platform key (test_serve's config): with per_account 1 the second run
+    waits for the first, although the worker could run both at once, and then runs (a retry, not a failure)."""
+    cfg = load_config_text(config_text(pg_url, tmp_path / "models").replace(
+        "tenants:", "workers: {per_account: 1}\ntenants:", 1))
+    acme, beta = (t for t in cfg.tenants if t.id in ("acme", "beta"))
+    assert tenant_accounts(acme) == tenant_accounts(beta) != []
+    store = open_store(pg_url)
+    ensure_schema(store.engine)
+    app = make_app(cfg)
+    try:
+        with app.open():
+            enqueue_run(app, "acme")
+            enqueue_run(app, "beta")
+        runtime = Runtime(cfg=cfg, base_dir=tmp_path, store=store, slots=AccountSlots(store.engine, 1),
+                          connectors=World())
+        for _ in range(30):  # a run refused for a busy account is due again 5-10 s later
+            app.run_worker(queues=[QUEUE], wait=False, concurrency=2, install_signal_handlers=False,
+                           listen_notify=False, additional_context={"segsync": runtime})
+            if queue_stats(store.engine, 60).waiting == {}:
+                break
+            time.sleep(1)
+        runs = {r["tenant_id"]: r for r in store.runs(limit=10)}
+        with store.engine.connect() as conn:
+            retried = conn.execute(sa.text("select count(*) from procrastinate_events "
+                                           "where type = 'deferred_for_retry'")).scalar()
+            statuses = conn.execute(sa.text("select status::text from procrastinate_jobs")).scalars().all()
+    finally:
+        store.close()
+    assert statuses == ["succeeded", "succeeded"] and retried >= 1
+    first, second = sorted((runs["acme"], runs["beta"]), key=lambda r: r["started_at"])
+    assert first["status"] == second["status"] == "ok"
+    assert first["finished_at"] <= second["started_at"], (first, second)  # one at a time on the shared account
