@@ -116,6 +116,17 @@ def test_the_workers_block_is_validated_with_its_path(tmp_path):
 # ---------------------------------------------------------------------------------- PostgreSQL
 
 
+def queued_runs(cfg, pg_url: str, *tenant_ids: str):
+    """The store (the caller closes it) and an unopened app, with a manual run of each tenant queued."""
+    store = open_store(pg_url)
+    ensure_schema(store.engine)
+    app = make_app(cfg)
+    with app.open():
+        for tenant_id in tenant_ids:
+            enqueue_run(app, tenant_id)
+    return store, app
+
+
 @pytest.mark.postgres
 def test_enqueue_makes_the_schema_once_and_queues_one_run_per_firm(tmp_path, pg_url):
     path = tmp_path / "segsync.yaml"
@@ -186,12 +197,8 @@ def test_runs_of_firms_on_one_vendor_account_are_capped(pg_url):
 @pytest.mark.postgres
 def test_the_job_of_a_silent_worker_goes_back_to_the_queue(pg_url):
     cfg = load_config_text(config(pg_url, [("acme", TOKEN_A, None)], "workers: {stalled_after_seconds: 5}\n"))
-    store = open_store(pg_url)
-    ensure_schema(store.engine)
-    app = make_app(cfg)
+    store, app = queued_runs(cfg, pg_url, "acme")
     try:
-        with app.open():
-            enqueue_run(app, "acme")
         with store.engine.begin() as conn:  # a worker took the job, then died: its heartbeat is a minute old
             worker = conn.execute(sa.text("select procrastinate_register_worker_v1()")).scalar()
             conn.execute(sa.text("select procrastinate_fetch_job_v2(array['segsync'], :w)"), {"w": worker})
@@ -258,13 +265,8 @@ def test_two_firms_on_one_vendor_account_never_run_together_even_with_a_free_wor
         "tenants:", "workers: {per_account: 1}\ntenants:", 1))
     acme, beta = (t for t in cfg.tenants if t.id in ("acme", "beta"))
     assert tenant_accounts(acme) == tenant_accounts(beta) != []
-    store = open_store(pg_url)
-    ensure_schema(store.engine)
-    app = make_app(cfg)
+    store, app = queued_runs(cfg, pg_url, "acme", "beta")
     try:
-        with app.open():
-            enqueue_run(app, "acme")
-            enqueue_run(app, "beta")
         runtime = Runtime(cfg=cfg, base_dir=tmp_path, store=store, slots=AccountSlots(store.engine, 1),
                           connectors=World())
         for _ in range(30):  # a run refused for a busy account is due again 5-10 s later
