@@ -28,6 +28,11 @@ RESERVED = {"contact_id", "email", "created_at"}
 EMAIL_TYPES = {"email_sent": "sends", "email_open": "opens", "email_click": "clicks"}
 MAX_EXTRA_TYPES = 12
 CHUNK_ROWS = 2_000_000
+# Text that starts like a date (ISO 8601 "2025-06-10", "2025-06-10T14:00:00Z", or "6/10/2025"). A date kept as
+# text is never a category: its values are all but unique, and a record's modification time (HubSpot's
+# lastmodifieddate, Mailchimp's last_changed) changes whenever anyone writes the record, segsync's own pushes
+# included, so as an input it would turn every push into a changed score on the next run.
+DATE_TEXT = r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})(?:$|[T ])"
 
 
 def to_utc(value: object) -> pd.Timestamp:
@@ -66,7 +71,8 @@ def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
 
     Explicit lists win. Otherwise every non-reserved column is considered, minus exclusions,
     sensitive attributes, segsync's own pushed properties (feeding our scores back in would be
-    a loop) and id-like text columns (mostly unique values carry no pattern).
+    a loop), id-like text columns (mostly unique values carry no pattern) and dates kept as text
+    (see :data:`DATE_TEXT`).
     """
     skip = set(exclude) | set(spec.exclude_properties) | RESERVED
     if spec.numeric_properties or spec.categorical_properties:
@@ -93,6 +99,8 @@ def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
         present = int(text.notna().sum())
         if present and pd.to_numeric(text, errors="coerce").notna().sum() >= 0.95 * present:
             numeric.append(col)
+        elif present and text.str.match(DATE_TEXT).sum() >= 0.95 * present:
+            continue
         elif text.nunique() <= max(spec.max_categories * 4, 0.5 * n):
             categorical.append(col)
     return numeric, categorical

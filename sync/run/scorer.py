@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from scoring.fairness import breaches, segment_fairness
+from scoring.features import eligible_contacts, select_properties
 from scoring.gate import GateVerdict, gate
 from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
@@ -87,7 +88,17 @@ def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple
     discovered = not (feats.numeric_properties or feats.categorical_properties)
     if discovered:
         wanted |= {k for c in records for k in (c["properties"] or {}) if not k.startswith("_")}
+        # segsync's own segment property comes back on the next pull: an input, it would feed the push back in.
+        # (Score properties are ``segsync_score_*``, skipped with every ``segsync*`` column by select_properties.)
+        wanted.discard(tenant.push.crm_property)
     return wanted, discovered
+
+
+def without_own_tags(value: Any, prefix: str) -> Any:
+    """A list of tags (Mailchimp's, Wealthbox's) less segsync's own: the segments pushed last run are not inputs."""
+    if isinstance(value, list) and prefix:
+        return [t for t in value if not str(t).startswith(prefix)]
+    return value
 
 
 def time_order(contacts: pd.DataFrame, tenant: TenantCfg, rows: list[int | None]) -> pd.DataFrame:
@@ -124,7 +135,7 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
         raw_row = str(props.get(ORDER_COLUMN) or "")
         order.append(int(raw_row) if raw_row.isdigit() else None)
         rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
-                     **{k: props.get(k) for k in wanted}})
+                     **{k: without_own_tags(props.get(k), tenant.push.tag_prefix) for k in wanted}})
     contacts = pd.DataFrame(rows, columns=["contact_id", "email", "created_at", *sorted(wanted)])
     contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
     for name in tenant.features.numeric_properties:
@@ -160,10 +171,15 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
         except Exception as exc:
             log.warning("score %s: cannot reuse the saved model (%s); retraining", spec.name, exc)
     if previous is not None and not retrain:
-        if _spec_fingerprint(previous.spec) == _spec_fingerprint(spec) and "gate" in previous.metrics:
+        gone = inputs_gone(previous, contacts, as_of)
+        if _spec_fingerprint(previous.spec) == _spec_fingerprint(spec) and "gate" in previous.metrics and not gone:
             return previous, True
-        log.info("score %s: the spec changed since the model was trained (or it was never gated); retraining",
-                 spec.name)
+        if gone:
+            log.info("score %s: the saved model reads %s, which are no longer model inputs; retraining",
+                     spec.name, ", ".join(gone))
+        else:
+            log.info("score %s: the spec changed since the model was trained (or it was never gated); retraining",
+                     spec.name)
     model = train(spec, contacts, events, as_of=as_of)
     if isinstance(model, TrainedModel):
         if spec.kind == "cluster" and previous is not None and previous.spec.kind == "cluster":
@@ -171,6 +187,16 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
         model.metrics.update(backtest_summary(spec, contacts, events))
         save_model(model, directory)
     return model, False
+
+
+def inputs_gone(model: TrainedModel, contacts: pd.DataFrame, as_of: pd.Timestamp) -> list[str]:
+    """Contact properties a saved model reads that the input rules no longer select, e.g. a date kept as text
+    (:data:`scoring.features.DATE_TEXT`) in a model trained before that rule. Predicting would leave them
+    blank for everyone, so such a model is retrained once rather than reused."""
+    exclude = [model.spec.outcome_property] if model.spec.outcome_property else []
+    numeric, categorical = select_properties(eligible_contacts(contacts, as_of), model.spec.features, exclude)
+    kept = {*numeric, *categorical}
+    return [c for c in model.feature_names if c in contacts.columns and c not in kept]
 
 
 def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:

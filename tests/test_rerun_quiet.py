@@ -1,0 +1,154 @@
+"""A re-run with no change at the vendors makes zero write calls, through ``segsync sync`` over real HTTP.
+
+The echo this guards against: every contact segsync writes gets a new modification time at the CRM
+(HubSpot's ``lastmodifieddate``), so once the CRM's search has settled (``SEARCH_SETTLE_SECONDS`` after
+the write) the next incremental pull, or any ``--full-refresh``, reads those contacts back as
+"changed". That is segsync's own write, not a change: the scores, the segments and so the plan must
+not move. Before the fix the model read ``lastmodifieddate`` as a category, so the third run of the
+planted-signal book re-planned 178 changes (133 CRM updates, 45 Mailchimp tags).
+
+Runs 1, 2 and 3 here: the first push, a plain re-run, and a re-run that re-reads every record
+(``--full-refresh``, the echo at once rather than after the settle window). The slow case waits out
+the settle window and re-runs plainly, as the scheduler would. The default book (HubSpot, 600 contacts,
+where the date happened not to be picked as an input) and Wealthbox (declared features) are held to the
+same invariant.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from connectors.hubspot.settings import SEARCH_SETTLE_SECONDS
+from sandbox import Sandbox
+from scoring.base import Encoder, TrainedModel
+from scoring.features import select_properties
+from scoring.specs import FeatureSpec, ScoreSpec
+from sync.cli import cli
+from sync.config import load_config_text
+from sync.run.scorer import inputs_gone, wanted_properties, without_own_tags
+from tests.configs import sandbox_config, signal_sandbox
+from tests.test_wealthbox_sync import write_config as wealthbox_config
+
+
+def sync(config: Path, *flags: str) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["sync", str(config), "--json", *flags], obj={})
+    assert "Traceback" not in result.output, result.output[-2000:]
+    assert result.exit_code == 0, result.output[-2000:]
+    body = json.loads(result.stdout)
+    report: dict[str, Any] = body[0] if isinstance(body, list) else body
+    return report
+
+
+def writes(sb: Sandbox) -> list[tuple[str, str, str]]:
+    """Every call that changes vendor data, at any vendor of the sandbox (reads sent as POST excluded)."""
+    return [(c.vendor, c.method, c.path) for c in sb.calls.writes()]
+
+
+def planned(report: dict[str, Any]) -> dict[str, int]:
+    return {dest: d["changes"] for dest, d in report["plan"]["destinations"].items() if d["changes"]}
+
+
+# A book on which the sandbox's Wealthbox config pushes a segment (Sandbox.scores_yaml: review_propensity passes
+# the gate at seed 7 on 1,250 contacts; at 400 nothing passes, and a run that pushes nothing proves nothing).
+WEALTHBOX_BOOK = 1250
+
+Setup = Callable[[Any, Path], tuple[Sandbox, Path]]
+
+SETUPS: dict[str, Setup] = {
+    # The planted-signal book (tests/configs.py): churn_watch is cut from a score that passes the gate.
+    "signal-book-hubspot": lambda make, tmp: signal_sandbox(make, tmp, seed=5),
+    # The default book (no planted signal) as test_e2e_sandbox runs it: churn_watch passes the gate at 600.
+    "default-book-hubspot": lambda make, tmp: (sb := make(contacts=600, seed=5), sandbox_config(tmp, sb)),
+    # Wealthbox as the CRM with the sandbox's own config (Sandbox.config_yaml: declared features).
+    "default-book-wealthbox": lambda make, tmp: (sb := make(contacts=WEALTHBOX_BOOK, seed=7),
+                                                 wealthbox_config(tmp, sb)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_rerun_and_full_refresh_with_no_vendor_change_write_nothing(make_sandbox, tmp_path, setup):
+    sb, config = SETUPS[setup](make_sandbox, tmp_path)
+    first = sync(config)
+    assert planned(first) and writes(sb), f"the first run pushed nothing; the re-runs would prove nothing: {first}"
+    for flags in ((), ("--full-refresh",)):
+        before = len(writes(sb))
+        report = sync(config, *flags)
+        assert planned(report) == {}, (flags, planned(report), report["plan"].get("examples"))
+        assert writes(sb)[before:] == [], (flags, writes(sb)[before:])
+        assert report["segments"] == first["segments"], flags
+
+
+@pytest.mark.slow
+def test_three_plain_runs_past_the_search_settle_window_write_nothing_after_the_first(make_sandbox, tmp_path):
+    """The reported case as it happens on a schedule: run 3 starts after run 1's writes have settled."""
+    sb, config = signal_sandbox(make_sandbox, tmp_path, seed=5)
+    first = sync(config)
+    settled = time.monotonic() + SEARCH_SETTLE_SECONDS + 1  # run 1's writes are searchable from then on
+    assert writes(sb)
+    before = len(writes(sb))
+    assert planned(sync(config)) == {}
+    time.sleep(max(0.0, settled - time.monotonic()))  # the only wait in this file; not a timed assertion
+    third = sync(config)
+    assert third["pull"]["hubspot.contacts"]["changed"] > 0, "run 3 did not read the echo back; the test is moot"
+    assert planned(third) == {}, (planned(third), third["plan"].get("examples"))
+    assert writes(sb)[before:] == []
+    assert third["segments"] == first["segments"]
+
+
+# --------------------------------------------------------------------------- the rule, without HTTP
+
+
+def contacts_frame() -> pd.DataFrame:
+    """Four contacts as the scorer reads them: a CRM's bookkeeping dates as text next to real properties."""
+    return pd.DataFrame({
+        "contact_id": ["a", "b", "c", "d"],
+        "email": ["a@x.org", "b@x.org", "c@x.org", "d@x.org"],
+        "created_at": pd.to_datetime(["2021-01-01"] * 4, utc=True),
+        "lastmodifieddate": ["2026-12-01T15:40:57.042Z"] * 2 + ["2025-06-10T14:00:00.000Z"] * 2,
+        "last_changed": ["2021-06-06T08:10:30+00:00", "", "2024-02-01T00:00:00+00:00", "2023-01-01T00:00:00+00:00"],
+        "review_date": ["6/10/2025", "6/10/2025", "7/1/2025", None],
+        "lifecyclestage": ["customer", "lead", "customer", "lead"],
+        "hs_email_open": ["4", "0", "2", "1"],
+    })
+
+
+def test_dates_kept_as_text_are_not_model_inputs():
+    numeric, categorical = select_properties(contacts_frame(), FeatureSpec())
+    assert (numeric, categorical) == (["hs_email_open"], ["lifecyclestage"])
+
+
+def test_a_saved_model_that_reads_a_date_as_text_is_retrained_not_reused():
+    spec = ScoreSpec(name="churn_risk", kind="churn")
+    model = TrainedModel(spec, pd.Timestamp("2025-06-01", tz="UTC"), pd.Timestamp("2025-06-02", tz="UTC"),
+                         Encoder(["txn_count", "lastmodifieddate", "lifecyclestage"],
+                                 {"lastmodifieddate": ["2025-06-10T14:00:00.000Z"],
+                                  "lifecyclestage": ["customer", "lead"]}), None, [])
+    as_of = pd.Timestamp("2025-06-30", tz="UTC")
+    assert inputs_gone(model, contacts_frame(), as_of) == ["lastmodifieddate"]
+    model.encoder = Encoder(["txn_count", "lifecyclestage"], {"lifecyclestage": ["customer", "lead"]})
+    assert inputs_gone(model, contacts_frame(), as_of) == []
+
+
+def test_segsyncs_own_segment_property_and_tags_are_not_read_back_as_inputs(tmp_path):
+    vendors = SimpleNamespace(hubspot_token="pat-na1-00000000-000000000000", hubspot_url="http://127.0.0.1:9",
+                              mailchimp_key="0" * 32 + "-us6", mailchimp_list_id="a1b2c3d4e5",
+                              mailchimp_url="http://127.0.0.1:9/3.0")
+    text = sandbox_config(tmp_path, vendors).read_text()
+    text = text.replace("    holdout_percent: 10\n",
+                        "    holdout_percent: 10\n    push: {crm_property: advisor_segments, tag_prefix: 'seg/'}\n")
+    tenant = load_config_text(text).tenants[0]
+    records = [{"properties": {"advisor_segments": "churn_watch", "tags": ["VIP", "seg/churn_watch"],
+                               "lifecyclestage": "lead"}}]
+    wanted, discovered = wanted_properties(tenant, records)
+    assert discovered and wanted == {"tags", "lifecyclestage"}
+    assert without_own_tags(["VIP", "seg/churn_watch"], tenant.push.tag_prefix) == ["VIP"]
