@@ -29,8 +29,8 @@ EMAIL_TYPES = {"email_sent": "sends", "email_open": "opens", "email_click": "cli
 MAX_EXTRA_TYPES = 12
 CHUNK_ROWS = 2_000_000
 # Text that starts like a date (ISO 8601 "2025-06-10", "2025-06-10T14:00:00Z", or "6/10/2025"). A date kept as
-# text is never a category: its values are all but unique, and a record's modification time (HubSpot's
-# lastmodifieddate, Mailchimp's last_changed) changes whenever anyone writes the record, segsync's own pushes
+# text is never a category: its values are all but unique, and a record's modification time (a CRM's
+# last-modified date, an ESP's last-changed) changes whenever anyone writes the record, segsync's own pushes
 # included, so as an input it would turn every push into a changed score on the next run.
 DATE_TEXT = r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})(?:$|[T ])"
 

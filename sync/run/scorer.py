@@ -3,7 +3,10 @@
 Only contacts the consent gate allows for ``profiling`` are scored. Models are reused between
 runs and retrained only when asked, when missing, or when their spec changed. Features are
 computed as of the data's own watermark (just after the newest stored event), so a re-run with
-no new data yields the very same scores - and so zero writes.
+no new data yields the very same scores - and so zero writes. What segsync itself wrote comes back on
+the next pull (its segment property and tags, and the CRM's new modification time on every contact it
+wrote); none of it is a model input (:func:`wanted_properties`, :func:`without_own_tags`,
+:data:`scoring.features.DATE_TEXT`), so segsync's own writes do not move its scores.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple
 
 
 def without_own_tags(value: Any, prefix: str) -> Any:
-    """A list of tags (Mailchimp's, Wealthbox's) less segsync's own: the segments pushed last run are not inputs."""
+    """A list of tags (an ESP's, a CRM's) less segsync's own: the segments pushed last run are not inputs."""
     if isinstance(value, list) and prefix:
         return [t for t in value if not str(t).startswith(prefix)]
     return value
@@ -159,7 +162,8 @@ def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:
 
 def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp,
               retrain: bool) -> tuple[TrainedModel | InsufficientData, bool]:
-    """Reuse the persisted model unless asked to retrain, it is missing, its spec changed or it predates the gate.
+    """Reuse the persisted model unless asked to retrain, it is missing, its spec changed, it predates the gate,
+    or it reads a property that is no longer a model input (:func:`inputs_gone`).
 
     A newly trained model is backtested and gated once (:mod:`scoring.gate`); the verdict is kept
     in its metrics so a reused model carries it too.
@@ -193,10 +197,15 @@ def inputs_gone(model: TrainedModel, contacts: pd.DataFrame, as_of: pd.Timestamp
     """Contact properties a saved model reads that the input rules no longer select, e.g. a date kept as text
     (:data:`scoring.features.DATE_TEXT`) in a model trained before that rule. Predicting would leave them
     blank for everyone, so such a model is retrained once rather than reused."""
+    feats = model.spec.features
+    read = [c for c in model.feature_names if c in contacts.columns]
+    if not read or feats.numeric_properties or feats.categorical_properties:
+        return []  # declared inputs are used as given
     exclude = [model.spec.outcome_property] if model.spec.outcome_property else []
-    numeric, categorical = select_properties(eligible_contacts(contacts, as_of), model.spec.features, exclude)
+    frame = eligible_contacts(contacts[list(dict.fromkeys(["contact_id", "created_at", *read]))], as_of)
+    numeric, categorical = select_properties(frame, feats, exclude)
     kept = {*numeric, *categorical}
-    return [c for c in model.feature_names if c in contacts.columns and c not in kept]
+    return [c for c in read if c not in kept]
 
 
 def backtest_summary(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:
