@@ -33,9 +33,10 @@ VENDOR_MODULES: tuple[str, ...] = (
     "connectors.hubspot.plugin",
     "connectors.csvfile.plugin",
     "connectors.mailchimp.plugin",
+    "connectors.redtail.plugin",
 )
 #: Types users ask for that are not supported yet: refused with "not supported yet" and the list of those that are.
-PLANNED: Mapping[str, tuple[str, ...]] = {"crm": ("salesforce", "wealthbox", "redtail"), "esp": ()}
+PLANNED: Mapping[str, tuple[str, ...]] = {"crm": ("salesforce", "wealthbox"), "esp": ()}
 
 Role = Literal["crm", "esp"]
 OK, WARN, FAIL = "ok", "warn", "fail"

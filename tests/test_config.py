@@ -116,3 +116,16 @@ def test_duplicate_keys_and_tenants_are_errors():
         load_config_text(doubled)
     expected = "<config>:9: tenant t1: id: tenant id 't1' is already used (line 4); ids must be unique"
     assert exc.value.problems == [expected]
+
+
+def test_redtail_block_typo_and_page_size_above_the_cap_are_named():
+    redtail = "type: redtail, api_key: rt-key-0001, username: advisor, password: rt-pass-0001"
+    cfg = load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123", redtail))
+    assert cfg.tenants[0].crm.type == "redtail" and cfg.tenants[0].crm.page_size == 200
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123",
+                                         redtail + ", tag_gruop: mine, page_size: 500"))
+    problems = "\n".join(exc.value.problems)
+    assert "crm.tag_gruop: unknown key (did you mean tag_group?)" in problems
+    assert "crm.page_size" in problems and "200" in problems
+    assert "rt-pass-0001" not in problems and "rt-key-0001" not in problems
