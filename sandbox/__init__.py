@@ -31,6 +31,7 @@ from sandbox.hubspot import HubSpotSim
 
 if TYPE_CHECKING:
     from sandbox.mailchimp import MailchimpSim
+    from sandbox.redtail import RunningRedtail
 
 __all__ = ["Book", "BookEvent", "Call", "CallLog", "Campaign", "Faults", "HubSpotSim", "Person", "Sandbox", "Truth",
            "generate_book", "run_sandbox_forever", "start_sandbox"]
@@ -170,18 +171,38 @@ def describe(sb: Sandbox) -> str:
             f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")
 
 
+def redtail_config_yaml(sb: Sandbox, rt: RunningRedtail, store: str = "sqlite:///segsync.db") -> str:
+    """:meth:`Sandbox.config_yaml` with a Redtail ``crm:`` block (``rt`` serves the same book) instead of HubSpot's."""
+    text = sb.config_yaml(store)
+    hubspot = text[text.index("    crm:\n"):text.index("    esp:\n")]
+    return text.replace(hubspot, f"""    crm:
+      type: redtail
+      api_key: {rt.api_key}
+      username: {rt.username}
+      password: {rt.password}
+      base_url: {rt.url}
+      requests_per_second: 0   # no client-side pacing against the local sandbox
+""")
+
+
 def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str = "unlimited",
                         out: TextIO | None = None, stop: threading.Event | None = None,
                         on_ready: Callable[[Sandbox], None] | None = None, **options: Any) -> int:
-    """Start both simulators, print their URLs and a ready config, and serve until Ctrl-C (or ``stop``).
+    """Start the simulators (HubSpot, Mailchimp, Redtail on the same book), print their URLs and ready configs
+    (HubSpot + Mailchimp, and Redtail + Mailchimp), and serve until Ctrl-C (or ``stop``).
 
     For the ``segsync sandbox`` command. ``on_ready`` gets the running :class:`Sandbox` (tests use it).
     Returns 0.
     """
+    from sandbox.redtail import start_redtail
+
     out = out or sys.stdout
     started = time.perf_counter()
-    with start_sandbox(contacts=contacts, seed=seed, hubspot_plan=hubspot_plan, **options) as sb:
+    with start_sandbox(contacts=contacts, seed=seed, hubspot_plan=hubspot_plan, **options) as sb, \
+            start_redtail(book=sb.book, seed=seed, calls=sb.calls) as rt:
         print(describe(sb), file=out)
+        print(f"Redtail   {rt.url}  (API key {rt.api_key}, user {rt.username})\n\n"
+              f"# the same firm on Redtail instead of HubSpot:\n{redtail_config_yaml(sb, rt)}", file=out)
         print(f"Ready in {time.perf_counter() - started:.1f} s. Ctrl-C to stop.", file=out, flush=True)
         if on_ready is not None:
             on_ready(sb)

@@ -130,7 +130,7 @@ class RedtailConnector(CrmConnector):
             yield page
 
     def _add(self, page: PullPage, raw: Mapping[str, Any], started: datetime, what: str) -> None:
-        contact = M.to_contact(raw, started, what)
+        contact = M.to_contact(raw, started, what, own_prefix=self.group_name(""))
         if self.pull_accounts and not contact.archived:
             accounts = self._sub_list(contact.vendor_id, "accounts", self.client.accounts)
             if accounts is not None:

@@ -58,8 +58,9 @@ def emails_of(raw: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     return (found[0] if found else None), tuple(found[1:])
 
 
-def to_contact(raw: Mapping[str, Any], as_of: datetime, what: str) -> Contact:
-    """A contact from ``/contacts`` (with ``include=emails,family,tag_memberships``)."""
+def to_contact(raw: Mapping[str, Any], as_of: datetime, what: str, own_prefix: str = "") -> Contact:
+    """A contact from ``/contacts`` (with ``include=emails,family,tag_memberships``). Tag groups named with
+    ``own_prefix`` (segsync's own) are left out of the tags property: segsync's output is never its input."""
     vid = record_id(raw, what)
     email, others = emails_of(raw)
     props: dict[str, Any] = {"first_name": raw.get("first_name"), "last_name": raw.get("last_name")}
@@ -78,7 +79,7 @@ def to_contact(raw: Mapping[str, Any], as_of: datetime, what: str) -> Contact:
     if isinstance(family_id, int) and not isinstance(family_id, bool):
         props[HOUSEHOLD_PROPERTY] = str(family_id)
     tags = sorted({str(m.get("name")) for m in raw.get("tag_memberships") or [] if isinstance(m, Mapping)
-                   and m.get("name")})
+                   and m.get("name") and not (own_prefix and str(m["name"]).startswith(own_prefix))})
     props[S.PROP_TAGS] = ";".join(tags)
     return Contact(source=S.SOURCE, vendor_id=vid, email=email, properties=props,
                    updated_at=parse_time_or_none(raw.get("updated_at")),
