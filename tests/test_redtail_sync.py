@@ -57,7 +57,7 @@ def test_5000_contact_redtail_book_syncs_once_pushes_tags_reruns_without_writes_
     rt = start_redtail(book=sb.book, seed=16, calls=sb.calls)
     try:
         config = config_for(tmp_path, sb, rt)
-        sim, db = rt.sim, rt.sim.db
+        db = rt.sim.db
         live = {c.id for c in db.contacts.values()}
 
         first = sync(config)
@@ -103,7 +103,8 @@ def test_5000_contact_redtail_book_syncs_once_pushes_tags_reruns_without_writes_
         # A Mailchimp unsubscribe reaches Redtail as "Do Not Email" membership; segsync's tag comes off.
         emails = {e["address"].lower(): c.id for c in db.contacts.values() for e in c.emails if e["is_primary"]}
         subscribed = {m.email.lower() for m in sb.mailchimp.state.members.values() if m.status == "subscribed"}
-        who = next(e for e, cid in sorted(emails.items()) if cid in tagged and e in subscribed and cid not in had_optout)
+        who = next(e for e, cid in sorted(emails.items())
+                   if cid in tagged and e in subscribed and cid not in had_optout)
         cid = emails[who]
         sb.calls.clear()
         sb.mailchimp.unsubscribe(who)
