@@ -89,6 +89,12 @@ class RedtailConnector(CrmConnector):
         self._groups: dict[str, Mapping[str, Any]] | None = None  # lower-case name -> tag group
         self._fields: dict[str, int] | None = None  # lower-case UDF field name -> id
         self._segment_groups: dict[str, int] = {}  # segment -> tag group id (ensure_schema)
+        # What segsync knows of each contact's memberships (pulled this run, or written since) and UDF values
+        # (written by us): a push reads a contact only when it knows nothing of it.
+        self._memberships: dict[str, dict[int, int]] = {}
+        self._udfs: dict[str, dict[int, tuple[int, str]]] = {}
+        self._fresh_fields: set[int] = set()  # UDF fields this connector created: nobody has a value yet
+        self._scores_wanted: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         return f"RedtailConnector({self.client!r})"
@@ -131,6 +137,9 @@ class RedtailConnector(CrmConnector):
 
     def _add(self, page: PullPage, raw: Mapping[str, Any], started: datetime, what: str) -> None:
         contact = M.to_contact(raw, started, what, own_prefix=self.group_name(""))
+        if isinstance(raw.get("tag_memberships"), list):
+            self._memberships[contact.vendor_id] = M.membership_ids(raw["tag_memberships"])
+        self._udfs.pop(contact.vendor_id, None)  # changed since we wrote: its UDF values are read again
         if self.pull_accounts and not contact.archived:
             accounts = self._sub_list(contact.vendor_id, "accounts", self.client.accounts)
             if accounts is not None:
@@ -218,6 +227,7 @@ class RedtailConnector(CrmConnector):
             if not isinstance(field, Mapping) or not isinstance(field.get("id"), int):
                 raise InputError(f"redtail: POST /lists/contact_udf_fields for {prop!r} answered without an id")
             fid = self.fields()[prop.lower()] = int(field["id"])
+            self._fresh_fields.add(fid)
         return fid
 
     def ensure_schema(self, property_name: str, segment_names: Sequence[str], score_names: Sequence[str]) -> None:
@@ -268,6 +278,28 @@ class RedtailConnector(CrmConnector):
             self._push_scores(vid, scores)
         return RecordResult(vid, "sent")
 
+    def _retrying_once(self, vid: str, write: Callable[[bool], None]) -> None:
+        """Write from what is known of the contact; if Redtail refuses (someone changed it since we read it),
+        forget it, read it again and write once more."""
+        known = vid in self._memberships or vid in self._udfs or bool(self._fresh_fields)
+        try:
+            write(False)
+        except RejectedRecordError:
+            if not known:  # it was read just now: reading again would say the same
+                raise
+            self._memberships.pop(vid, None)
+            self._udfs.pop(vid, None)
+            write(True)
+
+    def _membership_ids(self, vid: str) -> dict[int, int]:
+        """tag group id -> membership id for the contact: as pulled this run (or written since), else read."""
+        have = self._memberships.get(vid)
+        if have is None:
+            what = f"GET /contacts/{vid}/tag_memberships"
+            have = M.membership_ids(M.rows_of(self.client.memberships(vid), "tag_memberships", what))
+            self._memberships[vid] = have
+        return have
+
     def _push_tags(self, vid: str, segments: list[str]) -> None:
         want: dict[int, str] = {}
         for segment in segments:
@@ -277,21 +309,42 @@ class RedtailConnector(CrmConnector):
                                           "creates it)", vendor=S.VENDOR)
             want[gid] = segment
         owned = self.owned()
-        what = f"GET /contacts/{vid}/tag_memberships"
-        have = {int(m["tag_id"]): int(m["id"]) for m in M.rows_of(self.client.memberships(vid), "tag_memberships",
-                                                                    what)
-                if isinstance(m.get("tag_id"), int) and isinstance(m.get("id"), int)}
-        for gid in want:
-            if gid not in have:
-                self.client.add_membership(vid, gid)
-        for gid, mid in have.items():
-            if gid in owned and gid not in want:
-                self.client.remove_membership(vid, mid)
+
+        def write(_again: bool) -> None:
+            have = self._membership_ids(vid)
+            for gid in want:
+                if gid not in have:
+                    self._add_membership(vid, gid, have)
+            for gid, mid in list(have.items()):
+                if gid in owned and gid not in want:
+                    self.client.remove_membership(vid, mid)
+                    del have[gid]
+
+        self._retrying_once(vid, write)
+
+    def _add_membership(self, vid: str, gid: int, have: dict[int, int]) -> None:
+        made = self.client.add_membership(vid, gid)
+        row = made.get("tag_membership") if isinstance(made, Mapping) else None
+        if isinstance(row, Mapping) and isinstance(row.get("id"), int):
+            have[gid] = int(row["id"])
+        else:  # created, but we do not know its id: read the contact again when it is next needed
+            self._memberships.pop(vid, None)
+
+    def _udf_values(self, vid: str, again: bool) -> dict[int, tuple[int, str]]:
+        """UDF field id -> (value id, value) for the contact: known from our own writes, none for a field this
+        connector created, else read (one call)."""
+        have = self._udfs.get(vid)
+        if have is None:
+            what = f"GET /contacts/{vid}/udfs"
+            if not again and set(self._scores_wanted) <= self._fresh_fields:
+                have = {}  # every field we write was created by us just now: no contact has a value yet
+            else:
+                have = M.udf_values(M.rows_of(self.client.udfs(vid), "contact_udfs", what))
+            self._udfs[vid] = have
+        return have
 
     def _push_scores(self, vid: str, scores: Mapping[str, str]) -> None:
-        what = f"GET /contacts/{vid}/udfs"
-        have = {int(u["contact_udf_field_id"]): u for u in M.rows_of(self.client.udfs(vid), "contact_udfs", what)
-                if isinstance(u.get("contact_udf_field_id"), int) and isinstance(u.get("id"), int)}
+        fields: dict[int, str] = {}
         for prop, value in scores.items():
             fid = self._field(prop, create=False)
             if fid is None:
@@ -299,12 +352,28 @@ class RedtailConnector(CrmConnector):
                     continue  # nothing to clear
                 raise RejectedRecordError(f"redtail: no user-defined field {prop!r} yet (ensure_schema creates it)",
                                           vendor=S.VENDOR)
-            current = have.get(fid)
-            if current is None:
-                if value != "":
-                    self.client.create_udf(vid, fid, value)
-            elif str(current.get("field_value") or "") != value:
-                self.client.update_udf(vid, int(current["id"]), value)
+            fields[fid] = value
+        if not fields:
+            return
+        self._scores_wanted = tuple(fields)
+
+        def write(again: bool) -> None:
+            have = self._udf_values(vid, again)
+            for fid, value in fields.items():
+                current = have.get(fid)
+                if current is None:
+                    if value != "":
+                        made = self.client.create_udf(vid, fid, value)
+                        row = made.get("contact_udf") if isinstance(made, Mapping) else None
+                        if isinstance(row, Mapping) and isinstance(row.get("id"), int):
+                            have[fid] = (int(row["id"]), value)
+                        else:
+                            self._udfs.pop(vid, None)
+                elif current[1] != value:
+                    self.client.update_udf(vid, current[0], value)
+                    have[fid] = (current[0], value)
+
+        self._retrying_once(vid, write)
 
     # ----------------------------------------------------------------- opt-out
 
@@ -318,10 +387,13 @@ class RedtailConnector(CrmConnector):
             if vid is None:
                 return RecordResult(key, "sent", "no Redtail contact has this address")
             gid = self._optout_group()
-            what = f"GET /contacts/{vid}/tag_memberships"
-            rows = M.rows_of(self.client.memberships(vid), "tag_memberships", what)
-            if not any(m.get("tag_id") == gid for m in rows):
-                self.client.add_membership(vid, gid)
+
+            def write(_again: bool) -> None:
+                have = self._membership_ids(vid)
+                if gid not in have:
+                    self._add_membership(vid, gid, have)
+
+            self._retrying_once(vid, write)
         except (RejectedRecordError, InputError, ConfigError) as exc:
             return RecordResult(key, "failed", getattr(exc, "detail", None) or str(exc))
         if property_name:

@@ -161,3 +161,15 @@ def optout_signal(contact: Contact, raw: Mapping[str, Any], optout_group: str,
                          reason=f"Redtail: member of the {optout_group!r} tag group",
                          evidence={"tag_group": optout_group, "contact_id": contact.vendor_id},
                          vendor_event_id=f"redtail:optout:{contact.vendor_id}")
+
+
+def membership_ids(rows: Iterable[Any]) -> dict[int, int]:
+    """tag group id -> membership id, from a contact's tag memberships."""
+    return {int(m["tag_id"]): int(m["id"]) for m in rows if isinstance(m, Mapping)
+            and isinstance(m.get("tag_id"), int) and isinstance(m.get("id"), int)}
+
+
+def udf_values(rows: Iterable[Mapping[str, Any]]) -> dict[int, tuple[int, str]]:
+    """UDF field id -> (value id, value), from a contact's UDF values."""
+    return {int(u["contact_udf_field_id"]): (int(u["id"]), str(u.get("field_value") or "")) for u in rows
+            if isinstance(u.get("contact_udf_field_id"), int) and isinstance(u.get("id"), int)}
