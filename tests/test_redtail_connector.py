@@ -58,7 +58,8 @@ def test_push_writes_only_segsync_tag_groups_and_never_touches_the_firms_own(rt:
     db = rt.sim.db
     firm = next(t["id"] for t in db.tags.values() if t["name"] == DO_NOT_EMAIL)
     member = next(cid for cid, c in db.contacts.items() if firm in c.tag_memberships.values())
-    results = conn.push_properties([PropertyUpdate(str(member), {PROP: "vip;churn", "segsync_score_churn_risk": "0.7"})])
+    wanted = {PROP: "vip;churn", "segsync_score_churn_risk": "0.7"}
+    results = conn.push_properties([PropertyUpdate(str(member), wanted)])
     assert results[0].outcome == "sent"
     assert rt.sim.db.contacts[member].tag_memberships and rt.sim.udfs_of(
         rt.sim.db.contacts[member].person_key) == {"segsync_score_churn_risk": "0.7"}
