@@ -60,6 +60,9 @@ BENCHES = (
     Bench("mailchimp", ("--members", "1000")),
     Bench("scoring", ("--contacts", "50000", "--book", "2000"), out_is_dir=True),
     Bench("consent", ("--contacts", "10000")),
+    Bench("redtail", ("--contacts", "1000", "--changed", "100"),
+          columns=("scenario", "changed", "calls", "writes", "minimum_calls", "calls_per_changed",
+                   "minimum_per_changed", "seconds")),
 )
 
 
