@@ -134,3 +134,15 @@ def test_segsync_check_reads_redtail_and_names_a_refused_login(make_sandbox, tmp
         assert bad.exit_code == 2, bad.output
         assert "crm.api_key/crm.username/crm.password refused the credential" in bad.output
         assert "not-the-password-000" not in bad.output
+
+
+def test_a_contact_deleted_mid_pull_loses_no_other_contact(rt: RunningRedtail) -> None:
+    conn = connect(rt, page_size=20, pull_accounts=False, pull_notes=False)
+    pages = conn.pull_contacts(None, datetime.now(UTC))
+    first = next(pages)
+    gone = sorted(rt.sim.db.contacts)[:3]
+    for cid in gone:  # deleted behind the reader: everyone after them moves up three places
+        rt.sim.delete(rt.sim.db.contacts[cid].person_key)
+    ids = [c.vendor_id for c in first.contacts] + [c.vendor_id for p in pages for c in p.contacts]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {str(i) for i in rt.sim.db.contacts}

@@ -37,6 +37,13 @@ def total_pages(body: Any) -> int | None:
     return pages if isinstance(pages, int) else None
 
 
+def total_records(body: Any) -> int | None:
+    """``meta.total_records`` of a list answer (None when absent)."""
+    meta = body.get("meta") if isinstance(body, Mapping) else None
+    total = meta.get("total_records") if isinstance(meta, Mapping) else None
+    return total if isinstance(total, int) else None
+
+
 def record_id(raw: Mapping[str, Any], what: str) -> str:
     """A record's numeric id as text."""
     rid = raw.get("id")
