@@ -24,8 +24,11 @@ clients and https://help.surgetk.com/en/articles/14728980-redtail-integration-te
 INFERRED (no public text found): the page-size cap (200; a larger ``pagesize`` is refused by our config);
 the tag-group and UDF paths and bodies (``/tag_groups``, ``/contacts/{id}/tag_memberships``,
 ``/lists/contact_udf_fields``, ``/contacts/{id}/udfs``); that a deleted contact just leaves the listings;
-that adding a note bumps the contact's ``updated_at`` (a balance change might not: a full pass
-re-reads balances); the 429 body; the email opt-out convention, a firm's "Do Not Email" tag group.
+that adding a note bumps the contact's ``updated_at`` (a balance change
+alone might not: segsync then sees the new balance only when the contact next changes); the 429 body; the
+email opt-out convention, a firm's "Do Not Email" tag group; the ``email`` parameter of ``/contacts/search``
+(used only to find an opt-out's contact when its id is unknown; every answer is checked against the
+address, so a server that ignored the parameter would find nobody).
 
 What segsync writes: one tag group per segment, named ``"<tag_group>: <segment>"`` and described as
 segsync's (:data:`settings.OWNED_MARK`); memberships only in those groups and in the opt-out group; one

@@ -21,7 +21,7 @@ class RedtailCrm(VendorConfig):
     # Records per page of /contacts: Redtail's default is 50; above the (INFERRED) cap of 200 is refused.
     page_size: int = Field(S.PAGE_SIZE, ge=1, le=S.PAGE_SIZE)
     # Redtail documents no rate limit: segsync paces itself (0 = no pacing, for a local sandbox only).
-    requests_per_second: float = Field(S.REQUESTS_PER_SECOND, ge=0, le=100)
+    requests_per_second: float = Field(S.REQUESTS_PER_SECOND, ge=0)
     tag_group: str = Field(S.DEFAULT_TAG_GROUP, min_length=1, max_length=60)  # prefix of segsync's tag groups
     optout_tag_group: str = Field(S.DEFAULT_OPTOUT_TAG_GROUP, min_length=1, max_length=100)  # the firm's "no email"
     pull_accounts: bool = True  # account balances: one read per changed contact
