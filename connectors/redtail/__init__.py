@@ -15,7 +15,7 @@ clients and https://help.surgetk.com/en/articles/14728980-redtail-integration-te
   (on ``/authentication``) or the user key (elsewhere); a 403 is the Redtail user's role.
 - Paging: ``page`` from 1, ``meta: {total_records, total_pages}``; ``/contacts`` takes ``pagesize``
   (default 50) and ``include`` (emails, family, tag_memberships, activities, ...) as headers.
-- Incremental: ``updated_since`` (documented on ``/contacts/search``; sent to ``/contacts`` by public clients).
+- Incremental: ``updated_since``, a documented parameter of ``/contacts/search`` (segsync pages it there).
 - Families (households) in ``include=family``; accounts (``balance``) at ``/contacts/{id}/accounts``; notes
   at ``/contacts/{id}/notes`` (dated ``created_at``); activities (``start_date``) in ``include=activities``.
 - Rate limits: none documented (no rate text in the collection, no rate headers). segsync paces itself

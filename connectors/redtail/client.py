@@ -92,11 +92,12 @@ class RedtailClient:
     # ----------------------------------------------------------------- reads
 
     def contacts(self, page: int, updated_since: str | None) -> Any:
-        """One page of contacts (``pagesize`` and ``include`` ride as headers on every call, as documented)."""
-        params: dict[str, Any] = {"page": page}
+        """One page of contacts (``pagesize`` and ``include`` ride as headers on every call, as documented);
+        with ``updated_since``, from ``/contacts/search``, where Redtail documents that parameter."""
         if updated_since:
-            params["updated_since"] = updated_since
-        return self.call("GET", "/contacts", S.EP_CONTACTS, params=params)
+            return self.call("GET", "/contacts/search", S.EP_CONTACTS,
+                             params={"page": page, "updated_since": updated_since})
+        return self.call("GET", "/contacts", S.EP_CONTACTS, params={"page": page})
 
     def accounts(self, contact_id: str, page: int = 1) -> Any:
         return self.call("GET", f"/contacts/{contact_id}/accounts", S.EP_ACCOUNTS, params={"page": page})

@@ -109,7 +109,7 @@ class RedtailConnector(WriteMixin, CrmConnector):
         cur = Cursor.decode(cursor)
         started = as_utc(run_started)
         cur.started = cur.started or started.isoformat()
-        what = "GET /contacts" + ("?updated_since" if cur.since else "")
+        what = "GET /contacts/search?updated_since" if cur.since else "GET /contacts"
         # per_page=1: only an empty page or meta.total_pages ends the pass (sub-lists ignore our page size).
         pager = PageNumberPaginator(f"redtail: {what}", lambda b: (M.rows_of(b, "contacts", what), M.total_pages(b)),
                                     page=cur.page, per_page=1)
