@@ -146,3 +146,20 @@ def test_a_contact_deleted_mid_pull_loses_no_other_contact(rt: RunningRedtail) -
     ids = [c.vendor_id for c in first.contacts] + [c.vendor_id for p in pages for c in p.contacts]
     assert len(ids) == len(set(ids))
     assert set(ids) == {str(i) for i in rt.sim.db.contacts}
+
+
+def test_an_opt_out_group_segsync_had_to_create_is_never_emptied_by_a_clear(rt: RunningRedtail) -> None:
+    db = rt.sim.db
+    with db.lock:  # a firm without a "Do Not Email" group
+        gone = next(t for t, g in db.tags.items() if g["name"] == DO_NOT_EMAIL)
+        del db.tags[gone]
+        for c in db.contacts.values():
+            c.tag_memberships = {m: t for m, t in c.tag_memberships.items() if t != gone}
+    conn = connect(rt)
+    conn.ensure_schema(PROP, ["vip"], [])
+    cid = str(next(iter(db.contacts)))
+    conn.push_properties([PropertyUpdate(cid, {PROP: "vip"})])
+    assert conn.suppress("", cid, PROP).outcome == "sent"
+    for again in (conn, connect(rt)):  # this connector, and a later run's
+        again.push_properties([PropertyUpdate(cid, {PROP: ""})])
+        assert rt.sim.tags_of(db.contacts[int(cid)].person_key) == {DO_NOT_EMAIL}

@@ -119,9 +119,9 @@ class RedtailClient:
 
     # ----------------------------------------------------------------- writes
 
-    def create_tag_group(self, name: str) -> Any:
+    def create_tag_group(self, name: str, description: str = S.OWNED_MARK) -> Any:
         return self.call("POST", "/tag_groups", S.EP_TAG_GROUPS_CREATE, json={"name": name,
-                                                                            "description": S.OWNED_MARK})
+                                                                            "description": description})
 
     def add_membership(self, contact_id: str, tag_id: int) -> Any:
         return self.call("POST", f"/contacts/{contact_id}/tag_memberships", S.EP_MEMBERSHIP_ADD,

@@ -38,6 +38,8 @@ WRITE_ENDPOINTS = (EP_TAG_GROUPS_CREATE, EP_MEMBERSHIP_ADD, EP_MEMBERSHIP_REMOVE
 
 # What segsync writes. Its tag groups carry this description: the only ones it ever adds to or removes from.
 OWNED_MARK = "Created by segsync (predictive segments); segsync manages its memberships."
+# The opt-out group, when the firm had none and segsync created it: members must never be emailed.
+OPTOUT_MARK = "Do not email: people who opted out (created by segsync; segsync only ever adds members)."
 SCORE_PREFIX = "segsync_score_"
 DEFAULT_TAG_GROUP = "segsync"
 DEFAULT_OPTOUT_TAG_GROUP = "Do Not Email"  # INFERRED: the firm convention the simulator models

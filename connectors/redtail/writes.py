@@ -59,9 +59,11 @@ class WriteMixin:
         return self._fields
 
     def owned(self) -> dict[int, str]:
-        """Tag groups segsync created (by its description mark): id -> name. The only ones it ever edits."""
-        return {int(g["id"]): str(g.get("name")) for g in self.groups().values()
-                if str(g.get("description") or "") == S.OWNED_MARK}
+        """Segment tag groups segsync created (by its description mark): id -> name. The only ones whose
+        memberships it ever removes (never the opt-out group, even one segsync created)."""
+        optout = self.optout_tag_group.lower()
+        return {int(g["id"]): str(g.get("name")) for name, g in self.groups().items()
+                if str(g.get("description") or "") == S.OWNED_MARK and name != optout}
 
     def group_name(self, segment: str) -> str:
         return f"{self.tag_group}: {segment}"
@@ -272,7 +274,7 @@ class WriteMixin:
     def _optout_group(self) -> int:
         group = self.groups().get(self.optout_tag_group.lower())
         if group is None:  # the firm has none yet: segsync creates it (marked as segsync's)
-            made = self.client.create_tag_group(self.optout_tag_group)
+            made = self.client.create_tag_group(self.optout_tag_group, S.OPTOUT_MARK)
             group = made.get("tag_group") if isinstance(made, Mapping) else None
             if not isinstance(group, Mapping) or not isinstance(group.get("id"), int):
                 raise InputError(f"redtail: POST /tag_groups for {self.optout_tag_group!r} answered without an id")
