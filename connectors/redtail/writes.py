@@ -37,6 +37,7 @@ class WriteMixin:
     # ----------------------------------------------------------------- schema
 
     def all_rows(self, fetch: Callable[[int], Any], key: str, what: str) -> list[Mapping[str, Any]]:
+        """Every row of a paged list: ``fetch(page)`` until an empty page or ``meta.total_pages``."""
         pager = PageNumberPaginator(f"redtail: {what}", lambda b: (M.rows_of(b, key, what), M.total_pages(b)),
                                     per_page=1)
         rows: list[Mapping[str, Any]] = []
@@ -66,6 +67,7 @@ class WriteMixin:
                 if str(g.get("description") or "") == S.OWNED_MARK and name != optout}
 
     def group_name(self, segment: str) -> str:
+        """The name of segsync's tag group for ``segment``."""
         return f"{self.tag_group}: {segment}"
 
     def _segment_group(self, segment: str, create: bool) -> int | None:
