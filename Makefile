@@ -28,7 +28,7 @@ test: lint
 
 # The everyday lane (under two minutes): everything but what serves vendors over HTTP end to end, runs
 # whole synthetic books, spawns CLI processes or needs PostgreSQL. `make test` (and CI) still runs it all.
-SLOW_FILES := test_e2e_sandbox.py test_serve.py test_consent_pg.py test_scoring_datasets.py test_pipeline.py \
+SLOW_FILES := test_e2e_sandbox.py test_wealthbox_sync.py test_serve.py test_consent_pg.py test_scoring_datasets.py test_pipeline.py \
               test_csv_sync.py test_scoring_pipeline.py test_cli.py \
               test_crash_push.py test_crash_suite.py test_lock_loss.py test_hostile_input.py test_transient_answers.py \
               test_vendor_reality.py test_redtail_sync.py

@@ -13,7 +13,7 @@ constants buried in loops, so the planner can cost a push before it is sent.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -148,6 +148,14 @@ class CrmConnector(ABC):
         """API calls made so far, by endpoint class, plus 429s and retries."""
         return {}
 
+    def fence_calls(self, guard: Callable[[], None] | None) -> None:
+        """Run ``guard`` before every vendor call from now on (None: stop); it raises to stop a call unsent.
+
+        The push passes the tenant lease's fencing check. Here it is only kept (``call_guard``): a connector
+        that does not run it before its calls is fenced per batch only.
+        """
+        self.call_guard = guard
+
 
 class EspConnector(ABC):
     """An email platform: pull members and engagement, push tags and static segments, unsubscribe."""
@@ -183,3 +191,11 @@ class EspConnector(ABC):
     def stats(self) -> dict[str, Any]:
         """API calls made so far, by endpoint class, plus 429s and retries."""
         return {}
+
+    def fence_calls(self, guard: Callable[[], None] | None) -> None:
+        """Run ``guard`` before every vendor call from now on (None: stop); it raises to stop a call unsent.
+
+        The push passes the tenant lease's fencing check. Here it is only kept (``call_guard``): a connector
+        that does not run it before its calls is fenced per batch only.
+        """
+        self.call_guard = guard

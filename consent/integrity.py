@@ -9,6 +9,17 @@ attempts, last error or next attempt time (bookkeeping that says nothing about d
 
 Rows written before revision 0003 have no MAC; the tenant's chain head records from which outbox
 id on a MAC is required (``outbox_keyed_from_id``), and a checkpoint records that marker too.
+
+Deleted rows. A signed row also names the tenant's row before it (``payload.prev_outbox_id``,
+covered by the MAC), so deleting any row but the newest breaks its successor's link, checkpoint
+or not. A checkpoint counts the rows up to its ``outbox_max_id``, so deleting rows it counted is
+found against it. What remains: deleting the newest rows written *after* the last checkpoint (a
+whole tail, nothing after it) leaves a consistent outbox that nothing can tell from one where
+they were never written. Its exposure is bounded: those rows' withdrawals stay in the keyed
+ledger chain, and segsync's push re-checks consent from the ledger before every batch, so segsync
+never pushes to those people; what is lost is telling the vendor (unsubscribe, CRM opt-out) for
+the rows written since the last checkpoint. Taking a checkpoint after every run bounds it to one
+run's opt-outs.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from consent.chain import BrokenLink, canonical_json
 from consent.schema import consent_chain_heads, consent_outbox
 
 ob = consent_outbox.c
+PREV_LINK = "prev_outbox_id"  # in a signed row's payload: the id of the tenant's row before it (0: none)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -59,6 +71,8 @@ def check_outbox(conn: sa.Connection, tenant: str, chain_key: bytes) -> BrokenLi
     rows = conn.execute(
         sa.select(consent_outbox).where(ob.tenant_id == tenant, ob.id >= since).order_by(ob.id)
     ).mappings().all()
+    before = conn.execute(sa.select(sa.func.max(ob.id)).where(ob.tenant_id == tenant, ob.id < since)).scalar()
+    prev = int(before or 0)
     for r in rows:
         if r["mac"] is None or not hmac.compare_digest(r["mac"], outbox_mac(chain_key, r)):
             return BrokenLink(
@@ -66,7 +80,15 @@ def check_outbox(conn: sa.Connection, tenant: str, chain_key: bytes) -> BrokenLi
                 f"outbox row {r['id']} ({r['destination']}, status {r['status']}): its MAC does not match "
                 "(status or content edited outside segsync)",
             )
+        link = r["payload"].get(PREV_LINK) if isinstance(r["payload"], dict) else None
+        if link is not None and link != prev:
+            return BrokenLink(
+                tenant, None,
+                f"outbox row {r['id']} ({r['destination']}): it was written after row {link}, but the row before "
+                f"it is {prev or 'none'} (outbox rows were deleted)",
+            )
+        prev = int(r["id"])
     return None
 
 
-__all__ = ["check_outbox", "outbox_keyed_from", "outbox_mac"]
+__all__ = ["PREV_LINK", "check_outbox", "outbox_keyed_from", "outbox_mac"]

@@ -22,7 +22,8 @@ destination        on withdrawal of            what its handler must do
 =================  ==========================  =================================================
 
 Every action's ``payload`` is ``{"purposes": [...withdrawn...], "source": ..., "reason": ...}``
-plus ``"vendor_ref"`` (e.g. ``"crm:123"``) when the person is known only by a vendor id;
+plus ``"vendor_ref"`` (e.g. ``"crm:123"``) when the person is known only by a vendor id, and, on a
+signed row, ``"prev_outbox_id"``: the id of the tenant's row before it (see :mod:`consent.integrity`);
 ``email`` is the normalised address (None after erasure, once the action is done or failed).
 A handler returns to confirm and raises to fail; the exception's message is recorded
 (handlers must redact secrets first).
@@ -43,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from consent.erasure import redact
-from consent.integrity import outbox_mac
+from consent.integrity import PREV_LINK, outbox_mac
 from consent.schema import consent_outbox, insert_ignoring_conflicts
 from core import times
 
@@ -167,16 +168,23 @@ class Outbox:
             for d in dict.fromkeys(destinations)
         ]
         key = self.mac_key(tenant) if self.mac_key is not None else None
+        # Signed rows name the tenant's row before them (``prev_outbox_id``, under the MAC), so a row
+        # deleted from the middle breaks its successor's link. The caller's transaction holds the
+        # tenant's chain head (the ledger event was appended in it), so tenant rows arrive in id order.
+        prev = conn.execute(sa.select(sa.func.max(ob.id)).where(ob.tenant_id == tenant)).scalar() if key else None
         added = 0
         for row in rows:
             if key is not None:
+                row["payload"] = {**payload, PREV_LINK: int(prev or 0)}
                 row["mac"] = outbox_mac(key, row)
             # One by one, and counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT
             # is not portable (psycopg can report -1), and a replay must count as 0.
             inserted = conn.execute(
                 insert_ignoring_conflicts(conn, consent_outbox).values(**row).returning(ob.id)
             ).first()
-            added += inserted is not None
+            if inserted is not None:
+                added += 1
+                prev = inserted[0]
         return added
 
     def due(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
@@ -298,6 +306,7 @@ def drain(
     tenant: str | None = None,
     max_rounds: int = 1000,
     prepare: Callable[[Sequence[OutboxAction]], None] | None = None,
+    abort_on: tuple[type[BaseException], ...] = (),
 ) -> DrainReport:
     """Hand every due action to its destination's handler until none is due.
 
@@ -306,7 +315,9 @@ def drain(
     without a handler counts as a failed attempt, so a wiring mistake shows up as ``failed``
     rows instead of a queue that silently never empties. ``prepare`` sees each claimed batch first, so
     handlers can act on many actions in one vendor call (a batch write) and then confirm each; if it
-    raises, every handler runs on its own.
+    raises, every handler runs on its own. An exception of a type in ``abort_on`` (the run's tenant lock was
+    lost) is no failure of the action: it stops the drain at once and propagates, and the claimed actions
+    come back when their lease ends, their attempts untouched.
     """
     report = DrainReport()
     when = _now(now)
@@ -317,6 +328,8 @@ def drain(
         if prepare is not None:
             try:
                 prepare(batch)
+            except abort_on:
+                raise
             except Exception:  # the handlers then act one by one and record their own failures
                 log.warning("outbox: preparing a batch of %d failed; acting one by one", len(batch), exc_info=True)
         for action in batch:
@@ -325,6 +338,8 @@ def drain(
                 if handler is None:
                     raise LookupError(f"no handler is registered for destination {action.destination!r}")
                 note = handler(action)
+            except abort_on:
+                raise
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 report.errors[action.id] = message[:MAX_ERROR]

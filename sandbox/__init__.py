@@ -10,6 +10,10 @@
         sb.hubspot.merge_contacts(a, b); sb.hubspot.archive_contacts([c]); sb.hubspot.touch_contacts(ids, at)
         sb.book.truth                           # hidden outcomes: for tests and benchmarks only
         load_config_text(sb.config_yaml())      # a config ``segsync validate`` accepts
+        sb.wealthbox.url, sb.wealthbox.access_token   # Wealthbox on the same book, started on first use
+        sb.config_yaml(crm="wealthbox")         # the same tenant with Wealthbox as its CRM
+        sb.redtail.url, sb.redtail.api_key      # Redtail on the same book, started on first use
+        sb.config_yaml(crm="redtail")           # the same tenant with Redtail as its CRM
 
 ``run_sandbox_forever(contacts, seed)`` is what ``segsync sandbox`` calls. Only tests, benchmarks and
 the CLI's ``sandbox``/``demo`` commands import this package.
@@ -32,6 +36,10 @@ from sandbox.hubspot import HubSpotSim
 if TYPE_CHECKING:
     from sandbox.mailchimp import MailchimpSim
     from sandbox.redtail import RunningRedtail
+    from sandbox.wealthbox import RunningWealthbox
+
+# The scores of :meth:`Sandbox.config_yaml`, HubSpot's and Wealthbox's (custom fields exist for them).
+SANDBOX_SCORES = ("upgrade_propensity", "review_propensity", "churn_risk", "ltv_12m")
 
 __all__ = ["Book", "BookEvent", "Call", "CallLog", "Campaign", "Faults", "HubSpotSim", "Person", "Sandbox", "Truth",
            "generate_book", "run_sandbox_forever", "start_sandbox"]
@@ -75,6 +83,8 @@ class Sandbox:
             self.hubspot.load(book)
             self.mailchimp.load(book)
         self._servers: list[ServerThread] = []
+        self._wealthbox: RunningWealthbox | None = None
+        self._redtail: RunningRedtail | None = None
         try:
             hs = ServerThread(instrument(self.hubspot.app(), "hubspot", self.calls, self.faults["hubspot"],
                                          self.hubspot.rate_limited_response, self.hubspot.server_error_response))
@@ -89,10 +99,39 @@ class Sandbox:
         self.hubspot_url = hs.url
         self.mailchimp_url = mc.url + "/3.0"
 
+    @property
+    def wealthbox(self) -> RunningWealthbox:
+        """The Wealthbox simulator on the same book, sharing the call log (started on first use: most tests
+        never need it). Its contact custom fields for the config's scores exist, as an admin would make them."""
+        if self._wealthbox is None:
+            from sandbox.wealthbox import start_wealthbox
+
+            self.faults["wealthbox"] = Faults(seed=self.seed + 2)
+            self._wealthbox = start_wealthbox(book=self.book, seed=self.seed, calls=self.calls,
+                                              faults=self.faults["wealthbox"])
+            for score in SANDBOX_SCORES:
+                self._wealthbox.sim.define_custom_field(f"segsync_score_{score}")
+        return self._wealthbox
+
+    @property
+    def redtail(self) -> RunningRedtail:
+        """The Redtail simulator on the same book, sharing the call log (started on first use)."""
+        if self._redtail is None:
+            from sandbox.redtail import start_redtail
+
+            self.faults["redtail"] = Faults(seed=self.seed + 3)
+            self._redtail = start_redtail(book=self.book, seed=self.seed, calls=self.calls,
+                                          faults=self.faults["redtail"])
+        return self._redtail
+
     def stop(self) -> None:
-        """Stop both servers (idempotent)."""
+        """Stop every server (idempotent)."""
         while self._servers:
             self._servers.pop().stop()
+        if self._wealthbox is not None:
+            self._wealthbox.stop()
+        if self._redtail is not None:
+            self._redtail.stop()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -100,10 +139,70 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def config_yaml(self, store: str = "sqlite:///segsync.db", schedule: str | None = None) -> str:
+    def crm_yaml(self, crm: str = "hubspot") -> str:
+        """The tenant's ``crm:`` block for the sandbox HubSpot, Wealthbox or Redtail (indented for a tenant)."""
+        if crm == "redtail":
+            rt = self.redtail
+            return f"""    crm:
+      type: redtail
+      api_key: {rt.api_key}
+      username: {rt.username}
+      password: {rt.password}
+      base_url: {rt.url}
+      requests_per_second: 0           # the sandbox does not limit; leave it out for a real database
+"""
+        if crm == "wealthbox":
+            wb = self.wealthbox
+            return f"""    crm:
+      type: wealthbox
+      access_token: {wb.access_token}
+      base_url: {wb.url}
+      rate_limit: 0                    # the sandbox does not limit; leave it out for a real workspace
+"""
+        return f"""    crm:
+      type: hubspot
+      access_token: {self.hubspot_token}
+      base_url: {self.hubspot_url}
+      plan: {self.hubspot_plan}
+      client_secret: {self.hubspot_client_secret}
+      web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
+"""
+
+    @staticmethod
+    def scores_yaml(crm: str = "hubspot") -> str:
+        """The tenant's scores, segments (and, for Wealthbox, features): what each CRM's data supports.
+
+        Wealthbox keeps reviews as events (``meeting``) and won upgrades as opportunities (``opportunity_won``),
+        both activity; its tags, record types and household titles move with the outcome (the scoring gate
+        blocks them as suspected leakage), so only assets under management is an input. On the sandbox books
+        (seeds 7 and 9, 1,250 and 5,000 contacts) ``review_propensity`` passes the gate, ``churn_risk`` at 5,000.
+        """
+        if crm == "wealthbox":
+            return """    scores:
+      - {name: review_propensity, kind: propensity, outcome: {event: meeting}, horizon_days: 90}
+      - {name: churn_risk, kind: churn, inactive_days: 90,
+         activity_types: [email_open, email_click, meeting, opportunity_won]}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365, transaction_types: [opportunity_won]}
+    segments:
+      - {name: review_soon, score: review_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, top_percent: 15}
+    features: {numeric_properties: [assets_under_management], sensitive_attributes: [age]}
+"""
+        return """    scores:
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 90}
+      - {name: churn_risk, kind: churn, inactive_days: 90}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365}
+    segments:
+      - {name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, min: 0.6}
+"""
+
+    def config_yaml(self, store: str = "sqlite:///segsync.db", schedule: str | None = None,
+                    crm: str = "hubspot") -> str:
         """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets).
 
-        ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync.
+        ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync; ``crm``
+        is "hubspot", "wealthbox" or "redtail" (see :meth:`scores_yaml`; Redtail takes HubSpot's scores).
         """
         cron = f'\n    schedule: "{schedule}"' if schedule else ""
         return f"""version: 1
@@ -112,14 +211,7 @@ server: {{listen: 127.0.0.1:8080}}
 tenants:
   - id: sandbox-advisors
     timezone: America/New_York{cron}
-    crm:
-      type: hubspot
-      access_token: {self.hubspot_token}
-      base_url: {self.hubspot_url}
-      plan: {self.hubspot_plan}
-      client_secret: {self.hubspot_client_secret}
-      web_events_lookback_days: 3650   # the sandbox book is historical (it ends at its as-of date)
-    esp:
+{self.crm_yaml(crm)}    esp:
       type: mailchimp
       api_key: {self.mailchimp_key}
       list_id: {self.mailchimp_list_id}
@@ -129,14 +221,7 @@ tenants:
       purposes:
         email_marketing: {{basis: consent}}
         profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
-      - {{name: churn_risk, kind: churn, inactive_days: 90}}
-      - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
-    segments:
-      - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
-      - {{name: churn_watch, score: churn_risk, min: 0.6}}
-    holdout_percent: 10
+{self.scores_yaml(crm)}    holdout_percent: 10
     push:
       crm_property: segsync_segments
       crm_scores: true
@@ -146,7 +231,7 @@ tenants:
 
 
 def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None, hubspot_plan: str = "unlimited",
-                  **options: Any) -> Sandbox:
+                  signal: float = 0.0, **options: Any) -> Sandbox:
     """Generate (or take) a book, load both simulators and serve them on free loopback ports.
 
     ``hubspot_plan``: "starter"/"free" (100 per 10 s), "professional"/"enterprise" (190), "unlimited".
@@ -158,8 +243,10 @@ def start_sandbox(contacts: int = 2000, seed: int = 7, book: Book | None = None,
     ``hubspot_merge_new_id`` (on by default: merges make a new record, as HubSpot does now),
     ``hubspot_subscription_types`` ("legacy": no purpose on any type), ``mailchimp_customer_tags`` (the
     advisor's own tags, e.g. one named like a segsync segment).
+    ``signal`` plants the book's learnable churn pattern (:func:`sandbox.book.generate_book`), so a small
+    book's churn score can pass the scoring gate.
     """
-    return Sandbox(book or generate_book(contacts=contacts, seed=seed), seed, hubspot_plan, options)
+    return Sandbox(book or generate_book(contacts=contacts, seed=seed, signal=signal), seed, hubspot_plan, options)
 
 
 def describe(sb: Sandbox) -> str:
@@ -167,42 +254,28 @@ def describe(sb: Sandbox) -> str:
     return (f"HubSpot   {sb.hubspot_url}  (Bearer {sb.hubspot_token}, plan {sb.hubspot_plan}, "
             f"{sb.hubspot.tier} tier)\n"
             f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})\n"
+            f"Wealthbox {sb.wealthbox.url}  (ACCESS_TOKEN {sb.wealthbox.access_token}; "
+            "config_yaml(crm='wealthbox'))\n"
+            f"Redtail   {sb.redtail.url}  (API key {sb.redtail.api_key}, user {sb.redtail.username}; "
+            "config_yaml(crm='redtail'))\n"
             f"Book      {len(sb.book.people)} people, seed {sb.seed}, as of {sb.book.as_of:%Y-%m-%d}\n\n"
-            f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")
-
-
-def redtail_config_yaml(sb: Sandbox, rt: RunningRedtail, store: str = "sqlite:///segsync.db") -> str:
-    """:meth:`Sandbox.config_yaml` with a Redtail ``crm:`` block (``rt`` serves the same book) instead of HubSpot's."""
-    text = sb.config_yaml(store)
-    hubspot = text[text.index("    crm:\n"):text.index("    esp:\n")]
-    return text.replace(hubspot, f"""    crm:
-      type: redtail
-      api_key: {rt.api_key}
-      username: {rt.username}
-      password: {rt.password}
-      base_url: {rt.url}
-      requests_per_second: 0   # no client-side pacing against the local sandbox
-""")
+            f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}"
+            f"# a firm on Redtail: this crm: block instead\n{sb.crm_yaml('redtail')}")
 
 
 def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str = "unlimited",
                         out: TextIO | None = None, stop: threading.Event | None = None,
                         on_ready: Callable[[Sandbox], None] | None = None, **options: Any) -> int:
-    """Start the simulators (HubSpot, Mailchimp, Redtail on the same book), print their URLs and ready configs
-    (HubSpot + Mailchimp, and Redtail + Mailchimp), and serve until Ctrl-C (or ``stop``).
+    """Start the simulators (HubSpot, Mailchimp; Wealthbox and Redtail on the same book), print their URLs and a
+    ready config (and the Redtail ``crm:`` block), and serve until Ctrl-C (or ``stop``).
 
     For the ``segsync sandbox`` command. ``on_ready`` gets the running :class:`Sandbox` (tests use it).
     Returns 0.
     """
-    from sandbox.redtail import start_redtail
-
     out = out or sys.stdout
     started = time.perf_counter()
-    with start_sandbox(contacts=contacts, seed=seed, hubspot_plan=hubspot_plan, **options) as sb, \
-            start_redtail(book=sb.book, seed=seed, calls=sb.calls) as rt:
+    with start_sandbox(contacts=contacts, seed=seed, hubspot_plan=hubspot_plan, **options) as sb:
         print(describe(sb), file=out)
-        print(f"Redtail   {rt.url}  (API key {rt.api_key}, user {rt.username})\n\n"
-              f"# the same firm on Redtail instead of HubSpot:\n{redtail_config_yaml(sb, rt)}", file=out)
         print(f"Ready in {time.perf_counter() - started:.1f} s. Ctrl-C to stop.", file=out, flush=True)
         if on_ready is not None:
             on_ready(sb)

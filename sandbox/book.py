@@ -7,6 +7,14 @@ weekly upgrade hazard is a function of that *observed* recent behaviour plus tie
 hidden per-person effect. The truth after ``as_of`` uses the same hazard applied to the state
 at ``as_of``, so a model trained on history can learn it, but the hidden effect and the
 randomness of the draws keep the achievable AUC well below 1.
+
+``signal`` (0 = off, the default book) plants a strong, learnable churn pattern so that a small
+book can pass the scoring gate honestly: everyone gets a steady baseline of site visits, and now
+and then a person "shops around" - a burst of pricing-page views in one session - and then goes
+silent (no visits, opens, clicks, deposits or upgrades) for several weeks. The burst is recent
+activity, so the naive "longest since last activity" rule ranks that person as safe, while a
+model that sees ``high_intent_views_30d`` learns that they are about to lapse. The hidden truth
+uses the same rule, so the pattern is real, not an artefact of the backtest.
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ HORIZON_WEEKS = 13  # ~90 days
 CALC_WEEKS = 8  # hazard looks at calculator/pricing views in the last 8 weeks
 CLICK_WEEKS = 13
 INTENT_DECAY = 0.94  # weekly; slow enough that behaviour before a cutoff predicts the weeks after
+# The planted churn signal (``signal`` > 0); each figure is scaled by ``signal``, except the lengths.
+SIGNAL_VISIT_RATE = 0.6  # extra weekly sessions everyone makes while not away (so silence stands out)
+SIGNAL_DEPART_RATE = 0.1  # weekly chance that a present person shops around and goes away
+SIGNAL_AWAY_WEEKS = 12  # how long they stay silent: longer than the usual churn windows (21-60 days)
+SIGNAL_PRICING_VIEWS = 5  # pricing-page views in the one session before they go away
 
 
 @dataclass(slots=True)
@@ -110,13 +123,18 @@ def weekly_upgrade_hazard(
     return np.asarray(1.0 / (1.0 + np.exp(-logit)))
 
 
-def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = None, years: float = 2.0) -> Book:
+def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = None, years: float = 2.0,
+                  signal: float = 0.0) -> Book:
     """Generate a book of ``contacts`` people with ``years`` of history up to ``as_of``.
 
-    Deterministic for a given (contacts, seed, as_of, years).
+    ``signal`` > 0 plants the learnable churn pattern of the module docstring (1.0: strong enough
+    that a 300-contact book's churn score passes the gate); 0 leaves the book exactly as before.
+    Deterministic for a given (contacts, seed, as_of, years, signal).
     """
     if contacts < 1:
         raise ValueError("contacts must be at least 1")
+    if not 0.0 <= signal <= 5.0:
+        raise ValueError("signal must be between 0 (off) and 5")
     as_of = (as_of or DEFAULT_AS_OF).astimezone(UTC)
     rng = np.random.default_rng(seed)
     n = contacts
@@ -124,7 +142,7 @@ def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = 
     start = as_of - weeks * WEEK
 
     traits = people_mod.draw_traits(rng, n, as_of, start)
-    sim = _simulate(rng, traits, weeks)
+    sim = _simulate(rng, traits, weeks, signal)
     campaigns = [
         Campaign(id=f"{int(rng.integers(0, 16**10)):010x}", title=f"Market update {(start + w * WEEK):%B %Y}",
                  sent_at=start + w * WEEK + timedelta(days=1, hours=14))
@@ -134,7 +152,7 @@ def generate_book(contacts: int = 2000, seed: int = 7, as_of: datetime | None = 
         people = people_mod.build_people(rng, traits, sim["tier_final"], start, Person)
         keys = [p.key for p in people]
         events = _materialise_events(rng, sim, traits, keys, campaigns, start)
-        truth = _truth(rng, sim, traits, keys)
+        truth = _truth(rng, sim, traits, keys, signal)
     return Book(as_of=as_of, people=people, events=events, campaigns=campaigns, truth=truth)
 
 
@@ -142,8 +160,12 @@ def _window(matrix: np.ndarray, t: int, width: int) -> np.ndarray:
     return np.asarray(matrix[:, max(0, t - width):t].sum(axis=1))
 
 
-def _simulate(rng: np.random.Generator, tr: dict[str, Any], weeks: int) -> dict[str, Any]:
-    """Week-by-week counts (people x weeks) of sends/opens/clicks/sessions/views/deposits/upgrades."""
+def _simulate(rng: np.random.Generator, tr: dict[str, Any], weeks: int, signal: float = 0.0) -> dict[str, Any]:
+    """Week-by-week counts (people x weeks) of sends/opens/clicks/sessions/views/deposits/upgrades.
+
+    With ``signal`` the extra random draws come after the default ones of each week, and only
+    then, so a book without it is identical to one generated before the option existed.
+    """
     n = tr["n"]
     shape = (n, weeks)
     sessions = np.zeros(shape, np.int16)
@@ -156,6 +178,7 @@ def _simulate(rng: np.random.Generator, tr: dict[str, Any], weeks: int) -> dict[
     upgrades = np.zeros(shape, bool)
     tier = tr["tier0"].copy()
     intent = np.zeros(n)
+    away = np.zeros(n, np.int16)  # weeks a person stays silent (the planted signal only)
     campaign_weeks = list(range(1, weeks, 4))  # roughly monthly
     is_campaign = np.zeros(weeks, bool)
     is_campaign[campaign_weeks] = True
@@ -181,13 +204,37 @@ def _simulate(rng: np.random.Generator, tr: dict[str, Any], weeks: int) -> dict[
                                   _window(clicked, t, CLICK_WEEKS),
                                   tier, tr["log_aum_z"], tr["hidden"])
         up = alive & (rng.random(n) < h)
+        if signal > 0:
+            up &= _plant_signal(rng, signal, t, alive, away, sessions, calc, pricing, opened, clicked, deposits)
         upgrades[:, t] = up
         tier = np.minimum(tier + up, 2)
     return {
         "weeks": weeks, "sessions": sessions, "calc": calc, "pricing": pricing, "sent": sent,
         "opened": opened, "clicked": clicked, "deposits": deposits, "upgrades": upgrades,
-        "tier_final": tier, "intent": intent, "campaign_weeks": campaign_weeks,
+        "tier_final": tier, "intent": intent, "campaign_weeks": campaign_weeks, "away": away,
     }
+
+
+def _plant_signal(rng: np.random.Generator, signal: float, t: int, alive: np.ndarray, away: np.ndarray,
+                  sessions: np.ndarray, calc: np.ndarray, pricing: np.ndarray, opened: np.ndarray,
+                  clicked: np.ndarray, deposits: np.ndarray) -> np.ndarray:
+    """Week ``t`` of the planted churn pattern (see the module docstring); updates the matrices in place.
+
+    Returns who may upgrade this week (nobody who is away).
+    """
+    n = alive.size
+    gone = away > 0
+    present = alive & ~gone
+    sessions[:, t] += (rng.poisson(signal * SIGNAL_VISIT_RATE, n) * present).astype(np.int16)
+    leaving = present & (rng.random(n) < signal * SIGNAL_DEPART_RATE)
+    # One last session spent on the pricing page, then silence from next week on.
+    sessions[leaving, t] += 1
+    pricing[leaving, t] += SIGNAL_PRICING_VIEWS
+    for matrix in (sessions, calc, pricing, opened, clicked, deposits):
+        matrix[gone, t] = 0
+    away[gone] -= 1
+    away[leaving] = SIGNAL_AWAY_WEEKS
+    return np.asarray(~gone)
 
 
 EVENT_TYPES = ("deposit", "email_click", "email_open", "email_sent", "page_view", "upgrade")  # sorted: tie order
@@ -276,8 +323,13 @@ def _materialise_events(rng: np.random.Generator, sim: dict[str, Any], tr: dict[
     return cols.build(keys, start, campaigns, urls, session_ids)
 
 
-def _truth(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], keys: list[str]) -> dict[str, Truth]:
-    """Outcomes after as_of from the same hazard, applied to the state at as_of."""
+def _truth(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], keys: list[str],
+           signal: float = 0.0) -> dict[str, Truth]:
+    """Outcomes after as_of from the same hazard, applied to the state at as_of.
+
+    With ``signal``, the weeks a person is still away count as silent and the steady visits add
+    to everyone's activity after that (the draws are the same as without it).
+    """
     t = sim["weeks"]
     h = weekly_upgrade_hazard(_window(sim["calc"], t, CALC_WEEKS), _window(sim["pricing"], t, CALC_WEEKS),
                               _window(sim["clicked"], t, CLICK_WEEKS), sim["tier_final"], tr["log_aum_z"], tr["hidden"])
@@ -287,7 +339,11 @@ def _truth(rng: np.random.Generator, sim: dict[str, Any], tr: dict[str, Any], ke
     d = INTENT_DECAY
     mean_intent = sim["intent"] * (d * (1 - d**HORIZON_WEEKS) / (1 - d) / HORIZON_WEEKS)
     weekly_activity = tr["web"] * (0.08 + 0.3 * mean_intent) + tr["mailable"] * tr["engage"] * 0.25
-    churned = rng.random(tr["n"]) < np.exp(-HORIZON_WEEKS * weekly_activity)
+    active_weeks = np.full(tr["n"], float(HORIZON_WEEKS))
+    if signal > 0:
+        weekly_activity = weekly_activity + signal * SIGNAL_VISIT_RATE
+        active_weeks = np.maximum(HORIZON_WEEKS - sim["away"], 0).astype(float)
+    churned = rng.random(tr["n"]) < np.exp(-active_weeks * weekly_activity)
     n_dep = rng.poisson(tr["dep_rate"] * 52)
     dep_value = np.array([float(np.sum(np.round(a * 0.02 * rng.lognormal(0, 0.5, k), -1) + 500)) if k else 0.0
                           for a, k in zip(tr["aum"], n_dep, strict=False)])

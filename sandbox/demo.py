@@ -1,10 +1,11 @@
 """``segsync demo``: the whole product on one machine, against the sandbox vendors, with SQLite.
 
-1. Two advisory firms (tenants), each with its own simulated HubSpot portal and Mailchimp audience
-   seeded with a synthetic book, configured in one YAML file (written to the output folder).
+1. Three advisory firms (tenants), two on a simulated HubSpot portal and one on a simulated Wealthbox
+   workspace, each with its own Mailchimp audience seeded with a synthetic book, configured in one YAML
+   file (written to the output folder).
 2. ``segsync serve``'s web app runs on a loopback port, and the first firm's Mailchimp audience
    has a list webhook pointing at it - as a real account would.
-3. A full sync of both firms. While the first firm's tags are being pushed, a subscriber who is in
+3. A full sync of every firm. While the first firm's tags are being pushed, a subscriber who is in
    a segment unsubscribes in Mailchimp: Mailchimp's webhook reaches segsync, the ledger records the
    withdrawal, the remaining batches skip that person, and the outbox opts them out in HubSpot.
 4. The next sync sends only the knock-on of that opt-out (a segment boundary may move by one person);
@@ -40,13 +41,7 @@ TENANT_TEMPLATE = """\
     name: {name}
     timezone: {tz}
     schedule: "{cron}"
-    crm:
-      type: hubspot
-      access_token: {hs_token}
-      base_url: {hs_url}
-      plan: professional
-      web_events_lookback_days: 3650
-    esp:
+{crm}    esp:
       type: mailchimp
       api_key: {mc_key}
       list_id: {mc_list}
@@ -56,22 +51,43 @@ TENANT_TEMPLATE = """\
       purposes:
         email_marketing: {{basis: consent}}
         profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: upgrade_propensity, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 120}}
-      - {{name: churn_risk, kind: churn, inactive_days: 90}}
-      - {{name: ltv_12m, kind: ltv, horizon_days: 365}}
-    segments:
-      - {{name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}}
-      - {{name: churn_watch, score: churn_risk, top_percent: 15}}
-    features: {{numeric_properties: [aum], sensitive_attributes: [age]}}  # account_tier moves with upgrades: a leak
-    holdout_percent: 10
+{scores}    holdout_percent: 10
     push: {{crm_property: segsync_segments, crm_scores: true, esp_tags: true, esp_static_segments: true}}
 """
 
 
+HUBSPOT_CRM = """\
+    crm:
+      type: hubspot
+      access_token: {hs_token}
+      base_url: {hs_url}
+      plan: professional
+      web_events_lookback_days: 3650
+"""
+HUBSPOT_SCORES = """\
+    scores:
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 120}
+      - {name: churn_risk, kind: churn, inactive_days: 90}
+      - {name: ltv_12m, kind: ltv, horizon_days: 365}
+    segments:
+      - {name: high_upgrade_intent, score: upgrade_propensity, top_percent: 10}
+      - {name: churn_watch, score: churn_risk, top_percent: 15}
+    features: {numeric_properties: [aum], sensitive_attributes: [age]}  # account_tier moves with upgrades: a leak
+"""
+TITLES = {"hubspot": "HubSpot", "wealthbox": "Wealthbox", "mailchimp": "Mailchimp"}
+FIRMS = (  # (id, name, time zone, cron, CRM)
+    ("harbor-wealth", "Harbor Wealth Partners", "America/New_York", "0 */6 * * *", "hubspot"),
+    ("summit-advisors", "Summit Advisors", "America/Chicago", "30 5 * * *", "hubspot"),
+    ("cedar-planning", "Cedar Planning Group", "America/Denver", "15 */8 * * *", "wealthbox"),
+)
+
+
 def sandbox_banner(sb: Any) -> str:
     """Where `segsync sandbox` serves each simulated vendor."""
-    return f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
+    return (f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
+            f"Wealthbox {sb.wealthbox.url}  (same book; custom fields for the scores exist)\n"
+            "# a firm on Wealthbox: this crm: block instead (its events are meeting and opportunity_won)\n"
+            + str(sb.crm_yaml("wealthbox")))
 
 
 def _free_port() -> int:
@@ -81,20 +97,19 @@ def _free_port() -> int:
 
 
 def write_config(out: Path, sandboxes: list[Any]) -> Path:
-    tenants = [
-        ("harbor-wealth", "Harbor Wealth Partners", "America/New_York", "0 */6 * * *"),
-        ("summit-advisors", "Summit Advisors", "America/Chicago", "30 5 * * *"),
-    ]
+    """The demo's config for the first ``len(sandboxes)`` firms of :data:`FIRMS`, one sandbox each."""
     body = (
         "version: 1\nstore: sqlite:///{store}\nmodel_dir: {models}\nserver: {{listen: 127.0.0.1:8080}}\ntenants:\n"
     ).format(
         store=(out / "segsync.db").resolve(), models=(out / "models").resolve()
     )
-    for (tid, name, tz, cron), sb in zip(tenants, sandboxes, strict=True):
+    for (tid, name, tz, cron, crm), sb in zip(FIRMS[: len(sandboxes)], sandboxes, strict=True):
         body += TENANT_TEMPLATE.format(
-            id=tid, name=name, tz=tz, cron=cron, hs_token=sb.hubspot_token, hs_url=sb.hubspot_url,
-            mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id, mc_url=sb.mailchimp_url,
-            secret=f"demo-webhook-secret-{tid}",
+            id=tid, name=name, tz=tz, cron=cron, mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id,
+            mc_url=sb.mailchimp_url, secret=f"demo-webhook-secret-{tid}",
+            crm=HUBSPOT_CRM.format(hs_token=sb.hubspot_token, hs_url=sb.hubspot_url) if crm == "hubspot"
+            else sb.crm_yaml("wealthbox"),
+            scores=HUBSPOT_SCORES if crm == "hubspot" else sb.scores_yaml("wealthbox"),
         )
     path = out / "segsync.yaml"
     path.write_text(body)
@@ -197,10 +212,13 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
 
     started = time.monotonic()
     console.rule("[bold]segsync demo")
-    console.print(f"Generating two synthetic advisor books ({contacts:,} and {contacts // 2:,} contacts) and starting "
-                  "the sandbox HubSpot and Mailchimp for each...")
+    third = max(contacts // 2, 300)
+    console.print(f"Generating three synthetic advisor books ({contacts:,}, {contacts // 2:,} and {third:,} contacts) "
+                  "and starting the sandbox HubSpot (two firms), Wealthbox (the third) and Mailchimp for each...")
     sandboxes = [start_sandbox(contacts=contacts, seed=7, hubspot_plan="professional"),
-                 start_sandbox(contacts=max(contacts // 2, 300), seed=8, hubspot_plan="professional")]
+                 start_sandbox(contacts=max(contacts // 2, 300), seed=8, hubspot_plan="professional"),
+                 start_sandbox(contacts=third, seed=9)]
+    sandboxes[2].wealthbox  # noqa: B018 - started (and its score fields made) before the config names it
     reports: list[dict[str, Any]] = []
     try:
         config = write_config(out, sandboxes)
@@ -215,7 +233,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
                 f"Preference-center webhook at {web.url}/hooks/...; Mailchimp list webhook registered ({status})."
             )
 
-            console.rule("[bold]Run 1: full sync of both firms")
+            console.rule("[bold]Run 1: full sync of every firm")
             optout = MidRunOptOut(store, harbor, sb)
             for tenant in cfg.tenants:
                 crm, esp = fresh_connectors(tenant)
@@ -235,7 +253,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
             ):
                 console.rule(f"[bold]Run {number}: {title}")
                 for tenant, box in zip(cfg.tenants, sandboxes, strict=True):
-                    before = {v: len(_writes(box, v)) for v in ("hubspot", "mailchimp")}
+                    before = {v: len(_writes(box, v)) for v in (tenant.crm.type, "mailchimp")}
                     crm, esp = fresh_connectors(tenant)  # per run: its API counts are its own
                     with console.status(f"syncing {tenant.id}..."):
                         report = TenantRun(cfg, tenant, store, crm, esp, RunOptions()).run()
@@ -244,7 +262,7 @@ def run_demo(out: Path, contacts: int, *, as_json: bool = False) -> int:
                     reports.append(report)
                     console.print(f"{tenant.id}: {report['status']} in {report['duration_s']} s, "
                                   f"{report['plan']['total_changes']} changes planned; write calls made: "
-                                  f"HubSpot {writes['hubspot']}, Mailchimp {writes['mailchimp']}")
+                                  + ", ".join(f"{TITLES.get(v, v)} {n}" for v, n in writes.items()))
         store.close()
     finally:
         for box in sandboxes:

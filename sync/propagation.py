@@ -19,7 +19,7 @@ from consent.policy import GRANTED
 from sync.config.models import TenantCfg
 from sync.run.gate import key_lookup
 from sync.run.plan import CRM, crm_desired
-from sync.store.interface import Store
+from sync.store.interface import LockLost, Store
 
 log = logging.getLogger("segsync.consent")
 
@@ -30,7 +30,9 @@ def propagate(store: Store, tenant: TenantCfg, crm: CrmConnector | None, esp: Es
     propagator = Propagator(store, tenant, crm, esp, ledger)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)  # status edits re-MACed
     # Claims of up to 500: a batch of opt-outs reaches the CRM in a few batch calls, not one per person.
-    report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare, limit=500)
+    # A lost tenant lock (the connectors' fence) stops the drain; it is not a failed delivery.
+    report = drain(outbox, propagator.handlers(), tenant=tenant.id, prepare=propagator.prepare, limit=500,
+                   abort_on=(LockLost,))
     if report.done or report.failed or report.retrying:
         log.info("outbox for %s: %d done (%d superseded), %d retrying, %d failed", tenant.id, report.done,
                  report.superseded, report.retrying, report.failed)

@@ -27,7 +27,7 @@ tenants:
     esp: {{type: mailchimp, api_key: {mc_key}, list_id: {mc_list}, base_url: {mc_url}}}
     {consent}
     scores:
-      - {{name: churn_risk, kind: churn, inactive_days: 60}}
+      - {{name: churn_risk, kind: churn, inactive_days: {inactive_days}}}
     segments:
       - {{name: churn_watch, score: churn_risk, top_percent: 20}}
     holdout_percent: 10
@@ -35,11 +35,27 @@ tenants:
 """
 
 
-def sandbox_config(tmp_path: Path, sb, *, schedule: str | None = None, secret: str = "e2e-webhook-secret-0123") -> Path:
+def sandbox_config(tmp_path: Path, sb, *, schedule: str | None = None, secret: str = "e2e-webhook-secret-0123",
+                   inactive_days: int = 60) -> Path:
     """Write a one-tenant config (tenant ``firm``) using the sandbox's vendors and a SQLite store in tmp_path."""
     path = tmp_path / "segsync.yaml"
-    path.write_text(SANDBOX_TENANT.format(
+    path.write_text(SANDBOX_TENANT.format(inactive_days=inactive_days,
         db=tmp_path / "segsync.db", models=tmp_path / "models", schedule=f'schedule: "{schedule}"' if schedule else "",
         hs_token=sb.hubspot_token, hs_url=sb.hubspot_url, mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id,
         mc_url=sb.mailchimp_url, consent=consent_yaml(secret)))
     return path
+
+
+# The smallest sandbox book whose segment passes the scoring gate honestly, with a margin: the planted
+# churn signal (sandbox.book, ``signal``) on 300 contacts, churn as 21 days without activity. Measured
+# (seeds 1-6): churn ROC AUC 0.90-0.95 against the naive rule's 0.62-0.71, the 95% interval of the gain
+# 0.15 or more above zero. 275 contacts passed as well; at 250 the training window falls short of
+# 100 positives and 100 negatives for some seeds.
+SIGNAL_BOOK = {"contacts": 300, "signal": 1.0}
+SIGNAL_INACTIVE_DAYS = 21
+
+
+def signal_sandbox(make_sandbox, tmp_path: Path, seed: int = 5, **options) -> tuple[object, Path]:
+    """A sandbox with the planted-signal book and its config (churn_watch is cut from a score the gate accepts)."""
+    sb = make_sandbox(**SIGNAL_BOOK, seed=seed, **options)
+    return sb, sandbox_config(tmp_path, sb, inactive_days=SIGNAL_INACTIVE_DAYS)

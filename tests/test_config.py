@@ -118,6 +118,18 @@ def test_duplicate_keys_and_tenants_are_errors():
     assert exc.value.problems == [expected]
 
 
+def test_a_wealthbox_block_validates_and_its_typos_and_limits_are_reported():
+    wb = "type: wealthbox, access_token: wb-secret-token-123"
+    tenant = load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123", wb)).tenants[0]
+    assert tenant.crm.type == "wealthbox" and tenant.crm.per_page == 100 and tenant.crm.auth == "api_token"
+    with pytest.raises(ConfigError) as exc:  # a typo, a per_page above the documented 100, an unknown auth
+        load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123",
+                                         wb + ", tag_prefx: x, per_page: 101, auth: password"))
+    text = "\n".join(exc.value.problems)
+    assert "tag_prefx" in text and "per_page" in text and "100" in text and "auth" in text
+    assert "wb-secret-token-123" not in text
+
+
 def test_redtail_block_typo_and_page_size_above_the_cap_are_named():
     redtail = "type: redtail, api_key: rt-key-0001, username: advisor, password: rt-pass-0001"
     cfg = load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123", redtail))

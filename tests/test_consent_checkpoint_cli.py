@@ -6,7 +6,7 @@ import json
 
 import sqlalchemy as sa
 
-from consent.schema import consent_chain_heads, consent_events
+from consent.schema import consent_chain_heads, consent_events, consent_outbox
 from tests.test_consent_cli import run, setup  # noqa: F401 - the CLI fixture and runner
 
 
@@ -39,3 +39,23 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(setup, tmp_path) -> No
     bad.write_text('{"tenants": 1}')
     result = run("verify", config, "--against", str(bad), code=2)
     assert "not a segsync consent checkpoint" in result
+
+
+def test_an_outbox_status_edited_after_the_checkpoint_is_found_by_verify_against_it(setup, tmp_path) -> None:  # noqa: F811
+    config, url = setup
+    run("record", config, "--tenant", "harbor", "--email", "a@x.com", "--purpose", "email_marketing",
+        "--state", "withdrawn")
+    cp = tmp_path / "harbor.checkpoint.json"
+    run("checkpoint", config, "--out", str(cp), "--json")
+    counted = json.loads(cp.read_text())["tenants"]["harbor"]["outbox_max_id"]
+    run("record", config, "--tenant", "harbor", "--email", "b@x.com", "--purpose", "email_marketing",
+        "--state", "withdrawn")  # its opt-out actions are written after the checkpoint
+    assert run("verify", config, "--against", str(cp), "--json")["ok"] is True
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # "delivered", by hand: the vendor would never hear of the opt-out
+        late = conn.execute(sa.select(consent_outbox.c.id).where(consent_outbox.c.id > counted)).scalars().all()
+        assert late, "the second opt-out queued nothing after the checkpoint"
+        conn.execute(sa.update(consent_outbox).where(consent_outbox.c.id == late[0]).values(status="done"))
+    engine.dispose()
+    result = run("verify", config, "--against", str(cp), "--json", code=1)
+    assert "outbox row" in result["first_broken"]["reason"] and "MAC" in result["first_broken"]["reason"]

@@ -318,3 +318,104 @@ def test_an_edited_checkpoint_is_refused(world: World) -> None:
     doc["tenants"]["harbor"]["seq"] -= 1  # hide the last row's truncation
     result = world.ledger.verify(against=doc)
     assert not result.ok and "signature" in result.first_broken.reason
+
+
+# -- outbox rows written after the last checkpoint (issue 20, "outbox status edits") -----------------------------
+
+
+def _work_after_the_checkpoint(w: World) -> None:
+    """Three more opt-outs after the checkpoint: one delivered, one refused (failed), one still pending."""
+    for day, email in ((20, "gus@example.com"), (21, "hal@example.com"), (22, "ida@example.com")):
+        record_and_enqueue(w.ledger, w.outbox, "harbor", [_sig(email, "email_marketing", WITHDRAWN, day)], DESTS)
+        if email == "gus@example.com":
+            drain(w.outbox, {d: (lambda a: None) for d in DESTS})
+        elif email == "hal@example.com":
+            drain(w.outbox, {d: w._fail for d in DESTS})
+
+
+def _late(c: sa.Connection, w: World, status: str | None = None) -> list[dict[str, Any]]:
+    """Outbox rows of harbor newer than anything the checkpoint counted, oldest first."""
+    since = w.checkpoint["tenants"]["harbor"]["outbox_max_id"]
+    query = sa.select(consent_outbox).where(ob.tenant_id == "harbor", ob.id > since).order_by(ob.id)
+    rows = [dict(r) for r in c.execute(query).mappings()]
+    return [r for r in rows if status is None or r["status"] == status]
+
+
+def l_pending_marked_done(w, c):
+    c.execute(sa.update(consent_outbox).where(ob.id == _late(c, w, "pending")[0]["id"])
+              .values(status="done", done_at=T0 + timedelta(days=30)))
+
+
+def l_failed_marked_done(w, c):
+    c.execute(sa.update(consent_outbox).where(ob.id == _late(c, w, "failed")[0]["id"])
+              .values(status="done", done_at=T0 + timedelta(days=30)))
+
+
+def l_done_marked_pending(w, c):
+    c.execute(sa.update(consent_outbox).where(ob.id == _late(c, w, "done")[0]["id"])
+              .values(status="pending", done_at=None))
+
+
+def l_mac_copied_from_a_later_done_row(w, c):
+    done = _late(c, w, "done")[0]
+    c.execute(sa.update(consent_outbox).where(ob.id == _late(c, w, "pending")[0]["id"])
+              .values(status="done", done_at=done["done_at"], mac=done["mac"]))
+
+
+def l_destination_changed(w, c):
+    c.execute(sa.update(consent_outbox).where(ob.id == _late(c, w, "pending")[0]["id"])
+              .values(destination="esp.tags"))
+
+
+def l_link_rewritten(w, c):
+    row = _late(c, w, "pending")[0]
+    c.execute(sa.update(consent_outbox).where(ob.id == row["id"])
+              .values(payload={**row["payload"], "prev_outbox_id": 0}))
+
+
+def l_middle_row_deleted(w, c):
+    c.execute(sa.delete(consent_outbox).where(ob.id == _late(c, w, "failed")[0]["id"]))
+
+
+def l_first_row_after_the_checkpoint_deleted(w, c):
+    c.execute(sa.delete(consent_outbox).where(ob.id == _late(c, w)[0]["id"]))
+
+
+LATE_TAMPERS: dict[str, Callable[[World, sa.Connection], None]] = {
+    name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("l_") and callable(fn)
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LATE_TAMPERS))
+def test_outbox_rows_written_after_the_checkpoint_are_guarded_too(world: World, kind: str) -> None:
+    _work_after_the_checkpoint(world)
+    assert world.ledger.verify(against=world.checkpoint).ok
+    with world.engine.begin() as c:
+        assert {r["status"] for r in _late(c, world)} == {"pending", "done", "failed"}
+        LATE_TAMPERS[kind](world, c)
+    result = world.ledger.verify(against=world.checkpoint)
+    assert not result.ok, f"{kind} went undetected"
+    assert result.first_broken is not None and "outbox row" in result.first_broken.reason
+
+
+def test_the_bound_deleting_the_newest_rows_after_the_checkpoint_leaves_a_consistent_outbox(world: World) -> None:
+    """What no check can see (consent.integrity): a whole tail of rows written since the last checkpoint.
+
+    The withdrawal itself stays in the keyed ledger, so segsync's own push still refuses the person.
+    """
+    _work_after_the_checkpoint(world)
+    with world.engine.begin() as c:
+        newest = _late(c, world, "pending")
+        c.execute(sa.delete(consent_outbox).where(ob.id.in_([r["id"] for r in newest])))
+    assert world.ledger.verify(against=world.checkpoint).ok
+    decision = world.ledger.decisions("harbor", ["ida@example.com"], POLICY)["ida@example.com"]
+    assert not decision.allows("email_marketing")
+    # A checkpoint taken after the work counts them: deleting the newest row then is found against it.
+    record_and_enqueue(world.ledger, world.outbox, "harbor",
+                       [_sig("jon@example.com", "email_marketing", WITHDRAWN, 40)], DESTS)
+    checkpoint = json.loads(json.dumps(world.ledger.checkpoint()))
+    with world.engine.begin() as c:
+        last = c.execute(sa.select(sa.func.max(ob.id)).where(ob.tenant_id == "harbor")).scalar_one()
+        c.execute(sa.delete(consent_outbox).where(ob.id == last))
+    result = world.ledger.verify(against=checkpoint)
+    assert not result.ok and "deleted" in result.first_broken.reason

@@ -17,14 +17,8 @@ from sync.config import load_config
 from sync.run.pipeline import RunOptions, run_tenant
 from sync.run.plan import CRM, TAGS
 from sync.store import open_store
-from tests.configs import sandbox_config
+from tests.configs import signal_sandbox
 from tests.test_e2e_sandbox import check_vendor_state, hubspot_segments, mailchimp_members
-
-# Issue 15's honesty gate now refuses every model on this small sandbox book (too few positives in the
-# time-split window, or no gain whose interval excludes zero), so no segment is pushed and there is no push
-# to crash in. These tests need a book or a score the gate accepts; until then they cannot prove anything.
-GATED_SMALL_BOOK = pytest.mark.xfail(run=False, reason="no segment passes the scoring gate on this small book")
-
 
 
 class Killed(BaseException):
@@ -32,11 +26,8 @@ class Killed(BaseException):
 
 
 def small_book(make_sandbox, tmp_path: Path):
-    """A 250-contact book whose churn model has enough data (3 weeks of inactivity counts as churn)."""
-    sb = make_sandbox(contacts=250, seed=5)
-    config = sandbox_config(tmp_path, sb)
-    config.write_text(config.read_text().replace("inactive_days: 60", "inactive_days: 21"))
-    return sb, config
+    """The smallest book whose churn score passes the scoring gate (the planted signal, 300 contacts)."""
+    return signal_sandbox(make_sandbox, tmp_path, seed=5)
 
 
 def crash_after_vendor_applied(config: Path, destination: str) -> None:
@@ -74,7 +65,6 @@ def rerun(config: Path) -> dict:
         store.close()
 
 
-@GATED_SMALL_BOOK
 @pytest.mark.parametrize("destination", [TAGS, CRM])
 def test_objection_after_a_crash_mid_push_clears_what_the_lost_batch_applied(make_sandbox, tmp_path, destination):
     sb, config = small_book(make_sandbox, tmp_path)
@@ -95,7 +85,6 @@ def test_objection_after_a_crash_mid_push_clears_what_the_lost_batch_applied(mak
     assert again["push"]["totals"] == {}, again["push"]
 
 
-@GATED_SMALL_BOOK
 def test_a_rerun_after_a_crash_with_no_change_resends_only_the_lost_batch(make_sandbox, tmp_path):
     sb, config = small_book(make_sandbox, tmp_path)
     crash_after_vendor_applied(config, CRM)
@@ -104,6 +93,17 @@ def test_a_rerun_after_a_crash_with_no_change_resends_only_the_lost_batch(make_s
     # The first CRM batch (100 records) was applied but unanswered: only those are re-sent as in flight.
     check_vendor_state(config, sb)
     assert 0 < report["plan"]["in_flight_resent"] <= 100, report["plan"]
+
+
+def test_the_small_signal_book_passes_the_gate_so_there_is_a_push_to_crash_in(make_sandbox, tmp_path):
+    sb, config = small_book(make_sandbox, tmp_path)
+    report = rerun(config)
+    assert report["status"] == "ok", report
+    gate = report["scoring"]["models"]["churn_risk"]["metrics"]["gate"]
+    assert gate["passed"], gate
+    assert gate["checks"]["gain_over_baseline"]["ci_low"] > 0.05, gate
+    assert report["push"]["totals"], "the gate passed yet nothing was pushed"
+    check_vendor_state(config, sb)
 
 
 def test_the_planner_resends_in_flight_records_even_when_unchanged_and_the_guard_ignores_them():

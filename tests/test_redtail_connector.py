@@ -118,22 +118,21 @@ def test_401_and_403_name_the_credential_and_the_permission(rt: RunningRedtail, 
 def test_segsync_check_reads_redtail_and_names_a_refused_login(make_sandbox, tmp_path) -> None:
     from click.testing import CliRunner
 
-    from sandbox import redtail_config_yaml
     from sync.cli import cli
 
     sb = make_sandbox(contacts=60, seed=32)
-    with start_redtail(book=sb.book, seed=32, calls=sb.calls) as rt:
-        path = tmp_path / "segsync.yaml"
-        path.write_text(redtail_config_yaml(sb, rt, f"sqlite:///{tmp_path / 'segsync.db'}"))
-        good = CliRunner().invoke(cli, ["check", str(path)])
-        assert good.exit_code == 0, good.output
-        assert "user key obtained; contacts readable" in good.output and rt.password not in good.output
-        assert rt.calls.writes("redtail") == []
-        path.write_text(path.read_text().replace(rt.password, "not-the-password-000"))
-        bad = CliRunner().invoke(cli, ["check", str(path)])
-        assert bad.exit_code == 2, bad.output
-        assert "crm.api_key/crm.username/crm.password refused the credential" in bad.output
-        assert "not-the-password-000" not in bad.output
+    rt = sb.redtail
+    path = tmp_path / "segsync.yaml"
+    path.write_text(sb.config_yaml(f"sqlite:///{tmp_path / 'segsync.db'}", crm="redtail"))
+    good = CliRunner().invoke(cli, ["check", str(path)])
+    assert good.exit_code == 0, good.output
+    assert "user key obtained; contacts readable" in good.output and rt.password not in good.output
+    assert rt.calls.writes("redtail") == []
+    path.write_text(path.read_text().replace(rt.password, "not-the-password-000"))
+    bad = CliRunner().invoke(cli, ["check", str(path)])
+    assert bad.exit_code == 2, bad.output
+    assert "crm.api_key/crm.username/crm.password refused the credential" in bad.output
+    assert "not-the-password-000" not in bad.output
 
 
 def test_a_contact_deleted_mid_pull_loses_no_other_contact(rt: RunningRedtail) -> None:

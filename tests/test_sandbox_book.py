@@ -132,3 +132,41 @@ def test_two_thousand_contacts_generate_a_full_book():
     book = generate_book(contacts=2000, seed=1)
     print(f"\n2,000 contacts generated in {time.perf_counter() - started:.2f} s (informational; speed is benched)")
     assert len(book.people) == 2000 and len(book.events) > 20_000
+
+
+def _fingerprint(book: Book) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for e in book.events:
+        h.update(repr((e.person_key, e.type, e.occurred_at.isoformat(), e.value, e.campaign_id, e.url,
+                       e.session_id)).encode())
+    for p in book.people:
+        h.update(repr((p.key, p.email, p.account_tier, p.esp_status)).encode())
+    for k, t in sorted(book.truth.items()):
+        h.update(repr((k, round(t.propensity, 9), t.upgraded_90d, t.churned_90d, t.deposit_value_365d)).encode())
+    return h.hexdigest()
+
+
+def test_without_the_planted_signal_the_book_is_the_one_generated_before_the_option_existed():
+    # Fingerprint of generate_book(200, seed=3) taken from the code before ``signal`` was added.
+    before = "6641c53ea3b776e8498dd958aeb75c806f8318cc49c4c670fd9dd185c345636a"
+    assert _fingerprint(generate_book(contacts=200, seed=3)) == before
+    assert _fingerprint(generate_book(contacts=200, seed=3, signal=0.0)) == before
+    with pytest.raises(ValueError, match="signal"):
+        generate_book(contacts=10, signal=-1)
+
+
+def test_the_planted_signal_a_pricing_burst_then_silence_is_what_churn_follows():
+    from sandbox.book import PRICING_URL
+
+    book = generate_book(contacts=600, seed=4, signal=1.0)
+    last_30d = book.as_of - timedelta(days=30)
+    pricing: Counter[str] = Counter(e.person_key for e in book.events
+                                    if e.type == "page_view" and e.url == PRICING_URL and e.occurred_at >= last_30d)
+    burst = {k for k, n in pricing.items() if n >= 5}
+    assert len(burst) >= 20, "too few recent shoppers to compare"
+    churn_after_burst = np.mean([book.truth[k].churned_90d for k in burst])
+    others = [book.truth[p.key].churned_90d for p in book.people if p.key not in burst]
+    # A fresh burst of pricing views is recent activity, yet those people lapse far more often.
+    assert churn_after_burst > 2 * np.mean(others), (churn_after_burst, np.mean(others))

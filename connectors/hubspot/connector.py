@@ -96,6 +96,10 @@ class HubSpotConnector(WriteMixin, CrmConnector):
             extra["subscription_types"] = list(self._marketing)
         return self.client.policy.stats.as_dict(extra=extra)
 
+    def fence_calls(self, guard: Callable[[], None] | None) -> None:
+        """Run ``guard`` before every call (each attempt, each split batch); see the base class."""
+        self.call_guard = self.client.policy.guard = guard
+
     def marketing_subscriptions(self) -> list[str]:
         """Ids of the portal's active marketing email subscriptions (one call, cached).
 

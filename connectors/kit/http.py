@@ -178,6 +178,9 @@ class CallPolicy:
         self.retry = retry or RetrySettings()
         self.stats = CallStats()
         self._sleep = sleep
+        # Run before every attempt (retries and split batches too); raising stops the call unsent. The
+        # push sets the tenant lease's fencing check here, so a run that lost its lock sends nothing more.
+        self.guard: Callable[[], None] | None = None
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -210,6 +213,8 @@ class CallPolicy:
         def attempt() -> T:
             if bucket is not None:
                 bucket.acquire()
+            if self.guard is not None:
+                self.guard()  # after the rate-limit wait: the last moment before the request leaves
             self.stats.count(endpoint)
             try:
                 return fn()

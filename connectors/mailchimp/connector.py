@@ -326,3 +326,7 @@ class MailchimpConnector(EspConnector):
     def stats(self) -> dict[str, Any]:
         """Calls by endpoint class, write calls, 429s, retries and the connection limit."""
         return self.client.policy.stats.as_dict(S.WRITE_ENDPOINTS, {"max_connections": self.client.max_connections})
+
+    def fence_calls(self, guard: Callable[[], None] | None) -> None:
+        """Run ``guard`` before every call (each attempt, each split batch); see the base class."""
+        self.call_guard = self.client.policy.guard = guard

@@ -7,6 +7,9 @@
   transaction, so a crash between the two loses nothing;
 - ``decide`` answers, for a batch of emails, whether profiling and email marketing are allowed
   *now* (no record under a ``consent`` basis = refused; a contact without email = refused);
+- households (``connectors.base.HOUSEHOLD_PROPERTY``): an opt-out is per person, and a household is never
+  emailed through a member who opted out - the household's own record (the contact whose CRM id *is*
+  the household id) loses email marketing when any member withdrew it; the other members keep theirs;
 - acting on vendors (draining the outbox) is :mod:`sync.propagation`'s job.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from connectors.base import HOUSEHOLD_PROPERTY
 from consent.keys import KeyFile
 from consent.ledger import Ledger
 from consent.outbox import Outbox
@@ -28,6 +32,7 @@ from sync.config.models import TenantCfg
 from sync.store.interface import Store
 
 Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
+HOUSEHOLD_OPTED_OUT = "household member opted out of email_marketing"
 
 
 def tenant_key(tenant: TenantCfg) -> bytes:
@@ -68,6 +73,7 @@ class ConsentGate:
         self.outbox = Outbox(store.engine, mac_key=self.ledger.chain_key)
         self.policy = policy_of(tenant)
         self.sources = {"crm": crm_source, "esp": esp_source}
+        self._households: tuple[dict[str, str], dict[str, set[str]]] | None = None
 
     # ------------------------------------------------------------------ pull -> ledger
 
@@ -179,4 +185,41 @@ class ConsentGate:
                 continue
             out[cid] = (all(v[0] for v, _ in found), any(v[1] for v, _ in found),
                         next((v[2] for v, _ in found if v[2]), ""))
+        for cid in self._opted_out_households(addresses):
+            profiling, _, reason = out[cid]
+            out[cid] = (profiling, False, f"{reason}; {HOUSEHOLD_OPTED_OUT}" if reason else HOUSEHOLD_OPTED_OUT)
         return out
+
+    def households(self) -> tuple[dict[str, str], dict[str, set[str]]]:
+        """(household record's contact id -> household id, household id -> its members' contact ids), read
+        once per gate from the stored contacts: a household record is the contact whose CRM id is the
+        household id (a CRM that keeps households as records); members are the other contacts with that id."""
+        if self._households is None:
+            crm = self.sources.get("crm")
+            crm_ids = self.store.vendor_ids(self.tenant.id, crm) if crm else {}
+            records: dict[str, str] = {}
+            members: dict[str, set[str]] = {}
+            for c in self.store.contacts(self.tenant.id):
+                household = (c.get("properties") or {}).get(HOUSEHOLD_PROPERTY)
+                if household in (None, ""):
+                    continue
+                if crm_ids.get(c["contact_id"]) == str(household):
+                    records[c["contact_id"]] = str(household)
+                else:
+                    members.setdefault(str(household), set()).add(c["contact_id"])
+            self._households = (records, members)
+        return self._households
+
+    def _opted_out_households(self, addresses: Mapping[str, Iterable[str]]) -> list[str]:
+        """The household records among ``addresses`` one of whose members withdrew email marketing, now."""
+        records, members = self.households()
+        asked = {cid: members.get(h, set()) - {cid} for cid, h in records.items() if cid in addresses}
+        if not any(asked.values()):
+            return []
+        wanted = set().union(*asked.values())
+        known = {m: set(addresses[m]) for m in wanted if m in addresses}
+        fresh = self.store.addresses(self.tenant.id, sorted(wanted - set(known))) if wanted - set(known) else {}
+        member_emails = {m: known.get(m, set()) | fresh.get(m, set()) for m in wanted}
+        per_email = self._per_email(e for emails in member_emails.values() for e in emails)
+        withdrew = {m for m, emails in member_emails.items() if any(per_email[e][1] for e in emails)}
+        return [cid for cid, ms in asked.items() if ms & withdrew]

@@ -85,6 +85,10 @@ class TenantRun:
         # The lock first: a run refused because another holds the tenant leaves no trace in the run log.
         with self.store.tenant_lock(self.tenant.id) as lease:
             self.lease = lease
+            # Every vendor call of the run (each retry, each split batch) first checks the lock is ours.
+            connectors = [c for c in (self.crm, self.esp) if c is not None]
+            for connector in connectors:
+                connector.fence_calls(lease.check)
             started = time.monotonic()
             run_started = utcnow()
             self.run_id = self.store.start_run(self.tenant.id, self.opts.dry_run)
@@ -113,6 +117,8 @@ class TenantRun:
                 self.report.status = status
                 self.report.duration_s = round(time.monotonic() - started, 2)
                 self.report.api = {"crm": self.crm.stats(), "esp": self.esp.stats() if self.esp else {}}
+                for connector in connectors:
+                    connector.fence_calls(None)
                 self.store.finish_run(self.run_id, status, self.report.to_dict())
         return self.report.to_dict()
 

@@ -125,6 +125,12 @@ class PlanPusher:
             self.store.intend_batch(self.tenant_id, self.run_id, dest, ahead)
             try:
                 results = send(dest, batch)
+            except LockLost as exc:
+                # The connector's own fence (checked before every call, retries and splits included) stopped
+                # it mid-batch: what was sent stays written ahead as in flight, the next run settles it.
+                self.report.stopped, self.report.lock_lost = True, str(exc)
+                self._fail(dest, changes[i:], "not sent: the tenant lock was lost (retried next run)", persist=False)
+                return
             except FatalApiError as exc:
                 self._fail(dest, changes[i:], f"{exc}")
                 log.error("%s: %s - stopping this destination", dest, redact(exc))

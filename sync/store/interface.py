@@ -8,6 +8,7 @@ values, per-record outcomes, scores, segments) and runs (run log, tenant lock).
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -32,22 +33,26 @@ class LockLost(SegsyncError):
 class TenantLease:
     """A held tenant lock. :meth:`check` (the fencing check) raises :class:`LockLost` once it is not held.
 
-    The run calls it before every batch it sends, so a run that lost its lock stops before writing
-    anything more, and a second run that took the tenant over never overlaps it beyond one batch.
+    The run calls it before every batch it sends and the connectors before every vendor call (each
+    attempt and each split batch), so a run that lost its lock sends no request after it could know:
+    only a request already on the wire when the lock went can still land.
+    Thread-safe: a connector may call it from its worker threads.
     """
 
     def __init__(self, tenant_id: str, still_held: Callable[[], bool] | None = None) -> None:
         self.tenant_id = tenant_id
         self._still_held = still_held or (lambda: True)
+        self._lock = threading.Lock()  # the check may run a query on the lease's one connection
         self.lost = False
 
     def check(self) -> None:
         """Raise :class:`LockLost` unless the lock is still ours."""
-        if not self.lost:
-            try:
-                self.lost = not self._still_held()
-            except Exception:
-                self.lost = True
+        with self._lock:
+            if not self.lost:
+                try:
+                    self.lost = not self._still_held()
+                except Exception:
+                    self.lost = True
         if self.lost:
             raise LockLost(f"tenant {self.tenant_id}: the run lock was lost; stopping before sending more "
                            "(the rest is sent by the next run)")

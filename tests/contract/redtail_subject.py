@@ -6,7 +6,6 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from sandbox.redtail import DO_NOT_EMAIL
@@ -31,14 +30,10 @@ class RedtailSubject(Subject):
     scopes = ("reading contacts",)  # Redtail has roles, not scopes: a 403 names the permission the role lacks
 
     def __init__(self, make_sandbox: Any, tmp_path: Path) -> None:
-        from sandbox.redtail import start_redtail
-
         super().__init__(make_sandbox, tmp_path)
-        base = make_sandbox(contacts=300, seed=23)
-        self.rt = start_redtail(book=base.book, seed=23)
-        base._servers.append(self.rt)  # stopped with the sandbox when the test ends
+        self.sb = make_sandbox(contacts=300, seed=23)
+        self.rt = self.sb.redtail  # the same book; stopped with the sandbox
         self.sim = self.rt.sim
-        self.sb = SimpleNamespace(faults={"redtail": self.rt.faults}, calls=self.rt.calls)
         self.secrets = [self.rt.api_key, self.rt.password, self.sim.user_key]
         self.optouts_at_start = self._optouts()
 

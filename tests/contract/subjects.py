@@ -24,6 +24,7 @@ from tests.contract.subject import (  # noqa: F401 - what the cases import from 
     Subject,
     needs,
 )
+from tests.contract.wealthbox_subject import WealthboxSubject
 
 SUBJECTS: list[type[Subject]] = [HubSpotSubject, MailchimpSubject, CsvSubject, FakeCrmSubject, FakeEspSubject,
-                                 RedtailSubject]
+                                 WealthboxSubject, RedtailSubject]
