@@ -61,6 +61,8 @@ def test_5000_contact_redtail_book_syncs_once_pushes_tags_reruns_without_writes_
 
     first = sync(config)
     assert first["status"] == "ok" and first["scoring"]["models"]["churn_risk"]["metrics"]["gate"]["passed"]
+    # Redtail families are not records: nobody loses email marketing as a family's "own record".
+    assert not any("household member" in reason for reason in first["plan"]["suppressed"]), first["plan"]
     # Every contact pulled exactly once: one listing pass, and one accounts and one notes read per contact.
     pulled = first["pull"]["redtail.contacts"]
     assert pulled["records"] == pulled["new"] == len(live)

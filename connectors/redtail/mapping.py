@@ -84,7 +84,10 @@ def to_contact(raw: Mapping[str, Any], as_of: datetime, what: str, own_prefix: s
     family = raw.get("family") if isinstance(raw.get("family"), Mapping) else None
     family_id = (family or {}).get("id", raw.get("family_id"))
     if isinstance(family_id, int) and not isinstance(family_id, bool):
-        props[HOUSEHOLD_PROPERTY] = str(family_id)
+        # Families are not contacts in Redtail and their ids are a separate series: the prefix keeps a family id
+        # from ever reading as a contact's id (the gate takes the contact whose id *is* the household id for
+        # the household's own record, which Redtail does not have).
+        props[HOUSEHOLD_PROPERTY] = f"{S.FAMILY_PREFIX}{family_id}"
     tags = sorted({str(m.get("name")) for m in raw.get("tag_memberships") or [] if isinstance(m, Mapping)
                    and m.get("name") and not (own_prefix and str(m["name"]).startswith(own_prefix))})
     props[S.PROP_TAGS] = ";".join(tags)

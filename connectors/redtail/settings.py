@@ -52,6 +52,7 @@ PROP_ACCOUNTS = "account_count"
 PROP_STATUS = "status_id"
 PROP_CATEGORY = "category_id"
 PROP_TAGS = "redtail_tags"
+FAMILY_PREFIX = "family:"  # household id = "family:<Redtail family id>"
 
 # A 403 names the permission: the Redtail user behind the key needs these rights.
 PERMISSIONS = "the Redtail user's role must allow reading contacts and updating contacts (tags, user-defined fields)"
