@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -44,11 +44,15 @@ from consent.webhook import TenantHooks, create_app
 from core.errors import ConfigError
 from sync.alerts import RUN_FAILED, Alert, Alerter, alerts_for_run, oldest_pending_age, outbox_alert, run_history
 from sync.config.models import Config, ServerCfg, TenantCfg, load_config
+from sync.pages.status_data import next_run
 from sync.propagation import propagate, queued
 from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
 from sync.run.report import RunReport
 from sync.store import SqlStore, Store, TenantBusy, TenantLease, open_store
+
+if TYPE_CHECKING:
+    from sync.workers.engine import ExternalQueue
 
 log = logging.getLogger("segsync.serve")
 
@@ -139,7 +143,8 @@ class Service:
     """Everything ``segsync serve`` runs, without the HTTP listener (tests drive it directly)."""
 
     def __init__(self, cfg: Config, base_dir: Path = Path("."), *, store: Store | None = None,
-                 connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None) -> None:
+                 connectors: Callable[[TenantCfg], tuple[CrmConnector, EspConnector | None]] | None = None,
+                 external_workers: bool = False) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
         self.store = store or open_store(cfg.store)
@@ -156,6 +161,12 @@ class Service:
         self._drain_locks = {t: threading.Lock() for t in self.tenants}
         self.ledger = Ledger(self.store.engine, key_lookup(cfg.tenants))
         self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
+        # --workers external: `segsync worker` processes run the schedules and drains; this one queues drains.
+        self.queue: ExternalQueue | None = None
+        if external_workers:
+            from sync.workers.engine import ExternalQueue
+
+            self.queue = ExternalQueue(cfg, self.store.engine, self.metrics.registry)  # closed by shutdown()
 
     # ------------------------------------------------------------------ connectors
 
@@ -241,14 +252,16 @@ class Service:
             self.drain(tenant_id)
 
     def trigger_drain(self, tenant_id: str) -> None:
-        """Right after a webhook: drain that tenant's outbox now (in the scheduler's threads)."""
-        if tenant_id in self.tenants and self.scheduler.running:
+        """Right after a webhook: drain that tenant's outbox now (in the scheduler's threads, or by a worker)."""
+        if tenant_id in self.tenants and self.queue is not None:
+            self.queue.drain(tenant_id)
+        elif tenant_id in self.tenants and self.scheduler.running:
             self.scheduler.add_job(self.drain, args=[tenant_id], id=f"drain-now:{tenant_id}", replace_existing=True)
 
     def schedule(self) -> list[dict[str, Any]]:
         jobs = []
         for tenant in self.tenants.values():
-            if not tenant.schedule:
+            if not tenant.schedule or self.queue is not None:  # external workers queue the schedule ticks
                 continue
             tz = zoneinfo.ZoneInfo(tenant.timezone)
             trigger = CronTrigger.from_crontab(tenant.schedule, timezone=tz)
@@ -276,9 +289,10 @@ class Service:
                     "job": job.id,
                 }
             )
-        self.scheduler.add_job(
-            self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True
-        )
+        if self.queue is None:
+            self.scheduler.add_job(
+                self.drain_all, "interval", seconds=DRAIN_EVERY_SECONDS, id="drain-all", replace_existing=True
+            )
         return jobs
 
     def _missed(self, tenant_id: str, trigger: CronTrigger) -> bool:
@@ -301,11 +315,16 @@ class Service:
             job = self.scheduler.get_job(f"sync:{tenant_id}")
             # Before the scheduler starts a job has no next_run_time yet; its trigger knows.
             next_at = getattr(job, "next_run_time", None) or (
-                job.trigger.get_next_fire_time(None, datetime.now(UTC)) if job is not None else None)
+                job.trigger.get_next_fire_time(None, datetime.now(UTC)) if job is not None else None) or (
+                next_run(tenant, datetime.now(UTC)) if self.queue is not None else None)  # the workers' tick
             out[tenant_id] = {"schedule": tenant.schedule, "timezone": tenant.timezone,
                               "next_run": next_at.isoformat() if next_at else None,
                               **run_history(self.store.runs(tenant_id, limit=50))}
         return out
+
+    def queue_summary(self) -> dict[str, Any] | None:
+        """The task engine's queue for the status page (None when this process runs the syncs itself)."""
+        return self.queue.summary() if self.queue is not None else None
 
     def start(self) -> list[dict[str, Any]]:
         jobs = self.schedule()
@@ -319,6 +338,9 @@ class Service:
         self.stop.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
 
     # ------------------------------------------------------------------ HTTP
 
@@ -382,6 +404,8 @@ class Service:
                 last = run_history(service.store.runs(tenant_id, limit=50))["last_success"]
                 if last is not None:
                     service.metrics.last_success.labels(tenant_id).set(datetime.fromisoformat(last["started_at"]).timestamp())
+            if service.queue is not None:
+                service.queue.refresh_metrics()
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         from sync.pages import mount as mount_pages
@@ -448,7 +472,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, server.port
 
 
-def serve(config: Path, listen: str | None = None) -> None:
+def serve(config: Path, listen: str | None = None, *, external_workers: bool = False) -> None:
     """Run hosted mode until SIGTERM/Ctrl-C: load the config, then uvicorn with the service's app."""
     import uvicorn
 
@@ -460,7 +484,7 @@ def serve(config: Path, listen: str | None = None) -> None:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(formatter())
     host, port = parse_listen(listen or cfg.server.listen)
-    service = Service(cfg, config.parent)
+    service = Service(cfg, config.parent, external_workers=external_workers)
     logging.getLogger("segsync.serve").setLevel(
         min(logging.getLogger("segsync.serve").getEffectiveLevel(), logging.INFO)
     )

@@ -46,6 +46,17 @@ def sandbox_config(tmp_path: Path, sb, *, schedule: str | None = None, secret: s
     return path
 
 
+def sandbox_tenant(tenant_id: str, sb, *, zone: str = "UTC", schedule: str | None = None, inactive_days: int = 60,
+                   plan: str = "unlimited", secret: str = "e2e-webhook-secret-0123") -> str:
+    """One ``tenants:`` entry wired to the sandbox (the tenant sandbox_config writes), for configs of many firms."""
+    when = f'timezone: {zone}' + (f'\n    schedule: "{schedule}"' if schedule else "")
+    text = SANDBOX_TENANT.format(inactive_days=inactive_days, db="unused", models="unused", schedule=when,
+                                 hs_token=sb.hubspot_token, hs_url=sb.hubspot_url, mc_key=sb.mailchimp_key,
+                                 mc_list=sb.mailchimp_list_id, mc_url=sb.mailchimp_url, consent=consent_yaml(secret))
+    block = text.split("tenants:\n", 1)[1].replace("  - id: firm\n", f"  - id: {tenant_id}\n", 1)
+    return block.replace("plan: unlimited,", f"plan: {plan},", 1)
+
+
 # The smallest sandbox book whose segment passes the scoring gate honestly, with a margin: the planted
 # churn signal (sandbox.book, ``signal``) on 300 contacts, churn as 21 days without activity. Measured
 # (seeds 1-6): churn ROC AUC 0.90-0.95 against the naive rule's 0.62-0.71, the 95% interval of the gain

@@ -19,7 +19,7 @@ from core.errors import ConfigError, InputError, SegsyncError
 from sync.cli.check_cmd import check_cmd
 from sync.cli.common import console, emit_json, err_console
 from sync.cli.consent_cmds import consent
-from sync.cli.run_cmds import demo_cmd, runs_cmd, sandbox_cmd, serve_cmd, sync_cmd
+from sync.cli.run_cmds import demo_cmd, runs_cmd, sandbox_cmd, serve_cmd, sync_cmd, worker_cmd
 from sync.cli.score_cmds import report_group, score_cmd
 from sync.cli.state_cmds import state_group
 
@@ -140,7 +140,7 @@ def validate(config: Path, as_json: bool) -> None:
 # The command modules defer their heavy imports (pandas, scikit-learn, the store) into the commands.
 COMMANDS: tuple[click.Command, ...] = (
     validate, sync_cmd, check_cmd, runs_cmd, score_cmd, report_group, serve_cmd, sandbox_cmd, demo_cmd, consent,
-    state_group,
+    state_group, worker_cmd,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -16,7 +16,7 @@ import click
 
 from connectors.kit.http import redact
 from core.errors import ConfigError, InputError, SegsyncError
-from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, select_tenants
+from sync.cli.common import CONFIG_ARG, console, emit_json, err_console, open_config, open_store_plainly, select_tenants
 
 log = logging.getLogger("segsync.sync")
 
@@ -194,6 +194,8 @@ def _logged_report(store: Store, tenant_id: str, after_run: int) -> dict[str, An
     metavar="FILE.csv",
     help="Write the whole plan (every change, with who, where and what) to a CSV file.",
 )
+@click.option("--enqueue", is_flag=True,
+              help="Queue the run for `segsync worker` processes instead of running it here (PostgreSQL store).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run reports as JSON.")
 def sync_cmd(
     config: Path,
@@ -204,16 +206,22 @@ def sync_cmd(
     full_refresh: bool,
     select: tuple[str, ...],
     plan_out: Path | None,
+    enqueue: bool,
     as_json: bool,
 ) -> None:
     """Run the sync once: pull, check consent, score, plan, push.
 
     Exit 0 when every record ended sent or suppressed, 1 when some failed (they are
     retried next run), 2 for a config error or a plan refused by the change guard.
+    With --enqueue: queue one run per firm for the workers (above scheduled runs) and exit 0.
     """
     from sync.cli.report import print_runs
     from sync.run.pipeline import exit_code
 
+    if enqueue:
+        enqueue_runs(config, tenant_ids, as_json, dry_run=dry_run, force=force, retrain=retrain,
+                     full_refresh=full_refresh, select=select, plan_out=plan_out)
+        return
     if select:
         from sync.config.models import load_config
         from sync.run.select import parse_select
@@ -240,6 +248,54 @@ def sync_cmd(
     if len(reports) == 1 and reports[0].get("error_kind") == "config":
         code = 2  # the only tenant's config is wrong: the usage-error code, as without --json
     sys.exit(code)
+
+
+def enqueue_runs(config: Path, tenant_ids: tuple[str, ...], as_json: bool, **local_only: Any) -> None:
+    """``sync --enqueue``: queue a run of each selected firm; options that only a local run has are refused."""
+    from sync.config.models import load_config
+    from sync.workers.engine import enqueue_run, ensure_schema, make_app, require_postgres
+
+    unsupported = [f"--{k.replace('_', '-')}" for k, v in local_only.items() if v]
+    if unsupported:
+        raise InputError(f"--enqueue queues a plain run; {', '.join(unsupported)} work(s) only in a local run")
+    cfg = load_config(config)
+    require_postgres(cfg)
+    tenants = select_tenants(cfg, tenant_ids)
+    store = open_store_plainly(cfg.store)
+    try:
+        ensure_schema(store.engine)
+    finally:
+        store.close()
+    app = make_app(cfg, pool_size=1)
+    with app.open():
+        queued = {t.id: enqueue_run(app, t.id) for t in tenants}
+    if as_json:
+        emit_json([{"tenant": t, "job": job, "queued": job is not None} for t, job in queued.items()])
+        return
+    for tenant_id, job in queued.items():
+        console.print(f"{tenant_id}: " + (f"run queued (job {job})" if job is not None
+                                          else "a run is already waiting in the queue"))
+
+
+@click.command("worker")
+@CONFIG_ARG
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Runs this process takes on at once (each waits mostly on vendor rate limits).")
+@click.option("--name", default=None, metavar="NAME",
+              help="How logs and the database name this worker (default host:pid).")
+def worker_cmd(config: Path, concurrency: int, name: str | None) -> None:
+    """A worker of the task engine: runs queued tenant runs and opt-out drains (PostgreSQL store).
+
+    Start any number, on any machines sharing the store. They queue each firm's schedule ticks (once,
+    whoever sees them), never run one firm twice at once, re-queue the job of a worker that died, and
+    retry failed records with backoff. SIGTERM/Ctrl-C: running runs stop after the batch in flight and go
+    back to the queue. See README, "Scaling out".
+    """
+    from sync.workers.process import run_worker
+
+    logging.getLogger("segsync.workers").setLevel(min(logging.getLogger("segsync.workers").getEffectiveLevel(),
+                                                      logging.INFO))
+    run_worker(config, concurrency, name)
 
 
 @click.command("runs")
@@ -316,14 +372,19 @@ def demo_cmd(contacts: int, out_dir: Path, as_json: bool) -> None:
 @click.command("serve")
 @CONFIG_ARG
 @click.option("--listen", default=None, metavar="HOST:PORT", help="HOST:PORT (default: server.listen, 127.0.0.1:8080).")
-def serve_cmd(config: Path, listen: str | None) -> None:
+@click.option("--workers", "workers", type=click.Choice(["embedded", "external"]), default="embedded",
+              show_default=True,
+              help="embedded: this process runs the schedules and drains; external: `segsync worker` processes "
+                   "run them and this one queues drains after webhooks (PostgreSQL store).")
+def serve_cmd(config: Path, listen: str | None, workers: str) -> None:
     """Hosted mode: scheduled syncs, consent webhooks, health and metrics in one process.
 
     Runs each tenant's schedule (cron in its time zone; a run missed while down runs once at
     start; never two runs of a tenant at once, across servers sharing PostgreSQL), takes consent
     webhooks (POST /hooks/TENANT/preferences, /hooks/TENANT/VENDOR/..., as `segsync check` lists them)
     and serves GET /healthz and /metrics. SIGTERM/Ctrl-C: running syncs stop after the batch in flight.
+    With --workers external it runs no sync itself: the workers do, and /metrics shows their queue.
     """
     from sync.serve import serve
 
-    serve(config, listen)
+    serve(config, listen, external_workers=workers == "external")

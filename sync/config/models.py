@@ -253,12 +253,25 @@ class ServerCfg(Strict):
         return int(self.listen.rsplit(":", 1)[1])
 
 
+class WorkersCfg(Strict):
+    """The task engine (``segsync worker``; PostgreSQL stores only). The embedded ``segsync serve`` ignores it."""
+
+    # Concurrent runs of tenants that share one vendor account (same CRM token, same email-platform API key):
+    # they share its rate limit, so more at once only makes each slower.
+    per_account: int = Field(1, ge=1, le=50)
+    # A worker silent (no heartbeat) this long is dead: its job goes back to the queue for another worker.
+    stalled_after_seconds: int = Field(60, ge=3, le=3600)
+    # A schedule tick missed by at most this much (every worker was down) still runs once when one starts.
+    catch_up_minutes: int = Field(10, ge=0, le=1440)
+
+
 class Config(Strict):
     version: Literal[1]
     store: str = "sqlite:///segsync.db"
     model_dir: Path = Path(".segsync/models")
     server: ServerCfg = ServerCfg()
     alerts: AlertsCfg | None = None  # hosted mode: run failures, refused plans, opt-out backlog
+    workers: WorkersCfg = WorkersCfg()  # the task engine: `segsync worker`, `segsync serve --workers external`
     tenants: list[TenantCfg] = Field(min_length=1)
 
     @field_validator("store")

@@ -144,7 +144,9 @@ class _Pages:
             firm_status(h.cfg, h.base_dir, h.store, h.outbox, t, now) for t in h.cfg.tenants if scope in (ALL, t.id)
         ]
         colour = firms[0]["tenant"].pages.colour if len(firms) == 1 else "#1f4e79"
-        return page("status.html", colour=colour, firms=firms, now=now, charts=_firm_charts(firms))
+        # The task engine's queue (serve --workers external) spans every firm: shown to the admin login only.
+        queue = getattr(h, "queue_summary", lambda: None)() if scope == ALL else None
+        return page("status.html", colour=colour, firms=firms, now=now, charts=_firm_charts(firms), queue=queue)
 
     def run(self, request: Request, tenant_id: str, run_id: int) -> Response:
         scope = self._gate(request, tenant_id)
