@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import requests
 
+from core.errors import ConfigError
 from sandbox.common import ServerThread
 from sandbox.hubspot.deals import won_stages
 from sandbox.webhooks import hubspot_event, send_hubspot
@@ -182,6 +183,35 @@ def test_2_a_customer_tag_named_like_a_segment_is_never_touched(make_sandbox, tm
     ours = [s.name for s in sb.mailchimp.state.segments.values() if s.name != "churn_watch" and "churn_watch" in s.name]
     assert len(ours) == 1, f"one segsync object per segment, not {ours}"
     assert report["status"] in ("ok", "failed_records"), report
+
+
+def test_2_a_customer_tag_inside_segsyncs_namespace_is_refused_by_name_until_adopted(make_sandbox, tmp_path):
+    """The advisor made "segsync:churn_watch" by hand (or an old install did): segsync adds nobody to it and the
+    run says which tag and how to resolve it; listed under esp.adopt, it is written to."""
+    tag = "segsync:churn_watch"
+    sb = make_sandbox(contacts=600, seed=32, mailchimp_customer_tags=(tag,))
+    config = write_config(tmp_path, sb)
+    theirs = sb.mailchimp.segment_members(tag)
+    report = run_once(config)
+    assert sb.mailchimp.segment_members(tag) == theirs, "segsync added members to a tag it did not create"
+    assert report["status"] == "failed_records", report["status"]
+    tag_failures = [f for f in report["push"]["failures"] if f["destination"] == "esp.tags"]
+    assert tag_failures and all(repr(tag) in f["message"] and "esp.adopt" in f["message"] for f in tag_failures)
+    config.write_text(config.read_text().replace(f"list_id: {sb.mailchimp_list_id},",
+                                                 f"list_id: {sb.mailchimp_list_id}, adopt: ['{tag}'],"))
+    report = run_once(config)
+    assert report["status"] == "ok", report["push"]["failures"][:3]
+    assert sb.mailchimp.segment_members(tag) > theirs
+
+
+def test_2_a_crm_property_a_user_made_is_refused_not_overwritten(make_sandbox, tmp_path):
+    sb = make_sandbox(contacts=600, seed=32, hubspot_customer_properties=("segsync_segments",))
+    config = write_config(tmp_path, sb)
+    before = sb.hubspot.property_values("segsync_segments")
+    with pytest.raises(ConfigError, match=r"'segsync_segments'.*crm\.adopt_properties"):
+        run_once(config)
+    assert sb.hubspot.property_values("segsync_segments") == before
+    assert {o["value"] for o in sb.hubspot.contacts.schema["segsync_segments"]["options"]} == {"vip", "prospect"}
 
 
 # ------------------------------------------------------------------ 3. engagement counts and web analytics
