@@ -322,6 +322,23 @@ def test_6_a_marketing_subscription_opt_out_webhook_withdraws_email_marketing(ho
     assert not consent_status(config, email)["email_marketing"]["allowed"]
 
 
+@pytest.mark.parametrize("subscription", ["7002", "7003"], ids=["one_to_one", "account_notices"])
+def test_6_a_non_marketing_subscription_opt_out_webhook_is_not_a_marketing_withdrawal(hooked, subscription):
+    """One-to-One (7002) and service notices (7003) are not marketing: opting out of one leaves email marketing
+    as it was (the pull path reads only marketing types' opt-outs too)."""
+    sb, config, server = hooked
+    email, cid = person_in_both(sb)
+    assert consent_status(config, email)["email_marketing"]["allowed"], "nothing to keep: pick another person"
+    got = hs(sb, "POST", "/communication-preferences/v3/unsubscribe", json={
+        "emailAddress": email, "subscriptionId": subscription, "legalBasis": "NON_GDPR",
+        "legalBasisExplanation": "test"})
+    assert got.status_code == 200
+    event = hubspot_event("contact.propertyChange", cid, property_name=f"hs_email_optout_{subscription}",
+                          property_value="true")
+    assert send_hubspot(server.url + f"/hooks/{TENANT}/hubspot", [event], sb.hubspot_client_secret).status_code < 300
+    assert consent_status(config, email)["email_marketing"]["allowed"]
+
+
 # ------------------------------------------------------------------ 7. subscription types
 
 def test_7_opt_out_propagation_leaves_one_to_one_and_notices_alone(make_sandbox, tmp_path):
