@@ -366,8 +366,6 @@ def test_7_opt_out_propagation_reaches_the_marketing_type(make_sandbox, tmp_path
 
 # ------------------------------------------------------------------ 8. rate limits
 
-@pytest.mark.xfail(strict=False, reason="flaky: with the burst lowered to 8 per 2 s, one raw deals-page read can "
-                   "still meet a 429 (seen on an idle machine too); the pacing is not yet tight enough to promise 0")
 def test_8_a_run_stays_inside_the_limit_the_headers_announce(make_sandbox, tmp_path):
     # A public OAuth app's limit differs from the plan's; the burst is lowered so the test stays fast.
     sb = make_sandbox(contacts=300, seed=38, hubspot_plan="professional", hubspot_app_type="oauth",

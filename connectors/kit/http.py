@@ -223,6 +223,9 @@ class CallPolicy:
                 if isinstance(mapped, ApiError):
                     self._note(mapped)
                 raise mapped from None
+            finally:
+                if bucket is not None:
+                    bucket.settle()  # a bucket counting from the answer starts its spacing now
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RetriableApiError),
