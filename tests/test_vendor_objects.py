@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from connectors.base import ADOPTED, CREATED, CREATING, MemoryLedger, TagChange, VendorObject
+from connectors.base import ADOPTED, CREATED, CREATING, MemoryLedger, PropertyUpdate, TagChange, VendorObject
 from connectors.kit import RetrySettings
 from connectors.mailchimp import MailchimpConnector
-from core.errors import ConfigError
 
 FAST = RetrySettings(max_attempts=4, initial_wait=0.0, max_wait=0.0, total_budget=30.0)
 TAG = "segsync:churn_watch"
@@ -151,12 +150,19 @@ def hubspot(sb: Any, **kwargs: Any) -> Any:
 def test_a_hubspot_property_a_user_made_is_refused_not_overwritten(make_sandbox):
     sb = make_sandbox(contacts=100, seed=62, hubspot_customer_properties=("segsync_segments",))
     before = sb.hubspot.contacts.schema["segsync_segments"]["options"]
+    contact, other = [r.id for r in sb.hubspot.contacts.live()][:2]
     conn, ledger = hubspot(sb)
-    with pytest.raises(ConfigError) as err:
-        conn.ensure_schema("segsync_segments", ["churn_watch"], [])
-    assert "'segsync_segments'" in str(err.value) and "crm.adopt_properties" in str(err.value)
+    conn.ensure_schema("segsync_segments", ["churn_watch"], ["churn_risk"])
+    [theirs, ours] = conn.push_properties([PropertyUpdate(contact, {"segsync_segments": "churn_watch"}),
+                                           PropertyUpdate(other, {"segsync_score_churn_risk": "0.5"})])
+    assert theirs.outcome == "failed"
+    assert "'segsync_segments'" in theirs.message and "crm.adopt_properties" in theirs.message
+    assert "made by HubSpot user" in theirs.message
+    assert ours.outcome == "sent", ours  # the score property is segsync's own: the rest of the push goes on
+    assert sb.hubspot.properties_of(other)["segsync_score_churn_risk"] == "0.5"
     assert sb.hubspot.contacts.schema["segsync_segments"]["options"] == before
-    assert ledger.objects("property", "contacts") == {}
+    assert not sb.hubspot.properties_of(contact).get("segsync_segments")
+    assert set(ledger.objects("property", "contacts")) == {"segsync_score_churn_risk"}
 
 
 def test_a_hubspot_property_segsync_created_is_recorded_and_reused(make_sandbox):

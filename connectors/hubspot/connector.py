@@ -87,6 +87,7 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         self._marketing: list[str] | None = None  # marketing subscription ids, read once
         self.objects: ObjectLedger = MemoryLedger()  # replaced by the tenant's stored record (use_objects)
         self.adopt_properties = frozenset(adopt_properties)
+        self.refused: dict[str, str] = {}
         self.skipped_streams: dict[str, str] = {}
 
     # ----------------------------------------------------------------- helpers

@@ -56,6 +56,7 @@ class WriteMixin:
     client: HubSpotClient
     marketing_subscriptions: Callable[[], list[str]]  # provided by HubSpotConnector (one cached call)
     objects: ObjectLedger  # the tenant's record of the properties segsync created or adopted
+    refused: dict[str, str]  # properties found to be a customer's (by ensure_schema), with why
     adopt_properties: frozenset[str]  # crm.adopt_properties: existing properties segsync may write to
 
     # ----------------------------------------------------------------- schema
@@ -65,10 +66,13 @@ class WriteMixin:
         number property per score (``segsync_score_<name>``). Idempotent: when all exist, one read call.
 
         Options are only ever added, never removed, so a contact holding an old segment keeps a valid value.
+        A property that exists and is not segsync's (see :meth:`_claim`) is left as it is: every later update
+        that would write it fails, naming it (``refused``), and the rest of the run goes on.
         """
         bad = [n for n in segment_names if not n or ";" in n]
         if bad:
             raise ConfigError(f"hubspot: segment names cannot be empty or contain ';' (multi-select separator): {bad}")
+        self.refused = {}
         what = "GET /crm/v3/properties/contacts"
         defs = {str(p.get("name")): p for p in M.results_of(self.client.contact_properties(), what)}
         group_ready = False
@@ -98,6 +102,7 @@ class WriteMixin:
         if segment is not None:
             self._check_type(segment, property_name, "enumeration", "checkbox")
             self._claim(segment, property_name)
+        if segment is not None and property_name not in self.refused:
             options = [o for o in segment.get("options") or [] if isinstance(o, Mapping)]
             have = {str(o.get("value")) for o in options}
             missing = [v for v in wanted if v not in have]
@@ -120,15 +125,16 @@ class WriteMixin:
                                                      "description": f"segsync score {score} (0-1 unless stated)"})
             if status == 409:
                 self._record(name, LOST, "HubSpot answered 409: the name was taken meanwhile")
-                raise ConfigError(f"hubspot: contact property {name!r} was created by someone else while segsync "
-                                  "was creating it; run again to check whose it is")
+                self.refused[name] = (f"hubspot: contact property {name!r} was created by someone else while "
+                                      "segsync was creating it; segsync does not write to it")
+                continue
             self._record(name, CREATED)
 
     def _record(self, name: str, how: str, note: str = "") -> None:
         self.objects.record(VendorObject(S.PROPERTY_KIND, S.PROPERTY_SCOPE, name, name, how, note))
 
     def _claim(self, prop: Mapping[str, Any], name: str) -> None:
-        """Write only to a property segsync created or was given; refuse a customer's (a ConfigError naming it).
+        """Write only to a property segsync created or was given; a customer's goes to ``refused`` with why.
 
         Segsync's own: recorded as created (or as being created when a crash lost HubSpot's answer), listed
         under ``crm.adopt_properties``, or - the upgrade rule for an install from before segsync recorded what
@@ -142,8 +148,9 @@ class WriteMixin:
         if rec is not None and rec.owned:
             return
         if prop.get("hubspotDefined"):
-            raise ConfigError(f"hubspot: contact property {name!r} is one of HubSpot's own properties: segsync never "
-                              "writes to it; set push.crm_property (or the score's name) to another name")
+            self.refused[name] = (f"hubspot: contact property {name!r} is one of HubSpot's own properties: segsync "
+                                  "never writes to it; set push.crm_property (or the score's name) to another name")
+            return
         if name in self.adopt_properties:
             self._record(name, ADOPTED, "listed under crm.adopt_properties")
             return
@@ -152,10 +159,10 @@ class WriteMixin:
             return
         who = (f"made by HubSpot user {prop['createdUserId']}" if prop.get("createdUserId")
                else f"in property group {prop.get('groupName')!r}")
-        raise ConfigError(f"hubspot: contact property {name!r} already exists ({who}) and segsync did not create it: "
-                          "segsync never overwrites a customer's property. Set push.crm_property to another name "
-                          f"(or rename the score), or let segsync write to it by listing {name!r} under "
-                          "crm.adopt_properties")
+        self.refused[name] = (f"hubspot: contact property {name!r} already exists ({who}) and segsync did not "
+                              "create it: segsync never overwrites a customer's property. Set push.crm_property to "
+                              f"another name (or rename the score), or let segsync write to it by listing {name!r} "
+                              "under crm.adopt_properties")
 
     @staticmethod
     def _check_type(prop: Mapping[str, Any], name: str, type_: str, field_type: str | None) -> None:
@@ -177,10 +184,12 @@ class WriteMixin:
         for update in updates:
             merged.setdefault(str(update.key), {}).update(update.properties)
         results: dict[str, RecordResult] = {}
-        keys = [k for k, props in merged.items() if props]
         for k, props in merged.items():
             if not props:
                 results[k] = RecordResult(k, "skipped", "no properties to write")
+            elif theirs := [n for n in props if n in self.refused]:  # nothing half-written: the whole record
+                results[k] = RecordResult(k, "failed", self.refused[theirs[0]])
+        keys = [k for k in merged if k not in results]
         for n in range(0, len(keys), S.BATCH_SIZE):
             chunk = [(k, merged[k]) for k in keys[n:n + S.BATCH_SIZE]]
             try:
