@@ -88,7 +88,7 @@ def test_a_tag_named_under_esp_adopt_is_written_to(mc):
     assert ledger.objects("tag", mc.mailchimp_list_id)[TAG].how == ADOPTED
 
 
-def test_upgrade_adopts_a_tag_holding_exactly_what_segsync_last_sent(mc):
+def test_upgrade_adopts_a_tag_holding_only_what_segsync_last_sent(mc):
     theirs = mc.mailchimp.segment_members(TAG)
     conn, ledger = connect(mc, Ledger({TAG: set(theirs)}))
     email = outsider(mc)
@@ -96,6 +96,14 @@ def test_upgrade_adopts_a_tag_holding_exactly_what_segsync_last_sent(mc):
     assert r.outcome == "sent", r
     rec = ledger.objects("tag", mc.mailchimp_list_id)[TAG]
     assert rec.how == ADOPTED and "upgrade" in rec.note
+
+
+def test_upgrade_refuses_an_empty_tag(mc):
+    """Nothing in it says whose it is (the customer may have made it to fill it by hand)."""
+    mc.mailchimp.state.segment_by_name(TAG).members.clear()
+    conn, _ = connect(mc, Ledger({TAG: {outsider(mc)}}))
+    [r] = conn.push_tags([TagChange(outsider(mc), active=(TAG,))])
+    assert r.outcome == "failed" and repr(TAG) in r.message
 
 
 def test_upgrade_refuses_a_tag_holding_anybody_segsync_did_not_send(mc):

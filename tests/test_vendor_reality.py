@@ -118,6 +118,31 @@ class WebhookServer:
         self.server.stop()
 
 
+def as_before_objects_were_recorded(config: Path, email: str) -> None:
+    """The store of an install from before segsync recorded the objects it creates: no ``vendor_objects`` rows,
+    and (so that the next run adds someone) the person ``email`` never sent to the ESP's tags."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{config.parent / 'segsync.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM vendor_objects"))
+        cid = conn.execute(sa.text("SELECT contact_id FROM identities WHERE source = 'mailchimp' AND email = :e"),
+                           {"e": email}).scalar_one()
+        conn.execute(sa.text("DELETE FROM last_sent WHERE destination = 'esp.tags' AND key = :k"), {"k": cid})
+    engine.dispose()
+
+
+def created_objects(config: Path) -> dict[str, tuple[str, str]]:
+    """name -> (how, note) of the vendor objects the store records."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{config.parent / 'segsync.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, how, note FROM vendor_objects")).all()
+    engine.dispose()
+    return {r.name: (r.how, r.note) for r in rows}
+
+
 # ------------------------------------------------------------------ vendor-side helpers
 
 def hs(sb, method: str, path: str, **kw: Any) -> requests.Response:
@@ -201,6 +226,23 @@ def test_2_a_customer_tag_inside_segsyncs_namespace_is_refused_by_name_until_ado
     report = run_once(config)
     assert report["status"] == "ok", report["push"]["failures"][:3]
     assert sb.mailchimp.segment_members(tag) > theirs
+
+
+def test_2_after_an_upgrade_segsyncs_own_tag_is_adopted_because_it_holds_only_what_segsync_sent(
+        make_sandbox, tmp_path):
+    tag = "segsync:churn_watch"
+    sb = make_sandbox(contacts=600, seed=32)
+    config = write_config(tmp_path, sb)
+    assert run_once(config)["status"] == "ok"
+    assert created_objects(config)[tag][0] == "created"
+    email = sorted(sb.mailchimp.segment_members(tag))[0]
+    as_before_objects_were_recorded(config, email)
+    sb.mailchimp.state.segment_by_name(tag).members.discard(sb.mailchimp.state.find(email).unique_email_id)
+    report = run_once(config)
+    assert report["status"] == "ok", report["push"]["failures"][:3]
+    assert email in sb.mailchimp.segment_members(tag)
+    how, note = created_objects(config)[tag]
+    assert how == "adopted" and "upgrade" in note
 
 
 def test_2_a_crm_property_a_user_made_is_refused_not_overwritten(make_sandbox, tmp_path):

@@ -6,9 +6,9 @@ members only to a tag it created itself (recorded in the tenant's :class:`~conne
 before and after the create call) or that it was told to adopt:
 
 - ``esp.adopt`` in the config lists names segsync may take over as they are;
-- an install that pushed before segsync recorded its objects adopts a tag once, when every member the
-  tag holds is a member segsync last sent to it and the counts agree (read once, at the first push after
-  the upgrade); a tag holding anybody else is the customer's.
+- an install that pushed before segsync recorded its objects adopts a tag once, when it holds members
+  and every one of them is a member segsync sent to it (its last-sent state, in-flight writes included;
+  read once, at the first push after the upgrade); a tag holding anybody else, or nobody, is not adopted.
 
 Anything else is refused by name, with how to resolve it. Removing members is never refused: segsync
 only removes members it sent (its last-sent state) or deactivates its own names on a person who opted out.
@@ -89,7 +89,11 @@ class Claims:
         return ""
 
     def _was_segsyncs(self, name: str, seg_id: int, counts: Mapping[str, int]) -> bool:
-        """The upgrade rule: every member of the tag is one segsync last sent to it, and nobody is missing."""
+        """The upgrade rule: the tag holds members, and every one is a member segsync sent to it.
+
+        Not "exactly": the run's own write-ahead (the person about to be added) is already in the last-sent
+        state when this is asked, and a member segsync sent may have been untagged by hand since.
+        """
         sent = self.ledger.sent_to(KIND, name)
         if not sent or counts.get(name, 0) > len(sent):  # member_count counts subscribed members only
             return False
@@ -99,7 +103,7 @@ class Claims:
                 self.list_id, seg_id, offset)):
             have.update(normalize_email(str(m.get("email_address") or "")) or "" for m in items
                         if isinstance(m, Mapping))
-        return have == {normalize_email(e) or "" for e in sent}
+        return bool(have) and have <= {normalize_email(e) or "" for e in sent}
 
     def _record(self, name: str, seg_id: int | None, how: str, note: str) -> None:
         self.ledger.record(VendorObject(KIND, self.list_id, name, "" if seg_id is None else str(seg_id), how, note))

@@ -164,8 +164,8 @@ class TenantRun:
         return FAILED_RECORDS if push.totals.get("failed") else OK
 
     def _sent_to_tag(self, _kind: str, name: str) -> set[str] | None:
-        """The ESP emails segsync last confirmed in its tag ``name`` (as a tag or as a static segment): what an
-        install from before vendor objects were recorded compares an existing tag with before adopting it."""
+        """The ESP emails segsync sent to its tag ``name`` (as a tag or as a static segment; confirmed or in
+        flight): what an install from before vendor objects were recorded checks an existing tag against."""
         prefix = self.tenant.push.tag_prefix
         if self.esp is None or not name.startswith(prefix):
             return None

@@ -8,8 +8,8 @@ segsync writes only into vendor objects it created (or that the user told it to 
 property that exists under one of segsync's names without a row here is the customer's and is refused.
 Existing installs start with no rows; what happens to the objects they already created is decided at
 the first push after the upgrade, by each connector (README, "Objects segsync creates"): a CRM property
-created through the API in segsync's own group is adopted; an ESP tag is adopted when its members are
-exactly the members segsync last sent to it; anything else is refused until the user adopts or renames it.
+created through the API in segsync's own group is adopted; an ESP tag is adopted when it holds members
+and each is one segsync sent to it; anything else is refused until the user adopts or renames it.
 """
 
 from alembic import op
