@@ -385,6 +385,43 @@ def test_6_a_non_marketing_subscription_opt_out_webhook_is_not_a_marketing_withd
     assert consent_status(config, email)["email_marketing"]["allowed"]
 
 
+def optout_webhook(sb, config: Path, crm_extra: str, subscription: str) -> tuple[str, dict[str, Any]]:
+    """Serve segsync's webhook from a config with ``crm_extra`` added to the crm block, send one HubSpot opt-out
+    of ``subscription`` for a person in both systems; (their email, their consent status after)."""
+    config.write_text(config.read_text().replace(f"client_secret: {sb.hubspot_client_secret}",
+                                                 f"client_secret: {sb.hubspot_client_secret}, {crm_extra}"))
+    server = WebhookServer(config)
+    try:
+        email, cid = person_in_both(sb)
+        assert consent_status(config, email)["email_marketing"]["allowed"]
+        event = hubspot_event("contact.propertyChange", cid, property_name=f"hs_email_optout_{subscription}",
+                              property_value="true")
+        url = server.url + f"/hooks/{TENANT}/hubspot"
+        assert send_hubspot(url, [event], sb.hubspot_client_secret).status_code < 300
+    finally:
+        server.stop()
+    return email, consent_status(config, email)
+
+
+def test_6_configured_marketing_subscriptions_decide_without_a_call(make_sandbox, tmp_path):
+    sb = make_sandbox(contacts=150, seed=36)
+    config = write_config(tmp_path, sb)
+    run_once(config)
+    mark = len(sb.calls.calls)
+    _, status = optout_webhook(sb, config, "marketing_subscriptions: [7002]", "7002")  # the advisor says so
+    assert not status["email_marketing"]["allowed"]
+    assert not [c for c in calls_since(sb, "hubspot", mark) if c.path.startswith("/communication-preferences")]
+
+
+def test_6_unreadable_subscription_types_fail_closed(make_sandbox, tmp_path):
+    sb = make_sandbox(contacts=150, seed=36)
+    config = write_config(tmp_path, sb)
+    run_once(config)
+    config.write_text(config.read_text().replace(f"base_url: {sb.hubspot_url}", "base_url: http://127.0.0.1:9"))
+    _, status = optout_webhook(sb, config, "web_events_lookback_days: 365", "7002")  # One-to-One; types unknown
+    assert not status["email_marketing"]["allowed"], "when segsync cannot tell, a per-type opt-out must count"
+
+
 # ------------------------------------------------------------------ 7. subscription types
 
 def test_7_opt_out_propagation_leaves_one_to_one_and_notices_alone(make_sandbox, tmp_path):
