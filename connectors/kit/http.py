@@ -225,7 +225,7 @@ class CallPolicy:
                 raise mapped from None
             finally:
                 if bucket is not None:
-                    bucket.settle()  # a bucket counting from the answer starts its spacing now
+                    bucket.settle()  # answered (or failed): a window-guarded bucket counts it from now
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RetriableApiError),
