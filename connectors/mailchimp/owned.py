@@ -35,17 +35,22 @@ class Claims:
         self.adopt = frozenset(adopt)
         self.ledger: ObjectLedger = MemoryLedger()
         self.refused: dict[str, str] = {}  # name -> why, kept for the connector's life (one run)
+        self._claimed: dict[str, int] = {}  # name -> segment id of tags found to be segsync's in this run
 
     def claim(self, names: Iterable[str], segments: MutableMapping[str, int],
               counts: Mapping[str, int]) -> dict[str, str]:
         """Make each name segsync's (creating the tag when absent); returns the refused names with why."""
         out: dict[str, str] = {}
         for name in sorted(set(names)):
+            if name in self._claimed and segments.get(name) == self._claimed[name]:
+                continue  # decided earlier in this run (one audience, one run: a batch after another)
             why = self.refused.get(name)
             if why is None:
                 why = self._claim(name, segments, counts)
             if why:
                 self.refused[name] = out[name] = why
+            else:
+                self._claimed[name] = segments[name]
         return out
 
     def _claim(self, name: str, segments: MutableMapping[str, int], counts: Mapping[str, int]) -> str:
