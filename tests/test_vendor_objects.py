@@ -203,3 +203,20 @@ def test_a_hubspot_property_under_crm_adopt_properties_is_used(make_sandbox):
     conn.ensure_schema("segsync_segments", ["churn_watch"], [])
     assert ledger.objects("property", "contacts")["segsync_segments"].how == ADOPTED
     assert "churn_watch" in {o["value"] for o in sb.hubspot.contacts.schema["segsync_segments"]["options"]}
+
+
+# ------------------------------------------------------------------ issue 14, wasted calls: Mailchimp's read timeout
+
+def test_mailchimp_is_given_its_documented_120_seconds_per_request(make_sandbox):
+    """Mailchimp may take up to 120 s on a 1,000-row page: the SDK and the raw download wait that long (a 30 s
+    read timeout made slow pages retry up to six times). Built from a config, as the pipeline builds it."""
+    from connectors.mailchimp.config import MailchimpEsp
+    from connectors.mailchimp.plugin import build
+    from connectors.registry import BuildContext
+
+    sb = make_sandbox(contacts=20, seed=64)
+    cfg = MailchimpEsp(type="mailchimp", api_key=sb.mailchimp_key, list_id=sb.mailchimp_list_id,
+                       base_url=sb.mailchimp_url)
+    conn = build(cfg, BuildContext())
+    assert conn.client._sdk.api_client.timeout[1] >= 120
+    assert conn.client.download.timeout[1] >= 120
