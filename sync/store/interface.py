@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from connectors.base import Contact, EngagementEvent
+from connectors.base import Contact, EngagementEvent, VendorObject
 from core.errors import SegsyncError
 
 
@@ -178,6 +178,16 @@ class Store(ABC):
         """The stored segment assignment rows."""
 
     # ---- runs: run log and lock
+
+    # ---- vendor objects segsync created or adopted (tags, segments, properties)
+
+    @abstractmethod
+    def vendor_objects(self, tenant_id: str, system: str, kind: str, scope: str) -> dict[str, VendorObject]:
+        """Recorded objects of one kind in one scope at one vendor (``system``: the connector's name), by name."""
+
+    @abstractmethod
+    def record_vendor_object(self, tenant_id: str, system: str, obj: VendorObject) -> None:
+        """Insert or update one object's record; durable when this returns."""
 
     @abstractmethod
     def start_run(self, tenant_id: str, dry_run: bool) -> int:
