@@ -15,6 +15,7 @@ from scoring.base import MIN_NEGATIVES, MIN_POSITIVES, BacktestReport, Options
 from scoring.fairness import proxy_screen
 from scoring.features import select_properties
 from scoring.registry import kind_for
+from scoring.snapshots import history_of
 from scoring.specs import ScoreSpec
 from scoring.threads import threads_for
 
@@ -52,7 +53,24 @@ def describe_property_inputs(report: BacktestReport, spec: ScoreSpec, contacts: 
             f"{top['input']} for {top['attribute']} = {top['group']} (ROC AUC {top['roc_auc']}); the model can "
             "reproduce the attribute it does not see - check the fairness section, or exclude the input")
     if report.method == "time_split" and (numeric or categorical):
+        snapshot_caveat(report, contacts, [*numeric, *categorical])
+
+
+def snapshot_caveat(report: BacktestReport, contacts: pd.DataFrame, inputs: list[str]) -> None:
+    """Say whether property inputs were read as of each cutoff, and how many only from after it."""
+    history = history_of(contacts)
+    window = report.window
+    earliest = window.get("train_features_as_of") or window.get("regressor_train_features_as_of")
+    share = history.unobserved_share(contacts, earliest, inputs) if history is not None and earliest else None
+    if share is None:
         report.extra.setdefault("caveats", []).append(
             "contact properties are the values stored now, not as of the cutoff: a property that changes "
             "because of the outcome (a tier after an upgrade) leaks it and inflates this backtest; configure "
             "only properties that do not move with the outcome")
+        return
+    report.extra["property_snapshots"] = {"as_of": earliest, "first_seen_after_cutoff_share": round(share, 4)}
+    if share > 0:
+        report.extra.setdefault("caveats", []).append(
+            f"{share:.0%} of property values at the training cutoff ({str(earliest)[:10]}) were first seen after "
+            "it (snapshots start at segsync's first pull of each contact): those use the first value seen, which "
+            "leaks a property that moved with the outcome; the leakage check refits without properties to catch it")

@@ -27,6 +27,7 @@ from sklearn.inspection import permutation_importance
 
 from core.errors import InputError
 from scoring.features import build_features, to_utc
+from scoring.snapshots import properties_as_of
 from scoring.specs import ScoreSpec
 
 MIN_POSITIVES = 100
@@ -199,6 +200,7 @@ def features_for(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame |
                  extra_types: list[str] | None = None) -> pd.DataFrame:
     """Features for ``spec`` as of ``cutoff`` (the label property, if any, excluded)."""
     exclude = [spec.outcome_property] if spec.outcome_property else []
+    contacts = properties_as_of(contacts, cutoff)  # a past cutoff sees the property values known then
     return build_features(contacts, events, cutoff, spec.features, transaction_types=spec.transaction_types,
                           activity_types=spec.activity_types, exclude=exclude, extra_types=extra_types)
 

@@ -22,6 +22,7 @@ from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
 from scoring.persist import load_model, save_model
 from scoring.segments import SegmentAssignment, assign_segments, holdout
+from scoring.snapshots import PropertyHistory, attach_history
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
 from sync.config.models import ScoreCfg, TenantCfg
 from sync.store.interface import Store
@@ -139,7 +140,18 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     attrs = dict(contacts.attrs)
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
-    return contacts, ev.reset_index(drop=True)
+    ev = ev.reset_index(drop=True)
+    attach_history(contacts, property_history(store, tenant, set(contacts["contact_id"]), wanted,
+                                              default_as_of(ev if not ev.empty else None)))
+    return contacts, ev
+
+
+def property_history(store: Store, tenant: TenantCfg, ids: set[str], names: set[str],
+                     watermark: pd.Timestamp) -> PropertyHistory:
+    """The stored property changes of ``ids`` for ``names``: features as of a past cutoff read these."""
+    rows = [r for r in store.property_history(tenant.id) if r["name"] in names and r["contact_id"] in ids]
+    changes = pd.DataFrame(rows, columns=["contact_id", "name", "valid_from", "value"])
+    return PropertyHistory(changes, watermark)
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:
