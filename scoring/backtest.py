@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scoring.base import MIN_NEGATIVES, MIN_POSITIVES, BacktestReport, Options
+from scoring.base import MIN_NEGATIVES, MIN_POSITIVES, BacktestReport, Options, not_inputs
 from scoring.fairness import proxy_screen
 from scoring.features import select_properties
+from scoring.households import household_summary
 from scoring.registry import kind_for
 from scoring.snapshots import history_of
 from scoring.specs import ScoreSpec
@@ -38,9 +39,11 @@ def backtest(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | Non
 
 def describe_property_inputs(report: BacktestReport, spec: ScoreSpec, contacts: pd.DataFrame) -> None:
     """List the property inputs and the excluded sensitive attributes; flag snapshot properties in a time split."""
-    numeric, categorical = select_properties(contacts, spec.features,
-                                             [spec.outcome_property] if spec.outcome_property else [])
+    numeric, categorical = select_properties(contacts, spec.features, not_inputs(spec))
     report.extra["property_inputs"] = [*numeric, *categorical]
+    households = household_summary(contacts, spec.features)
+    if households is not None:
+        report.extra["households"] = households
     report.extra["sensitive_attributes_excluded"] = [a for a in spec.features.sensitive_attributes
                                                      if a not in numeric and a not in categorical]
     proxies = proxy_screen(contacts.set_index(contacts["contact_id"].astype(str))[[*numeric, *categorical]],

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from connectors.base import HOUSEHOLD_PROPERTY
 from scoring.fairness import breaches, segment_fairness
 from scoring.gate import GateVerdict, gate
 from scoring.kinds.cluster import align_names
@@ -63,6 +64,8 @@ def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
             categorical_properties=tuple(tenant.features.categorical_properties),
             exclude_properties=tuple(tenant.features.exclude_properties),
             sensitive_attributes=tuple(tenant.features.sensitive_attributes),
+            household_column=HOUSEHOLD_PROPERTY,
+            household_value_property=tenant.features.household_value_property,
         ),
     )
 
@@ -85,6 +88,9 @@ def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple
     wanted |= {s.outcome.property for s in tenant.scores if s.outcome and s.outcome.property}
     if feats.time_column:
         wanted.add(feats.time_column)
+    wanted.add(HOUSEHOLD_PROPERTY)  # household features appear when contacts carry household ids
+    if feats.household_value_property:
+        wanted.add(feats.household_value_property)
     discovered = not (feats.numeric_properties or feats.categorical_properties)
     if discovered:
         wanted |= {k for c in records for k in (c["properties"] or {}) if not k.startswith("_")}
