@@ -18,7 +18,7 @@ every score kind gets it through :func:`scoring.base.features_for` without a new
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,13 +32,24 @@ ATTR = "property_history"
 class PropertyHistory:
     """Property changes per contact, with the time from which each value was known. Immutable."""
 
-    def __init__(self, changes: pd.DataFrame, watermark: object) -> None:
-        """``changes`` has columns contact_id, name, valid_from, value; ``watermark`` is the data's as-of."""
-        frame = changes[["contact_id", "name", "valid_from", "value"]].copy()
-        frame["contact_id"] = frame["contact_id"].astype(str)
-        frame["valid_from"] = pd.to_datetime(frame["valid_from"], utc=True)
-        self.changes = frame.sort_values(["name", "contact_id", "valid_from"], kind="stable").reset_index(drop=True)
+    def __init__(self, changes: pd.DataFrame | Callable[[], pd.DataFrame], watermark: object) -> None:
+        """``changes`` (or a function that loads them, called at most once and only for a past cutoff) has
+        columns contact_id, name, valid_from, value; ``watermark`` is the data's as-of."""
+        self._source = changes
+        self._changes: pd.DataFrame | None = None
         self.watermark = to_utc(watermark)
+
+    @property
+    def changes(self) -> pd.DataFrame:
+        """The changes sorted by property, contact and time (loaded on first use: live scores never need them)."""
+        if self._changes is None:
+            raw = self._source() if callable(self._source) else self._source
+            frame = raw[["contact_id", "name", "valid_from", "value"]].copy()
+            frame["contact_id"] = frame["contact_id"].astype(str)
+            frame["valid_from"] = pd.to_datetime(frame["valid_from"], utc=True)
+            self._changes = frame.sort_values(["name", "contact_id", "valid_from"],
+                                              kind="stable").reset_index(drop=True)
+        return self._changes
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PropertyHistory:
         # pandas deep-copies ``attrs`` on most operations; the history never changes, so share it.

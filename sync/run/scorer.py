@@ -154,10 +154,12 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
 
 def property_history(store: Store, tenant: TenantCfg, ids: set[str], names: set[str],
                      watermark: pd.Timestamp) -> PropertyHistory:
-    """The stored property changes of ``ids`` for ``names``: features as of a past cutoff read these."""
-    rows = [r for r in store.property_history(tenant.id) if r["name"] in names and r["contact_id"] in ids]
-    changes = pd.DataFrame(rows, columns=["contact_id", "name", "valid_from", "value"])
-    return PropertyHistory(changes, watermark)
+    """The stored property changes of ``ids`` for ``names``, read when a past cutoff first needs them."""
+    def load() -> pd.DataFrame:
+        rows = [r for r in store.property_history(tenant.id, sorted(names)) if r["contact_id"] in ids]
+        return pd.DataFrame(rows, columns=["contact_id", "name", "valid_from", "value"])
+
+    return PropertyHistory(load, watermark)
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:

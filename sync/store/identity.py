@@ -272,16 +272,16 @@ class IdentityTables:
             )
             return [r._asdict() for r in rows]
 
-    def property_history(self, tenant_id: str) -> list[dict[str, Any]]:
-        """Every stored property change: contact_id, name, valid_from (UTC) and the decoded value."""
+    def property_history(self, tenant_id: str, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every stored property change (of ``names`` only, if given): contact_id, name, valid_from (UTC), value."""
+        snap = t.property_snapshots
+        query = sa.select(snap.c.contact_id, snap.c.name, snap.c.valid_from, snap.c.value).where(
+            snap.c.tenant_id == tenant_id)
+        if names is not None:
+            query = query.where(snap.c.name.in_(list(names)))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.property_snapshots.c.contact_id, t.property_snapshots.c.name,
-                          t.property_snapshots.c.valid_from, t.property_snapshots.c.value)
-                .where(t.property_snapshots.c.tenant_id == tenant_id)
-            )
             return [{"contact_id": r.contact_id, "name": r.name, "valid_from": as_utc(r.valid_from),
-                     "value": None if r.value is None else json.loads(r.value)} for r in rows]
+                     "value": None if r.value is None else json.loads(r.value)} for r in conn.execute(query)]
 
     def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
         """contact id -> every email we know for the person (current, at each vendor, former)."""
