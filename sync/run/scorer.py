@@ -122,6 +122,8 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     """Contacts (in time order) and events as the scoring package expects them (see scoring.features)."""
     records = store.contacts(tenant.id)
     wanted, _ = wanted_properties(tenant, records)
+    # A vendor's own "email" property must neither replace the normalised address nor duplicate a column.
+    wanted -= {"contact_id", "email", "created_at"}
     rows = []
     order: list[int | None] = []
     for c in records:
