@@ -37,6 +37,7 @@ class PropertyHistory:
         columns contact_id, name, valid_from, value; ``watermark`` is the data's as-of."""
         self._source = changes
         self._changes: pd.DataFrame | None = None
+        self._split: dict[str, pd.DataFrame] | None = None
         self.watermark = to_utc(watermark)
 
     @property
@@ -58,11 +59,16 @@ class PropertyHistory:
     @property
     def names(self) -> set[str]:
         """Properties with at least one recorded value."""
-        return set(self.changes["name"].unique())
+        return set(self._by_name())
+
+    def _by_name(self) -> dict[str, pd.DataFrame]:
+        if self._split is None:
+            self._split = {str(k): g for k, g in self.changes.groupby("name", sort=False)}
+        return self._split
 
     def _at(self, name: str, ids: pd.Index, cut: pd.Timestamp) -> tuple[pd.Series, np.ndarray]:
         """(value as of ``cut`` per id, mask of ids whose value was only seen after ``cut``)."""
-        rows = self.changes[self.changes["name"] == name]
+        rows = self._by_name()[name]
         before = rows[rows["valid_from"] < cut].drop_duplicates("contact_id", keep="last").set_index("contact_id")
         first = rows.drop_duplicates("contact_id", keep="first").set_index("contact_id")
         known = ids.isin(before.index)
@@ -82,7 +88,7 @@ class PropertyHistory:
             if name not in self.names or name not in contacts.columns:
                 continue
             values, _ = self._at(name, ids, cut)
-            recorded = ids.isin(self.changes.loc[self.changes["name"] == name, "contact_id"])
+            recorded = ids.isin(self._by_name()[name]["contact_id"])
             merged = np.where(recorded, values.to_numpy(), contacts[name].to_numpy(dtype=object))
             column = pd.Series(merged, index=contacts.index, dtype=object)
             if pd.api.types.is_numeric_dtype(contacts[name]):
