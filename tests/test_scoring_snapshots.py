@@ -2,7 +2,7 @@
 score on deposits without amounts.
 
 - a pull that changes nothing adds no snapshot row; a changed value adds one, known from the vendor's
-  last-modified time (SQLite and PostgreSQL); erasure removes them;
+  last-modified time (SQLite and PostgreSQL); personal identifiers get no history; erasure removes it;
 - a property that changes after the cutoff does not leak into a backtest: with the history attached the
   value moved by the outcome is read as it was before, and the leakage block no longer fires;
 - `segsync sync` / `segsync score` on a CSV book whose deposits carry no amount: "insufficient data",
@@ -45,7 +45,7 @@ tenants:
 
 
 def _contacts(tier_of_b: str, updated_b: datetime) -> list[Contact]:
-    return [Contact("hubspot", "1", "a@example.com", {"tier": "core", "aum": 100.0}, updated_at=T0),
+    return [Contact("hubspot", "1", "a@example.com", {"tier": "core", "aum": 100.0, "firstname": "Ann"}, updated_at=T0),
             Contact("hubspot", "2", "b@example.com", {"tier": tier_of_b, "aum": 250.0}, updated_at=updated_b)]
 
 
@@ -56,6 +56,7 @@ def test_snapshots_store_only_changes_from_when_they_were_known(db_url):
         store.store_page(tenant_id, _contacts("core", T0), [], None)
         first = store.property_history(tenant_id)
         assert len(first) == 4 and {r["valid_from"] for r in first} == {T0}  # the vendor's last-modified time
+        assert "firstname" not in {r["name"] for r in first}  # a personal identifier is never a feature: no history
         store.store_page(tenant_id, _contacts("core", T0), [], None)  # nothing changed
         assert len(store.property_history(tenant_id)) == 4
         upgraded = T0 + timedelta(days=200)

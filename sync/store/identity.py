@@ -42,9 +42,16 @@ def _earliest(*values: datetime | None) -> datetime | None:
     return min(known) if known else None
 
 
+#: Parts of a property name that mark personal identifiers (addresses, names, phone numbers, IPs, hashes of
+#: them): never features, so their history is not kept (data minimisation; the current value stays on the contact).
+IDENTIFIER_HINTS = ("email", "name", "phone", "ip_", "address", "hash", "merge_fields")
+
+
 def _snapshot_worthy(name: str) -> bool:
-    """segsync's own pushed properties and ``_``-prefixed bookkeeping (a source's row number) are never features."""
-    return not str(name).lower().startswith(("segsync", "_"))
+    """Whether a property's changes are kept: not segsync's own pushed properties, not ``_``-prefixed bookkeeping
+    (a source's row number), not a personal identifier."""
+    lowered = str(name).lower()
+    return not lowered.startswith(("segsync", "_")) and not any(hint in lowered for hint in IDENTIFIER_HINTS)
 
 
 def _changed_properties(tenant_id: str, row: dict[str, Any], old: dict[str, Any],

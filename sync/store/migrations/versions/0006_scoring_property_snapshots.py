@@ -17,6 +17,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
+IDENTIFIER_HINTS = ("email", "name", "phone", "ip_", "address", "hash", "merge_fields")
+
 revision = "0006_scoring_property_snapshots"
 down_revision = "0005"
 branch_labels = None
@@ -43,8 +45,9 @@ def upgrade() -> None:
     batch: list[dict[str, object]] = []
     for row in conn.execute(sa.select(contacts)):
         for name, value in (row.properties or {}).items():
-            if str(name).lower().startswith(("segsync", "_")):
-                continue
+            lowered = str(name).lower()
+            if lowered.startswith(("segsync", "_")) or any(hint in lowered for hint in IDENTIFIER_HINTS):
+                continue  # segsync's own, bookkeeping, personal identifiers: as sync.store.identity at this revision
             batch.append({"tenant_id": row.tenant_id, "contact_id": row.contact_id, "name": name,
                           "valid_from": row.updated_at, "value": json.dumps(value, sort_keys=True, separators=(",", ":"), default=str),
                           "observed_at": row.updated_at})
