@@ -66,7 +66,7 @@ HUBSPOT_CRM = """\
 """
 HUBSPOT_SCORES = """\
     scores:
-      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 120}
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 90}
       - {name: churn_risk, kind: churn, inactive_days: 90}
       - {name: ltv_12m, kind: ltv, horizon_days: 365}
     segments:

@@ -92,6 +92,11 @@ class Store(ABC):
         """Every live (not archived or merged) contact, as column dicts."""
 
     @abstractmethod
+    def property_history(self, tenant_id: str, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every stored contact property change (of ``names`` only, if given): ``contact_id``, ``name``,
+        ``valid_from`` (UTC), ``value``."""
+
+    @abstractmethod
     def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
         """contact id -> every email known for the person (current, at each vendor, former)."""
 

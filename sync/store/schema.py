@@ -167,6 +167,20 @@ vendor_objects = sa.Table(
     sa.Column("recorded_at", TS, nullable=False),
 )
 
+# Contact property values as they changed, each from when it was known (the vendor's last-modified
+# time when newer than our previous pull, else the pull time); only changes are written. Features
+# as of a past cutoff read the value known then, so a property moved by the outcome cannot leak.
+property_snapshots = sa.Table(
+    "property_snapshots",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("valid_from", TS, primary_key=True),
+    sa.Column("value", sa.Text, nullable=True),  # canonical JSON
+    sa.Column("observed_at", TS, nullable=False),  # the pull that saw it
+)
+
 tenant_locks = sa.Table(
     "tenant_locks",
     metadata,

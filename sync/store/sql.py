@@ -83,6 +83,7 @@ class SqlStore(IdentityTables, SentState, RunLog, ObjectRecords, Store):
                 (t.identities, t.identities.c.contact_id),
                 (t.aliases, t.aliases.c.contact_id),
                 (t.events, t.events.c.contact_id),
+                (t.property_snapshots, t.property_snapshots.c.contact_id),
                 (t.scores, t.scores.c.contact_id),
                 (t.segment_members, t.segment_members.c.contact_id),
                 (t.last_sent, t.last_sent.c.key),

@@ -1,6 +1,6 @@
 """vendor objects segsync created or adopted (ESP tags/segments, CRM properties)
 
-Revision ID: 0006_mcns_created_objects
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01 15:20:00
 
@@ -16,7 +16,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0006_mcns_created_objects"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
