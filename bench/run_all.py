@@ -63,6 +63,9 @@ BENCHES = (
     Bench("wealthbox", ("--contacts", "1000", "--changed", "200"),
           columns=("scenario", "records", "changed", "calls", "writes", "calls_per_changed",
                    "api_minimum_per_changed")),
+    Bench("redtail", ("--contacts", "1000", "--changed", "100"),
+          columns=("scenario", "changed", "calls", "writes", "minimum_calls", "calls_per_changed",
+                   "minimum_per_changed", "seconds")),
 )
 
 

@@ -109,6 +109,65 @@ class RecordResult:
     message: str = ""
 
 
+#: How a vendor object (:class:`VendorObject`) came to be segsync's.
+CREATING = "creating"  # segsync asked the vendor to create it; the answer is not recorded yet (a crash may hide it)
+CREATED = "created"  # segsync created it
+ADOPTED = "adopted"  # it existed; the user (a config key) or the upgrade rule gave it to segsync
+LOST = "lost"  # segsync's create was refused (the name was taken meanwhile): not segsync's
+
+
+@dataclass(frozen=True)
+class VendorObject:
+    """A named object segsync writes into at a vendor - a Mailchimp tag (static segment), a HubSpot contact
+    property - and how it became segsync's. ``scope`` is where the name is unique (an audience id, an object type)."""
+
+    kind: str
+    scope: str
+    name: str
+    vendor_id: str = ""
+    how: str = CREATED
+    note: str = ""
+
+    @property
+    def owned(self) -> bool:
+        return self.how in (CREATED, ADOPTED)
+
+
+class ObjectLedger(ABC):
+    """What segsync created (or adopted) at one vendor, kept durably by the caller (the store, per tenant).
+
+    A connector records an object *before* asking the vendor to create it (:data:`CREATING`) and again once
+    the vendor answered (:data:`CREATED` with its id), so a crash in between never turns segsync's own object
+    into a stranger's. Anything that exists at the vendor and is not recorded here is the customer's.
+    """
+
+    @abstractmethod
+    def objects(self, kind: str, scope: str) -> dict[str, VendorObject]:
+        """Recorded objects of this kind in this scope, by name."""
+
+    @abstractmethod
+    def record(self, obj: VendorObject) -> None:
+        """Record (or update) one object; durable when this returns."""
+
+    def sent_to(self, kind: str, name: str) -> set[str] | None:
+        """The emails segsync last confirmed in the object ``name`` (for an install from before objects were
+        recorded: the upgrade rule compares them with the object's members); None when not known."""
+        return None
+
+
+class MemoryLedger(ObjectLedger):
+    """A ledger that lives as long as the connector (the default when no store is attached: checks, tests)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, str], VendorObject] = {}
+
+    def objects(self, kind: str, scope: str) -> dict[str, VendorObject]:
+        return {o.name: o for (k, s, _), o in self._rows.items() if (k, s) == (kind, scope)}
+
+    def record(self, obj: VendorObject) -> None:
+        self._rows[(obj.kind, obj.scope, obj.name)] = obj
+
+
 class CrmConnector(ABC):
     """A CRM: pull contacts and engagement, keep our properties in its schema, push values, suppress."""
 
@@ -143,6 +202,11 @@ class CrmConnector(ABC):
         per email. Default: one :meth:`suppress` each; a CRM with a batch write overrides it to spend fewer calls.
         """
         return {email: self.suppress(email, vendor_id, "") for email, vendor_id in dict(people).items()}
+
+    def use_objects(self, ledger: ObjectLedger) -> None:
+        """Where to record the objects this connector creates at its vendor (and look up which are segsync's).
+        Default: ignored (a connector that creates nothing)."""
+        return None
 
     def stats(self) -> dict[str, Any]:
         """API calls made so far, by endpoint class, plus 429s and retries."""
@@ -187,6 +251,11 @@ class EspConnector(ABC):
     @abstractmethod
     def suppress(self, email: str, tag_names: Sequence[str]) -> RecordResult:
         """Unsubscribe the member (the one status change segsync makes) and deactivate ``tag_names``."""
+
+    def use_objects(self, ledger: ObjectLedger) -> None:
+        """Where to record the objects this connector creates at its vendor (and look up which are segsync's).
+        Default: ignored (a connector that creates nothing)."""
+        return None
 
     def stats(self) -> dict[str, Any]:
         """API calls made so far, by endpoint class, plus 429s and retries."""

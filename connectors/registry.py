@@ -34,9 +34,10 @@ VENDOR_MODULES: tuple[str, ...] = (
     "connectors.csvfile.plugin",
     "connectors.mailchimp.plugin",
     "connectors.wealthbox.plugin",
+    "connectors.redtail.plugin",
 )
 #: Types users ask for that are not supported yet: refused with "not supported yet" and the list of those that are.
-PLANNED: Mapping[str, tuple[str, ...]] = {"crm": ("salesforce", "redtail"), "esp": ()}
+PLANNED: Mapping[str, tuple[str, ...]] = {"crm": ("salesforce",), "esp": ()}
 
 Role = Literal["crm", "esp"]
 OK, WARN, FAIL = "ok", "warn", "fail"

@@ -12,6 +12,8 @@
         load_config_text(sb.config_yaml())      # a config ``segsync validate`` accepts
         sb.wealthbox.url, sb.wealthbox.access_token   # Wealthbox on the same book, started on first use
         sb.config_yaml(crm="wealthbox")         # the same tenant with Wealthbox as its CRM
+        sb.redtail.url, sb.redtail.api_key      # Redtail on the same book, started on first use
+        sb.config_yaml(crm="redtail")           # the same tenant with Redtail as its CRM
 
 ``run_sandbox_forever(contacts, seed)`` is what ``segsync sandbox`` calls. Only tests, benchmarks and
 the CLI's ``sandbox``/``demo`` commands import this package.
@@ -33,6 +35,7 @@ from sandbox.hubspot import HubSpotSim
 
 if TYPE_CHECKING:
     from sandbox.mailchimp import MailchimpSim
+    from sandbox.redtail import RunningRedtail
     from sandbox.wealthbox import RunningWealthbox
 
 # The scores of :meth:`Sandbox.config_yaml`, HubSpot's and Wealthbox's (custom fields exist for them).
@@ -81,6 +84,7 @@ class Sandbox:
             self.mailchimp.load(book)
         self._servers: list[ServerThread] = []
         self._wealthbox: RunningWealthbox | None = None
+        self._redtail: RunningRedtail | None = None
         try:
             hs = ServerThread(instrument(self.hubspot.app(), "hubspot", self.calls, self.faults["hubspot"],
                                          self.hubspot.rate_limited_response, self.hubspot.server_error_response))
@@ -109,12 +113,25 @@ class Sandbox:
                 self._wealthbox.sim.define_custom_field(f"segsync_score_{score}")
         return self._wealthbox
 
+    @property
+    def redtail(self) -> RunningRedtail:
+        """The Redtail simulator on the same book, sharing the call log (started on first use)."""
+        if self._redtail is None:
+            from sandbox.redtail import start_redtail
+
+            self.faults["redtail"] = Faults(seed=self.seed + 3)
+            self._redtail = start_redtail(book=self.book, seed=self.seed, calls=self.calls,
+                                          faults=self.faults["redtail"])
+        return self._redtail
+
     def stop(self) -> None:
         """Stop every server (idempotent)."""
         while self._servers:
             self._servers.pop().stop()
         if self._wealthbox is not None:
             self._wealthbox.stop()
+        if self._redtail is not None:
+            self._redtail.stop()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -123,7 +140,17 @@ class Sandbox:
         self.stop()
 
     def crm_yaml(self, crm: str = "hubspot") -> str:
-        """The tenant's ``crm:`` block for the sandbox HubSpot or Wealthbox (indented for a tenant)."""
+        """The tenant's ``crm:`` block for the sandbox HubSpot, Wealthbox or Redtail (indented for a tenant)."""
+        if crm == "redtail":
+            rt = self.redtail
+            return f"""    crm:
+      type: redtail
+      api_key: {rt.api_key}
+      username: {rt.username}
+      password: {rt.password}
+      base_url: {rt.url}
+      requests_per_second: 0           # the sandbox does not limit; leave it out for a real database
+"""
         if crm == "wealthbox":
             wb = self.wealthbox
             return f"""    crm:
@@ -175,7 +202,7 @@ class Sandbox:
         """A ready-to-use segsync config for one tenant wired to this sandbox (literal URLs and secrets).
 
         ``schedule`` (cron, in the tenant's time zone) makes ``segsync serve`` on it run the sync; ``crm``
-        is "hubspot" or "wealthbox" (see :meth:`scores_yaml`).
+        is "hubspot", "wealthbox" or "redtail" (see :meth:`scores_yaml`; Redtail takes HubSpot's scores).
         """
         cron = f'\n    schedule: "{schedule}"' if schedule else ""
         return f"""version: 1
@@ -229,14 +256,18 @@ def describe(sb: Sandbox) -> str:
             f"Mailchimp {sb.mailchimp_url}  (key {sb.mailchimp_key}, list {sb.mailchimp_list_id})\n"
             f"Wealthbox {sb.wealthbox.url}  (ACCESS_TOKEN {sb.wealthbox.access_token}; "
             "config_yaml(crm='wealthbox'))\n"
+            f"Redtail   {sb.redtail.url}  (API key {sb.redtail.api_key}, user {sb.redtail.username}; "
+            "config_yaml(crm='redtail'))\n"
             f"Book      {len(sb.book.people)} people, seed {sb.seed}, as of {sb.book.as_of:%Y-%m-%d}\n\n"
-            f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}")
+            f"# segsync config (save it and run `segsync validate FILE`):\n{sb.config_yaml()}"
+            f"# a firm on Redtail: this crm: block instead\n{sb.crm_yaml('redtail')}")
 
 
 def run_sandbox_forever(contacts: int = 2000, seed: int = 7, hubspot_plan: str = "unlimited",
                         out: TextIO | None = None, stop: threading.Event | None = None,
                         on_ready: Callable[[Sandbox], None] | None = None, **options: Any) -> int:
-    """Start both simulators, print their URLs and a ready config, and serve until Ctrl-C (or ``stop``).
+    """Start the simulators (HubSpot, Mailchimp; Wealthbox and Redtail on the same book), print their URLs and a
+    ready config (and the Redtail ``crm:`` block), and serve until Ctrl-C (or ``stop``).
 
     For the ``segsync sandbox`` command. ``on_ready`` gets the running :class:`Sandbox` (tests use it).
     Returns 0.

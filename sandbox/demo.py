@@ -66,7 +66,7 @@ HUBSPOT_CRM = """\
 """
 HUBSPOT_SCORES = """\
     scores:
-      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 120}
+      - {name: upgrade_propensity, kind: propensity, outcome: {event: upgrade}, horizon_days: 90}
       - {name: churn_risk, kind: churn, inactive_days: 90}
       - {name: ltv_12m, kind: ltv, horizon_days: 365}
     segments:
@@ -86,8 +86,10 @@ def sandbox_banner(sb: Any) -> str:
     """Where `segsync sandbox` serves each simulated vendor."""
     return (f"HubSpot   {sb.hubspot_url}\nMailchimp {sb.mailchimp_url}\n"
             f"Wealthbox {sb.wealthbox.url}  (same book; custom fields for the scores exist)\n"
+            f"Redtail   {sb.redtail.url}  (same book)\n"
             "# a firm on Wealthbox: this crm: block instead (its events are meeting and opportunity_won)\n"
-            + str(sb.crm_yaml("wealthbox")))
+            + str(sb.crm_yaml("wealthbox"))
+            + "# a firm on Redtail: this crm: block instead\n" + str(sb.crm_yaml("redtail")))
 
 
 def _free_port() -> int:

@@ -27,6 +27,8 @@ from sklearn.inspection import permutation_importance
 
 from core.errors import InputError
 from scoring.features import build_features, to_utc
+from scoring.households import household_features
+from scoring.snapshots import properties_as_of
 from scoring.specs import ScoreSpec
 
 MIN_POSITIVES = 100
@@ -198,9 +200,16 @@ def default_as_of(events: pd.DataFrame | None) -> pd.Timestamp:
 def features_for(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,
                  extra_types: list[str] | None = None) -> pd.DataFrame:
     """Features for ``spec`` as of ``cutoff`` (the label property, if any, excluded)."""
-    exclude = [spec.outcome_property] if spec.outcome_property else []
-    return build_features(contacts, events, cutoff, spec.features, transaction_types=spec.transaction_types,
-                          activity_types=spec.activity_types, exclude=exclude, extra_types=extra_types)
+    contacts = properties_as_of(contacts, cutoff)  # a past cutoff sees the property values known then
+    frame = build_features(contacts, events, cutoff, spec.features, transaction_types=spec.transaction_types,
+                           activity_types=spec.activity_types, exclude=not_inputs(spec), extra_types=extra_types)
+    households = household_features(contacts, events, cutoff, spec.features, spec.activity_types)
+    return frame if households is None else frame.join(households)
+
+
+def not_inputs(spec: ScoreSpec) -> list[str]:
+    """Properties that are never model inputs as such: the label of a labelled outcome, the household id."""
+    return [*([spec.outcome_property] if spec.outcome_property else []), spec.features.household_column]
 
 
 def resolve_cutoff(spec: ScoreSpec, events: pd.DataFrame | None, cutoff: object) -> pd.Timestamp:

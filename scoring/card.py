@@ -107,6 +107,12 @@ def render_model_card(card: dict[str, Any]) -> str:
     if extra.get("property_inputs") is not None:
         lines += [f"Property inputs: {', '.join(extra['property_inputs']) or 'none'}; sensitive attributes kept "
                   f"out of the model: {', '.join(extra.get('sensitive_attributes_excluded', [])) or 'none'}", ""]
+    households = extra.get("households")
+    if households:
+        value = f" (value: sum of members' {households['value_property']})" if households.get("value_property") else ""
+        lines += [f"Household features from `{households['column']}`: {', '.join(households['features'])}{value}; "
+                  f"{households['contacts_with_household']} of {households['contacts']} contacts in "
+                  f"{households['households']} households", ""]
     if card.get("window"):
         lines += ["## Data window", ""] + [f"- {k}: {v}" for k, v in card["window"].items()] + [""]
     model, baseline = card.get("model") or {}, card.get("baseline") or {}

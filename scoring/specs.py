@@ -31,6 +31,10 @@ class FeatureSpec:
     sensitive_attributes: tuple[str, ...] = ()
     high_intent_urls: tuple[str, ...] = ("calculator", "pricing")
     max_categories: int = 50  # levels kept per categorical property; the rest share "other"
+    # The property holding a person's household id (connectors.base.HOUSEHOLD_PROPERTY; scoring may not
+    # import connectors, so the pipeline passes it) and the property whose members' sum is household value.
+    household_column: str = "household_id"
+    household_value_property: str | None = None
 
 
 @dataclass(frozen=True)

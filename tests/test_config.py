@@ -128,3 +128,16 @@ def test_a_wealthbox_block_validates_and_its_typos_and_limits_are_reported():
     text = "\n".join(exc.value.problems)
     assert "tag_prefx" in text and "per_page" in text and "100" in text and "auth" in text
     assert "wb-secret-token-123" not in text
+
+
+def test_redtail_block_typo_and_page_size_above_the_cap_are_named():
+    redtail = "type: redtail, api_key: rt-key-0001, username: advisor, password: rt-pass-0001"
+    cfg = load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123", redtail))
+    assert cfg.tenants[0].crm.type == "redtail" and cfg.tenants[0].crm.page_size == 200
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(MINIMAL.replace("type: hubspot, access_token: tok-secret-value-123",
+                                         redtail + ", tag_gruop: mine, page_size: 500"))
+    problems = "\n".join(exc.value.problems)
+    assert "crm.tag_gruop: unknown key (did you mean tag_group?)" in problems
+    assert "crm.page_size" in problems and "200" in problems
+    assert "rt-pass-0001" not in problems and "rt-key-0001" not in problems

@@ -171,6 +171,9 @@ def test_engagement_deals_and_page_views_with_stable_ids(sandbox):
     low = (started - timedelta(days=3650)).timestamp() * 1000
     lo, hi = sim.web_events.window(low, started.timestamp() * 1000 + 1)
     assert kinds["page_view"] == hi - lo > 0
+    # Each page view keeps its page and session under the names the store reads (the high-intent features).
+    views = [e for e in events if e.type == "page_view"]
+    assert all(e.attributes.get("url", "").startswith("https://") and e.attributes.get("session_id") for e in views)
     assert len({e.event_id for e in events}) == len(events)
     assert pages[-1].cursor is not None
     # Email events ride on the contact pull (HubSpot keeps them as contact properties).

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from connectors.base import TagChange
+from connectors.base import MemoryLedger, TagChange
 from connectors.kit import CallBudget, RetrySettings
 from connectors.mailchimp import MailchimpConnector, subscriber_hash
 from connectors.mailchimp import settings as S
@@ -60,8 +60,12 @@ def mc(make_sandbox):
 
 
 def connect(sb: Any, **kwargs: Any) -> MailchimpConnector:
-    return MailchimpConnector(sb.mailchimp_key, sb.mailchimp_list_id, sb.mailchimp_url, retry=FAST,
+    conn = MailchimpConnector(sb.mailchimp_key, sb.mailchimp_list_id, sb.mailchimp_url, retry=FAST,
                               sleep=lambda _s: None, **kwargs)
+    if not hasattr(sb, "objects"):
+        sb.objects = MemoryLedger()  # the tags segsync created: one record per tenant (the store, in a run)
+    conn.use_objects(sb.objects)
+    return conn
 
 
 def pull_all(conn: MailchimpConnector, cursor: str | None, run_started: datetime) -> tuple[list[Any], str | None]:
@@ -421,7 +425,8 @@ def test_batch_route_reads_per_operation_results(mc):
     mc.calls.clear()
     results = connect(mc).push_tags(changes)
     assert mc.calls.count("mailchimp", "POST", "/3.0/batches") == 1
-    assert mc.calls.count("mailchimp", "POST", f"/3.0/lists/{mc.mailchimp_list_id}/segments") == 0
+    # Each new tag is created once, on its own, so that segsync knows it made it (then never again).
+    assert mc.calls.count("mailchimp", "POST", f"/3.0/lists/{mc.mailchimp_list_id}/segments") == len(many)
     assert [r.outcome for r in results[:-1]] == ["sent"] * 30
     assert (results[-1].outcome, results[-1].message) == ("suppressed", "not in the audience")
     assert all(mc.mailchimp.tags(e) == set(many) for e in emails)

@@ -142,3 +142,22 @@ def test_created_at_is_the_earliest_any_source_reports_whatever_the_pull_order(s
         store.store_page(tenant, pages[1], [], None)
     created = {c["tenant_id"]: c["created_at"].replace(tzinfo=None) for t in ("t1", "t2") for c in store.contacts(t)}
     assert created == {"t1": T0.replace(tzinfo=None), "t2": T0.replace(tzinfo=None)}
+
+
+def test_vendor_objects_are_recorded_per_tenant_system_and_scope_and_updated_in_place(store):
+    from connectors.base import ADOPTED, CREATED, CREATING, VendorObject
+    from sync.store.objects import TenantObjects
+
+    ours = TenantObjects(store, "t1", "mailchimp")
+    ours.record(VendorObject("tag", "list1", "segsync:a", "", CREATING))
+    ours.record(VendorObject("tag", "list1", "segsync:a", "2001", CREATED))  # the answer: same row, now with its id
+    ours.record(VendorObject("tag", "list1", "segsync:b", "2002", ADOPTED, "listed under esp.adopt"))
+    ours.record(VendorObject("tag", "list2", "segsync:a", "3001", CREATED))
+    again = TenantObjects(store, "t1", "mailchimp")  # another connector (the next run) reads what was recorded
+    assert again.objects("tag", "list1") == {
+        "segsync:a": VendorObject("tag", "list1", "segsync:a", "2001", CREATED),
+        "segsync:b": VendorObject("tag", "list1", "segsync:b", "2002", ADOPTED, "listed under esp.adopt"),
+    }
+    assert set(again.objects("tag", "list2")) == {"segsync:a"}
+    assert TenantObjects(store, "t2", "mailchimp").objects("tag", "list1") == {}
+    assert TenantObjects(store, "t1", "hubspot").objects("tag", "list1") == {}

@@ -134,15 +134,23 @@ def build_limiters(plan: str, sleep: Callable[[float], None] = time.sleep, windo
 
     HubSpot counts a *rolling* window, so a bucket that bursts to the full 100 and then refills
     would send ~200 in the first 10 s. A bucket of one token refilled at 95% of the plan rate never
-    puts more than the limit in any window; search gets its own per-second bucket likewise.
+    puts more than the limit in any window; search gets its own per-second bucket likewise. Each bucket
+    also guards HubSpot's own rule (``window``): no call while the limit's worth were answered within the
+    window, so uneven latency cannot squeeze one call too many into it.
     """
     limiters: dict[str, RateLimiter] = {}
     if search_per_second:  # search has its own bucket on every plan
-        limiters["search"] = RateLimiter(1, 1.0 / (search_per_second * 0.92), sleep=sleep)
+        limiters["search"] = paced(search_per_second, 1.0, sleep, margin=0.92)
     rate = S.PLAN_RATES[plan]
     if rate is not None:  # None: the sandbox's "unlimited" plan
-        limiters["default"] = RateLimiter(1, window_seconds / (rate * 0.95), sleep=sleep)
+        limiters["default"] = paced(rate, window_seconds, sleep)
     return limiters
+
+
+def paced(limit: float, window: float, sleep: Callable[[float], None], margin: float = 0.95) -> RateLimiter:
+    """A bucket for ``limit`` calls per rolling ``window`` seconds: spaced at ``margin`` of the rate, guarded by
+    the limit itself (see :class:`~connectors.kit.ratelimit.RateLimiter`)."""
+    return RateLimiter(1, window / (limit * margin), sleep=sleep, window=(max(1, int(limit)), window))
 
 
 def _with_scope(exc: FatalApiError, endpoint: str) -> FatalApiError:
@@ -190,7 +198,7 @@ class HubSpotClient:
         if oauth is not None and S.PLAN_RATES[plan] is not None:
             # A public OAuth app is limited per app and account (about 100 per 10 s) whatever the tier.
             rate = min(S.PLAN_RATES[plan] or S.OAUTH_APP_RATE, S.OAUTH_APP_RATE)
-            limiters["default"] = RateLimiter(1, window_seconds / (rate * 0.95), sleep=sleep)
+            limiters["default"] = paced(rate, window_seconds, sleep)
         self.policy = CallPolicy(S.VENDOR, limiters, retry, sleep=sleep)
         self.http = HttpClient(S.VENDOR, self.base_url, self.policy, timeout=timeout, detail=hubspot_detail,
                                shape=HubSpotSdk.shape, observe=self.observe_limits)
@@ -291,7 +299,11 @@ class HubSpotClient:
         if limit <= 0 or interval <= 0 or self._announced.get(bucket) == (limit, interval):
             return
         self._announced[bucket] = (limit, interval)
-        self.policy.limiters[bucket] = RateLimiter(1, interval / (limit * 0.95), sleep=self._sleep)
+        current = self.policy.limiters.get(bucket)
+        if current is not None:  # retuned, not replaced: a fresh bucket would let the next call go at once
+            current.retune(1, interval / (limit * 0.95), (limit, interval))
+        else:
+            self.policy.limiters[bucket] = paced(limit, interval, self._sleep)
 
     def sdk(self, endpoint: str, what: str, fn: Callable[..., Any], *args: Any,
             limiter: str | None = None, accept: Sequence[int] = (), **kwargs: Any) -> tuple[int, Any]:

@@ -22,6 +22,12 @@ class HubSpotCrm(VendorConfig):
     deal_event_types: list[str] = Field(default_factory=lambda: ["deposit", "upgrade"])
     # How far back the first read of web analytics events reaches (Enterprise portals); later reads are incremental.
     web_events_lookback_days: int = Field(365, ge=1, le=3650)
+    # Existing contact properties segsync may write to although it did not create them (by exact name); any
+    # other existing property under one of segsync's names is refused, never overwritten.
+    adopt_properties: list[str] = Field(default_factory=list)
+    # The email subscription type ids that are marketing (an opt-out of one withdraws email_marketing). Unset:
+    # read from the portal's subscription definitions, as opt-out propagation does (never One-to-One/transactional).
+    marketing_subscriptions: list[int] | None = None
 
     def secrets(self) -> list[str]:
         return [s.get_secret_value() for s in (self.access_token, self.client_secret) if s is not None]
@@ -30,4 +36,8 @@ class HubSpotCrm(VendorConfig):
         settings = {"client_secret": self.client_secret.get_secret_value()} if self.client_secret is not None else {}
         if self.portal_id is not None:
             settings["portal_id"] = str(self.portal_id)
+        if self.marketing_subscriptions is not None:
+            settings["marketing_subscriptions"] = ",".join(str(i) for i in self.marketing_subscriptions)
+        else:  # the handler reads which types are marketing from the portal (cached), as the connector does
+            settings.update(access_token=self.access_token.get_secret_value(), base_url=self.base_url, plan=self.plan)
         return settings

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from connectors.base import Contact, CrmConnector, PullPage
+from connectors.base import Contact, CrmConnector, MemoryLedger, ObjectLedger, PullPage
 from connectors.hubspot import mapping as M
 from connectors.hubspot import settings as S
 from connectors.hubspot.client import HubSpotClient, OAuthRefresh
@@ -67,6 +67,7 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         settle_seconds: float = S.SEARCH_SETTLE_SECONDS,
         sweep_every: int = S.SWEEP_EVERY_RUNS,
         web_lookback_days: int = S.WEB_EVENTS_LOOKBACK_DAYS,
+        adopt_properties: Sequence[str] = (),
         retry: RetrySettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -84,9 +85,16 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         self.sweep_every = max(1, int(sweep_every))
         self.web_lookback_days = max(1, int(web_lookback_days))
         self._marketing: list[str] | None = None  # marketing subscription ids, read once
+        self.objects: ObjectLedger = MemoryLedger()  # replaced by the tenant's stored record (use_objects)
+        self.adopt_properties = frozenset(adopt_properties)
+        self.refused: dict[str, str] = {}
         self.skipped_streams: dict[str, str] = {}
 
     # ----------------------------------------------------------------- helpers
+
+    def use_objects(self, ledger: ObjectLedger) -> None:
+        """The tenant's record of the properties segsync created or adopted (see ``ensure_schema``)."""
+        self.objects = ledger
 
     def stats(self) -> dict[str, Any]:
         """API calls by endpoint class, 429s, retries and failures; streams skipped and why; the marketing

@@ -235,6 +235,9 @@ def non_marketing(definition: Mapping[str, Any]) -> bool:
     return bool(_NOT_MARKETING.search(str(definition.get("name") or "")))
 
 
+WEB_EVENT_ATTRIBUTES = {"hs_url": "url", "hs_session_id": "session_id"}  # e_visited_page property -> ours
+
+
 def web_event(raw: Mapping[str, Any]) -> EngagementEvent | None:
     """A web analytics page view (``e_visited_page``) as a ``page_view`` event; None if incomplete."""
     when = parse_time(raw.get("occurredAt"))
@@ -244,4 +247,7 @@ def web_event(raw: Mapping[str, Any]) -> EngagementEvent | None:
     props: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     return EngagementEvent(source=S.SOURCE, contact_vendor_id=str(raw["objectId"]), type="page_view",
                            occurred_at=when, event_id=f"hubspot:web:{raw['id']}",
-                           attributes={k: props[k] for k in ("hs_url", "hs_session_id") if k in props})
+                           # The store reads the neutral names (``url``, ``session_id``): without them every
+                           # page view lost its page and session, and the calculator/pricing features were zero.
+                           attributes={ours: props[theirs] for theirs, ours in WEB_EVENT_ATTRIBUTES.items()
+                                       if props.get(theirs)})

@@ -24,6 +24,7 @@ def build(cfg: HubSpotCrm, context: BuildContext) -> Any:
         extra_properties=tuple(dict.fromkeys([*cfg.extra_properties, *context.extra_properties])),
         event_deal_types=tuple(cfg.deal_event_types),
         web_lookback_days=cfg.web_events_lookback_days,
+        adopt_properties=tuple(cfg.adopt_properties),
     )
 
 

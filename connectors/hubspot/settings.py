@@ -95,6 +95,8 @@ WEB_EVENTS_RECHECK_DAYS = 30
 PROPERTY_GROUP = "segsync"
 PROPERTY_GROUP_LABEL = "segsync"
 SCORE_PREFIX = "segsync_score_"
+# How segsync's record of what it created (connectors.base.ObjectLedger) names a contact property.
+PROPERTY_KIND, PROPERTY_SCOPE = "property", "contacts"
 
 # Opting a person out is recorded with this legal basis and explanation (GDPR portals require both).
 UNSUBSCRIBE_LEGAL_BASIS = "LEGITIMATE_INTEREST_OTHER"

@@ -4,8 +4,11 @@ Signature v3: ``X-HubSpot-Signature-v3`` = base64 HMAC-SHA256(client secret, met
 timestamp), ``X-HubSpot-Request-Timestamp`` in milliseconds, within five minutes. What the events mean:
 
 =====================================  =============================================================
-``hs_email_optout`` or                 ``email_marketing`` withdrawn (``false`` records nothing: a
-``hs_email_optout_<id>`` = true        cleared opt-out flag is not consent)
+``hs_email_optout`` = true or          ``email_marketing`` withdrawn (``false`` records nothing: a
+``hs_email_optout_<id>`` = true for a  cleared opt-out flag is not consent)
+marketing subscription type
+``hs_email_optout_<id>`` for a         nothing: a One-to-One or transactional type is not marketing
+One-to-One or transactional type       and segsync sends neither (the pull reads only marketing types)
 ``contact.deletion``                   ``profiling`` withdrawn (the advisor removed the contact)
 ``contact.restore``                    ``profiling`` granted again under legitimate interest (undoes
                                        the deletion); nothing under the consent basis
@@ -15,6 +18,11 @@ timestamp), ``X-HubSpot-Request-Timestamp`` in milliseconds, within five minutes
 
 With ``crm.portal_id`` set (the ``portal_id`` webhook setting), events of any other HubSpot account
 are dropped unrecorded: the app's secret signs every account it is installed in.
+
+Which types are marketing: ``crm.marketing_subscriptions`` when set, else the portal's subscription
+definitions read as opt-out propagation reads them (``HubSpotConnector.marketing_subscriptions``: by
+``purpose``, or by name on portals without one), once per hour per portal. When they cannot be read, every
+per-type opt-out is taken as a withdrawal: when in doubt segsync does not email.
 
 Events name contacts by id: ``context.resolve("hubspot", id)`` (wired to the sync store) turns one
 into an email; an unknown id is recorded under ``hubspot:<id>``.
@@ -29,7 +37,9 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -44,7 +54,7 @@ from connectors.hooks import (
     Refused,
     WebhookHandler,
 )
-from core.errors import InputError
+from core.errors import InputError, SegsyncError
 
 log = logging.getLogger("segsync.consent")
 VENDOR = "hubspot"
@@ -56,6 +66,46 @@ _ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _DECODED = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
             "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
 _ESCAPE = re.compile("|".join(_DECODED), re.IGNORECASE)
+MARKETING_TTL = 3600.0  # seconds a portal's marketing subscription ids are trusted
+UNREADABLE_TTL = 60.0  # seconds before definitions that could not be read are asked for again
+
+
+class MarketingTypes:
+    """Which email subscription type ids of a portal are marketing, read once an hour (per token and host)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, frozenset[str] | None]] = {}
+
+    def ids(self, settings: Mapping[str, str]) -> frozenset[str] | None:
+        """The marketing ids; None when unknown (every per-type opt-out then counts: fail closed)."""
+        if settings.get("marketing_subscriptions") is not None:
+            return frozenset(i for i in settings["marketing_subscriptions"].split(",") if i)
+        token, base_url = settings.get("access_token"), settings.get("base_url")
+        if not token or not base_url:
+            return None
+        key = hashlib.sha256(f"{base_url}\0{token}".encode()).hexdigest()
+        with self._lock:
+            at, ids = self._known.get(key, (0.0, None))
+            if time.monotonic() - at < (MARKETING_TTL if ids is not None else UNREADABLE_TTL):
+                return ids
+            ids = self._read(token, base_url, settings.get("plan") or "starter")
+            self._known[key] = (time.monotonic(), ids)
+            return ids
+
+    @staticmethod
+    def _read(token: str, base_url: str, plan: str) -> frozenset[str] | None:
+        from connectors.hubspot.connector import HubSpotConnector
+        from connectors.kit.http import RetrySettings
+
+        # A webhook must answer soon: two tries within a few seconds, then fail closed.
+        retry = RetrySettings(max_attempts=2, initial_wait=0.2, max_wait=1.0, total_budget=5.0)
+        try:
+            return frozenset(HubSpotConnector(token, base_url, plan=plan, retry=retry).marketing_subscriptions())
+        except SegsyncError as exc:
+            log.warning("hubspot webhook: subscription definitions unreadable (%s); every per-type opt-out "
+                        "withdraws email marketing", exc)
+            return None
 
 
 def _signed_uri(uri: str) -> str:
@@ -71,7 +121,10 @@ class HubSpotWebhook(WebhookHandler):
 
     vendor: ClassVar[str] = VENDOR
     routes: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = (("", ("POST",)),)
-    parse_in_thread: ClassVar[bool] = True  # up to 1,000 events
+    parse_in_thread: ClassVar[bool] = True  # up to 1,000 events (and, once an hour, a definitions read)
+
+    def __init__(self) -> None:
+        self.marketing = MarketingTypes()
 
     def admit(self, request: HookRequest, context: HookContext) -> bool:
         if not context.settings or not context.settings.get("client_secret"):
@@ -110,14 +163,22 @@ class HubSpotWebhook(WebhookHandler):
         if len(events) > MAX_EVENTS:
             raise Refused(400, f"more than {MAX_EVENTS} events in one request")
         signals: list[HookSignal] = []
+        marketing: list[frozenset[str] | None] = []  # read at the first per-type opt-out only
+
+        def is_marketing(subscription_id: str) -> bool:
+            if not marketing:
+                marketing.append(self.marketing.ids(context.settings or {}))
+            return marketing[0] is None or subscription_id in marketing[0]
+
         for i, event in enumerate(events):
-            signals += _event_signals(event, f"event {i}", context)
+            signals += _event_signals(event, f"event {i}", context, is_marketing)
         if not signals:
             return None
         return HookResult(tuple(signals), reason="hubspot webhook")
 
 
-def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSignal]:
+def _event_signals(event: Any, where: str, context: HookContext,
+                   is_marketing: Callable[[str], bool] = lambda _id: True) -> list[HookSignal]:
     if not isinstance(event, dict):
         raise Refused(400, f"{where} is not an object")
     event_id = _int(event, "eventId", where)
@@ -140,7 +201,8 @@ def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSig
         raise Refused(400, f"{where}: propertyName and propertyValue must be strings")
     purposes: list[str] = []
     state: Literal["granted", "withdrawn"] = "withdrawn"
-    if kind == "contact.propertyChange" and _optout_flag(name) and (value or "").lower() == "true":
+    if kind == "contact.propertyChange" and _optout_flag(name) and (value or "").lower() == "true" \
+            and (name == "hs_email_optout" or is_marketing(str(name).removeprefix("hs_email_optout_"))):
         purposes = [EMAIL_MARKETING]
     elif kind == "contact.deletion":
         purposes = [PROFILING]
@@ -170,11 +232,8 @@ def _event_signals(event: Any, where: str, context: HookContext) -> list[HookSig
 
 
 def _optout_flag(name: Any) -> bool:
-    """``hs_email_optout`` (all email) or ``hs_email_optout_<subscription id>`` (one type).
-
-    A per-type opt-out is taken as an email-marketing withdrawal whatever the type: the webhook cannot
-    tell a marketing type from One-to-One without a call, and when in doubt segsync does not email.
-    """
+    """``hs_email_optout`` (all email) or ``hs_email_optout_<subscription id>`` (one type; withdraws email
+    marketing only when the type is marketing, see :class:`MarketingTypes`)."""
     return isinstance(name, str) and (name == "hs_email_optout" or (
         name.startswith("hs_email_optout_") and name.removeprefix("hs_email_optout_").isdigit()))
 

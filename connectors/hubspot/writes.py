@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import PropertyUpdate, RecordResult
+from connectors.base import ADOPTED, CREATED, CREATING, LOST, ObjectLedger, PropertyUpdate, RecordResult, VendorObject
 from connectors.hubspot import mapping as M
 from connectors.hubspot import settings as S
 from connectors.kit.batch import CallBudget, Verdict, send_isolating
@@ -55,6 +55,9 @@ class WriteMixin:
 
     client: HubSpotClient
     marketing_subscriptions: Callable[[], list[str]]  # provided by HubSpotConnector (one cached call)
+    objects: ObjectLedger  # the tenant's record of the properties segsync created or adopted
+    refused: dict[str, str]  # properties found to be a customer's (by ensure_schema), with why
+    adopt_properties: frozenset[str]  # crm.adopt_properties: existing properties segsync may write to
 
     # ----------------------------------------------------------------- schema
 
@@ -63,10 +66,13 @@ class WriteMixin:
         number property per score (``segsync_score_<name>``). Idempotent: when all exist, one read call.
 
         Options are only ever added, never removed, so a contact holding an old segment keeps a valid value.
+        A property that exists and is not segsync's (see :meth:`_claim`) is left as it is: every later update
+        that would write it fails, naming it (``refused``), and the rest of the run goes on.
         """
         bad = [n for n in segment_names if not n or ";" in n]
         if bad:
             raise ConfigError(f"hubspot: segment names cannot be empty or contain ';' (multi-select separator): {bad}")
+        self.refused = {}
         what = "GET /crm/v3/properties/contacts"
         defs = {str(p.get("name")): p for p in M.results_of(self.client.contact_properties(), what)}
         group_ready = False
@@ -81,15 +87,22 @@ class WriteMixin:
         segment = defs.get(property_name)
         if segment is None:
             ensure_group()
+            self._record(property_name, CREATING)  # before the call: a crash after it still knows whose it is
             status, _ = self.client.create_property({
                 "name": property_name, "label": "segsync segments", "type": "enumeration", "fieldType": "checkbox",
                 "groupName": S.PROPERTY_GROUP, "description": "Predictive segments written by segsync",
                 "options": [{"label": v, "value": v, "displayOrder": i} for i, v in enumerate(wanted)]})
-            if status == 409:  # created meanwhile by someone else: read it and add what is missing
+            if status == 409:  # created meanwhile by someone else: read it, and write to it only if it is ours
+                self._record(property_name, LOST, "HubSpot answered 409: the name was taken meanwhile")
                 defs = {str(p.get("name")): p for p in M.results_of(self.client.contact_properties(), what)}
                 segment = defs.get(property_name)
+            else:
+                self._record(property_name, CREATED)
+                segment = None
         if segment is not None:
             self._check_type(segment, property_name, "enumeration", "checkbox")
+            self._claim(segment, property_name)
+        if segment is not None and property_name not in self.refused:
             options = [o for o in segment.get("options") or [] if isinstance(o, Mapping)]
             have = {str(o.get("value")) for o in options}
             missing = [v for v in wanted if v not in have]
@@ -102,11 +115,54 @@ class WriteMixin:
             name = f"{S.SCORE_PREFIX}{score}"
             if name in defs:
                 self._check_type(defs[name], name, "number", None)
+                self._claim(defs[name], name)
                 continue
             ensure_group()
-            self.client.create_property({"name": name, "label": f"segsync score: {score}", "type": "number",
-                                         "fieldType": "number", "groupName": S.PROPERTY_GROUP,
-                                         "description": f"segsync score {score} (0-1 unless stated)"})
+            self._record(name, CREATING)
+            status, _ = self.client.create_property({"name": name, "label": f"segsync score: {score}",
+                                                     "type": "number", "fieldType": "number",
+                                                     "groupName": S.PROPERTY_GROUP,
+                                                     "description": f"segsync score {score} (0-1 unless stated)"})
+            if status == 409:
+                self._record(name, LOST, "HubSpot answered 409: the name was taken meanwhile")
+                self.refused[name] = (f"hubspot: contact property {name!r} was created by someone else while "
+                                      "segsync was creating it; segsync does not write to it")
+                continue
+            self._record(name, CREATED)
+
+    def _record(self, name: str, how: str, note: str = "") -> None:
+        self.objects.record(VendorObject(S.PROPERTY_KIND, S.PROPERTY_SCOPE, name, name, how, note))
+
+    def _claim(self, prop: Mapping[str, Any], name: str) -> None:
+        """Write only to a property segsync created or was given; a customer's goes to ``refused`` with why.
+
+        Segsync's own: recorded as created (or as being created when a crash lost HubSpot's answer), listed
+        under ``crm.adopt_properties``, or - the upgrade rule for an install from before segsync recorded what
+        it creates - made through the API (HubSpot sets ``createdUserId`` only on properties a user made in
+        HubSpot) inside segsync's own property group.
+        """
+        rec = self.objects.objects(S.PROPERTY_KIND, S.PROPERTY_SCOPE).get(name)
+        if rec is not None and rec.how == CREATING:
+            self._record(name, CREATED, "created; recorded after the create call's answer was lost")
+            return
+        if rec is not None and rec.owned:
+            return
+        if prop.get("hubspotDefined"):
+            self.refused[name] = (f"hubspot: contact property {name!r} is one of HubSpot's own properties: segsync "
+                                  "never writes to it; set push.crm_property (or the score's name) to another name")
+            return
+        if name in self.adopt_properties:
+            self._record(name, ADOPTED, "listed under crm.adopt_properties")
+            return
+        if prop.get("groupName") == S.PROPERTY_GROUP and not prop.get("createdUserId"):
+            self._record(name, ADOPTED, "upgrade: made through the API in segsync's property group")
+            return
+        who = (f"made by HubSpot user {prop['createdUserId']}" if prop.get("createdUserId")
+               else f"in property group {prop.get('groupName')!r}")
+        self.refused[name] = (f"hubspot: contact property {name!r} already exists ({who}) and segsync did not "
+                              "create it: segsync never overwrites a customer's property. Set push.crm_property to "
+                              f"another name (or rename the score), or let segsync write to it by listing {name!r} "
+                              "under crm.adopt_properties")
 
     @staticmethod
     def _check_type(prop: Mapping[str, Any], name: str, type_: str, field_type: str | None) -> None:
@@ -128,10 +184,12 @@ class WriteMixin:
         for update in updates:
             merged.setdefault(str(update.key), {}).update(update.properties)
         results: dict[str, RecordResult] = {}
-        keys = [k for k, props in merged.items() if props]
         for k, props in merged.items():
             if not props:
                 results[k] = RecordResult(k, "skipped", "no properties to write")
+            elif theirs := [n for n in props if n in self.refused]:  # nothing half-written: the whole record
+                results[k] = RecordResult(k, "failed", self.refused[theirs[0]])
+        keys = [k for k in merged if k not in results]
         for n in range(0, len(keys), S.BATCH_SIZE):
             chunk = [(k, merged[k]) for k in keys[n:n + S.BATCH_SIZE]]
             try:

@@ -228,6 +228,9 @@ class CallPolicy:
                 if isinstance(mapped, ApiError):
                     self._note(mapped)
                 raise mapped from None
+            finally:
+                if bucket is not None:
+                    bucket.settle()  # answered (or failed): a window-guarded bucket counts it from now
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RetriableApiError),

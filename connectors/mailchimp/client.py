@@ -212,10 +212,17 @@ class MailchimpClient:
     # ----------------------------------------------------------------- segments (tags are static segments)
 
     def list_segments(self, list_id: str, offset: int) -> Any:
-        """GET /lists/{id}/segments?type=static (id and name only)."""
+        """GET /lists/{id}/segments?type=static (id, name and member count)."""
         return self.sdk(S.EP_SEGMENTS, "GET /lists/{list_id}/segments", self.lists.list_segments, list_id,
                         type="static", count=S.PAGE_SIZE, offset=offset,
-                        fields=["segments.id", "segments.name", "total_items"])
+                        fields=["segments.id", "segments.name", "segments.member_count", "total_items"])
+
+    def segment_members(self, list_id: str, segment_id: int, offset: int) -> Any:
+        """GET /lists/{id}/segments/{segment_id}/members, every status (email addresses only)."""
+        return self.sdk(S.EP_SEGMENTS, "GET /lists/{list_id}/segments/{segment_id}/members",
+                        self.lists.get_segment_members_list, list_id, str(segment_id), count=S.PAGE_SIZE,
+                        offset=offset, include_cleaned=True, include_unsubscribed=True, include_transactional=True,
+                        fields=["members.email_address", "total_items"])
 
     def create_segment(self, list_id: str, name: str) -> Any:
         """POST /lists/{id}/segments ``{name, static_segment: []}``."""

@@ -17,6 +17,9 @@ class MailchimpEsp(VendorConfig):
     list_id: str = Field(min_length=1)
     base_url: str | None = None
     add_missing_as_pending: bool = False  # only then are absent contacts invited by double opt-in
+    # Existing tags/static segments segsync may add members to although it did not create them (by exact name,
+    # e.g. "segsync:churn_watch" made by hand); any other existing tag under one of segsync's names is refused.
+    adopt: list[str] = Field(default_factory=list)
 
     @field_validator("api_key")
     @classmethod

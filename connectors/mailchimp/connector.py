@@ -16,7 +16,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from connectors.base import EspConnector, PullPage, RecordResult, TagChange
+from connectors.base import EspConnector, ObjectLedger, PullPage, RecordResult, TagChange
 from connectors.kit.http import RetrySettings
 from connectors.kit.paging import OffsetPaginator, paginate
 from connectors.mailchimp import settings as S
@@ -47,6 +47,7 @@ class MailchimpConnector(EspConnector):
         base_url: str | None = None,
         *,
         add_missing_as_pending: bool = False,
+        adopt: Sequence[str] = (),
         retry: RetrySettings | None = None,
         timeout: tuple[float, float] = S.TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
@@ -64,7 +65,7 @@ class MailchimpConnector(EspConnector):
         self.add_missing_as_pending = add_missing_as_pending
         self.client = MailchimpClient(api_key, base_url, retry=retry, timeout=timeout, sleep=sleep)
         self.pusher = Pusher(self.client, list_id, self._blocked, add_missing_as_pending=add_missing_as_pending,
-                             sleep=sleep)
+                             adopt=adopt, sleep=sleep)
         self._list_checked = False
         self._index: dict[str, tuple[str, str]] | None = None  # subscriber hash -> (unique_email_id, status)
         self._index_as_of: datetime | None = None  # Mailchimp's changes up to here are in the index
@@ -322,6 +323,10 @@ class MailchimpConnector(EspConnector):
             return RecordResult(email, outcome, str(exc))  # type: ignore[arg-type]
         self._note_status(h, S.UNSUBSCRIBED)
         return RecordResult(email, "sent", f"unsubscribed at Mailchimp; {len(off)} segsync tag(s) deactivated")
+
+    def use_objects(self, ledger: ObjectLedger) -> None:
+        """The tenant's record of the tags segsync created (see :mod:`connectors.mailchimp.owned`)."""
+        self.pusher.claims.ledger = ledger
 
     def stats(self) -> dict[str, Any]:
         """Calls by endpoint class, write calls, 429s, retries and the connection limit."""

@@ -24,6 +24,7 @@ def build(cfg: MailchimpEsp, context: BuildContext) -> Any:
 
     return MailchimpConnector(
         cfg.api_key.get_secret_value(), cfg.list_id, cfg.base_url, add_missing_as_pending=cfg.add_missing_as_pending,
+        adopt=tuple(cfg.adopt),
     )
 
 

@@ -12,7 +12,9 @@ Mailchimp stores a tag as a static segment, so both writes have two routes:
 :meth:`Pusher.push_tags` costs both and takes the cheaper. Before any write, members Mailchimp has
 as unsubscribed or cleaned are set aside ("suppressed"): segsync never changes anything on them.
 Members absent from the audience are reported "suppressed: not in the audience", or - only when the
-tenant asks for it - created as ``pending`` so that Mailchimp itself asks them to opt in.
+tenant asks for it - created as ``pending`` so that Mailchimp itself asks them to opt in. Members are
+added only to tags segsync created or was given (:mod:`connectors.mailchimp.owned`); an add to any other
+tag fails, naming it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import zip_longest
 from typing import Any
 
@@ -28,8 +30,9 @@ from connectors.base import RecordResult, TagChange
 from connectors.kit.batch import CallBudget, Verdict, halves, send_isolating
 from connectors.kit.http import decode_json
 from connectors.mailchimp import settings as S
-from connectors.mailchimp.client import MailchimpClient, malformed, offset_pages, problem_detail
+from connectors.mailchimp.client import MailchimpClient, offset_pages, problem_detail
 from connectors.mailchimp.mapping import subscriber_hash
+from connectors.mailchimp.owned import Claims
 from core.emails import looks_like_email, normalize_email
 from core.errors import ApiError, FatalApiError, InputError
 
@@ -56,6 +59,7 @@ class Pusher:
         blocked: Callable[[], Mapping[str, str]],
         *,
         add_missing_as_pending: bool = False,
+        adopt: Sequence[str] = (),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
@@ -64,6 +68,8 @@ class Pusher:
         self.add_missing_as_pending = add_missing_as_pending
         self.sleep = sleep
         self._segments: dict[str, int] | None = None
+        self._counts: dict[str, int] = {}  # subscribed members per tag, as last listed
+        self.claims = Claims(client, list_id, adopt)
         self.budget = CallBudget(S.SPLIT_CALLS)  # calls left to isolate refused records in one segment update
 
     # ------------------------------------------------------------------ public
@@ -93,15 +99,25 @@ class Pusher:
                 wanted[str(name)] = "inactive"
             for name in change.active:  # a tag both on and off in one batch: on wins
                 wanted[str(name)] = "active"
-        for h in [h for h, w in tags.items() if not w]:
-            verdicts[h] = ("skipped", "no tag changes")
-            del tags[h]
+        refused = self._claim({n for w in tags.values() for n, state in w.items() if state == "active"})
+        for h, wanted in list(tags.items()):
+            names = [n for n in wanted if wanted[n] == "active" and n in refused]
+            if names:
+                verdicts[h] = ("failed", refused[names[0]])
+                for n in names:
+                    del wanted[n]
+            if not wanted:
+                verdicts.setdefault(h, ("skipped", "no tag changes"))
+                del tags[h]
         if tags:
+            sent: dict[str, Verdict] = {}
             if self._segment_cost(tags) <= self._batch_cost(len(tags)):
-                verdicts.update(self._tags_by_segment(tags, emails))
+                sent.update(self._tags_by_segment(tags, emails))
             else:
-                verdicts.update(self._tags_by_batches(tags))
-            verdicts.update(self._invite_absent(verdicts, tags, emails))
+                sent.update(self._tags_by_batches(tags))
+            sent.update(self._invite_absent(sent, tags, emails))
+            for h, verdict in sent.items():  # a member with a refused tag keeps that failure
+                verdicts[h] = _worse(verdicts[h], verdict) if h in verdicts else verdict
         out = []
         for i, (key, member) in enumerate(keys):
             outcome, message = settled.get(i) or verdicts.get(member or "", ("failed", "no result for this member"))
@@ -129,6 +145,10 @@ class Pusher:
                 target[h] = email
                 if target is adds:
                     removes.pop(h, None)
+        refused = self._claim([name] if adds else [])
+        if refused:
+            settled.update({key: ("failed", refused[name]) for key in add if key not in settled})
+            adds = {}
         verdicts = self._update_segment(name, adds, removes) if (adds or removes) else {}
         if self.add_missing_as_pending:
             absent = {h: {name: "active"} for h in adds if verdicts.get(h) == ABSENT}
@@ -160,27 +180,25 @@ class Pusher:
 
     # ------------------------------------------------------------------ the segment route
 
+    def _claim(self, names: Iterable[str]) -> dict[str, str]:
+        """The tags among ``names`` segsync may not add members to, with why (the others exist afterwards)."""
+        names = set(names)
+        return self.claims.claim(names, self.segment_ids(), self._counts) if names else {}
+
     def segment_ids(self) -> dict[str, int]:
         """Static segments (and tags) by name, read once per connector."""
         if self._segments is None:
             found: dict[str, int] = {}
+            self._counts = {}
             what = f"GET /lists/{self.list_id}/segments"
             for _, items in offset_pages(what, "segments", lambda offset: self.client.list_segments(self.list_id,
                                                                                                     offset)):
                 for seg in items:
                     if isinstance(seg, Mapping) and seg.get("name") is not None and seg.get("id") is not None:
                         found.setdefault(str(seg["name"]), int(seg["id"]))
+                        self._counts.setdefault(str(seg["name"]), int(seg.get("member_count") or 0))
             self._segments = found
         return self._segments
-
-    def _segment_id(self, name: str, create: bool) -> int | None:
-        ids = self.segment_ids()
-        if name not in ids and create:
-            body = self.client.create_segment(self.list_id, name)
-            if not isinstance(body, Mapping) or body.get("id") is None:
-                raise malformed(f"POST /lists/{self.list_id}/segments ({name!r})", "without a segment id")
-            ids[name] = int(body["id"])
-        return ids.get(name)
 
     def _tags_by_segment(self, tags: Mapping[str, Mapping[str, str]], emails: Mapping[str, str]) -> dict[str, Verdict]:
         per_tag: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
@@ -199,7 +217,7 @@ class Pusher:
         """Apply adds/removes (hash -> email) to one segment; a verdict per hash."""
         verdicts: dict[str, Verdict] = {}
         self.budget = CallBudget(S.SPLIT_CALLS)
-        seg_id = self._segment_id(name, create=bool(adds))
+        seg_id = self.segment_ids().get(name)  # a tag members are added to was claimed (so created) first
         if seg_id is None:  # nothing to remove from a segment that does not exist
             return {h: ("sent", "not in the segment") for h in removes}
         add_items, remove_items = list(adds.items()), list(removes.items())

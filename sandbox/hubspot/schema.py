@@ -63,6 +63,21 @@ def definition(name: str, label: str, type_: str, field_type: str, group: str, o
     }
 
 
+def customer_property(name: str) -> dict[str, Any]:
+    """A multi-select contact property a user made in HubSpot's UI.
+
+    HubSpot's property model (CRM Properties API v3, ``Property.createdUserId``): "The internal user ID of
+    the user who created the property in HubSpot. This field may not exist if the property was created
+    outside of HubSpot" - so one made by hand carries it and one made through the API does not
+    (https://developers.hubspot.com/docs/api-reference/latest/crm/properties/create-property).
+    INFERRED: the user id's value and the group ("contactinformation") a user would pick.
+    """
+    prop = definition(name, name.replace("_", " ").capitalize(), "enumeration", "checkbox", "contactinformation",
+                      ["vip", "prospect"], hubspot_defined=False, description="Made by hand in HubSpot")
+    prop["createdUserId"] = prop["updatedUserId"] = "4815162"
+    return prop
+
+
 CONTACT_GROUPS = [("contactinformation", "Contact information"), ("emailinformation", "Email information"),
                   ("analyticsinformation", "Web analytics history"), ("advisor_book", "Advisor book")]
 LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer",

@@ -27,6 +27,7 @@ from sandbox.hubspot.ratelimit import OAUTH_APP_LIMIT, PLAN_DAILY, PLAN_LIMITS, 
 from sandbox.hubspot.schema import (
     CONTACT_GROUPS,
     READ_ONLY,
+    customer_property,
     default_contact_properties,
     default_deal_properties,
     iso,
@@ -53,7 +54,8 @@ class HubSpotSim(Merges, Inspection):
     or "oauth" (a public app's own 110 per 10 s, no daily headers); ``burst_limit`` overrides the burst
     for fast tests; ``deal_noise`` (default on, as a real portal): open and lost deals besides the won ones;
     ``merge_new_id`` (default on): a merge makes a new record (HubSpot's current behaviour);
-    ``subscription_types``: "standard" or "legacy"
+    ``customer_properties``: contact properties a user of the portal made by hand (in HubSpot's UI, so
+    they carry ``createdUserId``), e.g. one named like segsync's; ``subscription_types``: "standard" or "legacy"
     (no ``purpose`` on any type). ``search_lag_seconds``:
     records written more recently than this are not yet found by search (HubSpot's index lags writes).
     """
@@ -63,7 +65,8 @@ class HubSpotSim(Merges, Inspection):
                  batch_errors: str = "partial", clock: Callable[[], datetime] | None = None,
                  scopes: Iterable[str] | None = None, search_lag_seconds: float = 0.0, tier: str = "enterprise",
                  app_type: str = "private", deal_noise: bool = True, merge_new_id: bool = True,
-                 subscription_types: str = "standard", burst_limit: int | None = None) -> None:
+                 subscription_types: str = "standard", burst_limit: int | None = None,
+                 customer_properties: Iterable[str] = ()) -> None:
         if plan not in PLAN_LIMITS:
             raise ValueError(f"unknown HubSpot plan {plan!r}; one of {sorted(PLAN_LIMITS)}")
         if batch_errors not in ("partial", "strict"):
@@ -99,6 +102,8 @@ class HubSpotSim(Merges, Inspection):
                                  ("amount", "closedate", "createdate", "dealname", "dealstage", "pipeline"))
         self.groups: dict[str, dict[str, Any]] = {
             n: {"name": n, "label": label, "displayOrder": -1, "archived": False} for n, label in CONTACT_GROUPS}
+        for name in customer_properties:
+            self.contacts.schema[name] = customer_property(name)
         self.email_index: dict[str, str] = {}  # lower-cased email -> contact id
         self.person_ids: dict[str, str] = {}  # book person key -> contact id
         self.lists: dict[str, dict[str, Any]] = {}

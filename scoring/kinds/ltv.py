@@ -63,6 +63,13 @@ def fit_probabilistic(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFr
     if buyers < MIN_BUYERS:
         return InsufficientData(spec.name, f"{buyers} contacts with a transaction before {cut.date()}; "
                                            f"need at least {MIN_BUYERS}", buyers, 0, MIN_BUYERS, 0)
+    valued = int(((summary["n"] > 0) & (summary["m"] > 0)).sum())
+    if valued < MIN_BUYERS:
+        # Spend per transaction cannot be learned without amounts: say so rather than price them at zero.
+        types = ", ".join(spec.transaction_types)
+        return InsufficientData(spec.name, f"{valued} of {buyers} buyers before {cut.date()} have a {types} with a "
+                                           f"positive value; need at least {MIN_BUYERS} (map the source's amount "
+                                           "to the event value)", valued, 0, MIN_BUYERS, 0)
     return ProbabilisticLtv.fit(summary, spec.horizon_days, newcomer_rate(spec, contacts, events, cut))
 
 
@@ -78,6 +85,11 @@ def fit_regressors(X: pd.DataFrame, y: pd.DataFrame, spec: ScoreSpec, seed: int 
                                             early_stopping=True, random_state=seed)
         regs[target] = reg.fit(M, y[target].to_numpy())
     return encoder, regs
+
+
+def regressable(y: pd.DataFrame) -> bool:
+    """Poisson boosting needs a positive total for both targets (no value at all cannot be learned)."""
+    return bool(y["transactions"].sum() > 0 and y["value"].sum() > 0)
 
 
 def rmse(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
@@ -98,9 +110,9 @@ def train_ltv(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | No
     estimator: dict[str, Any] = {"probabilistic": prob}
     encoder = None
     first = pd.to_datetime(events["occurred_at"], utc=True).min() if events is not None and len(events) else cut
-    if first < past:
-        X = features_for(spec, contacts, events, past, extra)
-        y = ltv_targets(spec, pd.Index(X.index), events, past)
+    X = features_for(spec, contacts, events, past, extra) if first < past else None
+    y = ltv_targets(spec, pd.Index(X.index), events, past) if X is not None else None
+    if X is not None and y is not None and regressable(y):
         rng = np.random.default_rng(seed)
         held = rng.random(len(X)) < 0.2
         enc_cmp, regs_cmp = fit_regressors(X[~held], y[~held], spec, seed)
@@ -168,10 +180,11 @@ def backtest_ltv(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame |
     report.extra["bgnbd_params"] = prob.bgnbd.params()
     report.extra["gamma_gamma_params"] = prob.gg.params()
     first = pd.to_datetime(events["occurred_at"], utc=True).min()
-    if first < train_cut:
-        extra = extra_event_types(events, train_cut)
-        X_tr = features_for(spec, contacts, events, train_cut, extra)
-        encoder, regs = fit_regressors(X_tr, ltv_targets(spec, pd.Index(X_tr.index), events, train_cut), spec, seed)
+    extra = extra_event_types(events, train_cut)
+    X_tr = features_for(spec, contacts, events, train_cut, extra) if first < train_cut else None
+    y_tr = ltv_targets(spec, pd.Index(X_tr.index), events, train_cut) if X_tr is not None else None
+    if X_tr is not None and y_tr is not None and regressable(y_tr):
+        encoder, regs = fit_regressors(X_tr, y_tr, spec, seed)
         X_te = features_for(spec, contacts, events, cut, extra).reindex(ids)
         M = encoder.transform(X_te)
         predicted["regressor"] = regs["value"].predict(M)

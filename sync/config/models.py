@@ -157,6 +157,7 @@ class FeaturesCfg(Strict):
     exclude_properties: list[str] = []  # never inputs, also when discovered
     sensitive_attributes: list[str] = []  # reported in fairness checks, never model inputs
     time_column: str | None = None  # a date property giving the book's time order (for property outcomes)
+    household_value_property: str | None = None  # household value = the sum of members' values of this (e.g. aum)
 
     @model_validator(mode="after")
     def _sensitive_not_inputs(self) -> FeaturesCfg:

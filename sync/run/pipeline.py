@@ -11,6 +11,7 @@ Every step's effect on the outside world is bounded and resumable:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
 from sync.run.scorer import ScoreResult, score_tenant
 from sync.store.interface import LockLost, Store, TenantLease
+from sync.store.objects import TenantObjects
 
 log = logging.getLogger("segsync.sync")
 
@@ -78,6 +80,10 @@ class TenantRun:
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
         self.lease = TenantLease(tenant.id)  # replaced by the real one when the run takes the lock
         self._vendor_ids: dict[str, tuple[str | None, str | None]] = {}
+        # What segsync created at each vendor is recorded per tenant: it writes into nothing else.
+        crm.use_objects(TenantObjects(store, tenant.id, crm.name))
+        if esp is not None:
+            esp.use_objects(TenantObjects(store, tenant.id, esp.name, sent_to=self._sent_to_tag))
 
     # ------------------------------------------------------------------ the run
 
@@ -162,6 +168,19 @@ class TenantRun:
         if push.stopped:
             return STOPPED
         return FAILED_RECORDS if push.totals.get("failed") else OK
+
+    def _sent_to_tag(self, _kind: str, name: str) -> set[str] | None:
+        """The ESP emails segsync sent to its tag ``name`` (as a tag or as a static segment; confirmed or in
+        flight): what an install from before vendor objects were recorded checks an existing tag against."""
+        prefix = self.tenant.push.tag_prefix
+        if self.esp is None or not name.startswith(prefix):
+            return None
+        emails = self.store.identity_emails(self.tenant.id, self.esp.name)
+        ids = {cid for cid, value in self.store.last_sent(self.tenant.id, TAGS).items()
+               if isinstance(tags := json.loads(value), list) and name in tags}
+        ids |= {cid for cid, value in self.store.last_sent(self.tenant.id, SEGMENT + name[len(prefix):]).items()
+                if json.loads(value)}
+        return {emails[cid] for cid in ids if emails.get(cid)}
 
     # ------------------------------------------------------------------ pull
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from connectors.base import HOUSEHOLD_PROPERTY
 from scoring.fairness import breaches, segment_fairness
 from scoring.features import eligible_contacts, select_properties
 from scoring.gate import GateVerdict, gate
@@ -26,6 +27,7 @@ from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
 from scoring.persist import load_model, save_model
 from scoring.segments import SegmentAssignment, assign_segments, holdout
+from scoring.snapshots import PropertyHistory, attach_history
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
 from sync.config.models import ScoreCfg, TenantCfg
 from sync.store.interface import Store
@@ -66,6 +68,8 @@ def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
             categorical_properties=tuple(tenant.features.categorical_properties),
             exclude_properties=tuple(tenant.features.exclude_properties),
             sensitive_attributes=tuple(tenant.features.sensitive_attributes),
+            household_column=HOUSEHOLD_PROPERTY,
+            household_value_property=tenant.features.household_value_property,
         ),
     )
 
@@ -88,6 +92,9 @@ def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple
     wanted |= {s.outcome.property for s in tenant.scores if s.outcome and s.outcome.property}
     if feats.time_column:
         wanted.add(feats.time_column)
+    wanted.add(HOUSEHOLD_PROPERTY)  # household features appear when contacts carry household ids
+    if feats.household_value_property:
+        wanted.add(feats.household_value_property)
     discovered = not (feats.numeric_properties or feats.categorical_properties)
     if discovered:
         wanted |= {k for c in records for k in (c["properties"] or {}) if not k.startswith("_")}
@@ -129,6 +136,8 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     """Contacts (in time order) and events as the scoring package expects them (see scoring.features)."""
     records = store.contacts(tenant.id)
     wanted, _ = wanted_properties(tenant, records)
+    # A vendor's own "email" property must neither replace the normalised address nor duplicate a column.
+    wanted -= {"contact_id", "email", "created_at"}
     rows = []
     order: list[int | None] = []
     for c in records:
@@ -153,7 +162,20 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     attrs = dict(contacts.attrs)
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
-    return contacts, ev.reset_index(drop=True)
+    ev = ev.reset_index(drop=True)
+    attach_history(contacts, property_history(store, tenant, set(contacts["contact_id"]), wanted,
+                                              default_as_of(ev if not ev.empty else None)))
+    return contacts, ev
+
+
+def property_history(store: Store, tenant: TenantCfg, ids: set[str], names: set[str],
+                     watermark: pd.Timestamp) -> PropertyHistory:
+    """The stored property changes of ``ids`` for ``names``, read when a past cutoff first needs them."""
+    def load() -> pd.DataFrame:
+        rows = [r for r in store.property_history(tenant.id, sorted(names)) if r["contact_id"] in ids]
+        return pd.DataFrame(rows, columns=["contact_id", "name", "valid_from", "value"])
+
+    return PropertyHistory(load, watermark)
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:

@@ -8,6 +8,7 @@ derived from (tenant, source, vendor id), so a rebuilt store gives the same ids 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,41 @@ def _earliest(*values: datetime | None) -> datetime | None:
     """The earliest of the known times, in UTC (None when none is known)."""
     known = [as_utc(v) for v in values if v is not None]
     return min(known) if known else None
+
+
+#: Parts of a property name that mark personal identifiers (addresses, names, phone numbers, IPs, hashes of
+#: them): never features, so their history is not kept (data minimisation; the current value stays on the contact).
+IDENTIFIER_HINTS = ("email", "name", "phone", "ip_", "address", "hash", "merge_fields")
+
+
+def _snapshot_worthy(name: str) -> bool:
+    """Whether a property's changes are kept: not segsync's own pushed properties, not ``_``-prefixed bookkeeping
+    (a source's row number), not a personal identifier."""
+    lowered = str(name).lower()
+    return not lowered.startswith(("segsync", "_")) and not any(hint in lowered for hint in IDENTIFIER_HINTS)
+
+
+def _changed_properties(tenant_id: str, row: dict[str, Any], old: dict[str, Any],
+                        known_since: datetime | None) -> list[dict[str, Any]]:
+    """Snapshot rows for the properties whose value differs from what is stored (none when nothing changed).
+
+    A value is known from the vendor's last-modified time when the vendor gives one later than
+    the contact's previous snapshot (``known_since``): the record says it changed then. A time
+    that is missing, in the future or not later than what we already knew says nothing about this
+    change, so the pull time is used. Either way a value is never dated before the vendor says it was set.
+    """
+    now: datetime = row["updated_at"]
+    vendor: datetime | None = row.get("vendor_updated_at")
+    fits = vendor is not None and vendor <= now and (known_since is None or vendor > known_since)
+    valid_from = vendor if fits and vendor is not None else now
+    stored = old.get("properties") or {}
+    out = []
+    for name, value in row["properties"].items():
+        if not _snapshot_worthy(name) or (name in stored and canonical(stored[name]) == canonical(value)):
+            continue
+        out.append({"tenant_id": tenant_id, "contact_id": row["contact_id"], "name": str(name)[:200],
+                    "valid_from": valid_from, "value": canonical(value), "observed_at": now})
+    return out
 
 
 class IdentityTables:
@@ -160,6 +196,7 @@ class IdentityTables:
             row["properties"] = {**row["properties"], **{k: v for k, v in c.properties.items() if v is not None}}
             row["created_at"] = as_utc(c.created_at) or row.get("created_at")
             row["updated_at"] = now
+            row["vendor_updated_at"] = as_utc(c.updated_at)
             if c.status is not None:
                 row["esp_status"] = c.status
         self._merge_contacts(conn, tenant_id, list(contact_rows.values()))
@@ -173,14 +210,24 @@ class IdentityTables:
         if not rows:
             return
         existing: dict[str, dict[str, Any]] = {}
+        known_since: dict[str, datetime] = {}
+        snap = t.property_snapshots
         for chunk in chunks([r["contact_id"] for r in rows], 500):
             for found in conn.execute(
                 sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))
             ):
                 existing[found.contact_id] = found._asdict()
+            for latest in conn.execute(
+                sa.select(snap.c.contact_id, sa.func.max(snap.c.valid_from))
+                .where(snap.c.tenant_id == tenant_id, snap.c.contact_id.in_(chunk))
+                .group_by(snap.c.contact_id)
+            ):
+                known_since[latest[0]] = as_utc(latest[1])
         out = []
+        snapshots: list[dict[str, Any]] = []
         for r in rows:
             old = existing.get(r["contact_id"], {})
+            snapshots += _changed_properties(tenant_id, r, old, known_since.get(r["contact_id"]))
             out.append(
                 {
                     "tenant_id": tenant_id,
@@ -195,6 +242,8 @@ class IdentityTables:
                 }
             )
         upsert(conn, t.contacts, out, ["tenant_id", "contact_id"])
+        for part in chunks(snapshots, 2000):
+            upsert(conn, t.property_snapshots, part, ["tenant_id", "contact_id", "name", "valid_from"])
 
     def _store_events(self, conn: Connection, tenant_id: str, evts: Sequence[EngagementEvent]) -> int:
         source = evts[0].source
@@ -229,6 +278,17 @@ class IdentityTables:
                 sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.archived.is_(False))
             )
             return [r._asdict() for r in rows]
+
+    def property_history(self, tenant_id: str, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every stored property change (of ``names`` only, if given): contact_id, name, valid_from (UTC), value."""
+        snap = t.property_snapshots
+        query = sa.select(snap.c.contact_id, snap.c.name, snap.c.valid_from, snap.c.value).where(
+            snap.c.tenant_id == tenant_id)
+        if names is not None:
+            query = query.where(snap.c.name.in_(list(names)))
+        with self.engine.connect() as conn:
+            return [{"contact_id": r.contact_id, "name": r.name, "valid_from": as_utc(r.valid_from),
+                     "value": None if r.value is None else json.loads(r.value)} for r in conn.execute(query)]
 
     def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
         """contact id -> every email we know for the person (current, at each vendor, former)."""

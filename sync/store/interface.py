@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from connectors.base import Contact, EngagementEvent
+from connectors.base import Contact, EngagementEvent, VendorObject
 from core.errors import SegsyncError
 
 
@@ -90,6 +90,11 @@ class Store(ABC):
     @abstractmethod
     def contacts(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every live (not archived or merged) contact, as column dicts."""
+
+    @abstractmethod
+    def property_history(self, tenant_id: str, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every stored contact property change (of ``names`` only, if given): ``contact_id``, ``name``,
+        ``valid_from`` (UTC), ``value``."""
 
     @abstractmethod
     def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
@@ -178,6 +183,16 @@ class Store(ABC):
         """The stored segment assignment rows."""
 
     # ---- runs: run log and lock
+
+    # ---- vendor objects segsync created or adopted (tags, segments, properties)
+
+    @abstractmethod
+    def vendor_objects(self, tenant_id: str, system: str, kind: str, scope: str) -> dict[str, VendorObject]:
+        """Recorded objects of one kind in one scope at one vendor (``system``: the connector's name), by name."""
+
+    @abstractmethod
+    def record_vendor_object(self, tenant_id: str, system: str, obj: VendorObject) -> None:
+        """Insert or update one object's record; durable when this returns."""
 
     @abstractmethod
     def start_run(self, tenant_id: str, dry_run: bool) -> int:

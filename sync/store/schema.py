@@ -151,6 +151,36 @@ segment_history = sa.Table(
     sa.Column("holdout", sa.Boolean, nullable=False),
 )
 
+# What segsync created (or was told to adopt) at a vendor: the only tags, segments and properties it writes
+# into. A name that exists at the vendor without a row here belongs to the customer and is refused.
+vendor_objects = sa.Table(
+    "vendor_objects",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("system", sa.String(32), primary_key=True),  # the connector's name
+    sa.Column("kind", sa.String(32), primary_key=True),  # "tag" (an ESP tag or static segment), "property"
+    sa.Column("scope", sa.String(128), primary_key=True),  # where the name is unique: audience id, object type
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("vendor_id", sa.String(128), nullable=False, default=""),
+    sa.Column("how", sa.String(16), nullable=False),  # creating | created | adopted | lost
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+# Contact property values as they changed, each from when it was known (the vendor's last-modified
+# time when newer than our previous pull, else the pull time); only changes are written. Features
+# as of a past cutoff read the value known then, so a property moved by the outcome cannot leak.
+property_snapshots = sa.Table(
+    "property_snapshots",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("contact_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("valid_from", TS, primary_key=True),
+    sa.Column("value", sa.Text, nullable=True),  # canonical JSON
+    sa.Column("observed_at", TS, nullable=False),  # the pull that saw it
+)
+
 tenant_locks = sa.Table(
     "tenant_locks",
     metadata,

@@ -18,12 +18,13 @@ from core.emails import normalize_email
 from sync.store import schema as t
 from sync.store.identity import IdentityTables
 from sync.store.interface import Store
+from sync.store.objects import ObjectRecords
 from sync.store.runs import RunLog
 from sync.store.sqlcore import make_engine
 from sync.store.state import SentState
 
 
-class SqlStore(IdentityTables, SentState, RunLog, Store):
+class SqlStore(IdentityTables, SentState, RunLog, ObjectRecords, Store):
     """All sync state over one SQLAlchemy engine. Construct with :meth:`open`."""
 
     def __init__(self, engine: Engine) -> None:
@@ -82,6 +83,7 @@ class SqlStore(IdentityTables, SentState, RunLog, Store):
                 (t.identities, t.identities.c.contact_id),
                 (t.aliases, t.aliases.c.contact_id),
                 (t.events, t.events.c.contact_id),
+                (t.property_snapshots, t.property_snapshots.c.contact_id),
                 (t.scores, t.scores.c.contact_id),
                 (t.segment_members, t.segment_members.c.contact_id),
                 (t.last_sent, t.last_sent.c.key),

@@ -8,6 +8,7 @@ contract reports that reason instead of running the case (see :func:`needs`).
 from __future__ import annotations
 
 from tests.contract.local import CsvSubject, FakeCrmSubject, FakeEspSubject
+from tests.contract.redtail_subject import RedtailSubject
 from tests.contract.sandboxed import HubSpotSubject, MailchimpSubject
 from tests.contract.subject import (  # noqa: F401 - what the cases import from here
     ARCHIVE,
@@ -26,4 +27,4 @@ from tests.contract.subject import (  # noqa: F401 - what the cases import from 
 from tests.contract.wealthbox_subject import WealthboxSubject
 
 SUBJECTS: list[type[Subject]] = [HubSpotSubject, MailchimpSubject, CsvSubject, FakeCrmSubject, FakeEspSubject,
-                                  WealthboxSubject]
+                                 WealthboxSubject, RedtailSubject]

@@ -1,0 +1,167 @@
+"""The Redtail connector against the Redtail simulator (real HTTP): what it pulls, what it writes and never
+writes, and how a refused credential or permission reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.base import HOUSEHOLD_PROPERTY, PropertyUpdate
+from connectors.redtail import RedtailConnector
+from connectors.redtail import settings as S
+from core.errors import ConfigError, FatalApiError
+from sandbox.redtail import DO_NOT_EMAIL, RunningRedtail, start_redtail
+
+PROP = "segsync_segments"
+
+
+@pytest.fixture
+def rt() -> Iterator[RunningRedtail]:
+    with start_redtail(contacts=80, seed=31) as running:
+        yield running
+
+
+def connect(rt: RunningRedtail, **kw) -> RedtailConnector:
+    return RedtailConnector(rt.api_key, rt.username, rt.password, rt.url, requests_per_second=0, **kw)
+
+
+def test_pull_maps_emails_age_household_balance_events_and_the_opt_out_group(rt: RunningRedtail) -> None:
+    conn = connect(rt)
+    pages = list(conn.pull_contacts(None, datetime.now(UTC)))
+    contacts = {c.vendor_id: c for p in pages for c in p.contacts}
+    db = rt.sim.db
+    assert set(contacts) == {str(i) for i in db.contacts}
+    for cid, c in db.contacts.items():
+        got = contacts[str(cid)]
+        assert got.email == c.emails[0]["address"].lower()
+        # A family is not a contact: its id never reads as one (the gate would take that contact for the
+        # household's own record), whatever the two id series hold.
+        assert got.properties.get(HOUSEHOLD_PROPERTY) == (f"family:{c.family_id}" if c.family_id else None)
+        assert got.properties.get(HOUSEHOLD_PROPERTY) not in contacts
+        assert got.properties[S.PROP_BALANCE] == pytest.approx(sum(a["balance"] for a in c.accounts))
+        assert got.properties[S.PROP_BIRTH_DATE] == c.dob and isinstance(got.properties[S.PROP_AGE], int)
+    events = [e for p in pages for e in p.events]
+    assert {e.type for e in events} <= {"deposit", "upgrade"} and len(events) == sum(
+        len(c.notes) + len(c.activities) for c in db.contacts.values())
+    assert len({e.event_id for e in events}) == len(events)
+    opted = {str(cid) for cid, c in db.contacts.items() if any(db.tags[t]["name"] == DO_NOT_EMAIL
+                                                                 for t in c.tag_memberships.values())}
+    signals = [s for p in pages for s in p.consent]
+    assert opted and {s.evidence["contact_id"] for s in signals} == opted  # type: ignore[index]
+    assert all(s.state == "withdrawn" and s.purpose == "email_marketing" for s in signals)
+    assert conn.stats()["write_calls"] == 0 and rt.sim.auth_exchanges == 1  # the user key is obtained once
+
+
+def test_push_writes_only_segsync_tag_groups_and_never_touches_the_firms_own(rt: RunningRedtail) -> None:
+    conn = connect(rt)
+    list(conn.pull_contacts(None, datetime.now(UTC)))
+    conn.ensure_schema(PROP, ["vip", "churn"], ["churn_risk"])
+    db = rt.sim.db
+    firm = next(t["id"] for t in db.tags.values() if t["name"] == DO_NOT_EMAIL)
+    member = next(cid for cid, c in db.contacts.items() if firm in c.tag_memberships.values())
+    wanted = {PROP: "vip;churn", "segsync_score_churn_risk": "0.7"}
+    results = conn.push_properties([PropertyUpdate(str(member), wanted)])
+    assert results[0].outcome == "sent"
+    assert rt.sim.db.contacts[member].tag_memberships and rt.sim.udfs_of(
+        rt.sim.db.contacts[member].person_key) == {"segsync_score_churn_risk": "0.7"}
+    rt.calls.clear()
+    conn.push_properties([PropertyUpdate(str(member), {PROP: "", "segsync_score_churn_risk": ""})])
+    names = {db.tags[t]["name"] for t in db.contacts[member].tag_memberships.values()}
+    assert names == {DO_NOT_EMAIL}  # segsync's groups gone, the firm's kept
+    assert len(rt.calls.writes("redtail")) == 3  # two memberships removed, one value cleared; no read needed
+    rt.calls.clear()
+    conn.push_properties([PropertyUpdate(str(member), {PROP: "", "segsync_score_churn_risk": ""})])
+    assert rt.calls.writes("redtail") == []  # already so: nothing written
+
+
+def test_a_segment_name_that_collides_with_a_firms_tag_group_is_refused_by_name(rt: RunningRedtail) -> None:
+    db = rt.sim.db
+    with db.lock:
+        tid = db.next_id("tag")
+        db.tags[tid] = {"id": tid, "name": "segsync: vip", "description": "the firm's own", "created_at": ""}
+    with pytest.raises(ConfigError, match="'segsync: vip' already exists and segsync did not create it"):
+        connect(rt).ensure_schema(PROP, ["vip"], [])
+    assert rt.calls.writes("redtail") == []
+    connect(rt, tag_group="Predictive").ensure_schema(PROP, ["vip"], [])  # another prefix: fine
+    assert any(t["name"] == "Predictive: vip" for t in db.tags.values())
+
+
+def test_opt_out_joins_the_do_not_email_group_once_and_clears_segsync_tags(rt: RunningRedtail) -> None:
+    conn = connect(rt)
+    conn.ensure_schema(PROP, ["vip"], [])
+    db = rt.sim.db
+    cid = next(cid for cid, c in db.contacts.items() if not c.tag_memberships)
+    conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])
+    email = db.contacts[cid].emails[0]["address"]
+    assert conn.suppress(email, None, PROP).outcome == "sent"  # found by its address
+    assert rt.sim.tags_of(db.contacts[cid].person_key) == {DO_NOT_EMAIL}
+    rt.calls.clear()
+    assert connect(rt).suppress(email, str(cid), PROP).outcome == "sent"
+    assert rt.calls.writes("redtail") == []  # already opted out, no segsync tag left
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "read-only"])
+def test_401_and_403_name_the_credential_and_the_permission(rt: RunningRedtail, case: str) -> None:
+    if case == "wrong-password":
+        conn = RedtailConnector(rt.api_key, rt.username, "not-the-password", rt.url, requests_per_second=0)
+        with pytest.raises(FatalApiError) as err:
+            list(conn.pull_contacts(None, datetime.now(UTC)))
+        assert err.value.status == 401 and "crm.api_key" in str(err.value) and "crm.password" in str(err.value)
+    else:
+        rt.sim.read_only = True
+        conn = connect(rt)
+        with pytest.raises(FatalApiError) as err:
+            conn.ensure_schema(PROP, ["vip"], [])
+        assert err.value.status == 403 and "crm.username" in str(err.value) and "updating contacts" in str(err.value)
+    assert rt.password not in str(err.value) and "not-the-password" not in str(err.value)
+
+
+def test_segsync_check_reads_redtail_and_names_a_refused_login(make_sandbox, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from sync.cli import cli
+
+    sb = make_sandbox(contacts=60, seed=32)
+    rt = sb.redtail
+    path = tmp_path / "segsync.yaml"
+    path.write_text(sb.config_yaml(f"sqlite:///{tmp_path / 'segsync.db'}", crm="redtail"))
+    good = CliRunner().invoke(cli, ["check", str(path)])
+    assert good.exit_code == 0, good.output
+    assert "user key obtained; contacts readable" in good.output and rt.password not in good.output
+    assert rt.calls.writes("redtail") == []
+    path.write_text(path.read_text().replace(rt.password, "not-the-password-000"))
+    bad = CliRunner().invoke(cli, ["check", str(path)])
+    assert bad.exit_code == 2, bad.output
+    assert "crm.api_key/crm.username/crm.password refused the credential" in bad.output
+    assert "not-the-password-000" not in bad.output
+
+
+def test_a_contact_deleted_mid_pull_loses_no_other_contact(rt: RunningRedtail) -> None:
+    conn = connect(rt, page_size=20, pull_accounts=False, pull_notes=False)
+    pages = conn.pull_contacts(None, datetime.now(UTC))
+    first = next(pages)
+    gone = sorted(rt.sim.db.contacts)[:3]
+    for cid in gone:  # deleted behind the reader: everyone after them moves up three places
+        rt.sim.delete(rt.sim.db.contacts[cid].person_key)
+    ids = [c.vendor_id for c in first.contacts] + [c.vendor_id for p in pages for c in p.contacts]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {str(i) for i in rt.sim.db.contacts}
+
+
+def test_an_opt_out_group_segsync_had_to_create_is_never_emptied_by_a_clear(rt: RunningRedtail) -> None:
+    db = rt.sim.db
+    with db.lock:  # a firm without a "Do Not Email" group
+        gone = next(t for t, g in db.tags.items() if g["name"] == DO_NOT_EMAIL)
+        del db.tags[gone]
+        for c in db.contacts.values():
+            c.tag_memberships = {m: t for m, t in c.tag_memberships.items() if t != gone}
+    conn = connect(rt)
+    conn.ensure_schema(PROP, ["vip"], [])
+    cid = str(next(iter(db.contacts)))
+    conn.push_properties([PropertyUpdate(cid, {PROP: "vip"})])
+    assert conn.suppress("", cid, PROP).outcome == "sent"
+    for again in (conn, connect(rt)):  # this connector, and a later run's
+        again.push_properties([PropertyUpdate(cid, {PROP: ""})])
+        assert rt.sim.tags_of(db.contacts[int(cid)].person_key) == {DO_NOT_EMAIL}
