@@ -14,6 +14,7 @@ float, categories as pandas ``category`` dtype; the model encodes them with trai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,17 @@ CHUNK_ROWS = 2_000_000
 # last-modified date, an ESP's last-changed) changes whenever anyone writes the record, segsync's own pushes
 # included, so as an input it would turn every push into a changed score on the next run.
 DATE_TEXT = r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})(?:$|[T ])"
+# Property names never *discovered* as inputs (a declared list is used as given): who a person is (names,
+# addresses, phone numbers, record ids - proxies for protected traits, or creation order) and what they
+# consented to (subscription status, opt-outs, legal basis - consent decides who is pushed, never how they
+# score, and an opt-out segsync propagates would otherwise move the person's score). Matched on the name's
+# "_"-separated words, case-insensitively, so ``hs_object_id``, ``firstname``, ``hs_email_optout_7001`` and
+# Mailchimp's ``status``/``ip_opt`` are all left out; the report's list of discovered inputs shows the rest.
+NEVER_DISCOVERED = re.compile(
+    r"^status$|(?:^|_)(?:id|ids|uuid|phone|mobilephone|mobile|fax|firstname|lastname|name|fullname|salutation|"
+    r"address|street|city|zip|postal|postcode|ip|optout|opt|unsubscribed|unsubscribe|subscription|subscriptions|"
+    r"subscribed|consent|gdpr|legal|basis|marketable|bounce|bounced)(?:$|_)",
+    re.IGNORECASE)
 
 
 def to_utc(value: object) -> pd.Timestamp:
@@ -71,8 +83,8 @@ def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
 
     Explicit lists win. Otherwise every non-reserved column is considered, minus exclusions,
     sensitive attributes, segsync's own pushed properties (feeding our scores back in would be
-    a loop), id-like text columns (mostly unique values carry no pattern) and dates kept as text
-    (see :data:`DATE_TEXT`).
+    a loop), identity and consent fields (:data:`NEVER_DISCOVERED`), id-like text columns (mostly unique
+    values carry no pattern) and dates kept as text (see :data:`DATE_TEXT`).
     """
     skip = set(exclude) | set(spec.exclude_properties) | RESERVED
     if spec.numeric_properties or spec.categorical_properties:
@@ -87,7 +99,7 @@ def select_properties(contacts: pd.DataFrame, spec: FeatureSpec,
     n = max(len(contacts), 1)
     for col in contacts.columns:
         # "_"-prefixed columns are segsync's bookkeeping (a source's row number), never behaviour.
-        if col in skip or str(col).lower().startswith(("segsync", "_")):
+        if col in skip or str(col).lower().startswith(("segsync", "_")) or NEVER_DISCOVERED.search(str(col)):
             continue
         s = contacts[col]
         if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):

@@ -115,3 +115,27 @@ def test_duplicate_contact_ids_are_an_input_error():
     contacts, events = book()
     with pytest.raises(InputError, match="duplicate contact_id"):
         build_features(pd.concat([contacts, contacts.iloc[:1]]), events, CUT)
+
+
+def test_identity_and_consent_fields_are_never_discovered_as_inputs():
+    """Names, record ids and consent state are who someone is and what they agreed to, not behaviour: a
+    discovered model must not read them (a declared list is still used as given)."""
+    n = 200
+    contacts = pd.DataFrame({
+        "contact_id": [str(i) for i in range(n)],
+        "email": [f"p{i}@example.com" for i in range(n)],
+        "firstname": ["Ann", "Bo", "Cy", "Di"] * (n // 4),
+        "hs_object_id": list(range(n)),
+        "hs_email_optout_7001": ["true", "false"] * (n // 2),
+        "status": ["subscribed", "unsubscribed"] * (n // 2),
+        "ip_opt": ["10.0.0.1", "10.0.0.2"] * (n // 2),
+        "city": ["Austin", "Boise"] * (n // 2),
+        "aum": [float(i) for i in range(n)],
+        "account_tier": ["core", "plus"] * (n // 2),
+        "hs_analytics_num_page_views": list(range(n)),
+    })
+    numeric, categorical = select_properties(contacts, FeatureSpec())
+    assert sorted(numeric) == ["aum", "hs_analytics_num_page_views"]
+    assert categorical == ["account_tier"]
+    declared = select_properties(contacts, FeatureSpec(categorical_properties=("city",)))
+    assert declared == ([], ["city"])
