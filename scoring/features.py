@@ -35,7 +35,8 @@ CHUNK_ROWS = 2_000_000
 # included, so as an input it would turn every push into a changed score on the next run.
 DATE_TEXT = r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})(?:$|[T ])"
 # Property names never *discovered* as inputs (a declared list is used as given): who a person is (names,
-# addresses, phone numbers, record ids - proxies for protected traits, or creation order) and what they
+# addresses, phone numbers, record ids - proxies for protected traits, or creation order), protected traits
+# themselves (age, birth date, gender, ... - measured for fairness, never inputs by default) and what they
 # consented to (subscription status, opt-outs, legal basis - consent decides who is pushed, never how they
 # score, and an opt-out segsync propagates would otherwise move the person's score). Matched on the name's
 # "_"-separated words, case-insensitively, so ``hs_object_id``, ``firstname``, ``hs_email_optout_7001`` and
@@ -43,7 +44,8 @@ DATE_TEXT = r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})(?:$|[T ])"
 NEVER_DISCOVERED = re.compile(
     r"^status$|(?:^|_)(?:id|ids|uuid|phone|mobilephone|mobile|fax|firstname|lastname|name|fullname|salutation|"
     r"address|street|city|zip|postal|postcode|ip|optout|opt|unsubscribed|unsubscribe|subscription|subscriptions|"
-    r"subscribed|consent|gdpr|legal|basis|marketable|bounce|bounced)(?:$|_)",
+    r"subscribed|consent|gdpr|legal|basis|marketable|bounce|bounced|"
+    r"age|dob|birth|birthday|birthdate|gender|sex|race|ethnicity|religion|marital|nationality)(?:$|_)",
     re.IGNORECASE)
 
 

@@ -130,6 +130,8 @@ def test_identity_and_consent_fields_are_never_discovered_as_inputs():
         "status": ["subscribed", "unsubscribed"] * (n // 2),
         "ip_opt": ["10.0.0.1", "10.0.0.2"] * (n // 2),
         "city": ["Austin", "Boise"] * (n // 2),
+        "age": [30 + i % 40 for i in range(n)],
+        "gender": ["f", "m"] * (n // 2),
         "aum": [float(i) for i in range(n)],
         "account_tier": ["core", "plus"] * (n // 2),
         "hs_analytics_num_page_views": list(range(n)),

@@ -174,6 +174,38 @@ def test_a_schedule_tick_seen_by_many_workers_queues_one_run(pg_url):
 
 
 @pytest.mark.postgres
+def test_a_tick_whose_defer_failed_is_queued_on_the_next_pass(pg_url, monkeypatch):
+    now = datetime.now(UTC)
+    cron = f"{now.minute} {now.hour} * * *"  # a tick that has just passed (UTC)
+    cfg = load_config_text(config(pg_url, [("acme", TOKEN_A, cron)]).replace("America/New_York", "UTC"))
+    store = open_store(pg_url)
+    ensure_schema(store.engine)
+
+    async def database_restarts_then_recovers() -> None:
+        app = make_app(cfg)
+        async with app.open_async():
+            worker = Maintenance(app, cfg, store.engine)
+            manager = type(app.job_manager)
+            real = manager.defer_periodic_job
+
+            async def down(self: object, *args: object, **kwargs: object) -> object:
+                raise ConnectionError("the database is restarting")
+
+            monkeypatch.setattr(manager, "defer_periodic_job", down)
+            await worker.queue_ticks()  # logged, not raised; the tick is not forgotten
+            monkeypatch.setattr(manager, "defer_periodic_job", real)
+            await worker.queue_ticks()
+
+    try:
+        asyncio.run(database_restarts_then_recovers())
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("select args->>'reason' from procrastinate_jobs")).all()
+    finally:
+        store.close()
+    assert [tuple(r) for r in rows] == [("scheduled",)]
+
+
+@pytest.mark.postgres
 def test_runs_of_firms_on_one_vendor_account_are_capped(pg_url):
     cfg = load_config_text(config(pg_url, [("a", TOKEN_A, None), ("b", TOKEN_A, None), ("c", TOKEN_A, None),
                                            ("d", TOKEN_B, None)]))

@@ -72,28 +72,37 @@ class Maintenance:
             await asyncio.sleep(self.every)
 
     async def queue_ticks(self) -> None:
-        from procrastinate.exceptions import AlreadyEnqueued
-
         now = datetime.now(UTC)
         for tenant in self.cfg.tenants:
             after = self.seen.get(tenant.id, now - timedelta(minutes=self.cfg.workers.catch_up_minutes))
-            ticks = ticks_between(tenant, after, now)
+            try:
+                await self._queue_tick(tenant, after, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database restarting: this firm's tick is tried again next pass
+                log.warning("schedule tick of %s not queued yet: %s", tenant.id, exc)
+                continue
+            # ``seen`` moves on only once the tick is queued (or found queued), never past a failed defer.
             self.seen[tenant.id] = now
-            for tick in ticks[-1:]:  # ticks passed together (a pause, a catch-up) are one run
-                stamp = int(tick.timestamp())
-                if await asyncio.to_thread(self._newer_tick_queued, tenant.id, stamp):
-                    continue
-                deferrer = self.app.configure_task(
-                    RUN_TASK, lock=tenant.id, queueing_lock=tenant.id, queue=QUEUE, priority=PRIORITY_SCHEDULED,
-                    task_kwargs={"tenant_id": tenant.id, "reason": SCHEDULED, "timestamp": stamp})
-                try:
-                    job_id = await deferrer.job_manager.defer_periodic_job(
-                        job=deferrer.job, periodic_id=f"run:{tenant.id}", defer_timestamp=stamp)
-                except AlreadyEnqueued:
-                    log.info("schedule tick %s of %s: a run is already waiting", tick.isoformat(), tenant.id)
-                    continue
-                if job_id is not None:
-                    log.info("schedule tick %s of %s: run queued (job %s)", tick.isoformat(), tenant.id, job_id)
+
+    async def _queue_tick(self, tenant: TenantCfg, after: datetime, now: datetime) -> None:
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        for tick in ticks_between(tenant, after, now)[-1:]:  # ticks passed together (a pause) are one run
+            stamp = int(tick.timestamp())
+            if await asyncio.to_thread(self._newer_tick_queued, tenant.id, stamp):
+                continue
+            deferrer = self.app.configure_task(
+                RUN_TASK, lock=tenant.id, queueing_lock=tenant.id, queue=QUEUE, priority=PRIORITY_SCHEDULED,
+                task_kwargs={"tenant_id": tenant.id, "reason": SCHEDULED, "timestamp": stamp})
+            try:
+                job_id = await deferrer.job_manager.defer_periodic_job(
+                    job=deferrer.job, periodic_id=f"run:{tenant.id}", defer_timestamp=stamp)
+            except AlreadyEnqueued:
+                log.info("schedule tick %s of %s: a run is already waiting", tick.isoformat(), tenant.id)
+                continue
+            if job_id is not None:
+                log.info("schedule tick %s of %s: run queued (job %s)", tick.isoformat(), tenant.id, job_id)
 
     def _newer_tick_queued(self, tenant_id: str, stamp: int) -> bool:
         # procrastinate forgets older ticks once a newer one is queued: never queue a tick that old again.

@@ -13,6 +13,7 @@ row per property, known from their ``updated_at`` (the last pull that stored the
 """
 
 import json
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -43,14 +44,21 @@ def upgrade() -> None:
                          sa.column("valid_from", sa.DateTime(timezone=True)), sa.column("value"),
                          sa.column("observed_at", sa.DateTime(timezone=True)))
     batch: list[dict[str, object]] = []
+    now = datetime.now(UTC)
     for row in conn.execute(sa.select(contacts)):
+        when = row.updated_at or now  # part of the key: never NULL (PostgreSQL refuses it)
+        seen: set[str] = set()
         for name, value in (row.properties or {}).items():
             lowered = str(name).lower()
             if lowered.startswith(("segsync", "_")) or any(hint in lowered for hint in IDENTIFIER_HINTS):
                 continue  # segsync's own, bookkeeping, personal identifiers: as sync.store.identity at this revision
-            batch.append({"tenant_id": row.tenant_id, "contact_id": row.contact_id, "name": name,
-                          "valid_from": row.updated_at, "value": json.dumps(value, sort_keys=True, separators=(",", ":"), default=str),
-                          "observed_at": row.updated_at})
+            key = str(name)[:200]  # the column's width, as sync.store.identity writes it (PostgreSQL enforces it)
+            if key in seen:
+                continue
+            seen.add(key)
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+            batch.append({"tenant_id": row.tenant_id, "contact_id": row.contact_id, "name": key,
+                          "valid_from": when, "value": text, "observed_at": when})
             if len(batch) >= 5000:
                 conn.execute(snapshots.insert(), batch)
                 batch = []
