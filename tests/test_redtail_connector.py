@@ -233,6 +233,8 @@ def test_a_push_to_a_contact_deleted_in_redtail_is_skipped_as_archived_not_faile
     rt.calls.clear()
     assert conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])[0].outcome == "skipped"
     assert rt.calls.calls == []  # known gone: not called again
+    archived = [c for p in conn.pull_contacts(None, datetime.now(UTC)) for c in p.contacts if c.archived]
+    assert [c.vendor_id for c in archived] == [str(cid)]  # recorded as archived by the next pull (segsync serve)
 
 
 def test_an_opt_out_marks_every_contact_sharing_the_address(rt: RunningRedtail) -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import CrmConnector, PullPage
+from connectors.base import Contact, CrmConnector, PullPage
 from connectors.kit.http import RetrySettings
 from connectors.kit.paging import PageNumberPaginator, paginate
 from connectors.redtail import mapping as M
@@ -99,7 +99,7 @@ class RedtailConnector(WriteMixin, CrmConnector):
         self._udfs: dict[str, dict[int, tuple[int, str]]] = {}
         self._fresh_fields: set[int] = set()  # UDF fields this connector created: nobody has a value yet
         self._scores_wanted: tuple[int, ...] = ()
-        self._gone: set[str] = set()  # contacts a write found deleted (404): skipped from then on
+        self._gone: set[str] = set()  # contacts a write found deleted (404): the next pull reports them archived
 
     def __repr__(self) -> str:
         return f"RedtailConnector({self.client!r})"
@@ -122,8 +122,13 @@ class RedtailConnector(WriteMixin, CrmConnector):
         seen: set[str] = set()
         since = cur.since
         last_total: int | None = None
+        gone, self._gone = sorted(self._gone), set()
         for body in paginate(lambda: self.client.contacts(pager.page, since), pager):
             page = PullPage(total=M.total_records(body))
+            # Contacts a write found deleted (404) since the last pull: the listings never say so.
+            page.contacts.extend(Contact(source=S.SOURCE, vendor_id=vid, email=None, archived=True) for vid in gone)
+            seen.update(gone)
+            gone = []
             for raw in pager.items:
                 vid = M.record_id(raw, what)
                 if vid in seen:  # a contact changed mid-pass moved the pages by one: read once

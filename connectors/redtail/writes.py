@@ -143,7 +143,8 @@ class WriteMixin:
 
     def _refused(self, vid: str, exc: RejectedRecordError) -> RecordResult:
         """A 404 on a contact write means the contact was deleted in Redtail (listings omit deleted contacts):
-        it is skipped as archived (not a failure) and not written again by this connector; anything else fails."""
+        it is skipped (not a failure), not written again, and this connector's next pull reports it archived;
+        anything else fails."""
         if exc.status == 404 and "contact not found" in (exc.detail or str(exc)).lower():
             self._gone.add(vid)
             self._memberships.pop(vid, None)
