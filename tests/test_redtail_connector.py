@@ -227,8 +227,10 @@ def test_a_push_to_a_contact_deleted_in_redtail_is_skipped_as_archived_not_faile
     db = rt.sim.db
     cid = next(iter(db.contacts))
     rt.sim.delete(db.contacts[cid].person_key)  # listings omit it from now on
+    rt.calls.clear()
     result = conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])[0]
     assert result.outcome == "skipped" and "archived" in result.message and "404" in result.message
+    assert len(rt.calls.calls) == 1  # the refused write; no re-read and retry of a contact that is gone
     assert "segsync: vip" not in rt.sim.tags_of(db.contacts[cid].person_key)
     rt.calls.clear()
     assert conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])[0].outcome == "skipped"
@@ -250,3 +252,15 @@ def test_an_opt_out_marks_every_contact_sharing_the_address(rt: RunningRedtail) 
     assert DO_NOT_EMAIL in rt.sim.tags_of(husband.person_key) and DO_NOT_EMAIL in rt.sim.tags_of(wife.person_key)
     assert connect(rt).suppress(shared.upper(), None, PROP).outcome == "sent"
     assert len(rt.calls.writes("redtail")) == 2  # once each; the second opt-out writes nothing
+
+
+def test_a_membership_removed_meanwhile_is_read_again_not_taken_for_a_deleted_contact(rt: RunningRedtail) -> None:
+    conn = connect(rt)
+    conn.ensure_schema(PROP, ["vip"], [])
+    db = rt.sim.db
+    cid = next(cid for cid, c in db.contacts.items() if not c.tag_memberships)
+    conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])
+    with db.lock:  # someone removed it in Redtail: our remembered membership id is stale (DELETE answers 404)
+        db.contacts[cid].tag_memberships.clear()
+    result = conn.push_properties([PropertyUpdate(str(cid), {PROP: ""})])[0]
+    assert result.outcome == "sent" and str(cid) not in conn._gone

@@ -20,6 +20,11 @@ from core.emails import normalize_email
 from core.errors import ConfigError, InputError, RejectedRecordError, RetriableApiError
 
 
+def _contact_gone(exc: RejectedRecordError) -> bool:
+    """Redtail's 404 for the contact itself (deleted), not for a membership or value someone removed meanwhile."""
+    return exc.status == 404 and "contact not found" in (exc.detail or str(exc)).lower()
+
+
 class WriteMixin:
     """Schema, push and opt-out for :class:`~connectors.redtail.RedtailConnector`."""
 
@@ -145,7 +150,7 @@ class WriteMixin:
         """A 404 on a contact write means the contact was deleted in Redtail (listings omit deleted contacts):
         it is skipped (not a failure), not written again, and this connector's next pull reports it archived;
         anything else fails."""
-        if exc.status == 404 and "contact not found" in (exc.detail or str(exc)).lower():
+        if _contact_gone(exc):
             self._gone.add(vid)
             self._memberships.pop(vid, None)
             self._udfs.pop(vid, None)
@@ -172,8 +177,8 @@ class WriteMixin:
         known = vid in self._memberships or vid in self._udfs or bool(self._fresh_fields)
         try:
             write(False)
-        except RejectedRecordError:
-            if not known:  # it was read just now: reading again would say the same
+        except RejectedRecordError as exc:
+            if not known or _contact_gone(exc):  # read just now, or the contact is gone: again would say the same
                 raise
             self._memberships.pop(vid, None)
             self._udfs.pop(vid, None)
