@@ -88,12 +88,18 @@ def test_a_segment_name_that_collides_with_a_firms_tag_group_is_refused_by_name(
     assert any(t["name"] == "Predictive: vip" for t in db.tags.values())
 
 
-def test_opt_out_joins_the_do_not_email_group_once_and_clears_segsync_tags(rt: RunningRedtail) -> None:
+def tagged_vip(rt: RunningRedtail) -> tuple[RedtailConnector, int]:
+    """A connector that tagged an untagged contact "segsync: vip" (it remembers the membership)."""
     conn = connect(rt)
     conn.ensure_schema(PROP, ["vip"], [])
-    db = rt.sim.db
-    cid = next(cid for cid, c in db.contacts.items() if not c.tag_memberships)
+    cid = next(cid for cid, c in rt.sim.db.contacts.items() if not c.tag_memberships)
     conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])
+    return conn, cid
+
+
+def test_opt_out_joins_the_do_not_email_group_once_and_clears_segsync_tags(rt: RunningRedtail) -> None:
+    conn, cid = tagged_vip(rt)
+    db = rt.sim.db
     email = db.contacts[cid].emails[0]["address"]
     assert conn.suppress(email, None, PROP).outcome == "sent"  # found by its address
     assert rt.sim.tags_of(db.contacts[cid].person_key) == {DO_NOT_EMAIL}
@@ -255,11 +261,8 @@ def test_an_opt_out_marks_every_contact_sharing_the_address(rt: RunningRedtail) 
 
 
 def test_a_membership_removed_meanwhile_is_read_again_not_taken_for_a_deleted_contact(rt: RunningRedtail) -> None:
-    conn = connect(rt)
-    conn.ensure_schema(PROP, ["vip"], [])
+    conn, cid = tagged_vip(rt)
     db = rt.sim.db
-    cid = next(cid for cid, c in db.contacts.items() if not c.tag_memberships)
-    conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])
     with db.lock:  # someone removed it in Redtail: our remembered membership id is stale (DELETE answers 404)
         db.contacts[cid].tag_memberships.clear()
     result = conn.push_properties([PropertyUpdate(str(cid), {PROP: ""})])[0]
