@@ -8,11 +8,15 @@ Prints a table and writes bench/out/bench_redtail.json. Against the Redtail simu
 - pull: ``GET /contacts`` returns 200 contacts per page with emails, family, tag memberships and
   activities included, so contacts cost ceil(n/200) calls; accounts (balances) and notes have no bulk
   or include form in Redtail's v1 API, so each changed contact costs one read of each. Minimum for n
-  changed contacts: ceil(n/200) + 2n (+1 for the user-key exchange on a fresh connector).
+  changed contacts: ceil(n/200) + 2n (+1 for the user-key exchange on a fresh connector), plus, at the end
+  of every pass, the opt-out tag group's members, ceil(m/200) calls for m members (+1 listing of the tag
+  groups on a fresh connector): adding a membership need not change a contact's ``updated_at``, so the
+  contact listings alone could miss an opt-out.
 - push: Redtail has no batch write; a tag membership and a UDF value are one call each, so the minimum
   is one write per membership added or removed and per score value changed. Reading what a contact
   already has costs nothing when the contact was pulled this run (memberships come with it) and the
   values were written by this connector; a cold push (no pull first) also reads memberships and UDFs.
+  An opt-out always reads the contact's memberships afresh (a long-lived connector's memory may be stale).
 - nothing to change: zero calls.
 """
 
@@ -79,7 +83,11 @@ def main() -> int:
         def pages(m: int) -> int:
             return max(1, -(-m // 200))
 
-        rows.append(_measure(rt, "full pull (first run)", n, 1 + pages(n) + 2 * n, pull))
+        def members() -> int:  # the opt-out group's members: listed at the end of every pass
+            tid = next(t["id"] for t in rt.sim.db.tags.values() if t["name"] == DO_NOT_EMAIL)
+            return pages(sum(tid in c.tag_memberships.values() for c in rt.sim.db.contacts.values() if not c.deleted))
+
+        rows.append(_measure(rt, "full pull (first run)", n, 1 + pages(n) + 2 * n + 1 + members(), pull))
         time.sleep(0.01)
         with rt.sim.db.lock:  # an advisor edits k contacts
             for cid in ids:
@@ -87,8 +95,8 @@ def main() -> int:
         # A pull re-reads what changed in the CLOCK_SKEW_SECONDS before the previous pull began (clocks differ);
         # runs are hours apart, so the edits here are made longer ago than that.
         time.sleep(CLOCK_SKEW_SECONDS + 0.5)
-        rows.append(_measure(rt, f"incremental pull, {k} changed", k, pages(k) + 2 * k, pull))
-        rows.append(_measure(rt, "incremental pull, nothing changed", 0, 1, pull))
+        rows.append(_measure(rt, f"incremental pull, {k} changed", k, pages(k) + 2 * k + members(), pull))
+        rows.append(_measure(rt, "incremental pull, nothing changed", 0, 1 + members(), pull))
         conn.ensure_schema(PROP, ["churn_watch", "vip"], ["churn_risk"])
 
         def push(props: dict[str, str], c: RedtailConnector | None = None) -> Callable[[], int]:
@@ -99,10 +107,11 @@ def main() -> int:
         rows.append(_measure(rt, "push: segment moved + score changed", k, 3 * k,
                              push({PROP: "vip", SCORE: "0.42"})))
         rows.append(_measure(rt, "push: nothing to change (empty plan)", 0, 0, lambda: len(conn.push_properties([]))))
-        # Redtail bumps updated_at on segsync's own writes: the next pull sees those contacts as changed and, as
+        # A UDF value written bumps updated_at: the next pull sees those contacts as changed and, as
         # for any change, must read their accounts and notes (nothing says which part of a contact changed).
         time.sleep(CLOCK_SKEW_SECONDS + 0.5)
-        rows.append(_measure(rt, f"incremental pull after segsync's own push to {k}", k, pages(k) + 2 * k, pull))
+        rows.append(_measure(rt, f"incremental pull after segsync's own push to {k}", k,
+                             pages(k) + 2 * k + members(), pull))
         cold = connect()
         cold.ensure_schema(PROP, ["churn_watch", "vip"], ["churn_risk"])
         rows.append(_measure(rt, "cold push (no pull first): segment moved + score changed", k, 3 * k,
@@ -112,7 +121,7 @@ def main() -> int:
         optout = {t["id"] for t in db.tags.values() if t["name"] == DO_NOT_EMAIL}
         owned = set(cold.owned()) - optout
         need = sum(not optout & set(db.contacts[i].tag_memberships.values()) for i in opt) + sum(
-            len(owned & set(db.contacts[i].tag_memberships.values())) for i in opt)  # joins + tags to remove
+            len(owned & set(db.contacts[i].tag_memberships.values())) for i in opt) + len(opt)  # joins, removals, reads
         rows.append(_measure(rt, f"opt-out of {len(opt)} pulled contacts (Do Not Email + clear tags)", len(opt),
                              need, lambda: sum(cold.suppress("", str(i), PROP).outcome == "sent" for i in opt)))
     print(f"{'scenario':58} {'changed':>7} {'calls':>7} {'min':>7} {'calls/chg':>9} {'min/chg':>8}")

@@ -88,12 +88,18 @@ def test_a_segment_name_that_collides_with_a_firms_tag_group_is_refused_by_name(
     assert any(t["name"] == "Predictive: vip" for t in db.tags.values())
 
 
-def test_opt_out_joins_the_do_not_email_group_once_and_clears_segsync_tags(rt: RunningRedtail) -> None:
+def tagged_vip(rt: RunningRedtail) -> tuple[RedtailConnector, int]:
+    """A connector that tagged an untagged contact "segsync: vip" (it remembers the membership)."""
     conn = connect(rt)
     conn.ensure_schema(PROP, ["vip"], [])
-    db = rt.sim.db
-    cid = next(cid for cid, c in db.contacts.items() if not c.tag_memberships)
+    cid = next(cid for cid, c in rt.sim.db.contacts.items() if not c.tag_memberships)
     conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])
+    return conn, cid
+
+
+def test_opt_out_joins_the_do_not_email_group_once_and_clears_segsync_tags(rt: RunningRedtail) -> None:
+    conn, cid = tagged_vip(rt)
+    db = rt.sim.db
     email = db.contacts[cid].emails[0]["address"]
     assert conn.suppress(email, None, PROP).outcome == "sent"  # found by its address
     assert rt.sim.tags_of(db.contacts[cid].person_key) == {DO_NOT_EMAIL}
@@ -165,3 +171,99 @@ def test_an_opt_out_group_segsync_had_to_create_is_never_emptied_by_a_clear(rt: 
     for again in (conn, connect(rt)):  # this connector, and a later run's
         again.push_properties([PropertyUpdate(cid, {PROP: ""})])
         assert rt.sim.tags_of(db.contacts[int(cid)].person_key) == {DO_NOT_EMAIL}
+
+
+def dne_id(rt: RunningRedtail) -> int:
+    return next(t["id"] for t in rt.sim.db.tags.values() if t["name"] == DO_NOT_EMAIL)
+
+
+def test_an_opt_out_added_without_changing_the_contact_reaches_the_next_pull_dated_then(rt: RunningRedtail) -> None:
+    conn = connect(rt, pull_accounts=False, pull_notes=False)
+    first = list(conn.pull_contacts(None, datetime.now(UTC)))
+    db, tid = rt.sim.db, dne_id(rt)
+    cid = next(cid for cid, c in db.contacts.items() if tid not in c.tag_memberships.values())
+    before = db.contacts[cid].updated_at
+    connect(rt).client.add_membership(str(cid), tid)  # an advisor tags the contact "Do Not Email"
+    assert db.contacts[cid].updated_at == before  # Redtail need not bump updated_at for a membership
+    run2 = datetime.now(UTC)
+    second = list(conn.pull_contacts(first[-1].cursor, run2))
+    signals = [s for p in second for s in p.consent]
+    assert [s.evidence["contact_id"] for s in signals] == [str(cid)]  # type: ignore[index]
+    assert signals[0].occurred_at == run2 and signals[0].state == "withdrawn"  # when seen, not the older edit
+    third = list(conn.pull_contacts(second[-1].cursor, datetime.now(UTC)))
+    assert [s for p in third for s in p.consent] == []  # seen already: no second withdrawal
+    mid = next(m for m, t in db.contacts[cid].tag_memberships.items() if t == tid)
+    conn.client.remove_membership(str(cid), mid)
+    fourth = list(conn.pull_contacts(third[-1].cursor, datetime.now(UTC)))
+    conn.client.add_membership(str(cid), tid)  # left the group, then joined again: a new withdrawal
+    fifth = list(conn.pull_contacts(fourth[-1].cursor, datetime.now(UTC)))
+    again = [s for p in fifth for s in p.consent]
+    assert len(again) == 1 and again[0].vendor_event_id != signals[0].vendor_event_id
+
+
+def test_suppress_reads_the_contact_fresh_and_clears_tags_another_run_added(rt: RunningRedtail) -> None:
+    conn = connect(rt)  # a long-lived connector (segsync serve): it remembers what it wrote
+    conn.ensure_schema(PROP, ["vip", "churn"], [])
+    db = rt.sim.db
+    cid = next(cid for cid, c in db.contacts.items() if not c.tag_memberships)
+    conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])
+    later = connect(rt)
+    later.ensure_schema(PROP, ["vip", "churn"], [])
+    later.push_properties([PropertyUpdate(str(cid), {PROP: "vip;churn"})])  # a later run moved the segment
+    assert conn.suppress(db.contacts[cid].emails[0]["address"], str(cid), PROP).outcome == "sent"
+    assert rt.sim.tags_of(db.contacts[cid].person_key) == {DO_NOT_EMAIL}
+
+
+def test_two_firms_sharing_a_database_never_remove_each_others_memberships(rt: RunningRedtail) -> None:
+    a, b = connect(rt, tag_group="Firm A"), connect(rt, tag_group="Firm B")
+    a.ensure_schema(PROP, ["vip"], [])
+    b.ensure_schema(PROP, ["vip"], [])
+    db = rt.sim.db
+    cid = str(next(cid for cid, c in db.contacts.items() if not c.tag_memberships))
+    a.push_properties([PropertyUpdate(cid, {PROP: "vip"})])
+    b.push_properties([PropertyUpdate(cid, {PROP: "vip"})])
+    assert b.push_properties([PropertyUpdate(cid, {PROP: ""})])[0].outcome == "sent"
+    assert rt.sim.tags_of(db.contacts[int(cid)].person_key) == {"Firm A: vip"}
+
+
+def test_a_push_to_a_contact_deleted_in_redtail_is_skipped_as_archived_not_failed(rt: RunningRedtail) -> None:
+    conn = connect(rt, pull_accounts=False, pull_notes=False)
+    list(conn.pull_contacts(None, datetime.now(UTC)))
+    conn.ensure_schema(PROP, ["vip"], [])
+    db = rt.sim.db
+    cid = next(iter(db.contacts))
+    rt.sim.delete(db.contacts[cid].person_key)  # listings omit it from now on
+    rt.calls.clear()
+    result = conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])[0]
+    assert result.outcome == "skipped" and "archived" in result.message and "404" in result.message
+    assert len(rt.calls.calls) == 1  # the refused write; no re-read and retry of a contact that is gone
+    assert "segsync: vip" not in rt.sim.tags_of(db.contacts[cid].person_key)
+    rt.calls.clear()
+    assert conn.push_properties([PropertyUpdate(str(cid), {PROP: "vip"})])[0].outcome == "skipped"
+    assert rt.calls.calls == []  # known gone: not called again
+    archived = [c for p in conn.pull_contacts(None, datetime.now(UTC)) for c in p.contacts if c.archived]
+    assert [c.vendor_id for c in archived] == [str(cid)]  # recorded as archived by the next pull (segsync serve)
+
+
+def test_an_opt_out_marks_every_contact_sharing_the_address(rt: RunningRedtail) -> None:
+    db = rt.sim.db
+    tid = dne_id(rt)
+    free = [cid for cid, c in db.contacts.items() if tid not in c.tag_memberships.values()]
+    husband, wife = db.contacts[free[0]], db.contacts[free[1]]
+    shared = husband.emails[0]["address"]
+    with db.lock:  # spouses share the household address (as the wife's second email)
+        wife.emails.append({**husband.emails[0], "id": db.next_id("email"), "contact_id": wife.id,
+                            "is_primary": False, "is_preferred": False})
+    assert connect(rt).suppress(shared, str(husband.id), PROP).outcome == "sent"
+    assert DO_NOT_EMAIL in rt.sim.tags_of(husband.person_key) and DO_NOT_EMAIL in rt.sim.tags_of(wife.person_key)
+    assert connect(rt).suppress(shared.upper(), None, PROP).outcome == "sent"
+    assert len(rt.calls.writes("redtail")) == 2  # once each; the second opt-out writes nothing
+
+
+def test_a_membership_removed_meanwhile_is_read_again_not_taken_for_a_deleted_contact(rt: RunningRedtail) -> None:
+    conn, cid = tagged_vip(rt)
+    db = rt.sim.db
+    with db.lock:  # someone removed it in Redtail: our remembered membership id is stale (DELETE answers 404)
+        db.contacts[cid].tag_memberships.clear()
+    result = conn.push_properties([PropertyUpdate(str(cid), {PROP: ""})])[0]
+    assert result.outcome == "sent" and str(cid) not in conn._gone

@@ -108,6 +108,10 @@ class RedtailClient:
     def tag_groups(self, page: int) -> Any:
         return self.call("GET", "/tag_groups", S.EP_TAG_GROUPS, params={"page": page})
 
+    def tag_group_contacts(self, tag_id: int, page: int) -> Any:
+        """One page of a tag group's members (INFERRED path; rendered like ``/contacts``, ``include`` honoured)."""
+        return self.call("GET", f"/tag_groups/{tag_id}/contacts", S.EP_CONTACTS, params={"page": page})
+
     def memberships(self, contact_id: str) -> Any:
         return self.call("GET", f"/contacts/{contact_id}/tag_memberships", S.EP_MEMBERSHIPS)
 

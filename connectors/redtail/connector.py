@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import CrmConnector, PullPage
+from connectors.base import Contact, CrmConnector, PullPage
 from connectors.kit.http import RetrySettings
 from connectors.kit.paging import PageNumberPaginator, paginate
 from connectors.redtail import mapping as M
@@ -33,11 +33,13 @@ DEFAULT_EVENT_TYPES = {"deposit": "deposit", "account upgrade": "upgrade"}
 
 @dataclass
 class Cursor:
-    """Where a pull stands: ``since`` None = the full pass; ``page`` to read next; ``started`` = that pass's run."""
+    """Where a pull stands: ``since`` None = the full pass; ``page`` to read next; ``started`` = that pass's run;
+    ``optout`` = the opt-out group's member ids at the last pass's end (None: never listed)."""
 
     since: str | None = None
     page: int = 1
     started: str | None = None
+    optout: list[int] | None = None
 
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -53,6 +55,9 @@ class Cursor:
             raise InputError(f"redtail: unreadable stored cursor {text[:80]!r}; reset the CRM cursor") from None
         if not isinstance(cur.page, int) or cur.page < 1:
             raise InputError(f"redtail: stored cursor has a bad page {cur.page!r}")
+        if cur.optout is not None and not (isinstance(cur.optout, list)
+                                           and all(isinstance(i, int) for i in cur.optout)):
+            raise InputError("redtail: stored cursor has a bad opt-out member list; reset the CRM cursor")
         return cur
 
 
@@ -94,6 +99,7 @@ class RedtailConnector(WriteMixin, CrmConnector):
         self._udfs: dict[str, dict[int, tuple[int, str]]] = {}
         self._fresh_fields: set[int] = set()  # UDF fields this connector created: nobody has a value yet
         self._scores_wanted: tuple[int, ...] = ()
+        self._gone: set[str] = set()  # contacts a write found deleted (404): the next pull reports them archived
 
     def __repr__(self) -> str:
         return f"RedtailConnector({self.client!r})"
@@ -116,8 +122,13 @@ class RedtailConnector(WriteMixin, CrmConnector):
         seen: set[str] = set()
         since = cur.since
         last_total: int | None = None
+        gone, self._gone = sorted(self._gone), set()
         for body in paginate(lambda: self.client.contacts(pager.page, since), pager):
             page = PullPage(total=M.total_records(body))
+            # Contacts a write found deleted (404) since the last pull: the listings never say so.
+            page.contacts.extend(Contact(source=S.SOURCE, vendor_id=vid, email=None, archived=True) for vid in gone)
+            seen.update(gone)
+            gone = []
             for raw in pager.items:
                 vid = M.record_id(raw, what)
                 if vid in seen:  # a contact changed mid-pass moved the pages by one: read once
@@ -131,7 +142,8 @@ class RedtailConnector(WriteMixin, CrmConnector):
             last_total = page.total
             if pager.done:
                 low = (parse_time_or_none(cur.started) or started) - timedelta(seconds=S.CLOCK_SKEW_SECONDS)
-                cur = Cursor(since=min(low, started).isoformat())
+                members = self._optout_members(page, cur.optout, started)
+                cur = Cursor(since=min(low, started).isoformat(), optout=members)
             else:
                 cur.page = pager.page
             page.cursor = cur.encode()
@@ -151,9 +163,24 @@ class RedtailConnector(WriteMixin, CrmConnector):
         if self.pull_notes and not contact.archived:
             notes = self._sub_list(contact.vendor_id, "notes", self.client.notes)
             page.events.extend(M.note_events(contact, notes or [], self.event_types, started))
-        signal = M.optout_signal(contact, raw, self.optout_tag_group, started)
-        if signal is not None:
-            page.consent.append(signal)
+
+    def _optout_members(self, page: PullPage, before: list[int] | None, started: datetime) -> list[int]:
+        """List the opt-out group's members (paged) at the end of every pass; each one not among ``before`` (the
+        last pass's) becomes a withdrawal dated now. A membership need not change the contact's ``updated_at``,
+        so the contact listings alone could miss it. Returns the member ids to remember."""
+        group = self.groups().get(self.optout_tag_group.lower())
+        if group is None:
+            return []
+        what = f"GET /tag_groups/{group['id']}/contacts"
+        rows = self.all_rows(lambda n: self.client.tag_group_contacts(int(group["id"]), n), "contacts", what)
+        known = set(before or ())
+        members: dict[int, Mapping[str, Any]] = {int(M.record_id(r, what)): r for r in rows}
+        for cid, raw in members.items():
+            if cid not in known:
+                signal = M.optout_signal(raw, self.optout_tag_group, started, what)
+                if signal is not None:
+                    page.consent.append(signal)
+        return sorted(members)
 
     def _sub_list(self, vid: str, key: str, fetch: Callable[[str, int], Any]) -> list[Mapping[str, Any]] | None:
         """Every row of a contact's sub-list; None when Redtail refuses it for this contact (e.g. just deleted)."""

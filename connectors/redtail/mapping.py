@@ -157,20 +157,22 @@ def activity_events(contact: Contact, raw: Mapping[str, Any], types: Mapping[str
     return out
 
 
-def optout_signal(contact: Contact, raw: Mapping[str, Any], optout_group: str,
-                  as_of: datetime) -> ConsentSignal | None:
-    """A withdrawal of email marketing when the contact is in the firm's opt-out tag group.
+def optout_signal(raw: Mapping[str, Any], optout_group: str, seen_at: datetime,
+                  what: str) -> ConsentSignal | None:
+    """A withdrawal of email marketing for a member of the firm's opt-out tag group, first seen at ``seen_at``.
 
-    Redtail gives a membership no time of its own: it is dated at the contact's last change (never later).
+    Redtail gives a membership no time of its own, and adding one need not change the contact's
+    ``updated_at``: it is dated when segsync first saw it (the pull), never earlier. None without an address.
     """
-    names = {str(m.get("name") or "").lower() for m in raw.get("tag_memberships") or [] if isinstance(m, Mapping)}
-    if contact.email is None or optout_group.lower() not in names:
+    vid = record_id(raw, what)
+    email, _others = emails_of(raw)
+    if email is None:
         return None
-    return ConsentSignal(source=S.SOURCE, email=contact.email, purpose="email_marketing", state="withdrawn",
-                         basis=BASIS_FROM_POLICY, occurred_at=min(contact.updated_at or as_of, as_of),
+    return ConsentSignal(source=S.SOURCE, email=email, purpose="email_marketing", state="withdrawn",
+                         basis=BASIS_FROM_POLICY, occurred_at=seen_at,
                          reason=f"Redtail: member of the {optout_group!r} tag group",
-                         evidence={"tag_group": optout_group, "contact_id": contact.vendor_id},
-                         vendor_event_id=f"redtail:optout:{contact.vendor_id}")
+                         evidence={"tag_group": optout_group, "contact_id": vid},
+                         vendor_event_id=f"redtail:optout:{vid}:{seen_at.isoformat()}")
 
 
 def membership_ids(rows: Iterable[Any]) -> dict[int, int]:

@@ -20,6 +20,11 @@ from core.emails import normalize_email
 from core.errors import ConfigError, InputError, RejectedRecordError, RetriableApiError
 
 
+def _contact_gone(exc: RejectedRecordError) -> bool:
+    """Redtail's 404 for the contact itself (deleted), not for a membership or value someone removed meanwhile."""
+    return exc.status == 404 and "contact not found" in (exc.detail or str(exc)).lower()
+
+
 class WriteMixin:
     """Schema, push and opt-out for :class:`~connectors.redtail.RedtailConnector`."""
 
@@ -33,6 +38,7 @@ class WriteMixin:
     _udfs: dict[str, dict[int, tuple[int, str]]]
     _fresh_fields: set[int]
     _scores_wanted: tuple[int, ...]
+    _gone: set[str]
 
     # ----------------------------------------------------------------- schema
 
@@ -62,9 +68,10 @@ class WriteMixin:
     def owned(self) -> dict[int, str]:
         """Segment tag groups segsync created (by its description mark): id -> name. The only ones whose
         memberships it ever removes (never the opt-out group, even one segsync created)."""
-        optout = self.optout_tag_group.lower()
+        optout, prefix = self.optout_tag_group.lower(), self.group_name("").lower()
+        # The name prefix too: two firms' configs (different crm.tag_group) may share one Redtail database.
         return {int(g["id"]): str(g.get("name")) for name, g in self.groups().items()
-                if str(g.get("description") or "") == S.OWNED_MARK and name != optout}
+                if str(g.get("description") or "") == S.OWNED_MARK and name != optout and name.startswith(prefix)}
 
     def group_name(self, segment: str) -> str:
         """The name of segsync's tag group for ``segment``."""
@@ -129,7 +136,9 @@ class WriteMixin:
         for n, key in enumerate(keys):
             try:
                 results[key] = self._push_one(key, merged[key])
-            except (RejectedRecordError, ConfigError) as exc:
+            except RejectedRecordError as exc:
+                results[key] = self._refused(key, exc)
+            except ConfigError as exc:
                 results[key] = RecordResult(key, "failed", getattr(exc, "detail", None) or str(exc))
             except RetriableApiError as exc:
                 for k in keys[n:]:
@@ -137,9 +146,22 @@ class WriteMixin:
                 break
         return [results[str(u.key)] for u in updates]
 
+    def _refused(self, vid: str, exc: RejectedRecordError) -> RecordResult:
+        """A 404 on a contact write means the contact was deleted in Redtail (listings omit deleted contacts):
+        it is skipped (not a failure), not written again, and this connector's next pull reports it archived;
+        anything else fails."""
+        if _contact_gone(exc):
+            self._gone.add(vid)
+            self._memberships.pop(vid, None)
+            self._udfs.pop(vid, None)
+            return RecordResult(vid, "skipped", f"archived: Redtail contact {vid} was deleted (404 Contact not found)")
+        return RecordResult(vid, "failed", exc.detail or str(exc))
+
     def _push_one(self, vid: str, props: Mapping[str, str]) -> RecordResult:
         if not props:
             return RecordResult(vid, "skipped", "no properties to write")
+        if vid in self._gone:
+            return RecordResult(vid, "skipped", f"archived: Redtail contact {vid} was deleted")
         # segsync writes only its segment property and its scores: every other key is the segment value.
         segment_values = [v for k, v in props.items() if not k.startswith(S.SCORE_PREFIX)]
         if segment_values:
@@ -155,8 +177,8 @@ class WriteMixin:
         known = vid in self._memberships or vid in self._udfs or bool(self._fresh_fields)
         try:
             write(False)
-        except RejectedRecordError:
-            if not known:  # it was read just now: reading again would say the same
+        except RejectedRecordError as exc:
+            if not known or _contact_gone(exc):  # read just now, or the contact is gone: again would say the same
                 raise
             self._memberships.pop(vid, None)
             self._udfs.pop(vid, None)
@@ -249,29 +271,49 @@ class WriteMixin:
     # ----------------------------------------------------------------- opt-out
 
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
-        """Add the contact to the firm's opt-out tag group (Redtail's "do not email" convention) and clear
-        segsync's tags. Already a member: no write. No Redtail contact with that address: nothing to do."""
+        """Add every contact whose emails include the address (spouses may share one; ``vendor_id`` too) to the
+        firm's opt-out tag group (Redtail's "do not email" convention) and clear segsync's tags, each read
+        fresh (a long-lived connector's memory may be stale). Already a member: no write. No contact: nothing."""
         address = normalize_email(email)
         key = vendor_id or address or ""
         try:
-            vid = vendor_id or self._find(address)
-            if vid is None:
+            vids = list(dict.fromkeys(([vendor_id] if vendor_id else []) + self._find_all(address)))
+            if not vids:
                 return RecordResult(key, "sent", "no Redtail contact has this address")
             gid = self._optout_group()
-
-            def write(_again: bool) -> None:
-                have = self._membership_ids(vid)
-                if gid not in have:
-                    self._add_membership(vid, gid, have)
-
-            self._retrying_once(vid, write)
         except (RejectedRecordError, InputError, ConfigError) as exc:
             return RecordResult(key, "failed", getattr(exc, "detail", None) or str(exc))
+        failed: list[str] = []
+        for vid in vids:
+            problem = self._suppress_one(vid, gid, property_name)
+            if problem:
+                failed.append(f"contact {vid}: {problem}")
+        if failed:
+            return RecordResult(key, "failed", "; ".join(failed))
+        return RecordResult(key, "sent", f"{len(vids)} contact(s) in tag group {self.optout_tag_group!r}")
+
+    def _suppress_one(self, vid: str, gid: int, property_name: str) -> str:
+        """Opt one contact out; "" when done (or deleted in Redtail), else what went wrong."""
+        self._memberships.pop(vid, None)  # always read fresh: never clear from an earlier call's memory
+        self._udfs.pop(vid, None)
+
+        def write(_again: bool) -> None:
+            have = self._membership_ids(vid)
+            if gid not in have:
+                self._add_membership(vid, gid, have)
+
+        try:
+            self._retrying_once(vid, write)
+        except RejectedRecordError as exc:
+            refused = self._refused(vid, exc)
+            return "" if refused.outcome == "skipped" else refused.message
+        except (InputError, ConfigError) as exc:
+            return getattr(exc, "detail", None) or str(exc)
         if property_name:
             cleared = self.push_properties([PropertyUpdate(vid, {property_name: ""})])[0]
             if cleared.outcome == "failed":
-                return RecordResult(key, "failed", f"clear segsync tags: {cleared.message}")
-        return RecordResult(key, "sent", f"added to tag group {self.optout_tag_group!r}")
+                return f"clear segsync tags: {cleared.message}"
+        return ""
 
     def _optout_group(self) -> int:
         group = self.groups().get(self.optout_tag_group.lower())
@@ -283,16 +325,17 @@ class WriteMixin:
             self.groups()[self.optout_tag_group.lower()] = group
         return int(group["id"])
 
-    def _find(self, address: str | None) -> str | None:
-        """The contact whose emails include ``address`` exactly (INFERRED ``email`` search parameter; every
-        answer is checked, so a server that ignores the parameter finds nobody rather than a wrong person)."""
+    def _find_all(self, address: str | None) -> list[str]:
+        """Every contact whose emails include ``address`` exactly (INFERRED ``email`` search parameter, paged;
+        every answer is checked, so a server that ignores the parameter finds nobody rather than a wrong person)."""
         if address is None:
-            return None
+            return []
         what = "GET /contacts/search?email"
-        body = self.client.call("GET", "/contacts/search", S.EP_CONTACTS, params={"email": address})
-        for raw in M.rows_of(body, "contacts", what):
+        rows = self.all_rows(lambda n: self.client.call("GET", "/contacts/search", S.EP_CONTACTS,
+                                                        params={"email": address, "page": n}), "contacts", what)
+        found = []
+        for raw in rows:
             email, others = M.emails_of(raw)
             if address == email or address in others:
-                return M.record_id(raw, what)
-        return None
-
+                found.append(M.record_id(raw, what))
+        return found

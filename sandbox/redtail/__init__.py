@@ -42,7 +42,11 @@ groups (``GET/POST /tag_groups``, ``GET/POST /contacts/{id}/tag_memberships`` wi
 ``DELETE /contacts/{id}/tag_memberships/{membership_id}``), of user-defined fields
 (``GET/POST /lists/contact_udf_fields``, ``GET/POST /contacts/{id}/udfs`` with
 ``{contact_udf_field_id, field_value}``, ``PUT /contacts/{id}/udfs/{udf_id}``) and of
-``GET /contacts/{id}/activities``; that a deleted contact leaves ``/contacts`` and ``/contacts/search``
+``GET /contacts/{id}/activities``; ``GET /tag_groups/{id}/contacts`` (a tag group's members, paged and
+rendered like ``/contacts``; shaped from the legacy API's ``taggroups/{id}/contacts`` as the ruby-redtail gem
+calls it, https://www.rubydoc.info/gems/ruby-redtail/0.3.8/RubyRedtail/TagGroup); that adding or removing a
+tag membership does not change the contact's ``updated_at`` (the safe assumption); that a write to a deleted
+contact answers 404 ``Contact not found``; that a deleted contact leaves ``/contacts`` and ``/contacts/search``
 while ``GET /contacts/{id}`` still shows it with ``deleted: true``; the 401 text for a wrong key
 ("Invalid credentials"); the 400/404/422 texts; the page-size cap (200); the 429 (``{"message": "Rate
 limit exceeded"}`` + ``Retry-After``), which only happens when a test switches ``rate_limit`` on or

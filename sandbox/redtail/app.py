@@ -2,8 +2,9 @@
 
 Every route sits under ``/api/public/v1``. A gate in front of the routes checks the credentials (the
 3-part Basic credential on ``GET /authentication``; ``Userkeyauth`` or the 3-part Basic credential
-everywhere else) and the optional rate window, then the handler runs. Writes bump the contact's
-``updated_at``, as an edit in Redtail does, so ``updated_since`` sees them.
+everywhere else) and the optional rate window, then the handler runs. A UDF value written bumps the
+contact's ``updated_at``, as an edit in Redtail does; a tag membership added or removed does NOT (INFERRED
+either way: the safe assumption, so a connector must not rely on ``updated_since`` to see opt-outs).
 """
 
 from __future__ import annotations

@@ -101,6 +101,14 @@ class _Routes:
     def touch(self, c: Contact) -> None:
         c.updated_at = self.sim.clock()
 
+    def live(self, request: Request) -> Contact:
+        """The contact a write addresses: a deleted one is not found (INFERRED: Redtail answers a write to a
+        deleted contact 404, as for an unknown id; a read still shows it with ``deleted: true``)."""
+        c = self.contact(request)
+        if c.deleted:
+            raise BadRequest(404, "Contact not found")
+        return c
+
     def list_contacts(self, request: Request) -> Response:
         since = _since(request.query_params.get("updated_since"))
         email = (request.query_params.get("email") or "").strip().lower()
@@ -139,26 +147,35 @@ class _Routes:
                              "created_at": iso(self.sim.clock())}
         return JSONResponse({"tag_group": dict(self.db.tags[tid])}, status_code=201)
 
+    def tag_group_contacts(self, request: Request) -> Response:
+        """The (not deleted) members of one tag group, rendered like ``/contacts`` (``include`` honoured)."""
+        tid = _int(request.path_params["tid"], "id", 0)
+        if tid not in self.db.tags:
+            raise BadRequest(404, "Tag group not found")
+        rows = [c for c in self.db.contacts.values() if not c.deleted and tid in c.tag_memberships.values()]
+        inc = _includes(request)
+        return paged(self.sim, request, "contacts", rows, _page_size(self.sim, request),
+                     lambda c: self.db.contact_json(c, inc))
+
     def memberships(self, request: Request) -> Response:
-        c = self.contact(request)
         if request.method == "GET":
+            c = self.contact(request)
             return paged(self.sim, request, "tag_memberships", self.db.memberships_json(c))
+        c = self.live(request)
         tid = request.state.body.get("tag_id")
         if not isinstance(tid, int) or tid not in self.db.tags:
             raise BadRequest(422, f"tag_id {tid!r} is not a tag group of this database")
         if tid in c.tag_memberships.values():
             raise BadRequest(422, f"Contact {c.id} is already a member of tag group {tid}")
         mid = self.db.next_id("membership")
-        c.tag_memberships[mid] = tid
-        self.touch(c)
+        c.tag_memberships[mid] = tid  # INFERRED: a membership change is not an edit of the contact (no touch)
         made = next(m for m in self.db.memberships_json(c) if m["id"] == mid)
         return JSONResponse({"tag_membership": made}, status_code=201)
 
     def delete_membership(self, request: Request) -> Response:
-        c = self.contact(request)
+        c = self.live(request)
         if c.tag_memberships.pop(_int(request.path_params["mid"], "id", 0), None) is None:
             raise BadRequest(404, "Tag membership not found")
-        self.touch(c)
         return Response(status_code=204)
 
     def udf_fields(self, request: Request) -> Response:
@@ -175,9 +192,9 @@ class _Routes:
         return JSONResponse({"contact_udf_field": dict(fields[fid])}, status_code=201)
 
     def udfs(self, request: Request) -> Response:
-        c = self.contact(request)
         if request.method == "GET":
-            return paged(self.sim, request, "contact_udfs", self.db.udfs_json(c))
+            return paged(self.sim, request, "contact_udfs", self.db.udfs_json(self.contact(request)))
+        c = self.live(request)
         fid, value = request.state.body.get("contact_udf_field_id"), request.state.body.get("field_value")
         if not isinstance(fid, int) or fid not in self.db.udf_fields:
             raise BadRequest(422, f"contact_udf_field_id {fid!r} is not a user defined field of this database")
@@ -190,7 +207,7 @@ class _Routes:
         return JSONResponse({"contact_udf": made}, status_code=201)
 
     def update_udf(self, request: Request) -> Response:
-        c = self.contact(request)
+        c = self.live(request)
         udf = c.udfs.get(_int(request.path_params["uid"], "id", 0))
         if udf is None:
             raise BadRequest(404, "User defined field value not found")
@@ -224,6 +241,7 @@ def contact_routes(sim: RedtailSim) -> list[tuple[str, Handler, list[str]]]:
         ("/contacts/{cid}/activities", r.sub_list("activities"), ["GET"]),
         ("/families", r.families, ["GET"]),
         ("/tag_groups", r.tag_groups, ["GET", "POST"]),
+        ("/tag_groups/{tid}/contacts", r.tag_group_contacts, ["GET"]),
         ("/contacts/{cid}/tag_memberships", r.memberships, ["GET", "POST"]),
         ("/contacts/{cid}/tag_memberships/{mid}", r.delete_membership, ["DELETE"]),
         ("/lists/contact_udf_fields", r.udf_fields, ["GET", "POST"]),

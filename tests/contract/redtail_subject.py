@@ -23,7 +23,9 @@ class RedtailSubject(Subject):
         WEBHOOKS: "Redtail's public API v1 documents no webhooks",
     }
     probe_routes = {"/authentication": {"authenticated_user": {"user_key": "scripted-user-key"}},
-                    "/contacts": {"contacts": [], "meta": {"total_records": 0, "total_pages": 0}}}
+                    "/contacts": {"contacts": [], "meta": {"total_records": 0, "total_pages": 0}},
+                    # the end of every pass lists the opt-out group's members: a firm without one here
+                    "/tag_groups": {"tag_groups": [], "meta": {"total_records": 0, "total_pages": 0}}}
     probe_target = "/contacts"
     credential = "crm.api_key"
     paced_options = {"requests_per_second": 10.0}
