@@ -128,6 +128,23 @@ class HubSpotConnector(WriteMixin, CrmConnector):
             self._marketing = [str(d["id"]) for d in active if d.get("id")]
         return self._marketing
 
+    def non_marketing_subscriptions(self) -> list[str]:
+        """Ids of the portal's subscription types KNOWN not to be marketing (one call, not cached).
+
+        Only a type whose ``purpose`` says something other than marketing (One-to-One is "Sales",
+        account notices "Customer Service"). A type without a purpose is never excluded here, whatever its
+        name: a name can mislead ("Account Insights Newsletter"), and a per-type opt-out that cannot be
+        told apart from a marketing one must count (fail closed). Read by the webhook: every id not in
+        this list withdraws email marketing.
+        """
+        body = self.client.subscription_definitions() or {}
+        defs = body.get("subscriptionDefinitions") if isinstance(body, Mapping) else None
+        if not isinstance(defs, list):
+            raise InputError("hubspot: GET /communication-preferences/v3/definitions answered without "
+                             "subscriptionDefinitions")
+        return [str(d["id"]) for d in defs if isinstance(d, Mapping) and d.get("id")
+                and str(d.get("purpose") or "") and str(d.get("purpose")).lower() != "marketing"]
+
     def _optout_properties(self) -> list[str]:
         """Per-subscription opt-out properties (``hs_email_optout_<id>``); none if preferences are unreadable."""
         if "consent_subscriptions" in self.skipped_streams:

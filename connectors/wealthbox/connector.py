@@ -217,13 +217,18 @@ class WealthboxConnector(CrmConnector):
                 tags = [t for t in current if not t.startswith(self.prefix)] + sorted(wanted)
                 if tags != current:
                     body["tags"] = tags
-        if not body:
-            return RecordResult(key, "sent", "nothing to change")
-        answer = self.client.update_contact(key, body)
-        if isinstance(answer, Mapping):
-            self._tags[key] = tuple(M.tag_names(answer))
-        skipped = sorted(set(scores) - {k for k in scores if k in (self._fields or {})})
-        return RecordResult(key, "sent", f"no custom field {', '.join(skipped)}" if skipped else "")
+        # A score whose field does not exist is not written: the record is "skipped" (not confirmed), so the
+        # next run sends it again and the score lands once an admin creates the field. Clearing ("") a field
+        # that does not exist leaves nothing behind: that one is done.
+        missing = sorted(k for k, v in scores.items() if v != "" and k not in (self._fields or {}))
+        if body:
+            answer = self.client.update_contact(key, body)
+            if isinstance(answer, Mapping):
+                self._tags[key] = tuple(M.tag_names(answer))
+        if missing:
+            return RecordResult(key, "skipped", f"no custom field {', '.join(missing)}: create it (Settings > "
+                                                "Custom Fields)")
+        return RecordResult(key, "sent", "" if body else "nothing to change")
 
     def _read(self, key: str) -> Mapping[str, Any]:
         raw = self.client.contact(key)
