@@ -92,6 +92,31 @@ def test_segments_are_prefixed_tags_and_every_other_tag_stays(wb) -> None:
     assert wb.sim.tags_of(key) == ["Golf"]
 
 
+def test_a_score_field_created_later_gets_the_score_on_the_next_push(wb) -> None:
+    """A score without its custom field is "skipped" (the push does not confirm it, so it is sent again); once
+    the admin creates the field (Settings > Custom Fields), the next run's push writes it."""
+    key = sorted(wb.sim.ws.by_person)[4]
+    cid = str(wb.sim.contact_id(key))
+    update = PropertyUpdate(cid, {"segsync_score_ltv": "120"})
+    [first] = connect(wb).push_properties([update])
+    assert first.outcome == "skipped" and "create it (Settings > Custom Fields)" in first.message
+    wb.sim.define_custom_field("segsync_score_ltv")
+    [second] = connect(wb).push_properties([update])  # the next run
+    assert second.outcome == "sent" and wb.sim.custom_values(key)["segsync_score_ltv"] == "120"
+
+
+def test_an_opt_out_marks_every_contact_sharing_the_address(wb) -> None:
+    """Spouses (or a household and a member) may share one address: an opt-out marks each of them."""
+    a, b = sorted(wb.sim.ws.by_person)[6:8]
+    shared = "shared.home@example.org"
+    with wb.sim.ws.lock:
+        for k in (a, b):
+            wb.sim.ws.contacts[wb.sim.contact_id(k)].fields["email_addresses"] = [
+                {"address": shared, "principal": True}]
+    assert connect(wb).suppress(shared, None, "").outcome == "sent"
+    assert DO_NOT_EMAIL in wb.sim.tags_of(a) and DO_NOT_EMAIL in wb.sim.tags_of(b)
+
+
 def test_an_opt_out_tags_do_not_email_and_a_tagged_contact_is_pulled_as_a_withdrawal(wb) -> None:
     conn = connect(wb)
     key = sorted(wb.sim.ws.by_person)[5]
