@@ -219,7 +219,7 @@ class CallPolicy:
                     self.guard()  # after the rate-limit wait: the last moment before the request leaves
             except BaseException:
                 if bucket is not None:
-                    bucket.settle()  # nothing sent: the acquired slot must not stay open in the window guard
+                    bucket.release()  # nothing sent: the acquired slot must not stay open in the window guard
                 raise
             self.stats.count(endpoint)
             sent[0] += 1
