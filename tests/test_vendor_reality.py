@@ -505,3 +505,4 @@ def test_9_a_no_change_run_reads_mailchimp_members_incrementally(make_sandbox, t
     assert member_reads
     assert all(c.query.get("since_last_changed") for c in member_reads), \
         [c.query for c in member_reads if not c.query.get("since_last_changed")]
+
