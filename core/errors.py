@@ -59,6 +59,9 @@ class ApiError(SegsyncError):
     (a batch refusal names its bad inputs there).
     """
 
+    #: How many times the call was sent before this error (the kit's retry policy sets it; 1 = first try).
+    attempts: int = 1
+
     def __init__(
         self,
         message: str,

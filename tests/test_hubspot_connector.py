@@ -469,3 +469,24 @@ def test_unsubscribe_many_is_one_batch_write_per_hundred_and_leaves_non_marketin
         assert sim.sub_status[email.lower()]["7001"]["status"] == "NOT_SUBSCRIBED"
         assert "7002" not in sim.sub_status[email.lower()] and "7003" not in sim.sub_status[email.lower()]
     assert conn.stats()["subscription_types"] == ["7001"]
+
+
+def test_a_pulled_opt_out_of_a_type_without_a_purpose_withdraws_whatever_its_name(make_sandbox):
+    """The pull reads the opt-out of every type not known (by purpose) to be non-marketing: on a portal whose
+    types carry no purpose, "Account Insights Newsletter" - a name a regex reads as account notices - counts."""
+    import requests
+
+    sb = make_sandbox(contacts=60, seed=38, hubspot_subscription_types="legacy")
+    [newsletter] = [t for t in sb.hubspot.subscriptions if t["id"] == "7003"]
+    newsletter["name"] = "Account Insights Newsletter"
+    email = next(str(r.properties["email"]) for r in sb.hubspot.contacts.live() if r.properties.get("email")
+                 and str(r.properties.get("hs_email_optout_7003")) != "true")
+    got = requests.post(sb.hubspot_url + "/communication-preferences/v3/unsubscribe", timeout=10,
+                        headers={"Authorization": f"Bearer {sb.hubspot_token}"},
+                        json={"emailAddress": email, "subscriptionId": "7003", "legalBasis": "NON_GDPR",
+                              "legalBasisExplanation": "test"})
+    assert got.status_code == 200, got.text
+    pages, _ = pull(connect(sb), None)
+    signals = [s for p in pages for s in p.consent if s.email == email.lower()]
+    assert [(s.purpose, s.state, s.evidence["property"]) for s in signals] == [
+        ("email_marketing", "withdrawn", "hs_email_optout_7003")]

@@ -83,3 +83,26 @@ def test_the_plain_spacing_is_unchanged_without_a_guard():
     clock = Clock()
     bucket = RateLimiter(2, 1.0, clock=clock, sleep=clock.sleep)
     assert [bucket.acquire() for _ in range(4)] == pytest.approx([0.0, 0.0, 0.5, 0.5])
+
+
+def test_a_guard_that_stops_a_call_leaves_no_open_call_in_the_window():
+    """The lease's fencing check runs after the bucket's acquire; a call it stops was never sent, so it must not
+    hold a place in the window guard (else, with the window full of such calls, every later call waits forever)."""
+    from connectors.kit.http import CallPolicy
+
+    clock = Clock()
+
+    def no_wait(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s: a stopped call still holds the window")
+
+    limiter = RateLimiter(100, 1.0, clock=clock, sleep=no_wait, window=(1, 10.0))
+    policy = CallPolicy("example", {"default": limiter})
+
+    def lost() -> None:
+        raise RuntimeError("the lock was lost")
+
+    policy.guard = lost
+    with pytest.raises(RuntimeError, match="lock was lost"):
+        policy.call(lambda: "sent")
+    policy.guard = None
+    assert limiter.acquire() == 0.0  # the window holds nothing: no wait

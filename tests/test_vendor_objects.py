@@ -126,6 +126,45 @@ def test_a_create_whose_answer_was_lost_is_still_segsyncs(mc):
     assert ledger.objects("tag", mc.mailchimp_list_id)[TAG].how == CREATED
 
 
+def _free_tag_push(sb: Any, ledger: Ledger, **faults: Any) -> Any:
+    """Push one member into NEW_TAG with a fresh connector (a run); ``faults`` hit the segment calls after the
+    run's read of the audience's segments."""
+    conn, _ = connect(sb, ledger)
+    email = outsider(sb)
+    conn.pusher.segment_ids()  # the run reads the audience's segments first
+    if faults:
+        sb.faults["mailchimp"].set(only_paths=(f"/3.0/lists/{sb.mailchimp_list_id}/segments",), **faults)
+    try:
+        [r] = conn.push_tags([TagChange(email, active=(NEW_TAG,))])
+    finally:
+        sb.faults["mailchimp"].reset()
+    return r
+
+
+NEW_TAG = "segsync:review_soon"
+
+
+def test_a_create_that_kept_failing_is_retried_next_run_not_lost(mc):
+    """Retries ran out on segsync's own create: the tag is not recorded LOST (refused forever)."""
+    ledger = Ledger()
+    r = _free_tag_push(mc, ledger, error_rate=1.0, error_status=503)
+    assert r.outcome == "failed" and "next run" in r.message
+    assert ledger.objects("tag", mc.mailchimp_list_id)[NEW_TAG].how == CREATING
+    assert _free_tag_push(mc, ledger).outcome == "sent"  # the next run creates it
+    assert ledger.objects("tag", mc.mailchimp_list_id)[NEW_TAG].how == CREATED
+
+
+def test_a_name_conflict_on_a_retried_create_whose_first_try_landed_is_still_segsyncs(mc):
+    """The first POST made the tag but its answer was cut; the retry is refused "already exists": that tag is
+    segsync's own, so the next run uses it."""
+    ledger = Ledger()
+    r = _free_tag_push(mc, ledger, reset_next=1)
+    assert mc.mailchimp.state.segment_by_name(NEW_TAG) is not None  # the first try landed
+    assert ledger.objects("tag", mc.mailchimp_list_id)[NEW_TAG].how == CREATING, r
+    assert _free_tag_push(mc, ledger).outcome == "sent"
+    assert ledger.objects("tag", mc.mailchimp_list_id)[NEW_TAG].how == CREATED
+
+
 def test_a_tag_deleted_and_made_again_outside_segsync_is_refused(mc):
     ledger = Ledger()
     ledger.record(VendorObject("tag", mc.mailchimp_list_id, TAG, "999999", CREATED))  # segsync's had another id

@@ -422,6 +422,28 @@ def test_6_unreadable_subscription_types_fail_closed(make_sandbox, tmp_path):
     assert not status["email_marketing"]["allowed"], "when segsync cannot tell, a per-type opt-out must count"
 
 
+def test_6_an_opt_out_of_a_type_created_after_the_definitions_were_read_withdraws(make_sandbox, tmp_path):
+    """A marketing type the portal gained since segsync read its definitions (cached for an hour) is not known
+    to be non-marketing: its opt-out counts."""
+    sb = make_sandbox(contacts=150, seed=36)
+    config = write_config(tmp_path, sb)
+    run_once(config)
+    _, status = optout_webhook(sb, config, "web_events_lookback_days: 365", "7099")  # no such type when read
+    assert not status["email_marketing"]["allowed"]
+
+
+def test_6_a_name_never_excludes_a_type_without_a_purpose(make_sandbox, tmp_path):
+    """On a portal whose types carry no purpose, a name that reads like a notice ("Account Insights Newsletter")
+    may be marketing: its opt-out withdraws email marketing."""
+    sb = make_sandbox(contacts=150, seed=36, hubspot_subscription_types="legacy")
+    sb.hubspot.subscriptions.append({**sb.hubspot.subscriptions[0], "id": "7004",
+                                     "name": "Account Insights Newsletter", "isDefault": False})
+    config = write_config(tmp_path, sb)
+    run_once(config)
+    _, status = optout_webhook(sb, config, "web_events_lookback_days: 365", "7004")
+    assert not status["email_marketing"]["allowed"]
+
+
 # ------------------------------------------------------------------ 7. subscription types
 
 def test_7_opt_out_propagation_leaves_one_to_one_and_notices_alone(make_sandbox, tmp_path):
@@ -483,3 +505,4 @@ def test_9_a_no_change_run_reads_mailchimp_members_incrementally(make_sandbox, t
     assert member_reads
     assert all(c.query.get("since_last_changed") for c in member_reads), \
         [c.query for c in member_reads if not c.query.get("since_last_changed")]
+

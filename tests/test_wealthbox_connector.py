@@ -83,12 +83,38 @@ def test_segments_are_prefixed_tags_and_every_other_tag_stays(wb) -> None:
     conn.ensure_schema("segsync_segments", ["a", "b"], ["churn", "ltv"])
     [result] = conn.push_properties([PropertyUpdate(cid, {"segsync_segments": "a;b", "segsync_score_churn": "0.5",
                                                           "segsync_score_ltv": "120"})])
-    assert result.outcome == "sent" and "segsync_score_ltv" in result.message  # no such field: named, skipped
+    # No such field: named and skipped (not confirmed), so it is sent again once the field exists.
+    assert result.outcome == "skipped" and "no custom field segsync_score_ltv: create it" in result.message
     assert sorted(wb.sim.tags_of(key)) == ["Golf", "segsync:a", "segsync:b"]
     assert wb.sim.custom_values(key)["segsync_score_churn"] == "0.5"
     assert conn.stats()["missing_custom_fields"] == ["segsync_score_ltv"]
     conn.push_properties([PropertyUpdate(cid, {"segsync_segments": "", "segsync_score_churn": ""})])
     assert wb.sim.tags_of(key) == ["Golf"]
+
+
+def test_a_score_field_created_later_gets_the_score_on_the_next_push(wb) -> None:
+    """A score without its custom field is "skipped" (the push does not confirm it, so it is sent again); once
+    the admin creates the field (Settings > Custom Fields), the next run's push writes it."""
+    key = sorted(wb.sim.ws.by_person)[4]
+    cid = str(wb.sim.contact_id(key))
+    update = PropertyUpdate(cid, {"segsync_score_ltv": "120"})
+    [first] = connect(wb).push_properties([update])
+    assert first.outcome == "skipped" and "create it (Settings > Custom Fields)" in first.message
+    wb.sim.define_custom_field("segsync_score_ltv")
+    [second] = connect(wb).push_properties([update])  # the next run
+    assert second.outcome == "sent" and wb.sim.custom_values(key)["segsync_score_ltv"] == "120"
+
+
+def test_an_opt_out_marks_every_contact_sharing_the_address(wb) -> None:
+    """Spouses (or a household and a member) may share one address: an opt-out marks each of them."""
+    a, b = sorted(wb.sim.ws.by_person)[6:8]
+    shared = "shared.home@example.org"
+    with wb.sim.ws.lock:
+        for k in (a, b):
+            wb.sim.ws.contacts[wb.sim.contact_id(k)].fields["email_addresses"] = [
+                {"address": shared, "principal": True}]
+    assert connect(wb).suppress(shared, None, "").outcome == "sent"
+    assert DO_NOT_EMAIL in wb.sim.tags_of(a) and DO_NOT_EMAIL in wb.sim.tags_of(b)
 
 
 def test_an_opt_out_tags_do_not_email_and_a_tagged_contact_is_pulled_as_a_withdrawal(wb) -> None:

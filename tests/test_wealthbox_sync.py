@@ -134,6 +134,37 @@ def test_a_household_is_never_emailed_through_a_member_who_opted_out(tmp_path: P
 OWN_TAG = "Client Appreciation 2025"  # an advisor's own tag: segsync never removes it
 
 
+def _score_values(sb: Sandbox) -> dict[str, int]:
+    """How many people hold a value in each segsync score field."""
+    sim = sb.wealthbox.sim
+    counts: dict[str, int] = {}
+    for key in sim.ws.by_person:
+        for name, value in sim.custom_values(key).items():
+            if name.startswith("segsync_score_") and value not in (None, ""):
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_a_score_field_created_after_a_run_gets_the_scores_on_the_next_run(tmp_path: Path) -> None:
+    """A score whose custom field does not exist is not recorded as sent (it would never be written again):
+    the record is skipped, and once the admin creates the field the next run writes the score."""
+    with start_sandbox(contacts=1250, seed=7) as sb:  # the smallest sandbox book whose scores pass the gate
+        ws = sb.wealthbox.sim.ws
+        with ws.lock:  # the admin has not created segsync's score fields yet
+            fields = {fid: f for fid, f in ws.custom_fields.items() if f["name"].startswith("segsync_score_")}
+            for fid in fields:
+                del ws.custom_fields[fid]
+        config = write_config(tmp_path, sb)
+        _, first = sync(config)
+        assert first["push"]["by_destination"]["crm.properties"].get("skipped"), first["push"]
+        assert _score_values(sb) == {}
+        for f in fields.values():  # Settings > Custom Fields
+            sb.wealthbox.sim.define_custom_field(f["name"])
+        _, second = sync(config)
+        assert _score_values(sb), ("the scores were never written once their fields existed", second["push"])
+        assert not second["push"]["by_destination"]["crm.properties"].get("skipped"), second["push"]
+
+
 def _tags_by_person(sb: Sandbox) -> dict[int, list[str]]:
     ws = sb.wealthbox.sim.ws
     with ws.lock:

@@ -85,6 +85,7 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         self.sweep_every = max(1, int(sweep_every))
         self.web_lookback_days = max(1, int(web_lookback_days))
         self._marketing: list[str] | None = None  # marketing subscription ids, read once
+        self._defs: list[Mapping[str, Any]] | None = None  # the portal's subscription definitions, read once
         self.objects: ObjectLedger = MemoryLedger()  # replaced by the tenant's stored record (use_objects)
         self.adopt_properties = frozenset(adopt_properties)
         self.refused: dict[str, str] = {}
@@ -108,32 +109,53 @@ class HubSpotConnector(WriteMixin, CrmConnector):
         """Run ``guard`` before every call (each attempt, each split batch); see the base class."""
         self.call_guard = self.client.policy.guard = guard
 
-    def marketing_subscriptions(self) -> list[str]:
-        """Ids of the portal's active marketing email subscriptions (one call, cached).
-
-        Types whose ``purpose`` says marketing; when no type carries a purpose (older portals), every active
-        type except One-to-One and transactional/service ones (by name). Never One-to-One, never
-        transactional: an opt-out of marketing must not stop a client's statements or an advisor's emails.
-        """
-        if self._marketing is None:
+    def _definitions(self) -> list[Mapping[str, Any]]:
+        """The portal's email subscription types (GET /communication-preferences/v3/definitions; read once)."""
+        if self._defs is None:
             body = self.client.subscription_definitions() or {}
             defs = body.get("subscriptionDefinitions") if isinstance(body, Mapping) else None
             if not isinstance(defs, list):
                 raise InputError("hubspot: GET /communication-preferences/v3/definitions answered without "
                                  "subscriptionDefinitions")
-            active = [d for d in defs if isinstance(d, Mapping) and d.get("isActive", True)
+            self._defs = [d for d in defs if isinstance(d, Mapping) and d.get("id")]
+        return self._defs
+
+    def marketing_subscriptions(self) -> list[str]:
+        """Ids of the portal's active marketing email subscriptions: the types segsync UNSUBSCRIBES from.
+
+        Types whose ``purpose`` says marketing; when no type carries a purpose (older portals), every active
+        type except One-to-One and transactional/service ones (by name). Never One-to-One, never
+        transactional: an opt-out of marketing must not stop a client's statements or an advisor's emails.
+        (What an opt-out READ means is :meth:`non_marketing_subscriptions`: there a name never decides.)
+        """
+        if self._marketing is None:
+            active = [d for d in self._definitions() if d.get("isActive", True)
                       and not d.get("isInternal") and not M.non_marketing(d)]
             if any(d.get("purpose") for d in active):
                 active = [d for d in active if str(d.get("purpose") or "").lower() == "marketing"]
-            self._marketing = [str(d["id"]) for d in active if d.get("id")]
+            self._marketing = [str(d["id"]) for d in active]
         return self._marketing
 
+    def non_marketing_subscriptions(self) -> list[str]:
+        """Ids of the portal's subscription types KNOWN not to be marketing.
+
+        Only a type whose ``purpose`` says something other than marketing (One-to-One is "Sales",
+        account notices "Customer Service"). A type without a purpose is never excluded here, whatever its
+        name: a name can mislead ("Account Insights Newsletter"), and a per-type opt-out that cannot be
+        told apart from a marketing one must count (fail closed). The pull and the webhook read an opt-out of
+        every other type as a withdrawal of email marketing.
+        """
+        return [str(d["id"]) for d in self._definitions()
+                if str(d.get("purpose") or "") and str(d.get("purpose")).lower() != "marketing"]
+
     def _optout_properties(self) -> list[str]:
-        """Per-subscription opt-out properties (``hs_email_optout_<id>``); none if preferences are unreadable."""
+        """Per-subscription opt-out properties (``hs_email_optout_<id>``) of every type not known to be
+        non-marketing; none if preferences are unreadable."""
         if "consent_subscriptions" in self.skipped_streams:
             return []
         try:
-            return [f"hs_email_optout_{sid}" for sid in self.marketing_subscriptions()]
+            other = set(self.non_marketing_subscriptions())
+            return [f"hs_email_optout_{d['id']}" for d in self._definitions() if str(d["id"]) not in other]
         except (FatalApiError, RejectedRecordError, InputError) as exc:
             self.skipped_streams["consent_subscriptions"] = str(exc)
             log.warning("hubspot: reading only hs_email_optout, subscription definitions unavailable: %s", exc)

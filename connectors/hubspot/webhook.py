@@ -6,9 +6,9 @@ timestamp), ``X-HubSpot-Request-Timestamp`` in milliseconds, within five minutes
 =====================================  =============================================================
 ``hs_email_optout`` = true or          ``email_marketing`` withdrawn (``false`` records nothing: a
 ``hs_email_optout_<id>`` = true for a  cleared opt-out flag is not consent)
-marketing subscription type
-``hs_email_optout_<id>`` for a         nothing: a One-to-One or transactional type is not marketing
-One-to-One or transactional type       and segsync sends neither (the pull reads only marketing types)
+type not known to be non-marketing
+``hs_email_optout_<id>`` for a type    nothing: a One-to-One or transactional type is not marketing
+whose purpose is not marketing         and segsync sends neither
 ``contact.deletion``                   ``profiling`` withdrawn (the advisor removed the contact)
 ``contact.restore``                    ``profiling`` granted again under legitimate interest (undoes
                                        the deletion); nothing under the consent basis
@@ -19,10 +19,12 @@ One-to-One or transactional type       and segsync sends neither (the pull reads
 With ``crm.portal_id`` set (the ``portal_id`` webhook setting), events of any other HubSpot account
 are dropped unrecorded: the app's secret signs every account it is installed in.
 
-Which types are marketing: ``crm.marketing_subscriptions`` when set, else the portal's subscription
-definitions read as opt-out propagation reads them (``HubSpotConnector.marketing_subscriptions``: by
-``purpose``, or by name on portals without one), once per hour per portal. When they cannot be read, every
-per-type opt-out is taken as a withdrawal: when in doubt segsync does not email.
+Which types are marketing: ``crm.marketing_subscriptions`` when set (those ids, no others), else every
+type except those the portal's subscription definitions KNOW are not marketing (a ``purpose`` other than
+marketing: One-to-One, service notices; ``HubSpotConnector.non_marketing_subscriptions``), read once per hour
+per portal. A type created since, or one without a purpose, counts as marketing whatever its name (a name
+regex misreads "Account Insights Newsletter"). When the definitions cannot be read, every per-type opt-out is
+taken as a withdrawal: when in doubt segsync does not email.
 
 Events name contacts by id: ``context.resolve("hubspot", id)`` (wired to the sync store) turns one
 into an email; an unknown id is recorded under ``hubspot:<id>``.
@@ -66,21 +68,27 @@ _ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _DECODED = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
             "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
 _ESCAPE = re.compile("|".join(_DECODED), re.IGNORECASE)
-MARKETING_TTL = 3600.0  # seconds a portal's marketing subscription ids are trusted
+MARKETING_TTL = 3600.0  # seconds a portal's non-marketing subscription ids are trusted
 UNREADABLE_TTL = 60.0  # seconds before definitions that could not be read are asked for again
 
 
 class MarketingTypes:
-    """Which email subscription type ids of a portal are marketing, read once an hour (per token and host)."""
+    """Which email subscription type ids of a portal are marketing: every id but those known not to be
+    (read once an hour per token and host), or exactly ``crm.marketing_subscriptions`` when configured."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[float, frozenset[str] | None]] = {}
 
-    def ids(self, settings: Mapping[str, str]) -> frozenset[str] | None:
-        """The marketing ids; None when unknown (every per-type opt-out then counts: fail closed)."""
+    def is_marketing(self, subscription_id: str, settings: Mapping[str, str]) -> bool:
+        """Whether an opt-out of ``subscription_id`` withdraws email marketing (True when unsure)."""
         if settings.get("marketing_subscriptions") is not None:
-            return frozenset(i for i in settings["marketing_subscriptions"].split(",") if i)
+            return subscription_id in {i for i in settings["marketing_subscriptions"].split(",") if i}
+        non_marketing = self.non_marketing(settings)
+        return non_marketing is None or subscription_id not in non_marketing
+
+    def non_marketing(self, settings: Mapping[str, str]) -> frozenset[str] | None:
+        """The ids known NOT to be marketing; None when unknown (every per-type opt-out then counts)."""
         token, base_url = settings.get("access_token"), settings.get("base_url")
         if not token or not base_url:
             return None
@@ -101,7 +109,8 @@ class MarketingTypes:
         # A webhook must answer soon: two tries within a few seconds, then fail closed.
         retry = RetrySettings(max_attempts=2, initial_wait=0.2, max_wait=1.0, total_budget=5.0)
         try:
-            return frozenset(HubSpotConnector(token, base_url, plan=plan, retry=retry).marketing_subscriptions())
+            connector = HubSpotConnector(token, base_url, plan=plan, retry=retry)
+            return frozenset(connector.non_marketing_subscriptions())
         except SegsyncError as exc:
             log.warning("hubspot webhook: subscription definitions unreadable (%s); every per-type opt-out "
                         "withdraws email marketing", exc)
@@ -163,12 +172,8 @@ class HubSpotWebhook(WebhookHandler):
         if len(events) > MAX_EVENTS:
             raise Refused(400, f"more than {MAX_EVENTS} events in one request")
         signals: list[HookSignal] = []
-        marketing: list[frozenset[str] | None] = []  # read at the first per-type opt-out only
-
-        def is_marketing(subscription_id: str) -> bool:
-            if not marketing:
-                marketing.append(self.marketing.ids(context.settings or {}))
-            return marketing[0] is None or subscription_id in marketing[0]
+        def is_marketing(subscription_id: str) -> bool:  # reads the definitions at the first per-type opt-out
+            return self.marketing.is_marketing(subscription_id, context.settings or {})
 
         for i, event in enumerate(events):
             signals += _event_signals(event, f"event {i}", context, is_marketing)

@@ -209,13 +209,20 @@ class CallPolicy:
         ours, or returns None to let it through unchanged.
         """
         bucket = self.limiters.get(limiter or endpoint) or self.limiters.get("default")
+        sent = [0]  # attempts sent so far (told to the caller on the error: was the first one the last?)
 
         def attempt() -> T:
             if bucket is not None:
                 bucket.acquire()
-            if self.guard is not None:
-                self.guard()  # after the rate-limit wait: the last moment before the request leaves
+            try:
+                if self.guard is not None:
+                    self.guard()  # after the rate-limit wait: the last moment before the request leaves
+            except BaseException:
+                if bucket is not None:
+                    bucket.release()  # nothing sent: the acquired slot must not stay open in the window guard
+                raise
             self.stats.count(endpoint)
+            sent[0] += 1
             try:
                 return fn()
             except ApiError as exc:
@@ -245,7 +252,12 @@ class CallPolicy:
             return retrying(attempt)
         except RetriableApiError as exc:
             self.stats.bump("failures")
-            raise type(exc)(f"{exc} - gave up after {self.retry.max_attempts} attempts", **exc.fields()) from None
+            gave_up = type(exc)(f"{exc} - gave up after {sent[0]} attempts", **exc.fields())
+            gave_up.attempts = sent[0]
+            raise gave_up from None
+        except ApiError as exc:
+            exc.attempts = sent[0]
+            raise
 
     def _note(self, exc: ApiError) -> None:
         if isinstance(exc, RateLimitedError):

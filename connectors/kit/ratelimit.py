@@ -83,6 +83,13 @@ class RateLimiter:
             self._open = max(0, self._open - 1)
             self._answered.append(self._clock())
 
+    def release(self) -> None:
+        """The call that acquired last was never sent (its guard refused it): the window guard forgets it."""
+        if self.window is None:
+            return
+        with self._lock:
+            self._open = max(0, self._open - 1)
+
     def retune(self, rate: float, per: float, window: tuple[int, float] | None = None) -> None:
         """A new limit (the vendor announced it), keeping what was counted: no fresh burst, no forgotten calls."""
         if rate <= 0 or per <= 0:

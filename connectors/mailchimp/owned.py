@@ -85,8 +85,14 @@ class Claims:
         except FatalApiError:
             raise
         except ApiError as exc:
-            self._record(name, None, LOST, str(exc)[:500])
-            return f"{S.VENDOR}: the tag {name!r} could not be created in audience {self.list_id}: {exc}"
+            if _name_taken(exc) and exc.attempts <= 1:
+                # Refused on the only try: the name was taken before segsync asked. Not segsync's.
+                self._record(name, None, LOST, str(exc)[:500])
+                return f"{S.VENDOR}: the tag {name!r} could not be created in audience {self.list_id}: {exc}"
+            # A retriable or transport failure, or a conflict on a retry (an earlier try may have landed): the
+            # record stays CREATING, so a tag under this name found next run is segsync's, and none is made again.
+            return (f"{S.VENDOR}: the tag {name!r} could not be created in audience {self.list_id} this run "
+                    f"(tried again next run): {exc}")
         if not isinstance(body, Mapping) or body.get("id") is None:
             raise malformed(f"POST /lists/{self.list_id}/segments ({name!r})", "without a segment id")
         segments[name] = int(body["id"])
@@ -112,3 +118,8 @@ class Claims:
 
     def _record(self, name: str, seg_id: int | None, how: str, note: str) -> None:
         self.ledger.record(VendorObject(KIND, self.list_id, name, "" if seg_id is None else str(seg_id), how, note))
+
+
+def _name_taken(exc: ApiError) -> bool:
+    """Mailchimp's 400 for a segment name in use ("Sorry, a segment or tag named ... already exists.")."""
+    return exc.status == 400 and "already exists" in f"{exc.detail} {exc}".lower()

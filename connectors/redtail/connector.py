@@ -108,6 +108,10 @@ class RedtailConnector(WriteMixin, CrmConnector):
         """API calls by endpoint class (``write_calls`` among them), 429s, retries and failures."""
         return self.client.policy.stats.as_dict(S.WRITE_ENDPOINTS)
 
+    def fence_calls(self, guard: Callable[[], None] | None) -> None:
+        """Run ``guard`` before every call (each attempt, each page, the token request too); see the base class."""
+        self.call_guard = self.client.policy.guard = guard
+
     # ----------------------------------------------------------------- pull
 
     def pull_contacts(self, cursor: str | None, run_started: datetime) -> Iterator[PullPage]:

@@ -217,13 +217,18 @@ class WealthboxConnector(CrmConnector):
                 tags = [t for t in current if not t.startswith(self.prefix)] + sorted(wanted)
                 if tags != current:
                     body["tags"] = tags
-        if not body:
-            return RecordResult(key, "sent", "nothing to change")
-        answer = self.client.update_contact(key, body)
-        if isinstance(answer, Mapping):
-            self._tags[key] = tuple(M.tag_names(answer))
-        skipped = sorted(set(scores) - {k for k in scores if k in (self._fields or {})})
-        return RecordResult(key, "sent", f"no custom field {', '.join(skipped)}" if skipped else "")
+        # A score whose field does not exist is not written: the record is "skipped" (not confirmed), so the
+        # next run sends it again and the score lands once an admin creates the field. Clearing ("") a field
+        # that does not exist leaves nothing behind: that one is done.
+        missing = sorted(k for k, v in scores.items() if v != "" and k not in (self._fields or {}))
+        if body:
+            answer = self.client.update_contact(key, body)
+            if isinstance(answer, Mapping):
+                self._tags[key] = tuple(M.tag_names(answer))
+        if missing:
+            return RecordResult(key, "skipped", f"no custom field {', '.join(missing)}: create it (Settings > "
+                                                "Custom Fields)")
+        return RecordResult(key, "sent", "" if body else "nothing to change")
 
     def _read(self, key: str) -> Mapping[str, Any]:
         raw = self.client.contact(key)
@@ -235,38 +240,58 @@ class WealthboxConnector(CrmConnector):
     # ----------------------------------------------------------------- opt-out
 
     def suppress(self, email: str, vendor_id: str | None, property_name: str) -> RecordResult:
-        """Tag the contact "Do Not Email" (the firm's opt-out mark) and, with ``property_name``, remove
-        segsync's tags; every other tag stays. No Wealthbox contact with the address: nothing to do."""
+        """Tag every contact holding the address "Do Not Email" (the firm's opt-out mark) and, with
+        ``property_name``, remove segsync's tags; every other tag stays. Spouses, or a household and its member,
+        may share one address: each is marked. No Wealthbox contact with the address: nothing to do."""
         address = normalize_email(email)
         key = vendor_id or address or ""
         try:
-            raw = self._find(address, vendor_id)
-            if raw is None:
+            found = self._find(address, vendor_id)
+            if not found:
                 return RecordResult(key, "sent", "no Wealthbox contact has this address")
-            cid = M.record_id(raw, "GET /contacts")
-            current = M.tag_names(raw)
-            tags = [t for t in current if not (property_name and t.startswith(self.prefix))]
-            if S.DO_NOT_EMAIL_TAG.lower() not in {t.lower() for t in tags}:
-                tags.append(S.DO_NOT_EMAIL_TAG)
-            if tags != current:
-                answer = self.client.update_contact(cid, {"tags": tags})
-                if isinstance(answer, Mapping):
-                    self._tags[cid] = tuple(M.tag_names(answer))
+            for raw in found:
+                cid = M.record_id(raw, "GET /contacts")
+                current = M.tag_names(raw)
+                tags = [t for t in current if not (property_name and t.startswith(self.prefix))]
+                if S.DO_NOT_EMAIL_TAG.lower() not in {t.lower() for t in tags}:
+                    tags.append(S.DO_NOT_EMAIL_TAG)
+                if tags != current:
+                    answer = self.client.update_contact(cid, {"tags": tags})
+                    if isinstance(answer, Mapping):
+                        self._tags[cid] = tuple(M.tag_names(answer))
         except (RejectedRecordError, RetriableApiError) as exc:
             return RecordResult(key, "failed", exc.detail or str(exc))
         return RecordResult(key, "sent", f"tagged {S.DO_NOT_EMAIL_TAG!r}")
 
-    def _find(self, address: str | None, vendor_id: str | None) -> Mapping[str, Any] | None:
+    def _find(self, address: str | None, vendor_id: str | None) -> list[Mapping[str, Any]]:
+        """The contact ``vendor_id`` and every contact whose email addresses include ``address`` (once each)."""
+        found: dict[str, Mapping[str, Any]] = {}
         if vendor_id:
             try:
-                return self._read(vendor_id)
+                raw = self._read(vendor_id)
+                found[M.record_id(raw, "GET /contacts/{id}")] = raw
             except RejectedRecordError as exc:
                 if exc.status != 404:
                     raise
-        if not address:
-            return None
-        rows, _ = M.rows_of(self.client.contacts(1, self.per_page, email=address), "contacts", "GET /contacts?email")
-        return rows[0] if rows else None
+        if address:
+            what = "GET /contacts?email"
+            pager = PageNumberPaginator(f"wealthbox: {what}", lambda b: M.rows_of(b, "contacts", what),
+                                        per_page=self.per_page)
+            for _ in paginate(lambda: self.client.contacts(pager.page, self.per_page, email=address), pager):
+                for raw in pager.items:
+                    if isinstance(raw, Mapping) and address in _addresses(raw):
+                        found.setdefault(M.record_id(raw, what), raw)
+        return list(found.values())
 
+    def fence_calls(self, guard: Callable[[], None] | None) -> None:
+        """Run ``guard`` before every call (each attempt, each page); see the base class."""
+        self.call_guard = self.client.policy.guard = guard
+
+
+def _addresses(raw: Mapping[str, Any]) -> set[str]:
+    """A contact's email addresses, normalized."""
+    found = raw.get("email_addresses")
+    return {a for e in (found if isinstance(found, list) else []) if isinstance(e, Mapping)
+            for a in [normalize_email(str(e.get("address") or ""))] if a}
 
 __all__ = ["WealthboxConnector"]
