@@ -148,12 +148,29 @@ class Ledger:
 
         Everything is validated before anything is written, so a bad signal rejects the batch.
         """
+        return self.record_groups(tenant, [signals], conn=conn)[0]
+
+    def record_groups(
+        self, tenant: str, groups: Sequence[Iterable[ConsentSignal]], *, conn: sa.Connection | None = None
+    ) -> list[list[RecordedEvent]]:
+        """Append several callers' signals as ONE extension of the chain: one head lock, one insert, one head
+        update. Returns each group's new events (seen idempotency keys skipped, also across groups).
+
+        The webhook's group commit uses it: many requests, one transaction, a chain that verifies as if
+        they had been appended one after another. Validated before anything is written.
+        """
         check_name(tenant, "tenant id")
         key = self.key(tenant)
         now = self._clock()
-        rows = [self._row(tenant, key, s, now) for s in signals]
+        rows: list[dict[str, Any]] = []
+        owner: list[int] = []  # the group of each row
+        for index, signals in enumerate(groups):
+            for s in signals:
+                rows.append(self._row(tenant, key, s, now))
+                owner.append(index)
+        result: list[list[RecordedEvent]] = [[] for _ in groups]
         if not rows:
-            return []
+            return result
         with self._tx(conn) as c:
             head = lock_head(c, tenant)  # first statement: takes the write lock before any read
             wanted = [r["idempotency_key"] for r in rows if r["idempotency_key"]]
@@ -165,16 +182,19 @@ class Ledger:
                         sa.select(ev.idempotency_key).where(ev.tenant_id == tenant, ev.idempotency_key.in_(chunk))
                     ).scalars()
                 )
-            fresh = []
-            for row in rows:
+            fresh, fresh_owner = [], []
+            for row, index in zip(rows, owner, strict=True):
                 k = row["idempotency_key"]
                 if k is not None:
                     if k in seen:
                         continue
                     seen.add(k)
                 fresh.append(row)
+                fresh_owner.append(index)
             appended = append_rows(c, tenant, head, fresh, chain_key(key))
-        return [recorded_from_row(r) for r in appended]
+        for row, index in zip(appended, fresh_owner, strict=True):
+            result[index].append(recorded_from_row(row))
+        return result
 
     def _row(self, tenant: str, key: bytes, s: ConsentSignal, now: datetime) -> dict[str, Any]:
         if s.state not in STATES:

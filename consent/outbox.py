@@ -167,17 +167,15 @@ class Outbox:
             for d in dict.fromkeys(destinations)
         ]
         key = self.mac_key(tenant) if self.mac_key is not None else None
-        added = 0
+        if not rows:
+            return 0
         for row in rows:
             if key is not None:
                 row["mac"] = outbox_mac(key, row)
-            # One by one, and counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT
-            # is not portable (psycopg can report -1), and a replay must count as 0.
-            inserted = conn.execute(
-                insert_ignoring_conflicts(conn, consent_outbox).values(**row).returning(ob.id)
-            ).first()
-            added += inserted is not None
-        return added
+        # One statement for every destination, counted by RETURNING: the driver's rowcount for
+        # INSERT ... ON CONFLICT is not portable (psycopg can report -1), and a replay must count as 0.
+        inserted = conn.execute(insert_ignoring_conflicts(conn, consent_outbox).values(rows).returning(ob.id)).all()
+        return len(inserted)
 
     def due(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
         """Pending actions whose time has come, oldest first (read only, no claim)."""
