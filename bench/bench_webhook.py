@@ -103,14 +103,30 @@ class _Pool:
         self.opened = 0
 
     async def send(self, raw: bytes) -> int:
-        if self.idle:
-            reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.opened += 1
+        """The answer's status; 0 when the connection failed. A kept-alive connection the server has
+        closed meanwhile (its idle timeout) is replaced and the request sent again: it was never read."""
+        reused = bool(self.idle)
+        status = await self._send(raw, self.idle.pop() if reused else None)
+        if status == -1:
+            status = await self._send(raw, None) if reused else 0
+        return max(status, 0)
+
+    async def _send(self, raw: bytes, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> int:
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection(self.host, self.port)
+                self.opened += 1
+        except OSError:
+            return 0
+        reader, writer = conn
+        status: int | None = None
         try:
             writer.write(raw)
-            status = int((await reader.readline()).split()[1])
+            first = await reader.readline()
+            if not first:
+                writer.close()
+                return -1  # closed before answering
+            status = int(first.split()[1])
             length, keep = 0, True
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
@@ -121,7 +137,7 @@ class _Pool:
             await reader.readexactly(length)
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
             writer.close()
-            return 0  # connection-level failure
+            return -1 if status is None else 0  # -1: nothing was answered
         if keep:
             self.idle.append((reader, writer))
         else:
@@ -170,6 +186,7 @@ async def offer(port: int, rate: int, seconds: float, run: str) -> dict[str, Any
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1), "connections": pool.opened,
+        "codes": {str(k): v for k, v in sorted(codes.items())},
     }
 
 

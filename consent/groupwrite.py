@@ -5,7 +5,8 @@ future. One writer thread takes what is queued - waiting at most ``window`` seco
 a request arrives alone - hands up to ``max_group`` items to ``write`` (one transaction, one chain
 extension per tenant: see ``consent.webhook``) and settles every future with its item's outcome.
 
-The queue is bounded: when ``max_pending`` items already wait, :meth:`submit` raises
+The queue is bounded: when ``max_pending`` items already wait, or the oldest has waited more than
+``max_wait`` seconds (the writer does not keep up), :meth:`submit` raises
 :class:`Saturated` with how many seconds to wait, which the webhook answers as 429 with
 ``Retry-After`` (HubSpot and Mailchimp retry those) instead of letting requests queue for minutes.
 Nothing is acknowledged before its commit, so a request that was refused or never answered is
@@ -31,6 +32,7 @@ ResultT = TypeVar("ResultT")
 WINDOW_SECONDS = 0.002
 MAX_GROUP = 200
 MAX_PENDING = 256
+MAX_WAIT_SECONDS = 0.5
 
 
 class Saturated(Exception):
@@ -41,7 +43,7 @@ class Saturated(Exception):
         self.retry_after = retry_after
 
 
-_Entry = tuple[ItemT, asyncio.AbstractEventLoop, "asyncio.Future[ResultT]"]
+_Entry = tuple[ItemT, asyncio.AbstractEventLoop, "asyncio.Future[ResultT]", float]  # float: when queued
 
 
 class GroupWriter(Generic[ItemT, ResultT]):
@@ -58,6 +60,7 @@ class GroupWriter(Generic[ItemT, ResultT]):
         window: float = WINDOW_SECONDS,
         max_group: int = MAX_GROUP,
         max_pending: int = MAX_PENDING,
+        max_wait: float = MAX_WAIT_SECONDS,
         after_group: Callable[[Sequence[ItemT], Sequence[ResultT | Exception]], None] | None = None,
         name: str = "segsync-group-writer",
     ) -> None:
@@ -68,6 +71,7 @@ class GroupWriter(Generic[ItemT, ResultT]):
         self.window = window
         self.max_group = max_group
         self.max_pending = max_pending
+        self.max_wait = max_wait
         self._name = name
         self._queue: deque[_Entry[ItemT, ResultT]] = deque()
         self._cv = threading.Condition()
@@ -94,11 +98,14 @@ class GroupWriter(Generic[ItemT, ResultT]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
         with self._cv:
-            if len(self._queue) >= self.max_pending:
+            # Full, or the oldest waiting request has waited longer than max_wait already: then the
+            # writer does not keep up, and a new request would only wait longer still.
+            now = time.monotonic()
+            if len(self._queue) >= self.max_pending or (self._queue and now - self._queue[0][3] > self.max_wait):
                 full = True
             else:
                 full = False
-                self._queue.append((item, loop, future))
+                self._queue.append((item, loop, future, now))
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
@@ -144,7 +151,7 @@ class GroupWriter(Generic[ItemT, ResultT]):
                     self._after(items, outcomes)
                 except Exception:
                     log.exception("after-group hook failed")
-            for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, loop, future, _queued), outcome in zip(batch, outcomes, strict=True):
                 try:
                     loop.call_soon_threadsafe(_settle, future, outcome)
                 except RuntimeError:  # that request's event loop is gone (its client went away)
@@ -160,4 +167,4 @@ def _settle(future: asyncio.Future[ResultT], outcome: ResultT | Exception) -> No
         future.set_result(outcome)
 
 
-__all__ = ["MAX_GROUP", "MAX_PENDING", "WINDOW_SECONDS", "GroupWriter", "Saturated"]
+__all__ = ["MAX_GROUP", "MAX_PENDING", "MAX_WAIT_SECONDS", "WINDOW_SECONDS", "GroupWriter", "Saturated"]

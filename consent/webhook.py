@@ -50,7 +50,7 @@ from starlette.routing import Route
 
 from connectors.hooks import HookRequest, WebhookHandler
 from consent.chain import lock_head
-from consent.groupwrite import MAX_PENDING, GroupWriter, Saturated
+from consent.groupwrite import MAX_PENDING, MAX_WAIT_SECONDS, GroupWriter, Saturated
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import normalize_subject
@@ -88,14 +88,16 @@ def create_app(
     public_url: str | None = None,
     vendors: Sequence[WebhookHandler] = (),
     max_pending: int = MAX_PENDING,
+    max_wait: float = MAX_WAIT_SECONDS,
 ) -> Starlette:
     """The webhook as an ASGI app, with a route for each of ``vendors``' handlers.
 
     ``public_url`` (e.g. ``https://hooks.example.com``) is the scheme and host a vendor signs when
-    segsync sits behind a proxy. ``max_pending`` requests may wait for the group commit; past that
-    the answer is 429 with ``Retry-After``. ``on_enqueued(tenant)`` runs in the writer thread once per
-    committed group that queued actions for the tenant: it must only wake a drain, never call a vendor."""
-    hooks = _Hooks(dict(tenants), ledger, outbox, on_enqueued, max_body, clock, public_url, max_pending)
+    segsync sits behind a proxy. ``max_pending`` requests may wait for the group commit, the oldest
+    for at most ``max_wait`` seconds; past either the answer is 429 with ``Retry-After``.
+    ``on_enqueued(tenant)`` runs in the writer thread once per committed group that queued actions
+    for the tenant: it must only wake a drain, never call a vendor."""
+    hooks = _Hooks(dict(tenants), ledger, outbox, on_enqueued, max_body, clock, public_url, max_pending, max_wait)
     routes = [
         Route(f"/hooks/{{tenant}}/{handler.vendor}{suffix}", hooks.guard(hooks.vendor_endpoint(handler)),
               methods=list(methods))
@@ -126,6 +128,7 @@ class _Hooks:
         clock: Callable[[], datetime],
         public_url: str | None,
         max_pending: int = MAX_PENDING,
+        max_wait: float = MAX_WAIT_SECONDS,
     ) -> None:
         self.tenants = tenants
         self.ledger = ledger
@@ -135,7 +138,8 @@ class _Hooks:
         self.clock = clock
         self.public_url = public_url.rstrip("/") if public_url else None
         self.writer: GroupWriter[_Item, _Outcome] = GroupWriter(
-            self.write_group, max_pending=max_pending, after_group=self.after_group, name="segsync-webhook-writer"
+            self.write_group, max_pending=max_pending, max_wait=max_wait, after_group=self.after_group,
+            name="segsync-webhook-writer",
         )
 
     # -- plumbing ---------------------------------------------------------------------------

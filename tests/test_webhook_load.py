@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from connectors.registry import webhook_handlers
 from consent.chain import lock_head
+from consent.groupwrite import GroupWriter, Saturated
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.schema import consent_events, consent_outbox, webhook_receipts
@@ -34,14 +35,14 @@ def key_for(tenant: str) -> bytes:
 class Served:
     """The webhook app over a store, served by uvicorn on a free loopback port."""
 
-    def __init__(self, url: str, *, max_pending: int = 256) -> None:
+    def __init__(self, url: str, *, max_pending: int = 256, max_wait: float = 600) -> None:
         self.store = open_store(url)
         self.ledger = Ledger(self.store.engine, key_for)
         self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
         self.woken: list[str] = []
         tenants = {"harbor": TenantHooks(SECRET, POLICY), "other": TenantHooks(SECRET, POLICY)}
         self.app = create_app(tenants, self.ledger, self.outbox, on_enqueued=self.woken.append,
-                              vendors=webhook_handlers(), max_pending=max_pending)
+                              vendors=webhook_handlers(), max_pending=max_pending, max_wait=max_wait)
         self.writer = self.app.state.writer
         self.server = ServerThread(self.app)
 
@@ -107,7 +108,7 @@ def test_a_burst_loses_nothing_and_every_accepted_request_is_in_the_ledger_once(
 
 
 def test_a_full_queue_is_answered_429_with_retry_after_and_the_queued_requests_still_commit(store_url) -> None:
-    env = Served(store_url, max_pending=3)
+    env = Served(store_url, max_pending=3)  # the queue's size is what sheds here (waits may last)
     blocker = env.store.engine.connect()
     try:
         tx = blocker.begin()
@@ -169,3 +170,31 @@ def test_a_bad_request_in_a_group_fails_alone(sqlite_url) -> None:
         assert env.ledger.verify("harbor").ok
     finally:
         env.close()
+
+
+def test_the_writer_sheds_when_its_oldest_request_has_waited_too_long() -> None:
+    """Not only a full queue: a queue whose head already waited past max_wait refuses new work."""
+    release = threading.Event()
+
+    def write(items):
+        release.wait(30)
+        return [f"done {i}" for i in items]
+
+    writer: GroupWriter[int, str] = GroupWriter(write, window=0, max_pending=100, max_wait=0.05)
+
+    async def scenario() -> tuple[list[str], int]:
+        first = writer.submit(1)
+        while writer.taken < 1:  # the writer holds item 1 and blocks in write()
+            await asyncio.sleep(0.005)
+        second = writer.submit(2)  # queued behind it
+        await asyncio.sleep(0.1)  # longer than max_wait
+        try:
+            writer.submit(3)
+            refused = 0
+        except Saturated as exc:
+            refused = exc.retry_after
+        release.set()
+        return [await first, await second], refused
+
+    done, retry_after = asyncio.run(scenario())
+    assert done == ["done 1", "done 2"] and retry_after >= 1
