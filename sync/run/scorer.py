@@ -9,11 +9,14 @@ no new data yields the very same scores - and so zero writes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from scoring.fairness import breaches, segment_fairness
@@ -130,16 +133,59 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
     contacts = time_order(contacts, tenant, order)
-    ev = pd.DataFrame(list(store.events(tenant.id)),
-                      columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
-    if allowed is not None:
-        ev = ev[ev["contact_id"].isin(allowed)]
-    ev["occurred_at"] = pd.to_datetime(ev["occurred_at"], utc=True)
-    ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
+    ev = event_frame(store.events(tenant.id), allowed)
     attrs = dict(contacts.attrs)
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
     return contacts, ev.reset_index(drop=True)
+
+
+EVENT_COLUMNS = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
+TEXT_COLUMNS = ("contact_id", "type", "url", "session_id")
+EVENT_BATCH = 100_000
+
+
+def event_frame(rows: Iterable[dict[str, Any]], allowed: set[str] | None = None,
+                batch: int = EVENT_BATCH) -> pd.DataFrame:
+    """The stored events as one frame, built ``batch`` rows at a time with compact dtypes.
+
+    Text columns become categoricals (integer codes and one copy of each distinct value), times
+    datetime64 and values float64, so a book's events cost tens of bytes per row instead of a dict
+    and half a dozen Python objects each; at most ``batch`` rows exist as Python objects at a time.
+    """
+    parts: list[pd.DataFrame] = []
+    text: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in TEXT_COLUMNS}  # (codes, values)
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, batch)):
+        part = pd.DataFrame.from_records(chunk, columns=list(EVENT_COLUMNS))
+        del chunk
+        if allowed is not None:
+            part = part[part["contact_id"].isin(allowed)]
+        for col in TEXT_COLUMNS:
+            codes, values = pd.factorize(part[col].to_numpy(dtype=object))
+            text[col].append((np.asarray(codes), np.asarray(values, dtype=object)))
+        parts.append(pd.DataFrame({
+            "occurred_at": pd.to_datetime(part["occurred_at"], utc=True),
+            "value": pd.to_numeric(part["value"], errors="coerce").astype("float64"),
+        }))
+    columns: dict[str, Any] = {}
+    for col in TEXT_COLUMNS:
+        # One set of categories for all batches (each batch numbered its own values).
+        categories: pd.Index = pd.Index(
+            np.concatenate([v for _, v in text[col]]) if text[col] else [], dtype=object).unique()
+        renumbered = []
+        for c, v in text[col]:
+            position = categories.get_indexer(pd.Index(v, dtype=object)) if len(v) else np.zeros(1, dtype=np.int64)
+            renumbered.append(np.where(c >= 0, position[np.maximum(c, 0)], -1))
+        all_codes = np.concatenate(renumbered) if renumbered else np.array([], dtype=np.int64)
+        columns[col] = pd.Categorical.from_codes(all_codes, categories=categories)
+    if parts:
+        for col in ("occurred_at", "value"):
+            columns[col] = pd.concat([p[col] for p in parts], ignore_index=True)
+    else:
+        columns["occurred_at"], columns["value"] = pd.to_datetime(pd.Series([], dtype=object), utc=True), \
+            pd.Series([], dtype="float64")
+    return pd.DataFrame({c: columns[c] for c in EVENT_COLUMNS})
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:
