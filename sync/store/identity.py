@@ -235,14 +235,17 @@ class IdentityTables:
         out: dict[str, set[str]] = {}
         with self.engine.connect() as conn:
             for table in (t.contacts, t.identities, t.aliases):
-                query = sa.select(table.c.contact_id, table.c.email).where(
-                    table.c.tenant_id == tenant_id, table.c.email.is_not(None)
-                )
+                query = sa.select(table.c.contact_id, table.c.email).where(table.c.tenant_id == tenant_id)
                 if contact_ids is not None:
+                    # No "email IS NOT NULL" here: with it SQLite picks the email index and reads the
+                    # whole tenant for every batch of ids; the few NULLs are skipped below instead.
                     query = query.where(table.c.contact_id.in_(sorted(set(contact_ids))))
+                else:
+                    query = query.where(table.c.email.is_not(None))
                 rows = conn.execute(query)
                 for cid, email in rows:
-                    out.setdefault(cid, set()).add(email)
+                    if email is not None:
+                        out.setdefault(cid, set()).add(email)
         return out
 
     def contact_by_email(self, tenant_id: str, email: str) -> str | None:
