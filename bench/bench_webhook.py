@@ -277,7 +277,7 @@ def main() -> int:
             admin.dispose()
         tmp.cleanup()
     out = {"store": args.store, "cores": os.cpu_count(), "chain_ok": bool(verified.ok),
-           "chain_events": verified.checked, "rates": results}
+           "chain_events": verified.checked, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"{'rate':>5} {'sent':>6} {'ok':>6} {'429':>5} {'err':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "

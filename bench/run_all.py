@@ -52,7 +52,8 @@ class Bench:
 
 BENCHES = (
     Bench("sync", ("--contacts", "2500", "--fast"),
-          columns=("run", "status", "seconds", "contacts", "contacts_per_s", "hubspot_calls", "mailchimp_calls",
+          columns=("run", "status", "seconds", "cpu_seconds", "run_peak_rss_mb", "contacts", "contacts_per_s",
+                   "hubspot_calls", "mailchimp_calls",
                    "calls_per_contact", "hubspot_writes", "mailchimp_writes", "changed_people",
                    "hubspot_writes_per_changed", "mailchimp_writes_per_changed", "plan_changes", "hubspot_429",
                    "mailchimp_429", "peak_rss_mb")),
@@ -60,6 +61,9 @@ BENCHES = (
     Bench("mailchimp", ("--members", "1000")),
     Bench("scoring", ("--contacts", "50000", "--book", "2000"), out_is_dir=True),
     Bench("consent", ("--contacts", "10000")),
+    Bench("webhook", ("--rates", "50,100", "--seconds", "5"),
+          columns=("rate", "sent", "ok", "shed_429", "errors", "p50_ms", "p99_ms", "max_ms", "ledger_receipts",
+                   "ledger_equals_ok", "group_commits", "requests_per_commit")),
 )
 
 
