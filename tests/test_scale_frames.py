@@ -73,6 +73,8 @@ def test_stored_events_become_one_categorical_frame_batch_by_batch() -> None:
     kept = event_frame(iter(rows), {"c1", "c3"}, batch=4)
     assert set(kept["contact_id"].astype(str)) == {"c1", "c3"} and len(kept) == sum(i % 7 in (1, 3) for i in range(25))
     assert len(event_frame(iter([]))) == 0
+    as_tuples = event_frame((tuple(r[c] for c in EVENT_COLUMNS) for r in rows), batch=4)  # what the store streams
+    pd.testing.assert_frame_equal(as_tuples, frame)
 
 
 def test_scoring_in_slices_covers_every_row_in_order() -> None:

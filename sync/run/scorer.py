@@ -133,7 +133,7 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
     contacts = time_order(contacts, tenant, order)
-    ev = event_frame(store.events(tenant.id), allowed)
+    ev = event_frame(store.event_rows(tenant.id), allowed)
     attrs = dict(contacts.attrs)
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
@@ -145,9 +145,10 @@ TEXT_COLUMNS = ("contact_id", "type", "url", "session_id")
 EVENT_BATCH = 100_000
 
 
-def event_frame(rows: Iterable[dict[str, Any]], allowed: set[str] | None = None,
+def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
                 batch: int = EVENT_BATCH) -> pd.DataFrame:
-    """The stored events as one frame, built ``batch`` rows at a time with compact dtypes.
+    """The stored events (dicts, or tuples in :data:`EVENT_COLUMNS` order) as one frame, built ``batch`` rows at a
+    time with compact dtypes.
 
     Text columns become categoricals (integer codes and one copy of each distinct value), times
     datetime64 and values float64, so a book's events cost tens of bytes per row instead of a dict

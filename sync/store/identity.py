@@ -305,6 +305,12 @@ class IdentityTables:
             return {cid: value for cid, value in rows}
 
     def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        names = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
+        for row in self.event_rows(tenant_id):
+            yield dict(zip(names, row, strict=True))
+
+    def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
+        """Every stored event as a tuple (contact_id, type, occurred_at, value, url, session_id), streamed."""
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=50_000).execute(
                 sa.select(
@@ -313,7 +319,7 @@ class IdentityTables:
                 ).where(t.events.c.tenant_id == tenant_id)
             )
             for r in result:
-                yield r._asdict()
+                yield tuple(r)
 
     def counts(self, tenant_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -110,6 +110,12 @@ class Store(ABC):
     def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         """Every stored engagement event (streamed)."""
 
+    def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
+        """Every stored event as a plain tuple (contact_id, type, occurred_at, value, url, session_id), streamed:
+        what scoring reads for a whole book, without a dict per event. Stores may override it with a faster read."""
+        for e in self.events(tenant_id):
+            yield (e["contact_id"], e["type"], e["occurred_at"], e["value"], e["url"], e["session_id"])
+
     @abstractmethod
     def counts(self, tenant_id: str) -> dict[str, int]:
         """``{"contacts": n, "events": n}``."""
