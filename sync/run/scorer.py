@@ -154,8 +154,10 @@ def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
     datetime64 and values float64, so a book's events cost tens of bytes per row instead of a dict
     and half a dozen Python objects each; at most ``batch`` rows exist as Python objects at a time.
     """
-    parts: list[pd.DataFrame] = []
-    text: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in TEXT_COLUMNS}  # (codes, values)
+    known: dict[str, dict[Any, int]] = {c: {} for c in TEXT_COLUMNS}  # value -> category code, in order seen
+    codes: dict[str, list[np.ndarray]] = {c: [] for c in TEXT_COLUMNS}  # int32 codes per batch
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     iterator = iter(rows)
     while chunk := list(itertools.islice(iterator, batch)):
         part = pd.DataFrame.from_records(chunk, columns=list(EVENT_COLUMNS))
@@ -163,29 +165,25 @@ def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
         if allowed is not None:
             part = part[part["contact_id"].isin(allowed)]
         for col in TEXT_COLUMNS:
-            codes, values = pd.factorize(part[col].to_numpy(dtype=object))
-            text[col].append((np.asarray(codes), np.asarray(values, dtype=object)))
-        parts.append(pd.DataFrame({
-            "occurred_at": pd.to_datetime(part["occurred_at"], utc=True),
-            "value": pd.to_numeric(part["value"], errors="coerce").astype("float64"),
-        }))
+            local, uniques = pd.factorize(part[col].to_numpy(dtype=object))
+            seen = known[col]
+            # The batch's few distinct values get the book-wide codes (new ones appended).
+            index = np.fromiter((seen.setdefault(u, len(seen)) for u in uniques), dtype=np.int32, count=len(uniques))
+            codes[col].append(np.where(local >= 0, index[np.maximum(local, 0)] if len(index) else -1, -1)
+                              .astype(np.int32))
+        stamps = pd.to_datetime(part["occurred_at"], utc=True).dt.as_unit("us").dt.tz_localize(None)  # UTC
+        times.append(stamps.to_numpy(dtype="datetime64[us]"))
+        values.append(pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64))
+        del part
     columns: dict[str, Any] = {}
     for col in TEXT_COLUMNS:
-        # One set of categories for all batches (each batch numbered its own values).
-        categories: pd.Index = pd.Index(
-            np.concatenate([v for _, v in text[col]]) if text[col] else [], dtype=object).unique()
-        renumbered = []
-        for c, v in text[col]:
-            position = categories.get_indexer(pd.Index(v, dtype=object)) if len(v) else np.zeros(1, dtype=np.int64)
-            renumbered.append(np.where(c >= 0, position[np.maximum(c, 0)], -1))
-        all_codes = np.concatenate(renumbered) if renumbered else np.array([], dtype=np.int64)
-        columns[col] = pd.Categorical.from_codes(all_codes, categories=categories)
-    if parts:
-        for col in ("occurred_at", "value"):
-            columns[col] = pd.concat([p[col] for p in parts], ignore_index=True)
-    else:
-        columns["occurred_at"], columns["value"] = pd.to_datetime(pd.Series([], dtype=object), utc=True), \
-            pd.Series([], dtype="float64")
+        categories = pd.Index(list(known[col]), dtype=object)
+        joined = np.concatenate(codes[col]) if codes[col] else np.array([], dtype=np.int32)
+        codes[col] = []  # release the batches before the next column is joined
+        columns[col] = pd.Categorical.from_codes(joined, categories=categories)
+    naive = np.concatenate(times) if times else np.array([], dtype="datetime64[us]")
+    columns["occurred_at"] = pd.Series(naive).dt.tz_localize("UTC")
+    columns["value"] = np.concatenate(values) if values else np.array([], dtype=np.float64)
     return pd.DataFrame({c: columns[c] for c in EVENT_COLUMNS})
 
 
