@@ -136,3 +136,24 @@ def test_reading_a_bigger_book_holds_no_python_objects_per_event() -> None:
     # 4x the events: the extra held besides the result stays within 1.5x the result's own growth (about 1.1x
     # measured; a list of dicts, or int64 codes and per-batch copies kept to the end, exceed it several times).
     assert big - small < 1.5 * (big_frame - small_frame), (small, small_frame, big, big_frame)
+
+
+def test_contacts_read_in_batches_give_the_same_frame(tmp_path, monkeypatch) -> None:
+    from test_scoring_gate import drifting_book, pulled
+
+    from sync.run import scorer
+
+    contacts_csv, events_csv = tmp_path / "contacts.csv", tmp_path / "events.csv"
+    drifting_book(contacts_csv)
+    events_csv.write_text("person,type,at,value,url,session_id\n")
+    tenant, store = pulled(tmp_path, contacts_csv, events_csv, created=None,
+                           scores="[{name: convert, kind: propensity, outcome: {property: converted, equals: 'yes'}}]",
+                           features="{numeric_properties: [steady, signal]}")
+    try:
+        whole, _ = scorer.frames(store, tenant)
+        monkeypatch.setattr(scorer, "CONTACT_BATCH", 700)  # 4,000 contacts: six batches
+        batched, _ = scorer.frames(store, tenant)
+    finally:
+        store.close()
+    assert len(whole) == 4000 and batched.attrs == whole.attrs
+    pd.testing.assert_frame_equal(batched, whole)

@@ -76,7 +76,7 @@ def segment_specs(tenant: TenantCfg) -> list[SegmentSpec]:
 ORDER_COLUMN = "_source_row"  # a source's own row number, when it has one (CSV exports): its time order
 
 
-def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple[set[str], bool]:
+def wanted_properties(tenant: TenantCfg, records: Iterable[dict[str, Any]]) -> tuple[set[str], bool]:
     """Property names to read, and whether they were discovered (no ``features:`` declared).
 
     With no declared features every stored property is read and :func:`scoring.features.select_properties`
@@ -114,21 +114,33 @@ def time_order(contacts: pd.DataFrame, tenant: TenantCfg, rows: list[int | None]
     return contacts
 
 
+EVENT_COLUMNS = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
+TEXT_COLUMNS = ("contact_id", "type", "url", "session_id")
+EVENT_BATCH = 100_000
+CONTACT_BATCH = 50_000
+
+
 def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Contacts (in time order) and events as the scoring package expects them (see scoring.features)."""
-    records = store.contacts(tenant.id)
-    wanted, _ = wanted_properties(tenant, records)
-    rows = []
+    # Streamed twice (once more only to discover property names), never held as a list of dicts.
+    wanted, _ = wanted_properties(tenant, store.contact_stream(tenant.id))
+    columns = ["contact_id", "email", "created_at", *sorted(wanted)]
+    parts: list[pd.DataFrame] = []
     order: list[int | None] = []
-    for c in records:
-        if allowed is not None and c["contact_id"] not in allowed:
-            continue
-        props = c["properties"] or {}
-        raw_row = str(props.get(ORDER_COLUMN) or "")
-        order.append(int(raw_row) if raw_row.isdigit() else None)
-        rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
-                     **{k: props.get(k) for k in wanted}})
-    contacts = pd.DataFrame(rows, columns=["contact_id", "email", "created_at", *sorted(wanted)])
+    stream = store.contact_stream(tenant.id)
+    while batch := list(itertools.islice(stream, CONTACT_BATCH)):
+        rows = []
+        for c in batch:
+            if allowed is not None and c["contact_id"] not in allowed:
+                continue
+            props = c["properties"] or {}
+            raw_row = str(props.get(ORDER_COLUMN) or "")
+            order.append(int(raw_row) if raw_row.isdigit() else None)
+            rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
+                         **{k: props.get(k) for k in wanted}})
+        del batch
+        parts.append(pd.DataFrame(rows, columns=columns))
+    contacts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
@@ -138,11 +150,6 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
     return contacts, ev.reset_index(drop=True)
-
-
-EVENT_COLUMNS = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
-TEXT_COLUMNS = ("contact_id", "type", "url", "session_id")
-EVENT_BATCH = 100_000
 
 
 def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,

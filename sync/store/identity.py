@@ -309,6 +309,18 @@ class IdentityTables:
         for row in self.event_rows(tenant_id):
             yield dict(zip(names, row, strict=True))
 
+    def contact_stream(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        """The live contacts (contact_id, email, created_at, properties), streamed from the database."""
+        c = t.contacts.c
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=20_000).execute(
+                sa.select(c.contact_id, c.email, c.created_at, c.properties).where(
+                    c.tenant_id == tenant_id, c.archived.is_(False))
+            )
+            for r in result:
+                yield {"contact_id": r.contact_id, "email": r.email, "created_at": r.created_at,
+                       "properties": r.properties}
+
     def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
         """Every stored event as a tuple (contact_id, type, occurred_at, value, url, session_id), streamed."""
         with self.engine.connect() as conn:
