@@ -143,17 +143,16 @@ def test_contacts_read_in_batches_give_the_same_frame(tmp_path, monkeypatch) -> 
 
     from sync.run import scorer
 
-    contacts_csv, events_csv = tmp_path / "contacts.csv", tmp_path / "events.csv"
-    drifting_book(contacts_csv)
-    events_csv.write_text("person,type,at,value,url,session_id\n")
-    tenant, store = pulled(tmp_path, contacts_csv, events_csv, created=None,
-                           scores="[{name: convert, kind: propensity, outcome: {property: converted, equals: 'yes'}}]",
-                           features="{numeric_properties: [steady, signal]}")
+    book, no_events = tmp_path / "contacts.csv", tmp_path / "events.csv"
+    drifting_book(book)
+    no_events.write_text("person,type,at,value,url,session_id\n")
+    # No declared features: the property names are discovered by a first pass over the stream.
+    tenant, store = pulled(tmp_path, book, no_events, created=None)
     try:
         whole, _ = scorer.frames(store, tenant)
         monkeypatch.setattr(scorer, "CONTACT_BATCH", 700)  # 4,000 contacts: six batches
         batched, _ = scorer.frames(store, tenant)
     finally:
         store.close()
-    assert len(whole) == 4000 and batched.attrs == whole.attrs
+    assert len(whole) == 4000 and batched.attrs == whole.attrs and {"steady", "signal"} <= set(whole.columns)
     pd.testing.assert_frame_equal(batched, whole)
