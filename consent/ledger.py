@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from consent.chain import (
     GENESIS,
+    Head,
     VerifyResult,
     append_rows,
     canonical_json,
@@ -151,13 +152,15 @@ class Ledger:
         return self.record_groups(tenant, [signals], conn=conn)[0]
 
     def record_groups(
-        self, tenant: str, groups: Sequence[Iterable[ConsentSignal]], *, conn: sa.Connection | None = None
+        self, tenant: str, groups: Sequence[Iterable[ConsentSignal]], *, conn: sa.Connection | None = None,
+        head: Head | None = None,
     ) -> list[list[RecordedEvent]]:
         """Append several callers' signals as ONE extension of the chain: one head lock, one insert, one head
         update. Returns each group's new events (seen idempotency keys skipped, also across groups).
 
         The webhook's group commit uses it: many requests, one transaction, a chain that verifies as if
-        they had been appended one after another. Validated before anything is written.
+        they had been appended one after another. Validated before anything is written. ``head``: the chain
+        head the caller locked in ``conn`` and has not moved since (saves two statements); None locks it here.
         """
         check_name(tenant, "tenant id")
         key = self.key(tenant)
@@ -172,7 +175,8 @@ class Ledger:
         if not rows:
             return result
         with self._tx(conn) as c:
-            head = lock_head(c, tenant)  # first statement: takes the write lock before any read
+            if head is None or conn is None:
+                head = lock_head(c, tenant)  # first statement: takes the write lock before any read
             wanted = [r["idempotency_key"] for r in rows if r["idempotency_key"]]
             seen: set[str] = set()
             for start in range(0, len(wanted), 500):

@@ -222,8 +222,9 @@ class _Hooks:
         signals_of: dict[int, list[ConsentSignal]] = {}
         recorded_of: dict[int, list[RecordedEvent]] = {}
         with self.ledger.engine.begin() as conn:
-            for tenant in sorted({item[0] for item in items}):  # fixed order: two writers never deadlock
-                lock_head(conn, tenant)  # the write lock first (SQLite), the chain heads held to the end
+            heads = {  # the write lock first (SQLite); sorted: two writers never deadlock; held to the end
+                tenant: lock_head(conn, tenant) for tenant in sorted({item[0] for item in items})
+            }
             fresh_keys = self.new_receipts(conn, items)
             claimed: set[tuple[str, str]] = set()
             for i, (tenant, _hooks, work) in enumerate(items):
@@ -242,7 +243,10 @@ class _Hooks:
                                                             occurred_at=when)
                 pending.setdefault(tenant, []).append(i)
             for tenant, indices in pending.items():
-                groups = self.ledger.record_groups(tenant, [signals_of[i] for i in indices], conn=conn)
+                # The head locked above is still the end of the chain unless an alias appended since.
+                moved = any(items[i][2].alias is not None for i in indices)
+                groups = self.ledger.record_groups(tenant, [signals_of[i] for i in indices], conn=conn,
+                                                   head=None if moved else heads[tenant])
                 for i, events in zip(indices, groups, strict=True):
                     recorded_of[i] += events
             for i, recorded in recorded_of.items():

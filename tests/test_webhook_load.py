@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from consent.outbox import Outbox
 from consent.schema import consent_events, consent_outbox, webhook_receipts
 from consent.webhook import TenantHooks, create_app
 from sandbox.common import ServerThread
-from sandbox.webhooks import preference_body, segsync_signature
+from sandbox.webhooks import mailchimp_form, preference_body, segsync_signature
 from sync.store import open_store
 
 SECRET = "harbor-webhook-secret-0123456789"
@@ -40,7 +41,8 @@ class Served:
         self.ledger = Ledger(self.store.engine, key_for)
         self.outbox = Outbox(self.store.engine, mac_key=self.ledger.chain_key)
         self.woken: list[str] = []
-        tenants = {"harbor": TenantHooks(SECRET, POLICY), "other": TenantHooks(SECRET, POLICY)}
+        tenants = {"harbor": TenantHooks(SECRET, POLICY, vendors={"mailchimp": {"list_id": "L1"}}),
+                   "other": TenantHooks(SECRET, POLICY)}
         self.app = create_app(tenants, self.ledger, self.outbox, on_enqueued=self.woken.append,
                               vendors=webhook_handlers(), max_pending=max_pending, max_wait=max_wait)
         self.writer = self.app.state.writer
@@ -198,3 +200,27 @@ def test_the_writer_sheds_when_its_oldest_request_has_waited_too_long() -> None:
 
     done, retry_after = asyncio.run(scenario())
     assert done == ["done 1", "done 2"] and retry_after >= 1
+
+
+def test_email_changes_in_a_group_keep_one_verifiable_chain(sqlite_url) -> None:
+    """Mailchimp address changes (an alias plus carried events, appended inside the group) mixed with preference
+    changes in one burst: every request recorded, the carried withdrawals queued for the new address, the chain
+    verifies."""
+    env = Served(sqlite_url, max_pending=10_000)
+    try:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        first = asyncio.run(_burst(env.server.url, [signed(i) for i in range(10)]))  # p0..p9 withdraw
+        assert [r.status_code for r in first] == [200] * 10
+        moves = [(f"/hooks/harbor/mailchimp/{SECRET}",
+                  urlencode(mailchimp_form("upemail", f"new{i}@example.com", "L1", old_email=f"p{i}@example.com"))
+                  .encode(), form) for i in range(10)]
+        answers = asyncio.run(_burst(env.server.url, [x for pair in zip(moves, [signed(i) for i in range(10, 30, 2)],
+                                                                         strict=True) for x in pair]))
+        assert [r.status_code for r in answers] == [200] * 20
+        assert all(a.json()["recorded"] >= 1 for a in answers)
+        for i in range(10):
+            actions = env.outbox.actions_for("harbor", env.ledger.pseudonym("harbor", f"new{i}@example.com"))
+            assert {a.email for a in actions} == {f"new{i}@example.com"}
+        assert env.ledger.verify("harbor").ok
+    finally:
+        env.close()
