@@ -8,7 +8,7 @@ extension per tenant: see ``consent.webhook``) and settles every future with its
 The queue is bounded: when ``max_pending`` items already wait, or the oldest has waited more than
 ``max_wait`` seconds (the writer does not keep up), :meth:`submit` raises
 :class:`Saturated` with how many seconds to wait, which the webhook answers as 429 with
-``Retry-After`` (HubSpot and Mailchimp retry those) instead of letting requests queue for minutes.
+``Retry-After`` (which webhook senders retry) instead of letting requests queue for minutes.
 Nothing is acknowledged before its commit, so a request that was refused or never answered is
 retried by its sender, and the receipts make the retry a no-op when the first attempt did commit.
 """
