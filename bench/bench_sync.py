@@ -22,6 +22,7 @@ also hosts both simulators (their threads and the generated book).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import random
@@ -56,6 +57,33 @@ _MC_ID = re.compile(r"^[0-9a-f]{10}$")  # Mailchimp campaign, segment and batch 
 def peak_rss_mb() -> float:
     """Maximum resident set size of this process so far (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's high-water mark of this process (Linux): a run's own peak can then be read."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_since_reset() -> float | None:
+    return _status_mb("VmHWM")
+
+
+def current_rss_mb() -> float:
+    return _status_mb("VmRSS") or 0.0
 
 
 def endpoint(path: str, list_id: str) -> str:
@@ -118,14 +146,23 @@ def sync(config: Path, window: float) -> dict[str, Any]:
 def measure(sb: Sandbox, name: str, config: Path, window: float, changed: int) -> dict[str, Any]:
     """Run once and count what the simulators saw."""
     sb.calls.clear()
+    gc.collect()
+    hwm_reset = reset_peak()
+    rss_before = current_rss_mb()
     started = time.perf_counter()
+    cpu0 = time.process_time()
     report = sync(config, window)
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
     calls = sb.calls.calls
     contacts = int(report.get("contacts", {}).get("total", 0))
     row: dict[str, Any] = {"run": name, "status": report.get("status"), "seconds": round(seconds, 2),
                            "contacts": contacts, "contacts_per_s": round(contacts / seconds, 1) if seconds else None,
-                           "changed_people": changed}
+                           "changed_people": changed, "cpu_seconds": round(cpu, 2),
+                           # This run's own peak: the process's high-water mark (reset before the run) minus
+                           # what it held before (simulators, the generated book, earlier runs' leftovers).
+                           "run_peak_rss_mb": round(peak_since_reset() or 0) if hwm_reset else None,
+                           "rss_before_mb": round(rss_before)}
     writes = {v: sb.calls.writes(v) for v in VENDORS}
     for v in VENDORS:
         mine = [c for c in calls if c.vendor == v]
@@ -209,7 +246,8 @@ def change_book(sb: Sandbox, share: float, seed: int, advance_hours: float = 0.0
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = [("run", 22, "run"), ("status", 8, "status"), ("seconds", 8, "s"), ("contacts_per_s", 11, "contacts/s"),
+    cols = [("run", 22, "run"), ("status", 8, "status"), ("seconds", 8, "s"), ("cpu_seconds", 7, "CPU s"),
+            ("run_peak_rss_mb", 9, "peak MB"), ("contacts_per_s", 11, "contacts/s"),
             ("hubspot_calls", 8, "HS calls"), ("mailchimp_calls", 8, "MC calls"), ("calls_per_contact", 10, "calls/ct"),
             ("hubspot_writes", 9, "HS writes"), ("mailchimp_writes", 9, "MC writes"),
             ("hubspot_writes_per_changed", 11, "HS w/chg"), ("mailchimp_writes_per_changed", 11, "MC w/chg"),
@@ -231,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--change", type=float, default=0.05, help="share of the book changed before run 2")
     parser.add_argument("--advance-hours", type=float, default=0.0,
                         help="date the new events this much after the newest synced one (moves the score watermark)")
+    parser.add_argument("--plan", default="starter", choices=("starter", "professional", "unlimited"),
+                        help="HubSpot plan of the simulator and connector (unlimited: the vendor is not the bound)")
     parser.add_argument("--fast", action="store_true", help="HubSpot rate window of 1 s instead of the real 10 s")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench_sync.json"))
     args = parser.parse_args(argv)
@@ -239,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="segsync-bench-") as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
-        with start_sandbox(contacts=args.contacts, seed=args.seed, hubspot_plan="starter",
+        with start_sandbox(contacts=args.contacts, seed=args.seed, hubspot_plan=args.plan,
                            window_seconds=window) as sb:
             sandbox_s = round(time.perf_counter() - t0, 2)
             print(f"sandbox: {len(sb.book.people):,} people, {len(sb.book.events):,} events, ready in {sandbox_s} s "
-                  f"(HubSpot starter, 100 requests / {window:g} s)", flush=True)
+                  f"(HubSpot {args.plan}, window {window:g} s)", flush=True)
             config = write_config(tmp, sb)
             rows = [measure(sb, "1 first run", config, window, 0)]
             print(f"run 1: {rows[-1]['status']} in {rows[-1]['seconds']} s", flush=True)
@@ -274,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
         "command": " ".join(["python bench/bench_sync.py", *(sys.argv[1:] if argv is None else argv)]),
-        "people": people, "seed": args.seed, "hubspot_plan": "starter", "window_seconds": window,
+        "people": people, "seed": args.seed, "hubspot_plan": args.plan, "window_seconds": window,
         "advance_hours": args.advance_hours, "sandbox_start_s": sandbox_s, "changes": changes,
         "no_change_write_calls": rows[-1]["writes"],
         "peak_rss_mb": rss, "results": rows}, indent=2, default=str))

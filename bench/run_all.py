@@ -52,7 +52,8 @@ class Bench:
 
 BENCHES = (
     Bench("sync", ("--contacts", "2500", "--fast"),
-          columns=("run", "status", "seconds", "contacts", "contacts_per_s", "hubspot_calls", "mailchimp_calls",
+          columns=("run", "status", "seconds", "cpu_seconds", "run_peak_rss_mb", "contacts", "contacts_per_s",
+                   "hubspot_calls", "mailchimp_calls",
                    "calls_per_contact", "hubspot_writes", "mailchimp_writes", "changed_people",
                    "hubspot_writes_per_changed", "mailchimp_writes_per_changed", "plan_changes", "hubspot_429",
                    "mailchimp_429", "peak_rss_mb")),
@@ -66,6 +67,9 @@ BENCHES = (
     Bench("redtail", ("--contacts", "1000", "--changed", "100"),
           columns=("scenario", "changed", "calls", "writes", "minimum_calls", "calls_per_changed",
                    "minimum_per_changed", "seconds")),
+    Bench("webhook", ("--rates", "50,100", "--seconds", "5"),
+          columns=("rate", "sent", "ok", "shed_429", "errors", "p50_ms", "p99_ms", "max_ms", "ledger_receipts",
+                   "ledger_equals_ok", "group_commits", "requests_per_commit")),
 )
 
 

@@ -173,6 +173,17 @@ def lock_head(conn: sa.Connection, tenant: str) -> Head:
     return Head(int(row.last_id), int(row.last_seq), row.last_hash, int(row.keyed_from_seq))
 
 
+def recorded_keys(conn: sa.Connection, tenant: str, keys: list[str]) -> set[str]:
+    """The idempotency keys among ``keys`` already recorded for ``tenant`` (looked up 500 at a time)."""
+    ev = consent_events.c
+    seen: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        seen.update(conn.execute(
+            sa.select(ev.idempotency_key).where(ev.tenant_id == tenant, ev.idempotency_key.in_(chunk))).scalars())
+    return seen
+
+
 def append_rows(
     conn: sa.Connection, tenant: str, head: Head, rows: list[dict[str, Any]], key: bytes
 ) -> list[dict[str, Any]]:

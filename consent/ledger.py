@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from consent.chain import (
     GENESIS,
+    Head,
     VerifyResult,
     append_rows,
     canonical_json,
@@ -33,6 +34,7 @@ from consent.chain import (
     key_problem,
     lock_head,
     personal_digest,
+    recorded_keys,
     split_evidence,
     tenants_in,
     verify_chains,
@@ -144,37 +146,43 @@ class Ledger:
     def record_many(
         self, tenant: str, signals: Iterable[ConsentSignal], *, conn: sa.Connection | None = None
     ) -> list[RecordedEvent]:
-        """Append many events in one transaction (bulk vendor signals); skips seen idempotency keys.
+        """Append many events in one transaction (bulk vendor signals); skips seen idempotency keys. Everything
+        is validated before anything is written, so a bad signal rejects the batch."""
+        return self.record_groups(tenant, [signals], conn=conn)[0]
 
-        Everything is validated before anything is written, so a bad signal rejects the batch.
+    def record_groups(
+        self, tenant: str, groups: Sequence[Iterable[ConsentSignal]], *, conn: sa.Connection | None = None,
+        head: Head | None = None,
+    ) -> list[list[RecordedEvent]]:
+        """Append several callers' signals as ONE extension of the chain (one head lock, insert and head update;
+        the webhook's group commit): each group's new events, seen idempotency keys skipped, also across groups.
+        Validated before anything is written. ``head``: the chain head the caller locked in ``conn`` and has
+        not moved since (saves two statements); None locks it here.
         """
         check_name(tenant, "tenant id")
         key = self.key(tenant)
         now = self._clock()
-        rows = [self._row(tenant, key, s, now) for s in signals]
+        pairs = [(self._row(tenant, key, s, now), index) for index, signals in enumerate(groups) for s in signals]
+        rows, owner = [r for r, _ in pairs], [i for _, i in pairs]  # owner: the group of each row
+        result: list[list[RecordedEvent]] = [[] for _ in groups]
         if not rows:
-            return []
+            return result
         with self._tx(conn) as c:
-            head = lock_head(c, tenant)  # first statement: takes the write lock before any read
-            wanted = [r["idempotency_key"] for r in rows if r["idempotency_key"]]
-            seen: set[str] = set()
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                seen.update(
-                    c.execute(
-                        sa.select(ev.idempotency_key).where(ev.tenant_id == tenant, ev.idempotency_key.in_(chunk))
-                    ).scalars()
-                )
-            fresh = []
-            for row in rows:
+            if head is None or conn is None:
+                head = lock_head(c, tenant)  # first statement: takes the write lock before any read
+            seen = recorded_keys(c, tenant, [r["idempotency_key"] for r in rows if r["idempotency_key"]])
+            fresh, fresh_owner = [], []
+            for row, index in zip(rows, owner, strict=True):
                 k = row["idempotency_key"]
-                if k is not None:
-                    if k in seen:
-                        continue
-                    seen.add(k)
+                if k is not None and k in seen:
+                    continue  # recorded before, or earlier in this append
+                seen.add(k)
                 fresh.append(row)
+                fresh_owner.append(index)
             appended = append_rows(c, tenant, head, fresh, chain_key(key))
-        return [recorded_from_row(r) for r in appended]
+        for row, index in zip(appended, fresh_owner, strict=True):
+            result[index].append(recorded_from_row(row))
+        return result
 
     def _row(self, tenant: str, key: bytes, s: ConsentSignal, now: datetime) -> dict[str, Any]:
         if s.state not in STATES:

@@ -168,6 +168,8 @@ class Outbox:
             for d in dict.fromkeys(destinations)
         ]
         key = self.mac_key(tenant) if self.mac_key is not None else None
+        if not rows:
+            return 0
         # Signed rows name the tenant's row before them (``prev_outbox_id``, under the MAC), so a row
         # deleted from the middle breaks its successor's link. The caller's transaction holds the
         # tenant's chain head (the ledger event was appended in it), so tenant rows arrive in id order.

@@ -20,11 +20,15 @@ What each vendor's events mean for the ledger is documented in its ``connectors/
 The preference center's parsing lives in :mod:`consent.webhook_events` (pure functions, no I/O); this
 module holds the routes, the size cap, the signature check and the one-transaction write.
 
-Every accepted request is written in one transaction: a receipt (the vendor's event id, or a
-keyed hash of the body), the ledger events and the outbox actions. A replay finds its receipt and
-writes nothing. Rejected requests write nothing: 404 unknown tenant, 401 bad secret/signature,
-413 body over ``max_body``, 400 malformed (with the reason). Propagation happens elsewhere: the
-response only waits for the commit, then ``on_enqueued(tenant)`` runs in the background.
+Every accepted request is written atomically: a receipt (the vendor's event id, or a keyed hash of
+the body), the ledger events and the outbox actions. Requests arriving together share one
+transaction and one extension of each tenant's chain (group commit, :mod:`consent.groupwrite`); a
+request the ledger refuses inside a group is retried alone, so it never takes the others down. A
+replay finds its receipt and writes nothing. Rejected requests write nothing: 404 unknown tenant,
+401 bad secret/signature, 413 body over ``max_body``, 400 malformed (with the reason), 429 with
+``Retry-After`` when ``max_pending`` requests already wait for the writer (load is shed, not queued
+for minutes). Propagation happens elsewhere: the response only waits for the commit, then
+``on_enqueued(tenant)`` wakes the drain (once per group), which talks to the vendors in its own thread.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -46,11 +49,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.hooks import HookRequest, WebhookHandler
+from consent.chain import lock_head
+from consent.groupwrite import MAX_PENDING, MAX_WAIT_SECONDS, GroupWriter, Saturated
 from consent.ledger import Ledger
 from consent.outbox import Outbox
 from consent.policy import normalize_subject
 from consent.propagate import enqueue_withdrawals
+from consent.records import RecordedEvent
 from consent.schema import insert_ignoring_conflicts, webhook_receipts
+from consent.signals import ConsentSignal
 from consent.webhook_events import SIGNATURE_WINDOW, Reject, TenantHooks, Work, parse_preferences, vendor_work
 from core import times
 from core.errors import InputError
@@ -61,6 +68,9 @@ MAX_BODY = 64 * 1024
 # Headers are parsed strictly, before anything else is done with them: str.isdigit() accepts
 # superscripts and other Unicode digits that int() then refuses (a 500 before authentication).
 _ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+
+_Item = tuple[str, TenantHooks, Work]  # tenant, its hooks, the parsed request
+_Outcome = tuple[str, int, int]  # status, events recorded, actions queued
 
 
 def _same(a: str, b: str) -> bool:
@@ -77,12 +87,17 @@ def create_app(
     clock: Callable[[], datetime] = times.now,
     public_url: str | None = None,
     vendors: Sequence[WebhookHandler] = (),
+    max_pending: int = MAX_PENDING,
+    max_wait: float = MAX_WAIT_SECONDS,
 ) -> Starlette:
     """The webhook as an ASGI app, with a route for each of ``vendors``' handlers.
 
     ``public_url`` (e.g. ``https://hooks.example.com``) is the scheme and host a vendor signs when
-    segsync sits behind a proxy."""
-    hooks = _Hooks(dict(tenants), ledger, outbox, on_enqueued, max_body, clock, public_url)
+    segsync sits behind a proxy. ``max_pending`` requests may wait for the group commit, the oldest
+    for at most ``max_wait`` seconds; past either the answer is 429 with ``Retry-After``.
+    ``on_enqueued(tenant)`` runs in the writer thread once per committed group that queued actions
+    for the tenant: it must only wake a drain, never call a vendor."""
+    hooks = _Hooks(dict(tenants), ledger, outbox, on_enqueued, max_body, clock, public_url, max_pending, max_wait)
     routes = [
         Route(f"/hooks/{{tenant}}/{handler.vendor}{suffix}", hooks.guard(hooks.vendor_endpoint(handler)),
               methods=list(methods))
@@ -90,7 +105,9 @@ def create_app(
         for suffix, methods in handler.routes
     ]
     routes.append(Route("/hooks/{tenant}/preferences", hooks.guard(hooks.preferences), methods=["POST"]))
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.writer = hooks.writer  # its counters (groups, items, pending) for tests, the bench and metrics
+    return app
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -110,6 +127,8 @@ class _Hooks:
         max_body: int,
         clock: Callable[[], datetime],
         public_url: str | None,
+        max_pending: int = MAX_PENDING,
+        max_wait: float = MAX_WAIT_SECONDS,
     ) -> None:
         self.tenants = tenants
         self.ledger = ledger
@@ -118,6 +137,10 @@ class _Hooks:
         self.max_body = max_body
         self.clock = clock
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.writer: GroupWriter[_Item, _Outcome] = GroupWriter(
+            self.write_group, max_pending=max_pending, max_wait=max_wait, after_group=self.after_group,
+            name="segsync-webhook-writer",
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -158,53 +181,114 @@ class _Hooks:
         return f"{vendor}:body:{digest}"
 
     async def commit(self, tenant: str, hooks: TenantHooks, work: Work) -> Response:
+        """Queue the work for the next group commit and answer once it is committed (429 when saturated)."""
         try:
-            status, recorded, enqueued = await run_in_threadpool(self.write, tenant, hooks, work)
+            status, recorded, enqueued = await self.writer.submit((tenant, hooks, work))
+        except Saturated as exc:
+            return JSONResponse({"error": "busy, retry later"}, status_code=429,
+                                headers={"Retry-After": str(exc.retry_after)})
         except InputError as exc:
             raise Reject(400, str(exc)) from None
         except sa.exc.OperationalError:
             log.exception("webhook for tenant %s: the database is unavailable", tenant)
-            return JSONResponse({"error": "temporarily unavailable, retry"}, status_code=503)
-        background = None
-        if enqueued and self.on_enqueued is not None:
-            background = BackgroundTask(self.on_enqueued, tenant)
-        return JSONResponse({"status": status, "recorded": recorded, "enqueued": enqueued}, background=background)
+            return JSONResponse({"error": "temporarily unavailable, retry"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        return JSONResponse({"status": status, "recorded": recorded, "enqueued": enqueued})
 
-    def write(self, tenant: str, hooks: TenantHooks, work: Work) -> tuple[str, int, int]:
-        """Receipt, events and outbox actions in one transaction; ("duplicate", 0, 0) for a replay."""
+    def write_group(self, items: Sequence[_Item]) -> list[_Outcome | Exception]:
+        """Write a group of requests in one transaction; when that fails, each request on its own.
+
+        A request whose data the ledger refuses (or that meets any other error) then gets its own
+        error, and the others are still written: nothing of a failed request is kept.
+        """
+        try:
+            return list(self.write_together(items))
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+        outcomes: list[_Outcome | Exception] = []
+        for item in items:
+            try:
+                outcomes.extend(self.write_together([item]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def write_together(self, items: Sequence[_Item]) -> list[_Outcome]:
+        """Receipts, events and outbox actions of every item in ONE transaction and one chain extension
+        per tenant; ("duplicate", 0, 0) for a replay (also of an item earlier in the same group)."""
+        outcomes: list[_Outcome | None] = [None] * len(items)
+        pending: dict[str, list[int]] = {}  # tenant -> items with signals to append
+        signals_of: dict[int, list[ConsentSignal]] = {}
+        recorded_of: dict[int, list[RecordedEvent]] = {}
         with self.ledger.engine.begin() as conn:
-            fresh = set()
-            for key in dict.fromkeys(work.receipts):
-                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
-                inserted = conn.execute(
-                    insert_ignoring_conflicts(conn, webhook_receipts)
-                    .values(tenant_id=tenant, key=key, received_at=self.clock())
-                    .returning(webhook_receipts.c.key)
-                ).first()
-                if inserted is not None:
-                    fresh.add(key)
-            if not fresh:
-                return "duplicate", 0, 0
-            if work.signals:  # keep the signals whose receipt is new (a partly replayed batch of vendor events)
-                signals = [s for s, key in zip(work.signals, work.receipts, strict=True) if key in fresh]
-            else:
-                signals = []
-            recorded = []
-            if work.alias is not None:
-                old, new, when = work.alias
-                recorded += self.ledger.add_alias(conn, tenant, old, new, source=work.alias_source, occurred_at=when)
-            if signals:
-                recorded += self.ledger.record_many(tenant, signals, conn=conn)
-            emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals}
-            if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
-                emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
-            enqueued = enqueue_withdrawals(
-                conn, self.outbox, tenant, recorded, emails, hooks.destinations, reason=work.reason,
-                roles=hooks.roles,
-            )
-        if recorded:
-            log.info("webhook for tenant %s: %d events recorded, %d actions queued", tenant, len(recorded), enqueued)
-        return ("recorded" if recorded else "ignored"), len(recorded), enqueued
+            heads = {  # the write lock first (SQLite); sorted: two writers never deadlock; held to the end
+                tenant: lock_head(conn, tenant) for tenant in sorted({item[0] for item in items})
+            }
+            fresh_keys = self.new_receipts(conn, items)
+            claimed: set[tuple[str, str]] = set()
+            for i, (tenant, _hooks, work) in enumerate(items):
+                # A receipt new to the store belongs to the first request of the group that has it.
+                fresh = {k for k in work.receipts if (tenant, k) in fresh_keys and (tenant, k) not in claimed}
+                claimed.update((tenant, k) for k in fresh)
+                if not fresh:
+                    outcomes[i] = ("duplicate", 0, 0)
+                    continue
+                # keep the signals whose receipt is new (a partly replayed batch of vendor events)
+                signals_of[i] = [s for s, key in zip(work.signals, work.receipts, strict=False) if key in fresh]
+                recorded_of[i] = []
+                if work.alias is not None:
+                    old, new, when = work.alias
+                    recorded_of[i] += self.ledger.add_alias(conn, tenant, old, new, source=work.alias_source,
+                                                            occurred_at=when)
+                pending.setdefault(tenant, []).append(i)
+            for tenant, indices in pending.items():
+                # The head locked above is still the end of the chain unless an alias appended since.
+                moved = any(items[i][2].alias is not None for i in indices)
+                groups = self.ledger.record_groups(tenant, [signals_of[i] for i in indices], conn=conn,
+                                                   head=None if moved else heads[tenant])
+                for i, events in zip(indices, groups, strict=True):
+                    recorded_of[i] += events
+            for i, recorded in recorded_of.items():
+                tenant, hooks, work = items[i]
+                emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals_of[i]}
+                if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
+                    emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
+                enqueued = enqueue_withdrawals(
+                    conn, self.outbox, tenant, recorded, emails, hooks.destinations, reason=work.reason,
+                    roles=hooks.roles,
+                )
+                outcomes[i] = ("recorded" if recorded else "ignored", len(recorded), enqueued)
+        total = sum(o[1] for o in outcomes if o is not None)
+        if total:
+            log.info("webhook: %d requests, %d events recorded in one commit", len(items), total)
+        return [o if o is not None else ("ignored", 0, 0) for o in outcomes]
+
+    def new_receipts(self, conn: sa.Connection, items: Sequence[_Item]) -> set[tuple[str, str]]:
+        """Insert every receipt of the group (one statement per tenant); the (tenant, key)s not seen before."""
+        fresh: set[tuple[str, str]] = set()
+        by_tenant: dict[str, dict[str, None]] = {}
+        for tenant, _hooks, work in items:
+            by_tenant.setdefault(tenant, {}).update(dict.fromkeys(work.receipts))
+        now = self.clock()
+        for tenant, keys in by_tenant.items():
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
+            inserted = conn.execute(
+                insert_ignoring_conflicts(conn, webhook_receipts)
+                .values([{"tenant_id": tenant, "key": key, "received_at": now} for key in keys])
+                .returning(webhook_receipts.c.key)
+            ).scalars()
+            fresh.update((tenant, key) for key in inserted)
+        return fresh
+
+    def after_group(self, items: Sequence[_Item], outcomes: Sequence[_Outcome | Exception]) -> None:
+        """Once per group and tenant with queued actions: wake the drain (propagation runs elsewhere)."""
+        if self.on_enqueued is None:
+            return
+        for tenant in dict.fromkeys(
+            item[0] for item, o in zip(items, outcomes, strict=True) if not isinstance(o, Exception) and o[2]
+        ):
+            self.on_enqueued(tenant)
 
     # -- vendors ----------------------------------------------------------------------------
 

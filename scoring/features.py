@@ -15,7 +15,7 @@ float, categories as pandas ``category`` dtype; the model encodes them with trai
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,36 @@ def times_ns(series: pd.Series) -> np.ndarray:
     s = pd.to_datetime(series, utc=True)
     # DatetimeArray.asi8 is public pandas API that pandas-stubs leave out.
     return np.asarray(s.dt.as_unit("ns").array.asi8, dtype=np.int64)  # type: ignore[attr-defined]
+
+
+def contact_positions(ids: pd.Index, column: pd.Series) -> Callable[[pd.Series], np.ndarray]:
+    """A function giving each event row's position in ``ids`` (-1: not a kept contact), chunk by chunk.
+
+    A categorical ``contact_id`` column (integer codes, as the store and the bench hand over big books)
+    is mapped once per category, so a chunk costs an array lookup instead of millions of Python strings
+    hashed against the index.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        per_category = ids.get_indexer(pd.Index(column.cat.categories.astype(str)))
+
+        def by_code(chunk: pd.Series) -> np.ndarray:
+            codes = chunk.cat.codes.to_numpy()
+            return np.where(codes >= 0, per_category[np.maximum(codes, 0)], -1)
+
+        return by_code
+
+    def by_text(chunk: pd.Series) -> np.ndarray:
+        return np.asarray(ids.get_indexer(pd.Index(chunk.astype(str).to_numpy())))
+
+    return by_text
+
+
+def factorize_text(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(integer code per row, -1 when missing; the distinct values as text): categoricals by their codes."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy().astype(np.int64), [str(c) for c in column.cat.categories]
+    codes, uniques = pd.factorize(column.astype(str).to_numpy())
+    return np.asarray(codes), [str(u) for u in uniques]
 
 
 def behaviour_columns(extra_types: Sequence[str] = ()) -> list[str]:
@@ -199,8 +229,7 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
                 url: pd.Series | None, session: pd.Series | None, device: pd.Series | None, transaction_types: set[str],
                 activity_types: set[str], high_intent: Sequence[str]) -> None:
     n = acc.n
-    tcodes, factorized = pd.factorize(types.astype(str).to_numpy())
-    tnames = [str(t) for t in factorized]
+    tcodes, tnames = factorize_text(types)
 
     def mask_of(names: set[str]) -> np.ndarray:
         ids = [i for i, t in enumerate(tnames) if t in names]
@@ -237,7 +266,10 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
     acc.pv90 += count(pv90)
     if url is not None and high_intent and pv90.any():
         # Match on the distinct URLs only: page views repeat a small set of paths.
-        ucodes, uniq = pd.factorize(url.to_numpy()[pv90])
+        if isinstance(url.dtype, pd.CategoricalDtype):  # codes, not millions of strings
+            ucodes, uniq = url.cat.codes.to_numpy()[pv90], url.cat.categories.to_numpy()
+        else:
+            ucodes, uniq = pd.factorize(url.to_numpy()[pv90])
         pattern = "|".join(h.replace(".", r"\.") for h in high_intent)
         hit_u = (pd.Series(uniq, dtype="string").str.contains(pattern, case=False, regex=True)
                  .fillna(False).to_numpy(bool))
@@ -253,7 +285,7 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
             acc.devices.append(pd.DataFrame({"c": codes[seen], "d": dkey}).drop_duplicates())
     if pv90.any():
         day = np.floor(age[pv90]).astype(np.int64)
-        acc.visit_days.append(np.unique(codes[pv90].astype(np.int64) * 128 + day))
+        acc.visit_days.append(pd.unique(codes[pv90].astype(np.int64) * 128 + day))  # hashing, not sorting
         sid = session.to_numpy()[pv90] if session is not None else np.full(int(pv90.sum()), None)
         sid_s = pd.Series(sid, dtype="string")
         # A view without a session id counts as one session per contact and day.
@@ -291,10 +323,11 @@ def build_features(
         for col in ("contact_id", "type", "occurred_at"):
             if col not in events.columns:
                 raise InputError(f"events frame has no {col} column")
+        position = contact_positions(ids, events["contact_id"])
         for start in range(0, len(events), chunk_rows):
             ch = events.iloc[start:start + chunk_rows]
             t = times_ns(ch["occurred_at"])
-            codes = ids.get_indexer(pd.Index(ch["contact_id"].astype(str).to_numpy()))
+            codes = position(ch["contact_id"])
             keep = (codes >= 0) & (t < cut.value) & (t != np.iinfo(np.int64).min)
             if not keep.any():
                 continue
@@ -336,7 +369,7 @@ def _finish(acc: _Acc, contacts: pd.DataFrame, cut: pd.Timestamp, extra: Sequenc
         cols[f"click_rate_{w}d"] = np.minimum(clicks / np.maximum(sends, 1), 1.0)
     visit_days = np.zeros(acc.n)
     if acc.visit_days:
-        keys = np.unique(np.concatenate(acc.visit_days))
+        keys = pd.unique(np.concatenate(acc.visit_days))  # distinct (contact, day): order does not matter
         visit_days = np.bincount(keys // 128, minlength=acc.n).astype(float)
     sessions = np.zeros(acc.n)
     if acc.sessions:
@@ -364,8 +397,8 @@ def _finish(acc: _Acc, contacts: pd.DataFrame, cut: pd.Timestamp, extra: Sequenc
     for t in extra:
         n_all, n_90, last = acc.extra[t]
         cols[f"n_{t}"], cols[f"n_{t}_90d"], cols[f"days_since_{t}"] = n_all, n_90, age(last)
-    frame = pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in cols.items()})
-    return frame[behaviour_columns(extra)]
+    # Built in output order: selecting the columns afterwards would copy the whole frame once more.
+    return pd.DataFrame({k: np.asarray(cols[k], dtype=np.float32) for k in behaviour_columns(extra)})
 
 
 def outcome_labels(contacts_ids: pd.Index, events: pd.DataFrame | None, types: Sequence[str], start: object,
@@ -380,11 +413,14 @@ def event_counts(contacts_ids: pd.Index, events: pd.DataFrame | None, types: Seq
     out = np.zeros(len(contacts_ids))
     if events is not None and len(events):
         s, e = to_utc(start).value, to_utc(end).value
+        position = contact_positions(contacts_ids, events["contact_id"])
+        wanted = {str(t) for t in types}
         for begin in range(0, len(events), CHUNK_ROWS):
             ch = events.iloc[begin:begin + CHUNK_ROWS]
             t = times_ns(ch["occurred_at"])
-            m = (t >= s) & (t < e) & ch["type"].astype(str).isin(list(types)).to_numpy()
-            codes = contacts_ids.get_indexer(pd.Index(ch["contact_id"].astype(str).to_numpy()[m]))
+            tcodes, tnames = factorize_text(ch["type"])
+            m = (t >= s) & (t < e) & np.isin(tcodes, [i for i, name in enumerate(tnames) if name in wanted])
+            codes = position(ch["contact_id"])[m]
             ok = codes >= 0
             w = None
             if value:

@@ -42,8 +42,9 @@ from scoring.base import (
     importance,
     resolve_cutoff,
 )
+from scoring.chunks import apply_in_slices
 from scoring.evaluation import auc_difference, classification_metrics, fairness
-from scoring.features import behaviour_columns, extra_event_types, outcome_labels, to_utc
+from scoring.features import behaviour_columns, eligible_contacts, extra_event_types, outcome_labels, to_utc
 from scoring.specs import ScoreSpec
 
 MAX_TRAIN_ROWS = 300_000  # a seeded sample above this
@@ -133,24 +134,45 @@ def fit_classifier(spec: ScoreSpec, X: pd.DataFrame, y: pd.Series, seed: int = 0
     return encoder, clf
 
 
+def training_contacts(spec: ScoreSpec, contacts: pd.DataFrame, feature_cutoff: pd.Timestamp, seed: int, *,
+                      churn: bool) -> tuple[pd.DataFrame, int]:
+    """(the contacts to compute training features for, how many were available; 0 = not sampled here).
+
+    For an event outcome on a book above :data:`MAX_TRAIN_ROWS`, the seeded sample is drawn from the
+    eligible contacts *before* features are computed: the very rows the sample of the whole feature frame
+    keeps (features are per contact, rows in eligible order), without building features for the others.
+    Churn (it keeps active contacts first), labelled outcomes and discovered properties (their selection
+    looks at the whole book) are sampled after the features, as before.
+    """
+    declared = spec.features.numeric_properties or spec.features.categorical_properties
+    if spec.labelled or churn or not declared:
+        return contacts, 0
+    eligible = eligible_contacts(contacts, feature_cutoff)
+    if len(eligible) <= MAX_TRAIN_ROWS:
+        return contacts, 0
+    keep = np.sort(np.random.default_rng(seed).choice(len(eligible), MAX_TRAIN_ROWS, replace=False))
+    return eligible.iloc[keep], len(eligible)
+
+
 def train_classifier(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
                      options: Options, *, churn: bool) -> TrainedModel | InsufficientData:
     """Fit on labels observed before ``cut`` (see the module docstring for the windows)."""
     now = datetime.now(UTC)
     feature_cutoff = cut if spec.labelled else cut - pd.Timedelta(days=spec.window_days)
     extra = extra_event_types(events, feature_cutoff)
-    labelled = labelled_set(spec, contacts, events, feature_cutoff, extra, churn=churn)
+    sample, available = training_contacts(spec, contacts, feature_cutoff, options.seed, churn=churn)
+    labelled = labelled_set(spec, sample, events, feature_cutoff, extra, churn=churn)
     if isinstance(labelled, InsufficientData):
         return labelled
     X, y = labelled
     verdict = sufficiency(spec, y, options.min_positives, options.min_negatives)
     if verdict:
         return verdict
-    available = len(y)
-    if available > MAX_TRAIN_ROWS:
+    available = available or len(y)
+    if len(y) > MAX_TRAIN_ROWS:  # not sampled before the features
         # Beyond a few hundred thousand rows the ranking barely improves while fit time keeps
         # growing; a seeded sample keeps retraining a million-contact book to a minute or two.
-        keep = np.sort(np.random.default_rng(options.seed).choice(available, MAX_TRAIN_ROWS, replace=False))
+        keep = np.sort(np.random.default_rng(options.seed).choice(len(y), MAX_TRAIN_ROWS, replace=False))
         X, y = X.iloc[keep], y.iloc[keep]
     encoder, clf = fit_classifier(spec, X, y, options.seed)
     metrics = {"positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "rows": len(y),
@@ -320,7 +342,8 @@ class Classifier:
         """Calibrated probability of the outcome within the window after ``cut``."""
         assert model.encoder is not None  # a classifier is always fitted with its encoder
         features = features_for(model.spec, contacts, events, cut, model.extra_types)
-        proba = model.estimator.predict_proba(model.encoder.transform(features))[:, 1]
+        # In slices: the encoded matrix and the ensemble's intermediates stay bounded on a big book.
+        proba = apply_in_slices(features, model.encoder.transform, lambda M: model.estimator.predict_proba(M)[:, 1])
         return pd.Series(proba, index=features.index, name=model.spec.name)
 
     def backtest(self, spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,

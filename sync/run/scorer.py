@@ -12,11 +12,14 @@ wrote); none of it is a model input (:func:`wanted_properties`, :func:`without_o
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from connectors.base import HOUSEHOLD_PROPERTY
@@ -81,7 +84,7 @@ def segment_specs(tenant: TenantCfg) -> list[SegmentSpec]:
 ORDER_COLUMN = "_source_row"  # a source's own row number, when it has one (CSV exports): its time order
 
 
-def wanted_properties(tenant: TenantCfg, records: list[dict[str, Any]]) -> tuple[set[str], bool]:
+def wanted_properties(tenant: TenantCfg, records: Iterable[dict[str, Any]]) -> tuple[set[str], bool]:
     """Property names to read, and whether they were discovered (no ``features:`` declared).
 
     With no declared features every stored property is read and :func:`scoring.features.select_properties`
@@ -132,33 +135,40 @@ def time_order(contacts: pd.DataFrame, tenant: TenantCfg, rows: list[int | None]
     return contacts
 
 
+EVENT_COLUMNS = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
+TEXT_COLUMNS = ("contact_id", "type", "url", "session_id")
+EVENT_BATCH = 100_000
+CONTACT_BATCH = 50_000
+
+
 def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Contacts (in time order) and events as the scoring package expects them (see scoring.features)."""
-    records = store.contacts(tenant.id)
-    wanted, _ = wanted_properties(tenant, records)
+    # Streamed twice (once more only to discover property names), never held as a list of dicts.
+    wanted, _ = wanted_properties(tenant, store.contact_stream(tenant.id))
     # A vendor's own "email" property must neither replace the normalised address nor duplicate a column.
     wanted -= {"contact_id", "email", "created_at"}
-    rows = []
+    columns = ["contact_id", "email", "created_at", *sorted(wanted)]
+    parts: list[pd.DataFrame] = []
     order: list[int | None] = []
-    for c in records:
-        if allowed is not None and c["contact_id"] not in allowed:
-            continue
-        props = c["properties"] or {}
-        raw_row = str(props.get(ORDER_COLUMN) or "")
-        order.append(int(raw_row) if raw_row.isdigit() else None)
-        rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
-                     **{k: without_own_tags(props.get(k), tenant.push.tag_prefix) for k in wanted}})
-    contacts = pd.DataFrame(rows, columns=["contact_id", "email", "created_at", *sorted(wanted)])
+    stream = store.contact_stream(tenant.id)
+    while batch := list(itertools.islice(stream, CONTACT_BATCH)):
+        rows = []
+        for c in batch:
+            if allowed is not None and c["contact_id"] not in allowed:
+                continue
+            props = c["properties"] or {}
+            raw_row = str(props.get(ORDER_COLUMN) or "")
+            order.append(int(raw_row) if raw_row.isdigit() else None)
+            rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
+                         **{k: without_own_tags(props.get(k), tenant.push.tag_prefix) for k in wanted}})
+        del batch
+        parts.append(pd.DataFrame(rows, columns=columns))
+    contacts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
     contacts = time_order(contacts, tenant, order)
-    ev = pd.DataFrame(list(store.events(tenant.id)),
-                      columns=["contact_id", "type", "occurred_at", "value", "url", "session_id"])
-    if allowed is not None:
-        ev = ev[ev["contact_id"].isin(allowed)]
-    ev["occurred_at"] = pd.to_datetime(ev["occurred_at"], utc=True)
-    ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
+    ev = event_frame(store.event_rows(tenant.id), allowed)
     attrs = dict(contacts.attrs)
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
@@ -176,6 +186,48 @@ def property_history(store: Store, tenant: TenantCfg, ids: set[str], names: set[
         return pd.DataFrame(rows, columns=["contact_id", "name", "valid_from", "value"])
 
     return PropertyHistory(load, watermark)
+
+
+def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
+                batch: int = EVENT_BATCH) -> pd.DataFrame:
+    """The stored events (dicts, or tuples in :data:`EVENT_COLUMNS` order) as one frame, built ``batch`` rows at a
+    time with compact dtypes.
+
+    Text columns become categoricals (integer codes and one copy of each distinct value), times
+    datetime64 and values float64, so a book's events cost tens of bytes per row instead of a dict
+    and half a dozen Python objects each; at most ``batch`` rows exist as Python objects at a time.
+    """
+    known: dict[str, dict[Any, int]] = {c: {} for c in TEXT_COLUMNS}  # value -> category code, in order seen
+    codes: dict[str, list[np.ndarray]] = {c: [] for c in TEXT_COLUMNS}  # int32 codes per batch
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, batch)):
+        part = pd.DataFrame.from_records(chunk, columns=list(EVENT_COLUMNS))
+        del chunk
+        if allowed is not None:
+            part = part[part["contact_id"].isin(allowed)]
+        for col in TEXT_COLUMNS:
+            local, uniques = pd.factorize(part[col].to_numpy(dtype=object))
+            seen = known[col]
+            # The batch's few distinct values get the book-wide codes (new ones appended).
+            index = np.fromiter((seen.setdefault(u, len(seen)) for u in uniques), dtype=np.int32, count=len(uniques))
+            codes[col].append(np.where(local >= 0, index[np.maximum(local, 0)] if len(index) else -1, -1)
+                              .astype(np.int32))
+        stamps = pd.to_datetime(part["occurred_at"], utc=True).dt.as_unit("us").dt.tz_localize(None)  # UTC
+        times.append(stamps.to_numpy(dtype="datetime64[us]"))
+        values.append(pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64))
+        del part
+    columns: dict[str, Any] = {}
+    for col in TEXT_COLUMNS:
+        categories = pd.Index(list(known[col]), dtype=object)
+        joined = np.concatenate(codes[col]) if codes[col] else np.array([], dtype=np.int32)
+        codes[col] = []  # release the batches before the next column is joined
+        columns[col] = pd.Categorical.from_codes(joined, categories=categories)
+    naive = np.concatenate(times) if times else np.array([], dtype="datetime64[us]")
+    columns["occurred_at"] = pd.Series(naive).dt.tz_localize("UTC")
+    columns["value"] = np.concatenate(values) if values else np.array([], dtype=np.float64)
+    return pd.DataFrame({c: columns[c] for c in EVENT_COLUMNS})
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:

@@ -295,14 +295,17 @@ class IdentityTables:
         out: dict[str, set[str]] = {}
         with self.engine.connect() as conn:
             for table in (t.contacts, t.identities, t.aliases):
-                query = sa.select(table.c.contact_id, table.c.email).where(
-                    table.c.tenant_id == tenant_id, table.c.email.is_not(None)
-                )
+                query = sa.select(table.c.contact_id, table.c.email).where(table.c.tenant_id == tenant_id)
                 if contact_ids is not None:
+                    # No "email IS NOT NULL" here: with it SQLite picks the email index and reads the
+                    # whole tenant for every batch of ids; the few NULLs are skipped below instead.
                     query = query.where(table.c.contact_id.in_(sorted(set(contact_ids))))
+                else:
+                    query = query.where(table.c.email.is_not(None))
                 rows = conn.execute(query)
                 for cid, email in rows:
-                    out.setdefault(cid, set()).add(email)
+                    if email is not None:
+                        out.setdefault(cid, set()).add(email)
         return out
 
     def contact_by_email(self, tenant_id: str, email: str) -> str | None:
@@ -362,6 +365,24 @@ class IdentityTables:
             return {cid: value for cid, value in rows}
 
     def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        names = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
+        for row in self.event_rows(tenant_id):
+            yield dict(zip(names, row, strict=True))
+
+    def contact_stream(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        """The live contacts (contact_id, email, created_at, properties), streamed from the database."""
+        c = t.contacts.c
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=20_000).execute(
+                sa.select(c.contact_id, c.email, c.created_at, c.properties).where(
+                    c.tenant_id == tenant_id, c.archived.is_(False))
+            )
+            for r in result:
+                yield {"contact_id": r.contact_id, "email": r.email, "created_at": r.created_at,
+                       "properties": r.properties}
+
+    def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
+        """Every stored event as a tuple (contact_id, type, occurred_at, value, url, session_id), streamed."""
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=50_000).execute(
                 sa.select(
@@ -370,7 +391,7 @@ class IdentityTables:
                 ).where(t.events.c.tenant_id == tenant_id)
             )
             for r in result:
-                yield r._asdict()
+                yield tuple(r)
 
     def counts(self, tenant_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -120,6 +120,18 @@ class Store(ABC):
     def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         """Every stored engagement event (streamed)."""
 
+    def contact_stream(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        """The live contacts (contact_id, email, created_at, properties), streamed: for reads of a whole book that
+        must not hold every contact at once. Stores may override it with a streaming read."""
+        for c in self.contacts(tenant_id):
+            yield {k: c[k] for k in ("contact_id", "email", "created_at", "properties")}
+
+    def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
+        """Every stored event as a plain tuple (contact_id, type, occurred_at, value, url, session_id), streamed:
+        what scoring reads for a whole book, without a dict per event. Stores may override it with a faster read."""
+        for e in self.events(tenant_id):
+            yield (e["contact_id"], e["type"], e["occurred_at"], e["value"], e["url"], e["session_id"])
+
     @abstractmethod
     def counts(self, tenant_id: str) -> dict[str, int]:
         """``{"contacts": n, "events": n}``."""

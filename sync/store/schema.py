@@ -86,6 +86,7 @@ last_sent = sa.Table(
     # Write-ahead: set before the batch is sent (value = what the vendor may now hold), cleared by the
     # vendor's answer. Still set at the next run = the outcome is unknown: re-send idempotently.
     sa.Column("in_flight", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Index("ix_last_sent_key", "tenant_id", "key"),  # forget_sent: one contact's rows, any destination
 )
 
 runs = sa.Table(
