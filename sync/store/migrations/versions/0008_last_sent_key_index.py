@@ -1,7 +1,7 @@
 """last_sent: an index on (tenant_id, key), so forgetting one contact's sent state is a lookup
 
-Revision ID: 0006_scale_last_sent_key
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01 15:30:00
 
 After an opt-out the outbox drops the contact's last-sent rows under a destination prefix. The
@@ -12,8 +12,8 @@ row of the tenant, once per opt-out (81 % of the drain's CPU at 100,000 contacts
 from alembic import op
 
 
-revision = "0006_scale_last_sent_key"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
