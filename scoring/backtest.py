@@ -12,8 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 from scoring.base import MIN_NEGATIVES, MIN_POSITIVES, BacktestReport, Options, not_inputs
+from scoring.discovery import select_properties
 from scoring.fairness import proxy_screen
-from scoring.features import select_properties
 from scoring.households import household_summary
 from scoring.registry import kind_for
 from scoring.snapshots import history_of

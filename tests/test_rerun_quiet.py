@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from connectors.hubspot.settings import SEARCH_SETTLE_SECONDS
 from sandbox import Sandbox
 from scoring.base import Encoder, TrainedModel
-from scoring.features import select_properties
+from scoring.discovery import select_properties
 from scoring.specs import FeatureSpec, ScoreSpec
 from sync.cli import cli
 from sync.config import load_config_text

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from core.errors import InputError
-from scoring.features import behaviour_columns, build_features, select_properties
+from scoring.discovery import select_properties
+from scoring.features import behaviour_columns, build_features
 from scoring.specs import FeatureSpec
 
 CUT = pd.Timestamp("2025-01-31T00:00:00Z")

@@ -6,7 +6,7 @@ computed as of the data's own watermark (just after the newest stored event), so
 no new data yields the very same scores - and so zero writes. What segsync itself wrote comes back on
 the next pull (its segment property and tags, and the CRM's new modification time on every contact it
 wrote); none of it is a model input (:func:`wanted_properties`, :func:`without_own_tags`,
-:data:`scoring.features.DATE_TEXT`), so segsync's own writes do not move its scores.
+:data:`scoring.discovery.DATE_TEXT`), so segsync's own writes do not move its scores.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from connectors.base import HOUSEHOLD_PROPERTY
+from scoring.discovery import select_properties
 from scoring.fairness import breaches, segment_fairness
-from scoring.features import eligible_contacts, select_properties
+from scoring.features import eligible_contacts
 from scoring.gate import GateVerdict, gate
 from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
@@ -87,7 +88,7 @@ ORDER_COLUMN = "_source_row"  # a source's own row number, when it has one (CSV 
 def wanted_properties(tenant: TenantCfg, records: Iterable[dict[str, Any]]) -> tuple[set[str], bool]:
     """Property names to read, and whether they were discovered (no ``features:`` declared).
 
-    With no declared features every stored property is read and :func:`scoring.features.select_properties`
+    With no declared features every stored property is read and :func:`scoring.discovery.select_properties`
     keeps the numeric-looking and the low-cardinality text ones; the model card lists which.
     """
     feats = tenant.features
@@ -269,7 +270,7 @@ def model_for(spec: ScoreSpec, directory: Path, contacts: pd.DataFrame, events: 
 
 def inputs_gone(model: TrainedModel, contacts: pd.DataFrame, as_of: pd.Timestamp) -> list[str]:
     """Contact properties a saved model reads that the input rules no longer select, e.g. a date kept as text
-    (:data:`scoring.features.DATE_TEXT`) in a model trained before that rule. Predicting would leave them
+    (:data:`scoring.discovery.DATE_TEXT`) in a model trained before that rule. Predicting would leave them
     blank for everyone, so such a model is retrained once rather than reused."""
     feats = model.spec.features
     read = [c for c in model.feature_names if c in contacts.columns]
