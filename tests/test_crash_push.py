@@ -19,6 +19,7 @@ from sync.run.plan import CRM, TAGS
 from sync.store import open_store
 from tests.configs import signal_sandbox
 from tests.test_e2e_sandbox import check_vendor_state, hubspot_segments, mailchimp_members
+from tests.test_e2e_sandbox import sync_once as rerun
 
 
 class Killed(BaseException):
@@ -54,15 +55,6 @@ def withdraw(config: Path, email: str, purpose: str) -> None:
     result = CliRunner().invoke(cli, ["consent", "record", str(config), "--tenant", "firm", "--email", email,
                                       "--purpose", purpose, "--state", "withdrawn"])
     assert result.exit_code == 0, result.output
-
-
-def rerun(config: Path) -> dict:
-    cfg = load_config(config)
-    store = open_store(cfg.store)
-    try:
-        return run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
-    finally:
-        store.close()
 
 
 @pytest.mark.parametrize("destination", [TAGS, CRM])

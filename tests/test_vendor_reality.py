@@ -28,6 +28,7 @@ from sandbox.common import ServerThread
 from sandbox.hubspot.deals import won_stages
 from sandbox.webhooks import hubspot_event, send_hubspot
 from tests.configs import consent_yaml
+from tests.test_e2e_sandbox import sync_once as run_once  # one scheduled run, as `segsync sync` does it
 
 SECRET = "reality-webhook-secret-0123"
 TENANT = "firm"
@@ -57,20 +58,6 @@ def write_config(tmp_path: Path, sb, plan: str = "unlimited") -> Path:
         plan=plan, client_secret=sb.hubspot_client_secret, mc_key=sb.mailchimp_key, mc_list=sb.mailchimp_list_id,
         mc_url=sb.mailchimp_url, consent=consent_yaml(SECRET)))
     return path
-
-
-def run_once(config: Path) -> dict[str, Any]:
-    """One scheduled run of the tenant, as ``segsync sync`` does it."""
-    from sync.config.models import load_config
-    from sync.run.pipeline import RunOptions, run_tenant
-    from sync.store import open_store
-
-    cfg = load_config(config)
-    store = open_store(cfg.store)
-    try:
-        return run_tenant(cfg, cfg.tenants[0], store, RunOptions(), base_dir=config.parent)
-    finally:
-        store.close()
 
 
 def crm_engagement(config: Path) -> list[Any]:

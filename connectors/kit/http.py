@@ -308,22 +308,10 @@ class HttpClient:
         if auth is not None:
             self.session.auth = auth
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        endpoint: str = "default",
-        limiter: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        data: Any = None,
-        accept: tuple[int, ...] = (),
-    ) -> requests.Response:
-        """Send one request under the policy; statuses in ``accept`` are returned, not raised."""
-        response: requests.Response = self._call(
-            method, path, endpoint=endpoint, limiter=limiter, params=params, json=json, data=data, accept=accept
-        )
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send one request under the policy (keywords as :meth:`_call`); statuses in ``accept`` are
+        returned, not raised."""
+        response: requests.Response = self._call(method, path, **kwargs)
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
