@@ -50,7 +50,7 @@ def key_for(tenant: str) -> bytes:
     return f"bench-pseudonym-key-{tenant}".encode()
 
 
-def serve(url: str, port: int) -> None:
+def serve(url: str, port: int, args: argparse.Namespace) -> None:
     """The server process: the webhook app over ``url`` on 127.0.0.1:``port``."""
     import uvicorn
 
@@ -64,6 +64,8 @@ def serve(url: str, port: int) -> None:
     ledger = Ledger(store.engine, key_for)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)
     app = create_app({"bench": TenantHooks(SECRET, POLICY)}, ledger, outbox, vendors=webhook_handlers())
+    if args.window is not None:
+        app.state.writer.window = args.window / 1000
 
     async def stats(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_stats":
@@ -75,7 +77,8 @@ def serve(url: str, port: int) -> None:
             return
         await app(scope, receive, send)
 
-    uvicorn.run(stats, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.run(stats, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
+                loop=args.loop, http=args.http)
 
 
 def body_for(i: int, run: str) -> tuple[bytes, dict[str, str]]:
@@ -209,10 +212,15 @@ def main() -> int:
     parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "bench_webhook.json")
     parser.add_argument("--profile", type=Path, help="run the server under py-spy; collapsed stacks to this file")
+    parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                        help="the server's event loop (auto: uvloop when installed)")
+    parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
+                        help="the server's HTTP parser (auto: httptools when installed)")
+    parser.add_argument("--window", type=float, help="the group writer's wait for company in ms (default: its own)")
     parser.add_argument("--serve", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), args)
         return 0
     from consent.ledger import Ledger
     from sync.store import open_store
@@ -230,7 +238,8 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, __file__, "--serve", url, str(port)]
+    command = [sys.executable, __file__, "--serve", url, str(port), "--loop", args.loop, "--http", args.http,
+               *(["--window", str(args.window)] if args.window is not None else [])]
     if args.profile is not None:  # py-spy (pip install py-spy): where the server's time goes
         command = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
                    "-o", str(args.profile), "--", *command]

@@ -162,14 +162,18 @@ class Head:
 
 def lock_head(conn: sa.Connection, tenant: str) -> Head:
     """Create (if missing) and lock the tenant's chain head for the rest of the transaction."""
-    conn.execute(
-        insert_ignoring_conflicts(conn, consent_chain_heads).values(
-            tenant_id=tenant, last_id=0, last_seq=0, last_hash=GENESIS
+    locked = sa.select(consent_chain_heads).where(consent_chain_heads.c.tenant_id == tenant).with_for_update()
+    # PostgreSQL: the row lock is the serialisation, so lock an existing head in one statement. SQLite:
+    # the INSERT must come first - the transaction's first write takes the database write lock, where
+    # a read first would take a shared lock that cannot be upgraded while another writer waits.
+    row = conn.execute(locked).one_or_none() if conn.dialect.name == "postgresql" else None
+    if row is None:
+        conn.execute(
+            insert_ignoring_conflicts(conn, consent_chain_heads).values(
+                tenant_id=tenant, last_id=0, last_seq=0, last_hash=GENESIS
+            )
         )
-    )
-    row = conn.execute(
-        sa.select(consent_chain_heads).where(consent_chain_heads.c.tenant_id == tenant).with_for_update()
-    ).one()
+        row = conn.execute(locked).one()
     return Head(int(row.last_id), int(row.last_seq), row.last_hash, int(row.keyed_from_seq))
 
 

@@ -118,7 +118,9 @@ class GroupWriter(Generic[ItemT, ResultT]):
         with self._cv:
             while not self._queue:
                 self._cv.wait()
-            deadline = time.monotonic() + self.window
+            # Company is waited for only by a request that came alone: what queued while the last
+            # group was written goes at once (waiting then would only add latency under load).
+            deadline = time.monotonic() + (self.window if len(self._queue) == 1 else 0.0)
             while len(self._queue) < self.max_group:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -146,16 +148,25 @@ class GroupWriter(Generic[ItemT, ResultT]):
             self._rate = rate if self._rate <= 0 else 0.8 * self._rate + 0.2 * rate
             self.groups += 1
             self.items += len(items)
-            if self._after is not None:
+            # One wake-up per event loop for the whole group, not one per request.
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[ResultT], ResultT | Exception]]] = {}
+            for (_, loop, future, _queued), outcome in zip(batch, outcomes, strict=True):
+                by_loop.setdefault(loop, []).append((future, outcome))
+            for loop, settled in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle_all, settled)
+                except RuntimeError:  # that event loop is gone (the server stopped while they waited)
+                    log.warning("%d webhook requests' event loop closed before their outcome arrived", len(settled))
+            if self._after is not None:  # after the answers: it is not on their path
                 try:
                     self._after(items, outcomes)
                 except Exception:
                     log.exception("after-group hook failed")
-            for (_, loop, future, _queued), outcome in zip(batch, outcomes, strict=True):
-                try:
-                    loop.call_soon_threadsafe(_settle, future, outcome)
-                except RuntimeError:  # that request's event loop is gone (its client went away)
-                    log.warning("a webhook request's event loop closed before its outcome arrived")
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[ResultT], ResultT | Exception]]) -> None:
+    for future, outcome in settled:
+        _settle(future, outcome)
 
 
 def _settle(future: asyncio.Future[ResultT], outcome: ResultT | Exception) -> None:

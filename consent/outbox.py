@@ -90,6 +90,46 @@ def _now(now: datetime | None) -> datetime:
     return times.now() if now is None else now.astimezone(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class NewActions:
+    """One withdrawal to queue: an action for each of ``destinations`` (see :meth:`Outbox.enqueue_many`)."""
+
+    subject_key: str
+    email: str | None
+    destinations: tuple[str, ...]
+    payload: Mapping[str, Any]
+    source_event: int
+    scrub_on_done: bool = False
+
+
+def reserve_ids(conn: sa.Connection, tenant: str, n: int) -> tuple[int, list[int]]:
+    """The id of the tenant's newest outbox row (0: none) and ``n`` ascending ids for new rows.
+
+    PostgreSQL: taken from the table's own sequence, so no other writer can be given them. SQLite:
+    the ids it would assign itself (past the table's largest), valid while this transaction holds
+    the database's write lock, which the chain head taken before the events were appended is.
+    """
+    newest = sa.select(sa.func.max(ob.id)).where(ob.tenant_id == tenant).scalar_subquery()
+    if conn.dialect.name == "postgresql":
+        sequence = sa.func.pg_get_serial_sequence(consent_outbox.name, "id")
+        rows = conn.execute(
+            sa.select(newest, sa.func.nextval(sequence)).select_from(sa.func.generate_series(1, n))
+        ).all()
+        return int(rows[0][0] or 0), sorted(int(r[1]) for r in rows)
+    prev, top = conn.execute(sa.select(newest, sa.select(sa.func.max(ob.id)).scalar_subquery())).one()
+    return int(prev or 0), list(range(int(top or 0) + 1, int(top or 0) + 1 + n))
+
+
+def _link(row: dict[str, Any], prev: int, key: bytes) -> None:
+    row["payload"] = {**row["payload"], PREV_LINK: int(prev)}
+    row["mac"] = outbox_mac(key, row)
+
+
+def _insert_skipping_duplicates(conn: sa.Connection) -> Any:
+    """INSERT that skips a row whose (tenant, source event, destination) is queued already, and only that."""
+    return insert_ignoring_conflicts(conn, consent_outbox, ("tenant_id", "source_event", "destination"))
+
+
 def _action(row: Any) -> OutboxAction:
     m = row._mapping
     return OutboxAction(
@@ -157,37 +197,70 @@ class Outbox:
         Idempotent per (tenant, source event, destination): enqueuing again adds nothing.
         Returns how many rows were added.
         """
+        action = NewActions(subject_key, email, tuple(destinations), payload, source_event, scrub_on_done)
+        return self.enqueue_many(conn, tenant, [action], now=now)[0]
+
+    def enqueue_many(
+        self, conn: sa.Connection, tenant: str, actions: Sequence[NewActions], *, now: datetime | None = None
+    ) -> list[int]:
+        """:meth:`enqueue` for many withdrawals of one tenant in ONE insert; rows added per entry of ``actions``.
+
+        Signed rows name the tenant's row before them (``prev_outbox_id``, under the MAC), so a row
+        deleted from the middle breaks its successor's link. Their ids are therefore reserved before
+        the insert (:func:`reserve_ids`); the caller's transaction holds the tenant's chain head (the
+        ledger events were appended in it), so the tenant's rows arrive in id order.
+        """
         when = _now(now)
-        rows = [
-            {
-                "tenant_id": tenant, "subject_key": subject_key, "email": email, "destination": d,
-                "payload": dict(payload), "source_event": source_event, "status": PENDING, "attempts": 0,
-                "next_attempt_at": when, "last_error": None, "created_at": when, "done_at": None,
-                "scrub_on_done": scrub_on_done,
-            }
-            for d in dict.fromkeys(destinations)
-        ]
-        key = self.mac_key(tenant) if self.mac_key is not None else None
+        rows: list[dict[str, Any]] = []
+        owner: list[int] = []
+        seen: set[tuple[int, str]] = set()
+        for index, a in enumerate(actions):
+            for d in dict.fromkeys(a.destinations):
+                if (a.source_event, d) in seen:  # the same action twice in one call: once is enough
+                    continue
+                seen.add((a.source_event, d))
+                rows.append({
+                    "tenant_id": tenant, "subject_key": a.subject_key, "email": a.email, "destination": d,
+                    "payload": dict(a.payload), "source_event": a.source_event, "status": PENDING, "attempts": 0,
+                    "next_attempt_at": when, "last_error": None, "created_at": when, "done_at": None,
+                    "scrub_on_done": a.scrub_on_done,
+                })
+                owner.append(index)
+        added = [0] * len(actions)
         if not rows:
-            return 0
-        # Signed rows name the tenant's row before them (``prev_outbox_id``, under the MAC), so a row
-        # deleted from the middle breaks its successor's link. The caller's transaction holds the
-        # tenant's chain head (the ledger event was appended in it), so tenant rows arrive in id order.
-        prev = conn.execute(sa.select(sa.func.max(ob.id)).where(ob.tenant_id == tenant)).scalar() if key else None
-        added = 0
-        for row in rows:
-            if key is not None:
-                row["payload"] = {**payload, PREV_LINK: int(prev or 0)}
-                row["mac"] = outbox_mac(key, row)
-            # One by one, and counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT
-            # is not portable (psycopg can report -1), and a replay must count as 0.
-            inserted = conn.execute(
-                insert_ignoring_conflicts(conn, consent_outbox).values(**row).returning(ob.id)
-            ).first()
-            if inserted is not None:
-                added += 1
-                prev = inserted[0]
+            return added
+        key = self.mac_key(tenant) if self.mac_key is not None else None
+        if key is not None:
+            prev, ids = reserve_ids(conn, tenant, len(rows))
+            for row, row_id in zip(rows, ids, strict=True):
+                row["id"] = row_id
+                _link(row, prev, key)
+                prev = row_id
+        # Only the (tenant, source event, destination) duplicate is skipped; a clash on a reserved id
+        # raises. Counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT is not portable.
+        inserted = {(int(r.source_event), r.destination) for r in conn.execute(
+            _insert_skipping_duplicates(conn).values(rows).returning(ob.source_event, ob.destination))}
+        kept = [(row, index) for row, index in zip(rows, owner, strict=True)
+                if (row["source_event"], row["destination"]) in inserted]
+        for _, index in kept:
+            added[index] += 1
+        if key is not None and len(kept) < len(rows):
+            self._relink(conn, tenant, [row for row, _ in kept], key)
         return added
+
+    def _relink(self, conn: sa.Connection, tenant: str, rows: list[dict[str, Any]], key: bytes) -> None:
+        """Some rows of an insert were duplicates (not written): the written ones after them named a
+        reserved id that stays unused as their predecessor, so point them at the row really before."""
+        if not rows:
+            return
+        prev = conn.execute(sa.select(sa.func.max(ob.id)).where(ob.tenant_id == tenant, ob.id < rows[0]["id"])).scalar()
+        prev = int(prev or 0)
+        for row in rows:
+            if row["payload"][PREV_LINK] != prev:
+                _link(row, prev, key)
+                conn.execute(sa.update(consent_outbox).where(ob.id == row["id"])
+                             .values(payload=row["payload"], mac=row["mac"]))
+            prev = row["id"]
 
     def due(self, limit: int = 100, *, now: datetime | None = None, tenant: str | None = None) -> list[OutboxAction]:
         """Pending actions whose time has come, oldest first (read only, no claim)."""

@@ -18,7 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from consent.ledger import ErasureResult, Ledger, RecordedEvent
-from consent.outbox import Outbox
+from consent.outbox import NewActions, Outbox
 from consent.policy import DESTINATIONS, WITHDRAWN, destinations_for, normalize_subject
 from consent.signals import ConsentSignal
 
@@ -58,12 +58,27 @@ def enqueue_withdrawals(
     ``roles`` ({vendor: "crm" | "esp"}) says whose destinations a vendor reference can reach;
     a vendor not in it is taken for a CRM (an ESP names its members by email).
     """
+    actions = withdrawal_actions(recorded, emails, destinations, reason=reason, scrub_on_done=scrub_on_done,
+                                 roles=roles)
+    return sum(outbox.enqueue_many(conn, tenant, actions, now=now))
+
+
+def withdrawal_actions(
+    recorded: Sequence[RecordedEvent],
+    emails: Mapping[str, str],
+    destinations: Iterable[str] = DESTINATIONS,
+    *,
+    reason: str = "",
+    scrub_on_done: bool = False,
+    roles: Mapping[str, str] | None = None,
+) -> list[NewActions]:
+    """What :func:`enqueue_withdrawals` queues, without queueing it (the webhook queues a group's at once)."""
     by_subject: dict[str, list[RecordedEvent]] = {}
     for event in recorded:
         if event.state == WITHDRAWN:
             by_subject.setdefault(event.subject_key, []).append(event)
     dests = list(destinations)
-    added = 0
+    actions = []
     for skey, events in by_subject.items():
         purposes = sorted({e.purpose for e in events})
         targets = destinations_for(purposes, dests)
@@ -81,10 +96,8 @@ def enqueue_withdrawals(
             targets = [d for d in targets if d.startswith(prefix)]
             if not targets:
                 continue
-        added += outbox.enqueue(
-            conn, tenant, skey, email, targets, payload, events[0].id, scrub_on_done=scrub_on_done, now=now
-        )
-    return added
+        actions.append(NewActions(skey, email, tuple(targets), payload, events[0].id, scrub_on_done))
+    return actions
 
 
 def record_and_enqueue(

@@ -13,6 +13,7 @@ everything else (IP address, user agent, ...) and is committed to the chain only
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,15 +148,19 @@ consent_aliases = sa.Table(
 )
 
 
-def insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table) -> Any:
-    """An INSERT that does nothing on a unique conflict, on PostgreSQL and SQLite alike."""
+def insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None) -> Any:
+    """An INSERT that does nothing on a unique conflict, on PostgreSQL and SQLite alike.
+
+    ``columns`` names one unique key: only a conflict on it is skipped, any other still raises.
+    """
     name = conn.dialect.name
+    target = list(columns) if columns is not None else None
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing()
+        return pg_insert(table).on_conflict_do_nothing(index_elements=target)
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=target)
     raise NotImplementedError(f"consent storage supports PostgreSQL and SQLite, not {name}")

@@ -52,9 +52,9 @@ from connectors.hooks import HookRequest, WebhookHandler
 from consent.chain import lock_head
 from consent.groupwrite import MAX_PENDING, MAX_WAIT_SECONDS, GroupWriter, Saturated
 from consent.ledger import Ledger
-from consent.outbox import Outbox
+from consent.outbox import NewActions, Outbox
 from consent.policy import normalize_subject
-from consent.propagate import enqueue_withdrawals
+from consent.propagate import withdrawal_actions
 from consent.records import RecordedEvent
 from consent.schema import insert_ignoring_conflicts, webhook_receipts
 from consent.signals import ConsentSignal
@@ -250,19 +250,33 @@ class _Hooks:
                 for i, events in zip(indices, groups, strict=True):
                     recorded_of[i] += events
             for i, recorded in recorded_of.items():
-                tenant, hooks, work = items[i]
-                emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals_of[i]}
-                if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
-                    emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
-                enqueued = enqueue_withdrawals(
-                    conn, self.outbox, tenant, recorded, emails, hooks.destinations, reason=work.reason,
-                    roles=hooks.roles,
-                )
-                outcomes[i] = ("recorded" if recorded else "ignored", len(recorded), enqueued)
+                outcomes[i] = ("recorded" if recorded else "ignored", len(recorded), 0)
+            for i, enqueued in self.queue_withdrawals(conn, items, signals_of, recorded_of).items():
+                status, recorded_n, _ = outcomes[i] or ("ignored", 0, 0)
+                outcomes[i] = (status, recorded_n, enqueued)
         total = sum(o[1] for o in outcomes if o is not None)
         if total:
             log.info("webhook: %d requests, %d events recorded in one commit", len(items), total)
         return [o if o is not None else ("ignored", 0, 0) for o in outcomes]
+
+    def queue_withdrawals(
+        self, conn: sa.Connection, items: Sequence[_Item], signals_of: Mapping[int, list[ConsentSignal]],
+        recorded_of: Mapping[int, list[RecordedEvent]],
+    ) -> dict[int, int]:
+        """The outbox actions of every item's withdrawals, one insert per tenant; actions queued per item."""
+        queued: dict[str, list[tuple[int, NewActions]]] = {}  # tenant -> (item, one of its withdrawals)
+        for i, recorded in recorded_of.items():
+            tenant, hooks, work = items[i]
+            emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals_of[i]}
+            if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
+                emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
+            actions = withdrawal_actions(recorded, emails, hooks.destinations, reason=work.reason, roles=hooks.roles)
+            queued.setdefault(tenant, []).extend((i, a) for a in actions)
+        enqueued: dict[int, int] = {}
+        for tenant, pairs in queued.items():
+            for (i, _), n in zip(pairs, self.outbox.enqueue_many(conn, tenant, [a for _, a in pairs]), strict=True):
+                enqueued[i] = enqueued.get(i, 0) + n
+        return enqueued
 
     def new_receipts(self, conn: sa.Connection, items: Sequence[_Item]) -> set[tuple[str, str]]:
         """Insert every receipt of the group (one statement per tenant); the (tenant, key)s not seen before."""
