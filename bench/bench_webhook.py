@@ -12,8 +12,10 @@ person, 20 % of them opt-outs (the rest grant profiling and email marketing).
 
 Per rate: requests sent, answered 200, 429 (load shed, with Retry-After), other errors, p50 / p99 /
 max latency of all answers, the events and receipts in the ledger afterwards (receipts must equal
-the 200s: every accepted request is in the ledger, once), the group commits and whether the chain
-verifies. Nothing is asserted; the machine is shared, so read the latencies with that in mind.
+the 200s: every accepted request is in the ledger, once), the group commits, the SQL statements per
+commit, the server process's CPU time per answered request (less sensitive to a shared machine than
+the latencies) and whether the chain verifies. Nothing is asserted; the machine is shared, so read
+the latencies with that in mind.
 Writes bench/out/bench_webhook.json.
 """
 
@@ -58,9 +60,16 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
     from consent.ledger import Ledger
     from consent.outbox import Outbox
     from consent.webhook import TenantHooks, create_app
+    from core.heap import freeze_startup_heap
     from sync.store import open_store
 
     store = open_store(url)
+    statements = [0]  # every statement the server sends (BEGIN and COMMIT are not statements here)
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def count(*_args: Any) -> None:
+        statements[0] += 1
+
     ledger = Ledger(store.engine, key_for)
     outbox = Outbox(store.engine, mac_key=ledger.chain_key)
     app = create_app({"bench": TenantHooks(SECRET, POLICY)}, ledger, outbox, vendors=webhook_handlers())
@@ -70,13 +79,15 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
     async def stats(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_stats":
             writer = app.state.writer
-            body = json.dumps({"groups": writer.groups, "items": writer.items}).encode()
+            body = json.dumps({"groups": writer.groups, "items": writer.items, "statements": statements[0],
+                               "cpu_s": time.process_time()}).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": body})
             return
         await app(scope, receive, send)
 
+    freeze_startup_heap()  # as `segsync serve` does once started (core.heap)
     uvicorn.run(stats, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
                 loop=args.loop, http=args.http)
 
@@ -268,6 +279,10 @@ def main() -> int:
             row["ledger_equals_ok"] = row["ledger_receipts"] == row["ok"]
             row["group_commits"] = after["groups"] - before["groups"]
             row["requests_per_commit"] = round((after["items"] - before["items"]) / max(1, row["group_commits"]), 1)
+            # load-independent-ish: the server process's CPU per answered request, and its statements per group
+            row["server_cpu_ms_per_request"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(1, row["ok"]), 2)
+            row["statements_per_commit"] = round((after["statements"] - before["statements"])
+                                                 / max(1, row["group_commits"]), 1)
             results.append(row)
             print(json.dumps(row), flush=True)
             time.sleep(2)
@@ -290,10 +305,11 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"{'rate':>5} {'sent':>6} {'ok':>6} {'429':>5} {'err':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'ledger':>6} {'req/commit':>10}")
+          f"{'ledger':>6} {'req/commit':>10} {'stmt/commit':>11} {'cpu ms/req':>10}")
     for r in results:
         print(f"{r['rate']:>5} {r['sent']:>6} {r['ok']:>6} {r['shed_429']:>5} {r['errors']:>4} {r['p50_ms']:>7} "
-              f"{r['p99_ms']:>7} {r['max_ms']:>7} {r['ledger_receipts']:>6} {r['requests_per_commit']:>10}")
+              f"{r['p99_ms']:>7} {r['max_ms']:>7} {r['ledger_receipts']:>6} {r['requests_per_commit']:>10} "
+              f"{r['statements_per_commit']:>11} {r['server_cpu_ms_per_request']:>10}")
     print(f"chain verifies: {verified.ok} ({verified.checked} events)")
     return 0
 

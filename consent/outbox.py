@@ -238,8 +238,9 @@ class Outbox:
                 prev = row_id
         # Only the (tenant, source event, destination) duplicate is skipped; a clash on a reserved id
         # raises. Counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT is not portable.
+        # executemany, which SQLAlchemy sends as one multi-row INSERT from a statement compiled once and cached
         inserted = {(int(r.source_event), r.destination) for r in conn.execute(
-            _insert_skipping_duplicates(conn).values(rows).returning(ob.source_event, ob.destination))}
+            _insert_skipping_duplicates(conn).returning(ob.source_event, ob.destination), rows)}
         kept = [(row, index) for row, index in zip(rows, owner, strict=True)
                 if (row["source_event"], row["destination"]) in inserted]
         for _, index in kept:

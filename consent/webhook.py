@@ -287,10 +287,10 @@ class _Hooks:
         now = self.clock()
         for tenant, keys in by_tenant.items():
             # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
+            # executemany: SQLAlchemy sends one multi-row INSERT from a statement compiled once and cached
             inserted = conn.execute(
-                insert_ignoring_conflicts(conn, webhook_receipts)
-                .values([{"tenant_id": tenant, "key": key, "received_at": now} for key in keys])
-                .returning(webhook_receipts.c.key)
+                insert_ignoring_conflicts(conn, webhook_receipts).returning(webhook_receipts.c.key),
+                [{"tenant_id": tenant, "key": key, "received_at": now} for key in keys],
             ).scalars()
             fresh.update((tenant, key) for key in inserted)
         return fresh
