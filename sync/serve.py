@@ -20,9 +20,8 @@ import logging
 import os
 import re
 import threading
-import time
 import zoneinfo
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -51,6 +50,7 @@ from sync.run.gate import key_lookup
 from sync.run.pipeline import RunOptions, run_tenant
 from sync.run.report import RunReport
 from sync.store import SqlStore, Store, TenantBusy, TenantLease, open_store
+from sync.webhook_timing import WebhookTimer
 
 if TYPE_CHECKING:
     from sync.workers.engine import ExternalQueue
@@ -369,15 +369,7 @@ class Service:
 
         app = FastAPI(title="segsync", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-        @app.middleware("http")
-        async def time_webhooks(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            started = time.perf_counter()
-            response = await call_next(request)
-            if request.url.path.startswith("/hooks/"):
-                parts = request.url.path.split("/")  # "", "hooks", tenant, kind, [secret]
-                kind = parts[3] if len(parts) > 3 and parts[3] in WEBHOOK_KINDS else "other"
-                service.metrics.webhook_latency.labels(kind).observe(time.perf_counter() - started)
-            return response
+        app.add_middleware(WebhookTimer, histogram=service.metrics.webhook_latency, kinds=WEBHOOK_KINDS)
 
         @app.get("/healthz")
         def healthz() -> JSONResponse:
