@@ -224,3 +224,40 @@ def test_email_changes_in_a_group_keep_one_verifiable_chain(sqlite_url) -> None:
         assert env.ledger.verify("harbor").ok
     finally:
         env.close()
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_postgresql_keep_one_chain_and_lose_nothing(pg_url) -> None:
+    """Two webhook processes (here: two apps, each with its own engine and writer thread) over one PostgreSQL, fed
+    at once, with each replay sent to the other one: the tenant's chain head lock serialises their appends, so
+    every request is recorded exactly once, the chain and the outbox links verify, and a replay racing its
+    original is a duplicate whichever commits first."""
+    one, two = Served(pg_url, max_pending=10_000), Served(pg_url, max_pending=10_000)
+    try:
+        requests = [signed(i) for i in range(100)] + [signed(i, "other") for i in range(30)]
+        replayed = list(range(0, len(requests), 5))
+        to_one = list(range(0, len(requests), 2)) + replayed[1::2]  # indices into requests
+        to_two = list(range(1, len(requests), 2)) + replayed[0::2]
+
+        async def both() -> list[list[httpx.Response]]:
+            return list(await asyncio.gather(_burst(one.server.url, [requests[i] for i in to_one]),
+                                             _burst(two.server.url, [requests[i] for i in to_two])))
+
+        first, second = asyncio.run(both())
+        assert all(r.status_code == 200 for r in first + second)
+        statuses: dict[int, list[str]] = {}
+        for i, answer in [*zip(to_one, first, strict=True), *zip(to_two, second, strict=True)]:
+            statuses.setdefault(i, []).append(answer.json()["status"])
+        assert all(sorted(statuses[i]) == (["duplicate", "recorded"] if i in replayed else ["recorded"])
+                   for i in range(len(requests)))
+        assert one.count(webhook_receipts) == 100 and one.count(webhook_receipts, "other") == 30
+        assert one.count(consent_events) == events_expected(list(range(100)))
+        assert one.count(consent_events, "other") == events_expected(list(range(30)))
+        assert one.count(consent_outbox) == 100 * 3 and one.count(consent_outbox, "other") == 30 * 3
+        for tenant in ("harbor", "other"):
+            result = one.ledger.verify(tenant)  # the chain, and every outbox row's link to the one before it
+            assert result.ok, result.first_broken
+        assert one.writer.items > 0 and two.writer.items > 0
+    finally:
+        two.close()
+        one.close()
