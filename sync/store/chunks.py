@@ -98,6 +98,9 @@ def _identities(conn: Connection, tenant_id: str, first: str, last: str,
     for cid, source, vendor_id, email in conn.execute(
         sa.select(i.contact_id, i.source, i.vendor_id, i.email).where(
             i.tenant_id == tenant_id, i.contact_id.between(first, last), i.archived.is_(False))
+        # Two live identities at one source (a CRM merge of two ESP members): the last in key order is kept,
+        # as :meth:`Store.vendor_ids` keeps it on SQLite (whose scan there follows the primary key).
+        .order_by(i.contact_id, i.source, i.vendor_id)
     ):
         if cid in ids:
             out.setdefault(source, {})[cid] = (vendor_id, email)
