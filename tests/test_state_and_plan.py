@@ -129,8 +129,8 @@ def test_chunk_plans_add_up_to_the_whole_books_plan():
     from sync.run.plan import Person, PlanTally, build_plan
 
     people = [Person(f"c{i:02d}", f"p{i}@example.com", f"h{i}", f"m{i}" if i % 3 else None,
-                     "unsubscribed" if i % 7 == 0 else "subscribed", i % 5 != 0, i % 4 != 0, "" if i % 5 else "objected")
-              for i in range(24)]
+                     "unsubscribed" if i % 7 == 0 else "subscribed", i % 5 != 0, i % 4 != 0,
+                     "" if i % 5 else "objected") for i in range(24)]
     segments = {p.contact_id: {"a"} if i % 2 else {"a", "b"} for i, p in enumerate(people)}
     scores = {p.contact_id: {"p": i / 24} for i, p in enumerate(people)}
     # Confirmed state only for the second half of the book: the first chunks alone would think it new.
