@@ -1,13 +1,16 @@
 """A book gated, planned and pushed in chunks (issue 21) ends exactly where one chunk ends, and keeps the invariants.
 
 The run reads its contacts a chunk at a time; with a chunk far smaller than the book (97 of 900, and
-batches of 100 that straddle chunks) every step crosses chunk boundaries. The reference is the same book
+smaller than a CRM batch of 100) every step crosses chunk boundaries. The reference is the same book
 run as one chunk: same report, same vendor state, and the chunked re-run writes nothing. A crash or a
 shutdown between chunks resumes without loss or duplicates.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -41,14 +44,37 @@ class World:
         return self.crm.props, tagged(self.esp), self.crm.optout
 
 
-@pytest.fixture
-def worlds(tmp_path):
-    # One model directory: the second world reuses the first one's model (the same book trains the same one).
-    one = World(f"sqlite:///{tmp_path / 'one.db'}", tmp_path / "models")
-    chunked = World(f"sqlite:///{tmp_path / 'chunked.db'}", tmp_path / "models")
-    yield one, chunked
+@dataclass
+class Reference:
+    """The book run as one chunk: a dry run (with a selection and --plan-out rows), then the real first run."""
+
+    dry: dict[str, Any]
+    rows: list[dict[str, Any]]
+    first: dict[str, Any]
+    state: tuple[Any, ...]
+    crm_records_sent: int
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")  # shared: every world of the same book trains the same model once
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, models) -> Iterator[Reference]:
+    one = World(f"sqlite:///{tmp_path_factory.mktemp('one') / 'one.db'}", models)
+    rows: list[dict[str, Any]] = []
+    dry = one.run(dry_run=True, select=("likely_upgrade",), plan_sink=lambda _t, r: rows.extend(r))
+    first = one.run()
+    yield Reference(dry, rows, first, copy.deepcopy(one.state()), sum(one.crm.batch_sizes))
     one.store.close()
-    chunked.store.close()
+
+
+@pytest.fixture
+def chunked(tmp_path, models) -> Iterator[World]:
+    world = World(f"sqlite:///{tmp_path / 'chunked.db'}", models)
+    yield world
+    world.store.close()
 
 
 def _comparable(report: dict[str, Any]) -> dict[str, Any]:
@@ -57,30 +83,23 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
             "push": {k: push.get(k) for k in ("by_destination", "totals", "failures_total")}}
 
 
-def test_a_chunked_book_plans_and_pushes_what_one_chunk_does(worlds):
-    one, chunked = worlds
-    rows: dict[str, list[dict[str, Any]]] = {"one": [], "chunked": []}
-    for name, world, size in (("one", one, None), ("chunked", chunked, SMALL)):
-        # The dry run's report and --plan-out rows of a selection, then the real run.
-        dry = world.run(size, dry_run=True, select=("likely_upgrade",),
-                        plan_sink=lambda _t, r, name=name: rows[name].extend(r))
-        assert dry["status"] == "dry_run" and dry["plan"]["selected"]["changes"] > 0
-        rows[f"{name}-dry"] = [_comparable(dry)]
-    assert rows["chunked"] and sorted(rows["chunked"], key=str) == sorted(rows["one"], key=str)
-    assert rows["chunked-dry"] == rows["one-dry"]
-    first_one, first_chunked = one.run(), chunked.run(SMALL)
-    assert first_one["status"] == first_chunked["status"] == "ok"
-    assert _comparable(first_chunked) == _comparable(first_one)
-    assert first_chunked["plan"]["examples"] == first_one["plan"]["examples"]  # both walk the book in id order
-    assert chunked.state() == one.state()
+def test_a_chunked_book_plans_and_pushes_what_one_chunk_does(reference, chunked):
+    rows: list[dict[str, Any]] = []
+    dry = chunked.run(SMALL, dry_run=True, select=("likely_upgrade",), plan_sink=lambda _t, r: rows.extend(r))
+    assert dry["status"] == "dry_run" and dry["plan"]["selected"]["changes"] > 0
+    assert _comparable(dry) == _comparable(reference.dry)
+    assert rows and sorted(rows, key=str) == sorted(reference.rows, key=str)  # --plan-out: every change once
+    first = chunked.run(SMALL)
+    assert first["status"] == reference.first["status"] == "ok"
+    assert _comparable(first) == _comparable(reference.first)
+    assert first["plan"]["examples"] == reference.first["plan"]["examples"]  # both walk the book in id order
+    assert chunked.state() == reference.state
     writes = (chunked.crm.writes(), chunked.esp.writes())
     again = chunked.run(SMALL)
     assert again["plan"]["total_changes"] == 0 and (chunked.crm.writes(), chunked.esp.writes()) == writes
 
 
-def test_a_crash_between_chunks_resumes_without_loss_or_duplicates(worlds):
-    one, chunked = worlds
-    one.run()
+def test_a_crash_between_chunks_resumes_without_loss_or_duplicates(reference, chunked):
     chunked.crm.crash_after_batches = 3  # three CRM batches of a chunk or less each, then the process dies
     with pytest.raises(SystemExit):
         chunked.run(SMALL)
@@ -88,14 +107,12 @@ def test_a_crash_between_chunks_resumes_without_loss_or_duplicates(worlds):
     assert len(chunked.crm.batch_sizes) == 3
     report = chunked.run(SMALL)
     assert report["status"] == "ok"
-    assert chunked.state() == one.state()
+    assert chunked.state() == reference.state
     # Every record reached the CRM once: what the crashed and the resumed run sent adds up to one run's push.
-    assert sum(chunked.crm.batch_sizes) == sum(one.crm.batch_sizes)
+    assert sum(chunked.crm.batch_sizes) == reference.crm_records_sent
 
 
-def test_a_shutdown_between_chunks_reports_the_rest_as_not_sent_and_the_next_run_sends_it(worlds):
-    one, chunked = worlds
-    one.run()
+def test_a_shutdown_between_chunks_reports_the_rest_as_not_sent_and_the_next_run_sends_it(reference, chunked):
     run = TenantRun(chunked.cfg, chunked.cfg.tenants[0], chunked.store, chunked.crm, chunked.esp, RunOptions())
     run.book.size = SMALL
     chunked.esp.before_batch = run.opts.stop.set  # asked to stop while the first chunk's tags are sent
@@ -109,5 +126,5 @@ def test_a_shutdown_between_chunks_reports_the_rest_as_not_sent_and_the_next_run
     assert outcomes[CRM]["failed"] > 0 and report["push"]["failures_total"] >= outcomes[CRM]["failed"]
     again = chunked.run(SMALL)
     assert again["status"] == "ok"
-    assert chunked.state() == one.state()
-    assert sum(chunked.crm.batch_sizes) == sum(one.crm.batch_sizes)
+    assert chunked.state() == reference.state
+    assert sum(chunked.crm.batch_sizes) == reference.crm_records_sent

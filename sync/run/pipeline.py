@@ -176,7 +176,7 @@ class TenantRun:
         # One streamed query of the two destinations' rows with the ESP's email: no map of every contact's state.
         for dest, email, value in self.store.sent_emails(self.tenant.id, self.esp.name, [TAGS, segment]):
             sent = json.loads(value)
-            if (name in sent) if dest == TAGS and isinstance(sent, list) else (dest == segment and bool(sent)):
+            if (isinstance(sent, list) and name in sent) if dest == TAGS else bool(sent):
                 out.add(email)
         return out
 
