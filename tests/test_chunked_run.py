@@ -11,11 +11,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from sync.config import load_config_text
+from sync.run.gate import ConsentGate
 from sync.run.pipeline import RunOptions, TenantRun
 from sync.run.plan import CRM, TAGS
 from sync.store import open_store
@@ -97,6 +99,22 @@ def test_a_chunked_book_plans_and_pushes_what_one_chunk_does(reference, chunked)
     writes = (chunked.crm.writes(), chunked.esp.writes())
     again = chunked.run(SMALL)
     assert again["plan"]["total_changes"] == 0 and (chunked.crm.writes(), chunked.esp.writes()) == writes
+    # A few changes spread over the book: pass 1's chunk plans are kept and sent (no planning again).
+    crm_ids = chunked.store.vendor_ids("acme", "fakecrm")
+    emails = {c["contact_id"]: c["email"] for c in chunked.store.contacts("acme")}
+    segmented = sorted(cid for cid, vid in crm_ids.items() if chunked.crm.props[vid].get("segsync_segments"))
+    objectors = segmented[:: len(segmented) // 4][:4]  # four people from different chunks
+    ledger = ConsentGate(chunked.store, chunked.cfg.tenants[0], "fakecrm", "fakeesp").ledger
+    for cid in objectors:
+        ledger.record("acme", emails[cid], "profiling", "withdrawn", basis="legitimate_interest",
+                      source="preference_center", occurred_at=datetime.now(UTC))
+    sent_before = sum(chunked.crm.batch_sizes)
+    objected = chunked.run(SMALL)
+    planned = objected["plan"]["destinations"][CRM]
+    assert objected["status"] == "ok" and planned["removes"] == len(objectors) < planned["changes"] < 2 * SMALL
+    # (a top-20 % segment: four people out, about as many in) - each change sent once
+    assert sum(chunked.crm.batch_sizes) - sent_before == planned["changes"]
+    assert all(not chunked.crm.props[crm_ids[cid]].get("segsync_segments") for cid in objectors)
 
 
 def test_a_crash_between_chunks_resumes_without_loss_or_duplicates(reference, chunked):

@@ -73,6 +73,23 @@ class PlanOutline:
     chosen: PlanTally  # what ``--select`` keeps of it (all of it without a selection): guarded and sent
     work: list[tuple[str | None, dict[str, int]]] = field(default_factory=list)
     # ^ (where the chunk starts, its changes per destination) of each chunk with something to send or forget
+    kept: dict[str | None, tuple[Plan, dict[str, set[str]]]] = field(default_factory=dict)
+    # ^ chunk start -> its plan and its people's addresses, kept from pass 1 while the whole plan is small
+    kept_records: int | None = 0  # None once the plan outgrew the budget: every chunk is planned again
+
+    def keep(self, after: str | None, plan: Plan, addresses: dict[str, set[str]], *, budget: int) -> None:
+        """Keep a chunk's plan for the push while all kept plans hold at most ``budget`` records (changes and
+        forgets); past that, keep none (pass 2 plans every chunk again: one chunk of changes at a time)."""
+        if self.kept_records is None:
+            return
+        self.kept_records += plan.count() + len(plan.forget)
+        if self.kept_records > budget:
+            self.kept.clear()
+            self.kept_records = None
+            return
+        plan.suppressed = []  # tallied already; the push reads only changes and forgets
+        ids = {c.contact_id for cs in plan.changes.values() for c in cs}
+        self.kept[after] = (plan, {cid: emails for cid, emails in addresses.items() if cid in ids})
 
     @classmethod
     def start(cls, dests: list[str], initial: set[str]) -> PlanOutline:
@@ -87,10 +104,6 @@ class ChunkPlan:
     chunk: ContactChunk
     people: list[Person]
     plan: Plan
-
-    def contact_of(self) -> dict[str, str]:
-        """email -> contact id of the chunk's people (the push's consent re-check asks by email)."""
-        return {p.email: p.contact_id for p in self.people if p.email}
 
     def vendor_ids(self) -> dict[str, tuple[str | None, str | None]]:
         return {p.contact_id: (p.crm_id, p.esp_id) for p in self.people}

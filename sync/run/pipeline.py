@@ -295,6 +295,7 @@ class TenantRun:
                 self.opts.plan_sink(self.tenant.id, [self._describe(c) for cs in chosen.changes.values() for c in cs])
             if chosen.count() or chosen.forget:
                 outline.work.append((after, {d: len(cs) for d, cs in chosen.changes.items()}))
+                outline.keep(after, chosen, part.chunk.addresses, budget=2 * self.book.size)
         full = outline.full
         summary = full.summary()
         summary["change_share"] = round(full.change_share(), 4)
@@ -356,12 +357,13 @@ class TenantRun:
         return False
 
     def _push(self, outline: PlanOutline) -> str:
-        """Pass 2: each chunk with something to send is planned again and sent; returns why it stopped early if
-        the tenant lock was lost (else "").
+        """Pass 2: each chunk with something to send is sent; returns why it stopped early if the tenant lock was
+        lost (else "").
 
-        Planning again instead of keeping pass 1's changes holds one chunk at a time. What a plan reads does
-        not change in between (the tenant lock is held; the pull is over) but consent, decided again as of now;
-        and consent is re-checked right before every batch as well, so an opt-out that lands meanwhile wins.
+        A plan small enough (a few chunks' worth of changes) was kept from pass 1; a larger one is planned again
+        chunk by chunk, so only one chunk of it exists at a time. What a plan reads does not change in between
+        (the tenant lock is held; the pull is over) but consent, decided again as of now; and consent is
+        re-checked right before every batch as well, so an opt-out that lands meanwhile wins.
         """
         counts = outline.chosen.counts()
         if counts.get(CRM):
@@ -398,9 +400,13 @@ class TenantRun:
                     for dest, n in left.items():
                         pusher.not_sent(dest, n)
                 break
-            part = self.planner.plan(self.book.chunk(after))
-            self.contact_of, self.addresses = part.contact_of(), part.chunk.addresses
-            pusher.run(self._select(part.plan))
+            if after in outline.kept:
+                plan, self.addresses = outline.kept.pop(after)
+            else:
+                part = self.planner.plan(self.book.chunk(after))
+                plan, self.addresses = self._select(part.plan), part.chunk.addresses
+            self.contact_of = {c.email: c.contact_id for cs in plan.changes.values() for c in cs if c.email}
+            pusher.run(plan)
         done = pusher.report
         self.report.push = summarize(done)
         return done.lock_lost
