@@ -24,6 +24,7 @@ from sync.store import open_store
 from tests.fakes import FakeCrm, FakeEsp, make_book
 from tests.test_pipeline import CONFIG, CONSENT, tagged
 
+pytestmark = pytest.mark.slow  # ten syncs of a 900-person book: in `make test`, out of `make test-fast`
 SMALL = 97
 
 
