@@ -20,7 +20,7 @@ import pandas as pd
 
 from sync.config.models import TenantCfg
 from sync.run.gate import ConsentGate
-from sync.run.plan import CRM, SEGMENT, TAGS, Person, Plan, PlanTally, build_plan
+from sync.run.plan import Person, Plan, PlanTally, build_plan, destinations
 from sync.run.scorer import ScoreResult
 from sync.store.chunks import ContactChunk
 from sync.store.interface import Store
@@ -120,11 +120,8 @@ class ChunkPlanner:
         # An ESP's tag may BE a static segment: with tags on, a segment of the same name would be the
         # same object written twice, so static segments are pushed only when tags are off.
         self.esp_tags, self.esp_segments = push.esp_tags, push.esp_static_segments and not push.esp_tags
-        self.dests = (
-            [CRM]
-            + ([TAGS] if has_esp and self.esp_tags else [])
-            + ([SEGMENT + s for s in segment_names] if has_esp and self.esp_segments else [])
-        )
+        self.dests = destinations(segment_names, has_esp=has_esp, esp_tags=self.esp_tags,
+                                  esp_segments=self.esp_segments)
         # Segment members as sets (ids only; holdouts are never members), asked once per contact.
         members = scored.assignment.members if scored.assignment else {}
         self.members = {name: set(ids) for name, ids in members.items()}

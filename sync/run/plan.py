@@ -193,6 +193,12 @@ def score_text(value: float) -> str:
     return str(int(float(f"{value:.3g}")))
 
 
+def destinations(segment_names: Iterable[str], *, has_esp: bool, esp_tags: bool, esp_segments: bool) -> list[str]:
+    """The destinations a plan writes to, in the order they are sent."""
+    return ([CRM] + ([TAGS] if has_esp and esp_tags else [])
+            + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else []))
+
+
 def build_plan(
     tenant_id: str,
     people: Iterable[Person],
@@ -223,11 +229,7 @@ def build_plan(
     plan = Plan(tenant_id, segment_property=property_name)
     people = list(people)
     plan.total_contacts = len(people)
-    dests = (
-        [CRM]
-        + ([TAGS] if has_esp and esp_tags else [])
-        + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else [])
-    )
+    dests = destinations(segment_names, has_esp=has_esp, esp_tags=esp_tags, esp_segments=esp_segments)
     plan.initial = {d for d in dests if not last.get(d)} if initial is None else {d for d in dests if d in initial}
     for d in dests:
         plan.changes[d] = []
