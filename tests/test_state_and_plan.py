@@ -121,3 +121,38 @@ def test_select_pushes_only_one_segments_moves_and_never_holds_back_consent_clea
 def test_select_names_an_unknown_segment_clearly(firm):
     result = invoke("sync", str(firm), "--select", "segment:likely_upgrad")
     assert result.exit_code == 2 and "did you mean likely_upgrade?" in result.output
+
+
+def test_chunk_plans_add_up_to_the_whole_books_plan():
+    """Planning a book chunk by chunk (issue 21) is planning it whole: the chunk plans' changes, the report's counts
+    and the guard's share add up, given which destinations are new for the whole book (no chunk can tell)."""
+    from sync.run.plan import Person, PlanTally, build_plan
+
+    people = [Person(f"c{i:02d}", f"p{i}@example.com", f"h{i}", f"m{i}" if i % 3 else None,
+                     "unsubscribed" if i % 7 == 0 else "subscribed", i % 5 != 0, i % 4 != 0,
+                     "" if i % 5 else "objected") for i in range(24)]
+    segments = {p.contact_id: {"a"} if i % 2 else {"a", "b"} for i, p in enumerate(people)}
+    scores = {p.contact_id: {"p": i / 24} for i, p in enumerate(people)}
+    # Confirmed state only for the second half of the book: the first chunks alone would think it new.
+    last = {CRM: {p.contact_id: json.dumps({"segs": "a", "segsync_score_p": "0.10"}, sort_keys=True,
+                                           separators=(",", ":")) for p in people[12:]},
+            TAGS: {p.contact_id: '["segsync:a"]' for p in people[14:]}}
+    unsure = {TAGS: {people[20].contact_id}}
+    kwargs = dict(property_name="segs", score_names=["p"], segment_names=["a", "b"], push_scores=True,
+                  esp_tags=True, esp_segments=False, tag_prefix="segsync:", has_esp=True)
+    whole = build_plan("t", people, segments, scores, last, unsure=unsure, **kwargs)
+    assert whole.changed_contacts() > 0 and whole.forget and whole.suppressed
+    tally = PlanTally(initial=whole.initial)
+    changes: dict[str, list[Change]] = {}
+    for i in range(0, len(people), 5):
+        ids = {p.contact_id for p in people[i:i + 5]}
+        part = build_plan("t", people[i:i + 5], segments, scores,
+                          {d: {k: v for k, v in rows.items() if k in ids} for d, rows in last.items()},
+                          unsure={d: ids & keys for d, keys in unsure.items()}, initial=whole.initial, **kwargs)
+        tally.add(part)
+        for dest, cs in part.changes.items():
+            changes.setdefault(dest, []).extend(cs)
+    assert changes == whole.changes
+    assert tally.summary() == whole.summary() and tally.count() == whole.count()
+    assert (tally.changed_contacts, tally.total_contacts) == (whole.changed_contacts(), whole.total_contacts)
+    assert tally.change_share() == whole.change_share() and tally.forget == len(whole.forget)

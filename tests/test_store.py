@@ -161,3 +161,48 @@ def test_vendor_objects_are_recorded_per_tenant_system_and_scope_and_updated_in_
     assert set(again.objects("tag", "list2")) == {"segsync:a"}
     assert TenantObjects(store, "t2", "mailchimp").objects("tag", "list1") == {}
     assert TenantObjects(store, "t1", "hubspot").objects("tag", "list1") == {}
+
+
+def test_a_book_read_in_chunks_is_the_whole_books_state_once(store):
+    """``contact_chunk`` (issue 21) pages live contacts in id order, each with only its own identities, addresses,
+    last-sent and in-flight rows; together the chunks are what the whole-book reads return."""
+    store.store_page("t1", [hub(str(i), f"p{i}@x.com") for i in range(10)], [], None)
+    store.store_page("t1", [hub("3", "p3@x.com", merged_into="4")], [], None)  # a merged record: not live
+    store.store_page("t1", [Contact(source="mailchimp", vendor_id=f"m{i}", email=f"p{i}@x.com", status="subscribed")
+                            for i in range(0, 10, 2)], [], None)
+    store.store_page("t1", [hub("5", "new5@x.com")], [], None)  # p5@x.com is now an alias
+    store.store_page("t2", [hub("1", "other@x.com")], [], None)  # another tenant, never read
+    ids = sorted(c["contact_id"] for c in store.contacts("t1"))
+    for n, key in enumerate(ids):
+        store.intend_batch("t1", None, "esp.tags", [(key, '["segsync:a"]')] if n % 2 else [])
+        store.confirm_batch("t1", None, "crm.properties", [(key, f'{{"n":{n}}}')], [])
+    chunks, after = [], None
+    while (chunk := store.contact_chunk("t1", after, 4)).contacts:
+        chunks.append(chunk)
+        after = chunk.last_id
+    assert [len(c.contacts) for c in chunks] == [4, 4, len(ids) - 8]
+    assert [cid for c in chunks for cid, _, _ in c.contacts] == ids  # every live contact once, in id order
+
+    def merged(get):
+        out: dict = {}
+        for c in chunks:
+            assert not set(get(c)) & set(out), "a row read twice"
+            out.update(get(c))
+        return out
+
+    assert merged(lambda c: c.addresses) == store.addresses("t1")
+    hub_emails = store.identity_emails("t1", "hubspot")
+    assert merged(lambda c: c.identities.get("hubspot", {})) == {
+        cid: (vid, hub_emails.get(cid)) for cid, vid in store.vendor_ids("t1", "hubspot").items()}
+    assert {k: v[0] for k, v in merged(lambda c: c.identities.get("mailchimp", {})).items()} == \
+        store.vendor_ids("t1", "mailchimp")
+    assert merged(lambda c: c.sent.get("crm.properties", {})) == store.last_sent("t1", "crm.properties")
+    assert set(merged(lambda c: dict.fromkeys(c.in_flight.get("esp.tags", ())))) == store.in_flight("t1", "esp.tags")
+    assert store.contact_chunk("t1", after, 4).contacts == [] and store.contact_chunk("t3", None, 4).last_id is None
+
+    audience = {email: (vid, status) for email, vid, status in store.esp_audience("t1", "mailchimp")}
+    assert audience == {f"p{i}@x.com": (f"m{i}", "subscribed") for i in range(0, 10, 2)}
+    sent = sorted(store.sent_emails("t1", "mailchimp", ["esp.tags"]))
+    expected = {cid for n, cid in enumerate(ids) if n % 2} & set(store.vendor_ids("t1", "mailchimp"))
+    emails = store.identity_emails("t1", "mailchimp")
+    assert expected and sent == sorted(("esp.tags", emails[cid], '["segsync:a"]') for cid in expected)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,6 +34,7 @@ from sync.store.interface import Store
 
 Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
 HOUSEHOLD_OPTED_OUT = "household member opted out of email_marketing"
+DECIDE_GROUP = 500  # emails per ledger question: up to the ledger's keyed-lookup limit, a lookup by key
 
 
 def tenant_key(tenant: TenantCfg) -> bytes:
@@ -151,9 +153,15 @@ class ConsentGate:
     # ------------------------------------------------------------------ decisions
 
     def _per_email(self, emails: Iterable[str]) -> dict[str, tuple[Verdict, bool]]:
-        """``{email: ((profiling, email_marketing, reason), withdrew from email)}`` from the ledger, as of now."""
+        """``{email: ((profiling, email_marketing, reason), withdrew from email)}`` from the ledger, as of now.
+
+        Asked in groups the ledger looks up by key (a bigger ask reads every consent event of the tenant):
+        a run asks chunk by chunk, and a chunk must not cost a read of a million-person ledger.
+        """
         wanted = sorted(set(emails))
-        decisions = self.ledger.decisions(self.tenant.id, wanted, self.policy) if wanted else {}
+        decisions: dict[str, Any] = {}
+        for i in range(0, len(wanted), DECIDE_GROUP):
+            decisions.update(self.ledger.decisions(self.tenant.id, wanted[i : i + DECIDE_GROUP], self.policy))
         out: dict[str, tuple[Verdict, bool]] = {}
         for email in wanted:
             d = decisions[email]
@@ -199,7 +207,7 @@ class ConsentGate:
             crm_ids = self.store.vendor_ids(self.tenant.id, crm) if crm else {}
             records: dict[str, str] = {}
             members: dict[str, set[str]] = {}
-            for c in self.store.contacts(self.tenant.id):
+            for c in self.store.contact_stream(self.tenant.id):  # streamed: only household rows are kept
                 household = (c.get("properties") or {}).get(HOUSEHOLD_PROPERTY)
                 if household in (None, ""):
                     continue

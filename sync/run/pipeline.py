@@ -24,8 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from connectors import registry
 from connectors.base import CrmConnector, EspConnector, PullPage
 from connectors.kit.http import redact
@@ -34,8 +32,9 @@ from core.errors import ApiError, FatalApiError, InputError, SegsyncError
 from core.times import now as utcnow
 from sync.config.models import Config, TenantCfg
 from sync.propagation import propagate, queued
+from sync.run.book import Book, ChunkPlanner, PlanOutline, score_rows
 from sync.run.gate import ConsentGate
-from sync.run.plan import CRM, SEGMENT, TAGS, Change, Person, Plan, build_plan
+from sync.run.plan import CRM, SEGMENT, TAGS, Change, Plan, PlanTally
 from sync.run.plan_text import describe_change
 from sync.run.push import PlanPusher, summarize
 from sync.run.report import DrainSummary, PushSummary, RunReport, ScoringSummary
@@ -58,7 +57,8 @@ class RunOptions:
     progress: Callable[[str, int, int | None], None] | None = None  # (task, advance, total)
     full_refresh: bool = False  # pull every stream from the beginning (stored cursors ignored, then replaced)
     select: tuple[str, ...] = ()  # "segment:NAME": push only what concerns these segments
-    plan_sink: Callable[[str, list[dict[str, Any]]], None] | None = None  # (tenant, every change in words): --plan-out
+    # (tenant, changes in words): --plan-out; called once per chunk of the book, the calls together are every change
+    plan_sink: Callable[[str, list[dict[str, Any]]], None] | None = None
     examples: int = 5
 
 
@@ -79,7 +79,10 @@ class TenantRun:
         self.segment_names = [s.name for s in tenant.segments]
         self.score_names = [s.name for s in tenant.scores if s.kind != "cluster"]  # pushed as number properties
         self.lease = TenantLease(tenant.id)  # replaced by the real one when the run takes the lock
-        self._vendor_ids: dict[str, tuple[str | None, str | None]] = {}
+        self._vendor_ids: dict[str, tuple[str | None, str | None]] = {}  # of the chunk being planned
+        self.book = Book(store, tenant.id, self.gate, crm.name, esp.name if esp else None)
+        self.contact_of: dict[str, str] = {}  # email -> contact id, of the chunk being pushed
+        self.addresses: dict[str, set[str]] = {}  # contact id -> emails, of the chunk being pushed
         # What segsync created at each vendor is recorded per tenant: it writes into nothing else.
         crm.use_objects(TenantObjects(store, tenant.id, crm.name))
         if esp is not None:
@@ -142,25 +145,18 @@ class TenantRun:
         self._pull_all(run_started)
         if self.opts.stop.is_set():
             return STOPPED  # every stored page kept its cursor: the next run goes on from there
-        people = self._gate()
+        allowed = self._gate()
         self._progress("score", 0, None)
-        scored = self._score(people)
+        scored = self._score(allowed)
         self._progress("score", 1, 1)
-        plan = self._plan(people, scored)
-        self._progress("plan", plan.count(), plan.count())
-        if self.opts.select:
-            from sync.run.select import select_plan
-
-            plan = select_plan(plan, self.opts.select, self.tenant.push.tag_prefix)
-            self.report.plan["selected"] = {"select": list(self.opts.select), "changes": plan.count()}
-        if self.opts.plan_sink:
-            self.opts.plan_sink(self.tenant.id, [self._describe(c) for cs in plan.changes.values() for c in cs])
+        outline = self._plan(scored)
+        self._progress("plan", outline.full.count(), outline.full.count())
         if self.opts.dry_run:
             return DRY_RUN
-        if self._guard(plan):
+        if self._guard(outline.chosen):
             self.report.outbox_after = self._drain()  # opt-outs never wait for a plan to be approved
             return REFUSED
-        if lost := self._push(plan):
+        if lost := self._push(outline):
             self.report.error = lost
             return STOPPED
         self.report.outbox_after = self._drain()
@@ -175,22 +171,22 @@ class TenantRun:
         prefix = self.tenant.push.tag_prefix
         if self.esp is None or not name.startswith(prefix):
             return None
-        emails = self.store.identity_emails(self.tenant.id, self.esp.name)
-        ids = {cid for cid, value in self.store.last_sent(self.tenant.id, TAGS).items()
-               if isinstance(tags := json.loads(value), list) and name in tags}
-        ids |= {cid for cid, value in self.store.last_sent(self.tenant.id, SEGMENT + name[len(prefix):]).items()
-                if json.loads(value)}
-        return {emails[cid] for cid in ids if emails.get(cid)}
+        segment = SEGMENT + name[len(prefix):]
+        out: set[str] = set()
+        # One streamed query of the two destinations' rows with the ESP's email: no map of every contact's state.
+        for dest, email, value in self.store.sent_emails(self.tenant.id, self.esp.name, [TAGS, segment]):
+            sent = json.loads(value)
+            if (isinstance(sent, list) and name in sent) if dest == TAGS else bool(sent):
+                out.add(email)
+        return out
 
     # ------------------------------------------------------------------ pull
 
     def _esp_members(self) -> dict[str, tuple[str, str | None]]:
         """email the ESP knows -> (its vendor id, the ESP status last seen), from the store."""
         assert self.esp is not None
-        ids = self.store.vendor_ids(self.tenant.id, self.esp.name)
-        emails = self.store.identity_emails(self.tenant.id, self.esp.name)
-        status = {c["contact_id"]: c.get("esp_status") for c in self.store.contacts(self.tenant.id)}
-        return {emails[cid]: (vid, status.get(cid)) for cid, vid in ids.items() if emails.get(cid)}
+        # One streamed join (identity email, vendor id, status): not every contact with its properties.
+        return {email: (vid, status) for email, vid, status in self.store.esp_audience(self.tenant.id, self.esp.name)}
 
     def _pull_all(self, run_started: datetime) -> None:
         streams: list[tuple[str, Callable[[str | None, datetime], Iterator[PullPage]]]] = [
@@ -236,63 +232,32 @@ class TenantRun:
 
     # ------------------------------------------------------------------ consent gate
 
-    def _gate(self) -> list[Person]:
-        contacts = self.store.contacts(self.tenant.id)
-        crm_ids = self.store.vendor_ids(self.tenant.id, self.crm.name)
-        esp_ids = self.store.vendor_ids(self.tenant.id, self.esp.name) if self.esp else {}
-        esp_emails = self.store.identity_emails(self.tenant.id, self.esp.name) if self.esp else {}
-        self.addresses = self.store.addresses(self.tenant.id)
-        verdicts = self.gate.decide_people(
-            {c["contact_id"]: self.addresses.get(c["contact_id"], set()) for c in contacts}
-        )
-        self.contact_of = {c["email"]: c["contact_id"] for c in contacts if c["email"]}
-        people = []
-        for c in contacts:
-            email = c["email"]
-            profiling, email_ok, reason = (
-                verdicts[c["contact_id"]] if email else (False, False, "no email to check consent against")
-            )
-            people.append(
-                Person(
-                    c["contact_id"],
-                    email,
-                    crm_ids.get(c["contact_id"]),
-                    esp_ids.get(c["contact_id"]),
-                    c["esp_status"],
-                    profiling,
-                    email_ok,
-                    reason,
-                    esp_emails.get(c["contact_id"]),
-                )
-            )
+    def _gate(self) -> set[str]:
+        """Consent for every contact, a chunk at a time: the report's counts and who may be scored (ids only)."""
+        allowed: set[str] = set()
+        seen = Counter[str]()
+        for _, chunk in self.book.chunks(sent=False):
+            for p in self.book.people(chunk):
+                seen["total"] += 1
+                seen["in_crm"] += bool(p.crm_id)
+                seen["in_esp"] += bool(p.esp_id)
+                seen["profiling_allowed"] += p.profiling
+                seen["email_marketing_allowed"] += p.email_marketing
+                if p.profiling:
+                    allowed.add(p.contact_id)
         counts = self.store.counts(self.tenant.id)
-        self.report.contacts = {
-            "total": len(people),
-            "events": counts["events"],
-            "in_crm": sum(1 for p in people if p.crm_id),
-            "in_esp": sum(1 for p in people if p.esp_id),
-            "profiling_allowed": sum(1 for p in people if p.profiling),
-            "email_marketing_allowed": sum(1 for p in people if p.email_marketing),
-        }
-        return people
+        self.report.contacts = {"total": seen["total"], "events": counts["events"],
+                                **{k: seen[k] for k in ("in_crm", "in_esp", "profiling_allowed",
+                                                        "email_marketing_allowed")}}
+        return allowed
 
     # ------------------------------------------------------------------ score
 
-    def _score(self, people: list[Person]) -> ScoreResult:
-        allowed = {p.contact_id for p in people if p.profiling}
+    def _score(self, allowed: set[str]) -> ScoreResult:
         result = score_tenant(self.store, self.tenant, self.cfg.model_dir, allowed, retrain=self.opts.retrain)
         assignment = result.assignment
         if not self.opts.dry_run:
-            now = utcnow()
-            rows = [
-                {"contact_id": cid, "score": name, "value": float(v), "label": None, "scored_at": now}
-                for name, series in result.scores.items() for cid, v in series.items() if pd.notna(v)
-            ]
-            rows += [
-                {"contact_id": cid, "score": name, "value": None, "label": str(v), "scored_at": now}
-                for name, series in result.clusters.items() for cid, v in series.items()
-            ]
-            self.store.save_scores(self.tenant.id, rows)
+            self.store.save_scores(self.tenant.id, score_rows(result, utcnow()))  # a generator, saved in batches
             if assignment is not None:
                 self.store.save_segments(
                     self.tenant.id,
@@ -309,47 +274,47 @@ class TenantRun:
 
     # ------------------------------------------------------------------ plan
 
-    def _plan(self, people: list[Person], scored: ScoreResult) -> Plan:
-        held = scored.holdout_ids
-        segments_of: dict[str, set[str]] = {}
-        if scored.assignment:
-            for name, ids in scored.assignment.members.items():
-                for cid in ids:
-                    segments_of.setdefault(cid, set()).add(name)
-        score_names = self.score_names
-        scores_of: dict[str, dict[str, float | None]] = {}
-        for name in score_names:
-            for row_id, v in scored.scores.get(name, pd.Series(dtype=float)).items():
-                if row_id not in held and pd.notna(v):
-                    scores_of.setdefault(str(row_id), {})[name] = float(v)
-        push = self.tenant.push
-        segment_names = self.segment_names
-        dests = [CRM, TAGS, *(SEGMENT + s for s in segment_names)]
-        last = {d: self.store.last_sent(self.tenant.id, d) for d in dests}
-        unsure = {d: self.store.in_flight(self.tenant.id, d) for d in dests}
-        plan = build_plan(
-            self.tenant.id, people, segments_of, scores_of, last, unsure=unsure,
-            property_name=push.crm_property, score_names=score_names, segment_names=segment_names,
-            # An ESP's tag may BE a static segment: with tags on, a segment of the same name would be the
-            # same object written twice, so static segments are pushed only when tags are off.
-            push_scores=push.crm_scores, esp_tags=push.esp_tags,
-            esp_segments=push.esp_static_segments and not push.esp_tags,
-            tag_prefix=push.tag_prefix, has_esp=self.esp is not None,
-        )
-        summary = plan.summary()
-        summary["change_share"] = round(plan.change_share(), 4)
-        summary["initial_destinations"] = sorted(plan.initial)
-        summary["cost"] = self._cost(plan)
-        self._vendor_ids = {p.contact_id: (p.crm_id, p.esp_id) for p in people}
-        summary["examples"] = {
-            dest: [self._describe(c) for c in changes[: self.opts.examples]]
-            for dest, changes in plan.changes.items()
-            if changes
-        }
-        summary["forget"] = len(plan.forget)
-        summary["in_flight_resent"] = sum(1 for cs in plan.changes.values() for c in cs if c.unsure)
+    def _plan(self, scored: ScoreResult) -> PlanOutline:
+        """Pass 1: every chunk's plan is built, tallied, described (examples, ``--plan-out``) and dropped, so the
+        guard and the report see the whole plan while only one chunk of it exists at a time."""
+        self.planner = ChunkPlanner(self.tenant, self.book, scored, self.score_names, self.segment_names,
+                                    self.esp is not None)
+        outline = PlanOutline.start(self.planner.dests, self.planner.initial)
+        examples: dict[str, list[dict[str, Any]]] = {}
+        for after, chunk in self.book.chunks():
+            part = self.planner.plan(chunk)
+            outline.full.add(part.plan)
+            self._vendor_ids = part.vendor_ids()
+            for dest, changes in part.plan.changes.items():
+                if changes:
+                    shown = examples.setdefault(dest, [])
+                    shown += [self._describe(c) for c in changes[: max(0, self.opts.examples - len(shown))]]
+            chosen = self._select(part.plan)
+            outline.chosen.add(chosen)
+            if self.opts.plan_sink:
+                self.opts.plan_sink(self.tenant.id, [self._describe(c) for cs in chosen.changes.values() for c in cs])
+            if chosen.count() or chosen.forget:
+                outline.work.append((after, {d: len(cs) for d, cs in chosen.changes.items()}))
+        full = outline.full
+        summary = full.summary()
+        summary["change_share"] = round(full.change_share(), 4)
+        summary["initial_destinations"] = sorted(full.initial)
+        summary["cost"] = self._cost(full.counts())
+        summary["examples"] = {d: examples[d] for d in self.planner.dests if d in examples}
+        summary["forget"] = full.forget
+        summary["in_flight_resent"] = full.in_flight_resent
+        if self.opts.select:
+            summary["selected"] = {"select": list(self.opts.select), "changes": outline.chosen.count()}
         self.report.plan = summary
-        return plan
+        return outline
+
+    def _select(self, plan: Plan) -> Plan:
+        """The part of a chunk's plan ``--select`` asked for (all of it without a selection)."""
+        if not self.opts.select:
+            return plan
+        from sync.run.select import select_plan
+
+        return select_plan(plan, self.opts.select, self.tenant.push.tag_prefix)
 
     def _describe(self, c: Change) -> dict[str, Any]:
         """A change in words with the masked email and the vendor's own record id (dry-run examples, --plan-out)."""
@@ -357,20 +322,19 @@ class TenantRun:
         return describe_change(c, crm_id if c.destination == CRM else esp_id,
                                segment_property=self.tenant.push.crm_property, tag_prefix=self.tenant.push.tag_prefix)
 
-    def _cost(self, plan: Plan) -> dict[str, Any]:
+    def _cost(self, counts: dict[str, int]) -> dict[str, Any]:
         """API write calls the push will cost, per destination, from the connectors' batch limits."""
         out: dict[str, Any] = {}
-        for dest, changes in plan.changes.items():
-            if not changes:
+        for dest, records in counts.items():
+            if not records:
                 continue
             conn = self.crm if dest == CRM else self.esp
             if conn is None:
                 continue
             limits = conn.limits
-            calls = math.ceil(len(changes) / limits.batch_size)
             out[dest] = {
-                "records": len(changes),
-                "calls": calls,
+                "records": records,
+                "calls": math.ceil(records / limits.batch_size),
                 "vendor": conn.name,
                 "limit": f"{limits.requests_per_window} requests / {limits.window_seconds:g} s, "
                 f"{limits.batch_size} per batch",
@@ -379,7 +343,7 @@ class TenantRun:
 
     # ------------------------------------------------------------------ guard and push
 
-    def _guard(self, plan: Plan) -> bool:
+    def _guard(self, plan: PlanTally) -> bool:
         share = plan.change_share()
         limit = self.tenant.max_change_share
         if share > limit and not self.opts.force:
@@ -391,9 +355,16 @@ class TenantRun:
             return True
         return False
 
-    def _push(self, plan: Plan) -> str:
-        """Send the plan; returns why it stopped early if the tenant lock was lost (else "")."""
-        if plan.changes.get(CRM):
+    def _push(self, outline: PlanOutline) -> str:
+        """Pass 2: each chunk with something to send is planned again and sent; returns why it stopped early if
+        the tenant lock was lost (else "").
+
+        Planning again instead of keeping pass 1's changes holds one chunk at a time. What a plan reads does
+        not change in between (the tenant lock is held; the pull is over) but consent, decided again as of now;
+        and consent is re-checked right before every batch as well, so an opt-out that lands meanwhile wins.
+        """
+        counts = outline.chosen.counts()
+        if counts.get(CRM):
             # Create (idempotently) the property group, the segment property with every option, the score properties.
             scores = self.score_names if self.tenant.push.crm_scores else []
             self.crm.ensure_schema(self.tenant.push.crm_property, self.segment_names, scores)
@@ -414,11 +385,23 @@ class TenantRun:
             crm=self.crm, esp=self.esp, property_name=self.tenant.push.crm_property,
             score_names=self.score_names, push_scores=self.tenant.push.crm_scores,
             segment_prefix=self.tenant.push.tag_prefix,
-            progress=lambda dest, n: self._progress(f"push {dest}", n, len(plan.changes.get(dest, []))),
+            progress=lambda dest, n: self._progress(f"push {dest}", n, counts.get(dest, 0)),
             stop=self.opts.stop,
             fence=self.lease.check,
         )
-        done = pusher.run(plan)
+        for i, (after, _) in enumerate(outline.work):
+            if pusher.report.lock_lost:
+                break  # as within a chunk: what is left is planned again by the next run
+            if self.opts.stop.is_set():
+                # Graceful shutdown between chunks: the rest is not planned again, only reported as not sent.
+                for _, left in outline.work[i:]:
+                    for dest, n in left.items():
+                        pusher.not_sent(dest, n)
+                break
+            part = self.planner.plan(self.book.chunk(after))
+            self.contact_of, self.addresses = part.contact_of(), part.chunk.addresses
+            pusher.run(self._select(part.plan))
+        done = pusher.report
         self.report.push = summarize(done)
         return done.lock_lost
 

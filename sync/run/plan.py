@@ -109,18 +109,61 @@ class Plan:
         return self.changed_contacts() / self.total_contacts if self.total_contacts else 0.0
 
     def summary(self) -> dict[str, Any]:
+        return PlanTally.of(self).summary()
+
+
+@dataclass
+class PlanTally:
+    """What the run report and the change guard need of a plan built chunk by chunk, without its changes:
+    counts per destination, suppression reasons, contacts changed. Summing the tallies of the chunk plans
+    gives the whole plan's (chunks partition the contacts, so per-contact counts add up)."""
+
+    destinations: dict[str, Counter[str]] = field(default_factory=dict)  # destination -> changes/adds/removes
+    suppressed: Counter[str] = field(default_factory=Counter)  # reason -> contacts
+    total_contacts: int = 0
+    changed_contacts: int = 0  # what :meth:`Plan.changed_contacts` counts
+    forget: int = 0
+    in_flight_resent: int = 0
+    initial: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanTally:
+        tally = cls(initial=set(plan.initial))
+        tally.add(plan)
+        return tally
+
+    def add(self, plan: Plan) -> None:
+        for dest, changes in plan.changes.items():
+            counts = self.destinations.setdefault(dest, Counter())
+            counts["changes"] += len(changes)
+            counts["adds"] += sum(1 for c in changes if c.previous is None)
+            counts["removes"] += sum(1 for c in changes if c.desired is None)
+            self.in_flight_resent += sum(1 for c in changes if c.unsure)
+        self.suppressed.update(r for _, _, r in plan.suppressed)
+        self.total_contacts += plan.total_contacts
+        self.changed_contacts += plan.changed_contacts()
+        self.forget += len(plan.forget)
+
+    def count(self) -> int:
+        return sum(c["changes"] for c in self.destinations.values())
+
+    def counts(self) -> dict[str, int]:
+        """destination -> changes (every destination of the plan, none left out)."""
+        return {dest: c["changes"] for dest, c in self.destinations.items()}
+
+    def change_share(self) -> float:
+        return self.changed_contacts / self.total_contacts if self.total_contacts else 0.0
+
+    def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for dest, changes in sorted(self.changes.items()):
-            adds = sum(1 for c in changes if c.previous is None)
-            removes = sum(1 for c in changes if c.desired is None)
+        for dest, c in sorted(self.destinations.items()):
             out[dest] = {
-                "changes": len(changes),
-                "adds": adds,
-                "removes": removes,
-                "updates": len(changes) - adds - removes,
+                "changes": c["changes"],
+                "adds": c["adds"],
+                "removes": c["removes"],
+                "updates": c["changes"] - c["adds"] - c["removes"],
             }
-        reasons = Counter(r for _, _, r in self.suppressed)
-        return {"destinations": out, "suppressed": dict(reasons), "total_changes": self.count()}
+        return {"destinations": out, "suppressed": dict(self.suppressed), "total_changes": self.count()}
 
 
 def crm_desired(
@@ -158,6 +201,7 @@ def build_plan(
     last: Mapping[str, Mapping[str, str]],  # destination -> contact id -> canonical value
     *,
     unsure: Mapping[str, set[str]] | None = None,  # destination -> contact ids in flight at a crash
+    initial: set[str] | None = None,  # destinations with no confirmed state in the whole book (default: in ``last``)
     property_name: str,
     score_names: list[str],
     segment_names: list[str],
@@ -171,6 +215,9 @@ def build_plan(
 
     A record left in flight by a crash is re-sent whatever its value: the vendor may hold either the
     old or the new state, and only sending the wanted state (idempotently) makes it certain.
+
+    ``people`` may be one chunk of the book, with ``last`` and ``unsure`` for those people only: then
+    ``initial`` must say which destinations have no state for anyone (one chunk cannot tell).
     """
     unsure = unsure or {}
     plan = Plan(tenant_id, segment_property=property_name)
@@ -181,7 +228,7 @@ def build_plan(
         + ([TAGS] if has_esp and esp_tags else [])
         + ([SEGMENT + s for s in segment_names] if has_esp and esp_segments else [])
     )
-    plan.initial = {d for d in dests if not last.get(d)}
+    plan.initial = {d for d in dests if not last.get(d)} if initial is None else {d for d in dests if d in initial}
     for d in dests:
         plan.changes[d] = []
 

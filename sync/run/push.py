@@ -30,10 +30,14 @@ Recheck = Callable[[Sequence[str]], dict[str, tuple[bool, bool, str]]]
 Progress = Callable[[str, int], None]
 
 
+KEPT_FAILURES = 50  # failures kept with their record and message (the report shows these); all are counted
+
+
 @dataclass
 class PushReport:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (destination, outcome) -> n
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)  # the first KEPT_FAILURES
+    failures_total: int = 0
     batches: Counter[str] = field(default_factory=Counter)
     stopped: bool = False
     lock_lost: str = ""  # why the push stopped early because the tenant lock was lost
@@ -41,6 +45,11 @@ class PushReport:
     def add(self, destination: str, outcome: str, n: int = 1) -> None:
         if n:
             self.outcomes[(destination, outcome)] += n
+
+    def failed(self, destination: str, contact_id: str, message: str) -> None:
+        self.failures_total += 1
+        if len(self.failures) < KEPT_FAILURES:
+            self.failures.append({"destination": destination, "contact_id": contact_id, "message": message})
 
     def totals(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -78,8 +87,10 @@ class PlanPusher:
         self.stop = stop or threading.Event()
         self.fence = fence or (lambda: None)  # raises LockLost once the tenant lock is not ours
         self.report = PushReport()
+        self.dead: dict[str, str] = {}  # destination -> the fatal error that stopped it for the rest of the run
 
     def run(self, plan: Plan) -> PushReport:
+        """Send one plan (the whole book's, or one chunk's: call again with the next; the report adds up)."""
         for dest, contact_id in plan.forget:
             self.store.confirm_batch(
                 self.tenant_id,
@@ -92,6 +103,9 @@ class PlanPusher:
         for dest, changes in plan.changes.items():
             if not changes or self.report.lock_lost:
                 continue
+            if dest in self.dead:
+                self._fail(dest, changes, self.dead[dest])  # stopped by a fatal error in an earlier chunk
+                continue
             if dest == CRM and self.crm is not None:
                 self._run_dest(dest, changes, self.crm.limits.batch_size, self._send_crm)
             elif dest == TAGS and self.esp is not None:
@@ -99,6 +113,13 @@ class PlanPusher:
             elif dest.startswith(SEGMENT) and self.esp is not None:
                 self._run_dest(dest, changes, self.esp.limits.batch_size, self._send_segment)
         return self.report
+
+    def not_sent(self, dest: str, n: int) -> None:
+        """``n`` records of a chunk a shutdown kept from being planned again: failed (not sent, retried next
+        run), counted, not stored."""
+        self.report.stopped = True
+        self.report.add(dest, "failed", n)
+        self.report.failures_total += n  # counted, not listed: there is no record at hand to name
 
     # ------------------------------------------------------------------ one destination
 
@@ -132,6 +153,7 @@ class PlanPusher:
                 self._fail(dest, changes[i:], "not sent: the tenant lock was lost (retried next run)", persist=False)
                 return
             except FatalApiError as exc:
+                self.dead[dest] = f"{exc}"
                 self._fail(dest, changes[i:], f"{exc}")
                 log.error("%s: %s - stopping this destination", dest, redact(exc))
                 return
@@ -180,9 +202,7 @@ class PlanPusher:
             if r.outcome == "sent":
                 confirmed.append((c.contact_id, c.value))
             elif r.outcome == "failed":
-                self.report.failures.append(
-                    {"destination": dest, "contact_id": c.contact_id, "message": redact(r.message)}
-                )
+                self.report.failed(dest, c.contact_id, redact(r.message))
             outcomes.append((c.contact_id, r.outcome, redact(r.message)))
             self.report.add(dest, r.outcome)
         self.store.confirm_batch(self.tenant_id, self.run_id, dest, confirmed, outcomes)
@@ -190,7 +210,7 @@ class PlanPusher:
     def _fail(self, dest: str, changes: list[Change], message: str, persist: bool = True) -> None:
         message = redact(message)
         for c in changes:
-            self.report.failures.append({"destination": dest, "contact_id": c.contact_id, "message": message})
+            self.report.failed(dest, c.contact_id, message)
         self.report.add(dest, "failed", len(changes))
         if persist:
             self.store.confirm_batch(
@@ -233,5 +253,5 @@ def summarize(report: PushReport) -> PushSummary:
     per_dest: dict[str, dict[str, int]] = {}
     for (dest, outcome), n in report.outcomes.items():
         per_dest.setdefault(dest, {})[outcome] = n
-    return PushSummary(by_destination=per_dest, totals=report.totals(), failures=report.failures[:50],
-                       failures_total=len(report.failures), batches=dict(report.batches), stopped=report.stopped)
+    return PushSummary(by_destination=per_dest, totals=report.totals(), failures=report.failures[:KEPT_FAILURES],
+                       failures_total=report.failures_total, batches=dict(report.batches), stopped=report.stopped)

@@ -360,7 +360,7 @@ class IdentityTables:
                     t.identities.c.source == source,
                     t.identities.c.archived.is_(False),
                     column.is_not(None),
-                )
+                ).order_by(t.identities.c.vendor_id)  # two live identities at one source: the last in key order wins
             )
             return {cid: value for cid, value in rows}
 

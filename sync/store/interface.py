@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from connectors.base import Contact, EngagementEvent, VendorObject
 from core.errors import SegsyncError
+from sync.store.chunks import ContactChunk
 
 
 class TenantBusy(SegsyncError):
@@ -136,6 +137,21 @@ class Store(ABC):
     def counts(self, tenant_id: str) -> dict[str, int]:
         """``{"contacts": n, "events": n}``."""
 
+    # ---- reads by chunk: a run gates, plans and pushes a book without holding all of it
+
+    @abstractmethod
+    def contact_chunk(self, tenant_id: str, after: str | None, limit: int, *, sent: bool = True) -> ContactChunk:
+        """Up to ``limit`` live contacts with ids after ``after`` (None: from the first), in id order, with their
+        live identities, every address and (``sent``) the last-sent and in-flight rows of each destination."""
+
+    @abstractmethod
+    def esp_audience(self, tenant_id: str, source: str) -> Iterator[tuple[str, str, str | None]]:
+        """(email ``source`` knows, its vendor id, the contact's ESP status) per live identity there, streamed."""
+
+    @abstractmethod
+    def sent_emails(self, tenant_id: str, source: str, destinations: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+        """(destination, email at ``source``, last-sent value) per last-sent row of ``destinations``, streamed."""
+
     # ---- sent state: cursors, last-sent, outcomes, scores, segments
 
     @abstractmethod
@@ -178,8 +194,8 @@ class Store(ABC):
         """Drop one contact's last-sent rows under a destination prefix (after an opt-out cleared them)."""
 
     @abstractmethod
-    def save_scores(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
-        """Replace the tenant's scores."""
+    def save_scores(self, tenant_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the tenant's scores (``rows`` may be a generator: it is read in batches)."""
 
     @abstractmethod
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],

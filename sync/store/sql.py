@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from core.emails import normalize_email
 from sync.store import schema as t
+from sync.store.chunks import ChunkReads
 from sync.store.identity import IdentityTables
 from sync.store.interface import Store
 from sync.store.objects import ObjectRecords
@@ -24,7 +25,7 @@ from sync.store.sqlcore import make_engine
 from sync.store.state import SentState
 
 
-class SqlStore(IdentityTables, SentState, RunLog, ObjectRecords, Store):
+class SqlStore(IdentityTables, ChunkReads, SentState, RunLog, ObjectRecords, Store):
     """All sync state over one SQLAlchemy engine. Construct with :meth:`open`."""
 
     def __init__(self, engine: Engine) -> None:

@@ -9,6 +9,7 @@ already confirmed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -173,11 +174,14 @@ class SentState:
 
     # ------------------------------------------------------------------ scores and segments
 
-    def save_scores(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
+    def save_scores(self, tenant_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the tenant's scores in one transaction; ``rows`` is read 5,000 at a time (a generator
+        keeps a whole book's rows from ever existing at once)."""
+        rows = iter(rows)
         with self.engine.begin() as conn:
             conn.execute(t.scores.delete().where(t.scores.c.tenant_id == tenant_id))
-            for chunk in chunks(rows, 5000):
-                conn.execute(t.scores.insert(), [{"tenant_id": tenant_id, **r} for r in chunk])
+            while batch := [{"tenant_id": tenant_id, **r} for r in itertools.islice(rows, 5000)]:
+                conn.execute(t.scores.insert(), batch)
 
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
                       at: datetime | None = None) -> None:
