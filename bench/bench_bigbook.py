@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sandbox.csvbook import write_csv_book  # noqa: E402 - after the path fix for direct runs
+from sandbox.csvbook import BookFiles, write_csv_book  # noqa: E402 - after the path fix for direct runs
 
 CONFIG = """version: 1
 store: sqlite:///{db}
@@ -143,6 +143,18 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def existing_book(folder: Path) -> BookFiles | None:
+    """A book written before into ``folder`` (counted from its files), or None."""
+    paths = folder / "contacts.csv", folder / "events.csv"
+    if not all(p.exists() for p in paths):
+        return None
+    counts = []
+    for path in paths:
+        with path.open("rb") as fh:
+            counts.append(sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1)
+    return BookFiles(paths[0], paths[1], counts[0], counts[1], 0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--contacts", type=int, default=20_000)
@@ -151,11 +163,13 @@ def main() -> None:
     ap.add_argument("--max-rss-mb", type=float, default=6000.0, help="kill a child past this RSS (0: never)")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--runs", choices=("both", "first"), default="both")
+    ap.add_argument("--reuse-book", action="store_true", help="use the book already in --dir/book if there is one")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bigbook-") as tmp:
         work = args.dir or Path(tmp)
         t0 = time.monotonic()
-        book = write_csv_book(work / "book", args.contacts, args.events_per_contact, args.seed)
+        book = existing_book(work / "book") if args.reuse_book else None
+        book = book or write_csv_book(work / "book", args.contacts, args.events_per_contact, args.seed)
         gen_s = time.monotonic() - t0
         print(f"book: {book.contacts:,} contacts, {book.events:,} events ({book.upgrades:,} upgrades), "
               f"{(book.contacts_path.stat().st_size + book.events_path.stat().st_size) / 1e6:.0f} MB of CSV "

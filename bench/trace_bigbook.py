@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_bigbook import write_config  # noqa: E402
+
 from sandbox.csvbook import write_csv_book  # noqa: E402
 from sync.config.models import load_config  # noqa: E402
 from sync.run import pipeline  # noqa: E402
