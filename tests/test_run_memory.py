@@ -1,17 +1,18 @@
 """A sync's memory does not follow the book: 4x the contacts costs far less than 4x a run's own memory.
 
-Three ``segsync sync`` processes run side by side on CSV books (``sandbox.csvbook``) of 50, 2,500 and
-10,000 contacts (4 events each: enough for the propensity model to pass its gate, so both runs push). Each child's peak RSS comes from the kernel (``os.wait4``), so the numbers are bytes,
-not times: a loaded machine makes the test slower, not different. The 50-contact child is the
-baseline (interpreter, pandas, scikit-learn, SQLAlchemy: about 225 MB); what a run adds on top of
-it is its own memory. The assertion is on what the 7,500 extra contacts cost, per contact, with a
-wide margin both ways:
+Three ``segsync sync`` processes run side by side on CSV books (``sandbox.csvbook``) of 50, 2,500
+and 10,000 contacts (4 events each: enough for the propensity model to pass its gate, so both runs
+push). Each child's peak RSS comes from the kernel (``os.wait4``), so the numbers are bytes, not
+times: a loaded machine makes the test slower, not different. The 50-contact child is the baseline
+(interpreter, pandas, scikit-learn, SQLAlchemy: about 225 MB); what a run adds on top of it is its
+own memory. The assertion is on what the 7,500 extra contacts cost, per contact, with a wide
+margin both ways:
 
-- today a first run adds about 6 KB per contact (the gate and the plan still hold a few Python
-  objects per person; the numbers are in bench/README.md, issue 21);
+- today a first run adds about 6 KB per contact (5.8 KB measured with the chunked gate, plan and
+  push; 6.3 KB before them: see bench/README.md, issue 21, for where it goes);
 - a run holding 40 KB of Python objects per contact (checked with a deliberate leak injected
-  through ``sitecustomize``) adds about 46 KB per contact and fails;
-- the limit, 16 KB per contact, is 2.7x above the first and 2.9x below the second.
+  through ``sitecustomize``: 40.9 KB per extra contact measured) fails;
+- the limit, 16 KB per contact, is 2.7x above the first and 2.5x below the second.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 
 from sandbox.csvbook import write_csv_book
 
-# About 35 s of CPU in all (20-25 s of wall on two idle cores); the suite's 300 s limit is too close on a loaded machine.
+# About 35 s of CPU in all (three children on two cores); the suite's 300 s limit is too close on a loaded machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
