@@ -38,7 +38,7 @@ MB = 1024 * 1024
 
 def _ours(trace: tracemalloc.Traceback) -> str:
     """The innermost frame in segsync's own code (else the innermost frame), as file:line."""
-    for frame in trace:  # most recent call first
+    for frame in reversed(trace):  # tracemalloc orders frames oldest first: start from the allocation
         if str(ROOT) in frame.filename and "/.venv/" not in frame.filename:
             return f"{Path(frame.filename).relative_to(ROOT)}:{frame.lineno}"
     return f"{trace[0].filename}:{trace[0].lineno}"
