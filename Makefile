@@ -31,7 +31,7 @@ test: lint
 SLOW_FILES := test_e2e_sandbox.py test_wealthbox_sync.py test_serve.py test_consent_pg.py test_scoring_datasets.py test_pipeline.py \
               test_csv_sync.py test_scoring_pipeline.py test_cli.py \
               test_crash_push.py test_crash_suite.py test_lock_loss.py test_hostile_input.py test_transient_answers.py \
-              test_vendor_reality.py test_workers_scale.py test_redtail_sync.py test_webhook_load.py
+              test_vendor_reality.py test_workers_scale.py test_redtail_sync.py test_webhook_load.py test_run_memory.py
 SLOW_TESTS := test_consent_webhook.py::test_fuzz_2000_malformed_requests_no_5xx_and_nothing_written_when_refused \
               test_hubspot_connector.py::test_full_then_incremental_pull_25000_each_contact_exactly_once \
               test_hubspot_connector.py::test_starter_limit_25000_push_under_1_percent_429_nothing_lost \

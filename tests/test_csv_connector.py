@@ -224,3 +224,33 @@ def test_output_edited_between_pushes_is_read_again(files, tmp_path):
     out.write_text("name,s\nx,1\n")
     with pytest.raises(InputError, match="not a segsync output file"):
         conn.push_properties([PropertyUpdate("c2", {"s": "3"})])
+
+
+def test_repeated_rows_far_apart_keep_the_ids_a_small_read_gives(tmp_path, monkeypatch):
+    """Which repeat of an identical row an event is survives the seen-rows set spilling into sorted arrays
+    (forced here after every 2 rows): the ids are those of a read that never spills, none are equal."""
+    from connectors.csvfile import seen
+
+    contacts = write(tmp_path / "c.csv", "id,email\n" + "".join(f"p{i},p{i}@x.org\n" for i in range(30)))
+    rows = [f"p{i % 30},page_view,2025-01-{1 + i % 3:02d},," for i in range(200)]  # each content 2-3 times
+    events = write(tmp_path / "e.csv", "contact_id,type,timestamp,value,url\n" + "\n".join(rows) + "\n")
+    whole = [e.event_id for e in events_of(CsvConnector(contacts, events))]
+    monkeypatch.setattr(seen, "RECENT_MAX", 2)
+    spilled = [e.event_id for e in events_of(CsvConnector(contacts, events))]
+    assert spilled == whole and len(set(whole)) == 200
+    assert len(seen.Fingerprints(range(1, 50))) == 49
+    assert seen.Fingerprints(range(1, 50)).contains([3, 49, 50, 0]) == [True, True, False, False]
+
+
+def test_output_merged_in_batches_stays_one_sorted_row_per_id(files, tmp_path):
+    conn = make(files, tmp_path)
+    out = tmp_path / "out" / "segsync.csv"
+    conn.push_properties([PropertyUpdate(f"k{i:03d}", {"s": str(i)}) for i in range(0, 100, 2)])
+    conn.push_properties([PropertyUpdate(f"k{i:03d}", {"t": "x"}) for i in range(0, 100, 3)])
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == sorted({f"k{i:03d}" for i in range(100) if i % 2 == 0 or i % 3 == 0})
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["k006"] == {"id": "k006", "s": "6", "t": "x"} and by_id["k003"] == {"id": "k003", "s": "", "t": "x"}
+    assert by_id["k004"] == {"id": "k004", "s": "4", "t": ""}
+    assert conn.stats()["output_writes"] == 2

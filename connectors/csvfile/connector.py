@@ -13,17 +13,16 @@ atomically (temporary file + rename) so a crash never leaves half a file.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors.base import Contact, CrmConnector, EngagementEvent, Limits, PropertyUpdate, PullPage, RecordResult
+from connectors.csvfile.output import merge_output
 from connectors.csvfile.rows import (
     MAX_LISTED,
     check_header,
@@ -34,6 +33,7 @@ from connectors.csvfile.rows import (
     summarise,
     valid_email,
 )
+from connectors.csvfile.seen import Fingerprints, fingerprint
 from connectors.kit.paging import chunked
 from connectors.kit.stats import CallStats
 from core.emails import normalize_email
@@ -48,6 +48,17 @@ DEFAULT_EVENT_COLUMNS = {"contact_id": "contact_id", "type": "type", "timestamp"
                          "url": "url", "session_id": "session_id", "email": "email"}
 OPTIONAL_EVENT_FIELDS = {"value", "url", "session_id", "email"}
 OPTOUT_COLUMN = "email_optout"
+
+
+# A good event row before its id: contact id, type, time, value, email, attributes, content (what the id hashes).
+_Row = tuple[str, str, datetime, float | None, str | None, dict[str, Any], str]
+
+
+def _engagement(row: _Row, occurrence: int) -> EngagementEvent:
+    """The event of a good row that is the ``occurrence``-th with its content in the file."""
+    cid, etype, at, value, email, attributes, content = row
+    event_id = "csv:" + hashlib.sha256(f"{content}\x1e{occurrence}".encode()).hexdigest()[:32]
+    return EngagementEvent(SOURCE, cid, etype, at, value, event_id, email, attributes)
 
 
 class CsvConnector(CrmConnector):
@@ -84,9 +95,6 @@ class CsvConnector(CrmConnector):
         self._rows_read = {"contacts": 0, "events": 0}
         self.calls = CallStats()  # one "output.write" per atomic rewrite of the output file
         self._quiet: list[str] | None = None
-        # The output as last written by us, keyed by the file's (mtime, size): re-read only if
-        # something else changed it, so a push in several batches does not re-parse the file each time.
-        self._output_cache: tuple[tuple[int, int], list[str], dict[str, dict[str, str]]] | None = None
 
     # -- pulling ---------------------------------------------------------------------------
 
@@ -163,12 +171,12 @@ class CsvConnector(CrmConnector):
             # The cursor rides on the last page only: it covers the whole file.
             yield PullPage(contacts=page, cursor=digest if last else None)
 
-    def _known_ids(self) -> set[str]:
-        """Ids of the good contact rows (problems found on the way are not recorded twice)."""
+    def _known_ids(self) -> Fingerprints:
+        """Ids of the good contact rows, as fingerprints (problems found on the way are not recorded twice)."""
         reads = self._rows_read["contacts"]
         self._quiet = []
         try:
-            return {c.vendor_id for c in self._contact_rows()}
+            return Fingerprints(fingerprint(c.vendor_id) for c in self._contact_rows())
         finally:
             self._quiet = None
             self._rows_read["contacts"] = reads
@@ -185,7 +193,11 @@ class CsvConnector(CrmConnector):
             yield PullPage(events=page, cursor=digest if last else None)
 
     def _event_rows(self, path: Path) -> Iterator[EngagementEvent]:
-        """The good event rows of ``path``; a file whose every row is bad is an :class:`InputError`."""
+        """The good event rows of ``path``; a file whose every row is bad is an :class:`InputError`.
+
+        Rows are checked a block at a time against fingerprints of the contact ids and of the rows
+        seen before (8 bytes per row, not a string): the memory of a read does not follow the file.
+        """
         known = self._known_ids()
         with read_rows(path, self.delimiter) as (header, rows):
             required = {k: v for k, v in self.event_columns.items()
@@ -195,16 +207,25 @@ class CsvConnector(CrmConnector):
             cols = check_header(path, header, required)
             cols.update({k: header.index(v) for k, v in self.event_columns.items() if k not in cols and v in header})
             attr_cols = [(i, h) for i, h in enumerate(header) if i not in set(cols.values()) and h]
-            occurrences: dict[str, int] = {}
+            seen_rows = Fingerprints()
+            repeats: dict[int, int] = {}  # fingerprint of a row seen more than once -> how many times so far
             good = bad = 0
-            for line, fields in rows:
-                self._rows_read["events"] += 1
-                event = self._event(path, line, fields, header, cols, attr_cols, known, occurrences)
-                if event is None:
-                    bad += 1
-                    continue
-                good += 1
-                yield event
+            while block := list(islice(rows, PAGE_SIZE)):
+                self._rows_read["events"] += len(block)
+                cid_at = cols["contact_id"]
+                flags = known.contains([fingerprint(f[cid_at].strip()) if len(f) == len(header) else 0
+                                        for _, f in block])
+                parsed = [self._event(path, line, fields, header, cols, attr_cols, is_known)
+                          for (line, fields), is_known in zip(block, flags, strict=True)]
+                good_rows = [p for p in parsed if p is not None]
+                bad += len(parsed) - len(good_rows)
+                good += len(good_rows)
+                prints = [fingerprint(row[-1]) for row in good_rows]
+                for row, key, first in zip(good_rows, prints, seen_rows.add_new(prints), strict=True):
+                    count = 1 if first else repeats.get(key, 1) + 1
+                    if not first:
+                        repeats[key] = count
+                    yield _engagement(row, count)
             if bad and not good:
                 raise InputError(
                     f"{path}: every one of the {bad} event rows is bad:\n  {summarise(self.problems[-bad:])}"
@@ -218,9 +239,8 @@ class CsvConnector(CrmConnector):
         header: list[str],
         cols: dict[str, int],
         attr_cols: list[tuple[int, str]],
-        known: set[str],
-        occurrences: dict[str, int],
-    ) -> EngagementEvent | None:
+        is_known: bool,
+    ) -> _Row | None:
         if len(fields) != len(header):
             self._problem(path, line, f"expected {len(header)} fields, found {len(fields)}")
             return None
@@ -229,7 +249,7 @@ class CsvConnector(CrmConnector):
         if not cid:
             self._problem(path, line, "no contact id")
             return None
-        if cid not in known:
+        if not is_known:
             self._problem(path, line, f"contact id {cid!r} is not in {self.contacts_path.name}")
             return None
         if not etype:
@@ -249,9 +269,7 @@ class CsvConnector(CrmConnector):
         # Stable across re-exports: the row's content, plus which repeat of an identical row it is.
         content = "\x1f".join([cid, etype, at.isoformat(), "" if value is None else repr(value),
                                *(f"{k}={v}" for k, v in sorted(attributes.items()))])
-        occurrences[content] = occurrences.get(content, 0) + 1
-        event_id = "csv:" + hashlib.sha256(f"{content}\x1e{occurrences[content]}".encode()).hexdigest()[:32]
-        return EngagementEvent(SOURCE, cid, etype, at, value, event_id, email, attributes)
+        return cid, etype, at, value, email, attributes, content
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -263,51 +281,9 @@ class CsvConnector(CrmConnector):
             raise ConfigError("csv: pushing needs an output file (crm.output in the config)")
         return self.output
 
-    def _read_output(self, path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
-        if not path.exists():
-            return ["id"], {}
-        stat = path.stat()
-        if self._output_cache is not None and self._output_cache[0] == (stat.st_mtime_ns, stat.st_size):
-            return list(self._output_cache[1]), self._output_cache[2]
-        table: dict[str, dict[str, str]] = {}
-        with read_rows(path, ",") as (header, rows):
-            if not header or header[0] != "id":
-                raise InputError(f"{path}:1: not a segsync output file (first column must be 'id'); move it away")
-            for line, fields in rows:
-                if len(fields) != len(header):
-                    raise InputError(f"{path}:{line}: expected {len(header)} fields, found {len(fields)}; "
-                                     "the output file was edited by hand - fix or remove it")
-                table[fields[0]] = dict(zip(header[1:], fields[1:], strict=False))
-        return header, table
-
-    def _write_output(self, path: Path, header: list[str], table: dict[str, dict[str, str]]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(header)
-                for key in sorted(table):
-                    row = table[key]
-                    writer.writerow([key, *(row.get(col, "") for col in header[1:])])
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            self._output_cache = None
-            raise
-        stat = path.stat()
-        self._output_cache = ((stat.st_mtime_ns, stat.st_size), list(header), table)
+    def _merge(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        merge_output(self._output_path(), changes)
         self.calls.count("output.write")
-
-    def _merge(self, changes: Sequence[tuple[str, dict[str, str]]]) -> None:
-        path = self._output_path()
-        header, table = self._read_output(path)
-        for key, props in changes:
-            for name in props:
-                if name not in header:
-                    header.append(name)
-            table.setdefault(key, {}).update({k: "" if v is None else str(v) for k, v in props.items()})
-        self._write_output(path, header, table)
 
     def push_properties(self, updates: Sequence[PropertyUpdate]) -> list[RecordResult]:
         """Merge the values into the output CSV (one atomic rewrite); every update is "sent"."""
