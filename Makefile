@@ -23,8 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The suite over every core (pytest-xdist; tests/conftest.py hands out the longest files first, each file whole to one
+# worker). Most tests wait - on loopback HTTP to the in-process simulators (one GIL), child processes, sleeps - so two
+# workers on two cores overlap that waiting. PostgreSQL cases each get a schema of their own, so workers never meet.
+# `make test XDIST=` runs it in one process.
+XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 # The everyday lane (under two minutes): everything but what serves vendors over HTTP end to end, runs
 # whole synthetic books, spawns CLI processes or needs PostgreSQL. `make test` (and CI) still runs it all.
@@ -39,7 +44,7 @@ SLOW_TESTS := test_consent_webhook.py::test_fuzz_2000_malformed_requests_no_5xx_
               test_scoring_models.py::test_a_property_updated_by_the_outcome_is_flagged_as_suspected_leakage \
               test_mailchimp_connector.py::test_ten_thousand_tag_changes_cost_tens_of_calls
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not postgres" $(addprefix --ignore=tests/,$(SLOW_FILES)) \
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not postgres" $(addprefix --ignore=tests/,$(SLOW_FILES)) \
 		$(addprefix --deselect=tests/,$(SLOW_TESTS))
 
 bench: $(STAMP)

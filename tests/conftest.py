@@ -53,6 +53,26 @@ def require_file(path, what: str) -> None:
         pytest.skip(message)
 
 
+# The files that take longest (per-file totals of a whole-suite run with --durations, 2026-12-01), heaviest first.
+# Only the ORDER changes, and only under pytest-xdist (`make test` runs ``-n auto --dist loadfile``): each file goes
+# to one worker whole, so its module fixtures are built once, and starting the long files first keeps one worker
+# from being handed a five-minute file while the other has nothing left. A file missing here runs after these.
+LONGEST_FILES = (
+    "test_wealthbox_sync.py", "test_vendor_reality.py", "test_redtail_sync.py", "test_scoring_datasets.py",
+    "test_crash_suite.py", "test_workers_scale.py", "test_rerun_quiet.py", "test_e2e_sandbox.py",
+    "test_scoring_pipeline.py", "test_pipeline.py", "test_serve.py", "test_pages_browser.py", "test_crash_push.py",
+    "test_scoring_snapshots.py", "test_scoring_cli.py", "test_lock_loss.py", "test_csv_sync.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under xdist, the longest files first (a stable sort: within a file, and among the rest, order is kept)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _consent_keys_file(tmp_path_factory) -> Iterator[None]:
     """Generated consent keys go to a temporary key file, never the developer's ~/.config/segsync."""

@@ -171,6 +171,7 @@ def _tags_by_person(sb: Sandbox) -> dict[int, list[str]]:
         return {r.id: list(r.tags) for r in ws.contacts.values() if r.type == "Person"}
 
 
+@pytest.mark.timeout(900)  # a hang guard only: 274 s on the loaded 2-core machine (load 13), over the 300 s default
 def test_a_5000_contact_book_once_tags_a_quiet_rerun_and_an_unsubscribe_reaching_wealthbox(tmp_path: Path) -> None:
     with start_sandbox(contacts=5000, seed=7) as sb:
         ws = sb.wealthbox.sim.ws
