@@ -53,6 +53,7 @@ class ScoringSummary:
     holdout_contacts: int = 0
     warnings: list[str] = field(default_factory=list)  # empty segments and why, contacts that cannot be scored
     fairness: dict[str, Any] = field(default_factory=dict)  # pushed segment -> attribute -> rates, ratio, verdict
+    reused: str = ""  # why the last scoring's scores and segments were reused (empty: computed this run)
 
 
 _SECTIONS: dict[str, Any] = {"push": PushSummary, "scoring": ScoringSummary, "outbox_before": DrainSummary,

@@ -21,6 +21,7 @@ from core.emails import normalize_email
 from core.times import as_utc
 from core.times import now as utcnow
 from sync.store import schema as t
+from sync.store.events import store_event_rows
 from sync.store.interface import PageResult
 from sync.store.sqlcore import canonical, chunks, upsert
 
@@ -250,24 +251,17 @@ class IdentityTables:
         ids = {e.contact_vendor_id for e in evts}
         emails = {normalize_email(e.email) for e in evts if e.email}
         by_vendor, by_email = self._lookup(conn, tenant_id, source, ids, {e for e in emails if e})
-        rows = {}
+        rows: dict[str, tuple[Any, ...]] = {}
         for e in evts:
             contact = by_vendor.get(e.contact_vendor_id, (None,))[0] or by_email.get(normalize_email(e.email) or "")
             if contact is None:
                 continue  # an event for someone we do not know (yet); the next pull of contacts brings them
             fallback = hashlib.sha1(canonical([e.contact_vendor_id, e.type, e.occurred_at]).encode()).hexdigest()
-            key = f"{e.source}:{e.event_id or fallback}"
-            rows[key] = {
-                "tenant_id": tenant_id,
-                "event_key": key[:200],
-                "contact_id": contact,
-                "type": e.type,
-                "occurred_at": as_utc(e.occurred_at),
-                "value": e.value,
-                "url": (e.attributes.get("url") or None) if e.attributes else None,
-                "session_id": (e.attributes.get("session_id") or None) if e.attributes else None,
-            }
-        upsert(conn, t.events, list(rows.values()), ["tenant_id", "event_key"])
+            key = f"{e.source}:{e.event_id or fallback}"[:200]
+            rows[key] = (contact, e.type, as_utc(e.occurred_at), e.value,
+                         (e.attributes.get("url") or None) if e.attributes else None,
+                         (e.attributes.get("session_id") or None) if e.attributes else None)
+        store_event_rows(conn, tenant_id, rows)
         return len(rows)
 
     # ------------------------------------------------------------------ reads for scoring and planning

@@ -182,6 +182,15 @@ class Store(ABC):
         """Replace the tenant's scores."""
 
     @abstractmethod
+    def score_rows(self, tenant_id: str) -> Iterator[tuple[str, str, float | None, str | None]]:
+        """The saved scores as (contact_id, score, value, label), streamed."""
+
+    @abstractmethod
+    def confirm_segments(self, tenant_id: str, at: datetime | None = None) -> None:
+        """The saved segment assignment holds as of ``at`` (a run that reused it): open spells are last assigned
+        then, as :meth:`save_segments` of the same members would record."""
+
+    @abstractmethod
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
                       at: datetime | None = None) -> None:
         """Replace the tenant's segment members and holdouts, and record membership spells (as of ``at``)."""
@@ -193,6 +202,25 @@ class Store(ABC):
     @abstractmethod
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         """The stored segment assignment rows."""
+
+    # ---- data marks: what a run may skip because nothing it reads changed
+
+    @abstractmethod
+    def data_version(self, tenant_id: str, name: str = "events") -> int:
+        """A counter the store raises in the same transaction whenever the tenant's stored ``name`` data
+        (``"events"``: a new or changed event, an erasure) changes."""
+
+    @abstractmethod
+    def scoring_mark(self, tenant_id: str) -> str | None:
+        """The fingerprint of the inputs the stored scores and segments were computed from (None: unknown)."""
+
+    @abstractmethod
+    def set_scoring_mark(self, tenant_id: str, value: str | None) -> None:
+        """Store (None: clear) the fingerprint the tenant's stored scores and segments now match."""
+
+    @abstractmethod
+    def snapshot_stamp(self, tenant_id: str, names: Sequence[str] | None) -> tuple[int, datetime | None]:
+        """(rows, latest ``observed_at``) of the stored property changes of ``names`` (None: every property)."""
 
     # ---- runs: run log and lock
 
