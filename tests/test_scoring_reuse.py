@@ -111,15 +111,21 @@ def test_unchanged_inputs_reuse_the_scores_and_each_kind_of_change_rescores(make
     assert report["pull"]["hubspot.contacts"]["changed"] >= 1
     assert "reused" in reused(report)
 
-    # 3. A new event (an email opened today): scored in full, and that person's churn risk moves.
+    # 3. A new event (an upgrade won today, a deal: no contact property moves): scored in full, and that
+    #    person's churn risk moves.
     scores = stored_scores(config)
-    opener = emails[1]
-    when = sb.hubspot.clock() - timedelta(minutes=5)
-    rec = hubspot_record(sb, opener)
-    edit(sb, opener, hs_email_last_open_date=iso(when),
-         hs_email_open=str(int(float(rec.properties.get("hs_email_open") or 0)) + 1))
-    assert reused(sync(config)) == ""
-    assert stored_scores(config)[people[opener]] != scores[people[opener]]
+    buyer = emails[1]
+    hs = sb.hubspot
+    with hs.lock:
+        now = hs.clock()
+        rec = hubspot_record(sb, buyer)
+        deal = hs.deals.add({"dealname": "Upgrade (test)", "amount": "25000.00", "closedate": iso(now - timedelta(
+            minutes=5)), "dealtype": "upgrade", "dealstage": "closedwon", "pipeline": "default"}, now)
+        deal.associations["contacts"] = [rec.id]
+        rec.associations.setdefault("deals", []).append(deal.id)
+    report = sync(config)
+    assert reused(report) == "" and report["pull"]["hubspot.engagement"]["events"] >= 1
+    assert stored_scores(config)[people[buyer]] != scores[people[buyer]]
 
     # 4. A property a model reads changes: scored in full.
     inputs = [n for n in model_inputs(config) if n in hubspot_record(sb, emails[2]).properties]
