@@ -189,7 +189,7 @@ class TenantRun:
         assert self.esp is not None
         ids = self.store.vendor_ids(self.tenant.id, self.esp.name)
         emails = self.store.identity_emails(self.tenant.id, self.esp.name)
-        status = {c["contact_id"]: c.get("esp_status") for c in self.store.contacts(self.tenant.id)}
+        status = self.store.esp_statuses(self.tenant.id)
         return {emails[cid]: (vid, status.get(cid)) for cid, vid in ids.items() if emails.get(cid)}
 
     def _pull_all(self, run_started: datetime) -> None:

@@ -387,6 +387,14 @@ class IdentityTables:
             for r in result:
                 yield tuple(r)
 
+    def esp_statuses(self, tenant_id: str) -> dict[str, str | None]:
+        """contact id -> the ESP status last seen, for every live contact (two columns, not every property)."""
+        c = t.contacts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.contact_id, c.esp_status).where(c.tenant_id == tenant_id,
+                                                                            c.archived.is_(False)))
+            return {cid: status for cid, status in rows}
+
     def counts(self, tenant_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {

@@ -132,6 +132,11 @@ class Store(ABC):
         for e in self.events(tenant_id):
             yield (e["contact_id"], e["type"], e["occurred_at"], e["value"], e["url"], e["session_id"])
 
+    def esp_statuses(self, tenant_id: str) -> dict[str, str | None]:
+        """contact id -> the ESP status last seen, for every live contact. Stores may override it with a narrower
+        read than :meth:`contacts` (which carries every property)."""
+        return {c["contact_id"]: c.get("esp_status") for c in self.contacts(tenant_id)}
+
     @abstractmethod
     def counts(self, tenant_id: str) -> dict[str, int]:
         """``{"contacts": n, "events": n}``."""
