@@ -10,7 +10,7 @@ were computed reuses those instead:
 - the stored events (the store's ``events`` counter, raised in the transaction of every new or changed event);
 - the contacts: id, email, creation time and the property values scoring reads, after segsync's own tags are
   removed (:func:`sync.run.scorer.without_own_tags`) - the models' input columns and the columns read for time
-  order, households, outcomes and fairness; every property when a score has no model yet (training reads all);
+  order, households, outcomes and fairness;
 - the stored property changes of those columns (count and latest time written).
 
 A mismatch anywhere, a missing or unreadable mark, ``--retrain`` or ``--full-refresh`` means a full scoring:
@@ -34,7 +34,6 @@ from sync.config.models import TenantCfg
 from sync.store.interface import Store
 
 FORMAT = 1  # raise when what the fingerprint covers or how scoring works changes: old marks stop matching
-ALL = "*"  # every property (but segsync's own) is read: a score had no model, so the next run trains
 
 
 def fixed_columns(tenant: TenantCfg) -> set[str]:
@@ -67,16 +66,8 @@ def _model_files(directory: Path, tenant: TenantCfg) -> dict[str, dict[str, str]
     return out
 
 
-def _property_values(props: dict[str, Any], columns: list[str] | str, prefix: str,
-                     without_own_tags: Callable[[Any, str], Any]) -> Any:
-    if columns == ALL:
-        return {k: without_own_tags(v, prefix) for k, v in sorted(props.items())
-                if not str(k).lower().startswith("segsync")}
-    return [without_own_tags(props.get(k), prefix) for k in columns]
-
-
 def fingerprint(store: Store, tenant: TenantCfg, model_dir: Path, allowed: Iterable[str],
-                columns: list[str] | str, without_own_tags: Callable[[Any, str], Any]) -> tuple[str, int]:
+                columns: list[str], without_own_tags: Callable[[Any, str], Any]) -> tuple[str, int]:
     """The digest of everything scoring reads (see the module docstring), and the live contacts without an email
     (counted on the same pass). ``without_own_tags`` is the scorer's rule for what of a value is an input."""
     digest = hashlib.sha256()
@@ -90,30 +81,30 @@ def fingerprint(store: Store, tenant: TenantCfg, model_dir: Path, allowed: Itera
     part("allowed", hashlib.sha256("\n".join(sorted(allowed)).encode()).hexdigest())
     part("events", store.data_version(tenant.id, "events"))
     part("columns", columns)
-    part("snapshots", store.snapshot_stamp(tenant.id, None if columns == ALL else list(columns)))
+    part("snapshots", store.snapshot_stamp(tenant.id, columns))
     prefix = tenant.push.tag_prefix
     no_email = 0
     contacts = hashlib.sha256()
-    for c in store.contact_stream(tenant.id):
-        no_email += not c["email"]
-        created = c["created_at"]
-        row = [c["contact_id"], c["email"], created.isoformat() if created is not None else None,
-               _property_values(c["properties"] or {}, columns, prefix, without_own_tags)]
-        contacts.update(json.dumps(row, sort_keys=True, default=str, separators=(",", ":")).encode())
-        contacts.update(b"\n")
+    loads = json.loads
+    for cid, email, created, properties in store.contact_texts(tenant.id):
+        no_email += not email
+        props = loads(properties) if properties else {}
+        values = [without_own_tags(props.get(k), prefix) for k in columns]
+        contacts.update(repr((cid, email, created, values)).encode())
     part("contacts", contacts.hexdigest())
     return digest.hexdigest(), no_email
 
 
-def read_columns(tenant: TenantCfg, feature_names: list[str] | None) -> list[str] | str:
-    """The property columns a scoring read: ``feature_names`` (every model's inputs, None when a score had no
-    model) and :func:`fixed_columns`."""
-    if feature_names is None:
-        return ALL
+def read_columns(tenant: TenantCfg, feature_names: list[str]) -> list[str]:
+    """The property columns a scoring read: ``feature_names`` (the models' inputs) and :func:`fixed_columns`.
+
+    A score with no model (insufficient data) adds none: whether there is enough data to train depends on the
+    events, the creation times, the allowed set and a labelled outcome's property (all covered), never on the
+    other properties, so the same inputs give the same verdict again."""
     return sorted(fixed_columns(tenant) | set(feature_names))
 
 
-def make_mark(fingerprint_value: str, columns: list[str] | str, summary: dict[str, Any]) -> str:
+def make_mark(fingerprint_value: str, columns: list[str], summary: dict[str, Any]) -> str:
     """The mark stored with the scores and segments: the fingerprint, the columns it covers, and what the run
     report says about the scoring (models, verdicts, warnings, fairness, thresholds) to show it again."""
     return json.dumps({"format": FORMAT, "fingerprint": fingerprint_value, "columns": columns, "summary": summary},
@@ -136,7 +127,7 @@ def read_mark(raw: str | None) -> dict[str, Any] | None:
     if not isinstance(mark, dict) or mark.get("format") != FORMAT or not isinstance(mark.get("summary"), dict):
         return None
     columns = mark.get("columns")
-    if columns != ALL and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+    if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
         return None
     return mark
 

@@ -359,17 +359,15 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         return result
     as_of = default_as_of(events if not events.empty else None)
     result.as_of = as_of.isoformat()
-    inputs: list[str] | None = []  # the models' input columns; None once a score has no model (training reads all)
+    inputs: list[str] = []  # the models' input columns (what the next run's fingerprint covers)
     for cfg in tenant.scores:
         spec = score_spec(cfg, tenant)
         model, reused = model_for(spec, model_dir / tenant.id / cfg.name, contacts, events, as_of, retrain)
         if isinstance(model, InsufficientData):
             result.verdicts[cfg.name] = f"insufficient data: {model.reason}"
             result.scores[cfg.name] = pd.Series(dtype=float)
-            inputs = None
             continue
-        if inputs is not None:
-            inputs += model.feature_names
+        inputs += model.feature_names
         for proxy in model.metrics.get("proxies", [])[:3]:
             result.warnings.append(f"proxy screen: score {cfg.name} uses {proxy['input']}, which alone tells "
                                    f"{proxy['attribute']} = {proxy['group']} apart (ROC AUC {proxy['roc_auc']})")

@@ -375,6 +375,16 @@ class IdentityTables:
                 yield {"contact_id": r.contact_id, "email": r.email, "created_at": r.created_at,
                        "properties": r.properties}
 
+    def contact_texts(self, tenant_id: str) -> Iterator[tuple[str, str | None, str | None, str]]:
+        """The live contacts as (contact_id, email, created_at, properties), the last two as stored text."""
+        c = t.contacts.c
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=20_000).execute(
+                sa.select(c.contact_id, c.email, sa.cast(c.created_at, sa.Text), sa.cast(c.properties, sa.Text))
+                .where(c.tenant_id == tenant_id, c.archived.is_(False)))
+            for r in result:
+                yield r[0], r[1], r[2], r[3]
+
     def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
         """Every stored event as a tuple (contact_id, type, occurred_at, value, url, session_id), streamed."""
         with self.engine.connect() as conn:

@@ -8,6 +8,7 @@ values, per-record outcomes, scores, segments) and runs (run log, tenant lock).
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -126,6 +127,15 @@ class Store(ABC):
         for c in self.contacts(tenant_id):
             yield {k: c[k] for k in ("contact_id", "email", "created_at", "properties")}
 
+    def contact_texts(self, tenant_id: str) -> Iterator[tuple[str, str | None, str | None, str]]:
+        """The live contacts as (contact_id, email, created_at, properties) with the time and the properties as
+        the store keeps them (text, JSON text), streamed: for digests of a whole book, without building a
+        datetime and a dict per contact. Stores may override it with a read that skips decoding."""
+        for c in self.contact_stream(tenant_id):
+            created = c["created_at"]
+            yield (c["contact_id"], c["email"], created.isoformat() if created is not None else None,
+                   json.dumps(c["properties"] or {}, sort_keys=True, default=str))
+
     def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
         """Every stored event as a plain tuple (contact_id, type, occurred_at, value, url, session_id), streamed:
         what scoring reads for a whole book, without a dict per event. Stores may override it with a faster read."""
@@ -224,8 +234,8 @@ class Store(ABC):
         """Store (None: clear) the fingerprint the tenant's stored scores and segments now match."""
 
     @abstractmethod
-    def snapshot_stamp(self, tenant_id: str, names: Sequence[str] | None) -> tuple[int, datetime | None]:
-        """(rows, latest ``observed_at``) of the stored property changes of ``names`` (None: every property)."""
+    def snapshot_stamp(self, tenant_id: str, names: Sequence[str]) -> tuple[int, datetime | None]:
+        """(rows, latest ``observed_at``) of the stored property changes of ``names``."""
 
     # ---- runs: run log and lock
 

@@ -63,13 +63,12 @@ class DataMarks:
                 conn.execute(marks.insert().values(tenant_id=tenant_id, name=SCORING, version=0, value=value,
                                                    updated_at=utcnow()))
 
-    def snapshot_stamp(self, tenant_id: str, names: Sequence[str] | None) -> tuple[int, datetime | None]:
-        """(rows, latest ``observed_at``) of the stored property changes of ``names`` (None: of every property):
-        a written or rewritten row raises the latest time, a deleted one lowers the count."""
+    def snapshot_stamp(self, tenant_id: str, names: Sequence[str]) -> tuple[int, datetime | None]:
+        """(rows, latest ``observed_at``) of the stored property changes of ``names``: a written or rewritten
+        row raises the latest time, a deleted one lowers the count."""
         snap = t.property_snapshots
-        query = sa.select(sa.func.count(), sa.func.max(snap.c.observed_at)).where(snap.c.tenant_id == tenant_id)
-        if names is not None:
-            query = query.where(snap.c.name.in_(sorted(set(names))))
+        query = sa.select(sa.func.count(), sa.func.max(snap.c.observed_at)).where(
+            snap.c.tenant_id == tenant_id, snap.c.name.in_(sorted(set(names))))
         with self.engine.connect() as conn:
             count, latest = conn.execute(query).one()
         value: Any = latest
