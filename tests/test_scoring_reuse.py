@@ -153,3 +153,33 @@ def test_unchanged_inputs_reuse_the_scores_and_each_kind_of_change_rescores(make
     # 7. --retrain and --full-refresh always score in full.
     assert reused(sync(config, "--retrain")) == ""
     assert reused(sync(config, "--full-refresh")) == ""
+
+
+def test_a_crash_while_saving_scores_leaves_no_mark_so_the_next_run_scores_in_full(tmp_path):
+    """The mark is cleared before new scores are saved and written after the segments: a crash in between
+    must not leave the old mark next to half-replaced scores."""
+    import pandas as pd
+
+    from scoring.segments import SegmentAssignment
+    from sync.run.pipeline import TenantRun
+    from sync.run.scorer import ScoreResult
+
+    store = open_store(f"sqlite:///{tmp_path / 'segsync.db'}")
+    store.set_scoring_mark("t", "the mark of the scores stored before")
+    result = ScoreResult(scores={"s": pd.Series({"c1": 0.5})}, mark="the mark of the new scores",
+                         assignment=SegmentAssignment(members={"seg": ["c1"]}, holdout={"seg": []}))
+    broken = type(store)(store.engine)
+
+    def crash(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("killed while saving segments")
+
+    broken.save_segments = crash  # type: ignore[method-assign]
+    run = type("Run", (), {"tenant": type("Tenant", (), {"id": "t"})(), "store": broken})()
+    with pytest.raises(RuntimeError):
+        TenantRun._save_scores(run, result)  # type: ignore[arg-type]
+    assert store.scoring_mark("t") is None
+    run.store = store
+    TenantRun._save_scores(run, result)  # type: ignore[arg-type]
+    assert store.scoring_mark("t") == "the mark of the new scores"
+    assert [(cid, name, value) for cid, name, value, _ in store.score_rows("t")] == [("c1", "s", 0.5)]
+    store.close()
