@@ -98,6 +98,8 @@ class RunReport:
                     dataclasses.asdict(value)
                     if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
                 )
+        if "scoring" in out and not out["scoring"].get("reused"):
+            del out["scoring"]["reused"]  # only said when it happened: reports from before it round-trip unchanged
         if "segments" in out and "scoring" not in out:
             del out["segments"]  # segments are reported with the scores they come from
         return out
