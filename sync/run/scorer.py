@@ -346,7 +346,11 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         if mark is not None:
             value, no_email = R.fingerprint(store, tenant, model_dir, allowed, mark["columns"], without_own_tags)
             if value == mark["fingerprint"]:
-                return reused_result(store, tenant, allowed, mark["summary"], no_email)
+                try:
+                    return reused_result(store, tenant, allowed, mark["summary"], no_email)
+                except (KeyError, TypeError, ValueError) as exc:  # a mark this code cannot read: score in full
+                    log.warning("tenant %s: the last scoring's mark is unreadable (%s); scoring in full", tenant.id,
+                                exc)
             log.info("tenant %s: scoring inputs changed since the last scoring: scoring in full", tenant.id)
     result = ScoreResult()
     contacts, events = frames(store, tenant, allowed)
