@@ -193,6 +193,9 @@ def measure(sb: Sandbox, name: str, config: Path, window: float, changed: int,
     if report.get("refused"):
         row["refused"] = report["refused"]
     row["pushed"] = dict(report.get("push", {}).get("totals", {}))
+    scoring = report.get("scoring") or {}
+    row["scores_reused"] = bool(scoring.get("reused"))
+    row["rescored_because"] = scoring.get("changed_inputs", [])
     row["retries"] = {k: (report.get("api", {}).get(k) or {}).get("retries") for k in ("crm", "esp")}
     row["by_endpoint"] = {v: dict(sorted(Counter(f"{c.method} {endpoint(c.path, sb.mailchimp_list_id)}"
                                                  for c in calls if c.vendor == v).items())) for v in VENDORS}
@@ -314,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     for r in rows:
         print(f"\n{r['run']}: plan changes {r['plan_changes']} {r['plan_destinations']}, pushed {r['pushed']}, "
-              f"write records HS {r['hubspot_write_records']} / MC {r['mailchimp_write_records']}")
+              f"write records HS {r['hubspot_write_records']} / MC {r['mailchimp_write_records']}; scores "
+              + ("reused" if r["scores_reused"] else f"computed (changed: {', '.join(r['rescored_because']) or '-'})"))
         for v in VENDORS:
             eps = ", ".join(f"{ep} x{n}" for ep, n in r["by_endpoint"][v].items())
             print(f"  {v}: {eps or '-'}")

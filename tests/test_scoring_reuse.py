@@ -125,6 +125,7 @@ def test_unchanged_inputs_reuse_the_scores_and_each_kind_of_change_rescores(make
         rec.associations.setdefault("deals", []).append(deal.id)
     report = sync(config)
     assert reused(report) == "" and report["pull"]["hubspot.engagement"]["events"] >= 1
+    assert "events" in report["scoring"]["changed_inputs"]
     assert stored_scores(config)[people[buyer]] != scores[people[buyer]]
 
     # 4. A property a model reads changes: scored in full.
@@ -142,12 +143,13 @@ def test_unchanged_inputs_reuse_the_scores_and_each_kind_of_change_rescores(make
     assert result.exit_code == 0, result.output
     report = sync(config)
     assert reused(report) == "" and report["scoring"]["scored"] == first["scoring"]["scored"] - 1
+    assert report["scoring"]["changed_inputs"] == ["allowed"]
     assert people[objector] not in stored_scores(config)
 
     # 6. The config moves a segment's cut (top 20 % -> top 40 %): scored in full, the segment grows.
     config.write_text(config.read_text().replace("top_percent: 20", "top_percent: 40"))
     report = sync(config)
-    assert reused(report) == ""
+    assert reused(report) == "" and report["scoring"]["changed_inputs"] == ["config"]
     assert report["segments"]["churn_watch"]["members"] > first["segments"]["churn_watch"]["members"]
 
     # 7. --retrain and --full-refresh always score in full.

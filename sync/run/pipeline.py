@@ -289,6 +289,7 @@ class TenantRun:
             scored=result.scored, as_of=result.as_of, models=result.models, insufficient=result.verdicts,
             holdout_percent=self.tenant.holdout_percent, holdout_contacts=len(result.holdout_ids),
             warnings=result.warnings, fairness=result.fairness, reused=result.reused,
+            changed_inputs=result.changed,
         )
         self.report.segments = result.assignment.to_dict() if result.assignment else {}
         return result

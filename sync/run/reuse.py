@@ -67,13 +67,14 @@ def _model_files(directory: Path, tenant: TenantCfg) -> dict[str, dict[str, str]
 
 
 def fingerprint(store: Store, tenant: TenantCfg, model_dir: Path, allowed: Iterable[str],
-                columns: list[str], without_own_tags: Callable[[Any, str], Any]) -> tuple[str, int]:
-    """The digest of everything scoring reads (see the module docstring), and the live contacts without an email
-    (counted on the same pass). ``without_own_tags`` is the scorer's rule for what of a value is an input."""
-    digest = hashlib.sha256()
+                columns: list[str], without_own_tags: Callable[[Any, str], Any]) -> tuple[dict[str, str], int]:
+    """A digest of each input scoring reads (see the module docstring), by name, and the live contacts without an
+    email (counted on the same pass). ``without_own_tags`` is the scorer's rule for what of a value is an input."""
+    parts: dict[str, str] = {}
 
     def part(name: str, value: Any) -> None:
-        digest.update(json.dumps([name, value], sort_keys=True, default=str, separators=(",", ":")).encode())
+        text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+        parts[name] = hashlib.sha256(text.encode()).hexdigest()
 
     part("format", FORMAT)
     part("config", _config(tenant))
@@ -91,8 +92,16 @@ def fingerprint(store: Store, tenant: TenantCfg, model_dir: Path, allowed: Itera
         props = loads(properties) if properties else {}
         values = [without_own_tags(props.get(k), prefix) for k in columns]
         contacts.update(repr((cid, email, created, values)).encode())
-    part("contacts", contacts.hexdigest())
-    return digest.hexdigest(), no_email
+    parts["contacts"] = contacts.hexdigest()
+    return parts, no_email
+
+
+def changed_inputs(mark: dict[str, Any], parts: dict[str, str]) -> list[str]:
+    """The inputs whose digest differs from the mark's (all of them when the mark has none): empty = reuse."""
+    stored = mark.get("parts")
+    if not isinstance(stored, dict):
+        return sorted(parts)
+    return [name for name in parts if stored.get(name) != parts[name]]
 
 
 def read_columns(tenant: TenantCfg, feature_names: list[str]) -> list[str]:
@@ -104,10 +113,10 @@ def read_columns(tenant: TenantCfg, feature_names: list[str]) -> list[str]:
     return sorted(fixed_columns(tenant) | set(feature_names))
 
 
-def make_mark(fingerprint_value: str, columns: list[str], summary: dict[str, Any]) -> str:
-    """The mark stored with the scores and segments: the fingerprint, the columns it covers, and what the run
+def make_mark(parts: dict[str, str], columns: list[str], summary: dict[str, Any]) -> str:
+    """The mark stored with the scores and segments: the inputs' digests, the columns they cover, and what the run
     report says about the scoring (models, verdicts, warnings, fairness, thresholds) to show it again."""
-    return json.dumps({"format": FORMAT, "fingerprint": fingerprint_value, "columns": columns, "summary": summary},
+    return json.dumps({"format": FORMAT, "parts": parts, "columns": columns, "summary": summary},
                       sort_keys=True, default=_plain)
 
 

@@ -55,6 +55,7 @@ class ScoreResult:
     fairness: dict[str, Any] = field(default_factory=dict)  # pushed segment -> attribute -> rates by group
     reused: str = ""  # why the stored scores and segments were reused instead of computed (empty: computed)
     mark: str | None = None  # what to store with these scores and segments once saved (sync.run.reuse)
+    changed: list[str] = field(default_factory=list)  # the inputs that changed since the last scoring (computed)
 
 
 def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
@@ -341,18 +342,19 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
     scoring reads changed since they were computed (:mod:`sync.run.reuse`); ``result.mark`` is what to store
     with newly computed ones.
     """
+    changed: list[str] = []
     if reuse and not retrain and tenant.scores:
         mark = R.read_mark(store.scoring_mark(tenant.id))
         if mark is not None:
-            value, no_email = R.fingerprint(store, tenant, model_dir, allowed, mark["columns"], without_own_tags)
-            if value == mark["fingerprint"]:
+            parts, no_email = R.fingerprint(store, tenant, model_dir, allowed, mark["columns"], without_own_tags)
+            changed = R.changed_inputs(mark, parts)
+            if not changed:
                 try:
                     return reused_result(store, tenant, allowed, mark["summary"], no_email)
                 except (KeyError, TypeError, ValueError) as exc:  # a mark this code cannot read: score in full
-                    log.warning("tenant %s: the last scoring's mark is unreadable (%s); scoring in full", tenant.id,
-                                exc)
-            log.info("tenant %s: scoring inputs changed since the last scoring: scoring in full", tenant.id)
-    result = ScoreResult()
+                    changed = [f"unreadable mark ({exc})"]
+            log.info("tenant %s: scoring in full: changed since the last scoring: %s", tenant.id, ", ".join(changed))
+    result = ScoreResult(changed=changed)
     contacts, events = frames(store, tenant, allowed)
     result.scored = len(contacts)
     missing = no_email_warning(store, tenant)
@@ -397,8 +399,8 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         log.warning("tenant %s: %s", tenant.id, warning)
     del contacts, events
     columns = R.read_columns(tenant, inputs)
-    value, _ = R.fingerprint(store, tenant, model_dir, allowed, columns, without_own_tags)
-    result.mark = R.make_mark(value, columns, summary_of(result, bool(missing)))
+    parts, _ = R.fingerprint(store, tenant, model_dir, allowed, columns, without_own_tags)
+    result.mark = R.make_mark(parts, columns, summary_of(result, bool(missing)))
     return result
 
 
