@@ -143,15 +143,23 @@ def sync(config: Path, window: float) -> dict[str, Any]:
         store.close()
 
 
-def measure(sb: Sandbox, name: str, config: Path, window: float, changed: int) -> dict[str, Any]:
-    """Run once and count what the simulators saw."""
+def measure(sb: Sandbox, name: str, config: Path, window: float, changed: int,
+            profile: Path | None = None) -> dict[str, Any]:
+    """Run once and count what the simulators saw (under cProfile, dumped to ``profile``, when given)."""
     sb.calls.clear()
     gc.collect()
     hwm_reset = reset_peak()
     rss_before = current_rss_mb()
     started = time.perf_counter()
     cpu0 = time.process_time()
-    report = sync(config, window)
+    if profile is None:
+        report = sync(config, window)
+    else:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            report = sync(config, window)
+        prof.dump_stats(profile)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu0
     calls = sb.calls.calls
@@ -185,6 +193,9 @@ def measure(sb: Sandbox, name: str, config: Path, window: float, changed: int) -
     if report.get("refused"):
         row["refused"] = report["refused"]
     row["pushed"] = dict(report.get("push", {}).get("totals", {}))
+    scoring = report.get("scoring") or {}
+    row["scores_reused"] = bool(scoring.get("reused"))
+    row["rescored_because"] = scoring.get("changed_inputs", [])
     row["retries"] = {k: (report.get("api", {}).get(k) or {}).get("retries") for k in ("crm", "esp")}
     row["by_endpoint"] = {v: dict(sorted(Counter(f"{c.method} {endpoint(c.path, sb.mailchimp_list_id)}"
                                                  for c in calls if c.vendor == v).items())) for v in VENDORS}
@@ -272,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", default="starter", choices=("starter", "professional", "unlimited"),
                         help="HubSpot plan of the simulator and connector (unlimited: the vendor is not the bound)")
     parser.add_argument("--fast", action="store_true", help="HubSpot rate window of 1 s instead of the real 10 s")
+    parser.add_argument("--no-change-only", action="store_true",
+                        help="skip the change run: first run, then the no-change run (the change run is measured "
+                             "without this flag)")
+    parser.add_argument("--profile", default="", help="write a cProfile of the no-change run to this file")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench_sync.json"))
     args = parser.parse_args(argv)
     window = 1.0 if args.fast else 10.0
@@ -287,20 +302,23 @@ def main(argv: list[str] | None = None) -> int:
             config = write_config(tmp, sb)
             rows = [measure(sb, "1 first run", config, window, 0)]
             print(f"run 1: {rows[-1]['status']} in {rows[-1]['seconds']} s", flush=True)
-            changes = change_book(sb, args.change, args.seed, args.advance_hours)
-            print(f"changed at the vendors: {changes}", flush=True)
-            # Pulls read up to the run's start floored to the second (Mailchimp's resolution): a
-            # change made in the same second as the run starts belongs to the next run.
-            time.sleep(1.5)
-            rows.append(measure(sb, f"2 after {args.change:.0%} change", config, window, changes["people"]))
-            print(f"run 2: {rows[-1]['status']} in {rows[-1]['seconds']} s", flush=True)
-            rows.append(measure(sb, "3 no change", config, window, 0))
+            changes: dict[str, int] = {}
+            if not args.no_change_only:
+                changes = change_book(sb, args.change, args.seed, args.advance_hours)
+                print(f"changed at the vendors: {changes}", flush=True)
+                # Pulls read up to the run's start floored to the second (Mailchimp's resolution): a
+                # change made in the same second as the run starts belongs to the next run.
+                time.sleep(1.5)
+                rows.append(measure(sb, f"2 after {args.change:.0%} change", config, window, changes["people"]))
+                print(f"run 2: {rows[-1]['status']} in {rows[-1]['seconds']} s", flush=True)
+            rows.append(measure(sb, "3 no change", config, window, 0, Path(args.profile) if args.profile else None))
             people = len(sb.book.people)
     print()
     print_table(rows)
     for r in rows:
         print(f"\n{r['run']}: plan changes {r['plan_changes']} {r['plan_destinations']}, pushed {r['pushed']}, "
-              f"write records HS {r['hubspot_write_records']} / MC {r['mailchimp_write_records']}")
+              f"write records HS {r['hubspot_write_records']} / MC {r['mailchimp_write_records']}; scores "
+              + ("reused" if r["scores_reused"] else f"computed (changed: {', '.join(r['rescored_because']) or '-'})"))
         for v in VENDORS:
             eps = ", ".join(f"{ep} x{n}" for ep, n in r["by_endpoint"][v].items())
             print(f"  {v}: {eps or '-'}")

@@ -83,6 +83,51 @@ def test_events_are_idempotent_on_event_id(store):
     assert store.counts("t1")["events"] == 1
 
 
+def test_re_pulled_events_write_nothing_and_a_changed_or_erased_one_moves_the_events_counter(store):
+    store.store_page("t1", [hub("1", "a@x.com"), hub("2", "b@x.com")], [], None)
+    page = [EngagementEvent(source="hubspot", contact_vendor_id=v, type="deposit", occurred_at=T0 + timedelta(hours=i),
+                            value=float(i), event_id=f"d{v}{i}") for v in ("1", "2") for i in range(3)]
+    page.append(EngagementEvent(source="hubspot", contact_vendor_id="1", type="email_open", occurred_at=T0))  # no id
+    store.store_page("t1", [], page, ("hubspot.engagement", "c1"))
+    first = store.data_version("t1")
+    assert first >= 1 and store.counts("t1")["events"] == 7
+    # The same window pulled again: the rows are stored already, so nothing is written and the counter stays.
+    writes: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_rest):
+        writes.append(statement.split()[0].upper())
+
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        result = store.store_page("t1", [], page, ("hubspot.engagement", "c2"))
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    assert result.events == 7 and store.data_version("t1") == first and store.cursor("t1", "hubspot.engagement") == "c2"
+    assert writes.count("INSERT") == 1 and "UPDATE" not in writes  # the cursor's upsert; no event row
+    # A deal's amount corrected at the vendor: the same key, new content, updated in place.
+    changed = EngagementEvent(source="hubspot", contact_vendor_id="1", type="deposit", occurred_at=T0,
+                              value=99.0, event_id="d10")
+    store.store_page("t1", [], [changed], None)
+    assert store.data_version("t1") == first + 1 and store.counts("t1")["events"] == 7
+    assert 99.0 in {e["value"] for e in store.events("t1")}
+    # A new event moves it, and so does erasing a person (their events go).
+    store.store_page("t1", [], [EngagementEvent(source="hubspot", contact_vendor_id="2", type="deposit",
+                                                occurred_at=T0, value=1.0, event_id="new")], None)
+    assert store.data_version("t1") == first + 2 and store.counts("t1")["events"] == 8
+    store.erase("t1", "b@x.com")
+    assert store.data_version("t1") == first + 3 and store.counts("t1")["events"] == 4
+    assert store.data_version("t2") == 0  # per tenant
+
+
+def test_scoring_mark_is_per_tenant_and_cleared_by_none(store):
+    assert store.scoring_mark("t1") is None
+    store.set_scoring_mark("t1", "fp-1")
+    store.set_scoring_mark("t1", "fp-2")
+    assert store.scoring_mark("t1") == "fp-2" and store.scoring_mark("t2") is None
+    store.set_scoring_mark("t1", None)
+    assert store.scoring_mark("t1") is None
+
+
 def test_confirm_batch_writes_state_and_outcomes_and_deletes(store):
     run = store.start_run("t1", dry_run=False)
     store.confirm_batch(

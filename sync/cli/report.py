@@ -136,6 +136,8 @@ def _scores(run: RunReport) -> list[Any]:
         for name, verdict in scoring.insufficient.items():
             t.add_row(name, "not used", verdict)
         parts.append(t)
+        if scoring.reused:
+            parts.append(Text(scoring.reused.capitalize()))
     if run.segments:
         held = scoring.holdout_percent if scoring else 0
         t = _table(

@@ -254,23 +254,37 @@ class TenantRun:
     # ------------------------------------------------------------------ score
 
     def _score(self, allowed: set[str]) -> ScoreResult:
-        result = score_tenant(self.store, self.tenant, self.cfg.model_dir, allowed, retrain=self.opts.retrain)
-        assignment = result.assignment
+        # --retrain and --full-refresh always score in full; otherwise unchanged inputs reuse the stored scores.
+        result = score_tenant(self.store, self.tenant, self.cfg.model_dir, allowed, retrain=self.opts.retrain,
+                              reuse=not self.opts.full_refresh)
         if not self.opts.dry_run:
-            self.store.save_scores(self.tenant.id, score_rows(result, utcnow()))  # a generator, saved in batches
-            if assignment is not None:
-                self.store.save_segments(
-                    self.tenant.id,
-                    {k: set(v) for k, v in assignment.members.items()},
-                    {k: set(v) for k, v in assignment.holdout.items()},
-                )
+            self._save_scores(result)
         self.report.scoring = ScoringSummary(
             scored=result.scored, as_of=result.as_of, models=result.models, insufficient=result.verdicts,
             holdout_percent=self.tenant.holdout_percent, holdout_contacts=len(result.holdout_ids),
-            warnings=result.warnings, fairness=result.fairness,
+            warnings=result.warnings, fairness=result.fairness, reused=result.reused,
+            changed_inputs=result.changed,
         )
-        self.report.segments = assignment.to_dict() if assignment else {}
+        self.report.segments = result.assignment.to_dict() if result.assignment else {}
         return result
+
+    def _save_scores(self, result: ScoreResult) -> None:
+        """Store the scores and segments, and then the mark saying which inputs they match (cleared first: a crash
+        in between leaves no mark, so the next run scores in full). Reused ones are stored already."""
+        tenant_id = self.tenant.id
+        if result.reused:
+            self.store.confirm_segments(tenant_id)
+            return
+        self.store.set_scoring_mark(tenant_id, None)
+        self.store.save_scores(tenant_id, score_rows(result, utcnow()))  # a generator, saved in batches
+        if result.assignment is not None:
+            self.store.save_segments(
+                tenant_id,
+                {k: set(v) for k, v in result.assignment.members.items()},
+                {k: set(v) for k, v in result.assignment.holdout.items()},
+            )
+        if result.mark is not None:
+            self.store.set_scoring_mark(tenant_id, result.mark)
 
     # ------------------------------------------------------------------ plan
 

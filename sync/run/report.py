@@ -53,6 +53,8 @@ class ScoringSummary:
     holdout_contacts: int = 0
     warnings: list[str] = field(default_factory=list)  # empty segments and why, contacts that cannot be scored
     fairness: dict[str, Any] = field(default_factory=dict)  # pushed segment -> attribute -> rates, ratio, verdict
+    reused: str = ""  # why the last scoring's scores and segments were reused (empty: computed this run)
+    changed_inputs: list[str] = field(default_factory=list)  # what made this run score in full (config, events, ...)
 
 
 _SECTIONS: dict[str, Any] = {"push": PushSummary, "scoring": ScoringSummary, "outbox_before": DrainSummary,
@@ -97,6 +99,9 @@ class RunReport:
                     dataclasses.asdict(value)
                     if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
                 )
+        for key in ("reused", "changed_inputs"):  # only said when it happened: older reports round-trip unchanged
+            if "scoring" in out and not out["scoring"].get(key):
+                del out["scoring"][key]
         if "segments" in out and "scoring" not in out:
             del out["segments"]  # segments are reported with the scores they come from
         return out

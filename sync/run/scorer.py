@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from connectors.base import HOUSEHOLD_PROPERTY
+from core.times import now as utcnow
 from scoring.discovery import select_properties
 from scoring.fairness import breaches, segment_fairness
 from scoring.features import eligible_contacts
@@ -34,6 +35,7 @@ from scoring.segments import SegmentAssignment, assign_segments, holdout
 from scoring.snapshots import PropertyHistory, attach_history
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
 from sync.config.models import ScoreCfg, TenantCfg
+from sync.run import reuse as R
 from sync.store.interface import Store
 
 log = logging.getLogger("segsync.score")
@@ -51,6 +53,9 @@ class ScoreResult:
     scored: int = 0
     warnings: list[str] = field(default_factory=list)  # empty segments and why, contacts that cannot be scored
     fairness: dict[str, Any] = field(default_factory=dict)  # pushed segment -> attribute -> rates by group
+    reused: str = ""  # why the stored scores and segments were reused instead of computed (empty: computed)
+    mark: str | None = None  # what to store with these scores and segments once saved (sync.run.reuse)
+    changed: list[str] = field(default_factory=list)  # the inputs that changed since the last scoring (computed)
 
 
 def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
@@ -330,9 +335,26 @@ def model_info(model: TrainedModel, reused: bool) -> dict[str, Any]:
 
 
 def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[str], *,
-                 retrain: bool = False) -> ScoreResult:
-    """Score every profiling-allowed contact of a tenant and cut the segments (holdout excluded)."""
-    result = ScoreResult()
+                 retrain: bool = False, reuse: bool = False) -> ScoreResult:
+    """Score every profiling-allowed contact of a tenant and cut the segments (holdout excluded).
+
+    With ``reuse`` (and not ``retrain``) the stored scores and segments are returned instead when nothing
+    scoring reads changed since they were computed (:mod:`sync.run.reuse`); ``result.mark`` is what to store
+    with newly computed ones.
+    """
+    changed: list[str] = []
+    if reuse and not retrain and tenant.scores:
+        mark = R.read_mark(store.scoring_mark(tenant.id))
+        if mark is not None:
+            parts, no_email = R.fingerprint(store, tenant, model_dir, allowed, mark["columns"], without_own_tags)
+            changed = R.changed_inputs(mark, parts)
+            if not changed:
+                try:
+                    return reused_result(store, tenant, allowed, mark["summary"], no_email)
+                except (KeyError, TypeError, ValueError) as exc:  # a mark this code cannot read: score in full
+                    changed = [f"unreadable mark ({exc})"]
+            log.info("tenant %s: scoring in full: changed since the last scoring: %s", tenant.id, ", ".join(changed))
+    result = ScoreResult(changed=changed)
     contacts, events = frames(store, tenant, allowed)
     result.scored = len(contacts)
     missing = no_email_warning(store, tenant)
@@ -343,6 +365,7 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         return result
     as_of = default_as_of(events if not events.empty else None)
     result.as_of = as_of.isoformat()
+    inputs: list[str] = []  # the models' input columns (what the next run's fingerprint covers)
     for cfg in tenant.scores:
         spec = score_spec(cfg, tenant)
         model, reused = model_for(spec, model_dir / tenant.id / cfg.name, contacts, events, as_of, retrain)
@@ -350,6 +373,7 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
             result.verdicts[cfg.name] = f"insufficient data: {model.reason}"
             result.scores[cfg.name] = pd.Series(dtype=float)
             continue
+        inputs += model.feature_names
         for proxy in model.metrics.get("proxies", [])[:3]:
             result.warnings.append(f"proxy screen: score {cfg.name} uses {proxy['input']}, which alone tells "
                                    f"{proxy['attribute']} = {proxy['group']} apart (ROC AUC {proxy['roc_auc']})")
@@ -371,6 +395,40 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
     result.holdout_ids = {c for c in contacts["contact_id"] if holdout(tenant.id, c, tenant.holdout_percent)}
     check_fairness(tenant, contacts, result)
     result.warnings += empty_segment_warnings(tenant, result)
+    for warning in result.warnings:
+        log.warning("tenant %s: %s", tenant.id, warning)
+    del contacts, events
+    columns = R.read_columns(tenant, inputs)
+    parts, _ = R.fingerprint(store, tenant, model_dir, allowed, columns, without_own_tags)
+    result.mark = R.make_mark(parts, columns, summary_of(result, bool(missing)))
+    return result
+
+
+def summary_of(result: ScoreResult, no_email_first: bool) -> dict[str, Any]:
+    """What a reused scoring shows again: everything of ``result`` but the per-contact scores and members, which
+    the store keeps (the contacts-without-email warning is counted again each run)."""
+    assignment = result.assignment or SegmentAssignment()
+    return {"scored_at": utcnow().isoformat(), "as_of": result.as_of, "scored": result.scored,
+            "numeric": list(result.scores), "clusters": list(result.clusters), "verdicts": result.verdicts,
+            "models": result.models, "warnings": result.warnings[1:] if no_email_first else result.warnings,
+            "fairness": result.fairness, "segments": list(assignment.members), "thresholds": assignment.thresholds}
+
+
+def reused_result(store: Store, tenant: TenantCfg, allowed: set[str], summary: dict[str, Any],
+                  no_email: int) -> ScoreResult:
+    """The stored scores and segments as a :class:`ScoreResult`, with what the mark kept for the report."""
+    result = ScoreResult(verdicts=dict(summary["verdicts"]), as_of=str(summary["as_of"]),
+                         scored=int(summary["scored"]), fairness=dict(summary["fairness"]))
+    result.models = {name: {**info, "reused": True} for name, info in dict(summary["models"]).items()}
+    result.scores, result.clusters = R.stored_scores(store, tenant.id, list(summary["numeric"]),
+                                                     list(summary["clusters"]))
+    result.assignment = R.stored_assignment(store, tenant, summary)
+    result.holdout_ids = R.holdout_ids(tenant, allowed)
+    missing = no_email_text(no_email)
+    result.warnings = [*([missing] if missing else []), *summary["warnings"]]
+    result.reused = (f"the scores and segments computed at {summary['scored_at']} were reused: nothing scoring "
+                     "reads changed since (config, models, consent to profiling, events, contacts' inputs)")
+    log.info("tenant %s: %s", tenant.id, result.reused)
     for warning in result.warnings:
         log.warning("tenant %s: %s", tenant.id, warning)
     return result
@@ -397,7 +455,10 @@ def check_fairness(tenant: TenantCfg, contacts: pd.DataFrame, result: ScoreResul
 
 def no_email_warning(store: Store, tenant: TenantCfg) -> str | None:
     """Contacts without an email cannot be checked against consent, so they are never scored: say how many."""
-    missing = sum(1 for c in store.contacts(tenant.id) if not c["email"])
+    return no_email_text(sum(1 for c in store.contact_stream(tenant.id) if not c["email"]))
+
+
+def no_email_text(missing: int) -> str | None:
     if not missing:
         return None
     return (f"{missing} contact(s) have no email address: consent cannot be checked for them, so they are not "

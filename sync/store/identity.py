@@ -21,6 +21,7 @@ from core.emails import normalize_email
 from core.times import as_utc
 from core.times import now as utcnow
 from sync.store import schema as t
+from sync.store.events import store_event_rows
 from sync.store.interface import PageResult
 from sync.store.sqlcore import canonical, chunks, upsert
 
@@ -250,24 +251,17 @@ class IdentityTables:
         ids = {e.contact_vendor_id for e in evts}
         emails = {normalize_email(e.email) for e in evts if e.email}
         by_vendor, by_email = self._lookup(conn, tenant_id, source, ids, {e for e in emails if e})
-        rows = {}
+        rows: dict[str, tuple[Any, ...]] = {}
         for e in evts:
             contact = by_vendor.get(e.contact_vendor_id, (None,))[0] or by_email.get(normalize_email(e.email) or "")
             if contact is None:
                 continue  # an event for someone we do not know (yet); the next pull of contacts brings them
             fallback = hashlib.sha1(canonical([e.contact_vendor_id, e.type, e.occurred_at]).encode()).hexdigest()
-            key = f"{e.source}:{e.event_id or fallback}"
-            rows[key] = {
-                "tenant_id": tenant_id,
-                "event_key": key[:200],
-                "contact_id": contact,
-                "type": e.type,
-                "occurred_at": as_utc(e.occurred_at),
-                "value": e.value,
-                "url": (e.attributes.get("url") or None) if e.attributes else None,
-                "session_id": (e.attributes.get("session_id") or None) if e.attributes else None,
-            }
-        upsert(conn, t.events, list(rows.values()), ["tenant_id", "event_key"])
+            key = f"{e.source}:{e.event_id or fallback}"[:200]
+            rows[key] = (contact, e.type, as_utc(e.occurred_at), e.value,
+                         (e.attributes.get("url") or None) if e.attributes else None,
+                         (e.attributes.get("session_id") or None) if e.attributes else None)
+        store_event_rows(conn, tenant_id, rows)
         return len(rows)
 
     # ------------------------------------------------------------------ reads for scoring and planning
@@ -381,6 +375,16 @@ class IdentityTables:
                 yield {"contact_id": r.contact_id, "email": r.email, "created_at": r.created_at,
                        "properties": r.properties}
 
+    def contact_texts(self, tenant_id: str) -> Iterator[tuple[str, str | None, str | None, str]]:
+        """The live contacts as (contact_id, email, created_at, properties), the last two as stored text."""
+        c = t.contacts.c
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=20_000).execute(
+                sa.select(c.contact_id, c.email, sa.cast(c.created_at, sa.Text), sa.cast(c.properties, sa.Text))
+                .where(c.tenant_id == tenant_id, c.archived.is_(False)))
+            for r in result:
+                yield r[0], r[1], r[2], r[3]
+
     def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
         """Every stored event as a tuple (contact_id, type, occurred_at, value, url, session_id), streamed."""
         with self.engine.connect() as conn:
@@ -392,6 +396,14 @@ class IdentityTables:
             )
             for r in result:
                 yield tuple(r)
+
+    def esp_statuses(self, tenant_id: str) -> dict[str, str | None]:
+        """contact id -> the ESP status last seen, for every live contact (two columns, not every property)."""
+        c = t.contacts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.contact_id, c.esp_status).where(c.tenant_id == tenant_id,
+                                                                            c.archived.is_(False)))
+            return {cid: status for cid, status in rows}
 
     def counts(self, tenant_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -8,6 +8,7 @@ values, per-record outcomes, scores, segments) and runs (run log, tenant lock).
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -127,11 +128,25 @@ class Store(ABC):
         for c in self.contacts(tenant_id):
             yield {k: c[k] for k in ("contact_id", "email", "created_at", "properties")}
 
+    def contact_texts(self, tenant_id: str) -> Iterator[tuple[str, str | None, str | None, str]]:
+        """The live contacts as (contact_id, email, created_at, properties) with the time and the properties as
+        the store keeps them (text, JSON text), streamed: for digests of a whole book, without building a
+        datetime and a dict per contact. Stores may override it with a read that skips decoding."""
+        for c in self.contact_stream(tenant_id):
+            created = c["created_at"]
+            yield (c["contact_id"], c["email"], created.isoformat() if created is not None else None,
+                   json.dumps(c["properties"] or {}, sort_keys=True, default=str))
+
     def event_rows(self, tenant_id: str) -> Iterator[tuple[Any, ...]]:
         """Every stored event as a plain tuple (contact_id, type, occurred_at, value, url, session_id), streamed:
         what scoring reads for a whole book, without a dict per event. Stores may override it with a faster read."""
         for e in self.events(tenant_id):
             yield (e["contact_id"], e["type"], e["occurred_at"], e["value"], e["url"], e["session_id"])
+
+    def esp_statuses(self, tenant_id: str) -> dict[str, str | None]:
+        """contact id -> the ESP status last seen, for every live contact. Stores may override it with a narrower
+        read than :meth:`contacts` (which carries every property)."""
+        return {c["contact_id"]: c.get("esp_status") for c in self.contacts(tenant_id)}
 
     @abstractmethod
     def counts(self, tenant_id: str) -> dict[str, int]:
@@ -198,6 +213,15 @@ class Store(ABC):
         """Replace the tenant's scores (``rows`` may be a generator: it is read in batches)."""
 
     @abstractmethod
+    def score_rows(self, tenant_id: str) -> Iterator[tuple[str, str, float | None, str | None]]:
+        """The saved scores as (contact_id, score, value, label), streamed."""
+
+    @abstractmethod
+    def confirm_segments(self, tenant_id: str, at: datetime | None = None) -> None:
+        """The saved segment assignment holds as of ``at`` (a run that reused it): open spells are last assigned
+        then, as :meth:`save_segments` of the same members would record."""
+
+    @abstractmethod
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
                       at: datetime | None = None) -> None:
         """Replace the tenant's segment members and holdouts, and record membership spells (as of ``at``)."""
@@ -209,6 +233,25 @@ class Store(ABC):
     @abstractmethod
     def segment_members(self, tenant_id: str) -> list[dict[str, Any]]:
         """The stored segment assignment rows."""
+
+    # ---- data marks: what a run may skip because nothing it reads changed
+
+    @abstractmethod
+    def data_version(self, tenant_id: str, name: str = "events") -> int:
+        """A counter the store raises in the same transaction whenever the tenant's stored ``name`` data
+        (``"events"``: a new or changed event, an erasure) changes."""
+
+    @abstractmethod
+    def scoring_mark(self, tenant_id: str) -> str | None:
+        """The fingerprint of the inputs the stored scores and segments were computed from (None: unknown)."""
+
+    @abstractmethod
+    def set_scoring_mark(self, tenant_id: str, value: str | None) -> None:
+        """Store (None: clear) the fingerprint the tenant's stored scores and segments now match."""
+
+    @abstractmethod
+    def snapshot_stamp(self, tenant_id: str, names: Sequence[str]) -> tuple[int, datetime | None]:
+        """(rows, latest ``observed_at``) of the stored property changes of ``names``."""
 
     # ---- runs: run log and lock
 

@@ -182,6 +182,18 @@ property_snapshots = sa.Table(
     sa.Column("observed_at", TS, nullable=False),  # the pull that saw it
 )
 
+# Per-tenant counters and marks (migration 0009): ``events`` is bumped whenever the stored events change,
+# ``scoring`` holds the fingerprint of the inputs the stored scores and segments were computed from.
+data_marks = sa.Table(
+    "data_marks",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("value", sa.Text, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
 tenant_locks = sa.Table(
     "tenant_locks",
     metadata,

@@ -19,13 +19,14 @@ from sync.store import schema as t
 from sync.store.chunks import ChunkReads
 from sync.store.identity import IdentityTables
 from sync.store.interface import Store
+from sync.store.marks import EVENTS, DataMarks, bump
 from sync.store.objects import ObjectRecords
 from sync.store.runs import RunLog
 from sync.store.sqlcore import make_engine
 from sync.store.state import SentState
 
 
-class SqlStore(IdentityTables, ChunkReads, SentState, RunLog, ObjectRecords, Store):
+class SqlStore(IdentityTables, ChunkReads, SentState, RunLog, ObjectRecords, DataMarks, Store):
     """All sync state over one SQLAlchemy engine. Construct with :meth:`open`."""
 
     def __init__(self, engine: Engine) -> None:
@@ -99,6 +100,7 @@ class SqlStore(IdentityTables, ChunkReads, SentState, RunLog, ObjectRecords, Sto
                     )
             if ids:
                 _scrub_run_reports(conn, tenant_id, ids)
+                bump(conn, tenant_id, EVENTS)  # the person's events are gone: what scoring reads changed
         return removed
 
 

@@ -10,7 +10,7 @@ already confirmed.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -182,6 +182,22 @@ class SentState:
             conn.execute(t.scores.delete().where(t.scores.c.tenant_id == tenant_id))
             while batch := [{"tenant_id": tenant_id, **r} for r in itertools.islice(rows, 5000)]:
                 conn.execute(t.scores.insert(), batch)
+
+    def score_rows(self, tenant_id: str) -> Iterator[tuple[str, str, float | None, str | None]]:
+        """The saved scores as (contact_id, score, value, label), streamed."""
+        sc = t.scores.c
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=50_000).execute(
+                sa.select(sc.contact_id, sc.score, sc.value, sc.label).where(sc.tenant_id == tenant_id))
+            for r in result:
+                yield r[0], r[1], r[2], r[3]
+
+    def confirm_segments(self, tenant_id: str, at: datetime | None = None) -> None:
+        """Open spells were last assigned ``at`` (one statement: the members did not change)."""
+        hist = t.segment_history
+        with self.engine.begin() as conn:
+            conn.execute(hist.update().where(hist.c.tenant_id == tenant_id, hist.c.left_at.is_(None))
+                         .values(last_assigned=at or utcnow()))
 
     def save_segments(self, tenant_id: str, members: dict[str, set[str]], holdout: dict[str, set[str]],
                       at: datetime | None = None) -> None:
