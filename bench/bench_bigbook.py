@@ -32,39 +32,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sandbox.csvbook import BookFiles, write_csv_book  # noqa: E402 - after the path fix for direct runs
-
-CONFIG = """version: 1
-store: sqlite:///{db}
-model_dir: {models}
-tenants:
-  - id: big-firm
-    crm:
-      type: csv
-      contacts: {contacts}
-      events: {events}
-      created_column: created_at
-      output: {output}
-    consent:
-      webhook_secret: bigbook-webhook-secret-0123
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: upgrade, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
-    segments:
-      - {{name: likely_upgrade, score: upgrade, top_percent: 10}}
-    holdout_percent: 10
-"""
+from sandbox.csvbook import BookFiles, write_book_config, write_csv_book  # noqa: E402 - after the path fix for direct runs
 
 
 def write_config(folder: Path, book: Path) -> Path:
     """A one-firm config over ``book``'s CSV files, with its store, models and output in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "segsync.yaml"
-    path.write_text(CONFIG.format(db=folder / "segsync.db", models=folder / "models", contacts=book / "contacts.csv",
-                                  events=book / "events.csv", output=folder / "segments-out.csv"))
-    return path
+    return write_book_config(folder, book, tenant="big-firm")
 
 
 def _rss_kb(pid: int) -> int:

@@ -118,3 +118,31 @@ def _write_chunk(cf: IO[str], ef: IO[str], rng: np.random.Generator, first: int,
                np.concatenate([sessions, np.full(k, "")])[order].tolist(), strict=True)
     ef.write("".join(",".join(r) + "\n" for r in rows))
     return m + k, k
+
+
+BOOK_CONFIG = """version: 1
+store: sqlite:///{folder}/segsync.db
+model_dir: {folder}/models
+tenants:
+  - id: {tenant}
+    crm: {{type: csv, contacts: {book}/contacts.csv, events: {book}/events.csv, created_column: created_at,
+           output: {folder}/segments-out.csv}}
+    consent:
+      webhook_secret: csv-book-webhook-secret-0123
+      purposes:
+        email_marketing: {{basis: consent}}
+        profiling: {{basis: legitimate_interest}}
+    scores:
+      - {{name: upgrade, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
+    segments:
+      - {{name: likely_upgrade, score: upgrade, top_percent: 10}}
+    holdout_percent: 10
+"""
+
+
+def write_book_config(folder: Path, book: Path, tenant: str = "firm") -> Path:
+    """A one-firm config over the CSV files in ``book``, with its store, models and output in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "segsync.yaml"
+    path.write_text(BOOK_CONFIG.format(folder=folder, book=book, tenant=tenant))
+    return path

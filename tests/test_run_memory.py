@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.csvbook import write_csv_book
+from sandbox.csvbook import write_book_config, write_csv_book
 
 # About 35 s of CPU in all (three children on two cores); the suite's 300 s limit is too close on a loaded machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -35,30 +35,11 @@ SMALL, LARGE = 2_500, 10_000
 EVENTS_PER_CONTACT = 4.0
 LIMIT_KB_PER_CONTACT = 16
 
-CONFIG = """version: 1
-store: sqlite:///{folder}/segsync.db
-model_dir: {folder}/models
-tenants:
-  - id: firm
-    crm: {{type: csv, contacts: {book}/contacts.csv, events: {book}/events.csv, created_column: created_at,
-           output: {folder}/segments-out.csv}}
-    consent:
-      webhook_secret: run-memory-secret-0123
-      purposes:
-        email_marketing: {{basis: consent}}
-        profiling: {{basis: legitimate_interest}}
-    scores:
-      - {{name: upgrade, kind: propensity, outcome: {{event: upgrade}}, horizon_days: 90}}
-    segments:
-      - {{name: likely_upgrade, score: upgrade, top_percent: 10}}
-    holdout_percent: 10
-"""
-
 
 def start_sync(folder: Path, contacts: int) -> subprocess.Popen[bytes]:
     """A first sync of a fresh ``contacts``-contact book, in its own process (output to files)."""
     book = write_csv_book(folder / "book", contacts, EVENTS_PER_CONTACT)
-    (folder / "segsync.yaml").write_text(CONFIG.format(folder=folder, book=book.contacts_path.parent))
+    write_book_config(folder, book.contacts_path.parent)
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
     with (folder / "out.json").open("wb") as out, (folder / "err.log").open("wb") as err:
         return subprocess.Popen([sys.executable, "-m", "sync", "sync", "segsync.yaml", "--json"], cwd=folder,
