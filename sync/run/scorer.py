@@ -31,7 +31,7 @@ from scoring.gate import GateVerdict, gate
 from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
 from scoring.persist import load_model, save_model
-from scoring.segments import SegmentAssignment, assign_segments, holdout
+from scoring.segments import SegmentAssignment, assign_segments
 from scoring.snapshots import PropertyHistory, attach_history
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
 from sync.config.models import ScoreCfg, TenantCfg
@@ -392,7 +392,7 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
         result.models[cfg.name] = model_info(model, reused)
     result.assignment = assign_segments(result.scores, segment_specs(tenant), tenant.id, tenant.holdout_percent,
                                         result.clusters)
-    result.holdout_ids = {c for c in contacts["contact_id"] if holdout(tenant.id, c, tenant.holdout_percent)}
+    result.holdout_ids = R.holdout_ids(tenant, contacts["contact_id"])  # the same rule a reused scoring applies
     check_fairness(tenant, contacts, result)
     result.warnings += empty_segment_warnings(tenant, result)
     for warning in result.warnings:
