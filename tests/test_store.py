@@ -66,6 +66,26 @@ def test_email_change_keeps_the_contact_and_its_history(store):
     assert [e["type"] for e in store.events("t1")] == ["page_view"]
 
 
+def test_a_re_pulled_record_of_another_source_never_flips_the_contacts_address(store):
+    """A HubSpot contact (new@, additional old@) and the Mailchimp member at old@ are one person. Re-pulling either
+    record unchanged - as every incremental pull of someone segsync wrote to does - keeps the address as it is: it
+    used to follow whichever source was pulled last (and every no-change run re-scored)."""
+    store.store_page("t1", [hub("1", "new@x.com", previous_emails=("old@x.com",))], [], None)
+    member = Contact(source="mailchimp", vendor_id="h", email="old@x.com", status="subscribed")
+    for _ in range(2):
+        store.store_page("t1", [member], [], None)
+        assert [c["email"] for c in store.contacts("t1")] == ["new@x.com"]
+        store.store_page("t1", [hub("1", "new@x.com", previous_emails=("old@x.com",))], [], None)
+        assert [c["email"] for c in store.contacts("t1")] == ["new@x.com"]
+    # A real change at the source that gave the address still moves it; the member's own address stays its own.
+    store.store_page("t1", [hub("1", "newer@x.com")], [], None)
+    store.store_page("t1", [member], [], None)
+    assert [c["email"] for c in store.contacts("t1")] == ["newer@x.com"]
+    # The member changes address at Mailchimp: that is news about the member, not about the CRM's address.
+    store.store_page("t1", [Contact(source="mailchimp", vendor_id="h", email="other@x.com")], [], None)
+    assert [c["email"] for c in store.contacts("t1")] == ["newer@x.com"]
+
+
 def test_crm_merge_points_the_loser_at_the_survivor(store):
     store.store_page("t1", [hub("1", "a@x.com"), hub("2", "a2@x.com")], [], None)
     store.store_page("t1", [hub("2", "a2@x.com", merged_into="1")], [], None)

@@ -78,6 +78,22 @@ def _changed_properties(tenant_id: str, row: dict[str, Any], old: dict[str, Any]
     return out
 
 
+def _address(current: str | None, claims: Sequence[tuple[str, str | None, bool]]) -> str | None:
+    """The contact's address after a page's records of the person, each claim (address, the address the record had
+    before - None when the record is new -, whether the record's source created the contact).
+
+    One person can have a different address at each system (a CRM contact with an additional address that is the
+    Mailchimp member's). An address is only news when a record's address changed: a record pulled again unchanged
+    (every incremental pull of someone segsync wrote to) never moves it, or the address would follow whichever
+    system was pulled last. A changed address moves it when the record gave the current address or its source
+    created the contact; a new record of another source only fills an empty one."""
+    for email, before, own in claims:
+        changed = before is not None and before != email
+        if not current or (changed and (own or before == current)):
+            current = email
+    return current
+
+
 class IdentityTables:
     """Contacts, identities, aliases and events (mixed into :class:`sync.store.sql.SqlStore`)."""
 
@@ -191,9 +207,9 @@ class IdentityTables:
             row = contact_rows.setdefault(
                 contact_id, {"tenant_id": tenant_id, "contact_id": contact_id, "properties": {}}
             )
-            if known or contact_id == contact_id_for(tenant_id, source, c.vendor_id):
-                # Only a record's own source may change its address; a match by alias must not undo a change.
-                row["email"] = email or row.get("email")
+            if email:
+                row.setdefault("claims", []).append(
+                    (email, known[1] if known else None, contact_id == contact_id_for(tenant_id, source, c.vendor_id)))
             row["properties"] = {**row["properties"], **{k: v for k, v in c.properties.items() if v is not None}}
             row["created_at"] = as_utc(c.created_at) or row.get("created_at")
             row["updated_at"] = now
@@ -233,7 +249,7 @@ class IdentityTables:
                 {
                     "tenant_id": tenant_id,
                     "contact_id": r["contact_id"],
-                    "email": r.get("email") or old.get("email"),
+                    "email": _address(old.get("email"), r.get("claims", ())),
                     "properties": {**(old.get("properties") or {}), **r["properties"]},
                     # The earliest creation any system reports: stable whichever source is pulled last.
                     "created_at": _earliest(r.get("created_at"), old.get("created_at")),
