@@ -131,6 +131,8 @@ def make_sandbox(request):
         return sb
 
     yield factory
+    for sb in started:  # all asked first, so that their shutdowns overlap
+        sb.request_stop()
     for sb in started:
         sb.stop()
     if not request.module.__name__.split(".")[-1].startswith("test_sandbox_"):
