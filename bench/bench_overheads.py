@@ -6,7 +6,8 @@
 - opening an up-to-date SQLite store (``open_store``: engine, version check, dispose);
 - the tenant lease's fencing check (before every vendor call);
 - writing one pushed record ahead and confirming it (``intend_batch`` + ``confirm_batch``: Redtail and
-  Wealthbox push one record a batch).
+  Wealthbox push one record a batch);
+- the consent re-check's address lookup before each batch (``addresses`` of one contact).
 
 Prints a table and writes bench/out/bench_overheads.json. Nothing here is asserted. The machine is shared:
 compare runs made back to back, and note the load average printed beside them.
@@ -79,6 +80,7 @@ def main() -> int:
                 store.confirm_batch("firm", 1, "crm.properties", [(key, "v")], [(key, "sent", "")])
 
             results["intend_confirm_one_record_ms"] = per_call(one_record, n) * 1e3
+            results["addresses_one_contact_us"] = per_call(lambda: store.addresses("firm", ["c1"]), n) * 1e6
         finally:
             store.close()
     load = os.getloadavg()
