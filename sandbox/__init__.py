@@ -124,14 +124,20 @@ class Sandbox:
                                           faults=self.faults["redtail"])
         return self._redtail
 
+    def request_stop(self) -> None:
+        """Ask every server to exit without waiting; :meth:`stop` then waits. Stopping many sandboxes, ask them
+        all first: their shutdowns (0.1 s or more each, in uvicorn) overlap instead of adding up."""
+        for server in [*self._servers, *(x for x in (self._wealthbox, self._redtail) if x is not None)]:
+            server.request_stop()
+
     def stop(self) -> None:
         """Stop every server (idempotent)."""
+        self.request_stop()
+        extra = [x for x in (self._wealthbox, self._redtail) if x is not None]
         while self._servers:
             self._servers.pop().stop()
-        if self._wealthbox is not None:
-            self._wealthbox.stop()
-        if self._redtail is not None:
-            self._redtail.stop()
+        for x in extra:
+            x.stop()
 
     def __enter__(self) -> Sandbox:
         return self

@@ -9,6 +9,7 @@ Paths under ``CONTROL_PREFIX`` belong to the sandbox itself and are never faulte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -255,6 +256,34 @@ def instrument(app: ASGIApp, vendor: str, log: CallLog, faults: Faults,
     return middleware
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, woken by :meth:`wake` instead of only at its next 0.1 s tick.
+
+    A test suite starts and stops hundreds of sandboxes; each stop used to wait out the tick of every
+    server in turn. The tick still runs every 0.1 s (it refreshes the Date header and checks ``should_exit``).
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+    def wake(self) -> None:
+        """From any thread: let the loop see ``should_exit`` now (a no-op once the loop is gone)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the server is down already
+                loop.call_soon_threadsafe(event.set)
+
+
 class ServerThread:
     """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) in a background thread."""
 
@@ -269,7 +298,7 @@ class ServerThread:
         self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
                                 ws="none", timeout_graceful_shutdown=1, timeout_keep_alive=30)
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"sandbox-{self.port}", daemon=True)
         self._thread.start()
@@ -279,9 +308,14 @@ class ServerThread:
                 raise RuntimeError(f"sandbox server on port {self.port} did not start")
             time.sleep(0.01)
 
+    def request_stop(self) -> None:
+        """Ask uvicorn to exit without waiting: stopping several servers, ask them all, then :meth:`stop` each,
+        so their graceful shutdowns overlap."""
+        self._server.should_exit = True
+        self._server.wake()
+
     def stop(self) -> None:
         """Ask uvicorn to exit and wait for the thread (hung requests are cut after ~1 s)."""
-        self._server.should_exit = True
+        self.request_stop()
         self._thread.join(timeout=10)
         self._sock.close()
-

@@ -96,13 +96,21 @@ def breaches(fairness: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _encode(col: pd.Series, target: pd.Series) -> pd.Series | None:
+def _readable(col: pd.Series) -> tuple[pd.Series, bool]:
+    """An input as the screen reads it, and whether that is as numbers: numbers (missing ones as the median) when
+    nearly every value parses, else text. It does not depend on the group, so it is worked out once per input."""
     num = pd.to_numeric(col, errors="coerce")
     if num.notna().mean() > 0.95:
-        return num.fillna(num.median())
-    # A category is as telling as the group's share among its members.
-    text = col.astype("string").fillna("missing")
-    return text.map(target.groupby(text).mean()).astype(float)
+        return num.fillna(num.median()), True
+    return col.astype("string").fillna("missing"), False
+
+
+def _encode(col: pd.Series, numeric: bool, target: pd.Series) -> pd.Series:
+    """``col`` (from :func:`_readable`) as a score for ``target``; a category is as telling as the group's share
+    among its members."""
+    if numeric:
+        return col
+    return col.map(target.groupby(col).mean()).astype(float)
 
 
 def proxy_screen(inputs: pd.DataFrame, contacts: pd.DataFrame, attributes: Sequence[str]) -> list[dict[str, Any]]:
@@ -113,6 +121,7 @@ def proxy_screen(inputs: pd.DataFrame, contacts: pd.DataFrame, attributes: Seque
     """
     found: list[dict[str, Any]] = []
     frame = contacts.set_index(contacts["contact_id"].astype(str))
+    readable: dict[Any, tuple[pd.Series, bool]] = {}  # parsed once per input, not once per group
     for attr in attributes:
         if attr not in frame.columns:
             continue
@@ -122,8 +131,10 @@ def proxy_screen(inputs: pd.DataFrame, contacts: pd.DataFrame, attributes: Seque
             if str(group) == "unknown" or not PROXY_MIN_GROUP <= target.sum() <= len(target) - PROXY_MIN_GROUP:
                 continue
             for col in inputs.columns:
-                x = _encode(inputs[col], target)
-                if x is None or x.nunique() < 2:
+                if col not in readable:
+                    readable[col] = _readable(inputs[col])
+                x = _encode(*readable[col], target)
+                if x.nunique() < 2:
                     continue
                 auc = float(roc_auc_score(target, x.to_numpy()))
                 auc = max(auc, 1 - auc)  # a strong negative association is as telling

@@ -27,7 +27,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from connectors.hubspot.settings import SEARCH_SETTLE_SECONDS
 from sandbox import Sandbox
 from scoring.base import Encoder, TrainedModel
 from scoring.discovery import select_properties
@@ -88,12 +87,21 @@ def test_rerun_and_full_refresh_with_no_vendor_change_write_nothing(make_sandbox
         assert report["segments"] == first["segments"], flags
 
 
+# The settle window of the scheduled-run case (crm.search_settle_seconds): the sandbox's search has no index lag,
+# so it need not be HubSpot's 30 s (SEARCH_SETTLE_SECONDS, the default). It must still cover the gap between
+# run 1's last writes and run 2's start, so that run 2 does not read the echo and run 3 (asserted) does.
+SETTLE_SECONDS = 10.0
+
+
 @pytest.mark.slow
 def test_three_plain_runs_past_the_search_settle_window_write_nothing_after_the_first(make_sandbox, tmp_path):
     """The reported case as it happens on a schedule: run 3 starts after run 1's writes have settled."""
     sb, config = signal_sandbox(make_sandbox, tmp_path, seed=5)
+    text = config.read_text()
+    assert "plan: unlimited," in text
+    config.write_text(text.replace("plan: unlimited,", f"plan: unlimited, search_settle_seconds: {SETTLE_SECONDS},", 1))
     first = sync(config)
-    settled = time.monotonic() + SEARCH_SETTLE_SECONDS + 1  # run 1's writes are searchable from then on
+    settled = time.monotonic() + SETTLE_SECONDS + 1  # run 1's writes are searchable from then on
     assert writes(sb)
     before = len(writes(sb))
     assert planned(sync(config)) == {}

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from connectors.hubspot.settings import SEARCH_SETTLE_SECONDS
 from connectors.registry import VendorConfig
 
 
@@ -25,6 +26,9 @@ class HubSpotCrm(VendorConfig):
     # Existing contact properties segsync may write to although it did not create them (by exact name); any
     # other existing property under one of segsync's names is refused, never overwritten.
     adopt_properties: list[str] = Field(default_factory=list)
+    # How far behind a run's start an incremental search reads (HubSpot indexes writes with a lag of seconds).
+    # The default is safe for HubSpot; a portal whose search has no lag (the sandbox) may shorten it.
+    search_settle_seconds: float = Field(SEARCH_SETTLE_SECONDS, ge=0, le=3600)
     # The email subscription type ids that are marketing (an opt-out of one withdraws email_marketing). Unset:
     # read from the portal's subscription definitions, as opt-out propagation does (never One-to-One/transactional).
     marketing_subscriptions: list[int] | None = None

@@ -25,6 +25,7 @@ def build(cfg: HubSpotCrm, context: BuildContext) -> Any:
         event_deal_types=tuple(cfg.deal_event_types),
         web_lookback_days=cfg.web_events_lookback_days,
         adopt_properties=tuple(cfg.adopt_properties),
+        settle_seconds=cfg.search_settle_seconds,
     )
 
 

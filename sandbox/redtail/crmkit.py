@@ -186,6 +186,10 @@ class Running:
         self.root = self._server.url
         self.url = self._server.url + prefix
 
+    def request_stop(self) -> None:
+        """Ask the server to exit without waiting (see :meth:`sandbox.common.ServerThread.request_stop`)."""
+        self._server.request_stop()
+
     def stop(self) -> None:
         """Stop the server (idempotent)."""
         self._server.stop()

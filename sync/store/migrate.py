@@ -8,6 +8,7 @@ others wait, then find the schema current and do nothing.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -30,16 +31,31 @@ def alembic_config(engine: Engine | None = None) -> AlembicConfig:
     return cfg
 
 
+@functools.cache
+def head() -> str | None:
+    """The newest revision of segsync's migrations, read once a process (the scripts do not change under it)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database behind ``engine`` to ``revision`` inside one transaction.
 
     On PostgreSQL the transaction first takes ``pg_advisory_xact_lock``: concurrent upgrades run
     one after the other, and the lock is released by the commit (or the rollback) by itself.
+    A store already at the newest revision is left alone after one read of its version: every
+    open of the store (each CLI command, each run) would otherwise have Alembic load every migration
+    script only to find nothing to do.
     """
+    from alembic.runtime.migration import MigrationContext
+
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        if revision == "head" and MigrationContext.configure(conn).get_current_revision() == head():
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -125,13 +125,14 @@ class RunLog:
         if owner != holder:
             raise TenantBusy(f"tenant {tenant_id}: another run holds its lock ({owner})")
 
+        # Built once: the check runs before every vendor call, and building the statement cost more than running it.
+        lock_row = sa.select(t.tenant_locks.c.holder, t.tenant_locks.c.expires_at).where(
+            t.tenant_locks.c.tenant_id == tenant_id
+        )
+
         def still_held() -> bool:
             with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(t.tenant_locks.c.holder, t.tenant_locks.c.expires_at).where(
-                        t.tenant_locks.c.tenant_id == tenant_id
-                    )
-                ).first()
+                row = conn.execute(lock_row).first()
             expires = as_utc(row.expires_at) if row else None
             return row is not None and row.holder == holder and expires is not None and expires > utcnow()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -47,13 +48,18 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], ke
     """Insert rows, updating every non-key column on a key conflict (SQLite and PostgreSQL)."""
     if not rows:
         return
-    stmt = insert_for(conn, table)
-    update_cols = [c for c in rows[0] if c not in keys]
+    update_cols = tuple(c for c in rows[0] if c not in keys)
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys), update_cols), list(rows))
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...], update_cols: tuple[str, ...]) -> Any:
+    """The INSERT .. ON CONFLICT for one table and column set, built once: the store upserts per pushed batch
+    (one record a batch for Redtail and Wealthbox), and building the statement cost more than running it."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     if update_cols:
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update_cols})
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt, list(rows))
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update_cols})
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
