@@ -224,12 +224,19 @@ def resolve_cutoff(spec: ScoreSpec, events: pd.DataFrame | None, cutoff: object)
     return cut
 
 
+def importance_rows(n: int, seed: int) -> np.ndarray:
+    """The rows (of ``n``) :func:`importance` ranks features on: at most :data:`IMPORTANCE_ROWS`, seeded. A caller
+    that scores a big book in slices encodes only these rows and passes them in."""
+    if n <= IMPORTANCE_ROWS:
+        return np.arange(n)
+    return np.random.default_rng(seed).choice(n, IMPORTANCE_ROWS, replace=False)
+
+
 def importance(estimator: Any, M: np.ndarray, y: np.ndarray, names: list[str], scoring: str,
                seed: int) -> list[dict[str, Any]]:
     """Permutation importance on at most 3,000 evaluation rows (enough to rank, cheap to run)."""
-    rng = np.random.default_rng(seed)
     if len(M) > IMPORTANCE_ROWS:
-        idx = rng.choice(len(M), IMPORTANCE_ROWS, replace=False)
+        idx = importance_rows(len(M), seed)
         M, y = M[idx], y[idx]
     if scoring == "roc_auc" and not 0 < y.sum() < len(y):
         return []

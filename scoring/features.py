@@ -76,6 +76,15 @@ def factorize_text(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     return np.asarray(codes), [str(u) for u in uniques]
 
 
+def session_keys(values: object) -> tuple[np.ndarray, np.ndarray]:
+    """(a 64-bit hash of each session id as text, where it is missing): all that features read of a session is
+    which views share one, so a book's events may carry these keys instead of millions of distinct id strings
+    (an integer ``session_id`` column is taken as keys made here)."""
+    text = pd.Series(values, dtype="string")
+    return (pd.util.hash_array(text.fillna("").to_numpy(dtype=object)).astype(np.int64),
+            np.asarray(text.isna().to_numpy(), dtype=bool))
+
+
 def behaviour_columns(extra_types: Sequence[str] = ()) -> list[str]:
     """Names of the event-derived columns, in output order."""
     cols = ["txn_count", "txn_value_sum", "txn_value_mean", "txn_recency_days", "txn_first_days", "txn_count_90d",
@@ -226,11 +235,13 @@ def _accumulate(acc: _Acc, codes: np.ndarray, age: np.ndarray, types: pd.Series,
     if pv90.any():
         day = np.floor(age[pv90]).astype(np.int64)
         acc.visit_days.append(pd.unique(codes[pv90].astype(np.int64) * 128 + day))  # hashing, not sorting
-        sid = session.to_numpy()[pv90] if session is not None else np.full(int(pv90.sum()), None)
-        sid_s = pd.Series(sid, dtype="string")
+        if session is not None and pd.api.types.is_integer_dtype(session.dtype):  # keys made when read
+            key, missing = session.to_numpy(dtype=np.int64, na_value=0)[pv90], session.isna().to_numpy()[pv90]
+        else:
+            key, missing = session_keys(session.to_numpy()[pv90] if session is not None
+                                        else np.full(int(pv90.sum()), None))
         # A view without a session id counts as one session per contact and day.
-        key = pd.util.hash_array(sid_s.fillna("").to_numpy(dtype=object)).astype(np.int64)
-        key = np.where(sid_s.isna().to_numpy(), day, key)
+        key = np.where(missing, day, key)
         acc.sessions.append(pd.DataFrame({"c": codes[pv90], "s": key}).drop_duplicates())
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from scoring.chunks import apply_in_slices
-from scoring.features import build_features, event_counts
+from scoring.features import build_features, event_counts, session_keys
 from scoring.specs import FeatureSpec
 from sync.run.scorer import EVENT_COLUMNS, event_frame
 
@@ -50,6 +50,11 @@ def test_features_are_identical_from_text_and_from_categorical_columns(chunk_row
     text = build_features(contacts, ev, CUT, spec, chunk_rows=chunk_rows)
     coded = build_features(contacts, as_categoricals(ev), CUT, spec, chunk_rows=chunk_rows)
     pd.testing.assert_frame_equal(text, coded)
+    # Session ids as the 64-bit keys the store's event frame carries: the same sessions, the same features.
+    keyed = as_categoricals(ev)
+    keyed["session_id"] = pd.arrays.IntegerArray(*session_keys(ev["session_id"].to_numpy(dtype=object)))
+    pd.testing.assert_frame_equal(text, build_features(contacts, keyed, CUT, spec, chunk_rows=chunk_rows))
+    assert text["sessions_90d"].sum() > 0 and (text["sessions_90d"] < text["page_views_90d"]).any()
     assert text["high_intent_views_90d"].sum() > 0 and text["n_webinar"].sum() > 0  # the paths were exercised
     ids = pd.Index(contacts["contact_id"])
     start, end = CUT - pd.Timedelta(days=90), CUT
@@ -65,9 +70,15 @@ def test_stored_events_become_one_categorical_frame_batch_by_batch() -> None:
     frame = event_frame(iter(rows), batch=4)
     whole = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     assert list(frame.columns) == list(EVENT_COLUMNS) and len(frame) == 25
-    for col in ("contact_id", "type", "url", "session_id"):
+    for col in ("contact_id", "type", "url"):
         assert isinstance(frame[col].dtype, pd.CategoricalDtype)
         assert frame[col].astype(object).where(frame[col].notna(), None).tolist() == [r[col] for r in rows]
+    # Session ids are kept as the keys features read (one 64-bit hash per id, missing where there is none).
+    keys, missing = session_keys([r["session_id"] for r in rows])
+    assert frame["session_id"].dtype == "Int64" and frame["session_id"].isna().tolist() == missing.tolist()
+    assert missing.tolist() == [r["session_id"] is None for r in rows] and not missing.all()
+    assert frame["session_id"][~missing].tolist() == keys[~missing].tolist()
+    assert len(set(keys[~missing])) == len({r["session_id"] for r in rows} - {None})  # distinct ids, distinct keys
     assert (frame["occurred_at"] == pd.to_datetime(whole["occurred_at"], utc=True)).all()
     assert frame["value"].dtype == np.float64 and frame["value"].sum() == sum(range(1, 25, 2))
     kept = event_frame(iter(rows), {"c1", "c3"}, batch=4)
@@ -141,7 +152,7 @@ def test_reading_a_bigger_book_holds_no_python_objects_per_event() -> None:
 def test_contacts_read_in_batches_give_the_same_frame(tmp_path, monkeypatch) -> None:
     from test_scoring_gate import drifting_book, pulled
 
-    from sync.run import scorer
+    from sync.run import scorer, scoring_frames
 
     book, no_events = tmp_path / "contacts.csv", tmp_path / "events.csv"
     drifting_book(book)
@@ -150,7 +161,7 @@ def test_contacts_read_in_batches_give_the_same_frame(tmp_path, monkeypatch) -> 
     tenant, store = pulled(tmp_path, book, no_events, created=None)
     try:
         whole, _ = scorer.frames(store, tenant)
-        monkeypatch.setattr(scorer, "CONTACT_BATCH", 700)  # 4,000 contacts: six batches
+        monkeypatch.setattr(scoring_frames, "CONTACT_BATCH", 700)  # 4,000 contacts: six batches
         batched, _ = scorer.frames(store, tenant)
     finally:
         store.close()

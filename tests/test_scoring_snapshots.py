@@ -65,6 +65,11 @@ def test_snapshots_store_only_changes_from_when_they_were_known(db_url):
         assert len(rows) == 5
         change = [r for r in rows if r["name"] == "tier" and r["value"] == "private"]
         assert len(change) == 1 and change[0]["valid_from"] == upgraded
+        # The streamed read scoring uses holds the very same changes (names asked: those of the rows).
+        streamed = list(store.property_history_rows(tenant_id, ["aum", "tier"]))
+        assert sorted(streamed, key=repr) == sorted(((r["contact_id"], r["name"], r["valid_from"], r["value"])
+                                                     for r in rows), key=repr)
+        assert [r for r in store.property_history_rows(tenant_id, ["tier"]) if r[1] != "tier"] == []
 
         tenant = load_config_text(TENANT.replace("harbor", tenant_id)).tenants[0]
         contacts, _ = frames(store, tenant)

@@ -40,6 +40,7 @@ from scoring.base import (
     default_as_of,
     features_for,
     importance,
+    importance_rows,
     resolve_cutoff,
 )
 from scoring.chunks import apply_in_slices
@@ -154,6 +155,15 @@ def training_contacts(spec: ScoreSpec, contacts: pd.DataFrame, feature_cutoff: p
     return eligible.iloc[keep], len(eligible)
 
 
+def at_most(X: pd.DataFrame, y: pd.Series, rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    """A seeded sample of ``rows`` labelled rows (in their order) when there are more, else all of them: the
+    rule :func:`train_classifier` samples a big book's training rows by."""
+    if len(y) <= rows:
+        return X, y
+    keep = np.sort(np.random.default_rng(seed).choice(len(y), rows, replace=False))
+    return X.iloc[keep], y.iloc[keep]
+
+
 def train_classifier(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cut: pd.Timestamp,
                      options: Options, *, churn: bool) -> TrainedModel | InsufficientData:
     """Fit on labels observed before ``cut`` (see the module docstring for the windows)."""
@@ -169,11 +179,9 @@ def train_classifier(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFra
     if verdict:
         return verdict
     available = available or len(y)
-    if len(y) > MAX_TRAIN_ROWS:  # not sampled before the features
-        # Beyond a few hundred thousand rows the ranking barely improves while fit time keeps
-        # growing; a seeded sample keeps retraining a million-contact book to a minute or two.
-        keep = np.sort(np.random.default_rng(options.seed).choice(len(y), MAX_TRAIN_ROWS, replace=False))
-        X, y = X.iloc[keep], y.iloc[keep]
+    # Not sampled before the features: beyond a few hundred thousand rows the ranking barely improves while fit
+    # time keeps growing; a seeded sample keeps retraining a million-contact book to a minute or two.
+    X, y = at_most(X, y, MAX_TRAIN_ROWS, options.seed)
     encoder, clf = fit_classifier(spec, X, y, options.seed)
     metrics = {"positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "rows": len(y),
                "rows_available": available}
@@ -218,9 +226,10 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
     assert not isinstance(test, InsufficientData)  # history before train_cut implies history before cut
     X_te, y_te = test
     seed = options.seed
+    X_tr, y_tr = at_most(X_tr, y_tr, MAX_TRAIN_ROWS, seed)  # fitted as the live model is: on a sample of a big book
     encoder, clf = fit_classifier(spec, X_tr, y_tr, seed)
-    M = encoder.transform(X_te)
-    p = clf.predict_proba(M)[:, 1]
+    # Scored in slices (every row): the float64 matrix of a whole book and the ensemble's intermediates never exist.
+    p = apply_in_slices(X_te, encoder.transform, lambda M: clf.predict_proba(M)[:, 1])
     report.model = classification_metrics(y_te.to_numpy(), p)
     report.model["train_positives"], report.model["train_negatives"] = int(y_tr.sum()), int(len(y_tr) - y_tr.sum())
     rule, score = rule_score(spec, X_te, churn=churn)
@@ -230,7 +239,9 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
     gain = auc_difference(y_te.to_numpy(), p, score)
     if gain is not None:
         report.extra["gain_over_baseline"] = {**gain, "evaluated_on": "the window after the cutoff (time split)"}
-    report.top_features = importance(clf, M, y_te.to_numpy(), encoder.columns, "roc_auc", seed)
+    rows = importance_rows(len(X_te), seed)  # the rows importance() would draw from the whole matrix
+    report.top_features = importance(clf, encoder.transform(X_te.iloc[rows]), y_te.to_numpy()[rows], encoder.columns,
+                                     "roc_auc", seed)
     report.fairness = fairness(pd.Series(p, index=X_te.index), contacts, spec.features.sensitive_attributes,
                                options.fairness_top_percent, outcomes=y_te)
     props = [c for c in X_tr.columns if c not in set(behaviour_columns(extra))]

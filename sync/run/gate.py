@@ -204,14 +204,17 @@ class ConsentGate:
         household id (a CRM that keeps households as records); members are the other contacts with that id."""
         if self._households is None:
             crm = self.sources.get("crm")
-            crm_ids = self.store.vendor_ids(self.tenant.id, crm) if crm else {}
-            records: dict[str, str] = {}
-            members: dict[str, set[str]] = {}
+            rows: list[tuple[str, Any]] = []
             for c in self.store.contact_stream(self.tenant.id):  # streamed: only household rows are kept
                 household = (c.get("properties") or {}).get(HOUSEHOLD_PROPERTY)
-                if household in (None, ""):
-                    continue
-                if crm_ids.get(c["contact_id"]) == str(household):
+                if household not in (None, ""):
+                    rows.append((c["contact_id"], household))
+            # Every contact's CRM id only when some contact has a household (a book without any reads none).
+            crm_ids = self.store.vendor_ids(self.tenant.id, crm) if crm and rows else {}
+            records: dict[str, str] = {}
+            members: dict[str, set[str]] = {}
+            for contact_id, household in rows:
+                if crm_ids.get(contact_id) == str(household):
                     records[c["contact_id"]] = str(household)
                 else:
                     members.setdefault(str(household), set()).add(c["contact_id"])

@@ -12,14 +12,11 @@ wrote); none of it is a model input (:func:`wanted_properties`, :func:`without_o
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from connectors.base import HOUSEHOLD_PROPERTY
@@ -32,10 +29,18 @@ from scoring.kinds.cluster import align_names
 from scoring.models import InsufficientData, TrainedModel, default_as_of, predict, train
 from scoring.persist import load_model, save_model
 from scoring.segments import SegmentAssignment, assign_segments
-from scoring.snapshots import PropertyHistory, attach_history
 from scoring.specs import FeatureSpec, ScoreSpec, SegmentSpec
 from sync.config.models import ScoreCfg, TenantCfg
 from sync.run import reuse as R
+from sync.run.scoring_frames import (  # re-exported: callers read the frames through the scorer
+    EVENT_COLUMNS as EVENT_COLUMNS,
+)
+from sync.run.scoring_frames import ORDER_COLUMN as ORDER_COLUMN
+from sync.run.scoring_frames import event_frame as event_frame
+from sync.run.scoring_frames import frames as frames
+from sync.run.scoring_frames import time_order as time_order
+from sync.run.scoring_frames import wanted_properties as wanted_properties
+from sync.run.scoring_frames import without_own_tags as without_own_tags
 from sync.store.interface import Store
 
 log = logging.getLogger("segsync.score")
@@ -85,155 +90,6 @@ def score_spec(cfg: ScoreCfg, tenant: TenantCfg) -> ScoreSpec:
 
 def segment_specs(tenant: TenantCfg) -> list[SegmentSpec]:
     return [SegmentSpec(s.name, s.score, s.top_percent, s.min, s.max, s.cluster) for s in tenant.segments]
-
-
-ORDER_COLUMN = "_source_row"  # a source's own row number, when it has one (CSV exports): its time order
-
-
-def wanted_properties(tenant: TenantCfg, records: Iterable[dict[str, Any]]) -> tuple[set[str], bool]:
-    """Property names to read, and whether they were discovered (no ``features:`` declared).
-
-    With no declared features every stored property is read and :func:`scoring.discovery.select_properties`
-    keeps the numeric-looking and the low-cardinality text ones; the model card lists which.
-    """
-    feats = tenant.features
-    wanted = set(feats.numeric_properties) | set(feats.categorical_properties) | set(feats.sensitive_attributes)
-    wanted |= {s.outcome.property for s in tenant.scores if s.outcome and s.outcome.property}
-    if feats.time_column:
-        wanted.add(feats.time_column)
-    wanted.add(HOUSEHOLD_PROPERTY)  # household features appear when contacts carry household ids
-    if feats.household_value_property:
-        wanted.add(feats.household_value_property)
-    discovered = not (feats.numeric_properties or feats.categorical_properties)
-    if discovered:
-        wanted |= {k for c in records for k in (c["properties"] or {}) if not k.startswith("_")}
-        # segsync's own segment property comes back on the next pull: an input, it would feed the push back in.
-        # (Score properties are ``segsync_score_*``, skipped with every ``segsync*`` column by select_properties.)
-        wanted.discard(tenant.push.crm_property)
-    return wanted, discovered
-
-
-def without_own_tags(value: Any, prefix: str) -> Any:
-    """A list of tags (an ESP's, a CRM's) less segsync's own: the segments pushed last run are not inputs."""
-    if isinstance(value, list) and prefix:
-        return [t for t in value if not str(t).startswith(prefix)]
-    return value
-
-
-def time_order(contacts: pd.DataFrame, tenant: TenantCfg, rows: list[int | None]) -> pd.DataFrame:
-    """Contacts in their source's time order, and what that order is (``attrs["time_order"]``).
-
-    The store returns contacts by hashed id, which is a shuffle: a "later rows" check on it would
-    be a random split. A declared date column wins, then creation dates, then the export's row order.
-    """
-    col = tenant.features.time_column
-    if col and col in contacts.columns:
-        key, name = pd.to_datetime(contacts[col], utc=True, errors="coerce", format="mixed"), f"column {col}"
-    elif contacts["created_at"].notna().mean() > 0.95 and contacts["created_at"].nunique() > 1:
-        key, name = contacts["created_at"], "creation date"
-    elif rows and all(r is not None for r in rows):
-        key, name = pd.Series(rows, index=contacts.index), "source row order"
-    else:
-        contacts.attrs["time_order"] = "none known (store order)"
-        return contacts
-    contacts = contacts.assign(_key=key.to_numpy()).sort_values("_key", kind="stable").drop(columns="_key")
-    contacts.attrs["time_order"] = name
-    return contacts
-
-
-EVENT_COLUMNS = ("contact_id", "type", "occurred_at", "value", "url", "session_id")
-TEXT_COLUMNS = ("contact_id", "type", "url", "session_id")
-EVENT_BATCH = 100_000
-CONTACT_BATCH = 50_000
-
-
-def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Contacts (in time order) and events as the scoring package expects them (see scoring.features)."""
-    # Streamed twice (once more only to discover property names), never held as a list of dicts.
-    wanted, _ = wanted_properties(tenant, store.contact_stream(tenant.id))
-    # A vendor's own "email" property must neither replace the normalised address nor duplicate a column.
-    wanted -= {"contact_id", "email", "created_at"}
-    columns = ["contact_id", "email", "created_at", *sorted(wanted)]
-    parts: list[pd.DataFrame] = []
-    order: list[int | None] = []
-    stream = store.contact_stream(tenant.id)
-    while batch := list(itertools.islice(stream, CONTACT_BATCH)):
-        rows = []
-        for c in batch:
-            if allowed is not None and c["contact_id"] not in allowed:
-                continue
-            props = c["properties"] or {}
-            raw_row = str(props.get(ORDER_COLUMN) or "")
-            order.append(int(raw_row) if raw_row.isdigit() else None)
-            rows.append({"contact_id": c["contact_id"], "email": c["email"], "created_at": c["created_at"],
-                         **{k: without_own_tags(props.get(k), tenant.push.tag_prefix) for k in wanted}})
-        del batch
-        parts.append(pd.DataFrame(rows, columns=columns))
-    contacts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    contacts["created_at"] = pd.to_datetime(contacts["created_at"], utc=True, errors="coerce")
-    for name in tenant.features.numeric_properties:
-        contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
-    contacts = time_order(contacts, tenant, order)
-    ev = event_frame(store.event_rows(tenant.id), allowed)
-    attrs = dict(contacts.attrs)
-    contacts = contacts.reset_index(drop=True)
-    contacts.attrs.update(attrs)
-    ev = ev.reset_index(drop=True)
-    attach_history(contacts, property_history(store, tenant, set(contacts["contact_id"]), wanted,
-                                              default_as_of(ev if not ev.empty else None)))
-    return contacts, ev
-
-
-def property_history(store: Store, tenant: TenantCfg, ids: set[str], names: set[str],
-                     watermark: pd.Timestamp) -> PropertyHistory:
-    """The stored property changes of ``ids`` for ``names``, read when a past cutoff first needs them."""
-    def load() -> pd.DataFrame:
-        rows = [r for r in store.property_history(tenant.id, sorted(names)) if r["contact_id"] in ids]
-        return pd.DataFrame(rows, columns=["contact_id", "name", "valid_from", "value"])
-
-    return PropertyHistory(load, watermark)
-
-
-def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
-                batch: int = EVENT_BATCH) -> pd.DataFrame:
-    """The stored events (dicts, or tuples in :data:`EVENT_COLUMNS` order) as one frame, built ``batch`` rows at a
-    time with compact dtypes.
-
-    Text columns become categoricals (integer codes and one copy of each distinct value), times
-    datetime64 and values float64, so a book's events cost tens of bytes per row instead of a dict
-    and half a dozen Python objects each; at most ``batch`` rows exist as Python objects at a time.
-    """
-    known: dict[str, dict[Any, int]] = {c: {} for c in TEXT_COLUMNS}  # value -> category code, in order seen
-    codes: dict[str, list[np.ndarray]] = {c: [] for c in TEXT_COLUMNS}  # int32 codes per batch
-    times: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    iterator = iter(rows)
-    while chunk := list(itertools.islice(iterator, batch)):
-        part = pd.DataFrame.from_records(chunk, columns=list(EVENT_COLUMNS))
-        del chunk
-        if allowed is not None:
-            part = part[part["contact_id"].isin(allowed)]
-        for col in TEXT_COLUMNS:
-            local, uniques = pd.factorize(part[col].to_numpy(dtype=object))
-            seen = known[col]
-            # The batch's few distinct values get the book-wide codes (new ones appended).
-            index = np.fromiter((seen.setdefault(u, len(seen)) for u in uniques), dtype=np.int32, count=len(uniques))
-            codes[col].append(np.where(local >= 0, index[np.maximum(local, 0)] if len(index) else -1, -1)
-                              .astype(np.int32))
-        stamps = pd.to_datetime(part["occurred_at"], utc=True).dt.as_unit("us").dt.tz_localize(None)  # UTC
-        times.append(stamps.to_numpy(dtype="datetime64[us]"))
-        values.append(pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64))
-        del part
-    columns: dict[str, Any] = {}
-    for col in TEXT_COLUMNS:
-        categories = pd.Index(list(known[col]), dtype=object)
-        joined = np.concatenate(codes[col]) if codes[col] else np.array([], dtype=np.int32)
-        codes[col] = []  # release the batches before the next column is joined
-        columns[col] = pd.Categorical.from_codes(joined, categories=categories)
-    naive = np.concatenate(times) if times else np.array([], dtype="datetime64[us]")
-    columns["occurred_at"] = pd.Series(naive).dt.tz_localize("UTC")
-    columns["value"] = np.concatenate(values) if values else np.array([], dtype=np.float64)
-    return pd.DataFrame({c: columns[c] for c in EVENT_COLUMNS})
 
 
 def _spec_fingerprint(spec: ScoreSpec) -> dict[str, Any]:

@@ -10,8 +10,11 @@ the page (archived or merged contacts) are dropped here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -89,6 +92,33 @@ class ChunkReads:
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=20_000).execute(query):
                 yield row[0], row[1], row[2]
+
+
+    def property_history_rows(self, tenant_id: str, names: Sequence[str]) -> Iterator[tuple[str, str, datetime, Any]]:
+        """Like :meth:`Store.property_history` for ``names``, as (contact_id, name, valid_from, value) tuples streamed:
+        a book's history is several rows per contact, which as a list of dicts cost more than the book itself.
+
+        Repeated values (a tier, a state) come back as one shared object each, up to :data:`SHARED_VALUES` of them:
+        decoded anew per row, a million rows of "premier" would be a million strings."""
+        snap = t.property_snapshots.c
+        query = sa.select(snap.contact_id, snap.name, snap.valid_from, snap.value).where(
+            snap.tenant_id == tenant_id, snap.name.in_(sorted(set(names))))
+        shared: dict[str, Any] = {}
+        loads = json.loads
+        with self.engine.connect() as conn:
+            for cid, name, valid_from, text in conn.execution_options(yield_per=20_000).execute(query):
+                if text is None:
+                    value = None
+                elif text in shared:
+                    value = shared[text]
+                else:
+                    value = loads(text)
+                    if len(shared) < SHARED_VALUES and isinstance(value, (str, int, float, bool)):
+                        shared[text] = value  # immutable: safe to hand to many rows
+                yield cid, name, valid_from, value
+
+
+SHARED_VALUES = 10_000  # distinct values decoded once and shared (low-cardinality properties: all of theirs)
 
 
 def _identities(conn: Connection, tenant_id: str, first: str, last: str,

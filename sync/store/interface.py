@@ -98,6 +98,12 @@ class Store(ABC):
         """Every stored contact property change (of ``names`` only, if given): ``contact_id``, ``name``,
         ``valid_from`` (UTC), ``value``."""
 
+    def property_history_rows(self, tenant_id: str, names: Sequence[str]) -> Iterator[tuple[str, str, datetime, Any]]:
+        """The property changes of ``names`` as (contact_id, name, valid_from, value) tuples, streamed: what scoring
+        reads for a whole book. Stores may override it with a streaming read."""
+        for r in self.property_history(tenant_id, names):
+            yield r["contact_id"], r["name"], r["valid_from"], r["value"]
+
     @abstractmethod
     def addresses(self, tenant_id: str, contact_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
         """contact id -> every email known for the person (current, at each vendor, former)."""
