@@ -79,7 +79,10 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
     async def stats(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_stats":
             writer = app.state.writer
-            body = json.dumps({"groups": writer.groups, "items": writer.items, "statements": statements[0],
+            # PostgreSQL's pipelined write sends its statements past SQLAlchemy: counted by itself
+            pipelined = getattr(app.state, "pipelined", None)
+            piped = pipelined.statements if pipelined is not None else 0
+            body = json.dumps({"groups": writer.groups, "items": writer.items, "statements": statements[0] + piped,
                                "cpu_s": time.process_time()}).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
@@ -87,8 +90,22 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
             return
         await app(scope, receive, send)
 
+    served: Any = stats
+    if args.trace is not None:  # per-request timestamps (bench/webhook_trace.py), written on GET /_trace
+        from bench.webhook_trace import instrument
+
+        traced, trace = instrument(stats, app.state.writer, store.engine)
+
+        async def served(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/_trace":
+                trace.dump(args.trace)
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await traced(scope, receive, send)
+
     freeze_startup_heap()  # as `segsync serve` does once started (core.heap)
-    uvicorn.run(stats, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
+    uvicorn.run(served, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
                 loop=args.loop, http=args.http)
 
 
@@ -163,24 +180,31 @@ class _Pool:
             writer.close()
 
 
-def raw_request(port: int, body: bytes, headers: dict[str, str]) -> bytes:
+def raw_request(port: int, body: bytes, headers: dict[str, str], i: int) -> bytes:
+    """The request's bytes; ``X-Bench-I`` names it for the server's trace (ignored by the webhook)."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (f"POST /hooks/bench/preferences HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}"
+    return (f"POST /hooks/bench/preferences HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Bench-I: {i}\r\n{head}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def offer(port: int, rate: int, seconds: float, run: str) -> dict[str, Any]:
+async def offer(port: int, rate: int, seconds: float, run: str, first: int = 0,
+                times: dict[int, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Offer ``rate`` requests/s for ``seconds``; ``times`` (when given) gets each request's (sent, answered)
+    on the monotonic clock, keyed by its ``X-Bench-I`` number (``first`` onwards)."""
     total = int(rate * seconds)
-    requests = [raw_request(port, *body_for(i, run)) for i in range(total)]  # signed up front
+    requests = [raw_request(port, *body_for(i, run), first + i) for i in range(total)]  # signed up front
     latencies: list[float] = []
     codes: dict[int, int] = {}
     pool = _Pool("127.0.0.1", port)
 
-    async def one(raw: bytes) -> None:
-        started = time.perf_counter()
+    async def one(i: int, raw: bytes) -> None:
+        started = time.monotonic()
         code = await pool.send(raw)
-        latencies.append(time.perf_counter() - started)
+        answered = time.monotonic()
+        latencies.append(answered - started)
         codes[code] = codes.get(code, 0) + 1
+        if times is not None:
+            times[first + i] = (started, answered)
 
     start = time.perf_counter()
     tasks = []
@@ -188,7 +212,7 @@ async def offer(port: int, rate: int, seconds: float, run: str) -> dict[str, Any
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(raw)))
+        tasks.append(asyncio.create_task(one(i, raw)))
     send_s = time.perf_counter() - start
     await asyncio.gather(*tasks)
     pool.close()
@@ -228,6 +252,8 @@ def main() -> int:
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
                         help="the server's HTTP parser (auto: httptools when installed)")
     parser.add_argument("--window", type=float, help="the group writer's wait for company in ms (default: its own)")
+    parser.add_argument("--trace", type=Path, help="where each request's latency goes (bench/webhook_trace.py): "
+                        "the server's timestamps to this file, the breakdown printed and in the JSON")
     parser.add_argument("--serve", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -250,7 +276,8 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, __file__, "--serve", url, str(port), "--loop", args.loop, "--http", args.http,
-               *(["--window", str(args.window)] if args.window is not None else [])]
+               *(["--window", str(args.window)] if args.window is not None else []),
+               *(["--trace", str(args.trace.resolve())] if args.trace is not None else [])]
     if args.profile is not None:  # py-spy (pip install py-spy): where the server's time goes
         command = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
                    "-o", str(args.profile), "--", *command]
@@ -268,10 +295,12 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the webhook server did not start") from None
                 time.sleep(0.2)
+        first = 0
         for rate in [int(r) for r in args.rates.split(",")]:
             before = httpx.get(base + "/_stats", timeout=10).json()
             receipts_before, _ = ledger_counts(url, f"r{rate}")
-            row = asyncio.run(offer(port, rate, args.seconds, f"r{rate}"))
+            times: dict[int, tuple[float, float]] = {}
+            row = asyncio.run(offer(port, rate, args.seconds, f"r{rate}", first, times))
             after = httpx.get(base + "/_stats", timeout=10).json()
             receipts, events = ledger_counts(url, f"r{rate}")
             row["ledger_receipts"] = receipts - receipts_before
@@ -283,8 +312,15 @@ def main() -> int:
             row["server_cpu_ms_per_request"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(1, row["ok"]), 2)
             row["statements_per_commit"] = round((after["statements"] - before["statements"])
                                                  / max(1, row["group_commits"]), 1)
+            if args.trace is not None:
+                from bench.webhook_trace import report
+
+                httpx.get(base + "/_trace", timeout=30)
+                print(f"where the time went at {rate}/s:")
+                row["trace"] = report(args.trace, times)
+            first += row["sent"]
             results.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
             time.sleep(2)
         store = open_store(url)
         verified = Ledger(store.engine, key_for).verify("bench")
