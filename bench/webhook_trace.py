@@ -38,17 +38,18 @@ class ServerTrace:
     def __init__(self) -> None:
         self.requests: dict[int, dict[str, float]] = {}
         self.groups: list[tuple[float, float, int]] = []  # taken, written, size
-        self.gcs: list[tuple[float, float, int]] = []  # start, duration, generation
+        self.gcs: list[tuple[float, float, int, float]] = []  # start, duration, generation, CPU time of it
         self.lags: list[tuple[float, float]] = []  # when, how late a 5 ms sleep woke
         self.sql: dict[str, list[float]] = {}  # statement kind -> durations (s), "commit" included
         self._sql_start = 0.0
-        self._gc_start = 0.0
+        self._gc_start = self._gc_cpu = 0.0
         self._by_item: dict[int, int] = {}
         self._lag_task: asyncio.Task[None] | None = None
 
     def dump(self, path: Path) -> None:
+        heap = {"frozen": gc.get_freeze_count(), **{f"gen{g}": len(gc.get_objects(g)) for g in (0, 1, 2)}}
         path.write_text(json.dumps({"requests": self.requests, "groups": self.groups, "gcs": self.gcs,
-                                    "lags": self.lags, "sql": self.sql}))
+                                    "lags": self.lags, "sql": self.sql, "heap": heap}))
 
     def _sql_begin(self, *_args: Any) -> None:
         self._sql_start = time.monotonic()
@@ -59,9 +60,10 @@ class ServerTrace:
 
     def _gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._gc_start = time.monotonic()
+            self._gc_start, self._gc_cpu = time.monotonic(), time.thread_time()
         else:
-            self.gcs.append((self._gc_start, time.monotonic() - self._gc_start, int(info["generation"])))
+            self.gcs.append((self._gc_start, time.monotonic() - self._gc_start, int(info["generation"]),
+                             time.thread_time() - self._gc_cpu))
 
     async def _lag(self) -> None:
         while True:
@@ -72,7 +74,7 @@ class ServerTrace:
                 self.lags.append((before, late))
 
 
-def instrument(app: Any, writer: Any, engine: Any) -> tuple[Any, ServerTrace]:
+def instrument(app: Any, writer: Any, engine: Any, pipelined: Any = None) -> tuple[Any, ServerTrace]:
     """Wrap ``app`` (ASGI) and ``writer`` (the GroupWriter) so they record timestamps, and time each
     statement and commit on ``engine``; the wrapped app."""
     import sqlalchemy as sa
@@ -82,6 +84,24 @@ def instrument(app: Any, writer: Any, engine: Any) -> tuple[Any, ServerTrace]:
     sa.event.listen(engine, "before_cursor_execute", trace._sql_begin)
     sa.event.listen(engine, "after_cursor_execute", trace._sql_end)
     commits: list[float] = trace.sql.setdefault("COMMIT", [])
+
+    if pipelined is not None:  # PostgreSQL's pipelined write: time its COMMIT (the second round trip, fsync)
+        connection = pipelined._connection
+
+        def timed_connection() -> Any:
+            pg = connection()
+            if not getattr(pg, "_bench_timed", False):
+                plain = pg.commit
+
+                def timed() -> None:
+                    started = time.monotonic()
+                    plain()
+                    commits.append(time.monotonic() - started)
+
+                pg.commit, pg._bench_timed = timed, True
+            return pg
+
+        pipelined._connection = timed_connection
 
     @sa.event.listens_for(engine, "commit")
     def _commit(conn: Any) -> None:  # before the DBAPI commit: time it by wrapping the DBAPI connection
@@ -185,11 +205,14 @@ def report(server_file: Path, client: dict[int, tuple[float, float]]) -> dict[st
                      if sizes else 0, "size_max": max(sizes, default=0)}
     out["gc"] = {gen: {"count": sum(1 for g in gcs if g[2] == gen),
                        "max_ms": round(max((g[1] * 1000 for g in gcs if g[2] == gen), default=0.0), 2),
-                       "total_ms": round(sum(g[1] * 1000 for g in gcs if g[2] == gen), 1)} for gen in (0, 1, 2)}
+                       "total_ms": round(sum(g[1] * 1000 for g in gcs if g[2] == gen), 1),
+                       # CPU the collecting thread spent in them: far below total_ms = it was descheduled meanwhile
+                       "cpu_ms": round(sum(g[3] * 1000 for g in gcs if g[2] == gen), 1)} for gen in (0, 1, 2)}
     out["loop_lag"] = {"over_2ms": len(lags), "over_20ms": sum(1 for lag in lags if lag > 20),
                        "max_ms": round(max(lags, default=0.0), 1), "total_ms": round(sum(lags), 1)}
     print(f"groups: {out['groups']}")
-    print(f"gc: {out['gc']}")
+    out["heap"] = data["heap"]
+    print(f"gc: {out['gc']}; objects tracked by the collector: {data['heap']}")
     print(f"server loop lag (a 5 ms sleep late by > 2 ms): {out['loop_lag']}")
     out["sql"] = {}
     for kind, durations in data["sql"].items():
