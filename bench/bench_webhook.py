@@ -14,8 +14,10 @@ Per rate: requests sent, answered 200, 429 (load shed, with Retry-After), other 
 max latency of all answers, the events and receipts in the ledger afterwards (receipts must equal
 the 200s: every accepted request is in the ledger, once), the group commits, the SQL statements per
 commit, the server process's CPU time per answered request (less sensitive to a shared machine than
-the latencies) and whether the chain verifies. Nothing is asserted; the machine is shared, so read
-the latencies with that in mind.
+the latencies), the client's own CPU per request and how late it sent (p99: it shares the cores), the
+checkpoint sync time PostgreSQL spent during the rate (a checkpoint stalls every commit) and whether the
+chain verifies. ``--trace FILE`` splits each request's latency into its parts (``bench/webhook_trace.py``).
+Nothing is asserted; the machine is shared, so read the latencies with that in mind.
 Writes bench/out/bench_webhook.json.
 """
 
