@@ -14,8 +14,10 @@ Per rate: requests sent, answered 200, 429 (load shed, with Retry-After), other 
 max latency of all answers, the events and receipts in the ledger afterwards (receipts must equal
 the 200s: every accepted request is in the ledger, once), the group commits, the SQL statements per
 commit, the server process's CPU time per answered request (less sensitive to a shared machine than
-the latencies) and whether the chain verifies. Nothing is asserted; the machine is shared, so read
-the latencies with that in mind.
+the latencies), the client's own CPU per request and how late it sent (p99: it shares the cores), the
+checkpoint sync time PostgreSQL spent during the rate (a checkpoint stalls every commit) and whether the
+chain verifies. ``--trace FILE`` splits each request's latency into its parts (``bench/webhook_trace.py``).
+Nothing is asserted; the machine is shared, so read the latencies with that in mind.
 Writes bench/out/bench_webhook.json.
 """
 
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +82,10 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
     async def stats(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_stats":
             writer = app.state.writer
-            body = json.dumps({"groups": writer.groups, "items": writer.items, "statements": statements[0],
+            # PostgreSQL's pipelined write sends its statements past SQLAlchemy: counted by itself
+            pipelined = getattr(app.state, "pipelined", None)
+            piped = pipelined.statements if pipelined is not None else 0
+            body = json.dumps({"groups": writer.groups, "items": writer.items, "statements": statements[0] + piped,
                                "cpu_s": time.process_time()}).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
@@ -87,8 +93,23 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
             return
         await app(scope, receive, send)
 
+    served: Any = stats
+    if args.trace is not None:  # per-request timestamps (bench/webhook_trace.py), written on GET /_trace
+        from bench.webhook_trace import instrument
+
+        traced, trace = instrument(stats, app.state.writer, store.engine,
+                                   getattr(app.state, "pipelined", None))
+
+        async def served(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/_trace":
+                trace.dump(args.trace)
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await traced(scope, receive, send)
+
     freeze_startup_heap()  # as `segsync serve` does once started (core.heap)
-    uvicorn.run(stats, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
+    uvicorn.run(served, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
                 loop=args.loop, http=args.http)
 
 
@@ -163,38 +184,61 @@ class _Pool:
             writer.close()
 
 
-def raw_request(port: int, body: bytes, headers: dict[str, str]) -> bytes:
+def raw_request(port: int, body: bytes, headers: dict[str, str], i: int) -> bytes:
+    """The request's bytes; ``X-Bench-I`` names it for the server's trace (ignored by the webhook)."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (f"POST /hooks/bench/preferences HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}"
+    return (f"POST /hooks/bench/preferences HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Bench-I: {i}\r\n{head}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def offer(port: int, rate: int, seconds: float, run: str) -> dict[str, Any]:
+async def offer(port: int, rate: int, seconds: float, run: str, first: int = 0,
+                times: dict[int, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Offer ``rate`` requests/s for ``seconds``; ``times`` (when given) gets each request's (sent, answered)
+    on the monotonic clock, keyed by its ``X-Bench-I`` number (``first`` onwards)."""
     total = int(rate * seconds)
-    requests = [raw_request(port, *body_for(i, run)) for i in range(total)]  # signed up front
+    requests = [raw_request(port, *body_for(i, run), first + i) for i in range(total)]  # signed up front
     latencies: list[float] = []
     codes: dict[int, int] = {}
     pool = _Pool("127.0.0.1", port)
 
-    async def one(raw: bytes) -> None:
-        started = time.perf_counter()
-        code = await pool.send(raw)
-        latencies.append(time.perf_counter() - started)
-        codes[code] = codes.get(code, 0) + 1
+    late: list[float] = []  # how long after its planned moment each request was sent (the client's own delay)
+    from_plan: list[float] = []  # planned moment -> answer: the latency with the client's delay counted in
 
-    start = time.perf_counter()
+    async def one(i: int, raw: bytes) -> None:
+        started = time.monotonic()
+        code = await pool.send(raw)
+        answered = time.monotonic()
+        latencies.append(answered - started)
+        late.append(started - (start + i / rate))
+        from_plan.append(answered - (start + i / rate))
+        codes[code] = codes.get(code, 0) + 1
+        if times is not None:
+            times[first + i] = (started, answered)
+
+    cpu = time.process_time()
+    start = time.monotonic()
     tasks = []
     for i, raw in enumerate(requests):
-        delay = start + i / rate - time.perf_counter()
+        delay = start + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(raw)))
-    send_s = time.perf_counter() - start
+        tasks.append(asyncio.create_task(one(i, raw)))
+    send_s = time.monotonic() - start
     await asyncio.gather(*tasks)
+    cpu = time.process_time() - cpu
     pool.close()
     latencies.sort()
+    late.sort()
+    from_plan.sort()
     ok = codes.get(200, 0)
+
+    def p99(values: list[float]) -> float:
+        return round(values[min(len(values) - 1, int(len(values) * 0.99))] * 1000, 1)
+
     return {
+        # the client's own cost and delay: it shares the machine's cores with the server and PostgreSQL
+        "client_cpu_ms_per_request": round(cpu * 1000 / max(1, total), 3), "client_late_p99_ms": p99(late),
+        "p99_from_plan_ms": p99(from_plan),
         "rate": rate, "seconds": seconds, "sent": total, "offered_rps": round(total / send_s, 1),
         "ok": ok, "shed_429": codes.get(429, 0), "errors": total - ok - codes.get(429, 0),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
@@ -202,6 +246,37 @@ async def offer(port: int, rate: int, seconds: float, run: str) -> dict[str, Any
         "max_ms": round(latencies[-1] * 1000, 1), "connections": pool.opened,
         "codes": {str(k): v for k, v in sorted(codes.items())},
     }
+
+
+def checkpoint_sync_ms(url: str) -> float | None:
+    """PostgreSQL's running total of checkpoint sync time (ms; None: not PostgreSQL 15/16, or SQLite).
+
+    A checkpoint's sync phase fsyncs every file it wrote; on this machine's disk that stalls the WAL flush
+    every commit waits for (1-3 s with the many schemas tests leave), so a rate whose window contains one
+    shows it in its tail. Read before and after each rate: a rise says one finished meanwhile."""
+    if not url.startswith("postgresql"):
+        return None
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return float(conn.execute(sa.text("select checkpoint_sync_time from pg_stat_bgwriter")).scalar_one())
+    except sa.exc.DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def client_loop(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The load generator's event loop: uvloop (when installed) spends less of the shared CPU per request."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
 
 
 def ledger_counts(url: str, run_prefix: str) -> tuple[int, int]:
@@ -227,7 +302,11 @@ def main() -> int:
                         help="the server's event loop (auto: uvloop when installed)")
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
                         help="the server's HTTP parser (auto: httptools when installed)")
+    parser.add_argument("--client-loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                        help="the load generator's event loop (auto: uvloop when installed)")
     parser.add_argument("--window", type=float, help="the group writer's wait for company in ms (default: its own)")
+    parser.add_argument("--trace", type=Path, help="where each request's latency goes (bench/webhook_trace.py): "
+                        "the server's timestamps to this file, the breakdown printed and in the JSON")
     parser.add_argument("--serve", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -250,7 +329,8 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, __file__, "--serve", url, str(port), "--loop", args.loop, "--http", args.http,
-               *(["--window", str(args.window)] if args.window is not None else [])]
+               *(["--window", str(args.window)] if args.window is not None else []),
+               *(["--trace", str(args.trace.resolve())] if args.trace is not None else [])]
     if args.profile is not None:  # py-spy (pip install py-spy): where the server's time goes
         command = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
                    "-o", str(args.profile), "--", *command]
@@ -268,11 +348,18 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the webhook server did not start") from None
                 time.sleep(0.2)
+        first = 0
         for rate in [int(r) for r in args.rates.split(",")]:
             before = httpx.get(base + "/_stats", timeout=10).json()
             receipts_before, _ = ledger_counts(url, f"r{rate}")
-            row = asyncio.run(offer(port, rate, args.seconds, f"r{rate}"))
+            sync_before = checkpoint_sync_ms(url)
+            times: dict[int, tuple[float, float]] = {}
+            with asyncio.Runner(loop_factory=client_loop(args.client_loop)) as runner:
+                row = runner.run(offer(port, rate, args.seconds, f"r{rate}", first, times))
             after = httpx.get(base + "/_stats", timeout=10).json()
+            sync_after = checkpoint_sync_ms(url)
+            row["checkpoint_sync_ms"] = (round(sync_after - sync_before) if sync_after is not None
+                                         and sync_before is not None else None)
             receipts, events = ledger_counts(url, f"r{rate}")
             row["ledger_receipts"] = receipts - receipts_before
             row["ledger_events"] = events
@@ -283,8 +370,15 @@ def main() -> int:
             row["server_cpu_ms_per_request"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(1, row["ok"]), 2)
             row["statements_per_commit"] = round((after["statements"] - before["statements"])
                                                  / max(1, row["group_commits"]), 1)
+            if args.trace is not None:
+                from bench.webhook_trace import report
+
+                httpx.get(base + "/_trace", timeout=30)
+                print(f"where the time went at {rate}/s:")
+                row["trace"] = report(args.trace, times)
+            first += row["sent"]
             results.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
             time.sleep(2)
         store = open_store(url)
         verified = Ledger(store.engine, key_for).verify("bench")
@@ -305,11 +399,13 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"{'rate':>5} {'sent':>6} {'ok':>6} {'429':>5} {'err':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'ledger':>6} {'req/commit':>10} {'stmt/commit':>11} {'cpu ms/req':>10}")
+          f"{'ledger':>6} {'req/commit':>10} {'stmt/commit':>11} {'cpu ms/req':>10} {'client cpu':>10} "
+          f"{'client late p99':>15} {'ckpt sync ms':>12}")
     for r in results:
         print(f"{r['rate']:>5} {r['sent']:>6} {r['ok']:>6} {r['shed_429']:>5} {r['errors']:>4} {r['p50_ms']:>7} "
               f"{r['p99_ms']:>7} {r['max_ms']:>7} {r['ledger_receipts']:>6} {r['requests_per_commit']:>10} "
-              f"{r['statements_per_commit']:>11} {r['server_cpu_ms_per_request']:>10}")
+              f"{r['statements_per_commit']:>11} {r['server_cpu_ms_per_request']:>10} "
+              f"{r['client_cpu_ms_per_request']:>10} {r['client_late_p99_ms']:>15} {r['checkpoint_sync_ms']!s:>12}")
     print(f"chain verifies: {verified.ok} ({verified.checked} events)")
     return 0
 

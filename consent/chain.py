@@ -188,6 +188,19 @@ def recorded_keys(conn: sa.Connection, tenant: str, keys: list[str]) -> set[str]
     return seen
 
 
+def link_rows(head: Head, rows: list[dict[str, Any]], key: bytes) -> tuple[int, str]:
+    """Give ``rows`` their place after ``head``: ``seq``, ``prev_hash`` and ``hash`` (keyed with ``key``).
+    Returns the new end of the chain (seq, hash). Shared by :func:`append_rows` and the pipelined
+    PostgreSQL write (:mod:`consent.pgwrite`), so both chain rows identically."""
+    prev, seq = head.last_hash, head.last_seq
+    for row in rows:
+        seq += 1
+        row["seq"] = seq
+        row["prev_hash"] = prev
+        row["hash"] = prev = row_hash(row, prev, key)
+    return seq, prev
+
+
 def append_rows(
     conn: sa.Connection, tenant: str, head: Head, rows: list[dict[str, Any]], key: bytes
 ) -> list[dict[str, Any]]:
@@ -197,12 +210,7 @@ def append_rows(
     """
     if not rows:
         return []
-    prev, seq = head.last_hash, head.last_seq
-    for row in rows:
-        seq += 1
-        row["seq"] = seq
-        row["prev_hash"] = prev
-        row["hash"] = prev = row_hash(row, prev, key)
+    seq, prev = link_rows(head, rows, key)
     result = conn.execute(
         sa.insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), rows
     )

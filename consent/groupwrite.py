@@ -80,6 +80,7 @@ class GroupWriter(Generic[ItemT, ResultT]):
         self.groups = 0  # transactions committed (or attempted), for tests and the bench
         self.items = 0
         self.taken = 0  # items handed to ``write`` so far
+        self._busy = False  # a group is being written or its after-group hook runs
 
     def pending(self) -> int:
         with self._cv:
@@ -128,7 +129,15 @@ class GroupWriter(Generic[ItemT, ResultT]):
                 self._cv.wait(remaining)
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
             self.taken += len(batch)
+            self._busy = True
             return batch
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until nothing is queued and the last group, its answers and its ``after_group`` hook are done
+        (False if ``timeout`` passed first). The hook runs after the answers, so a caller that got its answer
+        and needs what the hook did (tests: the drain was woken) waits here instead of racing the writer."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._queue and not self._busy, timeout)
 
     def _run(self) -> None:
         while True:
@@ -162,6 +171,9 @@ class GroupWriter(Generic[ItemT, ResultT]):
                     self._after(items, outcomes)
                 except Exception:
                     log.exception("after-group hook failed")
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[ResultT], ResultT | Exception]]) -> None:

@@ -69,6 +69,23 @@ MAX_IDEMPOTENCY_KEY = 200
 _KEYED_LOOKUP_LIMIT = 500
 
 
+def fresh_rows(
+    rows: list[dict[str, Any]], owner: list[int], seen: set[str]
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows to append: those whose idempotency key is not in ``seen`` (recorded before) nor repeats
+    one earlier in ``rows``; with the group (``owner``) of each. ``seen`` grows with the kept keys."""
+    fresh, fresh_owner = [], []
+    for row, index in zip(rows, owner, strict=True):
+        k = row["idempotency_key"]
+        if k is not None and k in seen:
+            continue  # recorded before, or earlier in this append
+        if k is not None:
+            seen.add(k)
+        fresh.append(row)
+        fresh_owner.append(index)
+    return fresh, fresh_owner
+
+
 class Ledger:
     """The consent ledger over one SQLAlchemy engine (SQLite or PostgreSQL).
 
@@ -159,11 +176,7 @@ class Ledger:
         Validated before anything is written. ``head``: the chain head the caller locked in ``conn`` and has
         not moved since (saves two statements); None locks it here.
         """
-        check_name(tenant, "tenant id")
-        key = self.key(tenant)
-        now = self._clock()
-        pairs = [(self._row(tenant, key, s, now), index) for index, signals in enumerate(groups) for s in signals]
-        rows, owner = [r for r, _ in pairs], [i for _, i in pairs]  # owner: the group of each row
+        rows, owner = self.prepare_rows(tenant, groups)
         result: list[list[RecordedEvent]] = [[] for _ in groups]
         if not rows:
             return result
@@ -171,18 +184,22 @@ class Ledger:
             if head is None or conn is None:
                 head = lock_head(c, tenant)  # first statement: takes the write lock before any read
             seen = recorded_keys(c, tenant, [r["idempotency_key"] for r in rows if r["idempotency_key"]])
-            fresh, fresh_owner = [], []
-            for row, index in zip(rows, owner, strict=True):
-                k = row["idempotency_key"]
-                if k is not None and k in seen:
-                    continue  # recorded before, or earlier in this append
-                seen.add(k)
-                fresh.append(row)
-                fresh_owner.append(index)
-            appended = append_rows(c, tenant, head, fresh, chain_key(key))
+            fresh, fresh_owner = fresh_rows(rows, owner, seen)
+            appended = append_rows(c, tenant, head, fresh, self.chain_key(tenant))
         for row, index in zip(appended, fresh_owner, strict=True):
             result[index].append(recorded_from_row(row))
         return result
+
+    def prepare_rows(
+        self, tenant: str, groups: Sequence[Iterable[ConsentSignal]]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Every group's signals as validated event rows (not chained yet), and the group of each row.
+        Nothing is written: a bad signal raises :class:`InputError` before any statement is sent."""
+        check_name(tenant, "tenant id")
+        key = self.key(tenant)
+        now = self._clock()
+        pairs = [(self._row(tenant, key, s, now), index) for index, signals in enumerate(groups) for s in signals]
+        return [r for r, _ in pairs], [i for _, i in pairs]
 
     def _row(self, tenant: str, key: bytes, s: ConsentSignal, now: datetime) -> dict[str, Any]:
         if s.state not in STATES:
@@ -495,4 +512,5 @@ class Ledger:
 
 __all__ = [
     "GRANTED", "WITHDRAWN", "Alias", "ErasureResult", "HistoryEvent", "Ledger", "RecordedEvent", "VerifyResult",
+    "fresh_rows",
 ]

@@ -120,6 +120,40 @@ def reserve_ids(conn: sa.Connection, tenant: str, n: int) -> tuple[int, list[int
     return int(prev or 0), list(range(int(top or 0) + 1, int(top or 0) + 1 + n))
 
 
+def action_rows(
+    tenant: str, actions: Sequence[NewActions], when: datetime
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The outbox rows of ``actions`` (one per destination; the same (source event, destination) once)
+    and the entry of ``actions`` each row belongs to. Without ids or MACs yet (:func:`link_rows`)."""
+    rows: list[dict[str, Any]] = []
+    owner: list[int] = []
+    seen: set[tuple[int, str]] = set()
+    for index, a in enumerate(actions):
+        for d in dict.fromkeys(a.destinations):
+            if (a.source_event, d) in seen:  # the same action twice in one call: once is enough
+                continue
+            seen.add((a.source_event, d))
+            rows.append({
+                "tenant_id": tenant, "subject_key": a.subject_key, "email": a.email, "destination": d,
+                "payload": dict(a.payload), "source_event": a.source_event, "status": PENDING, "attempts": 0,
+                "next_attempt_at": when, "last_error": None, "created_at": when, "done_at": None,
+                "scrub_on_done": a.scrub_on_done,
+            })
+            owner.append(index)
+    return rows, owner
+
+
+def link_rows(rows: list[dict[str, Any]], prev: int, ids: Sequence[int], key: bytes) -> None:
+    """Give signed ``rows`` their reserved ``ids`` (ascending, at least as many as rows) and MACs, each naming
+    the row before it (``prev``: the tenant's newest row before them, 0 for none)."""
+    if len(ids) < len(rows):
+        raise ValueError(f"{len(ids)} reserved outbox ids for {len(rows)} rows")
+    for row, row_id in zip(rows, ids, strict=False):
+        row["id"] = row_id
+        _link(row, prev, key)
+        prev = row_id
+
+
 def _link(row: dict[str, Any], prev: int, key: bytes) -> None:
     row["payload"] = {**row["payload"], PREV_LINK: int(prev)}
     row["mac"] = outbox_mac(key, row)
@@ -210,32 +244,13 @@ class Outbox:
         the insert (:func:`reserve_ids`); the caller's transaction holds the tenant's chain head (the
         ledger events were appended in it), so the tenant's rows arrive in id order.
         """
-        when = _now(now)
-        rows: list[dict[str, Any]] = []
-        owner: list[int] = []
-        seen: set[tuple[int, str]] = set()
-        for index, a in enumerate(actions):
-            for d in dict.fromkeys(a.destinations):
-                if (a.source_event, d) in seen:  # the same action twice in one call: once is enough
-                    continue
-                seen.add((a.source_event, d))
-                rows.append({
-                    "tenant_id": tenant, "subject_key": a.subject_key, "email": a.email, "destination": d,
-                    "payload": dict(a.payload), "source_event": a.source_event, "status": PENDING, "attempts": 0,
-                    "next_attempt_at": when, "last_error": None, "created_at": when, "done_at": None,
-                    "scrub_on_done": a.scrub_on_done,
-                })
-                owner.append(index)
+        rows, owner = action_rows(tenant, actions, _now(now))
         added = [0] * len(actions)
         if not rows:
             return added
         key = self.mac_key(tenant) if self.mac_key is not None else None
         if key is not None:
-            prev, ids = reserve_ids(conn, tenant, len(rows))
-            for row, row_id in zip(rows, ids, strict=True):
-                row["id"] = row_id
-                _link(row, prev, key)
-                prev = row_id
+            link_rows(rows, *reserve_ids(conn, tenant, len(rows)), key)
         # Only the (tenant, source event, destination) duplicate is skipped; a clash on a reserved id
         # raises. Counted by RETURNING: the driver's rowcount for INSERT ... ON CONFLICT is not portable.
         # executemany, which SQLAlchemy sends as one multi-row INSERT from a statement compiled once and cached

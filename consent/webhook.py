@@ -53,12 +53,12 @@ from consent.chain import lock_head
 from consent.groupwrite import MAX_PENDING, MAX_WAIT_SECONDS, GroupWriter, Saturated
 from consent.ledger import Ledger
 from consent.outbox import NewActions, Outbox
-from consent.policy import normalize_subject
-from consent.propagate import withdrawal_actions
 from consent.records import RecordedEvent
 from consent.schema import insert_ignoring_conflicts, webhook_receipts
 from consent.signals import ConsentSignal
 from consent.webhook_events import SIGNATURE_WINDOW, Reject, TenantHooks, Work, parse_preferences, vendor_work
+from consent.webhook_group import DUPLICATE, Item, Outcome, claim_receipts, withdrawals_of
+from consent.webhook_pg import PipelinedWrite
 from core import times
 from core.errors import InputError
 
@@ -69,8 +69,8 @@ MAX_BODY = 64 * 1024
 # superscripts and other Unicode digits that int() then refuses (a 500 before authentication).
 _ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
-_Item = tuple[str, TenantHooks, Work]  # tenant, its hooks, the parsed request
-_Outcome = tuple[str, int, int]  # status, events recorded, actions queued
+_Item = Item
+_Outcome = Outcome
 
 
 def _same(a: str, b: str) -> bool:
@@ -107,7 +107,14 @@ def create_app(
     routes.append(Route("/hooks/{tenant}/preferences", hooks.guard(hooks.preferences), methods=["POST"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.writer = hooks.writer  # its counters (groups, items, pending) for tests, the bench and metrics
+    app.state.pipelined = hooks.pipelined  # PostgreSQL's pipelined group write (its counters), else None
     return app
+
+
+def _log_group(items: Sequence[Item], outcomes: Sequence[Outcome]) -> None:
+    total = sum(o[1] for o in outcomes)
+    if total:
+        log.info("webhook: %d requests, %d events recorded in one commit", len(items), total)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -137,6 +144,9 @@ class _Hooks:
         self.max_body = max_body
         self.clock = clock
         self.public_url = public_url.rstrip("/") if public_url else None
+        # PostgreSQL: the group in two round trips (consent.webhook_pg); anything it does not take goes the general way
+        engine = ledger.engine
+        self.pipelined = PipelinedWrite(engine, ledger) if engine.dialect.name == "postgresql" else None
         self.writer: GroupWriter[_Item, _Outcome] = GroupWriter(
             self.write_group, max_pending=max_pending, max_wait=max_wait, after_group=self.after_group,
             name="segsync-webhook-writer",
@@ -201,6 +211,11 @@ class _Hooks:
         A request whose data the ledger refuses (or that meets any other error) then gets its own
         error, and the others are still written: nothing of a failed request is kept.
         """
+        if self.pipelined is not None:
+            done = self.pipelined.write(items, self.clock())
+            if done is not None:
+                _log_group(items, done)
+                return list(done)
         try:
             return list(self.write_together(items))
         except Exception as exc:
@@ -219,23 +234,16 @@ class _Hooks:
         per tenant; ("duplicate", 0, 0) for a replay (also of an item earlier in the same group)."""
         outcomes: list[_Outcome | None] = [None] * len(items)
         pending: dict[str, list[int]] = {}  # tenant -> items with signals to append
-        signals_of: dict[int, list[ConsentSignal]] = {}
         recorded_of: dict[int, list[RecordedEvent]] = {}
         with self.ledger.engine.begin() as conn:
             heads = {  # the write lock first (SQLite); sorted: two writers never deadlock; held to the end
                 tenant: lock_head(conn, tenant) for tenant in sorted({item[0] for item in items})
             }
-            fresh_keys = self.new_receipts(conn, items)
-            claimed: set[tuple[str, str]] = set()
+            _fresh_of, signals_of = claim_receipts(items, self.new_receipts(conn, items))
             for i, (tenant, _hooks, work) in enumerate(items):
-                # A receipt new to the store belongs to the first request of the group that has it.
-                fresh = {k for k in work.receipts if (tenant, k) in fresh_keys and (tenant, k) not in claimed}
-                claimed.update((tenant, k) for k in fresh)
-                if not fresh:
-                    outcomes[i] = ("duplicate", 0, 0)
+                if i not in signals_of:
+                    outcomes[i] = DUPLICATE
                     continue
-                # keep the signals whose receipt is new (a partly replayed batch of vendor events)
-                signals_of[i] = [s for s, key in zip(work.signals, work.receipts, strict=False) if key in fresh]
                 recorded_of[i] = []
                 if work.alias is not None:
                     old, new, when = work.alias
@@ -254,10 +262,9 @@ class _Hooks:
             for i, enqueued in self.queue_withdrawals(conn, items, signals_of, recorded_of).items():
                 status, recorded_n, _ = outcomes[i] or ("ignored", 0, 0)
                 outcomes[i] = (status, recorded_n, enqueued)
-        total = sum(o[1] for o in outcomes if o is not None)
-        if total:
-            log.info("webhook: %d requests, %d events recorded in one commit", len(items), total)
-        return [o if o is not None else ("ignored", 0, 0) for o in outcomes]
+        done = [o if o is not None else ("ignored", 0, 0) for o in outcomes]
+        _log_group(items, done)
+        return done
 
     def queue_withdrawals(
         self, conn: sa.Connection, items: Sequence[_Item], signals_of: Mapping[int, list[ConsentSignal]],
@@ -265,13 +272,8 @@ class _Hooks:
     ) -> dict[int, int]:
         """The outbox actions of every item's withdrawals, one insert per tenant; actions queued per item."""
         queued: dict[str, list[tuple[int, NewActions]]] = {}  # tenant -> (item, one of its withdrawals)
-        for i, recorded in recorded_of.items():
-            tenant, hooks, work = items[i]
-            emails = {self.ledger.pseudonym(tenant, s.email): normalize_subject(s.email) for s in signals_of[i]}
-            if work.alias is not None:  # a withdrawal carried to the new address is pushed for it
-                emails[self.ledger.pseudonym(tenant, work.alias[1])] = work.alias[1]
-            actions = withdrawal_actions(recorded, emails, hooks.destinations, reason=work.reason, roles=hooks.roles)
-            queued.setdefault(tenant, []).extend((i, a) for a in actions)
+        for i, action in withdrawals_of(self.ledger, items, signals_of, recorded_of):
+            queued.setdefault(items[i][0], []).append((i, action))
         enqueued: dict[int, int] = {}
         for tenant, pairs in queued.items():
             for (i, _), n in zip(pairs, self.outbox.enqueue_many(conn, tenant, [a for _, a in pairs]), strict=True):

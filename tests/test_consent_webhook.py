@@ -76,7 +76,10 @@ class Env:
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=BASE)
 
     def request(self, method: str, path: str, **kw) -> httpx.Response:
-        return self.loop.run_until_complete(self.client.request(method, path, **kw))
+        answer = self.loop.run_until_complete(self.client.request(method, path, **kw))
+        # the drain is woken after the answer goes out: wait for that before a test looks at env.woken
+        assert self.app.state.writer.wait_idle()
+        return answer
 
     def counts(self) -> tuple[int, ...]:
         return row_counts(self.store.engine)

@@ -104,6 +104,7 @@ def test_a_burst_loses_nothing_and_every_accepted_request_is_in_the_ledger_once(
         # Grouped: fewer transactions than requests (the burst arrives faster than one commit per request).
         assert env.writer.items == len(requests) + len(replays)
         assert env.writer.groups < env.writer.items
+        assert env.writer.wait_idle()  # the last group's drain wake-up comes after its answers
         assert set(env.woken) == {"harbor", "other"} and len(env.woken) <= env.writer.groups * 2
     finally:
         env.close()
