@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -84,6 +85,31 @@ def test_a_re_pulled_record_of_another_source_never_flips_the_contacts_address(s
     # The member changes address at Mailchimp: that is news about the member, not about the CRM's address.
     store.store_page("t1", [Contact(source="mailchimp", vendor_id="h", email="other@x.com")], [], None)
     assert [c["email"] for c in store.contacts("t1")] == ["newer@x.com"]
+
+
+def test_two_records_of_one_person_at_one_source_give_the_properties_of_the_one_at_the_persons_address(store):
+    """Two Mailchimp members are one person (the CRM contact's address and its additional one). The member at the
+    person's address gives the rating, merge fields and status whichever is pulled last: they used to follow the
+    last pull, so re-pulling one member changed a model input and every no-change run at 20,000 contacts rescored."""
+    store.store_page("t1", [hub("1", "ann@x.com", previous_emails=("ann.old@x.com",))], [], None)
+    own = Contact(source="mailchimp", vendor_id="m-own", email="ann@x.com", status="subscribed",
+                  properties={"member_rating": 2, "merge_fields": {"FNAME": "Ann"}})
+    other = Contact(source="mailchimp", vendor_id="a-other", email="ann.old@x.com", status="unsubscribed",
+                    properties={"member_rating": 4, "merge_fields": {"FNAME": "Annie"}})
+
+    def seen() -> tuple[Any, Any, Any]:
+        [c] = store.contacts("t1")
+        return c["properties"].get("member_rating"), c["properties"].get("merge_fields"), c["esp_status"]
+
+    for order in ([own], [other]), ([other], [own]), ([own, other],), ([other, own],):
+        for page in order:
+            store.store_page("t1", page, [], None)
+        store.store_page("t1", [other], [], None)  # the other member re-pulled (it changed at Mailchimp)
+        assert seen() == (2, {"FNAME": "Ann"}, "subscribed"), order
+    # The member at the person's address leaves (archived): the other one is the person's record at Mailchimp now.
+    store.store_page("t1", [Contact(source="mailchimp", vendor_id="m-own", email="ann@x.com", archived=True), other],
+                     [], None)
+    assert seen() == (4, {"FNAME": "Annie"}, "unsubscribed")
 
 
 def test_crm_merge_points_the_loser_at_the_survivor(store):

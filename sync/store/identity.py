@@ -104,6 +104,17 @@ def _address(current: str | None, claims: Sequence[tuple[str, str | None, bool]]
     return current
 
 
+def _primary(records: dict[str, str | None], email: str | None) -> str:
+    """Which of one source's records of a person gives the person's properties and status from that source.
+
+    A person can have two records at one system (two Mailchimp members: the CRM contact's address and an
+    additional one, each with its own merge fields, rating and status). Taking each as it is pulled would make
+    the person's data follow whichever was pulled last - and every incremental pull of one of them changes a
+    model input. The record at the person's own address is the one; else the lowest vendor id (stable)."""
+    at_address = sorted(vid for vid, mail in records.items() if email and mail == email)
+    return at_address[0] if at_address else min(records)
+
+
 class IdentityTables:
     """Contacts, identities, aliases and events (mixed into :class:`sync.store.sql.SqlStore`)."""
 
@@ -220,30 +231,39 @@ class IdentityTables:
             if email:
                 row.setdefault("claims", []).append(
                     (email, known[1] if known else None, contact_id == contact_id_for(tenant_id, source, c.vendor_id)))
-            row["properties"] = {**row["properties"], **{k: v for k, v in c.properties.items() if v is not None}}
+            row.setdefault("records", []).append(
+                (c.vendor_id, email, {k: v for k, v in c.properties.items() if v is not None}, c.status))
             row["created_at"] = as_utc(c.created_at) or row.get("created_at")
             row["updated_at"] = now
             row["vendor_updated_at"] = as_utc(c.updated_at)
-            if c.status is not None:
-                row["esp_status"] = c.status
-        self._merge_contacts(conn, tenant_id, list(contact_rows.values()))
+        gone = {c.vendor_id for c in contacts if c.archived or c.merged_into}
+        self._merge_contacts(conn, tenant_id, list(contact_rows.values()), source, gone)
         upsert(conn, t.identities, identity_rows, ["tenant_id", "source", "vendor_id"])
         if alias_rows:
             dedup = {(r["tenant_id"], r["email"]): r for r in alias_rows}
             upsert(conn, t.aliases, list(dedup.values()), ["tenant_id", "email"])
 
-    def _merge_contacts(self, conn: Connection, tenant_id: str, rows: list[dict[str, Any]]) -> None:
-        """Upsert contacts, merging properties with what other sources already said."""
+    def _merge_contacts(self, conn: Connection, tenant_id: str, rows: list[dict[str, Any]], source: str,
+                        gone: set[str]) -> None:
+        """Upsert contacts, merging properties with what other sources already said (see :func:`_primary`)."""
         if not rows:
             return
         existing: dict[str, dict[str, Any]] = {}
         known_since: dict[str, datetime] = {}
-        snap = t.property_snapshots
+        records: dict[str, dict[str, str | None]] = {}  # contact id -> this source's live records: vendor id -> email
+        snap, ident = t.property_snapshots, t.identities
         for chunk in chunks([r["contact_id"] for r in rows], 500):
             for found in conn.execute(
                 sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))
             ):
                 existing[found.contact_id] = found._asdict()
+            for vid, cid, mail in conn.execute(
+                sa.select(ident.c.vendor_id, ident.c.contact_id, ident.c.email).where(
+                    ident.c.tenant_id == tenant_id, ident.c.source == source, ident.c.contact_id.in_(chunk),
+                    ident.c.archived.is_(False))
+            ):
+                if vid not in gone:
+                    records.setdefault(cid, {})[vid] = mail
             for latest in conn.execute(
                 sa.select(snap.c.contact_id, sa.func.max(snap.c.valid_from))
                 .where(snap.c.tenant_id == tenant_id, snap.c.contact_id.in_(chunk))
@@ -254,12 +274,21 @@ class IdentityTables:
         snapshots: list[dict[str, Any]] = []
         for r in rows:
             old = existing.get(r["contact_id"], {})
+            email = _address(old.get("email"), r.get("claims", ()))
+            known = {**records.get(r["contact_id"], {}), **{vid: mail for vid, mail, _, _ in r["records"]}}
+            primary = _primary(known, email)
+            r["properties"] = {}
+            for vid, _, props, status in r["records"]:
+                if vid == primary:
+                    r["properties"].update(props)
+                    if status is not None:
+                        r["esp_status"] = status
             snapshots += _changed_properties(tenant_id, r, old, known_since.get(r["contact_id"]))
             out.append(
                 {
                     "tenant_id": tenant_id,
                     "contact_id": r["contact_id"],
-                    "email": _address(old.get("email"), r.get("claims", ())),
+                    "email": email,
                     "properties": {**(old.get("properties") or {}), **r["properties"]},
                     # The earliest creation any system reports: stable whichever source is pulled last.
                     "created_at": _earliest(r.get("created_at"), old.get("created_at")),
