@@ -147,3 +147,38 @@ def test_a_shutdown_between_chunks_reports_the_rest_as_not_sent_and_the_next_run
     assert again["status"] == "ok"
     assert chunked.state() == reference.state
     assert sum(chunked.crm.batch_sizes) == reference.crm_records_sent
+
+
+def test_the_plan_takes_the_gate_verdicts_unless_the_ledger_moved(reference, chunked, monkeypatch):
+    """The gate pass and the plan's first pass decide the same people one after the other: the plan takes the
+    gate's verdicts (a no-change run asked the ledger twice for everyone) - unless something was recorded in the
+    ledger in between: then everyone is decided again, and an opt-out that came in while scoring is planned."""
+    assert chunked.run(SMALL)["status"] == "ok"
+    chunks = -(-len(chunked.store.contacts("acme")) // SMALL)
+    asked: list[int] = []
+    decide = ConsentGate.decide_people
+
+    def counted(self: ConsentGate, addresses: Any) -> Any:
+        asked.append(len(addresses))
+        return decide(self, addresses)
+
+    monkeypatch.setattr(ConsentGate, "decide_people", counted)
+    quiet = chunked.run(SMALL)
+    assert quiet["plan"]["total_changes"] == 0 and len(asked) == chunks  # the gate's questions only
+
+    crm_ids = chunked.store.vendor_ids("acme", "fakecrm")
+    emails = {c["contact_id"]: c["email"] for c in chunked.store.contacts("acme")}
+    objector = next(cid for cid in sorted(crm_ids) if chunked.crm.props[crm_ids[cid]].get("segsync_segments"))
+    ledger = ConsentGate(chunked.store, chunked.cfg.tenants[0], "fakecrm", "fakeesp").ledger
+    score = TenantRun._score
+
+    def objection_while_scoring(self: TenantRun, allowed: Any) -> Any:
+        ledger.record("acme", emails[objector], "profiling", "withdrawn", basis="legitimate_interest",
+                      source="preference_center", occurred_at=datetime.now(UTC))
+        return score(self, allowed)
+
+    monkeypatch.setattr(TenantRun, "_score", objection_while_scoring)
+    asked.clear()
+    report = chunked.run(SMALL)
+    assert report["plan"]["destinations"][CRM]["removes"] >= 1 and len(asked) >= 2 * chunks
+    assert not chunked.crm.props[crm_ids[objector]].get("segsync_segments")

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sync.config.models import TenantCfg
-from sync.run.gate import ConsentGate
+from sync.run.gate import ConsentGate, Verdict
 from sync.run.plan import Person, Plan, PlanTally, build_plan, destinations
 from sync.run.scorer import ScoreResult
 from sync.store.chunks import ContactChunk
@@ -35,6 +35,9 @@ class Book:
                  size: int = CHUNK) -> None:
         self.store, self.tenant_id, self.gate = store, tenant_id, gate
         self.crm, self.esp, self.size = crm, esp, size
+        # The gate pass's verdicts for the plan's first pass, by chunk: (digest of what they were decided on, the
+        # ledger's position then, one shared verdict object per contact in the chunk's order: a pointer each).
+        self._kept: dict[str | None, tuple[int, int, list[Verdict]]] = {}
 
     def chunks(self, after: str | None = None, *, sent: bool = True) -> Iterator[tuple[str | None, ContactChunk]]:
         """(where the chunk starts, the chunk) from ``after`` to the end of the book."""
@@ -49,16 +52,32 @@ class Book:
         """The chunk that starts after ``after`` (as :meth:`chunks` yielded it)."""
         return self.store.contact_chunk(self.tenant_id, after, self.size)
 
-    def people(self, chunk: ContactChunk) -> list[Person]:
-        """The chunk's contacts with their vendor ids and the ledger's verdicts as of now (fails closed)."""
+    def people(self, chunk: ContactChunk, *, share: bool = False) -> list[Person]:
+        """The chunk's contacts with their vendor ids and the ledger's verdicts as of now (fails closed).
+
+        ``share``: the gate pass and the plan's first pass ask for the same chunks one after the other (the gate
+        for who may be scored, the plan for what to send): the first asker's verdicts are kept and the second
+        takes them instead of asking the ledger again, when the chunk's contacts and addresses are the same and
+        nothing was recorded in the ledger since (a webhook's opt-out in between: everyone is decided again).
+        The push still decides again, as of then, before every batch (:meth:`sync.run.pipeline.TenantRun._push`)."""
         crm_ids = chunk.identities.get(self.crm, {})
         esp = chunk.identities.get(self.esp, {}) if self.esp else {}
-        verdicts = self.gate.decide_people({cid: chunk.addresses.get(cid, set()) for cid, _, _ in chunk.contacts})
+        start = chunk.contacts[0][0] if chunk.contacts else None
+        digest = hash(tuple((cid, email, frozenset(chunk.addresses.get(cid, ()))) for cid, email, _ in chunk.contacts))
+        kept = self._kept.pop(start, None) if share else None
+        mark = self.gate.ledger_mark() if share else 0  # read before deciding: a later record moves it
+        if kept is not None and kept[:2] == (digest, mark):
+            ordered = kept[2]
+        else:
+            decided = self.gate.decide_people({cid: chunk.addresses.get(cid, set()) for cid, _, _ in chunk.contacts})
+            shared: dict[Verdict, Verdict] = {}
+            no_email: Verdict = (False, False, "no email to check consent against")
+            ordered = [shared.setdefault(decided[cid], decided[cid]) if email else no_email
+                       for cid, email, _ in chunk.contacts]
+            if share and kept is None:
+                self._kept[start] = (digest, mark, ordered)
         people = []
-        for cid, email, esp_status in chunk.contacts:
-            profiling, email_ok, reason = (
-                verdicts[cid] if email else (False, False, "no email to check consent against")
-            )
+        for (cid, email, esp_status), (profiling, email_ok, reason) in zip(chunk.contacts, ordered, strict=True):
             crm_id = crm_ids.get(cid, (None, None))[0]
             esp_id, esp_email = esp.get(cid, (None, None))
             people.append(Person(cid, email, crm_id, esp_id, esp_status, profiling, email_ok, reason, esp_email))
@@ -127,8 +146,8 @@ class ChunkPlanner:
         self.members = {name: set(ids) for name, ids in members.items()}
         self.initial = {d for d in self.dests if d not in set(book.store.destinations(book.tenant_id, ""))}
 
-    def plan(self, chunk: ContactChunk) -> ChunkPlan:
-        people = self.book.people(chunk)
+    def plan(self, chunk: ContactChunk, *, share: bool = False) -> ChunkPlan:
+        people = self.book.people(chunk, share=share)
         ids = [p.contact_id for p in people]
         segments_of: dict[str, set[str]] = {}
         for name, members in self.members.items():

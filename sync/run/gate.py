@@ -173,6 +173,14 @@ class ConsentGate:
             out[email] = ((profiling, email_ok, refused), d.reasons.get(EMAIL_MARKETING) == WITHDRAWN)
         return out
 
+    def ledger_mark(self) -> int:
+        """The tenant's ledger position (its newest event's place in the chain; 0 for none): any record moves it."""
+        from consent.schema import consent_events as ce
+
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(ce.c.seq)).where(ce.c.tenant_id == self.tenant.id))
+                       .scalar() or 0)
+
     def decide_people(self, addresses: Mapping[str, Iterable[str]]) -> dict[str, Verdict]:
         """``{contact id: (profiling, email_marketing, reason)}`` over *all* of a person's addresses. Fails closed.
 

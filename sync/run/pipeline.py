@@ -237,7 +237,7 @@ class TenantRun:
         allowed: set[str] = set()
         seen = Counter[str]()
         for _, chunk in self.book.chunks(sent=False):
-            for p in self.book.people(chunk):
+            for p in self.book.people(chunk, share=True):
                 seen["total"] += 1
                 seen["in_crm"] += bool(p.crm_id)
                 seen["in_esp"] += bool(p.esp_id)
@@ -296,7 +296,7 @@ class TenantRun:
         outline = PlanOutline.start(self.planner.dests, self.planner.initial)
         examples: dict[str, list[dict[str, Any]]] = {}
         for after, chunk in self.book.chunks():
-            part = self.planner.plan(chunk)
+            part = self.planner.plan(chunk, share=True)  # the gate's verdicts for these people, if unchanged
             outline.full.add(part.plan)
             self._vendor_ids = part.vendor_ids()
             for dest, changes in part.plan.changes.items():
