@@ -87,10 +87,10 @@ def test_a_re_pulled_record_of_another_source_never_flips_the_contacts_address(s
     assert [c["email"] for c in store.contacts("t1")] == ["newer@x.com"]
 
 
-def test_two_records_of_one_person_at_one_source_give_the_properties_of_the_one_at_the_persons_address(store):
-    """Two Mailchimp members are one person (the CRM contact's address and its additional one). The member at the
-    person's address gives the rating, merge fields and status whichever is pulled last: they used to follow the
-    last pull, so re-pulling one member changed a model input and every no-change run at 20,000 contacts rescored."""
+def test_two_records_of_one_person_at_one_source_give_the_properties_of_the_one_segsync_pushes_to(store):
+    """Two Mailchimp members are one person (the CRM contact's address and its additional one). The member segsync
+    pushes to gives the rating, merge fields and status, whichever is pulled last: they used to follow the last
+    pull, so re-pulling one member changed a model input and every no-change run at 20,000 contacts rescored."""
     store.store_page("t1", [hub("1", "ann@x.com", previous_emails=("ann.old@x.com",))], [], None)
     own = Contact(source="mailchimp", vendor_id="m-own", email="ann@x.com", status="subscribed",
                   properties={"member_rating": 2, "merge_fields": {"FNAME": "Ann"}})
@@ -106,6 +106,7 @@ def test_two_records_of_one_person_at_one_source_give_the_properties_of_the_one_
             store.store_page("t1", page, [], None)
         store.store_page("t1", [other], [], None)  # the other member re-pulled (it changed at Mailchimp)
         assert seen() == (2, {"FNAME": "Ann"}, "subscribed"), order
+        assert list(store.vendor_ids("t1", "mailchimp").values()) == ["m-own"]  # the member pushed to
     # The member at the person's address leaves (archived): the other one is the person's record at Mailchimp now.
     store.store_page("t1", [Contact(source="mailchimp", vendor_id="m-own", email="ann@x.com", archived=True), other],
                      [], None)

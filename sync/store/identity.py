@@ -104,15 +104,15 @@ def _address(current: str | None, claims: Sequence[tuple[str, str | None, bool]]
     return current
 
 
-def _primary(records: dict[str, str | None], email: str | None) -> str:
-    """Which of one source's records of a person gives the person's properties and status from that source.
+def _primary(records: dict[str, str | None]) -> str:
+    """Which of one source's live records of a person gives the person's properties and status from that source.
 
     A person can have two records at one system (two Mailchimp members: the CRM contact's address and an
-    additional one, each with its own merge fields, rating and status). Taking each as it is pulled would make
-    the person's data follow whichever was pulled last - and every incremental pull of one of them changes a
-    model input. The record at the person's own address is the one; else the lowest vendor id (stable)."""
-    at_address = sorted(vid for vid, mail in records.items() if email and mail == email)
-    return at_address[0] if at_address else min(records)
+    additional one, each with its own merge fields, rating and status). Taking each as it is pulled made the
+    person's data follow whichever was pulled last, so re-pulling one of them changed a model input. The record
+    is the one segsync pushes to - the last in vendor-id order, as :meth:`Store.vendor_ids` and the run's
+    chunks (:mod:`sync.store.chunks`) pick it - so the status a plan reads is the status of the member it tags."""
+    return max(records)
 
 
 class IdentityTables:
@@ -276,7 +276,7 @@ class IdentityTables:
             old = existing.get(r["contact_id"], {})
             email = _address(old.get("email"), r.get("claims", ()))
             known = {**records.get(r["contact_id"], {}), **{vid: mail for vid, mail, _, _ in r["records"]}}
-            primary = _primary(known, email)
+            primary = _primary(known)
             r["properties"] = {}
             for vid, _, props, status in r["records"]:
                 if vid == primary:
