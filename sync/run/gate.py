@@ -223,9 +223,9 @@ class ConsentGate:
             members: dict[str, set[str]] = {}
             for contact_id, household in rows:
                 if crm_ids.get(contact_id) == str(household):
-                    records[c["contact_id"]] = str(household)
+                    records[contact_id] = str(household)
                 else:
-                    members.setdefault(str(household), set()).add(c["contact_id"])
+                    members.setdefault(str(household), set()).add(contact_id)
             self._households = (records, members)
         return self._households
 
