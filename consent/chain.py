@@ -349,3 +349,20 @@ def verify_chains(
         if broken is not None:
             return VerifyResult(False, total, broken)
     return VerifyResult(True, total, None)
+
+
+def fresh_rows(
+    rows: list[dict[str, Any]], owner: list[int], seen: set[str]
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows to append: those whose idempotency key is not in ``seen`` (recorded before) nor repeats
+    one earlier in ``rows``; with the group (``owner``) of each. ``seen`` grows with the kept keys."""
+    fresh, fresh_owner = [], []
+    for row, index in zip(rows, owner, strict=True):
+        k = row["idempotency_key"]
+        if k is not None and k in seen:
+            continue  # recorded before, or earlier in this append
+        if k is not None:
+            seen.add(k)
+        fresh.append(row)
+        fresh_owner.append(index)
+    return fresh, fresh_owner

@@ -31,6 +31,7 @@ from consent.chain import (
     append_rows,
     canonical_json,
     chain_key,
+    fresh_rows,
     key_problem,
     lock_head,
     personal_digest,
@@ -67,23 +68,6 @@ ev = consent_events.c
 MAX_IDEMPOTENCY_KEY = 200
 # Up to this many subjects are looked up by key; past it one scan of the tenant is cheaper.
 _KEYED_LOOKUP_LIMIT = 500
-
-
-def fresh_rows(
-    rows: list[dict[str, Any]], owner: list[int], seen: set[str]
-) -> tuple[list[dict[str, Any]], list[int]]:
-    """The rows to append: those whose idempotency key is not in ``seen`` (recorded before) nor repeats
-    one earlier in ``rows``; with the group (``owner``) of each. ``seen`` grows with the kept keys."""
-    fresh, fresh_owner = [], []
-    for row, index in zip(rows, owner, strict=True):
-        k = row["idempotency_key"]
-        if k is not None and k in seen:
-            continue  # recorded before, or earlier in this append
-        if k is not None:
-            seen.add(k)
-        fresh.append(row)
-        fresh_owner.append(index)
-    return fresh, fresh_owner
 
 
 class Ledger:
@@ -512,5 +496,4 @@ class Ledger:
 
 __all__ = [
     "GRANTED", "WITHDRAWN", "Alias", "ErasureResult", "HistoryEvent", "Ledger", "RecordedEvent", "VerifyResult",
-    "fresh_rows",
 ]

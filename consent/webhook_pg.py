@@ -39,8 +39,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from consent.chain import Head, key_check, link_rows
-from consent.ledger import Ledger, fresh_rows
+from consent.chain import Head, fresh_rows, key_check, link_rows
+from consent.ledger import Ledger
 from consent.outbox import _now, action_rows
 from consent.outbox import link_rows as link_outbox_rows
 from consent.records import RecordedEvent, recorded_from_row

@@ -93,7 +93,7 @@ def _address(current: str | None, claims: Sequence[tuple[str, str | None, bool]]
     before - None when the record is new -, whether the record's source created the contact).
 
     One person can have a different address at each system (a CRM contact with an additional address that is the
-    Mailchimp member's). An address is only news when a record's address changed: a record pulled again unchanged
+    ESP member's). An address is only news when a record's address changed: a record pulled again unchanged
     (every incremental pull of someone segsync wrote to) never moves it, or the address would follow whichever
     system was pulled last. A changed address moves it when the record gave the current address or its source
     created the contact; a new record of another source only fills an empty one."""
@@ -107,7 +107,7 @@ def _address(current: str | None, claims: Sequence[tuple[str, str | None, bool]]
 def _primary(records: dict[str, str | None]) -> str:
     """Which of one source's live records of a person gives the person's properties and status from that source.
 
-    A person can have two records at one system (two Mailchimp members: the CRM contact's address and an
+    A person can have two records at one system (two ESP members: the CRM contact's address and an
     additional one, each with its own merge fields, rating and status). Taking each as it is pulled made the
     person's data follow whichever was pulled last, so re-pulling one of them changed a model input. The record
     is the one segsync pushes to - the last in vendor-id order, as :meth:`Store.vendor_ids` and the run's

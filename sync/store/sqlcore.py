@@ -55,7 +55,7 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], ke
 @functools.lru_cache(maxsize=256)
 def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...], update_cols: tuple[str, ...]) -> Any:
     """The INSERT .. ON CONFLICT for one table and column set, built once: the store upserts per pushed batch
-    (one record a batch for Redtail and Wealthbox), and building the statement cost more than running it."""
+    (one record a batch for CRMs without batch writes), and building the statement cost more than running it."""
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     if update_cols:
         return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update_cols})
