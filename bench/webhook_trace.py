@@ -85,36 +85,26 @@ def instrument(app: Any, writer: Any, engine: Any, pipelined: Any = None) -> tup
     sa.event.listen(engine, "after_cursor_execute", trace._sql_end)
     commits: list[float] = trace.sql.setdefault("COMMIT", [])
 
-    if pipelined is not None:  # PostgreSQL's pipelined write: time its COMMIT (the second round trip, fsync)
-        connection = pipelined._connection
-
-        def timed_connection() -> Any:
-            pg = connection()
-            if not getattr(pg, "_bench_timed", False):
-                plain = pg.commit
-
-                def timed() -> None:
-                    started = time.monotonic()
-                    plain()
-                    commits.append(time.monotonic() - started)
-
-                pg.commit, pg._bench_timed = timed, True
-            return pg
-
-        pipelined._connection = timed_connection
-
-    @sa.event.listens_for(engine, "commit")
-    def _commit(conn: Any) -> None:  # before the DBAPI commit: time it by wrapping the DBAPI connection
-        raw = conn.connection.dbapi_connection
-        if not getattr(raw, "_bench_timed", False):
-            plain = raw.commit
+    def time_commits(db: Any) -> Any:
+        """Wrap a DBAPI connection's commit (once) so each one's duration lands in ``commits``."""
+        if not getattr(db, "_bench_timed", False):
+            plain = db.commit
 
             def timed() -> None:
                 started = time.monotonic()
                 plain()
                 commits.append(time.monotonic() - started)
 
-            raw.commit, raw._bench_timed = timed, True
+            db.commit, db._bench_timed = timed, True
+        return db
+
+    if pipelined is not None:  # PostgreSQL's pipelined write: time its COMMIT (the second round trip, fsync)
+        connection = pipelined._connection
+        pipelined._connection = lambda: time_commits(connection())
+
+    @sa.event.listens_for(engine, "commit")
+    def _commit(conn: Any) -> None:  # before the DBAPI commit: time it by wrapping the DBAPI connection
+        time_commits(conn.connection.dbapi_connection)
 
     submit, take, write = writer.submit, writer._take, writer._write
 
