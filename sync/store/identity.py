@@ -104,7 +104,7 @@ def _address(current: str | None, claims: Sequence[tuple[str, str | None, bool]]
     return current
 
 
-def _primary(records: dict[str, str | None]) -> str:
+def _primary(records: set[str]) -> str:
     """Which of one source's live records of a person gives the person's properties and status from that source.
 
     A person can have two records at one system (two ESP members: the CRM contact's address and an
@@ -232,7 +232,7 @@ class IdentityTables:
                 row.setdefault("claims", []).append(
                     (email, known[1] if known else None, contact_id == contact_id_for(tenant_id, source, c.vendor_id)))
             row.setdefault("records", []).append(
-                (c.vendor_id, email, {k: v for k, v in c.properties.items() if v is not None}, c.status))
+                (c.vendor_id, {k: v for k, v in c.properties.items() if v is not None}, c.status))
             row["created_at"] = as_utc(c.created_at) or row.get("created_at")
             row["updated_at"] = now
             row["vendor_updated_at"] = as_utc(c.updated_at)
@@ -250,20 +250,20 @@ class IdentityTables:
             return
         existing: dict[str, dict[str, Any]] = {}
         known_since: dict[str, datetime] = {}
-        records: dict[str, dict[str, str | None]] = {}  # contact id -> this source's live records: vendor id -> email
+        records: dict[str, set[str]] = {}  # contact id -> the vendor ids of this source's live records of them
         snap, ident = t.property_snapshots, t.identities
         for chunk in chunks([r["contact_id"] for r in rows], 500):
             for found in conn.execute(
                 sa.select(t.contacts).where(t.contacts.c.tenant_id == tenant_id, t.contacts.c.contact_id.in_(chunk))
             ):
                 existing[found.contact_id] = found._asdict()
-            for vid, cid, mail in conn.execute(
-                sa.select(ident.c.vendor_id, ident.c.contact_id, ident.c.email).where(
+            for vid, cid in conn.execute(
+                sa.select(ident.c.vendor_id, ident.c.contact_id).where(
                     ident.c.tenant_id == tenant_id, ident.c.source == source, ident.c.contact_id.in_(chunk),
                     ident.c.archived.is_(False))
             ):
                 if vid not in gone:
-                    records.setdefault(cid, {})[vid] = mail
+                    records.setdefault(cid, set()).add(vid)
             for latest in conn.execute(
                 sa.select(snap.c.contact_id, sa.func.max(snap.c.valid_from))
                 .where(snap.c.tenant_id == tenant_id, snap.c.contact_id.in_(chunk))
@@ -275,10 +275,9 @@ class IdentityTables:
         for r in rows:
             old = existing.get(r["contact_id"], {})
             email = _address(old.get("email"), r.get("claims", ()))
-            known = {**records.get(r["contact_id"], {}), **{vid: mail for vid, mail, _, _ in r["records"]}}
-            primary = _primary(known)
+            primary = _primary(records.get(r["contact_id"], set()) | {vid for vid, _, _ in r["records"]})
             r["properties"] = {}
-            for vid, _, props, status in r["records"]:
+            for vid, props, status in r["records"]:
                 if vid == primary:
                     r["properties"].update(props)
                     if status is not None:
