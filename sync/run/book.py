@@ -63,9 +63,12 @@ class Book:
         crm_ids = chunk.identities.get(self.crm, {})
         esp = chunk.identities.get(self.esp, {}) if self.esp else {}
         start = chunk.contacts[0][0] if chunk.contacts else None
-        digest = hash(tuple((cid, email, frozenset(chunk.addresses.get(cid, ()))) for cid, email, _ in chunk.contacts))
+        digest = mark = 0
+        if share:  # only the two sharing passes pay for the digest and the ledger's position
+            digest = hash(tuple((cid, email, frozenset(chunk.addresses.get(cid, ())))
+                                for cid, email, _ in chunk.contacts))
+            mark = self.gate.ledger_mark()  # read before deciding: a later record moves it
         kept = self._kept.pop(start, None) if share else None
-        mark = self.gate.ledger_mark() if share else 0  # read before deciding: a later record moves it
         if kept is not None and kept[:2] == (digest, mark):
             ordered = kept[2]
         else:
