@@ -115,12 +115,22 @@ class Propagator:
         return (self._esp_emails.get(cid) if cid else None) or email
 
     def esp_unsubscribe(self, action: OutboxAction) -> None:
+        """Unsubscribe every address the ESP knows the person by: one decision per person, and a person merged
+        at the CRM can be two members of one audience. Members already out are read, not written (``suppress``)."""
         assert self.esp is not None
         email = self._need_email(action)
-        result = self.esp.suppress(self._esp_address(email, self._contact(email)), self.tags)
-        if result.outcome == "failed":
-            raise RuntimeError(result.message or "the ESP refused the unsubscribe")
-        if cid := self._contact(email):
+        cid = self._contact(email)
+        addresses = (self.store.source_addresses(self.tenant.id, self.esp.name, cid) if cid else []) or \
+            [self._esp_address(email, cid)]
+        if action.payload.get("source") == self.esp.name:
+            addresses = [a for a in addresses if a != email]  # the ESP itself reported this one out
+            if not addresses:
+                return  # the ESP knows the person by that address only: nothing to do there
+        for address in addresses:
+            result = self.esp.suppress(address, self.tags)
+            if result.outcome == "failed":
+                raise RuntimeError(result.message or "the ESP refused the unsubscribe")
+        if cid:
             self.store.forget_sent(self.tenant.id, cid, "esp.")
 
     def esp_tags(self, action: OutboxAction) -> None:

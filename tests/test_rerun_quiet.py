@@ -19,21 +19,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
+from consent.schema import consent_outbox
+from consent.signals import ConsentSignal
+from core.emails import normalize_email
 from sandbox import Sandbox
 from scoring.base import Encoder, TrainedModel
 from scoring.discovery import select_properties
 from scoring.specs import FeatureSpec, ScoreSpec
 from sync.cli import cli
-from sync.config import load_config_text
+from sync.config import load_config, load_config_text
+from sync.run.gate import ConsentGate
 from sync.run.scorer import inputs_gone, wanted_properties, without_own_tags
+from sync.store import open_store
 from tests.configs import sandbox_config, signal_sandbox
 from tests.test_wealthbox_sync import write_config as wealthbox_config
 
@@ -85,6 +92,64 @@ def test_rerun_and_full_refresh_with_no_vendor_change_write_nothing(make_sandbox
         assert planned(report) == {}, (flags, planned(report), report["plan"].get("examples"))
         assert writes(sb)[before:] == [], (flags, writes(sb)[before:])
         assert report["segments"] == first["segments"], flags
+
+
+# Books holding people merged at the CRM whose merged-away address is subscribed at the ESP while the survivor
+# opted out of email (checked below, so a change of the generator cannot make the test moot): seed 5 at 800, the
+# survivor opted out at the CRM only; seed 7 at 600, at the CRM and at the ESP under the survivor's own address.
+MERGED_OPT_OUT_BOOKS = {"crm-only": {"contacts": 800, "seed": 5}, "crm-and-esp": {"contacts": 600, "seed": 7}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("book", list(MERGED_OPT_OUT_BOOKS))
+def test_one_opt_out_unsubscribes_every_esp_address_and_its_echo_propagates_nothing(make_sandbox, tmp_path, book):
+    """One consent decision per person: the survivor's opt-out withdraws the person (``decide_people``), so run 1
+    unsubscribes every ESP member the person has, the merged-away address included. The ESP then reports that
+    address as unsubscribed (our own write read back); recording it is evidence, propagating it back to the CRM
+    would be a write on a run where nothing changed."""
+    sb = make_sandbox(**MERGED_OPT_OUT_BOOKS[book])
+    config = sandbox_config(tmp_path, sb)
+    people = {p.key: p for p in sb.book.people}
+    cases = [p for p in sb.book.people if p.merged_into and p.in_esp and p.esp_status == "subscribed"
+             and people[p.merged_into].crm_email_optout]
+    assert cases, "the book no longer holds the case"
+    first = sync(config)
+    assert planned(first)
+    for p in cases:  # the person's decision was acted on at every address the ESP has
+        assert sb.mailchimp.status(p.esp_email or p.email) == "unsubscribed", p.key
+    before = len(writes(sb))
+    for flags in ((), ("--full-refresh",)):
+        again = sync(config, *flags)
+        assert writes(sb)[before:] == [], (flags, writes(sb)[before:])
+        assert again["consent"].get("propagations_queued", 0) == 0, (flags, again["consent"])
+    # The read-back itself, as the pull hands it to the gate (whether a re-pull reports a member's change depends
+    # on which of the person's members the store holds the status of): evidence recorded, nothing propagated.
+    cfg = load_config(config)
+    store = open_store(cfg.store)
+    try:
+        gate = ConsentGate(store, cfg.tenants[0], "hubspot", "mailchimp")
+        addresses = [normalize_email(p.esp_email or p.email) for p in cases]
+
+        def withdrawn() -> set[str]:
+            known = gate.ledger.decisions("firm", addresses, gate.policy)
+            return {a for a in addresses if known[a].reasons.get("email_marketing") == "withdrawn"}
+
+        pending = [a for a in addresses if a not in withdrawn()]  # a re-run may have recorded some already
+        stats = gate.record([ConsentSignal(a, "email_marketing", "withdrawn", "consent", "mailchimp",
+                                           datetime.now(UTC), reason="N/A (Unsubscribed via API)") for a in pending])
+        assert (stats.recorded, stats.already_withdrawn, stats.enqueued) == (len(pending), len(pending), 0)
+        assert withdrawn() == set(addresses)
+        with store.engine.connect() as conn:  # none of them was ever queued to propagate, by any run
+            assert conn.execute(sa.select(consent_outbox.c.email).where(
+                consent_outbox.c.email.in_(addresses))).all() == []
+        # A withdrawal at an address whose person had not opted out is still propagated (the rule is not "never").
+        fresh = next(p for p in sb.book.people if p.in_crm and p.in_esp and not p.merged_into and
+                     not p.crm_email_optout and p.esp_status == "subscribed")
+        stats = gate.record([ConsentSignal(fresh.esp_email or fresh.email, "email_marketing", "withdrawn", "consent",
+                                           "mailchimp", datetime.now(UTC), reason="Other")])
+        assert (stats.withdrawals, stats.already_withdrawn) == (1, 0) and stats.enqueued > 0
+    finally:
+        store.close()
 
 
 # The settle window of the scheduled-run case (crm.search_settle_seconds): the sandbox's search has no index lag,

@@ -44,6 +44,11 @@ class ObjectStore:
         self.records: dict[str, Record] = {}
         self._order: list[int] = []  # every id ever added, ascending (ids only grow)
         self._next_id = first_id
+        # HubSpot's search is an index, not a scan: answering a page of a modified-since query by scanning every
+        # record made one search cost ~0.75 s at 100,000 contacts here. Range filters on the modified property
+        # look candidates up in (modified ms, id) order; the full filter check still runs on each candidate.
+        self._version = 0  # raised by every add and touch (the only writers of the modified property)
+        self._modified: tuple[int, list[float], list[int]] = (-1, [], [])
 
     def new_id(self) -> str:
         """Allocate the next record id."""
@@ -64,12 +69,14 @@ class ObjectStore:
                                self.modified_property: iso(updated)})
         self.records[rid] = rec
         self._order.append(int(rid))
+        self._version += 1
         return rec
 
     def touch(self, rec: Record, at: datetime) -> None:
         """Bump the record's modification timestamp (every write does; archiving does not)."""
         rec.updated_at = at
         rec.properties[self.modified_property] = iso(at)
+        self._version += 1
 
     def live(self, archived: bool = False) -> list[Record]:
         """Records in id order; archived ones only when ``archived`` is true (merged-away ones never)."""
@@ -153,6 +160,45 @@ class ObjectStore:
             raise validation(f"Unknown filter operator {op}")
         return bool(ops[op])
 
+    def _bounds(self, group: dict[str, Any]) -> tuple[float, float] | None:
+        """The modified-property range a filter group confines its hits to (inclusive), or None (no range)."""
+        low, high, bounded = float("-inf"), float("inf"), False
+        for flt in group.get("filters") or []:
+            if flt.get("propertyName") != self.modified_property:
+                continue
+            op = flt.get("operator", "EQ")
+            value = self._typed(self.modified_property, flt.get("value"))
+            if op == "BETWEEN":
+                top = self._typed(self.modified_property, flt.get("highValue"))
+                if value is None or top is None:
+                    return (0.0, -1.0)  # matches nothing
+                low, high, bounded = max(low, value), min(high, top), True
+            elif op in ("GT", "GTE", "EQ", "LT", "LTE"):
+                if value is None:
+                    return (0.0, -1.0)
+                if op in ("GT", "GTE", "EQ"):
+                    low, bounded = max(low, value), True
+                if op in ("LT", "LTE", "EQ"):
+                    high, bounded = min(high, value), True
+        return (low, high) if bounded else None
+
+    def _candidates(self, groups: list[dict[str, Any]]) -> list[Record]:
+        """Live records that may match ``groups``, in id order: every live record unless each group bounds the
+        modified property, then only those in one of the ranges (looked up in the modified-time index)."""
+        ranges = [self._bounds(g) for g in groups]
+        if not groups or any(r is None for r in ranges):
+            return self.live()
+        if self._modified[0] != self._version:
+            pairs = sorted((self._typed(self.modified_property, r.properties.get(self.modified_property)) or 0.0,
+                            int(r.id)) for r in self.records.values())
+            self._modified = (self._version, [m for m, _ in pairs], [i for _, i in pairs])
+        _, stamps, ids = self._modified
+        picked: set[int] = set()
+        for low, high in (r for r in ranges if r is not None):
+            picked.update(ids[bisect.bisect_left(stamps, low):bisect.bisect_right(stamps, high)])
+        found = (self.records.get(str(i)) for i in sorted(picked))
+        return [r for r in found if r is not None and not r.archived and r.merged_into is None]
+
     def search(self, body: dict[str, Any], indexed_before: datetime | None = None) -> dict[str, Any]:
         """POST .../search: filterGroups (OR of ANDs), sorts, limit<=200, after (an offset, as HubSpot's is)."""
         groups = body.get("filterGroups") or []
@@ -167,7 +213,7 @@ class ObjectStore:
                              errors=[{"message": f"Paging past {SEARCH_MAX_RESULTS} results is not supported "
                                       f"(after={after}, limit={limit}). Narrow the query instead.",
                                       "code": "INVALID_PAGING"}])
-        hits = [r for r in self.live() if indexed_before is None or r.updated_at <= indexed_before]
+        hits = [r for r in self._candidates(groups) if indexed_before is None or r.updated_at <= indexed_before]
         hits = [r for r in hits
                 if not groups or any(all(self._matches(r, f) for f in g.get("filters") or []) for g in groups)]
         for sort in reversed(body.get("sorts") or []):

@@ -109,6 +109,7 @@ def _contacts(run: RunReport) -> list[Any]:
     for k, label in (
         ("withdrawals_recorded", "opt-outs seen at vendors (new)"),
         ("propagations_queued", "opt-out propagations queued"),
+        ("withdrawals_already_held", "of those opt-outs, the person had already opted out (not propagated again)"),
     ):
         if run.consent.get(k):
             t.add_row(label, _n(run.consent[k]))

@@ -33,6 +33,7 @@ from sync.config.models import TenantCfg
 from sync.store.interface import Store
 
 Verdict = tuple[bool, bool, str]  # (profiling allowed, email_marketing allowed, reason when not)
+ESP_UNSUBSCRIBE = "esp.unsubscribe"  # the outbox destination that unsubscribes at the ESP
 HOUSEHOLD_OPTED_OUT = "household member opted out of email_marketing"
 DECIDE_GROUP = 500  # emails per ledger question: up to the ledger's keyed-lookup limit, a lookup by key
 
@@ -65,6 +66,7 @@ class RecordStats:
     recorded: int = 0
     withdrawals: int = 0
     enqueued: int = 0
+    already_withdrawn: int = 0  # withdrawals of a person the ledger already holds withdrawn: recorded, not propagated
 
 
 class ConsentGate:
@@ -119,13 +121,42 @@ class ConsentGate:
             # The vendor that told us already has it: propagate only to the other side.
             side = next((k for k, v in self.sources.items() if v == source), None)
             dests = [d for d in DESTINATIONS if self._has(d) and (side is None or not d.startswith(side + "."))]
-            result = record_and_enqueue(
-                self.ledger, self.outbox, self.tenant.id, rows, dests, reason=f"opt-out seen at {source}"
-            )
-            stats.recorded += len(result.recorded)
-            stats.withdrawals += sum(1 for e in result.recorded if e.state == WITHDRAWN)
-            stats.enqueued += result.enqueued
+            if side == "esp" and self._has(ESP_UNSUBSCRIBE):
+                # An ESP that reports one member unsubscribed has not unsubscribed the person's other members (a
+                # person merged at the CRM can be two): the drain unsubscribes those, and calls nothing for a
+                # person the ESP knows by that one address only (``sync.propagation``).
+                dests.append(ESP_UNSUBSCRIBE)
+            held = self._held_withdrawn(rows)
+            for batch, to in (([r for r in rows if (r.email, r.purpose) not in held], dests),
+                              ([r for r in rows if (r.email, r.purpose) in held], [])):
+                if not batch:
+                    continue
+                result = record_and_enqueue(
+                    self.ledger, self.outbox, self.tenant.id, batch, to, reason=f"opt-out seen at {source}"
+                )
+                stats.recorded += len(result.recorded)
+                stats.withdrawals += sum(1 for e in result.recorded if e.state == WITHDRAWN)
+                stats.enqueued += result.enqueued
+                stats.already_withdrawn += 0 if to else sum(1 for e in result.recorded if e.state == WITHDRAWN)
         return stats
+
+    def _held_withdrawn(self, rows: Sequence[ConsentSignal]) -> set[tuple[str, str]]:
+        """(email, purpose) of the withdrawals in ``rows`` whose person already withdrew that purpose at another
+        address. One decision per person (``decide_people``: an opt-out on any address wins) was already acted
+        on everywhere when that withdrawal was recorded, so this one is recorded as the vendor's evidence but
+        propagates nothing. The usual case is our own propagation read back: a person who opted out at the CRM
+        is unsubscribed at the ESP under their ESP address, and the ESP's next pull reports that address as
+        unsubscribed; propagating it back would write to the CRM again on a run where nothing changed."""
+        asked = {(r.email, r.purpose) for r in rows if r.state == WITHDRAWN}
+        if not asked:
+            return set()
+        people = {e: cid for e in {e for e, _ in asked} if (cid := self.store.contact_by_email(self.tenant.id, e))}
+        addresses = self.store.addresses(self.tenant.id, sorted(set(people.values()))) if people else {}
+        others = {e: set(addresses.get(cid, ())) - {e} for e, cid in people.items()}
+        known = self.ledger.decisions(self.tenant.id, sorted(set().union(*others.values())), self.policy) \
+            if any(others.values()) else {}
+        return {(e, purpose) for e, purpose in asked
+                if any(known[o].reasons.get(purpose) == WITHDRAWN for o in others.get(e, ()) if o in known)}
 
     def _has(self, destination: str) -> bool:
         side = destination.split(".", 1)[0]

@@ -215,6 +215,7 @@ class TenantRun:
                 consent["recorded"] += recorded.recorded
                 consent["withdrawals_recorded"] += recorded.withdrawals
                 consent["propagations_queued"] += recorded.enqueued
+                consent["withdrawals_already_held"] += recorded.already_withdrawn
                 result = self.store.store_page(self.tenant.id, page.contacts, page.events, (stream, page.cursor))
                 stats["pages"] += 1
                 stats["records"] += len(page.contacts)

@@ -398,6 +398,14 @@ class IdentityTables:
         """contact id -> the email a vendor has for the person (live identities with an email)."""
         return self._live_identities(tenant_id, source, t.identities.c.email)
 
+    def source_addresses(self, tenant_id: str, source: str, contact_id: str) -> list[str]:
+        i = t.identities.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(i.email).where(
+                i.tenant_id == tenant_id, i.source == source, i.contact_id == contact_id, i.archived.is_(False),
+                i.email.is_not(None)).order_by(i.vendor_id)).scalars().all()
+        return list(dict.fromkeys(rows))
+
     def _live_identities(self, tenant_id: str, source: str, column: sa.Column[Any]) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -125,6 +125,10 @@ class Store(ABC):
         """contact id -> the email ``source`` knows the person by."""
 
     @abstractmethod
+    def source_addresses(self, tenant_id: str, source: str, contact_id: str) -> list[str]:
+        """Every email ``source`` knows the person by (one per live record there; two after a merge elsewhere)."""
+
+    @abstractmethod
     def events(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         """Every stored engagement event (streamed)."""
 
