@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from connectors.base import Contact, EngagementEvent
 from sync.store import SqlStore, TenantBusy, open_store
+from sync.store.interface import Store
 from sync.store.migrate import current
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -298,3 +299,17 @@ def test_a_book_read_in_chunks_is_the_whole_books_state_once(store):
     expected = {cid for n, cid in enumerate(ids) if n % 2} & set(store.vendor_ids("t1", "mailchimp"))
     emails = store.identity_emails("t1", "mailchimp")
     assert expected and sent == sorted(("esp.tags", emails[cid], '["segsync:a"]') for cid in expected)
+
+
+def test_property_values_reads_one_property_of_the_live_contacts_as_the_full_read_does(store):
+    store.store_page("t1", [hub("1", "a@x.com", properties={"household_id": "H1", "aum": "10"}),
+                            hub("2", "b@x.com", properties={"household_id": 2071}),
+                            hub("3", "c@x.com", properties={"household_id": ""}),
+                            hub("4", "d@x.com", properties={"aum": "5"}),
+                            hub("5", "e@x.com", properties={"household_id": "H1"}, archived=True)], [], None)
+    ids = {c["email"]: c["contact_id"] for c in store.contacts("t1")}
+    got = sorted(store.property_values("t1", "household_id"))
+    assert got == sorted([(ids["a@x.com"], "H1"), (ids["b@x.com"], "2071")])
+    # The store's database read gives what the generic read over every contact gives.
+    assert sorted(Store.property_values(store, "t1", "household_id")) == got
+    assert list(store.property_values("t2", "household_id")) == []

@@ -243,11 +243,8 @@ class ConsentGate:
         household id (a CRM that keeps households as records); members are the other contacts with that id."""
         if self._households is None:
             crm = self.sources.get("crm")
-            rows: list[tuple[str, Any]] = []
-            for c in self.store.contact_stream(self.tenant.id):  # streamed: only household rows are kept
-                household = (c.get("properties") or {}).get(HOUSEHOLD_PROPERTY)
-                if household not in (None, ""):
-                    rows.append((c["contact_id"], household))
+            # Only contacts with a household are read, and only that one property of each.
+            rows = list(self.store.property_values(self.tenant.id, HOUSEHOLD_PROPERTY))
             # Every contact's CRM id only when some contact has a household (a book without any reads none).
             crm_ids = self.store.vendor_ids(self.tenant.id, crm) if crm and rows else {}
             records: dict[str, str] = {}

@@ -89,8 +89,10 @@ def fingerprint(store: Store, tenant: TenantCfg, model_dir: Path, allowed: Itera
     loads = json.loads
     for cid, email, created, properties in store.contact_texts(tenant.id):
         no_email += not email
-        props = loads(properties) if properties else {}
-        values = [without_own_tags(props.get(k), prefix) for k in columns]
+        get = (loads(properties) if properties else {}).get
+        values = [get(k) for k in columns]
+        if list in map(type, values):  # only a list (of tags) can hold segsync's own; anything else is as read
+            values = [without_own_tags(v, prefix) for v in values]
         contacts.update(repr((cid, email, created, values)).encode())
     parts["contacts"] = contacts.hexdigest()
     return parts, no_email

@@ -435,6 +435,19 @@ class IdentityTables:
                 yield {"contact_id": r.contact_id, "email": r.email, "created_at": r.created_at,
                        "properties": r.properties}
 
+    def property_values(self, tenant_id: str, name: str) -> Iterator[tuple[str, str]]:
+        """(contact id, the property's value as text) of the live contacts that have a non-empty ``name``,
+        streamed; the database reads the one value out of each contact's properties (no JSON decoded here)."""
+        c = t.contacts.c
+        value = c.properties[name].as_string()
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=20_000).execute(
+                sa.select(c.contact_id, value).where(c.tenant_id == tenant_id, c.archived.is_(False),
+                                                     value.is_not(None)))
+            for contact_id, text in result:
+                if text not in (None, ""):
+                    yield contact_id, str(text)
+
     def contact_texts(self, tenant_id: str) -> Iterator[tuple[str, str | None, str | None, str]]:
         """The live contacts as (contact_id, email, created_at, properties), the last two as stored text."""
         c = t.contacts.c

@@ -138,6 +138,14 @@ class Store(ABC):
         for c in self.contacts(tenant_id):
             yield {k: c[k] for k in ("contact_id", "email", "created_at", "properties")}
 
+    def property_values(self, tenant_id: str, name: str) -> Iterator[tuple[str, str]]:
+        """(contact id, value as text) of the live contacts with a non-empty property ``name``, streamed. Stores
+        may override it with a read that extracts the one value in the database."""
+        for c in self.contact_stream(tenant_id):
+            value = (c["properties"] or {}).get(name)
+            if value not in (None, ""):
+                yield c["contact_id"], str(value)
+
     def contact_texts(self, tenant_id: str) -> Iterator[tuple[str, str | None, str | None, str]]:
         """The live contacts as (contact_id, email, created_at, properties) with the time and the properties as
         the store keeps them (text, JSON text), streamed: for digests of a whole book, without building a
