@@ -313,3 +313,21 @@ def test_property_values_reads_one_property_of_the_live_contacts_as_the_full_rea
     # The store's database read gives what the generic read over every contact gives.
     assert sorted(Store.property_values(store, "t1", "household_id")) == got
     assert list(store.property_values("t2", "household_id")) == []
+
+
+def test_the_migrated_database_has_every_table_and_index_the_code_declares(store):
+    """schema.py and the migrations must agree: an index declared but never migrated would make reads slow on
+    every existing store without any test noticing (and one migrated but undeclared, the reverse)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from consent.schema import metadata as consent_metadata
+    from sync.store.schema import metadata as store_metadata
+
+    with store.engine.connect() as conn:
+        for declared in (store_metadata, consent_metadata):
+            names = set(declared.tables)
+            diff = [d for d in compare_metadata(MigrationContext.configure(conn), declared)
+                    if isinstance(d, tuple) and d[0] in ("add_index", "remove_index", "add_table")
+                    and d[1].table.name in names]
+            assert diff == [], diff
