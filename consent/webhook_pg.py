@@ -56,6 +56,10 @@ _Prepared = dict[str, tuple[list[dict[str, Any]], list[int], list[str | None], i
 _HEAD = "SELECT last_id, last_seq, last_hash, keyed_from_seq FROM consent_chain_heads WHERE tenant_id = %s FOR UPDATE"
 _RECEIPTS = ("INSERT INTO webhook_receipts (tenant_id, key, received_at) SELECT %s, k, %s FROM unnest(%b::text[]) AS k "
              "ON CONFLICT DO NOTHING RETURNING key")
+# Sent unprepared, so PostgreSQL plans it for the table as it is now. Prepared, it ran from a generic plan
+# cached while the table was small (a sequential scan: nothing refreshes a plan when the table grows with
+# autovacuum off, and this connection lives as long as the server), and the writer's first round trip grew
+# with every event the tenant had: 1.4 -> 14 ms after 10,000 requests (bench/README.md, issue 21, 4th pass).
 _SEEN = "SELECT idempotency_key FROM consent_events WHERE tenant_id = %s AND idempotency_key = ANY(%b::text[])"
 _EVENT_IDS = ("SELECT nextval(pg_get_serial_sequence('consent_events', 'id')) FROM generate_series(1, %s)")
 _OUTBOX_IDS = ("SELECT (SELECT max(id) FROM consent_outbox WHERE tenant_id = %s), "
@@ -186,8 +190,9 @@ class PipelinedWrite:
         with pg.pipeline():
             heads = [pg.execute(_HEAD, (t,), prepare=True) for t in tenants]  # first: the write lock
             receipts = [pg.execute(_RECEIPTS, (t, now, list(keys[t])), prepare=True) for t in tenants]
+            # Not prepared: see _SEEN.
             seen = [pg.execute(_SEEN, (t, [r["idempotency_key"] for r in prepared[t][0] if r["idempotency_key"]]),
-                               prepare=True) for t in tenants]
+                               prepare=False) for t in tenants]
             event_ids = [pg.execute(_EVENT_IDS, (len(prepared[t][0]),), prepare=True) for t in tenants]
             outbox_ids = [pg.execute(_OUTBOX_IDS, (t, prepared[t][3]), prepare=True) for t in tenants]
             self.statements += 5 * len(tenants)
