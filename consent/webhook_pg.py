@@ -121,6 +121,10 @@ class PipelinedWrite:
             except Exception:  # already broken: nothing to give back
                 log.debug("closing the webhook writer's connection failed", exc_info=True)
 
+    def connect(self) -> None:
+        """Open the connection the writer keeps now (before serving), not in the first group."""
+        self._connection()
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._raw is None:
             self._raw = self.engine.raw_connection()
