@@ -1,4 +1,4 @@
-"""The webhook's group write on PostgreSQL in two round trips (psycopg pipeline mode).
+"""The webhook's group write on PostgreSQL in one round trip, or two (psycopg pipeline mode).
 
 The general group write (``consent.webhook``) sends its statements one by one through SQLAlchemy:
 a connection check-out and ping, BEGIN, the head lock, the receipts, the idempotency look-up, the
@@ -23,6 +23,16 @@ format quotes every element of a text array with regular expressions (most of th
 request in a large group, measured with cProfile). Reserved ids that end up unused (a replayed request)
 are gaps in a sequence, as a rolled-back insert leaves.
 
+Usually a group needs only ONE round trip (``_one_trip``): the writer remembers where it left each
+tenant's chain and outbox and keeps ids reserved ahead (``consent.webhook_tail``), so it chains and
+signs the group before sending anything, then sends [BEGIN] the head move as a compare-and-set (it
+takes the head's row lock first, as the lock above does, and fails unless the head is where this writer
+left it), the same check of the outbox's newest row under that lock, the receipts, the events, the
+outbox rows and COMMIT together. The receipts and events go in without ``ON CONFLICT``: a replay or an
+event recorded before violates their unique keys. Any of these failures rolls the transaction back
+whole and the group goes the two-round-trip way above, which reads what is really there; so does a
+group when the writer knows nothing yet (its first for a tenant) or has too few ids in reserve.
+
 :meth:`PipelinedWrite.write` returns None when the group is not for this path (an alias, a tenant
 whose chain has no head yet) or anything at all fails: the caller then writes it the general way,
 so error answers (400 for refused data, 503 for a database that is down) come from one place.
@@ -45,6 +55,7 @@ from consent.outbox import _now, action_rows
 from consent.outbox import link_rows as link_outbox_rows
 from consent.records import RecordedEvent, recorded_from_row
 from consent.webhook_group import DUPLICATE, Item, Outcome, claim_receipts, withdrawals_of
+from consent.webhook_tail import IdPool, Tail
 
 log = logging.getLogger("segsync.consent.webhook")
 
@@ -64,6 +75,18 @@ _SEEN = "SELECT idempotency_key FROM consent_events WHERE tenant_id = %s AND ide
 _EVENT_IDS = ("SELECT nextval(pg_get_serial_sequence('consent_events', 'id')) FROM generate_series(1, %s)")
 _OUTBOX_IDS = ("SELECT (SELECT max(id) FROM consent_outbox WHERE tenant_id = %s), "
                "nextval(pg_get_serial_sequence('consent_outbox', 'id')) FROM generate_series(1, %s)")
+_OUTBOX_SEQUENCE = "SELECT nextval(pg_get_serial_sequence('consent_outbox', 'id')) FROM generate_series(1, %s)"
+# One round trip: each fails (division by zero) unless the tenant's head / newest outbox row is where this writer
+# left it; the UPDATE takes the head's row lock before anything else of the tenant is written or read.
+_MOVE_HEAD_FROM = ("WITH moved AS (UPDATE consent_chain_heads SET last_id = %s, last_seq = %s, last_hash = %s, "
+                   "key_check = %s WHERE tenant_id = %s AND last_seq = %s AND last_hash = %s RETURNING 1) "
+                   "SELECT 1 / count(*) FROM moved")
+_SAME_OUTBOX = ("SELECT 1 / count(*) FROM (SELECT max(id) AS newest FROM consent_outbox WHERE tenant_id = %s) AS o "
+                "WHERE coalesce(o.newest, 0) = %s")
+_NEW_RECEIPTS = ("INSERT INTO webhook_receipts (tenant_id, key, received_at) "
+                 "SELECT %s, k, %s FROM unnest(%b::text[]) AS k")
+RESERVE = 1024  # ids reserved at a time once fewer than LOW_WATER are left (a restart leaves them as gaps)
+LOW_WATER = 512
 _MOVE_HEAD = ("UPDATE consent_chain_heads SET last_id = %s, last_seq = %s, last_hash = %s, key_check = %s "
               "WHERE tenant_id = %s")
 
@@ -111,7 +134,13 @@ class PipelinedWrite:
         self.statements = 0  # statements sent (BEGIN and COMMIT not counted), for the bench
         self.round_trips = 0  # waits for the database, COMMIT included
         self.written = 0  # groups this path wrote (the others went the general way)
+        self.one_trip = 0  # of them, in one round trip
+        self.moved_elsewhere = 0  # one-round-trip attempts that found another writer's rows (then two trips)
+        self.replays = 0  # one-round-trip attempts that met a receipt or event stored already (then two trips)
         self._raw: Any = None  # the pool's connection the writer keeps (PoolProxiedConnection)
+        self._tails: dict[str, Tail] = {}  # where this writer left each tenant (consent.webhook_tail)
+        self._event_ids = IdPool()
+        self._outbox_ids = IdPool()
 
     def close(self) -> None:
         if self._raw is not None:
@@ -142,11 +171,17 @@ class PipelinedWrite:
         except Exception:
             return None  # refused data: the general path gives each request its own answer
         try:
-            return self._write(items, prepared, now)
+            done = self._one_trip(items, prepared, now)
+            if done is None:
+                done = self._write(items, prepared, now)
         except Exception:
             log.warning("pipelined webhook write failed; writing the group the general way", exc_info=True)
             self._discard()
-            return None
+            done = None
+        if done is None:  # the general path writes it: where it leaves these tenants is not known here
+            for tenant in prepared:
+                self._tails.pop(tenant, None)
+        return done
 
     def _discard(self) -> None:
         """After a failure: roll back; a connection that cannot is dropped (a fresh one next time)."""
@@ -185,6 +220,110 @@ class PipelinedWrite:
             prepared[tenant] = (rows, [indices[o] for o in owner], receipt_of, bound)
         return prepared
 
+    def _one_trip(self, items: Sequence[Item], prepared: _Prepared, now: datetime) -> list[Outcome] | None:
+        """The group in ONE round trip from what this writer remembers (see the module docstring); None when
+        it cannot be (nothing remembered, too few ids in reserve) or the database says another writer or a
+        replay came first: then nothing of it was kept."""
+        tenants = list(prepared)
+        tails = {t: self._tails.get(t) for t in tenants}
+        if (any(tail is None for tail in tails.values())
+                or len(self._event_ids) < sum(len(prepared[t][0]) for t in tenants)
+                or len(self._outbox_ids) < sum(prepared[t][3] for t in tenants)):
+            return None
+        keys: dict[str, dict[str, None]] = {t: {} for t in tenants}
+        for tenant, _hooks, work in items:
+            keys[tenant].update(dict.fromkeys(work.receipts))
+        # every receipt taken for new: one the store has fails the INSERT below, and the group goes two trips
+        fresh_of, signals_of = claim_receipts(items, {(t, k) for t in tenants for k in keys[t]})
+        recorded_of: dict[int, list[RecordedEvent]] = {i: [] for i in signals_of}
+        queued: dict[int, int] = {}
+        when = _now(None)
+        event_rows: list[dict[str, Any]] = []
+        outbox_rows: list[dict[str, Any]] = []
+        moves: list[tuple[str, tuple[Any, ...], int]] = []  # tenant, head move, its newest outbox row before
+        moved: dict[str, Tail] = {}
+        for t in tenants:
+            tail = tails[t]
+            assert tail is not None
+            rows, owner, receipt_of, _bound = prepared[t]
+            kept = [(r, i) for r, i, k in zip(rows, owner, receipt_of, strict=True)
+                    if k is not None and k in fresh_of.get(i, ())]
+            fresh, fresh_owner = fresh_rows([r for r, _ in kept], [i for _, i in kept], set())
+            ids = self._event_ids.take(len(fresh), above=tail.head.last_id)
+            if ids is None:
+                return None
+            ckey = self.ledger.chain_key(t)
+            head = tail.head
+            if fresh:
+                for row, row_id in zip(fresh, ids, strict=True):
+                    row["id"] = row_id
+                seq, last_hash = link_rows(head, fresh, ckey)
+                head = Head(ids[-1], seq, last_hash, head.keyed_from_seq)
+                event_rows.extend(fresh)
+            for row, i in zip(fresh, fresh_owner, strict=True):
+                recorded_of[i].append(recorded_from_row(row))
+            actions = withdrawals_of(self.ledger, items, signals_of, recorded_of, tenant=t)
+            rows_ob, owner_ob = action_rows(t, [a for _, a in actions], when)
+            newest = tail.outbox_id
+            if rows_ob:
+                ob_ids = self._outbox_ids.take(len(rows_ob), above=newest)
+                if ob_ids is None:
+                    return None
+                link_outbox_rows(rows_ob, newest, ob_ids, ckey)
+                outbox_rows.extend(rows_ob)
+                newest = ob_ids[-1]
+                for o in owner_ob:
+                    queued[actions[o][0]] = queued.get(actions[o][0], 0) + 1
+            moves.append((t, (head.last_id, head.last_seq, head.last_hash, key_check(ckey), t, tail.head.last_seq,
+                              tail.head.last_hash), tail.outbox_id))
+            moved[t] = Tail(head, newest)
+        pg = self._connection()
+        more_events = len(self._event_ids) < LOW_WATER
+        more_outbox = len(self._outbox_ids) < LOW_WATER
+        refused: psycopg.Error | None = None
+        try:
+            with pg.pipeline():
+                try:  # caught in the block: leaving it with the error would make psycopg log the skipped statements
+                    # ids for the groups after this one: sequences are not transactional, but a failure below
+                    # drops their answer too, and they stay gaps
+                    reserve_events = pg.execute(_EVENT_IDS, (RESERVE,), prepare=True) if more_events else None
+                    reserve_outbox = pg.execute(_OUTBOX_SEQUENCE, (RESERVE,), prepare=True) if more_outbox else None
+                    for t, move, outbox_id in moves:  # tenants sorted: two writers lock heads in one order, no deadlock
+                        pg.execute(_MOVE_HEAD_FROM, move, prepare=True)
+                        pg.execute(_SAME_OUTBOX, (t, outbox_id), prepare=True)
+                        if keys[t]:
+                            pg.execute(_NEW_RECEIPTS, (t, now, list(keys[t])), prepare=True)
+                    if event_rows:
+                        pg.execute(_INSERT_EVENTS, _arrays(event_rows, _EVENT_COLUMNS), prepare=True)
+                    if outbox_rows:
+                        pg.execute(_INSERT_OUTBOX, _arrays(outbox_rows, _OUTBOX_COLUMNS), prepare=True)
+                    self.statements += more_events + more_outbox + 3 * len(moves) + bool(event_rows) + bool(outbox_rows)
+                    pg.commit()  # synchronous: the answers go out only once this returns
+                except (psycopg.errors.DivisionByZero, psycopg.errors.UniqueViolation) as exc:
+                    refused = exc  # another writer moved the head or the outbox; a receipt or event is stored already
+        except psycopg.errors.PipelineAborted:  # leaving the block after the refusal above: nothing more to it
+            if refused is None:
+                raise
+        self.round_trips += 1
+        if refused is not None:
+            if isinstance(refused, psycopg.errors.DivisionByZero):
+                self.moved_elsewhere += 1
+            else:
+                self.replays += 1
+            log.debug("one-round-trip webhook write not taken (%s); two round trips", type(refused).__name__)
+            pg.rollback()
+            for t in tenants:
+                self._tails.pop(t, None)
+            return None
+        self.written += 1
+        self.one_trip += 1
+        self._tails.update(moved)
+        if reserve_events is not None:
+            self._event_ids.add(int(v) for (v,) in reserve_events.fetchall())
+        if reserve_outbox is not None:
+            self._outbox_ids.add(int(v) for (v,) in reserve_outbox.fetchall())
+        return self._outcomes(items, recorded_of, queued)
+
     def _write(self, items: Sequence[Item], prepared: _Prepared, now: datetime) -> list[Outcome] | None:
         pg = self._connection()
         tenants = list(prepared)  # sorted: two writers lock heads in one order and never deadlock
@@ -197,8 +336,10 @@ class PipelinedWrite:
             # Not prepared: see _SEEN.
             seen = [pg.execute(_SEEN, (t, [r["idempotency_key"] for r in prepared[t][0] if r["idempotency_key"]]),
                                prepare=False) for t in tenants]
-            event_ids = [pg.execute(_EVENT_IDS, (len(prepared[t][0]),), prepare=True) for t in tenants]
-            outbox_ids = [pg.execute(_OUTBOX_IDS, (t, prepared[t][3]), prepare=True) for t in tenants]
+            # ids for the next groups too: they replace the reserve, whose ids may now be below rows written here
+            # (signed outbox rows must come in id order, so those would go unused anyway)
+            event_ids = [pg.execute(_EVENT_IDS, (len(prepared[t][0]) + RESERVE,), prepare=True) for t in tenants]
+            outbox_ids = [pg.execute(_OUTBOX_IDS, (t, prepared[t][3] + RESERVE), prepare=True) for t in tenants]
             self.statements += 5 * len(tenants)
             found = [c.fetchone() for c in heads]  # the first fetch sends the batch and waits for it
             self.round_trips += 1
@@ -214,9 +355,13 @@ class PipelinedWrite:
             event_rows: list[dict[str, Any]] = []
             outbox_rows: list[dict[str, Any]] = []
             moves = []
+            tails: dict[str, Tail] = {}
+            spare_events: list[int] = []
+            spare_outbox: list[int] = []
             for t, head_row, seen_c, ids_c, ob_c in zip(tenants, found, seen, event_ids, outbox_ids, strict=True):
                 assert head_row is not None
                 rows, owner, receipt_of, _bound = prepared[t]
+                head = Head(int(head_row[0]), int(head_row[1]), head_row[2], int(head_row[3]))
                 # only the signals whose receipt is new to the store (and claimed by their item)
                 kept = [(r, i) for r, i, k in zip(rows, owner, receipt_of, strict=True)
                         if k is not None and k in fresh_of.get(i, ())]
@@ -224,23 +369,28 @@ class PipelinedWrite:
                                                 {k for (k,) in seen_c.fetchall()})
                 ids = sorted(int(v) for (v,) in ids_c.fetchall())
                 ckey = self.ledger.chain_key(t)
+                spare_events += ids[len(fresh):]
                 if fresh:
                     for row, row_id in zip(fresh, ids, strict=False):
                         row["id"] = row_id
-                    head = Head(int(head_row[0]), int(head_row[1]), head_row[2], int(head_row[3]))
                     seq, last_hash = link_rows(head, fresh, ckey)
                     moves.append((fresh[-1]["id"], seq, last_hash, key_check(ckey), t))
                     event_rows.extend(fresh)
+                    head = Head(fresh[-1]["id"], seq, last_hash, head.keyed_from_seq)
                 for row, i in zip(fresh, fresh_owner, strict=True):
                     recorded_of[i].append(recorded_from_row(row))
                 reserved = ob_c.fetchall()
+                newest, ob_ids = int(reserved[0][0] or 0), sorted(int(r[1]) for r in reserved)
                 actions = withdrawals_of(self.ledger, items, signals_of, recorded_of, tenant=t)
                 rows_ob, owner_ob = action_rows(t, [a for _, a in actions], when)
+                spare_outbox += ob_ids[len(rows_ob):]
                 if rows_ob:
-                    link_outbox_rows(rows_ob, int(reserved[0][0] or 0), sorted(int(r[1]) for r in reserved), ckey)
+                    link_outbox_rows(rows_ob, newest, ob_ids, ckey)
                     outbox_rows.extend(rows_ob)
+                    newest = int(rows_ob[-1]["id"])
                     for o in owner_ob:
                         queued[actions[o][0]] = queued.get(actions[o][0], 0) + 1
+                tails[t] = Tail(head, newest)
             if event_rows:
                 pg.execute(_INSERT_EVENTS, _arrays(event_rows, _EVENT_COLUMNS), prepare=True)
                 self.statements += 1
@@ -253,6 +403,16 @@ class PipelinedWrite:
             pg.commit()  # synchronous: the answers go out only once this returns
             self.round_trips += 1
         self.written += 1
+        self._tails.update(tails)  # read under the head lock and moved by this transaction: the next group's start
+        self._event_ids.clear()
+        self._event_ids.add(spare_events)
+        self._outbox_ids.clear()
+        self._outbox_ids.add(spare_outbox)
+        return self._outcomes(items, recorded_of, queued)
+
+    @staticmethod
+    def _outcomes(items: Sequence[Item], recorded_of: dict[int, list[RecordedEvent]],
+                  queued: dict[int, int]) -> list[Outcome]:
         return [DUPLICATE if i not in recorded_of else
                 ("recorded" if recorded_of[i] else "ignored", len(recorded_of[i]), queued.get(i, 0))
                 for i in range(len(items))]
