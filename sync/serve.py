@@ -10,7 +10,8 @@
 - Shutdown (SIGTERM / Ctrl-C) asks running syncs to stop after the batch in flight and waits;
   the changes not sent are sent by the next run.
 - Logs never show a secret: a webhook secret in a URL path (vendors that sign nothing) is masked in
-  uvicorn's access log, and every other log line goes through the redacting filter.
+  uvicorn's access log (on with ``server.access_log: true``), and every other log line goes through the
+  redacting filter.
 """
 
 from __future__ import annotations
@@ -487,5 +488,10 @@ def serve(config: Path, listen: str | None = None, *, external_workers: bool = F
     app = service.app()
     app.state.warm_up()  # keys checked, the writer's connection open: not on the first requests
     log.debug("start-up heap frozen: %d objects", freeze_startup_heap())  # fewer, shorter GC pauses (core.heap)
-    uvicorn.run(app, host=host, port=port, log_level="info", log_config=uvicorn_log_config(),
-                timeout_graceful_shutdown=60)
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(cfg.server))
+
+
+def uvicorn_options(server: ServerCfg) -> dict[str, Any]:
+    """How ``serve`` runs uvicorn: its logging masked, the access log only when the config asks for it."""
+    return {"log_level": "info", "log_config": uvicorn_log_config(), "access_log": server.access_log,
+            "timeout_graceful_shutdown": 60}
