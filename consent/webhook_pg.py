@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -225,61 +226,43 @@ class PipelinedWrite:
         it cannot be (nothing remembered, too few ids in reserve) or the database says another writer or a
         replay came first: then nothing of it was kept."""
         tenants = list(prepared)
-        tails = {t: self._tails.get(t) for t in tenants}
-        if (any(tail is None for tail in tails.values())
-                or len(self._event_ids) < sum(len(prepared[t][0]) for t in tenants)
+        tails = {t: tail for t in tenants if (tail := self._tails.get(t)) is not None}
+        if (len(tails) < len(tenants) or len(self._event_ids) < sum(len(prepared[t][0]) for t in tenants)
                 or len(self._outbox_ids) < sum(prepared[t][3] for t in tenants)):
             return None
-        keys: dict[str, dict[str, None]] = {t: {} for t in tenants}
-        for tenant, _hooks, work in items:
-            keys[tenant].update(dict.fromkeys(work.receipts))
+        keys = _receipt_keys(items, tenants)
         # every receipt taken for new: one the store has fails the INSERT below, and the group goes two trips
-        fresh_of, signals_of = claim_receipts(items, {(t, k) for t in tenants for k in keys[t]})
-        recorded_of: dict[int, list[RecordedEvent]] = {i: [] for i in signals_of}
-        queued: dict[int, int] = {}
-        when = _now(None)
-        event_rows: list[dict[str, Any]] = []
-        outbox_rows: list[dict[str, Any]] = []
-        moves: list[tuple[str, tuple[Any, ...], int]] = []  # tenant, head move, its newest outbox row before
+        group = _Rows(self.ledger, items, *claim_receipts(items, {(t, k) for t in tenants for k in keys[t]}))
         moved: dict[str, Tail] = {}
-        for t in tenants:
-            tail = tails[t]
-            assert tail is not None
-            rows, owner, receipt_of, _bound = prepared[t]
-            kept = [(r, i) for r, i, k in zip(rows, owner, receipt_of, strict=True)
-                    if k is not None and k in fresh_of.get(i, ())]
-            fresh, fresh_owner = fresh_rows([r for r, _ in kept], [i for _, i in kept], set())
+        for t, tail in tails.items():
+            fresh, fresh_owner = fresh_rows(*group.kept(prepared[t]), set())
             ids = self._event_ids.take(len(fresh), above=tail.head.last_id)
-            if ids is None:
+            head = group.chain(t, tail.head, fresh, fresh_owner, ids or [])
+            newest = group.queue(t, tail.outbox_id, partial(self._outbox_ids.take, above=tail.outbox_id))
+            if ids is None or newest is None:
                 return None
-            ckey = self.ledger.chain_key(t)
-            head = tail.head
-            if fresh:
-                for row, row_id in zip(fresh, ids, strict=True):
-                    row["id"] = row_id
-                seq, last_hash = link_rows(head, fresh, ckey)
-                head = Head(ids[-1], seq, last_hash, head.keyed_from_seq)
-                event_rows.extend(fresh)
-            for row, i in zip(fresh, fresh_owner, strict=True):
-                recorded_of[i].append(recorded_from_row(row))
-            actions = withdrawals_of(self.ledger, items, signals_of, recorded_of, tenant=t)
-            rows_ob, owner_ob = action_rows(t, [a for _, a in actions], when)
-            newest = tail.outbox_id
-            if rows_ob:
-                ob_ids = self._outbox_ids.take(len(rows_ob), above=newest)
-                if ob_ids is None:
-                    return None
-                link_outbox_rows(rows_ob, newest, ob_ids, ckey)
-                outbox_rows.extend(rows_ob)
-                newest = ob_ids[-1]
-                for o in owner_ob:
-                    queued[actions[o][0]] = queued.get(actions[o][0], 0) + 1
-            moves.append((t, (head.last_id, head.last_seq, head.last_hash, key_check(ckey), t, tail.head.last_seq,
-                              tail.head.last_hash), tail.outbox_id))
             moved[t] = Tail(head, newest)
+        refused = self._send_one_trip(group, tails, moved, keys, now)
+        if refused is not None:
+            if isinstance(refused, psycopg.errors.DivisionByZero):
+                self.moved_elsewhere += 1
+            else:
+                self.replays += 1
+            log.debug("one-round-trip webhook write not taken (%s); two round trips", type(refused).__name__)
+            self._connection().rollback()
+            for t in tenants:
+                self._tails.pop(t, None)
+            return None
+        self.written += 1
+        self.one_trip += 1
+        self._tails.update(moved)
+        return group.outcomes()
+
+    def _send_one_trip(self, group: _Rows, tails: dict[str, Tail], moved: dict[str, Tail],
+                       keys: dict[str, dict[str, None]], now: datetime) -> psycopg.Error | None:
+        """Send the group's statements and COMMIT at once; the error that refused it, or None (committed)."""
         pg = self._connection()
-        more_events = len(self._event_ids) < LOW_WATER
-        more_outbox = len(self._outbox_ids) < LOW_WATER
+        more_events, more_outbox = len(self._event_ids) < LOW_WATER, len(self._outbox_ids) < LOW_WATER
         refused: psycopg.Error | None = None
         try:
             with pg.pipeline():
@@ -288,16 +271,15 @@ class PipelinedWrite:
                     # drops their answer too, and they stay gaps
                     reserve_events = pg.execute(_EVENT_IDS, (RESERVE,), prepare=True) if more_events else None
                     reserve_outbox = pg.execute(_OUTBOX_SEQUENCE, (RESERVE,), prepare=True) if more_outbox else None
-                    for t, move, outbox_id in moves:  # tenants sorted: two writers lock heads in one order, no deadlock
-                        pg.execute(_MOVE_HEAD_FROM, move, prepare=True)
-                        pg.execute(_SAME_OUTBOX, (t, outbox_id), prepare=True)
+                    for t, tail in tails.items():  # sorted: two writers lock heads in one order and never deadlock
+                        head = moved[t].head
+                        pg.execute(_MOVE_HEAD_FROM, (head.last_id, head.last_seq, head.last_hash,
+                                                     key_check(self.ledger.chain_key(t)), t, tail.head.last_seq,
+                                                     tail.head.last_hash), prepare=True)
+                        pg.execute(_SAME_OUTBOX, (t, tail.outbox_id), prepare=True)
                         if keys[t]:
                             pg.execute(_NEW_RECEIPTS, (t, now, list(keys[t])), prepare=True)
-                    if event_rows:
-                        pg.execute(_INSERT_EVENTS, _arrays(event_rows, _EVENT_COLUMNS), prepare=True)
-                    if outbox_rows:
-                        pg.execute(_INSERT_OUTBOX, _arrays(outbox_rows, _OUTBOX_COLUMNS), prepare=True)
-                    self.statements += more_events + more_outbox + 3 * len(moves) + bool(event_rows) + bool(outbox_rows)
+                    self.statements += more_events + more_outbox + 3 * len(tails) + group.insert(pg)
                     pg.commit()  # synchronous: the answers go out only once this returns
                 except (psycopg.errors.DivisionByZero, psycopg.errors.UniqueViolation) as exc:
                     refused = exc  # another writer moved the head or the outbox; a receipt or event is stored already
@@ -305,31 +287,17 @@ class PipelinedWrite:
             if refused is None:
                 raise
         self.round_trips += 1
-        if refused is not None:
-            if isinstance(refused, psycopg.errors.DivisionByZero):
-                self.moved_elsewhere += 1
-            else:
-                self.replays += 1
-            log.debug("one-round-trip webhook write not taken (%s); two round trips", type(refused).__name__)
-            pg.rollback()
-            for t in tenants:
-                self._tails.pop(t, None)
-            return None
-        self.written += 1
-        self.one_trip += 1
-        self._tails.update(moved)
-        if reserve_events is not None:
-            self._event_ids.add(int(v) for (v,) in reserve_events.fetchall())
-        if reserve_outbox is not None:
-            self._outbox_ids.add(int(v) for (v,) in reserve_outbox.fetchall())
-        return self._outcomes(items, recorded_of, queued)
+        if refused is None:
+            if reserve_events is not None:
+                self._event_ids.add(int(v) for (v,) in reserve_events.fetchall())
+            if reserve_outbox is not None:
+                self._outbox_ids.add(int(v) for (v,) in reserve_outbox.fetchall())
+        return refused
 
     def _write(self, items: Sequence[Item], prepared: _Prepared, now: datetime) -> list[Outcome] | None:
         pg = self._connection()
         tenants = list(prepared)  # sorted: two writers lock heads in one order and never deadlock
-        keys: dict[str, dict[str, None]] = {t: {} for t in tenants}
-        for tenant, _hooks, work in items:
-            keys[tenant].update(dict.fromkeys(work.receipts))
+        keys = _receipt_keys(items, tenants)
         with pg.pipeline():
             heads = [pg.execute(_HEAD, (t,), prepare=True) for t in tenants]  # first: the write lock
             receipts = [pg.execute(_RECEIPTS, (t, now, list(keys[t])), prepare=True) for t in tenants]
@@ -347,59 +315,30 @@ class PipelinedWrite:
                 pg.rollback()  # a tenant's first write creates its head: the general path does that
                 self.round_trips += 1
                 return None
-            fresh_of, signals_of = claim_receipts(items, {(t, k) for t, c in zip(tenants, receipts, strict=True)
-                                                          for (k,) in c.fetchall()})
-            recorded_of: dict[int, list[RecordedEvent]] = {i: [] for i in signals_of}
-            queued: dict[int, int] = {}
-            when = _now(None)  # the outbox's own clock, as Outbox.enqueue_many uses
-            event_rows: list[dict[str, Any]] = []
-            outbox_rows: list[dict[str, Any]] = []
-            moves = []
+            group = _Rows(self.ledger, items, *claim_receipts(
+                items, {(t, k) for t, c in zip(tenants, receipts, strict=True) for (k,) in c.fetchall()}))
             tails: dict[str, Tail] = {}
             spare_events: list[int] = []
             spare_outbox: list[int] = []
             for t, head_row, seen_c, ids_c, ob_c in zip(tenants, found, seen, event_ids, outbox_ids, strict=True):
                 assert head_row is not None
-                rows, owner, receipt_of, _bound = prepared[t]
-                head = Head(int(head_row[0]), int(head_row[1]), head_row[2], int(head_row[3]))
+                before = Head(int(head_row[0]), int(head_row[1]), head_row[2], int(head_row[3]))
                 # only the signals whose receipt is new to the store (and claimed by their item)
-                kept = [(r, i) for r, i, k in zip(rows, owner, receipt_of, strict=True)
-                        if k is not None and k in fresh_of.get(i, ())]
-                fresh, fresh_owner = fresh_rows([r for r, _ in kept], [i for _, i in kept],
-                                                {k for (k,) in seen_c.fetchall()})
+                fresh, fresh_owner = fresh_rows(*group.kept(prepared[t]), {k for (k,) in seen_c.fetchall()})
                 ids = sorted(int(v) for (v,) in ids_c.fetchall())
-                ckey = self.ledger.chain_key(t)
                 spare_events += ids[len(fresh):]
-                if fresh:
-                    for row, row_id in zip(fresh, ids, strict=False):
-                        row["id"] = row_id
-                    seq, last_hash = link_rows(head, fresh, ckey)
-                    moves.append((fresh[-1]["id"], seq, last_hash, key_check(ckey), t))
-                    event_rows.extend(fresh)
-                    head = Head(fresh[-1]["id"], seq, last_hash, head.keyed_from_seq)
-                for row, i in zip(fresh, fresh_owner, strict=True):
-                    recorded_of[i].append(recorded_from_row(row))
+                head = group.chain(t, before, fresh, fresh_owner, ids)
+                if head != before:
+                    pg.execute(_MOVE_HEAD, (head.last_id, head.last_seq, head.last_hash,
+                                            key_check(self.ledger.chain_key(t)), t), prepare=True)
+                    self.statements += 1
                 reserved = ob_c.fetchall()
-                newest, ob_ids = int(reserved[0][0] or 0), sorted(int(r[1]) for r in reserved)
-                actions = withdrawals_of(self.ledger, items, signals_of, recorded_of, tenant=t)
-                rows_ob, owner_ob = action_rows(t, [a for _, a in actions], when)
-                spare_outbox += ob_ids[len(rows_ob):]
-                if rows_ob:
-                    link_outbox_rows(rows_ob, newest, ob_ids, ckey)
-                    outbox_rows.extend(rows_ob)
-                    newest = int(rows_ob[-1]["id"])
-                    for o in owner_ob:
-                        queued[actions[o][0]] = queued.get(actions[o][0], 0) + 1
+                ob_ids = sorted(int(r[1]) for r in reserved)
+                newest = group.queue(t, int(reserved[0][0] or 0), partial(_these, ob_ids))
+                assert newest is not None
+                spare_outbox += [i for i in ob_ids if i > newest]
                 tails[t] = Tail(head, newest)
-            if event_rows:
-                pg.execute(_INSERT_EVENTS, _arrays(event_rows, _EVENT_COLUMNS), prepare=True)
-                self.statements += 1
-            for move in moves:
-                pg.execute(_MOVE_HEAD, move, prepare=True)
-                self.statements += 1
-            if outbox_rows:
-                pg.execute(_INSERT_OUTBOX, _arrays(outbox_rows, _OUTBOX_COLUMNS), prepare=True)
-                self.statements += 1
+            self.statements += group.insert(pg)
             pg.commit()  # synchronous: the answers go out only once this returns
             self.round_trips += 1
         self.written += 1
@@ -408,14 +347,82 @@ class PipelinedWrite:
         self._event_ids.add(spare_events)
         self._outbox_ids.clear()
         self._outbox_ids.add(spare_outbox)
-        return self._outcomes(items, recorded_of, queued)
+        return group.outcomes()
 
-    @staticmethod
-    def _outcomes(items: Sequence[Item], recorded_of: dict[int, list[RecordedEvent]],
-                  queued: dict[int, int]) -> list[Outcome]:
-        return [DUPLICATE if i not in recorded_of else
-                ("recorded" if recorded_of[i] else "ignored", len(recorded_of[i]), queued.get(i, 0))
-                for i in range(len(items))]
+
+def _these(ids: list[int], _n: int) -> list[int]:
+    return ids  # every id reserved for the tenant: the rows take the first ones
+
+
+def _receipt_keys(items: Sequence[Item], tenants: Sequence[str]) -> dict[str, dict[str, None]]:
+    """Each tenant's receipt keys in the group, once each, in order."""
+    keys: dict[str, dict[str, None]] = {t: {} for t in tenants}
+    for tenant, _hooks, work in items:
+        keys[tenant].update(dict.fromkeys(work.receipts))
+    return keys
+
+
+class _Rows:
+    """A group's event and outbox rows as they are chained and signed, tenant by tenant; the same code for the
+    one-round-trip and the two-round-trip write, so both write the same rows."""
+
+    def __init__(self, ledger: Ledger, items: Sequence[Item], fresh_of: dict[int, set[str]],
+                 signals_of: dict[int, list[Any]]) -> None:
+        self.ledger, self.items, self.fresh_of, self.signals_of = ledger, items, fresh_of, signals_of
+        self.recorded_of: dict[int, list[RecordedEvent]] = {i: [] for i in signals_of}
+        self.queued: dict[int, int] = {}
+        self.when = _now(None)  # the outbox's own clock, as Outbox.enqueue_many uses
+        self.event_rows: list[dict[str, Any]] = []
+        self.outbox_rows: list[dict[str, Any]] = []
+
+    def kept(self, prepared: tuple[list[dict[str, Any]], list[int], list[str | None], int]
+             ) -> tuple[list[dict[str, Any]], list[int]]:
+        """A tenant's rows whose receipt is new (and claimed by their item), with their items."""
+        rows, owner, receipt_of, _bound = prepared
+        kept = [(r, i) for r, i, k in zip(rows, owner, receipt_of, strict=True)
+                if k is not None and k in self.fresh_of.get(i, ())]
+        return [r for r, _ in kept], [i for _, i in kept]
+
+    def chain(self, tenant: str, head: Head, fresh: list[dict[str, Any]], owner: list[int], ids: list[int]) -> Head:
+        """``fresh`` (of items ``owner``) chained after ``head`` with ``ids`` (at least as many); the new head."""
+        if fresh:
+            for row, row_id in zip(fresh, ids, strict=False):
+                row["id"] = row_id
+            seq, last_hash = link_rows(head, fresh, self.ledger.chain_key(tenant))
+            self.event_rows.extend(fresh)
+            head = Head(int(fresh[-1]["id"]), seq, last_hash, head.keyed_from_seq)
+        for row, i in zip(fresh, owner, strict=True):
+            self.recorded_of[i].append(recorded_from_row(row))
+        return head
+
+    def queue(self, tenant: str, newest: int, ids: Callable[[int], list[int] | None]) -> int | None:
+        """The outbox rows of the tenant's recorded withdrawals, signed after its ``newest`` row with ``ids(n)``
+        (ascending, at least n); the tenant's newest row then, or None when ``ids`` had too few."""
+        actions = withdrawals_of(self.ledger, self.items, self.signals_of, self.recorded_of, tenant=tenant)
+        rows, owner = action_rows(tenant, [a for _, a in actions], self.when)
+        if not rows:
+            return newest
+        reserved = ids(len(rows))
+        if reserved is None:
+            return None
+        link_outbox_rows(rows, newest, reserved, self.ledger.chain_key(tenant))
+        self.outbox_rows.extend(rows)
+        for o in owner:
+            self.queued[actions[o][0]] = self.queued.get(actions[o][0], 0) + 1
+        return int(rows[-1]["id"])
+
+    def insert(self, pg: psycopg.Connection[Any]) -> int:
+        """Send the inserts of the events and the outbox rows (pipelined); how many statements."""
+        if self.event_rows:
+            pg.execute(_INSERT_EVENTS, _arrays(self.event_rows, _EVENT_COLUMNS), prepare=True)
+        if self.outbox_rows:
+            pg.execute(_INSERT_OUTBOX, _arrays(self.outbox_rows, _OUTBOX_COLUMNS), prepare=True)
+        return bool(self.event_rows) + bool(self.outbox_rows)
+
+    def outcomes(self) -> list[Outcome]:
+        return [DUPLICATE if i not in self.recorded_of else
+                ("recorded" if self.recorded_of[i] else "ignored", len(self.recorded_of[i]), self.queued.get(i, 0))
+                for i in range(len(self.items))]
 
 
 __all__ = ["PipelinedWrite"]
