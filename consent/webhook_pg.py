@@ -82,8 +82,10 @@ _OUTBOX_SEQUENCE = "SELECT nextval(pg_get_serial_sequence('consent_outbox', 'id'
 _MOVE_HEAD_FROM = ("WITH moved AS (UPDATE consent_chain_heads SET last_id = %s, last_seq = %s, last_hash = %s, "
                    "key_check = %s WHERE tenant_id = %s AND last_seq = %s AND last_hash = %s RETURNING 1) "
                    "SELECT 1 / count(*) FROM moved")
-_SAME_OUTBOX = ("SELECT 1 / count(*) FROM (SELECT max(id) AS newest FROM consent_outbox WHERE tenant_id = %s) AS o "
-                "WHERE coalesce(o.newest, 0) = %s")
+# ORDER BY ... LIMIT 1, not max(): PostgreSQL planned max() under this filter as an aggregate over every
+# index entry of the tenant (the group write grew again, 3.9 -> 7.5 ms over 10,000 requests)
+_SAME_OUTBOX = ("SELECT 1 / count(*) FROM (SELECT coalesce((SELECT id FROM consent_outbox WHERE tenant_id = %s "
+                "ORDER BY id DESC LIMIT 1), 0) AS newest) AS o WHERE o.newest = %s")
 _NEW_RECEIPTS = ("INSERT INTO webhook_receipts (tenant_id, key, received_at) "
                  "SELECT %s, k, %s FROM unnest(%b::text[]) AS k")
 RESERVE = 1024  # ids reserved at a time once fewer than LOW_WATER are left (a restart leaves them as gaps)

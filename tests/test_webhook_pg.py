@@ -242,3 +242,25 @@ def test_the_idempotency_look_up_is_never_run_from_a_plan_cached_while_the_table
         writer._connection().rollback()
     finally:
         env.close()
+
+
+def test_the_outbox_check_reads_one_index_entry_however_many_rows_the_tenant_has(pg_url) -> None:
+    """The one-round-trip write compares the tenant's newest outbox row in every group: as a generic plan (what
+    a prepared statement ends up with) it must be one backward step of the (tenant, id) index, not an aggregate
+    over the tenant's rows (max() under the comparison was planned so: the write grew with the outbox)."""
+    env = Env(pg_url)
+    try:
+        primed(env)
+        pg = pipelined(env)._connection()
+        sql = webhook_pg._SAME_OUTBOX.replace("%s", "$1", 1).replace("%s", "$2", 1)
+        pg.execute("SET plan_cache_mode = force_generic_plan")
+        pg.execute(f"PREPARE same_outbox (text, bigint) AS {sql}")
+        try:
+            plan = "\n".join(row[0] for row in pg.execute("EXPLAIN EXECUTE same_outbox('harbor', 0)").fetchall())
+        finally:
+            pg.execute("DEALLOCATE same_outbox")
+            pg.execute("RESET plan_cache_mode")
+            pg.rollback()
+        assert "Limit" in plan and "Index Only Scan Backward using ix_consent_outbox_tenant_id" in plan, plan
+    finally:
+        env.close()
