@@ -108,6 +108,7 @@ def serve(url: str, port: int, args: argparse.Namespace) -> None:
                 return
             await traced(scope, receive, send)
 
+    app.state.warm_up()  # as `segsync serve` does before serving
     freeze_startup_heap()  # as `segsync serve` does once started (core.heap)
     uvicorn.run(served, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
                 loop=args.loop, http=args.http)

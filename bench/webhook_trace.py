@@ -41,6 +41,7 @@ class ServerTrace:
         self.gcs: list[tuple[float, float, int, float]] = []  # start, duration, generation, CPU time of it
         self.lags: list[tuple[float, float]] = []  # when, how late a 5 ms sleep woke
         self.sql: dict[str, list[float]] = {}  # statement kind -> durations (s), "commit" included
+        self.commit_at: list[float] = []  # when each COMMIT (its duration: sql["COMMIT"]) started
         self._sql_start = 0.0
         self._gc_start = self._gc_cpu = 0.0
         self._by_item: dict[int, int] = {}
@@ -49,7 +50,8 @@ class ServerTrace:
     def dump(self, path: Path) -> None:
         heap = {"frozen": gc.get_freeze_count(), **{f"gen{g}": len(gc.get_objects(g)) for g in (0, 1, 2)}}
         path.write_text(json.dumps({"requests": self.requests, "groups": self.groups, "gcs": self.gcs,
-                                    "lags": self.lags, "sql": self.sql, "heap": heap}))
+                                    "lags": self.lags, "sql": self.sql, "commit_at": self.commit_at,
+                                    "heap": heap}))
 
     def _sql_begin(self, *_args: Any) -> None:
         self._sql_start = time.monotonic()
@@ -94,6 +96,7 @@ def instrument(app: Any, writer: Any, engine: Any, pipelined: Any = None) -> tup
                 started = time.monotonic()
                 plain()
                 commits.append(time.monotonic() - started)
+                trace.commit_at.append(started)
 
             db.commit, db._bench_timed = timed, True
         return db

@@ -120,6 +120,7 @@ consent_outbox = sa.Table(
     sa.UniqueConstraint("tenant_id", "source_event", "destination", name="uq_consent_outbox_event_dest"),
     sa.Index("ix_consent_outbox_due", "status", "next_attempt_at"),
     sa.Index("ix_consent_outbox_subject", "tenant_id", "subject_key"),
+    sa.Index("ix_consent_outbox_tenant_id", "tenant_id", "id"),  # the tenant's newest row: migration 0010
 )
 
 webhook_receipts = sa.Table(

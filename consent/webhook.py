@@ -108,6 +108,7 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.writer = hooks.writer  # its counters (groups, items, pending) for tests, the bench and metrics
     app.state.pipelined = hooks.pipelined  # PostgreSQL's pipelined group write (its counters), else None
+    app.state.warm_up = hooks.warm_up  # call once before serving (segsync serve, the bench)
     return app
 
 
@@ -151,6 +152,24 @@ class _Hooks:
             self.write_group, max_pending=max_pending, max_wait=max_wait, after_group=self.after_group,
             name="segsync-webhook-writer",
         )
+
+    def warm_up(self) -> None:
+        """Before serving: check each tenant's key against its ledger and open the writer's connection.
+
+        Otherwise the first request pays for both - the key check connects to the database on the event loop,
+        the first group opens the writer's connection - and every request arriving meanwhile waits: 80-170 ms
+        for the first 40 requests at 200/s (bench/README.md, issue 21, fourth pass). A tenant whose key is
+        refused is only logged here: its requests keep answering with the reason, as before."""
+        for tenant in self.tenants:
+            try:
+                self.ledger.key(tenant)
+            except InputError as exc:
+                log.error("webhook for tenant %s: %s", tenant, exc)
+        if self.pipelined is not None:
+            try:
+                self.pipelined.connect()
+            except Exception:  # the database is down: the first group connects (or answers 503) as before
+                log.warning("webhook: could not open the writer's database connection yet", exc_info=True)
 
     # -- plumbing ---------------------------------------------------------------------------
 

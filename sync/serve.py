@@ -10,7 +10,8 @@
 - Shutdown (SIGTERM / Ctrl-C) asks running syncs to stop after the batch in flight and waits;
   the changes not sent are sent by the next run.
 - Logs never show a secret: a webhook secret in a URL path (vendors that sign nothing) is masked in
-  uvicorn's access log, and every other log line goes through the redacting filter.
+  uvicorn's access log (on with ``server.access_log: true``), and every other log line goes through the
+  redacting filter.
 """
 
 from __future__ import annotations
@@ -404,8 +405,10 @@ class Service:
         from sync.pages import mount as mount_pages
 
         mount_pages(app, self)  # status, model cards, lift, preference page (before the webhook's catch-all)
-        app.mount("/", create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain,
-                                  public_url=self.cfg.server.public_url, vendors=registry.webhook_handlers()))
+        webhook = create_app(self.hooks(), self.ledger, self.outbox, on_enqueued=self.trigger_drain,
+                             public_url=self.cfg.server.public_url, vendors=registry.webhook_handlers())
+        app.mount("/", webhook)
+        app.state.warm_up = webhook.state.warm_up  # serve() calls it before serving
         return app
 
 
@@ -483,6 +486,12 @@ def serve(config: Path, listen: str | None = None, *, external_workers: bool = F
     )
     log.info("segsync serve: %d tenant(s) on %s:%d", len(service.tenants), host, port)
     app = service.app()
+    app.state.warm_up()  # keys checked, the writer's connection open: not on the first requests
     log.debug("start-up heap frozen: %d objects", freeze_startup_heap())  # fewer, shorter GC pauses (core.heap)
-    uvicorn.run(app, host=host, port=port, log_level="info", log_config=uvicorn_log_config(),
-                timeout_graceful_shutdown=60)
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(cfg.server))
+
+
+def uvicorn_options(server: ServerCfg) -> dict[str, Any]:
+    """How ``serve`` runs uvicorn: its logging masked, the access log only when the config asks for it."""
+    return {"log_level": "info", "log_config": uvicorn_log_config(), "access_log": server.access_log,
+            "timeout_graceful_shutdown": 60}

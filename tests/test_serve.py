@@ -35,7 +35,7 @@ from consent.schema import consent_events, webhook_receipts
 from sandbox.webhooks import mailchimp_form, preference_body, segsync_signature
 from sync.config import load_config_text
 from sync.run.plan import CRM
-from sync.serve import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config
+from sync.serve import AccessLogFilter, Service, mask_path, parse_listen, uvicorn_log_config, uvicorn_options
 from sync.store import Store, open_store
 from sync.store.schema import runs as runs_table
 from tests.configs import consent_yaml, sandbox_config
@@ -60,7 +60,7 @@ TENANT = """
 """
 
 
-def config_text(store: str, models: Path, acme: str = "acme") -> str:
+def config_text(store: str, models: Path, acme: str = "acme", server: str = "") -> str:
     tenants = [
         TENANT.format(id=acme, tz="Europe/Paris", schedule='schedule: "0 6 * * *"', consent=consent_yaml(ACME_SECRET)),
         TENANT.format(
@@ -68,7 +68,7 @@ def config_text(store: str, models: Path, acme: str = "acme") -> str:
         ),
         TENANT.format(id="gamma", tz="UTC", schedule="", consent=consent_yaml("gamma-webhook-secret-0003")),
     ]
-    return f"version: 1\nstore: {store}\nmodel_dir: {models}\ntenants:{''.join(tenants)}"
+    return f"version: 1\nstore: {store}\nmodel_dir: {models}\n{server}tenants:{''.join(tenants)}"
 
 
 class World:
@@ -501,6 +501,15 @@ def run_cli():
     ours.setLevel(saved[2])
 
 
+def test_the_access_log_is_off_unless_the_config_asks_for_it(tmp_path):
+    default = load_config_text(config_text("sqlite:///x.db", tmp_path))
+    asked = load_config_text(config_text("sqlite:///x.db", tmp_path, server="server: {access_log: true}\n"))
+    assert uvicorn_options(default.server)["access_log"] is False
+    options = uvicorn_options(asked.server)
+    assert options["access_log"] is True
+    assert options["log_config"]["handlers"]["access"]["filters"] == ["segsync_access"]  # masked when on
+
+
 def test_listen_is_checked(tmp_path, run_cli):
     from core.errors import ConfigError
 
@@ -532,7 +541,8 @@ def _free_port() -> int:
 def test_serve_process_answers_then_stops_on_sigterm_without_logging_secrets(tmp_path):
     port = _free_port()
     config = tmp_path / "segsync.yaml"
-    config.write_text(config_text(f"sqlite:///{tmp_path / 'segsync.db'}", tmp_path / "models"))
+    config.write_text(config_text(f"sqlite:///{tmp_path / 'segsync.db'}", tmp_path / "models",
+                                  server="server: {access_log: true}\n"))  # to check what it masks
     out = tmp_path / "serve.log"
     env = {**os.environ, "CI": "true"}
     with out.open("w") as log_file:

@@ -236,6 +236,9 @@ class ServerCfg(Strict):
     # tenant's pages.status_token is set. Use ${VAR}: it is a secret.
     admin_token: SecretStr | None = Field(None, min_length=16)
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers (like --log-format)
+    # uvicorn's line per request (paths masked): off unless asked for - it was 7 % of the server's CPU per
+    # webhook request (bench/README.md, issue 21); /metrics counts the webhooks either way
+    access_log: bool = False
 
     @field_validator("listen")
     @classmethod
