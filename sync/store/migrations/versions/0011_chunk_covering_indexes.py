@@ -1,7 +1,7 @@
 """contacts, identities: covering indexes for the reads of a chunk of the book
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02 01:00:00
 
 Every run reads the whole book a chunk at a time, twice (the consent gate, then the plan): each contact's id,
@@ -13,8 +13,8 @@ alone. The identities index replaces the one on (tenant_id, contact_id), which i
 from alembic import op
 
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
