@@ -86,6 +86,12 @@ def test_stored_events_become_one_categorical_frame_batch_by_batch() -> None:
     assert len(event_frame(iter([]))) == 0
     as_tuples = event_frame((tuple(r[c] for c in EVENT_COLUMNS) for r in rows), batch=4)  # what the store streams
     pd.testing.assert_frame_equal(as_tuples, frame)
+    # Given the contacts frame's own id strings, the categories are those very objects (one copy of each id).
+    own = {cid: cid for cid in ("".join(["c", str(i)]) for i in range(7))}
+    shared = event_frame(iter(rows), batch=4, own=own)
+    pd.testing.assert_frame_equal(shared, frame)
+    assert all(own[c] is c for c in shared["contact_id"].cat.categories)
+    assert not any(own[c] is c for c in frame["contact_id"].cat.categories)
 
 
 def test_scoring_in_slices_covers_every_row_in_order() -> None:
