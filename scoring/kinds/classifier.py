@@ -173,6 +173,7 @@ def train_classifier(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFra
     if isinstance(labelled, InsufficientData):
         return labelled
     X, y = labelled
+    del labelled
     verdict = sufficiency(spec, y, options.min_positives, options.min_negatives)
     if verdict:
         return verdict
@@ -221,6 +222,7 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
         report.verdict = train.to_dict()
         return report
     X_tr, y_tr = train
+    del train  # the unpacked names are the frames' only holders: each can go when its last user is done
     verdict = sufficiency(spec, y_tr, options.min_positives, options.min_negatives)
     if verdict:
         report.verdict = verdict.to_dict()
@@ -232,6 +234,7 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
     test = labelled_set(spec, evaluated.contacts, events, cut, extra, churn=churn, properties=evaluated.properties)
     assert not isinstance(test, InsufficientData)  # history before train_cut implies history before cut
     X_te, y_te = test
+    del test
     labelled_rows = len(y_te)
     X_te, y_te = at_most(X_te, y_te, cap, seed)  # a book that could not be drawn from first (households)
     if evaluated.drawn or len(y_te) < labelled_rows:
@@ -261,8 +264,11 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
     report.fairness = fairness(pd.Series(p, index=X_te.index), contacts, spec.features.sensitive_attributes,
                                options.fairness_top_percent, outcomes=y_te)
     props = [c for c in X_tr.columns if c not in set(behaviour_columns(extra))]
+    del p, score
     if props:
-        property_check(report, spec, X_tr.drop(columns=props), y_tr, X_te.drop(columns=props), y_te, props, seed)
+        # The frames with properties are done with: only the behaviour columns are kept for the refit.
+        X_tr, X_te = X_tr.drop(columns=props), X_te.drop(columns=props)
+        property_check(report, spec, X_tr, y_tr, X_te, y_te, props, seed)
     return report
 
 
