@@ -37,6 +37,7 @@ MIN_NEGATIVES = 100
 IMPORTANCE_ROWS = 3000
 MIN_PRESENT_ROWS = 50  # rows with a value before a column is a model input
 TOP_FEATURES = 10
+SAMPLE_ROWS = 300_000  # people a fit or a backtest's evaluation reads at most: a seeded sample above (scoring.sample)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class Options:
     n_folds: int = 5  # cross-validation folds for labelled-property outcomes
     fairness_top_percent: float = 10.0  # the "selected" share in the fairness check
     seed: int = 0
+    sample_rows: int = SAMPLE_ROWS  # a fit, and a time split's evaluation, read at most this many people
 
 
 class Kind(Protocol):
@@ -199,11 +201,17 @@ def default_as_of(events: pd.DataFrame | None) -> pd.Timestamp:
 
 
 def features_for(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, cutoff: object,
-                 extra_types: list[str] | None = None) -> pd.DataFrame:
-    """Features for ``spec`` as of ``cutoff`` (the label property, if any, excluded)."""
+                 extra_types: list[str] | None = None,
+                 properties: tuple[list[str], list[str]] | None = None) -> pd.DataFrame:
+    """Features for ``spec`` as of ``cutoff`` (the label property, if any, excluded).
+
+    ``properties`` fixes the (numeric, categorical) property inputs; a sample of a book passes the ones chosen on
+    the whole book (:mod:`scoring.sample`), so its columns are those the whole book's frame would have.
+    """
     contacts = properties_as_of(contacts, cutoff)  # a past cutoff sees the property values known then
     frame = build_features(contacts, events, cutoff, spec.features, transaction_types=spec.transaction_types,
-                           activity_types=spec.activity_types, exclude=not_inputs(spec), extra_types=extra_types)
+                           activity_types=spec.activity_types, exclude=not_inputs(spec), extra_types=extra_types,
+                           properties=properties)
     households = household_features(contacts, events, cutoff, spec.features, spec.activity_types)
     return frame if households is None else frame.join(households)
 

@@ -257,11 +257,14 @@ def build_features(
     extra_types: Sequence[str] | None = None,
     include_properties: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    properties: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Features of every contact existing before ``cutoff``, from events strictly before it.
 
     ``exclude`` removes property columns (the label of a labelled outcome). ``extra_types`` fixes
-    the per-type count columns (a trained model passes its own list so columns line up).
+    the per-type count columns (a trained model passes its own list so columns line up). ``properties`` fixes the
+    (numeric, categorical) property columns instead of selecting them from ``contacts`` (a sample of a book passes
+    the whole book's selection).
     """
     spec = spec or FeatureSpec()
     cut = to_utc(cutoff)
@@ -293,7 +296,7 @@ def build_features(
     out = _finish(acc, contacts, cut, extra)
     out.index = ids
     if include_properties:
-        numeric, categorical = select_properties(contacts, spec, exclude)
+        numeric, categorical = properties if properties is not None else select_properties(contacts, spec, exclude)
         props = property_frame(contacts, numeric, categorical)
         props.index = ids
         out = pd.concat([out, props], axis=1)

@@ -86,6 +86,12 @@ def test_stored_events_become_one_categorical_frame_batch_by_batch() -> None:
     assert len(event_frame(iter([]))) == 0
     as_tuples = event_frame((tuple(r[c] for c in EVENT_COLUMNS) for r in rows), batch=4)  # what the store streams
     pd.testing.assert_frame_equal(as_tuples, frame)
+    # Given the contacts frame's own id strings, the categories are those very objects (one copy of each id).
+    own = {cid: cid for cid in ("".join(["c", str(i)]) for i in range(7))}
+    shared = event_frame(iter(rows), batch=4, own=own)
+    pd.testing.assert_frame_equal(shared, frame)
+    assert all(own[c] is c for c in shared["contact_id"].cat.categories)
+    assert not any(own[c] is c for c in frame["contact_id"].cat.categories)
 
 
 def test_scoring_in_slices_covers_every_row_in_order() -> None:
@@ -100,23 +106,32 @@ def test_scoring_in_slices_covers_every_row_in_order() -> None:
     assert np.array_equal(out, np.arange(10_007) * 2.0) and max(seen) == 1000 and len(seen) == 11
 
 
-def test_sampling_contacts_before_the_features_keeps_the_very_rows_sampled_after(monkeypatch) -> None:
-    from scoring.base import features_for
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "discovered"])
+def test_sampling_contacts_before_the_features_keeps_the_very_rows_sampled_after(declared: bool) -> None:
+    from scoring.base import Options, features_for
     from scoring.kinds import classifier
     from scoring.specs import ScoreSpec
 
     contacts, ev = random_book(n=400)
-    spec = ScoreSpec("up", "propensity", outcome_event="deposit", features=FeatureSpec(numeric_properties=("aum",)))
+    contacts["tier"] = np.where(np.arange(400) % 3 == 0, "premier", np.where(np.arange(400) % 3 == 1, "core", None))
+    feats = FeatureSpec(numeric_properties=("aum",), categorical_properties=("tier",)) if declared else FeatureSpec()
+    spec = ScoreSpec("up", "propensity", outcome_event="deposit", features=feats)
     cut = CUT - pd.Timedelta(days=90)
-    monkeypatch.setattr(classifier, "MAX_TRAIN_ROWS", 150)
+    options = Options(seed=7, sample_rows=150)
     everyone = features_for(spec, contacts, ev, cut)
+    assert {"aum", "tier"} <= set(everyone.columns)  # the properties were selected (discovered or declared)
     keep = np.sort(np.random.default_rng(7).choice(len(everyone), 150, replace=False))
-    sample, available = classifier.training_contacts(spec, contacts, cut, 7, churn=False)
-    assert available == len(everyone) and len(sample) == 150
-    pd.testing.assert_frame_equal(features_for(spec, sample, ev, cut), everyone.iloc[keep])
+    people = classifier.training_people(spec, contacts, cut, options, churn=False)
+    assert people.drawn and people.available == len(everyone) and len(people.contacts) == 150
+    sampled = features_for(spec, people.contacts, ev, cut, properties=people.properties)
+    # The same rows and values; a sample's categorical column lists only the levels it holds (encoded by text).
+    pd.testing.assert_frame_equal(sampled, everyone.iloc[keep], check_categorical=False)
     # Churn keeps active contacts first: it is sampled after its features, as before.
-    unchanged, zero = classifier.training_contacts(spec, contacts, cut, 7, churn=True)
-    assert unchanged is contacts and zero == 0
+    unchanged = classifier.training_people(spec, contacts, cut, options, churn=True)
+    assert unchanged.contacts is contacts and not unchanged.drawn
+    # At or below the cap the sample is everyone: nothing is drawn, nothing changes.
+    whole = classifier.training_people(spec, contacts, cut, Options(seed=7, sample_rows=len(everyone)), churn=False)
+    assert whole.contacts is contacts and not whole.drawn
 
 
 def test_reading_a_bigger_book_holds_no_python_objects_per_event() -> None:

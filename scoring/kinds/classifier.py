@@ -45,10 +45,10 @@ from scoring.base import (
 )
 from scoring.chunks import apply_in_slices
 from scoring.evaluation import auc_difference, classification_metrics, fairness
-from scoring.features import behaviour_columns, eligible_contacts, extra_event_types, outcome_labels, to_utc
+from scoring.features import behaviour_columns, extra_event_types, outcome_labels, to_utc
+from scoring.sample import Sample, draw, sampled_rows
 from scoring.specs import ScoreSpec
 
-MAX_TRAIN_ROWS = 300_000  # a seeded sample above this
 LEAK_GAP = 0.1  # ROC AUC that property inputs may add in a time split before it looks like leakage
 
 
@@ -76,15 +76,17 @@ def event_labels(spec: ScoreSpec, ids: pd.Index, events: pd.DataFrame | None, st
 
 
 def labelled_set(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | None, feature_cutoff: pd.Timestamp,
-                 extra_types: list[str] | None = None, *,
-                 churn: bool) -> tuple[pd.DataFrame, pd.Series] | InsufficientData:
+                 extra_types: list[str] | None = None, *, churn: bool,
+                 properties: tuple[list[str], list[str]] | None = None,
+                 ) -> tuple[pd.DataFrame, pd.Series] | InsufficientData:
     """Features as of ``feature_cutoff`` and their labels, or why there is not enough history.
 
     Event labels cover ``[feature_cutoff, feature_cutoff + window)``; the caller makes sure that
     window has been observed. Churn is only defined for contacts active before the cutoff.
+    ``properties``: the property inputs, when ``contacts`` is a sample of the book (:mod:`scoring.sample`).
     """
     if spec.labelled:
-        X = features_for(spec, contacts, events, feature_cutoff, extra_types)
+        X = features_for(spec, contacts, events, feature_cutoff, extra_types, properties)
         y = property_labels(spec, contacts)
         X = X.loc[X.index.intersection(y.index)]
         return X, y.loc[X.index]
@@ -94,7 +96,7 @@ def labelled_set(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame |
     if first >= feature_cutoff:
         return InsufficientData(spec.name, f"history too short: first event {first.date()} is not before the "
                                            f"feature cutoff {feature_cutoff.date()}")
-    X = features_for(spec, contacts, events, feature_cutoff, extra_types)
+    X = features_for(spec, contacts, events, feature_cutoff, extra_types, properties)
     if churn:
         X = X[X["days_since_activity"].notna()]
     y = event_labels(spec, pd.Index(X.index), events, feature_cutoff, churn=churn)
@@ -135,32 +137,27 @@ def fit_classifier(spec: ScoreSpec, X: pd.DataFrame, y: pd.Series, seed: int = 0
     return encoder, clf
 
 
-def training_contacts(spec: ScoreSpec, contacts: pd.DataFrame, feature_cutoff: pd.Timestamp, seed: int, *,
-                      churn: bool) -> tuple[pd.DataFrame, int]:
-    """(the contacts to compute training features for, how many were available; 0 = not sampled here).
+def training_people(spec: ScoreSpec, contacts: pd.DataFrame, feature_cutoff: pd.Timestamp, options: Options, *,
+                    churn: bool) -> Sample:
+    """The people to compute training features for: on a book above ``options.sample_rows`` people, the seeded
+    sample drawn *before* features are computed (:func:`scoring.sample.draw`) - the very rows :func:`at_most`
+    would keep of the whole book's frame (features are per contact, rows in eligible order), with the property
+    inputs chosen on the whole book - without building features for the others.
 
-    For an event outcome on a book above :data:`MAX_TRAIN_ROWS`, the seeded sample is drawn from the
-    eligible contacts *before* features are computed: the very rows the sample of the whole feature frame
-    keeps (features are per contact, rows in eligible order), without building features for the others.
-    Churn (it keeps active contacts first), labelled outcomes and discovered properties (their selection
-    looks at the whole book) are sampled after the features, as before.
+    Churn keeps the active contacts first, so it is sampled after its features, as are books with households
+    and labelled outcomes (``draw`` returns the whole frame for those).
     """
-    declared = spec.features.numeric_properties or spec.features.categorical_properties
-    if spec.labelled or churn or not declared:
-        return contacts, 0
-    eligible = eligible_contacts(contacts, feature_cutoff)
-    if len(eligible) <= MAX_TRAIN_ROWS:
-        return contacts, 0
-    keep = np.sort(np.random.default_rng(seed).choice(len(eligible), MAX_TRAIN_ROWS, replace=False))
-    return eligible.iloc[keep], len(eligible)
+    if churn:
+        return Sample(contacts, 0)
+    return draw(spec, contacts, feature_cutoff, options.sample_rows, options.seed)
 
 
 def at_most(X: pd.DataFrame, y: pd.Series, rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
     """A seeded sample of ``rows`` labelled rows (in their order) when there are more, else all of them: the
-    rule :func:`train_classifier` samples a big book's training rows by."""
-    if len(y) <= rows:
+    rule a big book's training rows (and a time split's evaluation rows) are sampled by."""
+    keep = sampled_rows(len(y), rows, seed)
+    if keep is None:
         return X, y
-    keep = np.sort(np.random.default_rng(seed).choice(len(y), rows, replace=False))
     return X.iloc[keep], y.iloc[keep]
 
 
@@ -170,18 +167,21 @@ def train_classifier(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFra
     now = datetime.now(UTC)
     feature_cutoff = cut if spec.labelled else cut - pd.Timedelta(days=spec.window_days)
     extra = extra_event_types(events, feature_cutoff)
-    sample, available = training_contacts(spec, contacts, feature_cutoff, options.seed, churn=churn)
-    labelled = labelled_set(spec, sample, events, feature_cutoff, extra, churn=churn)
+    people = training_people(spec, contacts, feature_cutoff, options, churn=churn)
+    labelled = labelled_set(spec, people.contacts, events, feature_cutoff, extra, churn=churn,
+                            properties=people.properties)
     if isinstance(labelled, InsufficientData):
         return labelled
     X, y = labelled
+    del labelled
     verdict = sufficiency(spec, y, options.min_positives, options.min_negatives)
     if verdict:
         return verdict
-    available = available or len(y)
-    # Not sampled before the features: beyond a few hundred thousand rows the ranking barely improves while fit
-    # time keeps growing; a seeded sample keeps retraining a million-contact book to a minute or two.
-    X, y = at_most(X, y, MAX_TRAIN_ROWS, options.seed)
+    available = people.available or len(y)
+    del people
+    # Beyond a few hundred thousand rows the ranking barely improves while fit time keeps growing; a seeded sample
+    # keeps retraining a million-contact book to a minute or two (drawn before the features where it can be).
+    X, y = at_most(X, y, options.sample_rows, options.seed)
     encoder, clf = fit_classifier(spec, X, y, options.seed)
     metrics = {"positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "rows": len(y),
                "rows_available": available}
@@ -213,20 +213,36 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
                      cut.isoformat()], "eval_features_as_of": cut.isoformat(),
                      "eval_outcomes": [cut.isoformat(), (cut + window).isoformat()]}
     extra = extra_event_types(events, train_cut)
-    train = labelled_set(spec, contacts, events, train_cut, extra, churn=churn)
+    cap, seed = options.sample_rows, options.seed
+    # Fitted as the live model is: on a sample of a big book, drawn before the features where it can be.
+    people = training_people(spec, contacts, train_cut, options, churn=churn)
+    train = labelled_set(spec, people.contacts, events, train_cut, extra, churn=churn, properties=people.properties)
+    del people
     if isinstance(train, InsufficientData):
         report.verdict = train.to_dict()
         return report
     X_tr, y_tr = train
+    del train  # the unpacked names are the frames' only holders: each can go when its last user is done
     verdict = sufficiency(spec, y_tr, options.min_positives, options.min_negatives)
     if verdict:
         report.verdict = verdict.to_dict()
         return report
-    test = labelled_set(spec, contacts, events, cut, extra, churn=churn)
+    X_tr, y_tr = at_most(X_tr, y_tr, cap, seed)
+    # Evaluated on at most ``cap`` people (seeded): the figures' precision is set by the sample, which at 300,000
+    # people is already fine (scoring.sample explains why); every frame and the DeLong comparison stay bounded.
+    evaluated = draw(spec, contacts, cut, cap, seed)
+    test = labelled_set(spec, evaluated.contacts, events, cut, extra, churn=churn, properties=evaluated.properties)
     assert not isinstance(test, InsufficientData)  # history before train_cut implies history before cut
     X_te, y_te = test
-    seed = options.seed
-    X_tr, y_tr = at_most(X_tr, y_tr, MAX_TRAIN_ROWS, seed)  # fitted as the live model is: on a sample of a big book
+    del test
+    labelled_rows = len(y_te)
+    X_te, y_te = at_most(X_te, y_te, cap, seed)  # a book that could not be drawn from first (households)
+    if evaluated.drawn or len(y_te) < labelled_rows:
+        report.window["evaluation"] = {
+            "sample": "a seeded random sample of the people existing at the cutoff", "seed": seed,
+            "people": len(evaluated.contacts) if evaluated.drawn else len(y_te),
+            "of": evaluated.available if evaluated.drawn else labelled_rows, "rows": len(y_te)}
+    del evaluated
     encoder, clf = fit_classifier(spec, X_tr, y_tr, seed)
     # Scored in slices (every row): the float64 matrix of a whole book and the ensemble's intermediates never exist.
     p = apply_in_slices(X_te, encoder.transform, lambda M: clf.predict_proba(M)[:, 1])
@@ -238,15 +254,21 @@ def time_split(spec: ScoreSpec, contacts: pd.DataFrame, events: pd.DataFrame | N
     report.baseline = {"rule": rule, **base}
     gain = auc_difference(y_te.to_numpy(), p, score)
     if gain is not None:
-        report.extra["gain_over_baseline"] = {**gain, "evaluated_on": "the window after the cutoff (time split)"}
+        sample = report.window.get("evaluation")
+        among = f", a seeded sample of {sample['rows']:,} of {sample['of']:,} people" if sample else ""
+        on = f"the window after the cutoff (time split){among}"
+        report.extra["gain_over_baseline"] = {**gain, "evaluated_on": on}
     rows = importance_rows(len(X_te), seed)  # the rows importance() would draw from the whole matrix
     report.top_features = importance(clf, encoder.transform(X_te.iloc[rows]), y_te.to_numpy()[rows], encoder.columns,
                                      "roc_auc", seed)
     report.fairness = fairness(pd.Series(p, index=X_te.index), contacts, spec.features.sensitive_attributes,
                                options.fairness_top_percent, outcomes=y_te)
     props = [c for c in X_tr.columns if c not in set(behaviour_columns(extra))]
+    del p, score
     if props:
-        property_check(report, spec, X_tr.drop(columns=props), y_tr, X_te.drop(columns=props), y_te, props, seed)
+        # The frames with properties are done with: only the behaviour columns are kept for the refit.
+        X_tr, X_te = X_tr.drop(columns=props), X_te.drop(columns=props)
+        property_check(report, spec, X_tr, y_tr, X_te, y_te, props, seed)
     return report
 
 
@@ -259,8 +281,8 @@ def property_check(report: BacktestReport, spec: ScoreSpec, X_tr: pd.DataFrame, 
     better than the model will ever do: with behaviour alone it falls back to earth.
     """
     encoder, clf = fit_classifier(spec, X_tr, y_tr, seed)
-    metrics = classification_metrics(y_te.to_numpy(), clf.predict_proba(encoder.transform(X_te))[:, 1],
-                                     with_calibration=False)
+    p = apply_in_slices(X_te, encoder.transform, lambda M: clf.predict_proba(M)[:, 1])
+    metrics = classification_metrics(y_te.to_numpy(), p, with_calibration=False)
     report.extra["without_properties"] = {"roc_auc": metrics["roc_auc"], "lift_top_decile": metrics["lift_top_decile"]}
     with_props, without = report.model.get("roc_auc"), metrics["roc_auc"]
     if with_props is not None and without is not None and with_props - without >= LEAK_GAP:

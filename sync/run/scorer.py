@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from connectors.base import HOUSEHOLD_PROPERTY
+from core.heap import fixed_mmap_threshold
 from core.times import now as utcnow
 from scoring.discovery import select_properties
 from scoring.fairness import breaches, segment_fairness
@@ -198,6 +199,7 @@ def score_tenant(store: Store, tenant: TenantCfg, model_dir: Path, allowed: set[
     scoring reads changed since they were computed (:mod:`sync.run.reuse`); ``result.mark`` is what to store
     with newly computed ones.
     """
+    fixed_mmap_threshold()  # scoring's big arrays go back to the system when freed (core.heap)
     changed: list[str] = []
     if reuse and not retrain and tenant.scores:
         mark = R.read_mark(store.scoring_mark(tenant.id))

@@ -9,7 +9,7 @@ as Python objects at once is one object per contact and distinct value, never on
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -110,7 +110,10 @@ def frames(store: Store, tenant: TenantCfg, allowed: set[str] | None = None) -> 
     for name in tenant.features.numeric_properties:
         contacts[name] = pd.to_numeric(contacts[name], errors="coerce")
     contacts = time_order(contacts, tenant, order)
-    ev = event_frame(store.event_rows(tenant.id), allowed)
+    # The events' contact ids become the contacts frame's own id strings: one copy of a million ids, not two.
+    own = {cid: cid for cid in contacts["contact_id"]}
+    ev = event_frame(store.event_rows(tenant.id), allowed, own=own)
+    del own
     attrs = dict(contacts.attrs)
     contacts = contacts.reset_index(drop=True)
     contacts.attrs.update(attrs)
@@ -185,7 +188,7 @@ def property_history(store: Store, tenant: TenantCfg, ids: pd.Series, names: set
 
 
 def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
-                batch: int = EVENT_BATCH) -> pd.DataFrame:
+                batch: int = EVENT_BATCH, own: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The stored events (dicts, or tuples in :data:`EVENT_COLUMNS` order) as one frame, built ``batch`` rows at a
     time with compact dtypes.
 
@@ -194,6 +197,7 @@ def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
     and half a dozen Python objects each; at most ``batch`` rows exist as Python objects at a time.
     Session ids become their 64-bit keys (:func:`scoring.features.session_keys`, nullable Int64): nearly every
     page view has a session of its own, so as categories they would be millions of distinct strings.
+    ``own`` maps a contact id to the string object to keep for it (the contacts frame's: the same text, held once).
     """
     known: dict[str, dict[Any, int]] = {c: {} for c in TEXT_COLUMNS}  # value -> category code, in order seen
     codes: dict[str, list[np.ndarray]] = {c: [] for c in TEXT_COLUMNS}  # int32 codes per batch
@@ -209,6 +213,8 @@ def event_frame(rows: Iterable[Any], allowed: set[str] | None = None,
             part = part[part["contact_id"].isin(allowed)]
         for col in TEXT_COLUMNS:
             local, uniques = pd.factorize(part[col].to_numpy(dtype=object))
+            if own is not None and col == "contact_id":
+                uniques = np.array([own.get(u, u) for u in uniques], dtype=object)
             seen = known[col]
             # The batch's few distinct values get the book-wide codes (new ones appended).
             index = np.fromiter((seen.setdefault(u, len(seen)) for u in uniques), dtype=np.int32, count=len(uniques))
