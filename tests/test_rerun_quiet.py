@@ -148,6 +148,11 @@ def test_one_opt_out_unsubscribes_every_esp_address_and_its_echo_propagates_noth
         stats = gate.record([ConsentSignal(fresh.esp_email or fresh.email, "email_marketing", "withdrawn", "consent",
                                            "mailchimp", datetime.now(UTC), reason="Other")])
         assert (stats.withdrawals, stats.already_withdrawn) == (1, 0) and stats.enqueued > 0
+        # ... to the CRM only: the ESP reported it, and knows the person by that one address.
+        with store.engine.connect() as conn:
+            queued = set(conn.execute(sa.select(consent_outbox.c.destination).where(
+                consent_outbox.c.email == normalize_email(fresh.esp_email or fresh.email))).scalars())
+        assert queued and all(d.startswith("crm.") for d in queued), queued
     finally:
         store.close()
 

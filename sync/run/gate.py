@@ -121,13 +121,15 @@ class ConsentGate:
             # The vendor that told us already has it: propagate only to the other side.
             side = next((k for k, v in self.sources.items() if v == source), None)
             dests = [d for d in DESTINATIONS if self._has(d) and (side is None or not d.startswith(side + "."))]
-            if side == "esp" and self._has(ESP_UNSUBSCRIBE):
-                # An ESP that reports one member unsubscribed has not unsubscribed the person's other members (a
-                # person merged at the CRM can be two): the drain unsubscribes those, and calls nothing for a
-                # person the ESP knows by that one address only (``sync.propagation``).
-                dests.append(ESP_UNSUBSCRIBE)
-            held = self._held_withdrawn(rows)
-            for batch, to in (([r for r in rows if (r.email, r.purpose) not in held], dests),
+            others = self._other_addresses(rows)
+            held = self._held_withdrawn(rows, others)
+            # An ESP that reports one member unsubscribed has not unsubscribed the person's other members (a person
+            # merged at the CRM can be two, one per address): for a person known by more than one address the
+            # drain unsubscribes the others there (``sync.propagation``), and calls nothing when none is a member.
+            wider = [*dests, ESP_UNSUBSCRIBE] if side == "esp" and self._has(ESP_UNSUBSCRIBE) else dests
+            for batch, to in (([r for r in rows if (r.email, r.purpose) not in held and not others.get(r.email)],
+                               dests),
+                              ([r for r in rows if (r.email, r.purpose) not in held and others.get(r.email)], wider),
                               ([r for r in rows if (r.email, r.purpose) in held], [])):
                 if not batch:
                     continue
@@ -140,21 +142,24 @@ class ConsentGate:
                 stats.already_withdrawn += 0 if to else sum(1 for e in result.recorded if e.state == WITHDRAWN)
         return stats
 
-    def _held_withdrawn(self, rows: Sequence[ConsentSignal]) -> set[tuple[str, str]]:
-        """(email, purpose) of the withdrawals in ``rows`` whose person already withdrew that purpose at another
-        address. One decision per person (``decide_people``: an opt-out on any address wins) was already acted
-        on everywhere when that withdrawal was recorded, so this one is recorded as the vendor's evidence but
-        propagates nothing. The usual case is our own propagation read back: a person who opted out at the CRM
-        is unsubscribed at the ESP under their ESP address, and the ESP's next pull reports that address as
-        unsubscribed; propagating it back would write to the CRM again on a run where nothing changed."""
-        asked = {(r.email, r.purpose) for r in rows if r.state == WITHDRAWN}
-        if not asked:
-            return set()
-        people = {e: cid for e in {e for e, _ in asked} if (cid := self.store.contact_by_email(self.tenant.id, e))}
+    def _other_addresses(self, rows: Sequence[ConsentSignal]) -> dict[str, set[str]]:
+        """For each email withdrawing in ``rows``: the other addresses the store knows for its person."""
+        asked = {r.email for r in rows if r.state == WITHDRAWN}
+        people = {e: cid for e in asked if (cid := self.store.contact_by_email(self.tenant.id, e))}
         addresses = self.store.addresses(self.tenant.id, sorted(set(people.values()))) if people else {}
-        others = {e: set(addresses.get(cid, ())) - {e} for e, cid in people.items()}
-        known = self.ledger.decisions(self.tenant.id, sorted(set().union(*others.values())), self.policy) \
-            if any(others.values()) else {}
+        return {e: set(addresses.get(cid, ())) - {e} for e, cid in people.items()}
+
+    def _held_withdrawn(self, rows: Sequence[ConsentSignal], others: dict[str, set[str]]) -> set[tuple[str, str]]:
+        """(email, purpose) of the withdrawals in ``rows`` whose person already withdrew that purpose at another
+        address (``others``). One decision per person (``decide_people``: an opt-out on any address wins) was
+        already acted on everywhere when that withdrawal was recorded, so this one is recorded as the vendor's
+        evidence but propagates nothing. The usual case is our own propagation read back: a person who opted out
+        at the CRM is unsubscribed at the ESP under their ESP address, and the ESP's next pull reports that
+        address as unsubscribed; propagating it back would write to the CRM again on a run where nothing changed."""
+        asked = {(r.email, r.purpose) for r in rows if r.state == WITHDRAWN}
+        if not asked or not any(others.values()):
+            return set()
+        known = self.ledger.decisions(self.tenant.id, sorted(set().union(*others.values())), self.policy)
         return {(e, purpose) for e, purpose in asked
                 if any(known[o].reasons.get(purpose) == WITHDRAWN for o in others.get(e, ()) if o in known)}
 
